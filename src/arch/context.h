@@ -1,0 +1,43 @@
+/*
+ * context.h -- the architecture layer: make a context, switch contexts.
+ *
+ * This is everything the layers above know of the CPU. A context is a saved
+ * stack pointer; what the switch keeps on the stack behind it is the
+ * business of src/arch/<arch>/.
+ */
+#ifndef FIB_ARCH_CONTEXT_H
+#define FIB_ARCH_CONTEXT_H
+
+#include <stddef.h>
+
+/* The first function a new context runs. `value` is the value passed by the
+ * switch that first enters the context. It must never return. */
+typedef void (*fib__ctx_entry)(void *value);
+
+/*
+ * Prepare a context on the stack that ends (exclusive) at stack_top: the
+ * first switch to the returned stack pointer calls entry(value) with a zero
+ * frame pointer, the ABI's stack alignment, and the FP control state of the
+ * thread that called fib__ctx_make (so a new fiber inherits its creator's
+ * rounding mode).
+ */
+void *fib__ctx_make(void *stack_top, fib__ctx_entry entry);
+
+/*
+ * Save the running context (its stack pointer goes to *save_sp), resume the
+ * one suspended at load_sp, and hand it `value`: the resumed side sees it as
+ * the return value of its own fib__ctx_switch call (or as the entry's
+ * argument). Implemented in assembly.
+ */
+void *fib__ctx_switch(void **save_sp, void *load_sp, void *value);
+
+/* The largest interval between two stack probes that the compiler's
+ * -fstack-clash-protection makes on this architecture: a guard region at
+ * least this large cannot be jumped by a probed frame. */
+size_t fib__ctx_probe_interval(void);
+
+/* The stack pointer at the moment of a fault, from a signal handler's
+ * ucontext argument. */
+void *fib__ctx_fault_sp(const void *ucontext);
+
+#endif

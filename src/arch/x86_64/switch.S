@@ -1,0 +1,127 @@
+/*
+ * switch.S -- context switch for x86-64, System V ABI, ELF, GNU assembler.
+ *
+ * ABI facts this file relies on (System V AMD64 psABI, section 3.2):
+ *   - rbx, rbp, r12-r15 and rsp are callee-saved: a function call must hand
+ *     them back unchanged, so a switch (which "returns" into another
+ *     context) saves them for the context it leaves and restores them for
+ *     the one it enters. Every other general-purpose and vector register is
+ *     caller-saved: the compiler already assumes the call clobbered them.
+ *   - The control bits of MXCSR and the x87 control word are callee-saved
+ *     too: a fiber that changes the rounding mode must not change it for
+ *     the others. (stmxcsr/ldmxcsr are not cheap; they are kept anyway.)
+ *   - rsp + 8 is a multiple of 16 at a function's entry; a new context's
+ *     entry sees exactly that.
+ *
+ * The saved frame, on the suspended context's own stack (offsets from the
+ * saved stack pointer; defined once in frame.h):
+ *
+ *   +------+--------+-------+-----+-----+-----+-----+-----+-----+-----+
+ *   |  0   |   4    |   6   |  8  | 16  | 24  | 32  | 40  | 48  | 56  |
+ *   | mxcsr| x87 cw |  pad  | r12 | r13 | r14 | r15 | rbx | rbp | rip |
+ *   +------+--------+-------+-----+-----+-----+-----+-----+-----+-----+
+ *
+ * rip sits where the caller's `call` put the return address, so saving is
+ * one stack adjustment and stores. Resuming ends with pop + indirect jmp,
+ * not ret: a ret to an address pushed on another stack would miss the
+ * return-stack predictor on every switch. The jmp is `notrack`, since its
+ * targets are return sites (no endbr64) when IBT is enforced.
+ *
+ * Not CET shadow-stack safe (the jmp leaves the shadow stack unbalanced):
+ * this file marks IBT only in its GNU property note, so a link that
+ * includes it never claims SHSTK.
+ */
+#include "frame.h"
+
+#if defined(__CET__) && (__CET__ & 1)
+#define ENDBR endbr64
+#else
+#define ENDBR
+#endif
+
+        .text
+
+/*
+ * void *fib__ctx_switch(void **save_sp, void *load_sp, void *value)
+ *   rdi: where to store the stack pointer of the context we leave
+ *   rsi: the stack pointer of the context to resume
+ *   rdx: value handed over; returned in rax on the resumed side
+ */
+        .globl  fib__ctx_switch
+        .hidden fib__ctx_switch
+        .type   fib__ctx_switch, @function
+        .p2align 4
+fib__ctx_switch:
+        .cfi_startproc
+        ENDBR
+        leaq    -(FIB_FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
+        .cfi_adjust_cfa_offset FIB_FRAME_SIZE - 8
+        stmxcsr FIB_FRAME_MXCSR(%rsp)
+        fnstcw  FIB_FRAME_X87CW(%rsp)
+        movq    %r12, FIB_FRAME_R12(%rsp)
+        movq    %r13, FIB_FRAME_R13(%rsp)
+        movq    %r14, FIB_FRAME_R14(%rsp)
+        movq    %r15, FIB_FRAME_R15(%rsp)
+        movq    %rbx, FIB_FRAME_RBX(%rsp)
+        movq    %rbp, FIB_FRAME_RBP(%rsp)
+
+        movq    %rsp, (%rdi)            /* the context we leave is saved */
+        movq    %rsi, %rsp              /* now on the resumed context's stack */
+
+        movq    FIB_FRAME_R12(%rsp), %r12
+        movq    FIB_FRAME_R13(%rsp), %r13
+        movq    FIB_FRAME_R14(%rsp), %r14
+        movq    FIB_FRAME_R15(%rsp), %r15
+        movq    FIB_FRAME_RBX(%rsp), %rbx
+        movq    FIB_FRAME_RBP(%rsp), %rbp
+        ldmxcsr FIB_FRAME_MXCSR(%rsp)
+        fldcw   FIB_FRAME_X87CW(%rsp)
+        leaq    FIB_FRAME_RIP(%rsp), %rsp
+        .cfi_adjust_cfa_offset -(FIB_FRAME_SIZE - 8)
+        popq    %rcx                    /* where the resumed context goes on */
+        .cfi_adjust_cfa_offset -8
+        .cfi_register rip, rcx
+        movq    %rdx, %rax              /* the value, as our return value */
+        notrack jmp *%rcx
+        .cfi_endproc
+        .size   fib__ctx_switch, . - fib__ctx_switch
+
+/*
+ * The first code a new context runs (fib__ctx_make puts it in the frame's
+ * rip slot). On entry: r12 = the entry function, rax = the value the first
+ * switch passed, rsp 16-byte aligned. Its CFI says the return address is
+ * undefined, so unwinders (gdb, backtrace(), perf) stop here cleanly, and
+ * rbp = 0 ends frame-pointer chains.
+ */
+        .globl  fib__ctx_entry_trampoline
+        .hidden fib__ctx_entry_trampoline
+        .type   fib__ctx_entry_trampoline, @function
+        .p2align 4
+fib__ctx_entry_trampoline:
+        .cfi_startproc
+        .cfi_undefined rip
+        ENDBR
+        xorl    %ebp, %ebp              /* no caller frame */
+        movq    %rax, %rdi              /* entry(value) */
+        call    *%r12
+        ud2                             /* entries never return */
+        .cfi_endproc
+        .size   fib__ctx_entry_trampoline, . - fib__ctx_entry_trampoline
+
+#if defined(__CET__) && (__CET__ & 1)
+/* GNU property note: this object is IBT-compatible (endbr64 at every
+ * indirectly reached entry). SHSTK is deliberately not claimed; see top. */
+        .section .note.gnu.property, "a"
+        .p2align 3
+        .long   4                       /* name size ("GNU\0") */
+        .long   16                      /* descriptor size */
+        .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
+        .asciz  "GNU"
+        .long   0xc0000002              /* GNU_PROPERTY_X86_FEATURE_1_AND */
+        .long   4                       /* property data size */
+        .long   1                       /* GNU_PROPERTY_X86_FEATURE_1_IBT */
+        .p2align 3
+#endif
+
+/* No executable stack needed. */
+        .section .note.GNU-stack, "", @progbits

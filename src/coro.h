@@ -1,0 +1,39 @@
+/*
+ * coro.h -- the coroutine layer's internals, for the scheduler above it.
+ *
+ * A coroutine is a context on a stack of its own, resumed and suspended
+ * asymmetrically: a yield always returns to whoever resumed it. Its record
+ * lives at the top of its stack, under the stack's descriptor, so creating
+ * one allocates nothing when the stack pool has a stack.
+ */
+#ifndef FIB_CORO_H
+#define FIB_CORO_H
+
+#include "fibers.h"
+#include "stack.h"
+
+struct fib_coro {
+  void *sp;                 /* saved context; valid while SUSPENDED */
+  void *resumer_sp;         /* saved context of the resumer; valid while
+                               RUNNING or NORMAL */
+  struct fib_coro *resumer; /* who resumed it; NULL: the thread's stack */
+  struct fib__stack *stack; /* the stack it runs on (owns it) */
+  fib_coro_fn fn;
+  void *arg;
+  fib_coro_state status;
+  void *owner; /* the layer above's record (a fiber), or NULL */
+};
+
+/* Create a suspended coroutine on a stack of `usable` bytes (already
+ * rounded) guarded per `mode`. 0, FIB_EINVAL or FIB_ENOMEM. */
+int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+                     fib_guard_mode mode);
+
+/* Give the stack (and the record on it) back. co must not be running. */
+void fib__coro_free(fib_coro *co);
+
+/* Finish the running coroutine as if its function returned `value`.
+ * The caller has checked that a coroutine is running. */
+_Noreturn void fib__coro_exit(void *value);
+
+#endif

@@ -1,0 +1,35 @@
+/* error.c -- error descriptions and the version. */
+#include "fibers.h"
+
+const char *fib_strerror(int err) {
+  switch (err) {
+#define FIB_STRERROR_CASE(name, text)                                         \
+  case FIB_##name:                                                           \
+    return text;
+    FIB_ERRNO_MAP(FIB_STRERROR_CASE)
+#undef FIB_STRERROR_CASE
+  case 0:
+    return "success";
+  default:
+    return "unknown error";
+  }
+}
+
+const char *fib_err_name(int err) {
+  switch (err) {
+#define FIB_ERR_NAME_CASE(name, text)                                         \
+  case FIB_##name:                                                           \
+    return #name;
+    FIB_ERRNO_MAP(FIB_ERR_NAME_CASE)
+#undef FIB_ERR_NAME_CASE
+  case 0:
+    return "OK";
+  default:
+    return "UNKNOWN";
+  }
+}
+
+int fib_version(void) {
+  return FIB_VERSION_MAJOR * 10000 + FIB_VERSION_MINOR * 100 +
+         FIB_VERSION_PATCH;
+}

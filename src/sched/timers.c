@@ -1,0 +1,82 @@
+/* timers.c -- the deadline heap. */
+#include "timers.h"
+#include "../sys.h"
+#include "fibers.h"
+
+static int earlier(const struct fib__timer *a, const struct fib__timer *b) {
+  return a->deadline != b->deadline ? a->deadline < b->deadline
+                                    : a->seq < b->seq;
+}
+
+static void place(struct fib__timers *t, size_t i, struct fib__timer *tm) {
+  t->heap[i] = tm;
+  tm->slot = i;
+}
+
+static void sift_up(struct fib__timers *t, size_t i) {
+  struct fib__timer *tm = t->heap[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!earlier(tm, t->heap[parent]))
+      break;
+    place(t, i, t->heap[parent]);
+    i = parent;
+  }
+  place(t, i, tm);
+}
+
+static void sift_down(struct fib__timers *t, size_t i) {
+  struct fib__timer *tm = t->heap[i];
+  for (;;) {
+    size_t child = 2 * i + 1;
+    if (child >= t->count)
+      break;
+    if (child + 1 < t->count && earlier(t->heap[child + 1], t->heap[child]))
+      child++;
+    if (!earlier(t->heap[child], tm))
+      break;
+    place(t, i, t->heap[child]);
+    i = child;
+  }
+  place(t, i, tm);
+}
+
+void fib__timers_init(struct fib__timers *t) {
+  t->heap = NULL;
+  t->count = t->cap = 0;
+  t->next_seq = 0;
+}
+
+void fib__timers_free(struct fib__timers *t) {
+  fib__sys_free(t->heap);
+  fib__timers_init(t);
+}
+
+int fib__timers_reserve(struct fib__timers *t, size_t n) {
+  if (n <= t->cap)
+    return 0;
+  size_t cap = t->cap ? t->cap : 16;
+  while (cap < n)
+    cap *= 2;
+  struct fib__timer **heap = fib__sys_realloc(t->heap, cap * sizeof *heap);
+  if (!heap)
+    return FIB_ENOMEM;
+  t->heap = heap;
+  t->cap = cap;
+  return 0;
+}
+
+void fib__timers_add(struct fib__timers *t, struct fib__timer *tm,
+                     uint64_t deadline) {
+  tm->deadline = deadline;
+  tm->seq = t->next_seq++;
+  t->heap[t->count++] = tm;
+  sift_up(t, t->count - 1);
+}
+
+void fib__timers_pop(struct fib__timers *t) {
+  if (--t->count > 0) {
+    t->heap[0] = t->heap[t->count];
+    sift_down(t, 0);
+  }
+}

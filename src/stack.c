@@ -1,0 +1,245 @@
+/* stack.c -- mapping, guarding, pooling and budgeting stacks. */
+#include "stack.h"
+#include "arch/context.h"
+#include "sys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
+#endif
+
+/* Stacks kept per thread for reuse. Pooled stacks keep their touched pages
+ * (no madvise on the spawn/exit path); the bound caps that memory at
+ * POOL_MAX stacks' worth. */
+#define POOL_MAX 256
+
+size_t fib__page_size(void) {
+  static atomic_size_t cached;
+  size_t p = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (!p) {
+    long v = sysconf(_SC_PAGESIZE);
+    p = v > 0 ? (size_t)v : 4096;
+    atomic_store_explicit(&cached, p, memory_order_relaxed);
+  }
+  return p;
+}
+
+size_t fib__stack_round_size(size_t requested, size_t fallback) {
+  size_t size = requested ? requested : fallback;
+  if (size < FIB_STACK_MIN || size > FIB_STACK_MAX)
+    return 0;
+  size_t page = fib__page_size();
+  return (size + page - 1) & ~(page - 1);
+}
+
+/* The guard must be at least a page and at least the compiler's probe
+ * interval, so no probed frame can step over it. */
+static size_t guard_size(void) {
+  size_t page = fib__page_size(), probe = fib__ctx_probe_interval();
+  return probe > page ? (probe + page - 1) & ~(page - 1) : page;
+}
+
+/* ---- AUTO mode: probed on the first stack that asks for it */
+
+enum { PROBE_UNKNOWN = 0 };
+static atomic_int auto_mode; /* PROBE_UNKNOWN or a fib_guard_mode */
+
+fib_guard_mode fib__stack_auto_mode(void) {
+  int m = atomic_load(&auto_mode);
+  if (m != PROBE_UNKNOWN)
+    return (fib_guard_mode)m;
+  /* Probe on a scratch mapping, outside the fault-injection seam's count so
+   * tests see the same call sequence whether or not this ran first. */
+  size_t page = fib__page_size();
+  void *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    return FIB_GUARD_MPROTECT; /* undecided; ask again next time */
+  m = madvise(p, page, MADV_GUARD_INSTALL) == 0 ? FIB_GUARD_MADVISE
+                                                : FIB_GUARD_MPROTECT;
+  munmap(p, 2 * page);
+  atomic_store(&auto_mode, m);
+  return (fib_guard_mode)m;
+}
+
+/* ---- the mprotect mapping budget */
+
+static pthread_once_t budget_once = PTHREAD_ONCE_INIT;
+static long mprotect_budget;
+static atomic_long mprotect_stacks;
+
+static void read_budget(void) {
+  long max = 65530; /* the kernel's default, if /proc is not there */
+  int fd = open("/proc/sys/vm/max_map_count", O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[32];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    if (n > 0) {
+      buf[n] = 0;
+      long v = strtol(buf, NULL, 10);
+      if (v > 0)
+        max = v;
+    }
+    close(fd);
+  }
+  /* Each guarded stack costs two mappings (guard + usable); leave an eighth
+   * of the limit to the rest of the program (libraries, malloc arenas). */
+  mprotect_budget = (max - max / 8) / 2;
+}
+
+long fib__stack_mprotect_budget(void) {
+  pthread_once(&budget_once, read_budget);
+  return mprotect_budget;
+}
+
+long fib__stack_mprotect_count(void) { return atomic_load(&mprotect_stacks); }
+
+/* ---- mapping */
+
+static int map_stack(struct fib__stack **out, size_t usable,
+                     fib_guard_mode mode) {
+  size_t guard = guard_size();
+  size_t total = guard + usable;
+  char *map;
+
+  if (mode == FIB_GUARD_MPROTECT) {
+    long budget = fib__stack_mprotect_budget();
+    if (atomic_fetch_add(&mprotect_stacks, 1) >= budget) {
+      atomic_fetch_sub(&mprotect_stacks, 1);
+      return FIB_ENOMEM;
+    }
+    /* Map everything inaccessible, then open the usable part, so the guard
+     * is never writable, not even for a moment. */
+    map = fib__sys_mmap(NULL, total, PROT_NONE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK);
+    if (map == MAP_FAILED) {
+      atomic_fetch_sub(&mprotect_stacks, 1);
+      return FIB_ENOMEM;
+    }
+    if (fib__sys_mprotect(map + guard, usable, PROT_READ | PROT_WRITE) != 0) {
+      fib__sys_munmap(map, total);
+      atomic_fetch_sub(&mprotect_stacks, 1);
+      return FIB_ENOMEM;
+    }
+  } else {
+    /* Guard markers live in the page tables, not in a separate mapping:
+     * neighbouring stacks merge into one VMA. Nobody has the address
+     * between the two calls, so the guard is never reachable unguarded. */
+    map = fib__sys_mmap(NULL, total, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK);
+    if (map == MAP_FAILED)
+      return FIB_ENOMEM;
+    if (fib__sys_madvise(map, guard, MADV_GUARD_INSTALL) != 0) {
+      int err = errno;
+      fib__sys_munmap(map, total);
+      /* EINVAL: this kernel has no guard markers (caller asked for them). */
+      return err == EINVAL ? FIB_EINVAL : FIB_ENOMEM;
+    }
+  }
+
+  struct fib__stack *s =
+      (struct fib__stack *)((uintptr_t)(map + total - sizeof *s) &
+                            ~(uintptr_t)15);
+  s->map = map;
+  s->map_size = total;
+  s->guard_size = guard;
+  s->usable_size = usable;
+  s->lo = map + guard;
+  s->mode = mode;
+  s->owner_id = 0;
+  s->owner_kind = "coroutine";
+  s->owner_name = NULL;
+  s->pool_next = NULL;
+  *out = s;
+  return 0;
+}
+
+/* Unmap; 0 or -1. The descriptor is gone afterwards. */
+static int unmap_stack(struct fib__stack *s) {
+  fib_guard_mode mode = s->mode;
+  if (fib__sys_munmap(s->map, s->map_size) != 0)
+    return -1; /* e.g. splitting a merged VMA past the mapping limit */
+  if (mode == FIB_GUARD_MPROTECT)
+    atomic_fetch_sub(&mprotect_stacks, 1);
+  return 0;
+}
+
+/* ---- the per-thread pool */
+
+struct pool {
+  struct fib__stack *head;
+  size_t count;
+};
+
+static _Thread_local struct pool tl_pool;
+static pthread_key_t pool_key;
+static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
+
+static void pool_free_all(struct pool *p) {
+  struct fib__stack *s = p->head, *keep = NULL;
+  size_t kept = 0;
+  while (s) {
+    struct fib__stack *next = s->pool_next;
+    if (unmap_stack(s) != 0) { /* cannot give it back: keep it */
+      s->pool_next = keep;
+      keep = s;
+      kept++;
+    }
+    s = next;
+  }
+  p->head = keep;
+  p->count = kept;
+}
+
+static void pool_thread_exit(void *arg) { pool_free_all(arg); }
+
+static void pool_key_create(void) {
+  (void)pthread_key_create(&pool_key, pool_thread_exit);
+}
+
+int fib__stack_get(struct fib__stack **out, size_t usable,
+                   fib_guard_mode mode) {
+  if (mode == FIB_GUARD_AUTO)
+    mode = fib__stack_auto_mode();
+  if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT)
+    return FIB_EINVAL;
+
+  struct pool *p = &tl_pool;
+  struct fib__stack *s = p->head;
+  if (s && s->usable_size == usable && s->mode == mode) {
+    p->head = s->pool_next;
+    p->count--;
+    s->pool_next = NULL;
+    s->owner_id = 0;
+    s->owner_kind = "coroutine";
+    s->owner_name = NULL;
+    *out = s;
+    return 0;
+  }
+  return map_stack(out, usable, mode);
+}
+
+void fib__stack_put(struct fib__stack *s) {
+  struct pool *p = &tl_pool;
+  if (p->count >= POOL_MAX && unmap_stack(s) == 0)
+    return;
+  if (p->count == 0) {
+    /* First stack pooled on this thread: free the pool at thread exit. */
+    pthread_once(&pool_key_once, pool_key_create);
+    (void)pthread_setspecific(pool_key, p);
+  }
+  s->pool_next = p->head;
+  p->head = s;
+  p->count++;
+}
+
+size_t fib__stack_pool_size(void) { return tl_pool.count; }
+
+void fib__stack_pool_drain(void) { pool_free_all(&tl_pool); }

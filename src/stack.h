@@ -1,0 +1,89 @@
+/*
+ * stack.h -- the stack layer: guarded, lazily committed, pooled stacks, and
+ * the overflow report.
+ *
+ * A stack is one anonymous mapping:
+ *
+ *     map                lo                                    hi
+ *      | guard region    | usable stack (grows down) ...  |desc|
+ *
+ * The guard region is never accessible (MADV_GUARD_INSTALL markers, or
+ * PROT_NONE). The stack's descriptor, struct fib__stack, lives at the very
+ * top of the mapping, so a stack needs no other allocation and a pooled
+ * stack carries its own list link. Upper layers place their own records just
+ * below the descriptor (fib__stack_top) and start the context below those.
+ */
+#ifndef FIB_STACK_H
+#define FIB_STACK_H
+
+#include "fibers.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct fib__stack {
+  char *map;            /* start of the mapping: the guard's first byte */
+  size_t map_size;      /* bytes mapped: guard + usable */
+  size_t guard_size;    /* bytes of guard region */
+  size_t usable_size;   /* what was asked for, rounded to pages */
+  char *lo;             /* lowest usable byte (map + guard_size) */
+  fib_guard_mode mode;  /* the mode in force: MADVISE or MPROTECT */
+  /* Who runs on the stack, for the overflow report. Upper layers set them;
+   * owner_name points into memory that lives as long as the owner does. */
+  uint64_t owner_id;
+  const char *owner_kind; /* "fiber" or "coroutine" */
+  const char *owner_name; /* may be NULL */
+  struct fib__stack *pool_next; /* link while in the pool */
+};
+
+/* Page size, from sysconf. */
+size_t fib__page_size(void);
+
+/*
+ * Check and round a requested usable size: 0 means `fallback`. Returns the
+ * rounded size, or 0 if out of [FIB_STACK_MIN, FIB_STACK_MAX].
+ */
+size_t fib__stack_round_size(size_t requested, size_t fallback);
+
+/*
+ * A stack of `usable` bytes (already rounded) with a guard made per `mode`,
+ * from this thread's pool when one of the same size and mode is there.
+ * Returns 0 or FIB_EINVAL (mode unknown, or MADVISE without kernel support)
+ * or FIB_ENOMEM (no memory, no mappings, or the mprotect budget is spent).
+ */
+int fib__stack_get(struct fib__stack **out, size_t usable, fib_guard_mode mode);
+
+/* Give a stack back: to this thread's pool if there is room, else unmap. */
+void fib__stack_put(struct fib__stack *s);
+
+/* The highest usable address below the descriptor, 16-byte aligned. */
+static inline char *fib__stack_top(struct fib__stack *s) {
+  return (char *)((uintptr_t)s & ~(uintptr_t)15);
+}
+
+/* The guard mode AUTO resolves to on this kernel (probed once). */
+fib_guard_mode fib__stack_auto_mode(void);
+
+/* How many mprotect-guarded stacks may exist at once in this process (from
+ * vm.max_map_count), and how many do now. */
+long fib__stack_mprotect_budget(void);
+long fib__stack_mprotect_count(void);
+
+/* Stacks in this thread's pool; unmap them all. */
+size_t fib__stack_pool_size(void);
+void fib__stack_pool_drain(void);
+
+/* ---- overflow detection (overflow.c) */
+
+/*
+ * Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
+ * alternate signal stack (once per thread, unless the thread has one).
+ * Returns 0 or FIB_ENOMEM. Cheap after the first call on a thread.
+ */
+int fib__overflow_prepare_thread(void);
+
+/* Tell the overflow handler which stack this thread now runs on (NULL: the
+ * thread's own). Called at every switch. */
+void fib__stack_set_running(const struct fib__stack *s);
+
+#endif

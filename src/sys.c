@@ -1,0 +1,98 @@
+/* sys.c -- system calls and allocation behind a fault-injection seam. */
+#include "sys.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static atomic_int fault_mask;   /* kinds counted; 0: injection off */
+static atomic_long fault_nth;   /* the call that fails */
+static atomic_long fault_count; /* calls counted so far */
+static atomic_int fault_sticky; /* later calls fail too */
+
+void fib__fault_inject(int mask, long nth, int sticky) {
+  atomic_store(&fault_mask, 0);
+  atomic_store(&fault_count, 0);
+  atomic_store(&fault_nth, nth);
+  atomic_store(&fault_sticky, sticky);
+  atomic_store(&fault_mask, nth > 0 ? mask : 0);
+}
+
+long fib__fault_calls(void) { return atomic_load(&fault_count); }
+
+/* True if this call (of kind `kind`) is to fail. Relaxed: the counter only
+ * has to be exact in single-threaded tests. */
+static int should_fail(int kind) {
+  if (!(atomic_load_explicit(&fault_mask, memory_order_relaxed) & kind))
+    return 0;
+  long n = atomic_fetch_add_explicit(&fault_count, 1, memory_order_relaxed) + 1;
+  long nth = atomic_load_explicit(&fault_nth, memory_order_relaxed);
+  return n == nth || (n > nth && atomic_load(&fault_sticky));
+}
+
+void *fib__sys_mmap(void *addr, size_t len, int prot, int flags) {
+  if (should_fail(FIB_FAULT_MMAP)) {
+    errno = ENOMEM;
+    return MAP_FAILED;
+  }
+  return mmap(addr, len, prot, flags, -1, 0);
+}
+
+int fib__sys_munmap(void *addr, size_t len) {
+  if (should_fail(FIB_FAULT_MUNMAP)) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return munmap(addr, len);
+}
+
+int fib__sys_madvise(void *addr, size_t len, int advice) {
+  if (should_fail(FIB_FAULT_MADVISE)) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return madvise(addr, len, advice);
+}
+
+int fib__sys_mprotect(void *addr, size_t len, int prot) {
+  if (should_fail(FIB_FAULT_MPROTECT)) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return mprotect(addr, len, prot);
+}
+
+int fib__sys_sigaltstack(const stack_t *ss, stack_t *old) {
+  if (ss && should_fail(FIB_FAULT_SIGALTSTACK)) {
+    errno = ENOMEM;
+    return -1;
+  }
+  return sigaltstack(ss, old);
+}
+
+void *fib__sys_malloc(size_t size) {
+  return should_fail(FIB_FAULT_MALLOC) ? NULL : malloc(size);
+}
+
+void *fib__sys_calloc(size_t n, size_t size) {
+  return should_fail(FIB_FAULT_MALLOC) ? NULL : calloc(n, size);
+}
+
+void *fib__sys_realloc(void *p, size_t size) {
+  return should_fail(FIB_FAULT_MALLOC) ? NULL : realloc(p, size);
+}
+
+void fib__sys_free(void *p) { free(p); }
+
+_Noreturn void fib__fatal(const char *what) {
+  static const char prefix[] = "fibers: fatal: ";
+  /* write(2) only: this may run where stdio is unusable. */
+  ssize_t r = write(STDERR_FILENO, prefix, sizeof prefix - 1);
+  r = write(STDERR_FILENO, what, strlen(what));
+  r = write(STDERR_FILENO, "\n", 1);
+  (void)r;
+  abort();
+}

@@ -1,0 +1,51 @@
+/*
+ * sys.h -- the seam between the library and the system.
+ *
+ * Every mmap, munmap, madvise, mprotect, sigaltstack and heap allocation the
+ * library makes goes through these wrappers, so a test can make the Nth such
+ * call fail (fib__fault_inject) and check that the failure is reported and
+ * nothing is lost. The check costs one relaxed atomic load per call, next to
+ * a system call or malloc.
+ */
+#ifndef FIB_SYS_H
+#define FIB_SYS_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+void *fib__sys_mmap(void *addr, size_t len, int prot, int flags);
+int fib__sys_munmap(void *addr, size_t len);
+int fib__sys_madvise(void *addr, size_t len, int advice);
+int fib__sys_mprotect(void *addr, size_t len, int prot);
+int fib__sys_sigaltstack(const stack_t *ss, stack_t *old);
+void *fib__sys_malloc(size_t size);
+void *fib__sys_calloc(size_t n, size_t size);
+void *fib__sys_realloc(void *p, size_t size);
+void fib__sys_free(void *p);
+
+/* Kinds of call, for fib__fault_inject's mask. */
+enum {
+  FIB_FAULT_MMAP = 1 << 0,
+  FIB_FAULT_MUNMAP = 1 << 1,
+  FIB_FAULT_MADVISE = 1 << 2,
+  FIB_FAULT_MPROTECT = 1 << 3,
+  FIB_FAULT_SIGALTSTACK = 1 << 4,
+  FIB_FAULT_MALLOC = 1 << 5, /* malloc, calloc and realloc */
+  FIB_FAULT_ALL = (1 << 6) - 1
+};
+
+/*
+ * Test seam: from now on, count the calls of the kinds in `mask`; the
+ * nth one (1-based) fails with ENOMEM, and so does every later one if
+ * `sticky`. nth == 0 turns injection off. Process-wide.
+ */
+void fib__fault_inject(int mask, long nth, int sticky);
+/* How many calls of the masked kinds were counted since fib__fault_inject. */
+long fib__fault_calls(void);
+
+/* Write "fibers: fatal: <what>\n" to stderr and abort(). For misuse that no
+ * caller could handle. */
+_Noreturn void fib__fatal(const char *what);
+
+#endif
