@@ -1,0 +1,195 @@
+/*
+ * harness.h -- the test harness: checks that print both sides and survive
+ * NDEBUG, each case in its own child process, one case runnable by name.
+ *
+ *   TEST(name) { CHECK(...); CHECK_EQ(a, b); }
+ *   TEST_MAIN(T(name), T(other))
+ *
+ * `./test_x` runs every case, each in a forked child (a crash fails that
+ * case only), and ends with "N passed, N failed". `./test_x name` runs one
+ * case in-process, for a debugger.
+ *
+ * FIB_TEST_SCALE (a number, default 1) scales stress sizes through
+ * scaled(): valgrind, sanitizer and qemu runs set it below 1. Sizes never
+ * drop below 1, so no test skips itself.
+ */
+#ifndef FIB_TEST_HARNESS_H
+#define FIB_TEST_HARNESS_H
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define HARNESS_UNUSED __attribute__((unused))
+
+HARNESS_UNUSED static void check_failed(const char *file, int line,
+                                        const char *fmt, ...) {
+  va_list ap;
+  fprintf(stderr, "%s:%d: check failed: ", file, line);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+  fflush(NULL);
+  abort();
+}
+
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond))                                                               \
+      check_failed(__FILE__, __LINE__, "%s", #cond);                           \
+  } while (0)
+
+#define CHECK_EQ(a, b)                                                         \
+  do {                                                                         \
+    long long check_a_ = (long long)(a), check_b_ = (long long)(b);            \
+    if (check_a_ != check_b_)                                                  \
+      check_failed(__FILE__, __LINE__, "%s == %s (%lld vs %lld)", #a, #b,      \
+                   check_a_, check_b_);                                        \
+  } while (0)
+
+#define CHECK_PTR_EQ(a, b)                                                     \
+  do {                                                                         \
+    const void *check_a_ = (a), *check_b_ = (b);                               \
+    if (check_a_ != check_b_)                                                  \
+      check_failed(__FILE__, __LINE__, "%s == %s (%p vs %p)", #a, #b,          \
+                   check_a_, check_b_);                                        \
+  } while (0)
+
+#define CHECK_STR_EQ(a, b)                                                     \
+  do {                                                                         \
+    const char *check_a_ = (a), *check_b_ = (b);                               \
+    if (!check_a_ || !check_b_ || strcmp(check_a_, check_b_) != 0)             \
+      check_failed(__FILE__, __LINE__, "%s == %s (\"%s\" vs \"%s\")", #a, #b,  \
+                   check_a_ ? check_a_ : "(null)",                             \
+                   check_b_ ? check_b_ : "(null)");                            \
+  } while (0)
+
+/* A library call that must succeed: prints the error's name if not. */
+#define CHECK_OK(call)                                                         \
+  do {                                                                         \
+    int check_err_ = (call);                                                   \
+    if (check_err_ != 0)                                                       \
+      check_failed(__FILE__, __LINE__, "%s returned %d", #call, check_err_);   \
+  } while (0)
+
+HARNESS_UNUSED static double test_scale(void) {
+  const char *s = getenv("FIB_TEST_SCALE");
+  double v = s ? atof(s) : 1.0;
+  return v > 0 ? v : 1.0;
+}
+
+/* n scaled by FIB_TEST_SCALE, at least 1. */
+HARNESS_UNUSED static long scaled(long n) {
+  double v = (double)n * test_scale();
+  return v < 1 ? 1 : (long)v;
+}
+
+/* ---- child processes, for death tests */
+
+struct child_result {
+  int exited;      /* exited normally ... */
+  int exit_code;   /* ... with this code */
+  int signal;      /* or killed by this signal (0 if exited) */
+  char err[8192];  /* what it wrote to stderr */
+};
+
+/* Run fn(arg) in a child with stderr captured; the child exits 0 if fn
+ * returns. */
+HARNESS_UNUSED static void run_child(void (*fn)(void *), void *arg,
+                                     struct child_result *r) {
+  int fds[2];
+  memset(r, 0, sizeof *r);
+  if (pipe(fds) != 0)
+    check_failed(__FILE__, __LINE__, "pipe: %s", strerror(errno));
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid < 0)
+    check_failed(__FILE__, __LINE__, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    close(fds[0]);
+    dup2(fds[1], STDERR_FILENO);
+    fn(arg);
+    fflush(NULL);
+    _exit(0);
+  }
+  close(fds[1]);
+  size_t len = 0;
+  ssize_t n;
+  while ((n = read(fds[0], r->err + len, sizeof r->err - 1 - len)) > 0)
+    len += (size_t)n;
+  r->err[len] = 0;
+  close(fds[0]);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    ;
+  r->exited = WIFEXITED(status);
+  r->exit_code = r->exited ? WEXITSTATUS(status) : 0;
+  r->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+/* ---- the runner */
+
+struct test_case {
+  const char *name;
+  void (*fn)(void);
+};
+
+#define TEST(name) static void name(void)
+#define T(name) {#name, name}
+
+HARNESS_UNUSED static int run_tests(const struct test_case *cases, size_t n,
+                                    int argc, char **argv) {
+  if (argc > 1) {
+    for (size_t i = 0; i < n; i++)
+      if (strcmp(cases[i].name, argv[1]) == 0) {
+        cases[i].fn();
+        printf("ok %s\n", cases[i].name);
+        return 0;
+      }
+    fprintf(stderr, "no test named %s\n", argv[1]);
+    return 2;
+  }
+  int passed = 0, failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+      cases[i].fn();
+      fflush(NULL);
+      _exit(0);
+    }
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+      ;
+    int ok = pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (ok) {
+      passed++;
+      printf("ok %zu %s\n", i + 1, cases[i].name);
+    } else {
+      failed++;
+      if (pid > 0 && WIFSIGNALED(status))
+        printf("not ok %zu %s (signal %d)\n", i + 1, cases[i].name,
+               WTERMSIG(status));
+      else
+        printf("not ok %zu %s (exit %d)\n", i + 1, cases[i].name,
+               pid > 0 ? WEXITSTATUS(status) : -1);
+    }
+    fflush(stdout);
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed ? 1 : 0;
+}
+
+#define TEST_MAIN(...)                                                         \
+  int main(int argc, char **argv) {                                            \
+    static const struct test_case cases[] = {__VA_ARGS__};                     \
+    return run_tests(cases, sizeof cases / sizeof cases[0], argc, argv);       \
+  }
+
+#endif
