@@ -1,0 +1,284 @@
+/*
+ * test_switch.c -- the context switch keeps the ABI's callee-saved state
+ * (general registers, MXCSR, x87 control word), hands values across, and
+ * starts new contexts aligned and with a terminated frame chain.
+ */
+#include "harness.h"
+
+#include <fibers.h>
+
+#include <fenv.h>
+#include <stdint.h>
+#include <xmmintrin.h>
+
+/* tests/arch/<arch>/regs.S */
+unsigned regs_call_preserved(void (*fn)(void *), void *arg, uint64_t seed);
+
+#define ROUNDS 1000
+
+/* ---- general-purpose registers */
+
+static void yield_once(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_coro_yield(NULL, NULL));
+}
+
+static void resume_once(void *co) { CHECK_OK(fib_coro_resume(co, NULL, NULL)); }
+
+static void *clobbering_body(void *arg, void *first) {
+  (void)first;
+  unsigned *mask = arg;
+  for (int i = 0; i < ROUNDS; i++)
+    *mask |= regs_call_preserved(yield_once, NULL, 0xdead0000beef0000ull + i);
+  return NULL;
+}
+
+TEST(callee_saved_registers_survive_coroutine_switches) {
+  unsigned inner = 0, outer = 0;
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, clobbering_body, &inner, NULL));
+  for (int i = 0; i < ROUNDS; i++)
+    outer |= regs_call_preserved(resume_once, co, 0x0123456789abcdefull * i);
+  CHECK_EQ(outer, 0);
+  CHECK_EQ(inner, 0);
+  CHECK_OK(fib_coro_resume(co, NULL, NULL)); /* let it finish */
+  CHECK_EQ(fib_coro_status(co), FIB_CORO_DEAD);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+static void fib_yield_once(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_yield());
+}
+
+static void *yielding_fiber(void *arg) {
+  unsigned mask = 0;
+  for (int i = 0; i < ROUNDS; i++)
+    mask |= regs_call_preserved(fib_yield_once, NULL,
+                                (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull + i);
+  return (void *)(uintptr_t)mask;
+}
+
+/* The fibers' masks are checked through join in a fiber of their own. */
+static void *joiner(void *arg) {
+  fib_id *ids = arg;
+  for (int i = 0; i < 3; i++) {
+    void *mask;
+    CHECK_OK(fib_join(ids[i], &mask));
+    CHECK_EQ((uintptr_t)mask, 0);
+  }
+  return NULL;
+}
+
+TEST(callee_saved_registers_survive_scheduler_switches) {
+  fib_runtime *rt;
+  fib_id ids[3];
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (uintptr_t i = 0; i < 3; i++)
+    CHECK_OK(fib_spawn(rt, yielding_fiber, (void *)(i + 7), NULL, &ids[i]));
+  CHECK_OK(fib_spawn(rt, joiner, ids, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- FP control state */
+
+#define MXCSR_RC_MASK 0x6000u
+#define MXCSR_RC_UP 0x4000u
+#define MXCSR_FTZ 0x8000u
+#define MXCSR_DAZ 0x0040u
+#define X87_RC_MASK 0x0c00u
+#define X87_RC_DOWN 0x0400u
+#define X87_PC_MASK 0x0300u /* precision control: 00 = single */
+
+static unsigned short get_x87cw(void) {
+  unsigned short cw;
+  __asm__ volatile("fnstcw %0" : "=m"(cw));
+  return cw;
+}
+
+static void set_x87cw(unsigned short cw) { __asm__ volatile("fldcw %0" : : "m"(cw)); }
+
+static void *fp_changer(void *arg, void *first) {
+  (void)arg;
+  (void)first;
+  unsigned mx = (_mm_getcsr() & ~MXCSR_RC_MASK) | MXCSR_RC_UP | MXCSR_FTZ | MXCSR_DAZ;
+  _mm_setcsr(mx);
+  unsigned short cw = (unsigned short)((get_x87cw() & ~(X87_RC_MASK | X87_PC_MASK)) | X87_RC_DOWN);
+  set_x87cw(cw);
+  for (int i = 0; i < ROUNDS; i++) {
+    CHECK_OK(fib_coro_yield(NULL, NULL));
+    /* our own settings are back after every switch */
+    CHECK_EQ(_mm_getcsr() & (MXCSR_RC_MASK | MXCSR_FTZ | MXCSR_DAZ),
+             MXCSR_RC_UP | MXCSR_FTZ | MXCSR_DAZ);
+    CHECK_EQ(get_x87cw(), cw);
+  }
+  return NULL;
+}
+
+TEST(fp_control_state_is_per_context) {
+  unsigned mx_before = _mm_getcsr() & 0xffc0u;
+  unsigned short cw_before = get_x87cw();
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, fp_changer, NULL, NULL));
+  for (int i = 0; i <= ROUNDS; i++) {
+    CHECK_OK(fib_coro_resume(co, NULL, NULL));
+    /* the coroutine's rounding modes did not leak to us */
+    CHECK_EQ(_mm_getcsr() & 0xffc0u, mx_before);
+    CHECK_EQ(get_x87cw(), cw_before);
+    CHECK_EQ(fegetround(), FE_TONEAREST);
+  }
+  CHECK_EQ(fib_coro_status(co), FIB_CORO_DEAD);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+static void *report_round(void *arg, void *first) {
+  (void)first;
+  *(int *)arg = fegetround();
+  return NULL;
+}
+
+TEST(new_context_inherits_creators_rounding_mode) {
+  int seen = -1;
+  CHECK_EQ(fesetround(FE_DOWNWARD), 0);
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, report_round, &seen, NULL));
+  CHECK_EQ(fesetround(FE_TONEAREST), 0);
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_EQ(seen, FE_DOWNWARD);
+  CHECK_EQ(fegetround(), FE_TONEAREST);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+static void *fesetround_fiber(void *arg) {
+  CHECK_EQ(fesetround((int)(intptr_t)arg), 0);
+  for (int i = 0; i < 100; i++) {
+    CHECK_OK(fib_yield());
+    CHECK_EQ(fegetround(), (int)(intptr_t)arg);
+  }
+  return NULL;
+}
+
+TEST(fibers_changing_rounding_mode_do_not_leak_it) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)FE_UPWARD, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)FE_TOWARDZERO, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)FE_TONEAREST, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(fegetround(), FE_TONEAREST);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- values across the switch */
+
+static void *echo_plus_one(void *arg, void *first) {
+  CHECK_PTR_EQ(arg, (void *)0x1234);
+  uintptr_t v = (uintptr_t)first;
+  for (;;) {
+    void *in;
+    CHECK_OK(fib_coro_yield((void *)(v + 1), &in));
+    v = (uintptr_t)in;
+    if (v == 0)
+      return (void *)0xd0d0;
+  }
+}
+
+TEST(values_pass_both_ways) {
+  fib_coro *co;
+  void *out;
+  CHECK_OK(fib_coro_create(&co, echo_plus_one, (void *)0x1234, NULL));
+  for (uintptr_t v = 1; v < 1000; v++) {
+    CHECK_OK(fib_coro_resume(co, (void *)v, &out));
+    CHECK_EQ((uintptr_t)out, v + 1);
+  }
+  CHECK_OK(fib_coro_resume(co, NULL, &out));
+  CHECK_EQ((uintptr_t)out, 0xd0d0);
+  CHECK_EQ(fib_coro_status(co), FIB_CORO_DEAD);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+/* ---- alignment and frame chain at a new context's entry */
+
+__attribute__((noinline)) static uintptr_t frame_misalignment(void) {
+  return (uintptr_t)__builtin_frame_address(0) & 15;
+}
+
+__attribute__((noinline)) static void varargs_and_sse(void) {
+  char buf[128];
+  long double ld = 1.25L;
+  snprintf(buf, sizeof buf, "%.3f %g %Lf %d %s", 3.14159, 2.5e10, ld, 42, "x");
+  CHECK_STR_EQ(buf, "3.142 2.5e+10 1.250000 42 x");
+  double d = 0;
+  int i = 0;
+  long double l = 0;
+  CHECK_EQ(sscanf("6.5 17 0.5", "%lf %d %Lf", &d, &i, &l), 3);
+  CHECK(d == 6.5 && i == 17 && l == 0.5L);
+  /* movaps on a stack slot faults if the stack is misaligned */
+  volatile __m128 v = _mm_set_ps(1.0f, 2.0f, 3.0f, 4.0f);
+  __m128 w = _mm_add_ps(v, v);
+  _Alignas(16) float out[4];
+  _mm_store_ps(out, w);
+  CHECK(out[0] == 8.0f && out[3] == 2.0f);
+}
+
+/* Walk the frame-pointer chain (this file is built with frame pointers):
+ * it must end in a zero saved frame pointer, inside the context's stack. */
+__attribute__((noinline)) static int frame_chain_ends_in_zero(char *lo, char *hi) {
+  void **fp = __builtin_frame_address(0);
+  for (int depth = 0; depth < 64; depth++) {
+    if ((char *)fp < lo || (char *)fp >= hi)
+      return 0; /* walked off the stack: chain not terminated */
+    if (fp[0] == NULL)
+      return 1;
+    fp = fp[0];
+  }
+  return 0;
+}
+
+static void *alignment_body(void *arg, void *first) {
+  (void)first;
+  uintptr_t here = (uintptr_t)__builtin_frame_address(0);
+  char *hi = (char *)(here + 4096), *lo = (char *)(here - FIB_STACK_DEFAULT);
+  CHECK_EQ(frame_misalignment(), 0);
+  varargs_and_sse();
+  *(int *)arg = frame_chain_ends_in_zero(lo, hi);
+  return NULL;
+}
+
+TEST(new_context_is_aligned_and_frame_chain_terminated) {
+  int chain_ok = 0;
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, alignment_body, &chain_ok, NULL));
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_EQ(chain_ok, 1);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+static void *aligned_fiber(void *arg) {
+  (void)arg;
+  CHECK_EQ(frame_misalignment(), 0);
+  varargs_and_sse();
+  CHECK_OK(fib_yield());
+  CHECK_EQ(frame_misalignment(), 0);
+  varargs_and_sse();
+  return NULL;
+}
+
+TEST(fibers_are_aligned_for_varargs_and_sse) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 4; i++)
+    CHECK_OK(fib_spawn(rt, aligned_fiber, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+TEST_MAIN(T(callee_saved_registers_survive_coroutine_switches),
+          T(callee_saved_registers_survive_scheduler_switches),
+          T(fp_control_state_is_per_context),
+          T(new_context_inherits_creators_rounding_mode),
+          T(fibers_changing_rounding_mode_do_not_leak_it),
+          T(values_pass_both_ways),
+          T(new_context_is_aligned_and_frame_chain_terminated),
+          T(fibers_are_aligned_for_varargs_and_sse))
