@@ -23,3 +23,26 @@ test: all
 
 clean:
 	rm -rf $(BUILD) build-*
+
+# ---- benchmarks (issue 3): our figures beside Boost.Context, ucontext,
+# Boost.Fiber and Go, from one run. See docs/performance.md.
+BENCH_BUILD ?= build/bench
+BENCH_PY ?= python3
+
+.PHONY: bench bench-build bench-smoke bench-deps
+
+bench-build:
+	@$(CMAKE) -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DFIB_BUILD_BENCH=ON -DFIB_BUILD_TESTS=OFF -DFIB_BUILD_EXAMPLES=OFF \
+	    >/dev/null
+	$(CMAKE) --build $(BENCH_BUILD) -j $(JOBS)
+
+bench: bench-build
+	$(BENCH_PY) bench/run.py --build-dir $(BENCH_BUILD)
+
+bench-smoke: bench-build
+	$(BENCH_PY) bench/run.py --build-dir $(BENCH_BUILD) --smoke
+
+bench-deps:
+	apt-get update
+	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go

@@ -1,0 +1,445 @@
+/* test_sched.c -- the runtime: order, join, detach, exit, sleep, names,
+ * several runtimes on several threads. */
+#include "harness.h"
+
+#include <fibers.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+/* ---- order */
+
+struct trace {
+  int log[64];
+  int n;
+};
+
+struct step_arg {
+  struct trace *t;
+  int who;
+  int steps;
+};
+
+static void *stepper(void *arg) {
+  struct step_arg *a = arg;
+  for (int i = 0; i < a->steps; i++) {
+    a->t->log[a->t->n++] = a->who;
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+TEST(round_robin_in_spawn_order) {
+  struct trace t = {.n = 0};
+  struct step_arg a[3] = {{&t, 1, 4}, {&t, 2, 4}, {&t, 3, 4}};
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 3; i++)
+    CHECK_OK(fib_spawn(rt, stepper, &a[i], NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(t.n, 12);
+  for (int i = 0; i < 12; i++)
+    CHECK_EQ(t.log[i], i % 3 + 1);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *spawn_late(void *arg) {
+  struct step_arg *a = arg;
+  a->t->log[a->t->n++] = 0;
+  CHECK_OK(fib_spawn(NULL, stepper, a + 1, NULL, NULL)); /* goes to the back */
+  CHECK_OK(fib_yield());
+  a->t->log[a->t->n++] = 0;
+  return NULL;
+}
+
+TEST(fiber_spawned_inside_a_fiber_queues_at_the_back) {
+  struct trace t = {.n = 0};
+  struct step_arg a[3] = {{&t, 0, 0}, {&t, 9, 2}, {&t, 5, 2}};
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, spawn_late, &a[0], NULL, NULL));
+  CHECK_OK(fib_spawn(rt, stepper, &a[2], NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  /* 0 (spawns 9), 5, 9, 0, 5, 9 */
+  int want[] = {0, 5, 9, 0, 5, 9};
+  CHECK_EQ(t.n, 6);
+  for (int i = 0; i < 6; i++)
+    CHECK_EQ(t.log[i], want[i]);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- join, detach, exit */
+
+static void *square(void *arg) {
+  intptr_t v = (intptr_t)arg;
+  CHECK_OK(fib_yield());
+  return (void *)(v * v);
+}
+
+static void *join_all(void *arg) {
+  (void)arg;
+  fib_id ids[10];
+  for (intptr_t i = 0; i < 10; i++)
+    CHECK_OK(fib_spawn(NULL, square, (void *)i, NULL, &ids[i]));
+  for (intptr_t i = 9; i >= 0; i--) { /* out of order: some finished */
+    void *r;
+    CHECK_OK(fib_join(ids[i], &r));
+    CHECK_EQ((intptr_t)r, i * i);
+    CHECK_EQ(fib_join(ids[i], NULL), FIB_ESRCH); /* record freed */
+  }
+  return (void *)1;
+}
+
+TEST(join_returns_each_result_once) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, join_all, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* Called through a volatile pointer so the compiler cannot see that the
+ * recursion below ends in a function that does not return. */
+static void (*volatile exit_through)(void *) = fib_exit;
+
+__attribute__((noinline)) static void deep_exit(int depth, intptr_t v) {
+  if (depth > 0)
+    deep_exit(depth - 1, v);
+  else
+    exit_through((void *)v);
+}
+
+static void *exits_from_depth(void *arg) {
+  deep_exit(10, (intptr_t)arg);
+  CHECK(0);
+  return NULL;
+}
+
+static void *join_exiter(void *arg) {
+  (void)arg;
+  fib_id id;
+  void *r;
+  CHECK_OK(fib_spawn(NULL, exits_from_depth, (void *)4242, NULL, &id));
+  CHECK_OK(fib_join(id, &r));
+  CHECK_EQ((intptr_t)r, 4242);
+  return NULL;
+}
+
+TEST(exit_from_a_nested_call_finishes_the_fiber) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, join_exiter, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static int detached_ran;
+
+static void *detached_body(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_yield());
+  detached_ran++;
+  return NULL;
+}
+
+static void *detacher(void *arg) {
+  (void)arg;
+  fib_id a, b, c;
+  fib_attr detached = {.flags = FIB_DETACHED};
+  CHECK_OK(fib_spawn(NULL, detached_body, NULL, &detached, &a));
+  CHECK_OK(fib_spawn(NULL, detached_body, NULL, NULL, &b));
+  CHECK_OK(fib_detach(NULL, b)); /* while it runs */
+  CHECK_OK(fib_spawn(NULL, square, (void *)3, NULL, &c));
+  CHECK_EQ(fib_join(a, NULL), FIB_EINVAL); /* detached, still running */
+  CHECK_EQ(fib_detach(NULL, a), FIB_EINVAL);
+  for (int i = 0; i < 4; i++)
+    CHECK_OK(fib_yield());
+  /* all three have finished now */
+  CHECK_EQ(detached_ran, 2);
+  CHECK_EQ(fib_join(a, NULL), FIB_ESRCH); /* freed when it finished */
+  CHECK_EQ(fib_join(b, NULL), FIB_ESRCH);
+  CHECK_OK(fib_detach(NULL, c)); /* finished, not joined: freed now */
+  CHECK_EQ(fib_join(c, NULL), FIB_ESRCH);
+  return NULL;
+}
+
+TEST(detached_fibers_are_freed_when_they_finish) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, detacher, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static fib_id partner_id;
+
+static void *join_partner(void *arg) {
+  (void)arg;
+  CHECK_EQ(fib_join(partner_id, NULL), FIB_EINVAL); /* someone else joins */
+  return NULL;
+}
+
+static void *first_joiner(void *arg) {
+  fib_id target = *(fib_id *)arg;
+  partner_id = target;
+  CHECK_OK(fib_spawn(NULL, join_partner, NULL, NULL, NULL));
+  void *r;
+  CHECK_OK(fib_join(target, &r)); /* blocks; the partner runs meanwhile */
+  CHECK_EQ((intptr_t)r, 49);
+  return NULL;
+}
+
+TEST(second_joiner_is_refused) {
+  fib_runtime *rt;
+  fib_id target;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, square, (void *)7, NULL, &target));
+  CHECK_OK(fib_spawn(rt, first_joiner, &target, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static fib_id cycle_ids[2];
+
+static void *join_other(void *arg) {
+  intptr_t me = (intptr_t)arg;
+  CHECK_OK(fib_join(cycle_ids[1 - me], NULL)); /* never returns */
+  CHECK(0);
+  return NULL;
+}
+
+TEST(run_reports_a_deadlock_and_destroy_cleans_up) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, join_other, (void *)0, NULL, &cycle_ids[0]));
+  CHECK_OK(fib_spawn(rt, join_other, (void *)1, NULL, &cycle_ids[1]));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  CHECK_OK(fib_runtime_destroy(rt)); /* both blocked fibers discarded */
+}
+
+static void *spawn_more(void *arg) {
+  (void)arg;
+  return (void *)5;
+}
+
+TEST(run_can_be_called_again_with_new_fibers) {
+  fib_runtime *rt;
+  fib_id a, b;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, spawn_more, NULL, NULL, &a));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_spawn(rt, spawn_more, NULL, NULL, &b));
+  CHECK_EQ(b, a + 1);
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_run(rt)); /* nothing to do */
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- identity */
+
+static void *who_am_i(void *arg) {
+  const char *want = arg;
+  CHECK_STR_EQ(fib_self_name(), want);
+  CHECK(fib_self() != 0);
+  CHECK(fib_runtime_current() != NULL);
+  return (void *)(uintptr_t)fib_self();
+}
+
+static void *check_ids(void *arg) {
+  (void)arg;
+  fib_id id;
+  void *r;
+  fib_attr named = {.name = "worker-7"};
+  CHECK_OK(fib_spawn(NULL, who_am_i, "worker-7", &named, &id));
+  CHECK_OK(fib_join(id, &r));
+  CHECK_EQ((uintptr_t)r, id);
+  fib_attr long_name = {.name = "0123456789012345678901234567890123456789"};
+  CHECK_OK(fib_spawn(NULL, who_am_i, "0123456789012345678901234567890",
+                     &long_name, &id));
+  CHECK_OK(fib_join(id, NULL));
+  CHECK_OK(fib_spawn(NULL, who_am_i, "", NULL, &id));
+  CHECK_OK(fib_join(id, NULL));
+  return NULL;
+}
+
+TEST(self_id_and_name) {
+  fib_runtime *rt;
+  fib_id first;
+  CHECK_EQ(fib_self(), 0);
+  CHECK_PTR_EQ(fib_self_name(), NULL);
+  CHECK_PTR_EQ(fib_runtime_current(), NULL);
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, check_ids, NULL, NULL, &first));
+  CHECK_EQ(first, 1);
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- sleep */
+
+struct sleeper {
+  uint64_t ns;
+  int *order;
+  int *n;
+  int who;
+  uint64_t woke_late_by;
+};
+
+static void *sleep_body(void *arg) {
+  struct sleeper *s = arg;
+  uint64_t start = fib_now_ns();
+  CHECK_OK(fib_sleep_ns(s->ns));
+  uint64_t slept = fib_now_ns() - start;
+  CHECK(slept >= s->ns);
+  s->woke_late_by = slept - s->ns;
+  s->order[(*s->n)++] = s->who;
+  return NULL;
+}
+
+TEST(sleepers_wake_in_deadline_order) {
+  int order[5], n = 0;
+  uint64_t ms = 1000000;
+  struct sleeper s[5] = {{30 * ms, order, &n, 0, 0}, {10 * ms, order, &n, 1, 0},
+                         {20 * ms, order, &n, 2, 0}, {0, order, &n, 3, 0},
+                         {5 * ms, order, &n, 4, 0}};
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 5; i++)
+    CHECK_OK(fib_spawn(rt, sleep_body, &s[i], NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  int want[] = {3, 4, 1, 2, 0};
+  CHECK_EQ(n, 5);
+  for (int i = 0; i < 5; i++)
+    CHECK_EQ(order[i], want[i]);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *sleep_until_shared(void *arg) {
+  struct sleeper *s = arg;
+  CHECK_OK(fib_sleep_until(s->ns));
+  s->order[(*s->n)++] = s->who;
+  return NULL;
+}
+
+TEST(equal_deadlines_wake_in_the_order_they_slept) {
+  int order[8], n = 0;
+  uint64_t deadline = fib_now_ns() + 20000000;
+  struct sleeper s[8];
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 8; i++) {
+    s[i] = (struct sleeper){deadline, order, &n, i, 0};
+    CHECK_OK(fib_spawn(rt, sleep_until_shared, &s[i], NULL, NULL));
+  }
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(n, 8);
+  for (int i = 0; i < 8; i++)
+    CHECK_EQ(order[i], i);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static uint64_t cpu_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+TEST(only_sleepers_left_means_the_thread_sleeps) {
+  int order[1], n = 0;
+  struct sleeper s = {200000000, order, &n, 0, 0}; /* 200 ms */
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, sleep_body, &s, NULL, NULL));
+  uint64_t cpu0 = cpu_ns(), wall0 = fib_now_ns();
+  CHECK_OK(fib_run(rt));
+  uint64_t cpu = cpu_ns() - cpu0, wall = fib_now_ns() - wall0;
+  CHECK(wall >= 200000000);
+  /* a spinning loop would burn ~200 ms of CPU; sleeping burns next to none */
+  if (cpu >= 50000000)
+    check_failed(__FILE__, __LINE__, "burned %llu ns of CPU while sleeping",
+                 (unsigned long long)cpu);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static int busy_stop;
+
+static void *busy_yielder(void *arg) {
+  (void)arg;
+  while (!busy_stop)
+    CHECK_OK(fib_yield());
+  return NULL;
+}
+
+static void *sleeper_among_yielders(void *arg) {
+  (void)arg;
+  uint64_t start = fib_now_ns();
+  CHECK_OK(fib_sleep_ns(5000000));
+  uint64_t late = fib_now_ns() - start - 5000000;
+  busy_stop = 1;
+  /* it woke within a scheduling round of its deadline, not after the
+   * yielders stopped (they never would) */
+  CHECK(late < 1000000000);
+  return NULL;
+}
+
+TEST(sleeper_is_not_starved_by_yielding_fibers) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 8; i++)
+    CHECK_OK(fib_spawn(rt, busy_yielder, NULL, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, sleeper_among_yielders, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(busy_stop, 1);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- several runtimes, several threads */
+
+#define THREADS 4
+
+static void *count_up(void *arg) {
+  long *counter = arg;
+  for (int i = 0; i < 10000; i++) {
+    (*counter)++;
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+static void *thread_main(void *arg) {
+  long *counter = arg;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 10; i++)
+    CHECK_OK(fib_spawn(rt, count_up, counter, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  return NULL;
+}
+
+TEST(runtimes_on_different_threads_run_independently) {
+  pthread_t t[THREADS];
+  long counters[THREADS] = {0};
+  for (int i = 0; i < THREADS; i++)
+    CHECK_EQ(pthread_create(&t[i], NULL, thread_main, &counters[i]), 0);
+  for (int i = 0; i < THREADS; i++) {
+    CHECK_EQ(pthread_join(t[i], NULL), 0);
+    CHECK_EQ(counters[i], 10 * 10000);
+  }
+}
+
+TEST_MAIN(T(round_robin_in_spawn_order),
+          T(fiber_spawned_inside_a_fiber_queues_at_the_back),
+          T(join_returns_each_result_once),
+          T(exit_from_a_nested_call_finishes_the_fiber),
+          T(detached_fibers_are_freed_when_they_finish),
+          T(second_joiner_is_refused),
+          T(run_reports_a_deadlock_and_destroy_cleans_up),
+          T(run_can_be_called_again_with_new_fibers),
+          T(self_id_and_name),
+          T(sleepers_wake_in_deadline_order),
+          T(equal_deadlines_wake_in_the_order_they_slept),
+          T(only_sleepers_left_means_the_thread_sleeps),
+          T(sleeper_is_not_starved_by_yielding_fibers),
+          T(runtimes_on_different_threads_run_independently))
