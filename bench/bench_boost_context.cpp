@@ -1,0 +1,144 @@
+// bench_boost_context.cpp -- Boost.Context peer (impl "boost_context"):
+// the raw fcontext layer (make_fcontext / jump_fcontext) that
+// boost::context::fiber is built on.
+//
+//   switch    ns per one-way jump_fcontext (round trips / 2)
+//   create    ns per malloc'd 16 KiB stack + make_fcontext + jump in + the
+//             context finishing (jumping back for good) + free
+//   idle_rss  bytes per suspended context on a guarded stack
+//             (protected_fixedsize_stack, 64 KiB as ours: mmap + an mprotect'd
+//             guard page, i.e. two mappings each) that touched 512 bytes
+#include "bench_common.h"
+
+#include <boost/context/detail/fcontext.hpp>
+#include <boost/context/protected_fixedsize_stack.hpp>
+#include <boost/context/stack_traits.hpp>
+
+#include <cerrno>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace ctxd = boost::context::detail;
+
+static const std::size_t kStack = 16 * 1024;
+
+// ------------------------------------------------------------- switch
+
+static void switch_body(ctxd::transfer_t t) {
+  for (;;)
+    t = ctxd::jump_fcontext(t.fctx, nullptr);
+}
+
+__attribute__((noinline)) ctxd::fcontext_t bench_switch_loop(ctxd::fcontext_t c,
+                                                             long n) {
+  for (long i = 0; i < n; i++)
+    c = ctxd::jump_fcontext(c, nullptr).fctx;
+  return c;
+}
+
+static void bench_switch(long n) {
+  char *stack = static_cast<char *>(std::malloc(kStack));
+  ctxd::fcontext_t c = ctxd::make_fcontext(stack + kStack, kStack, switch_body);
+  c = bench_switch_loop(c, n / 10 + 1);
+  double t0 = bench_now_ns();
+  c = bench_switch_loop(c, n);
+  double t1 = bench_now_ns();
+  std::free(stack);
+  bench_report("switch", "boost_context", (t1 - t0) / (2.0 * double(n)), "ns",
+               n, "jump_fcontext round trip / 2");
+}
+
+// ------------------------------------------------------------- create
+
+static volatile long g_sink;
+
+static void create_body(ctxd::transfer_t t) {
+  g_sink = g_sink + 1;
+  ctxd::jump_fcontext(t.fctx, nullptr); // finished: never resumed
+  std::abort();
+}
+
+__attribute__((noinline)) void bench_create_loop(long n) {
+  for (long i = 0; i < n; i++) {
+    char *stack = static_cast<char *>(std::malloc(kStack));
+    if (!stack)
+      std::abort();
+    ctxd::fcontext_t c = ctxd::make_fcontext(stack + kStack, kStack, create_body);
+    ctxd::jump_fcontext(c, nullptr);
+    std::free(stack);
+  }
+}
+
+static void bench_create(long n) {
+  bench_create_loop(n / 10 + 1);
+  double t0 = bench_now_ns();
+  bench_create_loop(n);
+  double t1 = bench_now_ns();
+  bench_report("create", "boost_context", (t1 - t0) / double(n), "ns", n,
+               "malloc'd 16 KiB stack, no guard");
+}
+
+// ----------------------------------------------------------- idle_rss
+
+static void idle_body(ctxd::transfer_t t) {
+  BENCH_TOUCH_STACK(512);
+  ctxd::jump_fcontext(t.fctx, nullptr); // suspended for good
+  std::abort();
+}
+
+static void bench_idle_rss(const char *name, long n) {
+  boost::context::protected_fixedsize_stack alloc(64 * 1024);
+  // The bookkeeping vector is touched before the baseline: only what each
+  // context itself costs is counted.
+  std::vector<boost::context::stack_context> stacks{std::size_t(n)};
+  long before = bench_rss_bytes();
+  long created = 0;
+  std::string why;
+  for (long i = 0; i < n; i++) {
+    boost::context::stack_context sc;
+    try {
+      sc = alloc.allocate();
+    } catch (const std::bad_alloc &) {
+      why = ", allocate failed (mmap/mprotect: vm.max_map_count)";
+      break;
+    }
+    stacks[std::size_t(i)] = sc;
+    ctxd::fcontext_t c = ctxd::make_fcontext(sc.sp, sc.size, idle_body);
+    ctxd::jump_fcontext(c, nullptr);
+    created++;
+  }
+  long after = bench_rss_bytes();
+  std::string note = std::to_string(created) + " created" + why +
+                     "; protected_fixedsize_stack(64 KiB)";
+  bench_report(name, "boost_context",
+               created ? double(after - before) / double(created) : 0, "bytes",
+               created, note.c_str());
+  if (created < n)
+    std::exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *benches = "switch create idle_rss_100k idle_rss_1m";
+  if (argc != 3) {
+    bench_usage(argv[0], benches);
+    return 2;
+  }
+  std::string b = argv[1];
+  long n = std::strtol(argv[2], nullptr, 10);
+  if (n <= 0) {
+    bench_usage(argv[0], benches);
+    return 2;
+  }
+  if (b == "switch")
+    bench_switch(n);
+  else if (b == "create")
+    bench_create(n);
+  else if (b == "idle_rss_100k" || b == "idle_rss_1m")
+    bench_idle_rss(b.c_str(), n);
+  else {
+    bench_usage(argv[0], benches);
+    return 2;
+  }
+  return 0;
+}

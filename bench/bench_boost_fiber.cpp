@@ -1,0 +1,166 @@
+// bench_boost_fiber.cpp -- Boost.Fiber peer (impl "boost_fiber"): the
+// default round_robin scheduler on one thread, default stack allocator
+// (boost::fibers::default_stack, an unguarded malloc'd fixedsize_stack).
+//
+//   spawn_join  ns per boost::fibers::fiber(fn) + join()
+//   yield       ns per hop: two fibers boost::this_fiber::yield() to each other
+//   idle_rss    bytes per fiber suspended on a condition variable after
+//               touching 512 bytes of its stack
+//   skynet_1m   ms for the skynet tree (fiber + join per node); also prints
+//               skynet_1m_peak_rss
+#include "bench_common.h"
+
+#include <boost/context/stack_traits.hpp>
+#include <boost/fiber/all.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bf = boost::fibers;
+
+static void noop() {}
+
+static void spawn_join_loop(long n) {
+  for (long i = 0; i < n; i++) {
+    bf::fiber f(noop);
+    f.join();
+  }
+}
+
+static void bench_spawn_join(long n) {
+  spawn_join_loop(n / 10 + 1);
+  double t0 = bench_now_ns();
+  spawn_join_loop(n);
+  double t1 = bench_now_ns();
+  bench_report("spawn_join", "boost_fiber", (t1 - t0) / double(n), "ns", n,
+               nullptr);
+}
+
+static void yielder(long n) {
+  for (long i = 0; i < n; i++)
+    boost::this_fiber::yield();
+}
+
+static double run_yield(long per_fiber) {
+  double t0 = bench_now_ns();
+  bf::fiber a(yielder, per_fiber), b(yielder, per_fiber);
+  a.join();
+  b.join();
+  return bench_now_ns() - t0;
+}
+
+static void bench_yield(long n) {
+  long per_fiber = n / 2 > 0 ? n / 2 : 1;
+  (void)run_yield(per_fiber / 10 + 1);
+  double t = run_yield(per_fiber);
+  bench_report("yield", "boost_fiber", t / (2.0 * double(per_fiber)), "ns",
+               2 * per_fiber, nullptr);
+}
+
+static bf::mutex g_mtx;
+static bf::condition_variable g_cv;
+static bool g_go;
+
+static void idle_body() {
+  BENCH_TOUCH_STACK(512);
+  std::unique_lock<bf::mutex> lk(g_mtx);
+  g_cv.wait(lk, [] { return g_go; });
+}
+
+static void bench_idle_rss(const char *name, long n) {
+  std::vector<bf::fiber> fibers(static_cast<std::size_t>(n)); // touched before baseline
+  long before = bench_rss_bytes();
+  long created = 0;
+  std::string why;
+  for (long i = 0; i < n; i++) {
+    try {
+      fibers[std::size_t(i)] = bf::fiber(idle_body);
+    } catch (const std::exception &e) {
+      why = std::string(", spawn failed: ") + e.what();
+      break;
+    }
+    created++;
+  }
+  boost::this_fiber::yield(); // every fiber runs and blocks
+  long after = bench_rss_bytes();
+  std::string note = std::to_string(created) + " created" + why +
+                     "; default_stack " +
+                     std::to_string(boost::context::stack_traits::default_size() / 1024) +
+                     " KiB malloc'd, no guard";
+  bench_report(name, "boost_fiber",
+               created ? double(after - before) / double(created) : 0, "bytes",
+               created, note.c_str());
+  {
+    std::unique_lock<bf::mutex> lk(g_mtx);
+    g_go = true;
+  }
+  g_cv.notify_all();
+  for (long i = 0; i < created; i++)
+    fibers[std::size_t(i)].join();
+  if (created < n)
+    std::exit(2);
+}
+
+static std::uint64_t skynet(std::uint64_t num, std::uint64_t size) {
+  if (size == 1)
+    return num;
+  std::uint64_t sub = size / 10, sums[10];
+  bf::fiber kids[10];
+  for (int i = 0; i < 10; i++)
+    kids[i] = bf::fiber([&sums, i, num, sub] { sums[i] = skynet(num + i * sub, sub); });
+  std::uint64_t sum = 0;
+  for (int i = 0; i < 10; i++) {
+    kids[i].join();
+    sum += sums[i];
+  }
+  return sum;
+}
+
+static void bench_skynet(long n) {
+  std::uint64_t leaves = 1;
+  while (leaves < std::uint64_t(n))
+    leaves *= 10;
+  double t0 = bench_now_ns();
+  std::uint64_t sum = 0;
+  bf::fiber root([&] { sum = skynet(0, leaves); });
+  root.join();
+  double t1 = bench_now_ns();
+  if (sum != leaves * (leaves - 1) / 2) {
+    std::fprintf(stderr, "bench_boost_fiber: skynet sum wrong\n");
+    std::exit(1);
+  }
+  bench_report("skynet_1m", "boost_fiber", (t1 - t0) / 1e6, "ms", long(leaves),
+               nullptr);
+  bench_report("skynet_1m_peak_rss", "boost_fiber",
+               double(bench_status_bytes("VmHWM")), "bytes", long(leaves),
+               "VmHWM of the whole process");
+}
+
+int main(int argc, char **argv) {
+  const char *benches =
+      "spawn_join yield idle_rss_100k idle_rss_1m skynet_1m";
+  if (argc != 3) {
+    bench_usage(argv[0], benches);
+    return 2;
+  }
+  std::string b = argv[1];
+  long n = std::strtol(argv[2], nullptr, 10);
+  if (n <= 0) {
+    bench_usage(argv[0], benches);
+    return 2;
+  }
+  if (b == "spawn_join")
+    bench_spawn_join(n);
+  else if (b == "yield")
+    bench_yield(n);
+  else if (b == "idle_rss_100k" || b == "idle_rss_1m")
+    bench_idle_rss(b.c_str(), n);
+  else if (b == "skynet_1m")
+    bench_skynet(n);
+  else {
+    bench_usage(argv[0], benches);
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,198 @@
+// Go peer of the fibers benchmark suite (impl "go"), GOMAXPROCS=1.
+//
+//	spawn_join  ns per `go f()` plus a channel hand-off back to the spawner
+//	yield       ns per hop: two goroutines calling runtime.Gosched()
+//	idle_rss_*  bytes of RSS per goroutine blocked on a channel after
+//	            touching 512 bytes of its stack
+//	skynet_1m   ms for the classic skynet (channels, 10 children per node);
+//	            also prints skynet_1m_peak_rss (VmHWM)
+//
+// Usage: bench_go <bench> <n>; prints one BENCH line like the C programs.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+func report(bench string, value float64, unit string, n int64, note string) {
+	m := map[string]interface{}{"bench": bench, "impl": "go", "value": value,
+		"unit": unit, "n": n}
+	if note != "" {
+		m["note"] = note
+	}
+	b, _ := json.Marshal(m)
+	fmt.Printf("BENCH %s\n", b)
+}
+
+func rssBytes() int64 {
+	data, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(data))
+	res, _ := strconv.ParseInt(f[1], 10, 64)
+	return res * int64(os.Getpagesize())
+}
+
+func statusBytes(field string) int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := s.Text()
+		if strings.HasPrefix(line, field+":") {
+			kb, _ := strconv.ParseInt(strings.Fields(line[len(field)+1:])[0], 10, 64)
+			return kb * 1024
+		}
+	}
+	return -1
+}
+
+func spawnJoinLoop(n int64) {
+	ch := make(chan struct{})
+	for i := int64(0); i < n; i++ {
+		go func() { ch <- struct{}{} }()
+		<-ch
+	}
+}
+
+func benchSpawnJoin(n int64) {
+	spawnJoinLoop(n/10 + 1)
+	t0 := time.Now()
+	spawnJoinLoop(n)
+	report("spawn_join", float64(time.Since(t0).Nanoseconds())/float64(n), "ns", n, "")
+}
+
+func runYield(perG int64) time.Duration {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	t0 := time.Now()
+	for g := 0; g < 2; g++ {
+		go func() {
+			for i := int64(0); i < perG; i++ {
+				runtime.Gosched()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	return time.Since(t0)
+}
+
+func benchYield(n int64) {
+	perG := n / 2
+	if perG < 1 {
+		perG = 1
+	}
+	runYield(perG/10 + 1)
+	d := runYield(perG)
+	report("yield", float64(d.Nanoseconds())/float64(2*perG), "ns", 2*perG, "")
+}
+
+//go:noinline
+func touch(b []byte) {
+	for i := 0; i < len(b); i += 64 {
+		b[i] = byte(i)
+	}
+	b[len(b)-1] = 1
+}
+
+func idleBody(ready *sync.WaitGroup, gate chan struct{}, done *sync.WaitGroup) {
+	var buf [512]byte
+	touch(buf[:])
+	ready.Done()
+	<-gate
+	buf[0]++
+	done.Done()
+}
+
+func benchIdle(name string, n int64) {
+	var ready, done sync.WaitGroup
+	gate := make(chan struct{})
+	runtime.GC()
+	before := rssBytes()
+	ready.Add(int(n))
+	done.Add(int(n))
+	for i := int64(0); i < n; i++ {
+		go idleBody(&ready, gate, &done)
+	}
+	ready.Wait()
+	after := rssBytes()
+	report(name, float64(after-before)/float64(n), "bytes", n,
+		fmt.Sprintf("%d created; goroutine stacks start at 2 KiB, no guard", n))
+	close(gate)
+	done.Wait()
+}
+
+func skynet(c chan int64, num, size, div int64) {
+	if size == 1 {
+		c <- num
+		return
+	}
+	rc := make(chan int64)
+	var sum int64
+	for i := int64(0); i < div; i++ {
+		subNum := num + i*(size/div)
+		go skynet(rc, subNum, size/div, div)
+	}
+	for i := int64(0); i < div; i++ {
+		sum += <-rc
+	}
+	c <- sum
+}
+
+func benchSkynet(n int64) {
+	leaves := int64(1)
+	for leaves < n {
+		leaves *= 10
+	}
+	t0 := time.Now()
+	c := make(chan int64)
+	go skynet(c, 0, leaves, 10)
+	sum := <-c
+	d := time.Since(t0)
+	if sum != leaves*(leaves-1)/2 {
+		fmt.Fprintln(os.Stderr, "bench_go: skynet sum wrong")
+		os.Exit(1)
+	}
+	report("skynet_1m", float64(d.Nanoseconds())/1e6, "ms", leaves, "")
+	report("skynet_1m_peak_rss", float64(statusBytes("VmHWM")), "bytes", leaves,
+		"VmHWM of the whole process")
+}
+
+func main() {
+	runtime.GOMAXPROCS(1)
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: bench_go <bench> <n>")
+		os.Exit(2)
+	}
+	n, err := strconv.ParseInt(os.Args[2], 10, 64)
+	if err != nil || n <= 0 {
+		fmt.Fprintln(os.Stderr, "bad n")
+		os.Exit(2)
+	}
+	switch b := os.Args[1]; b {
+	case "spawn_join":
+		benchSpawnJoin(n)
+	case "yield":
+		benchYield(n)
+	case "idle_rss_100k", "idle_rss_1m":
+		benchIdle(b, n)
+	case "skynet_1m":
+		benchSkynet(n)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown bench", b)
+		os.Exit(2)
+	}
+}

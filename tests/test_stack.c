@@ -1,0 +1,273 @@
+/* test_stack.c -- the stack layer: guard modes, the mapping budget, the
+ * pool, and allocation failures injected through the system seam. */
+#include "harness.h"
+
+#include <fibers.h>
+
+#include "stack.h"
+#include "sys.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+static long count_mappings(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  CHECK(f != NULL);
+  long n = 0;
+  int c;
+  while ((c = fgetc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+static void *noop(void *arg, void *first) {
+  (void)first;
+  return arg;
+}
+
+static void make_many(fib_coro **cos, int n, fib_guard_mode mode) {
+  fib_attr attr = {.guard = mode};
+  for (int i = 0; i < n; i++)
+    CHECK_OK(fib_coro_create(&cos[i], noop, NULL, &attr));
+}
+
+static void destroy_many(fib_coro **cos, int n) {
+  for (int i = 0; i < n; i++)
+    CHECK_OK(fib_coro_destroy(cos[i]));
+}
+
+#define MANY 1000
+
+TEST(madvise_guards_cost_no_mappings) {
+  static fib_coro *cos[MANY];
+  fib_attr attr = {.guard = FIB_GUARD_MADVISE};
+  if (fib__stack_auto_mode() != FIB_GUARD_MADVISE) {
+    /* an older kernel: asking for guard markers is refused, clearly */
+    fib_coro *co;
+    CHECK_EQ(fib_coro_create(&co, noop, NULL, &attr), FIB_EINVAL);
+    return;
+  }
+  long before = count_mappings();
+  make_many(cos, MANY, FIB_GUARD_MADVISE);
+  long after = count_mappings();
+  /* neighbouring stacks merge: far fewer mappings than stacks */
+  CHECK(after - before < MANY / 10);
+  destroy_many(cos, MANY);
+}
+
+TEST(mprotect_guards_cost_two_mappings_each) {
+  static fib_coro *cos[MANY];
+  long before = count_mappings(), counted = fib__stack_mprotect_count();
+  make_many(cos, MANY, FIB_GUARD_MPROTECT);
+  CHECK_EQ(fib__stack_mprotect_count() - counted, MANY);
+  CHECK(count_mappings() - before >= 2 * MANY - 10);
+  destroy_many(cos, MANY);
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_mprotect_count(), counted);
+  CHECK(count_mappings() - before < 10);
+}
+
+TEST(mprotect_budget_follows_max_map_count) {
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  CHECK(f != NULL);
+  long max = 0;
+  CHECK_EQ(fscanf(f, "%ld", &max), 1);
+  fclose(f);
+  long budget = fib__stack_mprotect_budget();
+  CHECK_EQ(budget, (max - max / 8) / 2);
+
+  /* fill the budget: the next guarded stack is refused, never unguarded */
+  fib_coro **cos = calloc((size_t)budget, sizeof *cos);
+  CHECK(cos != NULL);
+  long made = 0;
+  fib_attr attr = {.guard = FIB_GUARD_MPROTECT, .stack_size = FIB_STACK_MIN};
+  int err = 0;
+  while (made <= budget &&
+         (err = fib_coro_create(&cos[made], noop, (void *)made, &attr)) == 0)
+    made++;
+  CHECK_EQ(err, FIB_ENOMEM);
+  CHECK_EQ(made, budget);
+  /* the existing ones still work */
+  void *out;
+  CHECK_OK(fib_coro_resume(cos[made / 2], NULL, &out));
+  CHECK_EQ((long)(intptr_t)out, made / 2);
+  /* give one back (past the pool) and there is room for one more */
+  CHECK_OK(fib_coro_destroy(cos[0]));
+  fib__stack_pool_drain();
+  CHECK_OK(fib_coro_create(&cos[0], noop, NULL, &attr));
+  for (long i = 0; i < made; i++)
+    CHECK_OK(fib_coro_destroy(cos[i]));
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_mprotect_count(), 0);
+  free(cos);
+}
+
+TEST(pool_reuses_stacks_and_is_bounded) {
+  fib_coro *co, *again;
+  fib__stack_pool_drain();
+  CHECK_OK(fib_coro_create(&co, noop, NULL, NULL));
+  CHECK_OK(fib_coro_destroy(co));
+  CHECK_EQ(fib__stack_pool_size(), 1);
+  CHECK_OK(fib_coro_create(&again, noop, NULL, NULL));
+  CHECK_PTR_EQ(again, co); /* same stack, same record slot */
+  CHECK_EQ(fib__stack_pool_size(), 0);
+  CHECK_OK(fib_coro_destroy(again));
+
+  /* a different size is not served from the pool */
+  fib_attr big = {.stack_size = 2 * FIB_STACK_DEFAULT};
+  CHECK_OK(fib_coro_create(&again, noop, NULL, &big));
+  CHECK(again != co);
+  CHECK_OK(fib_coro_destroy(again));
+
+  static fib_coro *cos[MANY];
+  make_many(cos, MANY, FIB_GUARD_AUTO);
+  destroy_many(cos, MANY);
+  CHECK(fib__stack_pool_size() <= 256);
+  CHECK(fib__stack_pool_size() > 0);
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_pool_size(), 0);
+}
+
+/* ---- fault injection: every failing call in turn */
+
+struct tally {
+  int ran;
+};
+
+static void *bump(void *arg) {
+  struct tally *t = arg;
+  CHECK_OK(fib_yield());
+  t->ran++;
+  return NULL;
+}
+
+/* Spawn while the nth system call or allocation fails. Returns the spawn's
+ * result; *injected says whether the failure was reached. */
+static int spawn_with_failure(fib_runtime *rt, struct tally *t, long nth,
+                              int mask, int *injected) {
+  fib__stack_pool_drain(); /* make spawn reach the system */
+  fib__fault_inject(mask, nth, 0);
+  int err = fib_spawn(rt, bump, t, NULL, NULL);
+  *injected = fib__fault_calls() >= nth;
+  fib__fault_inject(0, 0, 0);
+  return err;
+}
+
+static void failing_spawns(fib_guard_mode mode) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {.guard = mode};
+  struct tally t = {0};
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  for (int i = 0; i < 3; i++) /* fibers that exist before the failures */
+    CHECK_OK(fib_spawn(rt, bump, &t, NULL, NULL));
+  long maps_before = count_mappings();
+  long mprotect_before = fib__stack_mprotect_count();
+
+  int spawned = 3, failures = 0;
+  for (long nth = 1;; nth++) {
+    int injected;
+    int err = spawn_with_failure(rt, &t, nth, FIB_FAULT_ALL, &injected);
+    if (!injected) {
+      CHECK_OK(err); /* past the last call: the spawn went through */
+      spawned++;
+      break;
+    }
+    if (err == 0)
+      spawned++; /* a call whose failure is survivable (none today) */
+    else {
+      CHECK_EQ(err, FIB_ENOMEM);
+      failures++;
+    }
+    CHECK(nth < 100);
+  }
+  CHECK(failures >= 2); /* at least the mmap and the guard call */
+  /* nothing was left behind by the failed attempts */
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_mprotect_count() - mprotect_before,
+           mode == FIB_GUARD_MPROTECT ? spawned - 3 : 0);
+  CHECK(count_mappings() - maps_before <= 2 * (spawned - 3));
+  /* and every fiber that was spawned runs to completion */
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(t.ran, spawned);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+TEST(spawn_survives_each_failing_call_madvise) {
+  if (fib__stack_auto_mode() != FIB_GUARD_MADVISE)
+    check_failed(__FILE__, __LINE__, "kernel lacks MADV_GUARD_INSTALL; "
+                 "this machine cannot test the madvise path");
+  failing_spawns(FIB_GUARD_MADVISE);
+}
+
+TEST(spawn_survives_each_failing_call_mprotect) {
+  failing_spawns(FIB_GUARD_MPROTECT);
+}
+
+static void *spawn_inside_with_failures(void *arg) {
+  struct tally *t = arg;
+  int ok = 0, failed = 0;
+  for (long nth = 1; nth < 20; nth++) {
+    int injected;
+    int err = spawn_with_failure(NULL, t, nth, FIB_FAULT_ALL, &injected);
+    if (err == 0)
+      ok++;
+    else {
+      CHECK_EQ(err, FIB_ENOMEM);
+      failed++;
+    }
+    CHECK_OK(fib_yield()); /* the others keep running meanwhile */
+  }
+  CHECK(failed >= 2);
+  return (void *)(intptr_t)ok;
+}
+
+TEST(failures_inside_a_running_runtime_leave_it_running) {
+  fib_runtime *rt;
+  struct tally t = {0};
+  fib_id id;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < 5; i++)
+    CHECK_OK(fib_spawn(rt, bump, &t, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, spawn_inside_with_failures, &t, NULL, &id));
+  CHECK_OK(fib_run(rt));
+  CHECK(t.ran >= 5);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+TEST(runtime_create_fails_cleanly) {
+  fib_runtime *rt = NULL;
+  fib__fault_inject(FIB_FAULT_MALLOC, 1, 0);
+  CHECK_EQ(fib_runtime_create(&rt, NULL), FIB_ENOMEM);
+  fib__fault_inject(0, 0, 0);
+  CHECK_PTR_EQ(rt, NULL);
+}
+
+static void *altstack_thread(void *arg) {
+  (void)arg;
+  fib_coro *co;
+  fib__fault_inject(FIB_FAULT_SIGALTSTACK | FIB_FAULT_MMAP, 1, 0);
+  int err = fib_coro_create(&co, noop, NULL, NULL);
+  fib__fault_inject(0, 0, 0);
+  CHECK_EQ(err, FIB_ENOMEM); /* no overflow handler stack: refused */
+  CHECK_OK(fib_coro_create(&co, noop, NULL, NULL));
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_OK(fib_coro_destroy(co));
+  return NULL;
+}
+
+TEST(signal_stack_failure_is_reported) {
+  pthread_t t;
+  CHECK_EQ(pthread_create(&t, NULL, altstack_thread, NULL), 0);
+  CHECK_EQ(pthread_join(t, NULL), 0);
+}
+
+TEST_MAIN(T(madvise_guards_cost_no_mappings),
+          T(mprotect_guards_cost_two_mappings_each),
+          T(mprotect_budget_follows_max_map_count),
+          T(pool_reuses_stacks_and_is_bounded),
+          T(spawn_survives_each_failing_call_madvise),
+          T(spawn_survives_each_failing_call_mprotect),
+          T(failures_inside_a_running_runtime_leave_it_running),
+          T(runtime_create_fails_cleanly),
+          T(signal_stack_failure_is_reported))
