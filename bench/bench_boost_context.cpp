@@ -91,7 +91,7 @@ static void bench_idle_rss(const char *name, long n) {
   boost::context::protected_fixedsize_stack alloc(64 * 1024);
   // The bookkeeping vector is touched before the baseline: only what each
   // context itself costs is counted.
-  std::vector<boost::context::stack_context> stacks{std::size_t(n)};
+  std::vector<boost::context::stack_context> stacks(static_cast<std::size_t>(n));
   long before = bench_rss_bytes();
   long created = 0;
   std::string why;

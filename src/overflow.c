@@ -79,11 +79,14 @@ static void report(const struct fib__stack *s, const void *addr) {
   struct line l = {.len = 0};
   put_str(&l, "fibers: stack overflow in ");
   put_str(&l, s->owner_kind);
-  put_str(&l, " ");
-  put_dec(&l, s->owner_id);
-  put_str(&l, " \"");
-  put_str(&l, s->owner_name ? s->owner_name : "");
-  put_str(&l, "\" (stack ");
+  if (s->owner_id) { /* fibers: id and name; plain coroutines have neither */
+    put_str(&l, " ");
+    put_dec(&l, s->owner_id);
+    put_str(&l, " \"");
+    put_str(&l, s->owner_name ? s->owner_name : "");
+    put_str(&l, "\"");
+  }
+  put_str(&l, " (stack ");
   put_dec(&l, s->usable_size);
   put_str(&l, " bytes, guard ");
   put_dec(&l, s->guard_size);

@@ -1,0 +1,213 @@
+/*
+ * test_overflow.c -- death tests: a stack overflow in a fiber or coroutine
+ * is reported in one line naming it, and the process dies by SIGSEGV; a
+ * fault that is not an overflow goes to the handler installed before ours.
+ * Each case runs the overflow in a child process.
+ *
+ * This file is built with -fstack-clash-protection, as fiber code should
+ * be: a frame larger than the guard then probes it page by page instead of
+ * jumping over it.
+ */
+#include "harness.h"
+
+#include <fibers.h>
+
+#include "coro.h"
+
+#include <pthread.h>
+#include <inttypes.h>
+#include <stdint.h>
+
+/* ---- ways to overflow */
+
+/* Unbounded on purpose; the volatile limit keeps the compiler from seeing
+ * that (and from turning the recursion into a loop). */
+static volatile int recursion_limit = 1 << 30;
+
+__attribute__((noinline)) static int recurse(int depth) {
+  volatile char buf[512];
+  buf[0] = (char)depth;
+  buf[511] = (char)depth;
+  if (depth >= recursion_limit)
+    return 0;
+  return recurse(depth + 1) + buf[0] + buf[511];
+}
+
+__attribute__((noinline)) static int big_frame(size_t n) {
+  volatile char vla[n]; /* far larger than the guard */
+  vla[0] = 1;           /* touched at the bottom: probes must go first */
+  return vla[0];
+}
+
+/* Tell the parent where this stack's guard is, then overflow. */
+static void announce_guard(void) {
+  struct fib__stack *s = fib_coro_current()->stack;
+  fprintf(stderr, "guard %p %p\n", (void *)s->map, (void *)s->lo);
+  fflush(stderr);
+}
+
+static void *overflow_fiber(void *arg) {
+  announce_guard();
+  if (arg)
+    return (void *)(intptr_t)big_frame((size_t)(intptr_t)arg);
+  return (void *)(intptr_t)recurse(0);
+}
+
+struct overflow_case {
+  fib_guard_mode mode;
+  const char *name;
+  intptr_t big; /* 0: recurse; else one frame of this many bytes */
+};
+
+/* Check the report: the exact line, with the fault inside the guard. */
+static void check_report(const struct child_result *r, const char *who) {
+  CHECK_EQ(r->signal, SIGSEGV);
+  void *map = NULL, *lo = NULL;
+  CHECK_EQ(sscanf(r->err, "guard %p %p\n", &map, &lo), 2);
+  const char *line = strchr(r->err, '\n');
+  CHECK(line != NULL);
+  line++;
+  char want[256];
+  snprintf(want, sizeof want, "fibers: stack overflow in %s (stack %zu bytes, "
+           "guard %zu bytes, fault address 0x", who, (size_t)FIB_STACK_DEFAULT,
+           (size_t)((char *)lo - (char *)map));
+  if (strncmp(line, want, strlen(want)) != 0)
+    check_failed(__FILE__, __LINE__, "report\n  %s\nwanted prefix\n  %s", line,
+                 want);
+  uintptr_t addr = 0;
+  char tail[8] = "";
+  CHECK_EQ(sscanf(line + strlen(want), "%" SCNxPTR "%7s", &addr, tail), 2);
+  CHECK_STR_EQ(tail, ")");
+  CHECK(strchr(line, '\n') == line + strlen(line) - 1); /* one line */
+  CHECK(addr >= (uintptr_t)map && addr < (uintptr_t)lo);
+}
+
+static void *finish_quietly(void *arg) { return arg; }
+
+static void spawn_second_overflows(void *arg) {
+  struct overflow_case *c = arg;
+  fib_runtime *rt;
+  fib_runtime_opts opts = {.guard = c->mode};
+  fib_attr attr = {.name = c->name};
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  CHECK_OK(fib_spawn(rt, finish_quietly, NULL, NULL, NULL)); /* id 1 */
+  CHECK_OK(fib_spawn(rt, overflow_fiber, (void *)c->big, &attr, NULL));
+  fib_run(rt);
+}
+
+TEST(overflow_with_madvise_guard_names_the_fiber) {
+  struct overflow_case c = {FIB_GUARD_MADVISE, "deep-recursion", 0};
+  struct child_result r;
+  run_child(spawn_second_overflows, &c, &r);
+  check_report(&r, "fiber 2 \"deep-recursion\"");
+}
+
+TEST(overflow_with_mprotect_guard_names_the_fiber) {
+  struct overflow_case c = {FIB_GUARD_MPROTECT, "deep-recursion", 0};
+  struct child_result r;
+  run_child(spawn_second_overflows, &c, &r);
+  check_report(&r, "fiber 2 \"deep-recursion\"");
+}
+
+TEST(large_frame_is_caught_by_the_guard_not_jumped) {
+  struct overflow_case c = {FIB_GUARD_AUTO, "big-frame", 256 * 1024};
+  struct child_result r;
+  run_child(spawn_second_overflows, &c, &r);
+  check_report(&r, "fiber 2 \"big-frame\"");
+}
+
+static void *coro_overflow(void *arg, void *first) {
+  (void)arg;
+  (void)first;
+  announce_guard();
+  return (void *)(intptr_t)recurse(0);
+}
+
+static void overflow_coroutine(void *arg) {
+  (void)arg;
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, coro_overflow, NULL, NULL));
+  fib_coro_resume(co, NULL, NULL);
+}
+
+TEST(overflow_in_a_coroutine_is_reported) {
+  struct child_result r;
+  run_child(overflow_coroutine, NULL, &r);
+  check_report(&r, "coroutine");
+}
+
+static void *thread_runtime(void *arg) {
+  spawn_second_overflows(arg);
+  return NULL;
+}
+
+static void overflow_on_second_thread(void *arg) {
+  pthread_t t;
+  CHECK_EQ(pthread_create(&t, NULL, thread_runtime, arg), 0);
+  pthread_join(t, NULL);
+}
+
+TEST(overflow_on_another_threads_runtime_is_reported) {
+  struct overflow_case c = {FIB_GUARD_AUTO, "on-thread-2", 0};
+  struct child_result r;
+  run_child(overflow_on_second_thread, &c, &r);
+  check_report(&r, "fiber 2 \"on-thread-2\"");
+}
+
+/* ---- faults that are not ours */
+
+static void user_handler(int sig, siginfo_t *si, void *uc) {
+  (void)si;
+  (void)uc;
+  static const char msg[] = "user handler\n";
+  ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+  (void)w;
+  _exit(sig == SIGSEGV ? 3 : 4);
+}
+
+static void *null_deref(void *arg) {
+  return (void *)(intptr_t)*(volatile int *)arg;
+}
+
+static void fault_in_fiber_with_user_handler(void *arg) {
+  (void)arg;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = user_handler;
+  sa.sa_flags = SA_SIGINFO;
+  sigaction(SIGSEGV, &sa, NULL);
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, null_deref, NULL, NULL, NULL));
+  fib_run(rt);
+}
+
+TEST(non_overflow_fault_goes_to_the_previous_handler) {
+  struct child_result r;
+  run_child(fault_in_fiber_with_user_handler, NULL, &r);
+  CHECK(r.exited);
+  CHECK_EQ(r.exit_code, 3);
+  CHECK_STR_EQ(r.err, "user handler\n");
+}
+
+static void fault_on_main_stack(void *arg) {
+  (void)arg;
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, coro_overflow, NULL, NULL)); /* installs ours */
+  null_deref(NULL);
+}
+
+TEST(non_overflow_fault_without_handler_dies_by_default) {
+  struct child_result r;
+  run_child(fault_on_main_stack, NULL, &r);
+  CHECK_EQ(r.signal, SIGSEGV);
+  CHECK_STR_EQ(r.err, ""); /* not reported as an overflow */
+}
+
+TEST_MAIN(T(overflow_with_madvise_guard_names_the_fiber),
+          T(overflow_with_mprotect_guard_names_the_fiber),
+          T(large_frame_is_caught_by_the_guard_not_jumped),
+          T(overflow_in_a_coroutine_is_reported),
+          T(overflow_on_another_threads_runtime_is_reported),
+          T(non_overflow_fault_goes_to_the_previous_handler),
+          T(non_overflow_fault_without_handler_dies_by_default))

@@ -1,0 +1,112 @@
+# tools.cmake -- tests that drive external tools: nm, readelf, gdb,
+# pkg-config and cmake itself on an installed copy. Included by
+# tests/CMakeLists.txt. The scripts live in tests/tools/ and need bash and
+# perl (both always present on Debian: bash and perl-base are essential).
+#
+# A missing tool does not skip a test: the test fails and says which tool
+# to install, so a CI machine without it cannot pass silently.
+#
+#   exported_symbols   libfibers.so exports exactly the FIB_API functions
+#   install_pkgconfig  cmake --install, then build against it with pkg-config
+#   install_cmake      cmake --install, then find_package(fibers CONFIG)
+#   gdb_backtrace      backtraces inside fibers/coroutines end cleanly
+#   cet_note           IBT (not SHSTK) property notes, non-executable stack
+
+set(FIB_TOOLS_DIR ${CMAKE_CURRENT_SOURCE_DIR}/tools)
+find_program(FIB_BASH bash)
+find_program(FIB_GDB gdb)
+find_program(FIB_PKG_CONFIG NAMES pkg-config pkgconf)
+if(CMAKE_NM)
+  set(FIB_NM ${CMAKE_NM})
+else()
+  find_program(FIB_NM nm)
+endif()
+if(CMAKE_READELF)
+  set(FIB_READELF ${CMAKE_READELF})
+else()
+  find_program(FIB_READELF readelf)
+endif()
+
+# A test command that fails with a message when a tool is missing.
+function(fib_tool_test name tool_var package)
+  if(NOT FIB_BASH)
+    message(WARNING "fibers: bash not found; test ${name} will fail")
+    add_test(NAME ${name} COMMAND ${CMAKE_COMMAND} -E false)
+    return()
+  endif()
+  if(tool_var AND NOT ${tool_var})
+    message(STATUS "fibers: ${tool_var} not found; test ${name} will fail "
+                   "(install the Debian package ${package})")
+    add_test(NAME ${name} COMMAND ${FIB_BASH} -c
+      "echo 'FAIL: ${tool_var} not found: install the package ${package}'; exit 1")
+    set(${name}_ok FALSE PARENT_SCOPE)
+    return()
+  endif()
+  set(${name}_ok TRUE PARENT_SCOPE)
+endfunction()
+
+# ---- exported_symbols
+fib_tool_test(exported_symbols FIB_NM binutils)
+if(exported_symbols_ok)
+  add_test(NAME exported_symbols
+    COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/exported_symbols.sh ${FIB_NM}
+            ${PROJECT_SOURCE_DIR}/include/fibers.h ${FIB_TOOLS_DIR}/exports.txt
+            $<TARGET_FILE:fibers_shared> $<TARGET_FILE:fibers_static>)
+endif()
+
+# ---- install_pkgconfig, install_cmake
+# Each installs into its own prefix under the build tree, so they may run in
+# parallel. The smoke program is compiled with the library's warnings.
+string(REPLACE ";" " " fib_tools_cflags "${FIB_WARNINGS}")
+fib_tool_test(install_pkgconfig FIB_PKG_CONFIG pkgconf)
+if(install_pkgconfig_ok)
+  add_test(NAME install_pkgconfig
+    COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/install_check.sh pkgconfig
+            ${CMAKE_COMMAND} ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}
+            ${CMAKE_C_COMPILER} "${fib_tools_cflags}"
+            ${CMAKE_CURRENT_BINARY_DIR}/tools-install/pkgconfig
+            ${FIB_PKG_CONFIG})
+endif()
+fib_tool_test(install_cmake "" "")
+if(install_cmake_ok)
+  add_test(NAME install_cmake
+    COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/install_check.sh cmake
+            ${CMAKE_COMMAND} ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR}
+            ${CMAKE_C_COMPILER} "${fib_tools_cflags}"
+            ${CMAKE_CURRENT_BINARY_DIR}/tools-install/cmake)
+endif()
+foreach(t install_pkgconfig install_cmake)
+  if(TEST ${t})
+    set_tests_properties(${t} PROPERTIES TIMEOUT 300)
+  endif()
+endforeach()
+
+# ---- gdb_backtrace
+# The debuggee: -O0 -g with frame pointers, linked with the static library
+# (whatever the build type compiled that with).
+add_executable(gdb_target ${FIB_TOOLS_DIR}/gdb_target.c)
+target_link_libraries(gdb_target PRIVATE fibers_static)
+target_compile_options(gdb_target PRIVATE ${FIB_WARNINGS} -O0 -g
+                       -fno-omit-frame-pointer)
+fib_tool_test(gdb_backtrace FIB_GDB gdb)
+if(gdb_backtrace_ok)
+  add_test(NAME gdb_backtrace
+    COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/gdb_backtrace.sh ${FIB_GDB}
+            $<TARGET_FILE:gdb_target>)
+  set_tests_properties(gdb_backtrace PROPERTIES TIMEOUT 120)
+endif()
+
+# ---- cet_note
+if(FIB_HAVE_CF_PROTECTION)
+  set(fib_tools_have_cf ON)
+else()
+  set(fib_tools_have_cf OFF)
+endif()
+fib_tool_test(cet_note FIB_READELF binutils)
+if(cet_note_ok)
+  add_test(NAME cet_note
+    COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/cet_note.sh ${FIB_READELF}
+            ${CMAKE_C_COMPILER} ${fib_tools_have_cf}
+            $<TARGET_FILE:fibers_shared> $<TARGET_FILE:fibers_static>
+            ${CMAKE_CURRENT_BINARY_DIR}/tools-cet)
+endif()
