@@ -1,0 +1,128 @@
+/*
+ * test_stress.c -- sizes that find leaks and slow paths: ten million
+ * switches, 100,000 fibers alive at once, a million spawn/join cycles with
+ * resident memory and mappings flat. FIB_TEST_SCALE scales the sizes.
+ */
+#include "harness.h"
+
+#include <fibers.h>
+
+#include <stdint.h>
+
+static long count_mappings(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  CHECK(f != NULL);
+  long n = 0;
+  int c;
+  while ((c = fgetc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
+static long resident_kib(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  CHECK(f != NULL);
+  long size = 0, resident = 0;
+  CHECK_EQ(fscanf(f, "%ld %ld", &size, &resident), 2);
+  fclose(f);
+  return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void *ping(void *arg, void *first) {
+  (void)first;
+  long n = *(long *)arg;
+  for (long i = 0; i < n; i++)
+    CHECK_OK(fib_coro_yield((void *)i, NULL));
+  return NULL;
+}
+
+TEST(ten_million_switches) {
+  long rounds = scaled(5000000); /* two switches per round */
+  fib_coro *co;
+  void *v;
+  CHECK_OK(fib_coro_create(&co, ping, &rounds, NULL));
+  for (long i = 0; i < rounds; i++) {
+    CHECK_OK(fib_coro_resume(co, NULL, &v));
+    if ((long)(intptr_t)v != i)
+      CHECK_EQ((long)(intptr_t)v, i);
+  }
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_EQ(fib_coro_status(co), FIB_CORO_DEAD);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+static long alive_now, alive_peak, finished;
+
+static void *wait_for_all(void *arg) {
+  long total = *(long *)arg;
+  alive_now++;
+  if (alive_now > alive_peak)
+    alive_peak = alive_now;
+  /* stay alive until every fiber has started */
+  while (alive_peak < total)
+    CHECK_OK(fib_yield());
+  CHECK_OK(fib_yield());
+  alive_now--;
+  finished++;
+  return NULL;
+}
+
+TEST(hundred_thousand_fibers_alive_at_once) {
+  long total = scaled(100000);
+  fib_runtime *rt;
+  fib_attr detached = {.flags = FIB_DETACHED};
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (long i = 0; i < total; i++)
+    CHECK_OK(fib_spawn(rt, wait_for_all, &total, &detached, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(alive_peak, total);
+  CHECK_EQ(finished, total);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *add_one(void *arg) { return (void *)((intptr_t)arg + 1); }
+
+struct cycles {
+  long n;
+  long rss_after_warmup, rss_end;
+  long maps_after_warmup, maps_end;
+};
+
+static void *spawn_join_loop(void *arg) {
+  struct cycles *c = arg;
+  for (long i = 0; i < c->n; i++) {
+    fib_id id;
+    void *r;
+    CHECK_OK(fib_spawn(NULL, add_one, (void *)(intptr_t)i, NULL, &id));
+    CHECK_OK(fib_join(id, &r));
+    if ((intptr_t)r != i + 1)
+      CHECK_EQ((intptr_t)r, i + 1);
+    if (i == 1000) {
+      c->rss_after_warmup = resident_kib();
+      c->maps_after_warmup = count_mappings();
+    }
+  }
+  c->rss_end = resident_kib();
+  c->maps_end = count_mappings();
+  return NULL;
+}
+
+TEST(million_spawn_join_cycles_stay_flat) {
+  struct cycles c = {.n = scaled(1000000)};
+  if (c.n < 2000)
+    c.n = 2000; /* the flatness check needs a warm-up point */
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, spawn_join_loop, &c, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  /* flat: a leak of even one page per cycle would add gigabytes */
+  if (c.rss_end - c.rss_after_warmup > 1024)
+    check_failed(__FILE__, __LINE__, "resident memory grew from %ld to %ld KiB",
+                 c.rss_after_warmup, c.rss_end);
+  CHECK(c.maps_end - c.maps_after_warmup <= 2);
+}
+
+TEST_MAIN(T(ten_million_switches), T(hundred_thousand_fibers_alive_at_once),
+          T(million_spawn_join_cycles_stay_flat))
