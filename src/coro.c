@@ -3,21 +3,27 @@
 #include "arch/context.h"
 #include "sys.h"
 
-/* The coroutine running on this thread. The thread-local pointer is read
- * afresh after every switch (never cached across one): see the TLS rule in
- * docs/internals.md. */
-static _Thread_local fib_coro *tl_current;
+/* Read afresh after every switch, never cached across one: see tls.h. */
+FIB_TLS fib_coro *fib__tl_current_coro;
 
-fib_coro *fib_coro_current(void) { return tl_current; }
+fib_coro *fib_coro_current(void) { return fib__tl_current_coro; }
+
+/* Every switch into or out of a coroutine goes through here, so both ends
+ * of it use the same variant (and the sanitizer hooks have one home). */
+static inline void *coro_switch(const fib_coro *co, void **save_sp,
+                                void *load_sp, void *value) {
+  return co->shared_fp ? fib__ctx_switch_nofp(save_sp, load_sp, value)
+                       : fib__ctx_switch(save_sp, load_sp, value);
+}
 
 static void coro_entry(void *first) {
-  fib_coro *co = tl_current;
+  fib_coro *co = fib__tl_current_coro;
   void *result = co->fn(co->arg, first);
   fib__coro_exit(result);
 }
 
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
-                     fib_guard_mode mode) {
+                     fib_guard_mode mode, unsigned flags) {
   /* The handler that reports overflows must be in place before any code
    * runs on a guarded stack; this is a flag check after the first time. */
   int err = fib__overflow_prepare_thread();
@@ -36,6 +42,7 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->fn = fn;
   co->arg = arg;
   co->status = FIB_CORO_SUSPENDED;
+  co->shared_fp = (flags & FIB_SHARED_FP) != 0;
   co->owner = NULL;
   *out = co;
   return 0;
@@ -47,12 +54,13 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
                     const fib_attr *attr) {
   if (!out || !fn)
     return FIB_EINVAL;
-  size_t usable = fib__stack_round_size(attr ? attr->stack_size : 0,
-                                        FIB_STACK_DEFAULT);
-  if (!usable)
+  static const fib_attr no_attr;
+  if (!attr)
+    attr = &no_attr;
+  size_t usable = fib__stack_round_size(attr->stack_size, FIB_STACK_DEFAULT);
+  if (!usable || (attr->flags & ~FIB_SHARED_FP))
     return FIB_EINVAL;
-  return fib__coro_create(out, fn, arg, usable,
-                          attr ? attr->guard : FIB_GUARD_AUTO);
+  return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
 }
 
 int fib_coro_resume(fib_coro *co, void *in, void **out) {
@@ -61,20 +69,20 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
   if (co->status != FIB_CORO_SUSPENDED)
     return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
 
-  fib_coro *prev = tl_current;
+  fib_coro *prev = fib__tl_current_coro;
   if (!prev) /* a coroutine may be resumed on a thread that never made one */
     (void)fib__overflow_prepare_thread();
   else
     prev->status = FIB_CORO_NORMAL;
   co->resumer = prev;
   co->status = FIB_CORO_RUNNING;
-  tl_current = co;
+  fib__tl_current_coro = co;
   fib__stack_set_running(co->stack);
 
-  void *value = fib__ctx_switch(&co->resumer_sp, co->sp, in);
+  void *value = coro_switch(co, &co->resumer_sp, co->sp, in);
 
   /* Back: co yielded or finished (and set its own status). */
-  tl_current = prev;
+  fib__tl_current_coro = prev;
   if (prev) {
     prev->status = FIB_CORO_RUNNING;
     fib__stack_set_running(prev->stack);
@@ -87,11 +95,11 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
 }
 
 int fib_coro_yield(void *value, void **in) {
-  fib_coro *co = tl_current;
+  fib_coro *co = fib__tl_current_coro;
   if (!co)
     return FIB_EPERM;
   co->status = FIB_CORO_SUSPENDED;
-  void *resumed_with = fib__ctx_switch(&co->sp, co->resumer_sp, value);
+  void *resumed_with = coro_switch(co, &co->sp, co->resumer_sp, value);
   /* The resumer has made us current and RUNNING again. */
   if (in)
     *in = resumed_with;
@@ -99,9 +107,9 @@ int fib_coro_yield(void *value, void **in) {
 }
 
 _Noreturn void fib__coro_exit(void *value) {
-  fib_coro *co = tl_current;
+  fib_coro *co = fib__tl_current_coro;
   co->status = FIB_CORO_DEAD;
-  fib__ctx_switch(&co->sp, co->resumer_sp, value);
+  coro_switch(co, &co->sp, co->resumer_sp, value);
   fib__fatal("a finished coroutine was switched to"); /* cannot happen */
 }
 

@@ -21,13 +21,20 @@ struct fib_coro {
   fib_coro_fn fn;
   void *arg;
   fib_coro_state status;
+  int shared_fp; /* switches skip the FP control state (FIB_SHARED_FP) */
   void *owner; /* the layer above's record (a fiber), or NULL */
 };
 
+/* The coroutine running on this thread (see the TLS rule in tls.h). */
+extern FIB_TLS fib_coro *fib__tl_current_coro;
+
+static inline fib_coro *fib__coro_self(void) { return fib__tl_current_coro; }
+
 /* Create a suspended coroutine on a stack of `usable` bytes (already
- * rounded) guarded per `mode`. 0, FIB_EINVAL or FIB_ENOMEM. */
+ * rounded) guarded per `mode`; flags: FIB_SHARED_FP or 0.
+ * 0, FIB_EINVAL or FIB_ENOMEM. */
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
-                     fib_guard_mode mode);
+                     fib_guard_mode mode, unsigned flags);
 
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);

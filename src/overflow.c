@@ -20,16 +20,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#define TLS_IE __attribute__((tls_model("initial-exec")))
-
-static _Thread_local const struct fib__stack *tl_running TLS_IE;
-static _Thread_local int tl_altstack_ready TLS_IE;
+FIB_TLS const struct fib__stack *fib__tl_running_stack;
+FIB_TLS int fib__tl_overflow_ready;
 
 static struct sigaction old_segv, old_bus;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static int handler_error;
-
-void fib__stack_set_running(const struct fib__stack *s) { tl_running = s; }
 
 /* ---- async-signal-safe formatting */
 
@@ -122,7 +118,7 @@ static void chain(int sig, siginfo_t *si, void *uctx) {
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uctx) {
-  const struct fib__stack *s = tl_running;
+  const struct fib__stack *s = fib__tl_running_stack;
   if (s && si->si_code > 0 &&
       is_overflow(s, si->si_addr, fib__ctx_fault_sp(uctx))) {
     report(s, si->si_addr);
@@ -197,14 +193,12 @@ static int install_altstack(void) {
   return 0;
 }
 
-int fib__overflow_prepare_thread(void) {
-  if (tl_altstack_ready)
-    return 0;
+int fib__overflow_setup_thread(void) {
   pthread_once(&handler_once, install_handler);
   if (handler_error)
     return FIB_ENOMEM;
   int err = install_altstack();
   if (err == 0)
-    tl_altstack_ready = 1;
+    fib__tl_overflow_ready = 1;
   return err;
 }

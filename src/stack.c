@@ -176,9 +176,10 @@ static int unmap_stack(struct fib__stack *s) {
 struct pool {
   struct fib__stack *head;
   size_t count;
+  int exit_hook; /* the thread-exit destructor is registered */
 };
 
-static _Thread_local struct pool tl_pool;
+static FIB_TLS struct pool tl_pool;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
@@ -230,10 +231,10 @@ void fib__stack_put(struct fib__stack *s) {
   struct pool *p = &tl_pool;
   if (p->count >= POOL_MAX && unmap_stack(s) == 0)
     return;
-  if (p->count == 0) {
+  if (!p->exit_hook) {
     /* First stack pooled on this thread: free the pool at thread exit. */
     pthread_once(&pool_key_once, pool_key_create);
-    (void)pthread_setspecific(pool_key, p);
+    p->exit_hook = pthread_setspecific(pool_key, p) == 0;
   }
   s->pool_next = p->head;
   p->head = s;

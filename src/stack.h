@@ -17,6 +17,7 @@
 #define FIB_STACK_H
 
 #include "fibers.h"
+#include "tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -75,15 +76,24 @@ void fib__stack_pool_drain(void);
 
 /* ---- overflow detection (overflow.c) */
 
-/*
- * Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
- * alternate signal stack (once per thread, unless the thread has one).
- * Returns 0 or FIB_ENOMEM. Cheap after the first call on a thread.
- */
-int fib__overflow_prepare_thread(void);
+/* The stack this thread runs on (NULL: the thread's own), for the overflow
+ * handler; and whether this thread's handler stack is in place. */
+extern FIB_TLS const struct fib__stack *fib__tl_running_stack;
+extern FIB_TLS int fib__tl_overflow_ready;
 
-/* Tell the overflow handler which stack this thread now runs on (NULL: the
- * thread's own). Called at every switch. */
-void fib__stack_set_running(const struct fib__stack *s);
+/* Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
+ * alternate signal stack. 0 or FIB_ENOMEM. */
+int fib__overflow_setup_thread(void);
+
+/* The same, as a flag check once it has been done on this thread. */
+static inline int fib__overflow_prepare_thread(void) {
+  return fib__tl_overflow_ready ? 0 : fib__overflow_setup_thread();
+}
+
+/* Tell the overflow handler which stack this thread now runs on. Called at
+ * every switch. */
+static inline void fib__stack_set_running(const struct fib__stack *s) {
+  fib__tl_running_stack = s;
+}
 
 #endif

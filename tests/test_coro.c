@@ -155,6 +155,8 @@ TEST(bad_arguments_are_refused) {
   CHECK_EQ(fib_coro_create(&co, count_to, NULL, &small), FIB_EINVAL);
   fib_attr huge = {.stack_size = (size_t)1 << 40};
   CHECK_EQ(fib_coro_create(&co, count_to, NULL, &huge), FIB_EINVAL);
+  fib_attr detached = {.flags = FIB_DETACHED}; /* a fiber-only flag */
+  CHECK_EQ(fib_coro_create(&co, count_to, NULL, &detached), FIB_EINVAL);
   fib_attr bad_guard = {.guard = (fib_guard_mode)99};
   CHECK_EQ(fib_coro_create(&co, count_to, NULL, &bad_guard), FIB_EINVAL);
   CHECK_PTR_EQ(co, NULL);

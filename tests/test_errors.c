@@ -34,6 +34,8 @@ TEST(runtime_create_rejects_bad_options) {
   CHECK_EQ(fib_runtime_create(&rt, &huge), FIB_EINVAL);
   fib_runtime_opts guard = {.guard = (fib_guard_mode)7};
   CHECK_EQ(fib_runtime_create(&rt, &guard), FIB_EINVAL);
+  fib_runtime_opts flags = {.flags = FIB_DETACHED};
+  CHECK_EQ(fib_runtime_create(&rt, &flags), FIB_EINVAL);
   CHECK_PTR_EQ(rt, NULL);
   CHECK_EQ(fib_runtime_destroy(NULL), FIB_EINVAL);
   CHECK_EQ(fib_run(NULL), FIB_EINVAL);

@@ -170,6 +170,69 @@ TEST(fibers_changing_rounding_mode_do_not_leak_it) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* ---- FIB_SHARED_FP: the FP control state is the thread's, not saved */
+
+static void *set_round_up_and_yield(void *arg, void *first) {
+  (void)arg;
+  (void)first;
+  CHECK_EQ(fesetround(FE_UPWARD), 0);
+  CHECK_OK(fib_coro_yield(NULL, NULL));
+  /* the resumer's change is seen here too */
+  CHECK_EQ(fegetround(), FE_DOWNWARD);
+  return NULL;
+}
+
+TEST(shared_fp_coroutine_shares_the_rounding_mode) {
+  fib_attr shared = {.flags = FIB_SHARED_FP};
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, set_round_up_and_yield, NULL, &shared));
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_EQ(fegetround(), FE_UPWARD); /* not isolated: by request */
+  CHECK_EQ(fesetround(FE_DOWNWARD), 0);
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_EQ(fib_coro_status(co), FIB_CORO_DEAD);
+  CHECK_EQ(fesetround(FE_TONEAREST), 0);
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+TEST(shared_fp_keeps_callee_saved_registers) {
+  unsigned inner = 0, outer = 0;
+  fib_attr shared = {.flags = FIB_SHARED_FP};
+  fib_coro *co;
+  CHECK_OK(fib_coro_create(&co, clobbering_body, &inner, &shared));
+  for (int i = 0; i < ROUNDS; i++)
+    outer |= regs_call_preserved(resume_once, co, 0x5555aaaa5555aaaaull ^ i);
+  CHECK_EQ(outer, 0);
+  CHECK_EQ(inner, 0);
+  CHECK_OK(fib_coro_resume(co, NULL, NULL));
+  CHECK_OK(fib_coro_destroy(co));
+}
+
+static void *round_up_fiber(void *arg) {
+  (void)arg;
+  CHECK_EQ(fesetround(FE_UPWARD), 0);
+  CHECK_OK(fib_yield());
+  return NULL;
+}
+
+static void *observe_round(void *arg) {
+  *(int *)arg = fegetround();
+  return NULL;
+}
+
+TEST(shared_fp_runtime_applies_to_its_fibers) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {.flags = FIB_SHARED_FP};
+  int seen = -1;
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  CHECK_OK(fib_spawn(rt, round_up_fiber, NULL, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, observe_round, &seen, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(seen, FE_UPWARD); /* the first fiber's change reached the second */
+  CHECK_EQ(fesetround(FE_TONEAREST), 0);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 /* ---- values across the switch */
 
 static void *echo_plus_one(void *arg, void *first) {
@@ -279,6 +342,9 @@ TEST_MAIN(T(callee_saved_registers_survive_coroutine_switches),
           T(fp_control_state_is_per_context),
           T(new_context_inherits_creators_rounding_mode),
           T(fibers_changing_rounding_mode_do_not_leak_it),
+          T(shared_fp_coroutine_shares_the_rounding_mode),
+          T(shared_fp_keeps_callee_saved_registers),
+          T(shared_fp_runtime_applies_to_its_fibers),
           T(values_pass_both_ways),
           T(new_context_is_aligned_and_frame_chain_terminated),
           T(fibers_are_aligned_for_varargs_and_sse))

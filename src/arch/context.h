@@ -31,6 +31,11 @@ void *fib__ctx_make(void *stack_top, fib__ctx_entry entry);
  */
 void *fib__ctx_switch(void **save_sp, void *load_sp, void *value);
 
+/* The same, without saving or restoring the FP control state (MXCSR/x87 CW
+ * on x86-64, FPCR on aarch64, frm on riscv64): for contexts that share the
+ * thread's. A context is always entered and left by the same variant. */
+void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value);
+
 /* The largest interval between two stack probes that the compiler's
  * -fstack-clash-protection makes on this architecture: a guard region at
  * least this large cannot be jumped by a probed frame. */

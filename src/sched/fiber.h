@@ -53,8 +53,12 @@ struct fib_runtime {
                                     looked at again (fairness to sleepers
                                     without a clock read per dispatch) */
   fib_id last_id;                /* ids are handed out in order from 1 */
+  struct fib__fiber *spare;      /* freed records kept for reuse (linked
+                                    through runq.next), at most SPARE_MAX */
+  size_t spare_count;
   size_t stack_size;             /* defaults for new fibers */
   fib_guard_mode guard;
+  unsigned flags;                /* FIB_SHARED_FP for all its fibers */
   int running;                   /* inside fib_run */
 };
 

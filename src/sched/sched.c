@@ -15,7 +15,7 @@
 #include <time.h>
 
 /* The runtime that fib_run is running on this thread. */
-static _Thread_local struct fib_runtime *tl_runtime;
+static FIB_TLS struct fib_runtime *tl_runtime;
 
 #define FIBER_OF(node) ((struct fib__fiber *)(node))
 _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
@@ -39,16 +39,39 @@ static void park(struct fib__fiber *f, enum fib__fiber_state state) {
 static struct fib__fiber *blockable_self(void) {
   struct fib_runtime *rt = tl_runtime;
   struct fib__fiber *f = rt ? rt->current : NULL;
-  return f && fib_coro_current() == f->co ? f : NULL;
+  return f && fib__coro_self() == f->co ? f : NULL;
 }
 
 /* ---- records */
+
+/* Freed fiber records kept per runtime, so spawn and join do not go to
+ * malloc in the steady state. */
+#define SPARE_MAX 64
+
+static struct fib__fiber *new_record(struct fib_runtime *rt) {
+  struct fib__fiber *f = rt->spare;
+  if (!f)
+    return fib__sys_malloc(sizeof *f);
+  rt->spare = FIBER_OF(f->runq.next);
+  rt->spare_count--;
+  return f;
+}
+
+static void drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
+  if (rt->spare_count >= SPARE_MAX) {
+    fib__sys_free(f);
+    return;
+  }
+  f->runq.next = &rt->spare->runq;
+  rt->spare = f;
+  rt->spare_count++;
+}
 
 static void free_record(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__idmap_del(&rt->fibers, f->id);
   if (f->co)
     fib__coro_free(f->co);
-  fib__sys_free(f);
+  drop_record(rt, f);
 }
 
 static void *fiber_main(void *arg, void *first) {
@@ -70,7 +93,8 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   size_t stack = fib__stack_round_size(opts ? opts->stack_size : 0,
                                        FIB_STACK_DEFAULT);
   fib_guard_mode guard = opts ? opts->guard : FIB_GUARD_AUTO;
-  if (!stack || !check_guard(guard))
+  unsigned flags = opts ? opts->flags : 0;
+  if (!stack || !check_guard(guard) || (flags & ~FIB_SHARED_FP))
     return FIB_EINVAL;
   struct fib_runtime *rt = fib__sys_calloc(1, sizeof *rt);
   if (!rt)
@@ -80,6 +104,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   fib__idmap_init(&rt->fibers);
   rt->stack_size = stack;
   rt->guard = guard;
+  rt->flags = flags;
   *out = rt;
   return 0;
 }
@@ -100,6 +125,10 @@ int fib_runtime_destroy(fib_runtime *rt) {
   pos = 0;
   while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
     fib__sys_free(f);
+  while ((f = rt->spare) != NULL) {
+    rt->spare = FIBER_OF(f->runq.next);
+    fib__sys_free(f);
+  }
   fib__idmap_free(&rt->fibers);
   fib__timers_free(&rt->timers);
   fib__sys_free(rt);
@@ -121,7 +150,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (!attr)
     attr = &no_attr;
   size_t stack = fib__stack_round_size(attr->stack_size, rt->stack_size);
-  if (!stack || !check_guard(attr->guard) || (attr->flags & ~FIB_DETACHED))
+  if (!stack || !check_guard(attr->guard) || (attr->flags & ~(FIB_DETACHED | FIB_SHARED_FP)))
     return FIB_EINVAL;
 
   /* Everything that can fail comes first; the runtime is untouched on
@@ -133,13 +162,14 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     err = fib__timers_reserve(&rt->timers, records);
   if (err)
     return err;
-  struct fib__fiber *f = fib__sys_malloc(sizeof *f);
+  struct fib__fiber *f = new_record(rt);
   if (!f)
     return FIB_ENOMEM;
   err = fib__coro_create(&f->co, fiber_main, f, stack,
-                         attr->guard ? attr->guard : rt->guard);
+                         attr->guard ? attr->guard : rt->guard,
+                         (attr->flags | rt->flags) & FIB_SHARED_FP);
   if (err) {
-    fib__sys_free(f);
+    drop_record(rt, f);
     return err;
   }
 
@@ -238,7 +268,7 @@ int fib_run(fib_runtime *rt) {
     rt->current = f;
     (void)fib_coro_resume(f->co, NULL, &value);
     rt->current = NULL;
-    if (fib_coro_status(f->co) == FIB_CORO_DEAD)
+    if (f->co->status == FIB_CORO_DEAD)
       finish(rt, f, value);
   }
 

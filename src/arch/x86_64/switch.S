@@ -43,21 +43,30 @@
 
 /*
  * void *fib__ctx_switch(void **save_sp, void *load_sp, void *value)
+ * void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value)
  *   rdi: where to store the stack pointer of the context we leave
  *   rsi: the stack pointer of the context to resume
  *   rdx: value handed over; returned in rax on the resumed side
+ *
+ * The _nofp variant leaves MXCSR and the x87 control word alone (their
+ * frame slots are neither written nor read), for contexts that share the
+ * thread's FP control state. A context must always be entered and left by
+ * the same variant; the coroutine layer guarantees it.
  */
-        .globl  fib__ctx_switch
-        .hidden fib__ctx_switch
-        .type   fib__ctx_switch, @function
+.macro  SWITCH name, save_fp
+        .globl  \name
+        .hidden \name
+        .type   \name, @function
         .p2align 4
-fib__ctx_switch:
+\name:
         .cfi_startproc
         ENDBR
         leaq    -(FIB_FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
         .cfi_adjust_cfa_offset FIB_FRAME_SIZE - 8
+.if \save_fp
         stmxcsr FIB_FRAME_MXCSR(%rsp)
         fnstcw  FIB_FRAME_X87CW(%rsp)
+.endif
         movq    %r12, FIB_FRAME_R12(%rsp)
         movq    %r13, FIB_FRAME_R13(%rsp)
         movq    %r14, FIB_FRAME_R14(%rsp)
@@ -74,8 +83,10 @@ fib__ctx_switch:
         movq    FIB_FRAME_R15(%rsp), %r15
         movq    FIB_FRAME_RBX(%rsp), %rbx
         movq    FIB_FRAME_RBP(%rsp), %rbp
+.if \save_fp
         ldmxcsr FIB_FRAME_MXCSR(%rsp)
         fldcw   FIB_FRAME_X87CW(%rsp)
+.endif
         leaq    FIB_FRAME_RIP(%rsp), %rsp
         .cfi_adjust_cfa_offset -(FIB_FRAME_SIZE - 8)
         popq    %rcx                    /* where the resumed context goes on */
@@ -84,7 +95,11 @@ fib__ctx_switch:
         movq    %rdx, %rax              /* the value, as our return value */
         notrack jmp *%rcx
         .cfi_endproc
-        .size   fib__ctx_switch, . - fib__ctx_switch
+        .size   \name, . - \name
+.endm
+
+        SWITCH  fib__ctx_switch, 1
+        SWITCH  fib__ctx_switch_nofp, 0
 
 /*
  * The first code a new context runs (fib__ctx_make puts it in the frame's
