@@ -150,7 +150,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (!attr)
     attr = &no_attr;
   size_t stack = fib__stack_round_size(attr->stack_size, rt->stack_size);
-  if (!stack || !check_guard(attr->guard) || (attr->flags & ~(FIB_DETACHED | FIB_SHARED_FP)))
+  unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
+  if (!stack || !check_guard(attr->guard) || (attr->flags & ~known_flags))
     return FIB_EINVAL;
 
   /* Everything that can fail comes first; the runtime is untouched on

@@ -74,7 +74,7 @@ if [ -n "$static" ]; then
   missing=$(comm -23 "$tmp/header" "$tmp/static")
   if [ -n "$missing" ]; then
     echo "FAIL: public functions not defined in $static:"
-    echo "$missing" | sed 's/^/      /'
+    while read -r s; do echo "      $s"; done <<< "$missing"
     fail=1
   fi
 fi

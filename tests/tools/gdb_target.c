@@ -4,6 +4,7 @@
  *   gdb_target fiber   a fiber runs fiber_body, which calls fiber_leaf
  *   gdb_target coro    a coroutine (no runtime) runs coro_body -> coro_leaf
  *   gdb_target nested  a fiber resumes a coroutine that calls coro_leaf
+ *   gdb_target sharedfp  as coro, with FIB_SHARED_FP (the other switch)
  *
  * The test sets a breakpoint in the leaf and checks the backtrace: it must
  * go leaf -> body -> the library's entry -> fib__ctx_entry_trampoline and
@@ -46,10 +47,13 @@ static int fail(const char *what, int err) {
 
 /* Resume a fresh coroutine running coro_body(arg) to its end; 0 if it
  * returned the expected value. */
-static int run_coro(int arg) {
+static int run_coro(int arg, unsigned flags) {
   fib_coro *co;
   void *out = NULL;
-  int err = fib_coro_create(&co, coro_body, (void *)(intptr_t)arg, NULL);
+  fib_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.flags = flags;
+  int err = fib_coro_create(&co, coro_body, (void *)(intptr_t)arg, &attr);
   if (err)
     return fail("fib_coro_create", err);
   err = fib_coro_resume(co, NULL, &out);
@@ -65,7 +69,7 @@ static int run_coro(int arg) {
 static int nested_failed;
 
 static void *nested_body(void *arg) {
-  nested_failed = run_coro((int)(intptr_t)arg);
+  nested_failed = run_coro((int)(intptr_t)arg, 0);
   return NULL;
 }
 
@@ -93,9 +97,11 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "fiber") == 0)
     return run_fiber(fiber_body, 7);
   if (strcmp(mode, "coro") == 0)
-    return run_coro(9);
+    return run_coro(9, 0);
+  if (strcmp(mode, "sharedfp") == 0)
+    return run_coro(13, FIB_SHARED_FP);
   if (strcmp(mode, "nested") == 0)
     return run_fiber(nested_body, 11);
-  fprintf(stderr, "usage: gdb_target [fiber|coro|nested]\n");
+  fprintf(stderr, "usage: gdb_target [fiber|coro|nested|sharedfp]\n");
   return 2;
 }

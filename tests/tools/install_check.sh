@@ -73,9 +73,10 @@ pkgconfig)
   for v in includedir libdir; do
     val=$("$pkgconfig" --variable=$v fibers)
     real=$(cd "$val" 2>/dev/null && pwd -P)
-    [ -n "$real" ] && [[ $real == "$(cd "$prefix" && pwd -P)"/* ]] ||
+    if [ -z "$real" ] || [[ $real != "$(cd "$prefix" && pwd -P)"/* ]]; then
       die "pkg-config: $v=$val is not inside the install prefix $prefix" \
           "(fibers.pc is not relocatable: cmake --install --prefix breaks it)"
+    fi
   done
   read -r -a pc_cflags <<< "$("$pkgconfig" --cflags fibers)" ||
     die "pkg-config --cflags fibers"
