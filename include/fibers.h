@@ -257,7 +257,8 @@ FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
  * deadline.
  * Returns 0 when all fibers have finished.
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (rt is already running, or this
- * thread is already running a runtime), FIB_EDEADLK (fibers remain but all
+ * thread is already running a runtime), FIB_ENOMEM (the thread's signal
+ * stack for overflow reports could not be made), FIB_EDEADLK (fibers remain but all
  * wait for each other; they stay suspended, and fib_run() may be called
  * again after the program has made one of them ready -- in practice the
  * runtime is destroyed).

@@ -110,7 +110,10 @@ static void chain(int sig, siginfo_t *si, void *uctx) {
   const struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
   if (old->sa_flags & SA_SIGINFO) {
     old->sa_sigaction(sig, si, uctx);
-  } else if (old->sa_handler == SIG_DFL) {
+  } else if (old->sa_handler == SIG_DFL ||
+             (old->sa_handler == SIG_IGN && si->si_code > 0)) {
+    /* A real fault cannot be ignored (returning would fault again
+     * forever); without our handler the kernel would kill, so do we. */
     die_by_default(sig, si);
   } else if (old->sa_handler != SIG_IGN) {
     old->sa_handler(sig);

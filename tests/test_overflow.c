@@ -204,10 +204,27 @@ TEST(non_overflow_fault_without_handler_dies_by_default) {
   CHECK_STR_EQ(r.err, ""); /* not reported as an overflow */
 }
 
+static void fault_with_sigsegv_ignored(void *arg) {
+  (void)arg;
+  signal(SIGSEGV, SIG_IGN); /* before ours: a real fault still kills */
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, null_deref, NULL, NULL, NULL));
+  fib_run(rt);
+}
+
+TEST(ignored_sigsegv_does_not_make_a_fault_loop) {
+  struct child_result r;
+  run_child(fault_with_sigsegv_ignored, NULL, &r);
+  CHECK_EQ(r.signal, SIGSEGV);
+  CHECK_STR_EQ(r.err, "");
+}
+
 TEST_MAIN(T(overflow_with_madvise_guard_names_the_fiber),
           T(overflow_with_mprotect_guard_names_the_fiber),
           T(large_frame_is_caught_by_the_guard_not_jumped),
           T(overflow_in_a_coroutine_is_reported),
           T(overflow_on_another_threads_runtime_is_reported),
           T(non_overflow_fault_goes_to_the_previous_handler),
-          T(non_overflow_fault_without_handler_dies_by_default))
+          T(non_overflow_fault_without_handler_dies_by_default),
+          T(ignored_sigsegv_does_not_make_a_fault_loop))
