@@ -24,6 +24,21 @@ test: all
 clean:
 	rm -rf $(BUILD) build-*
 
+# ---- ports (issue 5): cross-build with Debian's cross compilers and run
+# the whole suite under qemu-user (.ci/run installs both). Stress sizes are
+# scaled down: qemu runs the switch ~20-50x slower than the hardware.
+QEMU_TEST_SCALE ?= 0.05
+CROSS_ARCHES = aarch64 riscv64
+
+.PHONY: $(addprefix test-,$(CROSS_ARCHES))
+
+$(addprefix test-,$(CROSS_ARCHES)): test-%:
+	@$(CMAKE) -S . -B build-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/$*-linux-gnu.cmake >/dev/null
+	$(CMAKE) --build build-$* -j $(JOBS)
+	cd build-$* && FIB_TEST_SCALE=$(QEMU_TEST_SCALE) \
+	    $(CTEST) --output-on-failure -j $(JOBS)
+
 # ---- benchmarks (issue 3): our figures beside Boost.Context, ucontext,
 # Boost.Fiber and Go, from one run. See docs/performance.md.
 BENCH_BUILD ?= build/bench

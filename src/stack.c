@@ -51,6 +51,21 @@ static size_t guard_size(void) {
 enum { PROBE_UNKNOWN = 0 };
 static atomic_int auto_mode; /* PROBE_UNKNOWN or a fib_guard_mode */
 
+/* Whether the guard marker on page p really keeps it from being read.
+ * qemu-user answers 0 to every madvise and installs nothing; a real guard
+ * makes the kernel's own read of the page (write(2) from it) fail with
+ * EFAULT. */
+static int guard_is_real(const char *p) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0)
+    return 0;
+  ssize_t n = write(fds[1], p, 1);
+  int real = n < 0 && errno == EFAULT;
+  close(fds[0]);
+  close(fds[1]);
+  return real;
+}
+
 fib_guard_mode fib__stack_auto_mode(void) {
   int m = atomic_load(&auto_mode);
   if (m != PROBE_UNKNOWN)
@@ -62,8 +77,9 @@ fib_guard_mode fib__stack_auto_mode(void) {
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED)
     return FIB_GUARD_MPROTECT; /* undecided; ask again next time */
-  m = madvise(p, page, MADV_GUARD_INSTALL) == 0 ? FIB_GUARD_MADVISE
-                                                : FIB_GUARD_MPROTECT;
+  m = madvise(p, page, MADV_GUARD_INSTALL) == 0 && guard_is_real(p)
+          ? FIB_GUARD_MADVISE
+          : FIB_GUARD_MPROTECT;
   munmap(p, 2 * page);
   atomic_store(&auto_mode, m);
   return (fib_guard_mode)m;
@@ -210,6 +226,10 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   if (mode == FIB_GUARD_AUTO)
     mode = fib__stack_auto_mode();
   if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT)
+    return FIB_EINVAL;
+  /* Guard markers asked for where they do not work (an old kernel, or
+   * qemu-user's madvise that does nothing): refused, never absent. */
+  if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
     return FIB_EINVAL;
 
   struct pool *p = &tl_pool;

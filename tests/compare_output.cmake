@@ -1,5 +1,11 @@
-# Run PROGRAM and compare its standard output byte for byte with EXPECTED.
-execute_process(COMMAND ${PROGRAM} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
+# Run PROGRAM (through EMULATOR, a '|'-separated command, if set) and
+# compare its standard output byte for byte with EXPECTED.
+set(cmd ${PROGRAM})
+if(EMULATOR)
+  string(REPLACE "|" ";" cmd "${EMULATOR}")
+  list(APPEND cmd ${PROGRAM})
+endif()
+execute_process(COMMAND ${cmd} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
 file(READ ${EXPECTED} want)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "${PROGRAM} exited with ${rc}")

@@ -99,6 +99,27 @@ struct child_result {
   char err[8192];  /* what it wrote to stderr */
 };
 
+/* Under qemu-user (FIB_TEST_EMULATOR set by CTest in cross builds), a
+ * child killed by SIGSEGV, SIGABRT, SIGILL... gets one more stderr line
+ * from qemu itself, "qemu: uncaught target signal N (Name) - core dumped".
+ * It is the emulator's, not the program's: drop exactly that last line. */
+HARNESS_UNUSED static void strip_emulator_report(struct child_result *r) {
+  if (!r->signal || !getenv("FIB_TEST_EMULATOR"))
+    return;
+  static const char prefix[] = "qemu: uncaught target signal ";
+  size_t len = strlen(r->err);
+  if (len == 0 || r->err[len - 1] != '\n')
+    return;
+  char *start = r->err + len - 1;
+  while (start > r->err && start[-1] != '\n')
+    start--;
+  char *end = NULL;
+  if (strncmp(start, prefix, sizeof prefix - 1) == 0 &&
+      strtol(start + sizeof prefix - 1, &end, 10) == r->signal && end &&
+      *end == ' ')
+    *start = 0;
+}
+
 /* Run fn(arg) in a child with stderr captured; the child exits 0 if fn
  * returns. */
 HARNESS_UNUSED static void run_child(void (*fn)(void *), void *arg,
@@ -131,6 +152,7 @@ HARNESS_UNUSED static void run_child(void (*fn)(void *), void *arg,
   r->exited = WIFEXITED(status);
   r->exit_code = r->exited ? WEXITSTATUS(status) : 0;
   r->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+  strip_emulator_report(r);
 }
 
 /* ---- the runner */
