@@ -90,6 +90,18 @@ HARNESS_UNUSED static long scaled(long n) {
   return v < 1 ? 1 : (long)v;
 }
 
+/* How many mappings the process has (lines of /proc/self/maps). */
+HARNESS_UNUSED static long count_mappings(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  CHECK(f != NULL);
+  long n = 0;
+  int c;
+  while ((c = fgetc(f)) != EOF)
+    n += c == '\n';
+  fclose(f);
+  return n;
+}
+
 /* ---- child processes, for death tests */
 
 struct child_result {

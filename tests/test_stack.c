@@ -10,17 +10,6 @@
 #include <pthread.h>
 #include <stdint.h>
 
-static long count_mappings(void) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  CHECK(f != NULL);
-  long n = 0;
-  int c;
-  while ((c = fgetc(f)) != EOF)
-    n += c == '\n';
-  fclose(f);
-  return n;
-}
-
 static void *noop(void *arg, void *first) {
   (void)first;
   return arg;

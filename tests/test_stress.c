@@ -9,17 +9,6 @@
 
 #include <stdint.h>
 
-static long count_mappings(void) {
-  FILE *f = fopen("/proc/self/maps", "r");
-  CHECK(f != NULL);
-  long n = 0;
-  int c;
-  while ((c = fgetc(f)) != EOF)
-    n += c == '\n';
-  fclose(f);
-  return n;
-}
-
 static long resident_kib(void) {
   FILE *f = fopen("/proc/self/statm", "r");
   CHECK(f != NULL);
