@@ -65,7 +65,9 @@ FIB_API int fib_version(void);
   X(EPERM, "operation not permitted here (outside a fiber or coroutine)")    \
   X(EDEADLK, "deadlock: a fiber would wait for itself or forever")           \
   X(ESRCH, "no such fiber (never spawned, already joined, or detached)")     \
-  X(EBUSY, "busy: the object is running or in use")
+  X(EBUSY, "busy: the object is running or in use")                         \
+  X(ETIMEDOUT, "the deadline passed first")                                  \
+  X(ECANCELED, "the fiber was cancelled")
 
 enum {
 #define FIB_ERRNO_ENUM(name, text) FIB_##name = -name,
@@ -285,9 +287,33 @@ FIB_API int fib_yield(void);
  * Errors: FIB_EPERM (not in a fiber), FIB_EDEADLK (id is the caller),
  * FIB_ESRCH (no such fiber: never spawned here, already joined, or detached
  * and finished), FIB_EINVAL (the fiber is detached, or another fiber is
- * already joining it).
+ * already joining it), FIB_ECANCELED (the caller is cancelled; the target
+ * is left as it was, still joinable).
  */
 FIB_API int fib_join(fib_id id, void **result);
+
+/* fib_join with an absolute deadline (fib_now_ns() time): FIB_ETIMEDOUT if
+ * it passes first; the target is then left as it was, still joinable. */
+FIB_API int fib_join_until(fib_id id, void **result, uint64_t deadline_ns);
+
+/*
+ * Cancel fiber `id` of rt (rt may be NULL inside a fiber: its runtime).
+ * Cancellation is a request the fiber sees, never a forced stop:
+ *   - blocked or sleeping: its blocking call returns FIB_ECANCELED now;
+ *   - ready or running (a fiber may cancel itself): its next blocking call
+ *     returns FIB_ECANCELED;
+ *   - from then on every blocking call it makes (join, sleep, and the
+ *     synchronisation calls) returns FIB_ECANCELED at once, so it can clean
+ *     up and return. fib_yield still gives way and returns 0.
+ *   - finished: nothing to do, returns 0.
+ * A cancelled fiber is joined (and detached) like any other; joining it
+ * after it returns gives its return value.
+ * Errors: FIB_EPERM (rt NULL outside a fiber), FIB_ESRCH (no such fiber).
+ */
+FIB_API int fib_cancel(fib_runtime *rt, fib_id id);
+
+/* Non-zero if the current fiber has been cancelled (0 outside a fiber). */
+FIB_API int fib_cancelled(void);
 
 /*
  * Detach fiber `id` of the current runtime (or of rt, when called outside a
@@ -317,10 +343,10 @@ FIB_API const char *fib_self_name(void);
 FIB_API uint64_t fib_now_ns(void);
 
 /*
- * Suspend the current fiber until fib_now_ns() >= deadline_ns. A deadline
- * in the past still gives way once (like fib_yield()). Sleepers with the
- * same deadline wake in the order they went to sleep.
- * Errors: FIB_EPERM (not in a fiber).
+ * Suspend the current fiber until fib_now_ns() >= deadline_ns; returns 0
+ * then. A deadline in the past still gives way once (like fib_yield()).
+ * Sleepers with the same deadline wake in the order they went to sleep.
+ * Errors: FIB_EPERM (not in a fiber), FIB_ECANCELED (cancelled).
  */
 FIB_API int fib_sleep_until(uint64_t deadline_ns);
 

@@ -94,6 +94,17 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
   return 0;
 }
 
+void fib__coro_transfer(fib_coro *from, fib_coro *to) {
+  to->resumer = from->resumer;
+  to->resumer_sp = from->resumer_sp;
+  from->status = FIB_CORO_SUSPENDED;
+  to->status = FIB_CORO_RUNNING;
+  fib__tl_current_coro = to;
+  fib__stack_set_running(to->stack);
+  (void)coro_switch(to, &from->sp, to->sp, NULL);
+  /* Back: whoever resumed or transferred to us made us current. */
+}
+
 int fib_coro_yield(void *value, void **in) {
   fib_coro *co = fib__tl_current_coro;
   if (!co)

@@ -36,6 +36,15 @@ static inline fib_coro *fib__coro_self(void) { return fib__tl_current_coro; }
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
                      fib_guard_mode mode, unsigned flags);
 
+/*
+ * Symmetric transfer, for the scheduler: suspend the running coroutine
+ * `from` and run `to` in its place. `to` takes over from's resumer, so a
+ * later yield in `to` returns where a yield in `from` would have. Both must
+ * use the same FP variant (shared_fp); the caller checks. Returns when
+ * something resumes or transfers back to `from`.
+ */
+void fib__coro_transfer(fib_coro *from, fib_coro *to);
+
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);
 

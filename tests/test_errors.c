@@ -17,6 +17,8 @@ TEST(error_codes_have_names_and_descriptions) {
   CHECK_STR_EQ(fib_err_name(FIB_EDEADLK), "EDEADLK");
   CHECK_STR_EQ(fib_err_name(FIB_ESRCH), "ESRCH");
   CHECK_STR_EQ(fib_err_name(FIB_EBUSY), "EBUSY");
+  CHECK_STR_EQ(fib_err_name(FIB_ETIMEDOUT), "ETIMEDOUT");
+  CHECK_STR_EQ(fib_err_name(FIB_ECANCELED), "ECANCELED");
   CHECK_STR_EQ(fib_err_name(-12345), "UNKNOWN");
   CHECK_STR_EQ(fib_strerror(FIB_ENOMEM), "out of memory or out of memory mappings");
   CHECK_STR_EQ(fib_strerror(0), "success");
@@ -69,6 +71,7 @@ TEST(fiber_calls_outside_a_fiber_are_refused) {
   CHECK_EQ(fib_detach(NULL, 1), FIB_EPERM);
   CHECK_EQ(fib_sleep_ns(1), FIB_EPERM);
   CHECK_EQ(fib_sleep_until(0), FIB_EPERM);
+  CHECK_EQ(fib_join_until(1, NULL, 0), FIB_EPERM);
 }
 
 static fib_runtime *the_rt;

@@ -394,6 +394,183 @@ TEST(sleeper_is_not_starved_by_yielding_fibers) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* ---- deadlines and cancellation */
+
+static void *sleep_long_then(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sleep_ns(30000000));
+  return (void *)77;
+}
+
+static void *join_with_deadline(void *arg) {
+  (void)arg;
+  fib_id t;
+  void *r = NULL;
+  CHECK_OK(fib_spawn(NULL, sleep_long_then, NULL, NULL, &t));
+  uint64_t start = fib_now_ns();
+  CHECK_EQ(fib_join_until(t, &r, start + 5000000), FIB_ETIMEDOUT);
+  CHECK(fib_now_ns() - start >= 5000000);
+  CHECK_PTR_EQ(r, NULL);
+  CHECK_OK(fib_join(t, &r)); /* still joinable */
+  CHECK_EQ((intptr_t)r, 77);
+  return NULL;
+}
+
+TEST(join_until_times_out_and_leaves_the_target_joinable) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, join_with_deadline, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *sleeper_that_cleans_up(void *arg) {
+  (void)arg;
+  CHECK_EQ(fib_sleep_ns(10ull * 1000000000u), FIB_ECANCELED);
+  CHECK(fib_cancelled());
+  /* every later blocking call is cancelled at once, too */
+  CHECK_EQ(fib_sleep_ns(1), FIB_ECANCELED);
+  CHECK_OK(fib_yield()); /* giving way still works */
+  return (void *)5;
+}
+
+static void *canceller(void *arg) {
+  (void)arg;
+  fib_id t;
+  void *r;
+  CHECK_OK(fib_spawn(NULL, sleeper_that_cleans_up, NULL, NULL, &t));
+  CHECK_OK(fib_yield()); /* let it go to sleep */
+  uint64_t start = fib_now_ns();
+  CHECK_OK(fib_cancel(NULL, t));
+  CHECK_OK(fib_join(t, &r));
+  CHECK_EQ((intptr_t)r, 5);
+  CHECK(fib_now_ns() - start < 1000000000u); /* did not sleep 10 s */
+  CHECK_EQ(fib_cancel(NULL, t), FIB_ESRCH); /* joined: gone */
+  return NULL;
+}
+
+TEST(cancelling_a_sleeper_wakes_it_with_ecanceled) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, canceller, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static fib_id blocked_joiner_target;
+
+static void *blocked_joiner(void *arg) {
+  (void)arg;
+  CHECK_EQ(fib_join(blocked_joiner_target, NULL), FIB_ECANCELED);
+  return NULL;
+}
+
+static void *cancel_a_joiner(void *arg) {
+  (void)arg;
+  fib_id target, joiner;
+  void *r;
+  CHECK_OK(fib_spawn(NULL, sleep_long_then, NULL, NULL, &target));
+  blocked_joiner_target = target;
+  CHECK_OK(fib_spawn(NULL, blocked_joiner, NULL, NULL, &joiner));
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_cancel(NULL, joiner));
+  CHECK_OK(fib_join(joiner, NULL));
+  CHECK_OK(fib_join(target, &r)); /* the target was left joinable */
+  CHECK_EQ((intptr_t)r, 77);
+  return NULL;
+}
+
+TEST(cancelling_a_blocked_joiner_leaves_the_target_joinable) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, cancel_a_joiner, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *cancel_self(void *arg) {
+  (void)arg;
+  CHECK_EQ(fib_cancelled(), 0);
+  CHECK_OK(fib_cancel(NULL, fib_self()));
+  CHECK_EQ(fib_cancelled(), 1);
+  CHECK_EQ(fib_sleep_ns(1000), FIB_ECANCELED);
+  return NULL;
+}
+
+TEST(cancel_rules) {
+  fib_runtime *rt;
+  fib_id done, self_canceller;
+  CHECK_EQ(fib_cancel(NULL, 1), FIB_EPERM);
+  CHECK_EQ(fib_cancelled(), 0);
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_EQ(fib_cancel(rt, 99), FIB_ESRCH);
+  CHECK_OK(fib_spawn(rt, spawn_more, NULL, NULL, &done));
+  CHECK_OK(fib_spawn(rt, cancel_self, NULL, NULL, &self_canceller));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_cancel(rt, done)); /* finished: nothing to do */
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* Many sleepers, some cancelled: the rest wake in deadline order, which
+ * checks the timer heap after removals from its middle. */
+#define SLEEPERS 200
+
+struct timed {
+  uint64_t deadline;
+  uint64_t woke;
+  int cancelled;
+};
+
+static void *timed_sleeper(void *arg) {
+  struct timed *t = arg;
+  int err = fib_sleep_until(t->deadline);
+  if (t->cancelled)
+    CHECK_EQ(err, FIB_ECANCELED);
+  else
+    CHECK_OK(err);
+  t->woke = fib_now_ns();
+  return NULL;
+}
+
+static struct timed timed[SLEEPERS];
+static fib_id timed_ids[SLEEPERS];
+
+static void *cancel_some(void *arg) {
+  (void)arg;
+  for (int i = 0; i < SLEEPERS; i += 3) {
+    timed[i].cancelled = 1;
+    CHECK_OK(fib_cancel(NULL, timed_ids[i]));
+  }
+  return NULL;
+}
+
+TEST(timer_heap_stays_ordered_when_sleepers_are_cancelled) {
+  fib_runtime *rt;
+  fib_attr detached = {.flags = FIB_DETACHED};
+  uint64_t base = fib_now_ns() + 20000000;
+  unsigned seed = 12345;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  for (int i = 0; i < SLEEPERS; i++) {
+    seed = seed * 1103515245u + 12345u;
+    timed[i].deadline = base + (seed >> 8) % 30000000;
+    CHECK_OK(fib_spawn(rt, timed_sleeper, &timed[i], &detached, &timed_ids[i]));
+  }
+  CHECK_OK(fib_spawn(rt, cancel_some, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  for (int i = 0; i < SLEEPERS; i++) {
+    if (timed[i].cancelled) {
+      CHECK(timed[i].woke < timed[i].deadline);
+      continue;
+    }
+    CHECK(timed[i].woke >= timed[i].deadline);
+    for (int j = 0; j < SLEEPERS; j++)
+      if (!timed[j].cancelled && timed[j].deadline < timed[i].deadline)
+        CHECK(timed[j].woke <= timed[i].woke);
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 /* ---- several runtimes, several threads */
 
 #define THREADS 4
@@ -442,4 +619,9 @@ TEST_MAIN(T(round_robin_in_spawn_order),
           T(equal_deadlines_wake_in_the_order_they_slept),
           T(only_sleepers_left_means_the_thread_sleeps),
           T(sleeper_is_not_starved_by_yielding_fibers),
+          T(join_until_times_out_and_leaves_the_target_joinable),
+          T(cancelling_a_sleeper_wakes_it_with_ecanceled),
+          T(cancelling_a_blocked_joiner_leaves_the_target_joinable),
+          T(cancel_rules),
+          T(timer_heap_stays_ordered_when_sleepers_are_cancelled),
           T(runtimes_on_different_threads_run_independently))

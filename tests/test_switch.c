@@ -217,6 +217,31 @@ TEST(shared_fp_runtime_applies_to_its_fibers) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+static void *shared_sees_nearest(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 100; i++) {
+    CHECK_EQ(fegetround(), FE_TONEAREST);
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+TEST(shared_and_isolated_fibers_mix_in_one_runtime) {
+  /* isolated fibers keep their own modes; shared ones always see the
+   * thread's, even as fibers hand the CPU to each other directly */
+  fib_runtime *rt;
+  fib_attr shared = {.flags = FIB_SHARED_FP};
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  int modes[] = {FE_UPWARD, FE_DOWNWARD, FE_TOWARDZERO};
+  for (int i = 0; i < 3; i++) {
+    CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)modes[i], NULL, NULL));
+    CHECK_OK(fib_spawn(rt, shared_sees_nearest, NULL, &shared, NULL));
+  }
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(fegetround(), FE_TONEAREST);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 /* ---- values across the switch */
 
 static void *echo_plus_one(void *arg, void *first) {
@@ -366,6 +391,7 @@ TEST_MAIN(BTI_CASE T(callee_saved_registers_survive_coroutine_switches),
           T(shared_fp_coroutine_shares_the_rounding_mode),
           T(shared_fp_keeps_callee_saved_registers),
           T(shared_fp_runtime_applies_to_its_fibers),
+          T(shared_and_isolated_fibers_mix_in_one_runtime),
           T(values_pass_both_ways),
           T(new_context_is_aligned_and_frame_chain_terminated),
           T(fibers_are_aligned_for_varargs_and_sse))

@@ -4,17 +4,26 @@
  *
  * Fiber state machine (one thread; every transition happens on it):
  *
- *     spawn --> READY --(scheduler resumes it)--> RUNNING
+ *     spawn --> READY --(scheduler or a switching fiber picks it)--> RUNNING
  *     RUNNING --fib_yield--> READY
- *     RUNNING --fib_join (target not finished)--> BLOCKED --target ends--> READY
- *     RUNNING --fib_sleep_*--> SLEEPING --deadline passes--> READY
+ *     RUNNING --park (join, sync primitives)--> BLOCKED
+ *     RUNNING --fib_sleep_*--> SLEEPING
+ *     BLOCKED / SLEEPING --ready, deadline, or cancel--> READY
  *     RUNNING --returns / fib_exit--> FINISHED (record kept until joined,
  *                                     freed at once if detached)
+ *
+ * Park/ready is the one mechanism under every blocking call. Its contract:
+ * a fiber registers itself where its waker will find it (a wait list, a
+ * joiner slot) and then parks, with no switch in between; the runtime is
+ * cooperative and single-threaded, so no wake-up can be lost in that gap.
+ * park returns why it woke: 0 (readied), FIB_ETIMEDOUT or FIB_ECANCELED;
+ * on the last two the caller takes itself off its wait list.
  */
 #ifndef FIB_SCHED_FIBER_H
 #define FIB_SCHED_FIBER_H
 
 #include "../coro.h"
+#include "../tls.h"
 #include "fibers.h"
 #include "idmap.h"
 #include "runq.h"
@@ -35,11 +44,15 @@ struct fib__fiber {
   fib_id id;
   enum fib__fiber_state state;
   int detached;               /* nobody will join; free when FINISHED */
+  int cancelled;              /* fib_cancel was called: blocking calls
+                                 return FIB_ECANCELED from now on */
+  int wake;                   /* why the last park ended (0 or error) */
+  int timer_armed;            /* timer is in the runtime's heap */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
   void *result;               /* valid when FINISHED */
   fib_fn fn;
   void *arg;
-  struct fib__timer timer;    /* armed while SLEEPING */
+  struct fib__timer timer;    /* armed while parked with a deadline */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -61,5 +74,33 @@ struct fib_runtime {
   unsigned flags;                /* FIB_SHARED_FP for all its fibers */
   int running;                   /* inside fib_run */
 };
+
+/* The runtime fib_run is running on this thread (see tls.h's rule). */
+extern FIB_TLS struct fib_runtime *fib__tl_runtime;
+
+/* Fiber records: taken from the runtime's spares or malloc; given back
+ * (free_record also forgets the id and frees the stack, if any). */
+struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
+void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
+void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
+
+/* Queue a fiber that is not running at the back of the run queue. */
+void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f);
+
+/* No deadline, for fib__fiber_park. */
+#define FIB__NO_DEADLINE UINT64_MAX
+
+/* The running fiber if it may block: on this thread's runtime, and not
+ * inside a coroutine the fiber resumed. NULL otherwise. */
+struct fib__fiber *fib__fiber_self(void);
+
+/* Park the running fiber `self` in `state` (BLOCKED or SLEEPING) until
+ * fib__fiber_ready, the deadline, or cancellation. Returns 0, FIB_ETIMEDOUT
+ * or FIB_ECANCELED (at once, without parking, if already cancelled). */
+int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
+                    uint64_t deadline);
+
+/* Make a parked fiber ready; its park returns 0. */
+void fib__fiber_ready(struct fib__fiber *f);
 
 #endif

@@ -74,9 +74,18 @@ void fib__timers_add(struct fib__timers *t, struct fib__timer *tm,
   sift_up(t, t->count - 1);
 }
 
-void fib__timers_pop(struct fib__timers *t) {
-  if (--t->count > 0) {
-    t->heap[0] = t->heap[t->count];
-    sift_down(t, 0);
-  }
+void fib__timers_pop(struct fib__timers *t) { fib__timers_remove(t, t->heap[0]); }
+
+void fib__timers_remove(struct fib__timers *t, struct fib__timer *tm) {
+  size_t i = tm->slot;
+  struct fib__timer *last = t->heap[--t->count];
+  if (i == t->count)
+    return; /* it was the last one */
+  t->heap[i] = last;
+  last->slot = i;
+  /* the moved timer may belong above or below its new place */
+  if (i > 0 && earlier(last, t->heap[(i - 1) / 2]))
+    sift_up(t, i);
+  else
+    sift_down(t, i);
 }

@@ -39,5 +39,7 @@ static inline struct fib__timer *fib__timers_first(const struct fib__timers *t) 
 }
 /* Disarm the earliest timer. */
 void fib__timers_pop(struct fib__timers *t);
+/* Disarm any armed timer. */
+void fib__timers_remove(struct fib__timers *t, struct fib__timer *tm);
 
 #endif

@@ -1,0 +1,202 @@
+/*
+ * fiber.c -- the calls about one fiber: spawn, join, detach, cancel, exit,
+ * identity, sleep. Blocking ones park the caller (sched.c).
+ */
+#include "fiber.h"
+#include "../sys.h"
+
+#include <string.h>
+#include <time.h>
+
+static int check_guard(fib_guard_mode g) {
+  return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
+         g == FIB_GUARD_MPROTECT;
+}
+
+/* rt, or the calling fiber's runtime when rt is NULL. */
+static struct fib_runtime *runtime_or_current(struct fib_runtime *rt) {
+  if (rt)
+    return rt;
+  rt = fib__tl_runtime;
+  return rt && rt->current ? rt : NULL;
+}
+
+static void *fiber_main(void *arg, void *first) {
+  (void)first;
+  struct fib__fiber *f = arg;
+  return f->fn(f->arg);
+}
+
+int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
+              fib_id *id) {
+  rt = runtime_or_current(rt);
+  if (!rt)
+    return FIB_EPERM;
+  if (!fn)
+    return FIB_EINVAL;
+  static const fib_attr no_attr;
+  if (!attr)
+    attr = &no_attr;
+  size_t stack = fib__stack_round_size(attr->stack_size, rt->stack_size);
+  unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
+  if (!stack || !check_guard(attr->guard) || (attr->flags & ~known_flags))
+    return FIB_EINVAL;
+
+  /* Everything that can fail comes first; the runtime is untouched on
+   * failure. The reservations make parking with a deadline and registering
+   * the id allocation-free later. */
+  size_t records = rt->fibers.count + 1;
+  int err = fib__idmap_reserve(&rt->fibers, records);
+  if (!err)
+    err = fib__timers_reserve(&rt->timers, records);
+  if (err)
+    return err;
+  struct fib__fiber *f = fib__fiber_new_record(rt);
+  if (!f)
+    return FIB_ENOMEM;
+  err = fib__coro_create(&f->co, fiber_main, f, stack,
+                         attr->guard ? attr->guard : rt->guard,
+                         (attr->flags | rt->flags) & FIB_SHARED_FP);
+  if (err) {
+    fib__fiber_drop_record(rt, f);
+    return err;
+  }
+
+  f->rt = rt;
+  f->id = ++rt->last_id;
+  f->detached = (attr->flags & FIB_DETACHED) != 0;
+  f->cancelled = 0;
+  f->wake = 0;
+  f->timer_armed = 0;
+  f->joiner = NULL;
+  f->result = NULL;
+  f->fn = fn;
+  f->arg = arg;
+  f->name[0] = 0;
+  if (attr->name) {
+    strncpy(f->name, attr->name, FIB_NAME_MAX);
+    f->name[FIB_NAME_MAX] = 0;
+  }
+  f->co->owner = f;
+  f->co->stack->owner_id = f->id;
+  f->co->stack->owner_kind = "fiber";
+  f->co->stack->owner_name = f->name;
+
+  fib__idmap_put(&rt->fibers, f->id, f);
+  rt->unfinished++;
+  fib__fiber_enqueue(rt, f);
+  if (id)
+    *id = f->id;
+  return 0;
+}
+
+int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (id == self->id)
+    return FIB_EDEADLK;
+  struct fib_runtime *rt = self->rt;
+  struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
+  if (!t)
+    return FIB_ESRCH;
+  if (t->detached || t->joiner)
+    return FIB_EINVAL;
+  if (t->state != FIB_FIBER_FINISHED) {
+    t->joiner = self;
+    int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline_ns);
+    if (err) { /* timed out or cancelled: the target goes on, unjoined */
+      t->joiner = NULL;
+      return err;
+    }
+  }
+  if (result)
+    *result = t->result;
+  fib__fiber_free_record(rt, t);
+  return 0;
+}
+
+int fib_join(fib_id id, void **result) {
+  return fib_join_until(id, result, FIB__NO_DEADLINE);
+}
+
+int fib_detach(fib_runtime *rt, fib_id id) {
+  rt = runtime_or_current(rt);
+  if (!rt)
+    return FIB_EPERM;
+  struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
+  if (!t)
+    return FIB_ESRCH;
+  if (t->detached || t->joiner)
+    return FIB_EINVAL;
+  if (t->state == FIB_FIBER_FINISHED)
+    fib__fiber_free_record(rt, t);
+  else
+    t->detached = 1;
+  return 0;
+}
+
+int fib_cancel(fib_runtime *rt, fib_id id) {
+  rt = runtime_or_current(rt);
+  if (!rt)
+    return FIB_EPERM;
+  struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
+  if (!t)
+    return FIB_ESRCH;
+  if (t->state == FIB_FIBER_FINISHED)
+    return 0; /* nothing left to cancel */
+  t->cancelled = 1;
+  if (t->state == FIB_FIBER_BLOCKED || t->state == FIB_FIBER_SLEEPING) {
+    if (t->timer_armed) {
+      fib__timers_remove(&rt->timers, &t->timer);
+      t->timer_armed = 0;
+    }
+    t->wake = FIB_ECANCELED;
+    fib__fiber_enqueue(rt, t);
+  }
+  return 0;
+}
+
+int fib_cancelled(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  return rt && rt->current && rt->current->cancelled;
+}
+
+void fib_exit(void *result) {
+  if (!fib__fiber_self())
+    fib__fatal(fib__tl_runtime && fib__tl_runtime->current
+                   ? "fib_exit called inside a coroutine resumed by a fiber"
+                   : "fib_exit called outside a fiber");
+  fib__coro_exit(result);
+}
+
+fib_id fib_self(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  return rt && rt->current ? rt->current->id : 0;
+}
+
+const char *fib_self_name(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  return rt && rt->current ? rt->current->name : NULL;
+}
+
+uint64_t fib_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int fib_sleep_until(uint64_t deadline_ns) {
+  struct fib__fiber *f = fib__fiber_self();
+  if (!f)
+    return FIB_EPERM;
+  if (deadline_ns == FIB__NO_DEADLINE)
+    deadline_ns--; /* "never" is still a deadline here */
+  int err = fib__fiber_park(f, FIB_FIBER_SLEEPING, deadline_ns);
+  return err == FIB_ETIMEDOUT ? 0 : err; /* reaching it is the point */
+}
+
+int fib_sleep_ns(uint64_t ns) {
+  uint64_t now = fib_now_ns();
+  return fib_sleep_until(ns > UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + ns);
+}
