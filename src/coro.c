@@ -8,17 +8,46 @@ FIB_TLS fib_coro *fib__tl_current_coro;
 
 fib_coro *fib_coro_current(void) { return fib__tl_current_coro; }
 
-/* Every switch into or out of a coroutine goes through here, so both ends
- * of it use the same variant (and the sanitizer hooks have one home). */
-static inline void *coro_switch(const fib_coro *co, void **save_sp,
-                                void *load_sp, void *value) {
-  return co->shared_fp ? fib__ctx_switch_nofp(save_sp, load_sp, value)
-                       : fib__ctx_switch(save_sp, load_sp, value);
+/*
+ * Every switch into or out of a coroutine goes through here, so both ends
+ * of it use the same variant (and the sanitizer hooks have one home).
+ *
+ * The protocol: the side that switches does all the bookkeeping for the
+ * side it wakes (current coroutine, statuses, the value it is waiting for)
+ * and then switches as its very last act, a tail call. The side that wakes
+ * up returns straight to its caller with 0. See fib__ctx_switch_int.
+ */
+static inline int coro_switch(const fib_coro *co, void **save_sp,
+                              void *load_sp) {
+  return co->shared_fp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
+                       : fib__ctx_switch_int(save_sp, load_sp, NULL);
 }
 
-static void coro_entry(void *first) {
+/* Make `co` the running coroutine of this thread. */
+static inline void enter(fib_coro *co) {
+  co->status = FIB_CORO_RUNNING;
+  fib__tl_current_coro = co;
+  fib__stack_set_running(co->stack);
+}
+
+/* `co` stops running: give the thread back to its resumer. */
+static inline void leave(fib_coro *co, void *value) {
+  fib_coro *prev = co->resumer;
+  if (co->out)
+    *co->out = value;
+  fib__tl_current_coro = prev;
+  if (prev) {
+    prev->status = FIB_CORO_RUNNING;
+    fib__stack_set_running(prev->stack);
+  } else {
+    fib__stack_set_running(NULL);
+  }
+}
+
+static void coro_entry(void *unused) {
+  (void)unused;
   fib_coro *co = fib__tl_current_coro;
-  void *result = co->fn(co->arg, first);
+  void *result = co->fn(co->arg, co->first);
   fib__coro_exit(result);
 }
 
@@ -44,6 +73,9 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->status = FIB_CORO_SUSPENDED;
   co->shared_fp = (flags & FIB_SHARED_FP) != 0;
   co->owner = NULL;
+  co->out = NULL;
+  co->first = NULL;
+  co->in = &co->first;
   *out = co;
   return 0;
 }
@@ -75,52 +107,44 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
   else
     prev->status = FIB_CORO_NORMAL;
   co->resumer = prev;
-  co->status = FIB_CORO_RUNNING;
-  fib__tl_current_coro = co;
-  fib__stack_set_running(co->stack);
-
-  void *value = coro_switch(co, &co->resumer_sp, co->sp, in);
-
-  /* Back: co yielded or finished (and set its own status). */
-  fib__tl_current_coro = prev;
-  if (prev) {
-    prev->status = FIB_CORO_RUNNING;
-    fib__stack_set_running(prev->stack);
-  } else {
-    fib__stack_set_running(NULL);
-  }
-  if (out)
-    *out = value;
-  return 0;
+  co->out = out;
+  if (co->in)
+    *co->in = in;
+  enter(co);
+  /* Returns 0 here when co yields or finishes; leave() did the rest. */
+  return coro_switch(co, &co->resumer_sp, co->sp);
 }
 
-void fib__coro_transfer(fib_coro *from, fib_coro *to) {
+int fib__coro_transfer(fib_coro *from, fib_coro *to) {
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
+  to->out = from->out;
+  if (to->in)
+    *to->in = NULL;
+  from->in = NULL;
   from->status = FIB_CORO_SUSPENDED;
-  to->status = FIB_CORO_RUNNING;
-  fib__tl_current_coro = to;
-  fib__stack_set_running(to->stack);
-  (void)coro_switch(to, &from->sp, to->sp, NULL);
-  /* Back: whoever resumed or transferred to us made us current. */
+  enter(to);
+  /* Returns 0 when something resumes or transfers back to `from`. */
+  return coro_switch(to, &from->sp, to->sp);
 }
 
 int fib_coro_yield(void *value, void **in) {
   fib_coro *co = fib__tl_current_coro;
   if (!co)
     return FIB_EPERM;
+  co->in = in;
   co->status = FIB_CORO_SUSPENDED;
-  void *resumed_with = coro_switch(co, &co->sp, co->resumer_sp, value);
-  /* The resumer has made us current and RUNNING again. */
-  if (in)
-    *in = resumed_with;
-  return 0;
+  leave(co, value);
+  /* Returns 0 here when resumed; the resumer stored *in. */
+  return coro_switch(co, &co->sp, co->resumer_sp);
 }
 
 _Noreturn void fib__coro_exit(void *value) {
   fib_coro *co = fib__tl_current_coro;
+  co->in = NULL;
   co->status = FIB_CORO_DEAD;
-  coro_switch(co, &co->sp, co->resumer_sp, value);
+  leave(co, value);
+  (void)coro_switch(co, &co->sp, co->resumer_sp);
   fib__fatal("a finished coroutine was switched to"); /* cannot happen */
 }
 

@@ -23,6 +23,12 @@ struct fib_coro {
   fib_coro_state status;
   int shared_fp; /* switches skip the FP control state (FIB_SHARED_FP) */
   void *owner; /* the layer above's record (a fiber), or NULL */
+  /* Values are delivered by the side that switches, before it switches,
+   * so the side that wakes up has nothing left to do (see coro.c): */
+  void **out;  /* where the resumer wants the yielded/returned value */
+  void **in;   /* where the suspended coroutine wants the next resume's
+                  value (NULL: nowhere); &first before the first resume */
+  void *first; /* the first resume's value, for the entry */
 };
 
 /* The coroutine running on this thread (see the TLS rule in tls.h). */
@@ -43,7 +49,7 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
  * use the same FP variant (shared_fp); the caller checks. Returns when
  * something resumes or transfers back to `from`.
  */
-void fib__coro_transfer(fib_coro *from, fib_coro *to);
+int fib__coro_transfer(fib_coro *from, fib_coro *to); /* returns 0 */
 
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);

@@ -36,6 +36,19 @@ void *fib__ctx_switch(void **save_sp, void *load_sp, void *value);
  * thread's. A context is always entered and left by the same variant. */
 void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value);
 
+/*
+ * The two switches again, typed to return int. A caller whose last act is
+ * the switch can then end with `return fib__ctx_switch_int(..., NULL)` and
+ * the compiler makes it a tail jump: the resumed side's saved return
+ * address is then its caller's own, and no `ret` runs between switches, so
+ * the return-stack predictor is never led astray. Pass value NULL: the
+ * resumed side sees 0.
+ */
+int fib__ctx_switch_int(void **save_sp, void *load_sp, void *value)
+    __asm__("fib__ctx_switch");
+int fib__ctx_switch_nofp_int(void **save_sp, void *load_sp, void *value)
+    __asm__("fib__ctx_switch_nofp");
+
 /* The largest interval between two stack probes that the compiler's
  * -fstack-clash-protection makes on this architecture: a guard region at
  * least this large cannot be jumped by a probed frame. */

@@ -137,9 +137,11 @@ struct fib__fiber *fib__fiber_self(void) {
  * The running fiber `self` has put itself in the run queue or parked: run
  * the next ready fiber. Directly, by a coroutine transfer, when there is
  * one with the same FP variant and the timers need no look yet; otherwise
- * through the scheduler loop. Returns when `self` runs again.
+ * through the scheduler loop. Returns 0 when `self` runs again (callers
+ * return it, so the switch stays a tail call: see fib__ctx_switch_int).
  */
-static void switch_away(struct fib_runtime *rt, struct fib__fiber *self) {
+static inline int switch_away(struct fib_runtime *rt,
+                              struct fib__fiber *self) {
   struct fib__runq_node *n = rt->runq.head;
   int timers_due = rt->timers.count && rt->until_timer_check == 0;
   if (n && !timers_due &&
@@ -150,12 +152,11 @@ static void switch_away(struct fib_runtime *rt, struct fib__fiber *self) {
     struct fib__fiber *next = FIBER_OF(n);
     next->state = FIB_FIBER_RUNNING;
     if (next == self)
-      return; /* it was the only ready fiber: carry on */
+      return 0; /* it was the only ready fiber: carry on */
     rt->current = next;
-    fib__coro_transfer(self->co, next->co);
-  } else {
-    (void)fib_coro_yield(NULL, NULL);
+    return fib__coro_transfer(self->co, next->co);
   }
+  return fib_coro_yield(NULL, NULL);
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 
@@ -171,7 +172,7 @@ int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
   }
   self->state = state;
   self->wake = 0;
-  switch_away(rt, self);
+  (void)switch_away(rt, self);
   return self->wake;
 }
 
@@ -180,8 +181,7 @@ int fib_yield(void) {
   if (!f)
     return FIB_EPERM;
   fib__fiber_enqueue(f->rt, f);
-  switch_away(f->rt, f);
-  return 0;
+  return switch_away(f->rt, f);
 }
 
 /* ---- the scheduler loop */
