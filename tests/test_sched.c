@@ -47,13 +47,13 @@ TEST(round_robin_in_spawn_order) {
 static void *spawn_late(void *arg) {
   struct step_arg *a = arg;
   a->t->log[a->t->n++] = 0;
-  CHECK_OK(fib_spawn(NULL, stepper, a + 1, NULL, NULL)); /* goes to the back */
+  CHECK_OK(fib_spawn(NULL, stepper, a + 1, NULL, NULL)); /* runs next */
   CHECK_OK(fib_yield());
   a->t->log[a->t->n++] = 0;
   return NULL;
 }
 
-TEST(fiber_spawned_inside_a_fiber_queues_at_the_back) {
+TEST(fiber_spawned_inside_a_fiber_runs_next) {
   struct trace t = {.n = 0};
   struct step_arg a[3] = {{&t, 0, 0}, {&t, 9, 2}, {&t, 5, 2}};
   fib_runtime *rt;
@@ -61,8 +61,8 @@ TEST(fiber_spawned_inside_a_fiber_queues_at_the_back) {
   CHECK_OK(fib_spawn(rt, spawn_late, &a[0], NULL, NULL));
   CHECK_OK(fib_spawn(rt, stepper, &a[2], NULL, NULL));
   CHECK_OK(fib_run(rt));
-  /* 0 (spawns 9), 5, 9, 0, 5, 9 */
-  int want[] = {0, 5, 9, 0, 5, 9};
+  /* 0 (spawns 9, which runs next when 0 gives way), 9, 5, 0, 9, 5 */
+  int want[] = {0, 9, 5, 0, 9, 5};
   CHECK_EQ(t.n, 6);
   for (int i = 0; i < 6; i++)
     CHECK_EQ(t.log[i], want[i]);
@@ -609,7 +609,7 @@ TEST(runtimes_on_different_threads_run_independently) {
 }
 
 TEST_MAIN(T(round_robin_in_spawn_order),
-          T(fiber_spawned_inside_a_fiber_queues_at_the_back),
+          T(fiber_spawned_inside_a_fiber_runs_next),
           T(join_returns_each_result_once),
           T(exit_from_a_nested_call_finishes_the_fiber),
           T(detached_fibers_are_freed_when_they_finish),

@@ -84,7 +84,11 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 
   fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;
-  fib__fiber_enqueue(rt, f);
+  f->state = FIB_FIBER_READY;
+  if (rt->current) /* spawned by one of its fibers: runs next (runq.h) */
+    fib__runq_push_next(&rt->runq, &f->runq);
+  else /* before fib_run, or from outside: strict FIFO */
+    fib__runq_push(&rt->runq, &f->runq);
   if (id)
     *id = f->id;
   return 0;

@@ -142,7 +142,7 @@ struct fib__fiber *fib__fiber_self(void) {
  */
 static inline int switch_away(struct fib_runtime *rt,
                               struct fib__fiber *self) {
-  struct fib__runq_node *n = rt->runq.head;
+  struct fib__runq_node *n = fib__runq_peek(&rt->runq);
   int timers_due = rt->timers.count && rt->until_timer_check == 0;
   if (n && !timers_due &&
       FIBER_OF(n)->co->shared_fp == self->co->shared_fp) {
