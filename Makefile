@@ -61,3 +61,51 @@ bench-smoke: bench-build
 bench-deps:
 	apt-get update
 	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go
+
+# ---- dynamic analysis (issue 4): the whole suite under each tool, with
+# each compiler that supports it, each in its own build directory. The
+# library's switch hooks are compiled in by the sanitizer itself
+# (src/sanitize.h); tests/safety.cmake sets the tools' options per test.
+# Stress sizes are scaled down (the tools run 2-50x slower). The compiler
+# comes from CC at the first configure (a -DCMAKE_C_COMPILER that differs
+# in spelling from the cached one makes CMake drop the cache, -D's too).
+SAN_CCS ?= gcc clang
+SAN_TEST_SCALE ?= 0.1
+TSAN_TEST_SCALE ?= 0.05 # TSan: at most 8128 fibers+threads alive at once
+VALGRIND_TEST_SCALE ?= 0.02
+VALGRIND_CC ?= gcc
+SAN_CMAKE_ARGS ?=
+
+.PHONY: test-asan test-tsan test-valgrind test-safety
+
+test-asan: $(addprefix test-asan-,$(SAN_CCS))
+test-tsan: $(addprefix test-tsan-,$(SAN_CCS))
+test-safety: test-asan test-tsan test-valgrind
+
+# ASan + UBSan (-fno-sanitize-recover=all: the first report fails the test)
+test-asan-%:
+	@CC=$* $(CMAKE) -S . -B build-asan-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DFIB_SANITIZE=address,undefined \
+	    $(SAN_CMAKE_ARGS) >/dev/null
+	$(CMAKE) --build build-asan-$* -j $(JOBS) >/dev/null
+	cd build-asan-$* && FIB_TEST_SCALE=$(SAN_TEST_SCALE) \
+	    $(CTEST) --output-on-failure -j $(JOBS)
+
+test-tsan-%:
+	@CC=$* $(CMAKE) -S . -B build-tsan-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DFIB_SANITIZE=thread \
+	    $(SAN_CMAKE_ARGS) >/dev/null
+	$(CMAKE) --build build-tsan-$* -j $(JOBS) >/dev/null
+	cd build-tsan-$* && FIB_TEST_SCALE=$(TSAN_TEST_SCALE) \
+	    $(CTEST) --output-on-failure -j $(JOBS)
+
+# valgrind memcheck: every unit test and demo runs under
+# tests/tools/valgrind_run.sh (one compiler: memcheck checks the binary).
+test-valgrind:
+	@CC=$(VALGRIND_CC) $(CMAKE) -S . -B build-valgrind \
+	    -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(SAN_CMAKE_ARGS) \
+	    "-DFIB_TEST_LAUNCHER=bash;$(CURDIR)/tests/tools/valgrind_run.sh" \
+	    >/dev/null
+	$(CMAKE) --build build-valgrind -j $(JOBS) >/dev/null
+	cd build-valgrind && FIB_TEST_SCALE=$(VALGRIND_TEST_SCALE) \
+	    $(CTEST) --output-on-failure -j $(JOBS)

@@ -8,6 +8,14 @@
 //               touching 512 bytes of its stack
 //   skynet_1m   ms for the skynet tree (fiber + join per node); also prints
 //               skynet_1m_peak_rss
+//   chan_unbuffered  ns per message: two fibers ping-pong through two
+//               boost::fibers::unbuffered_channel<long>
+//   chan_buffered    ns per message: producer -> consumer through a
+//               buffered_channel<long>(64)
+//   mutex_handoff    ns per lock: two fibers loop lock / yield / unlock on
+//               one boost::fibers::mutex
+//   (select4: Boost.Fiber has no select over channels; run.py reports it
+//   missing)
 #include "bench_common.h"
 
 #include <boost/context/stack_traits.hpp>
@@ -131,9 +139,85 @@ static void bench_skynet(long n) {
                "VmHWM of the whole process");
 }
 
+static void bench_unbuffered(long n) {
+  long rounds = n / 2 > 0 ? n / 2 : 1;
+  auto run = [](long r) {
+    bf::unbuffered_channel<long> a, b;
+    double t0 = bench_now_ns();
+    bf::fiber pinger([&] {
+      long v = 0;
+      for (long i = 0; i < r; i++) {
+        a.push(v);
+        b.pop(v);
+      }
+    });
+    bf::fiber ponger([&] {
+      long v;
+      for (long i = 0; i < r; i++) {
+        a.pop(v);
+        b.push(v + 1);
+      }
+    });
+    pinger.join();
+    ponger.join();
+    return bench_now_ns() - t0;
+  };
+  (void)run(rounds / 10 + 1);
+  double t = run(rounds);
+  bench_report("chan_unbuffered", "boost_fiber", t / (2.0 * double(rounds)),
+               "ns", 2 * rounds, "unbuffered_channel ping-pong, per message");
+}
+
+static void bench_buffered(long n) {
+  auto run = [](long m) {
+    bf::buffered_channel<long> ch(64);
+    double t0 = bench_now_ns();
+    bf::fiber out([&] {
+      for (long i = 0; i < m; i++)
+        ch.push(i);
+    });
+    bf::fiber in([&] {
+      long v;
+      for (long i = 0; i < m; i++)
+        ch.pop(v);
+    });
+    out.join();
+    in.join();
+    return bench_now_ns() - t0;
+  };
+  (void)run(n / 10 + 1);
+  double t = run(n);
+  bench_report("chan_buffered", "boost_fiber", t / double(n), "ns", n,
+               "buffered_channel(64) producer -> consumer");
+}
+
+static void bench_mutex(long n) {
+  long per = n / 2 > 0 ? n / 2 : 1;
+  auto run = [](long p) {
+    bf::mutex m;
+    auto body = [&m, p] {
+      for (long i = 0; i < p; i++) {
+        m.lock();
+        boost::this_fiber::yield();
+        m.unlock();
+      }
+    };
+    double t0 = bench_now_ns();
+    bf::fiber a(body), b(body);
+    a.join();
+    b.join();
+    return bench_now_ns() - t0;
+  };
+  (void)run(per / 10 + 1);
+  double t = run(per);
+  bench_report("mutex_handoff", "boost_fiber", t / (2.0 * double(per)), "ns",
+               2 * per, "2 fibers: lock, yield, unlock on boost::fibers::mutex");
+}
+
 int main(int argc, char **argv) {
   const char *benches =
-      "spawn_join yield idle_rss_100k idle_rss_1m skynet_1m";
+      "spawn_join yield idle_rss_100k idle_rss_1m skynet_1m chan_unbuffered "
+      "chan_buffered mutex_handoff";
   if (argc != 3) {
     bench_usage(argv[0], benches);
     return 2;
@@ -152,6 +236,12 @@ int main(int argc, char **argv) {
     bench_idle_rss(b.c_str(), n);
   else if (b == "skynet_1m")
     bench_skynet(n);
+  else if (b == "chan_unbuffered")
+    bench_unbuffered(n);
+  else if (b == "chan_buffered")
+    bench_buffered(n);
+  else if (b == "mutex_handoff")
+    bench_mutex(n);
   else {
     bench_usage(argv[0], benches);
     return 2;

@@ -13,6 +13,15 @@
  *               its stack, n fibers alive (64 KiB default guarded stacks)
  *   skynet      ms for the skynet tree with n leaves (10 children each);
  *               also prints skynet_1m_peak_rss (VmHWM, bytes)
+ *   chan_unbuffered  ns per message: two fibers ping-pong a long through
+ *               two unbuffered channels (n messages in all)
+ *   chan_buffered    ns per message: a producer streams n longs through a
+ *               64-slot channel to a consumer
+ *   mutex_handoff    ns per lock hand-off: two fibers loop
+ *               lock / fib_yield / unlock on one fib_mutex (n locks in all)
+ *   select4     ns per (send + select): one fiber sends on one of 4
+ *               1-slot channels in turn, then selects over receives on all
+ *               4 (exactly one ready)
  *
  * Usage: bench_fibers <bench> <n>. Prints one BENCH line (bench_common.h).
  */
@@ -279,10 +288,128 @@ static void bench_skynet(long n) {
                "VmHWM of the whole process");
 }
 
+/* ----------------------------------------------- channels and mutex */
+
+static fib_chan g_ch[4];
+static fib_mutex g_mutex;
+
+static void *ping(void *arg) {
+  long rounds = (long)(intptr_t)arg, v = 0;
+  for (long i = 0; i < rounds; i++) {
+    check(fib_chan_send(&g_ch[0], &v), "fib_chan_send");
+    check(fib_chan_recv(&g_ch[1], &v), "fib_chan_recv");
+  }
+  return NULL;
+}
+
+static void *pong(void *arg) {
+  long rounds = (long)(intptr_t)arg, v;
+  for (long i = 0; i < rounds; i++) {
+    check(fib_chan_recv(&g_ch[0], &v), "fib_chan_recv");
+    v++;
+    check(fib_chan_send(&g_ch[1], &v), "fib_chan_send");
+  }
+  return NULL;
+}
+
+static void *stream_out(void *arg) {
+  long n = (long)(intptr_t)arg;
+  for (long i = 0; i < n; i++)
+    check(fib_chan_send(&g_ch[0], &i), "fib_chan_send");
+  return NULL;
+}
+
+static void *stream_in(void *arg) {
+  long n = (long)(intptr_t)arg, v;
+  for (long i = 0; i < n; i++)
+    check(fib_chan_recv(&g_ch[0], &v), "fib_chan_recv");
+  return NULL;
+}
+
+static void *contend(void *arg) {
+  long n = (long)(intptr_t)arg;
+  for (long i = 0; i < n; i++) {
+    check(fib_mutex_lock(&g_mutex), "fib_mutex_lock");
+    check(fib_yield(), "fib_yield");
+    check(fib_mutex_unlock(&g_mutex), "fib_mutex_unlock");
+  }
+  return NULL;
+}
+
+static void *select_loop(void *arg) {
+  long n = (long)(intptr_t)arg, v;
+  fib_select_case cases[4];
+  for (int i = 0; i < 4; i++)
+    cases[i] = (fib_select_case){FIB_SELECT_RECV, &g_ch[i], &v, 0};
+  for (long i = 0; i < n; i++) {
+    check(fib_chan_send(&g_ch[i & 3], &i), "fib_chan_send");
+    if (fib_select(cases, 4) != (int)(i & 3))
+      check(FIB_EINVAL, "fib_select chose a case that was not ready");
+  }
+  return NULL;
+}
+
+/* Two fibers (or one, if b is NULL) with `per` as their argument; returns
+ * the wall time of fib_run. */
+static double run_pair(fib_fn a, fib_fn b, long per) {
+  fib_runtime *rt;
+  check(fib_runtime_create(&rt, NULL), "fib_runtime_create");
+  check(fib_spawn(rt, a, (void *)(intptr_t)per, NULL, NULL), "fib_spawn");
+  if (b)
+    check(fib_spawn(rt, b, (void *)(intptr_t)per, NULL, NULL), "fib_spawn");
+  double t0 = bench_now_ns();
+  check(fib_run(rt), "fib_run");
+  double t1 = bench_now_ns();
+  check(fib_runtime_destroy(rt), "fib_runtime_destroy");
+  return t1 - t0;
+}
+
+static void bench_chan(const char *name, long n) {
+  int buffered = !strcmp(name, "chan_buffered");
+  int sel = !strcmp(name, "select4");
+  for (int i = 0; i < 4; i++)
+    check(fib_chan_init(&g_ch[i], sizeof(long),
+                        sel ? 1 : buffered && i == 0 ? 64 : 0),
+          "fib_chan_init");
+  double t;
+  long msgs;
+  if (sel) {
+    (void)run_pair(select_loop, NULL, n / 10 + 1);
+    t = run_pair(select_loop, NULL, n);
+    msgs = n;
+  } else if (buffered) {
+    (void)run_pair(stream_out, stream_in, n / 10 + 1);
+    t = run_pair(stream_out, stream_in, n);
+    msgs = n;
+  } else {
+    long rounds = n / 2 > 0 ? n / 2 : 1; /* two messages per round */
+    (void)run_pair(ping, pong, rounds / 10 + 1);
+    t = run_pair(ping, pong, rounds);
+    msgs = 2 * rounds;
+  }
+  for (int i = 0; i < 4; i++)
+    check(fib_chan_destroy(&g_ch[i]), "fib_chan_destroy");
+  bench_report(name, "fibers", t / (double)msgs, "ns", msgs,
+               sel ? "buffered send + fib_select over 4 receives"
+               : buffered ? "64-slot fib_chan, producer -> consumer"
+                          : "unbuffered fib_chan ping-pong, per message");
+}
+
+static void bench_mutex(long n) {
+  long per = n / 2 > 0 ? n / 2 : 1;
+  check(fib_mutex_init(&g_mutex), "fib_mutex_init");
+  (void)run_pair(contend, contend, per / 10 + 1);
+  double t = run_pair(contend, contend, per);
+  check(fib_mutex_destroy(&g_mutex), "fib_mutex_destroy");
+  bench_report("mutex_handoff", "fibers", t / (2.0 * (double)per), "ns",
+               2 * per, "2 fibers: lock, fib_yield, unlock (FIFO hand-off)");
+}
+
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp create spawn_join yield idle_rss_100k "
-      "idle_rss_1m skynet_1m";
+      "idle_rss_1m skynet_1m chan_unbuffered chan_buffered mutex_handoff "
+      "select4";
   if (argc != 3) {
     bench_usage(argv[0], benches);
     return 2;
@@ -307,6 +434,11 @@ int main(int argc, char **argv) {
     bench_idle_rss(b, n);
   else if (!strcmp(b, "skynet_1m"))
     bench_skynet(n);
+  else if (!strcmp(b, "chan_unbuffered") || !strcmp(b, "chan_buffered") ||
+           !strcmp(b, "select4"))
+    bench_chan(b, n);
+  else if (!strcmp(b, "mutex_handoff"))
+    bench_mutex(n);
   else {
     bench_usage(argv[0], benches);
     return 2;

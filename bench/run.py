@@ -70,6 +70,19 @@ BENCHES = [
     ("skynet_1m", "ms",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 10_000},
      {"fibers": 1_000, "go": 1_000, "boost_fiber": 1_000}),
+    # Issue 6: blocking primitives.
+    ("chan_unbuffered", "ns",
+     {"fibers": 2_000_000, "go": 2_000_000, "boost_fiber": 2_000_000},
+     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+    ("chan_buffered", "ns",
+     {"fibers": 4_000_000, "go": 4_000_000, "boost_fiber": 4_000_000},
+     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+    ("mutex_handoff", "ns",
+     {"fibers": 2_000_000, "go": 2_000_000, "boost_fiber": 2_000_000},
+     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+    ("select4", "ns",
+     {"fibers": 4_000_000, "go": 4_000_000, "boost_fiber": 4_000_000},
+     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
 ]
 # Results a benchmark program reports besides its own bench name.
 EXTRA = {"skynet_1m": ["skynet_1m_peak_rss"]}
@@ -88,7 +101,11 @@ CAPS = {
 # dominated by page faults, which a warm-up cannot warm).
 SMALL_WARMUP = {"idle_rss_100k", "idle_rss_1m", "skynet_1m"}
 # Not available yet, with the reason (reported as missing, never skipped).
-NOT_YET = {}
+NOT_YET = {
+    ("boost_fiber", "select4"):
+        "Boost.Fiber has no select over channels (only one channel per "
+        "push/pop; its when_any waits for fibers, not channel operations)",
+}
 
 # Issue 3's targets: (bench, peer, max ratio ours/peer) and absolute ones.
 RATIO_TARGETS = [
@@ -100,6 +117,15 @@ RATIO_TARGETS = [
     ("yield", "boost_fiber", 0.15),
     ("skynet_1m", "go", 0.25),
     ("skynet_1m_peak_rss", "go", 1.0),  # "lower peak memory than Go"
+    # Issue 6: every one <= 0.3 x go and <= 0.5 x boost_fiber.
+    ("chan_unbuffered", "go", 0.3),
+    ("chan_unbuffered", "boost_fiber", 0.5),
+    ("chan_buffered", "go", 0.3),
+    ("chan_buffered", "boost_fiber", 0.5),
+    ("mutex_handoff", "go", 0.3),
+    ("mutex_handoff", "boost_fiber", 0.5),
+    ("select4", "go", 0.3),
+    ("select4", "boost_fiber", 0.5),
 ]
 IDLE_TARGET_BYTES = 4400
 IDLE_TARGET_N = 1_000_000
@@ -327,7 +353,7 @@ def print_table(cells, order, mode, out):
 
 def print_targets(cells, mode, out):
     w = out.write
-    w("Issue 3 targets (ratios ours/peer from this run)%s:\n" % (
+    w("Issue 3 and 6 targets (ratios ours/peer from this run)%s:\n" % (
         "; informational only at smoke sizes" if mode == SMOKE else ""))
     for bench, peer, limit in RATIO_TARGETS:
         # switch_shared_fp is compared with the peer's ordinary switch.

@@ -67,7 +67,10 @@ FIB_API int fib_version(void);
   X(ESRCH, "no such fiber (never spawned, already joined, or detached)")     \
   X(EBUSY, "busy: the object is running or in use")                         \
   X(ETIMEDOUT, "the deadline passed first")                                  \
-  X(ECANCELED, "the fiber was cancelled")
+  X(ECANCELED, "the fiber was cancelled")                                    \
+  X(EPIPE, "the channel is closed")                                          \
+  X(EAGAIN, "not available now, and the call does not wait")                 \
+  X(EOVERFLOW, "a counter would overflow")
 
 enum {
 #define FIB_ERRNO_ENUM(name, text) FIB_##name = -name,
@@ -352,6 +355,317 @@ FIB_API int fib_sleep_until(uint64_t deadline_ns);
 
 /* Sleep for ns nanoseconds: fib_sleep_until(fib_now_ns() + ns). */
 FIB_API int fib_sleep_ns(uint64_t ns);
+
+/* ------------------------------------ synchronisation and channels (fibers) */
+
+/*
+ * Mutex, condition variable, semaphore, wait group, once and channels. They
+ * block only the calling fiber, never the OS thread, and belong to one
+ * runtime at a time (they are not thread-safe: use them from the thread
+ * that runs the fibers that share them).
+ *
+ * Storage: every primitive is a caller-allocated struct (static, on a
+ * stack, inside your own struct) of a fixed public size and the alignment
+ * of uint64_t and pointers; its fields are private. Initialise it with its
+ * _init call (fib_once: FIB_ONCE_INIT), do not copy or move it while it is
+ * in use, and end it with _destroy. Channels allocate their buffer (if any)
+ * from the heap. Because the struct stays yours, misuse is detected, not
+ * undefined: a struct that was never initialised (all zero bits) or has
+ * been destroyed is refused with FIB_EINVAL by every call (an init on it
+ * starts it afresh). A destroy that finds fibers waiting (or a locked
+ * mutex) returns FIB_EBUSY and changes nothing.
+ *
+ * Calls that may wait (lock, the waits, send, receive, select without a
+ * default case) have an _until variant with an absolute deadline in
+ * fib_now_ns() time, returning FIB_ETIMEDOUT if it passes first; the plain
+ * call is the _until call with no deadline. Waiting is FIFO per primitive:
+ * the fiber that has waited longest is served first. A call that may wait:
+ *   - outside a fiber (or inside a coroutine a fiber resumed) returns
+ *     FIB_EPERM, even if it would not have had to wait;
+ *   - in a cancelled fiber (fib_cancel) returns FIB_ECANCELED at once, even
+ *     if it would not have had to wait, and without side effects (except
+ *     fib_once: see there); a fiber cancelled while it waits gets
+ *     FIB_ECANCELED from that wait. A call that timed out or was cancelled
+ *     had no effect: no lock taken, no unit taken, no value sent/received.
+ * Calls that never wait (init, destroy, trylock, unlock, signal, broadcast,
+ * post, add, done, close, select with a default case) work in a cancelled
+ * fiber as usual; those that need no fiber also work outside one (e.g. from
+ * main before fib_run).
+ */
+
+/* Opaque storage sizes, in 8-byte words (fixed: part of the ABI). */
+#define FIB_MUTEX_WORDS 6
+#define FIB_COND_WORDS 4
+#define FIB_SEM_WORDS 6
+#define FIB_WG_WORDS 6
+#define FIB_ONCE_WORDS 6
+#define FIB_CHAN_WORDS 12
+
+/* A mutex: FIFO hand-off (unlock gives it to the longest waiter, which
+ * then owns it; nobody can barge in, so no waiter starves). Not recursive. */
+typedef struct fib_mutex {
+  union { uint64_t u[FIB_MUTEX_WORDS]; void *p[FIB_MUTEX_WORDS]; } opaque;
+} fib_mutex;
+
+/* Errors: FIB_EINVAL (NULL). */
+FIB_API int fib_mutex_init(fib_mutex *m);
+/* Errors: FIB_EINVAL (NULL, not initialised), FIB_EBUSY (locked, or fibers
+ * wait for it). */
+FIB_API int fib_mutex_destroy(fib_mutex *m);
+/* Lock, waiting while another fiber holds it.
+ * Errors: FIB_EINVAL, FIB_EPERM (not in a fiber), FIB_EDEADLK (the caller
+ * holds it already), FIB_ECANCELED, FIB_ETIMEDOUT (_until). */
+FIB_API int fib_mutex_lock(fib_mutex *m);
+FIB_API int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns);
+/* Lock if free, never wait. Errors: FIB_EINVAL, FIB_EPERM (not in a fiber),
+ * FIB_EBUSY (held, by anyone, or fibers wait for it: a trylock never jumps
+ * the queue). */
+FIB_API int fib_mutex_trylock(fib_mutex *m);
+/* Unlock; the longest waiter (if any) owns it next.
+ * Errors: FIB_EINVAL, FIB_EPERM (the caller does not hold it, or is not a
+ * fiber: only the fiber that locked it may unlock it). */
+FIB_API int fib_mutex_unlock(fib_mutex *m);
+
+/* A condition variable, used with a fib_mutex. */
+typedef struct fib_cond {
+  union { uint64_t u[FIB_COND_WORDS]; void *p[FIB_COND_WORDS]; } opaque;
+} fib_cond;
+
+FIB_API int fib_cond_init(fib_cond *c);
+/* Errors: FIB_EINVAL, FIB_EBUSY (fibers wait on it). */
+FIB_API int fib_cond_destroy(fib_cond *c);
+/* Unlock m, wait for a signal, lock m again (waiting for it as a lock, FIFO)
+ * and return. Whatever the result, m is held again on return, except for
+ * FIB_EINVAL / FIB_EPERM / an initial FIB_ECANCELED, where nothing was done.
+ * There are no spurious wake-ups, but another fiber may run between the
+ * signal and the relock: re-check the condition in a loop.
+ * Errors: FIB_EINVAL, FIB_EPERM (not in a fiber, or m not held by the
+ * caller), FIB_ECANCELED, FIB_ETIMEDOUT (_until: no signal came first). */
+FIB_API int fib_cond_wait(fib_cond *c, fib_mutex *m);
+FIB_API int fib_cond_wait_until(fib_cond *c, fib_mutex *m,
+                                uint64_t deadline_ns);
+/* Wake the longest waiter / every waiter (nothing if none). FIB_EINVAL. */
+FIB_API int fib_cond_signal(fib_cond *c);
+FIB_API int fib_cond_broadcast(fib_cond *c);
+
+/* A counting semaphore. A post hands its unit to the longest waiter. */
+typedef struct fib_sem {
+  union { uint64_t u[FIB_SEM_WORDS]; void *p[FIB_SEM_WORDS]; } opaque;
+} fib_sem;
+
+FIB_API int fib_sem_init(fib_sem *s, uint64_t value);
+/* Errors: FIB_EINVAL, FIB_EBUSY (fibers wait on it). */
+FIB_API int fib_sem_destroy(fib_sem *s);
+/* Add one unit. Errors: FIB_EINVAL, FIB_EOVERFLOW (value is UINT64_MAX). */
+FIB_API int fib_sem_post(fib_sem *s);
+/* Take one unit, waiting until there is one.
+ * Errors: FIB_EINVAL, FIB_EPERM, FIB_ECANCELED, FIB_ETIMEDOUT (_until). */
+FIB_API int fib_sem_wait(fib_sem *s);
+FIB_API int fib_sem_wait_until(fib_sem *s, uint64_t deadline_ns);
+/* Take a unit if there is one. Errors: FIB_EINVAL, FIB_EAGAIN (none). */
+FIB_API int fib_sem_trywait(fib_sem *s);
+/* The units available now (0 while fibers wait); 0 if s is not valid. */
+FIB_API uint64_t fib_sem_value(const fib_sem *s);
+
+/* A wait group: a counter; waiters wait until it is zero. */
+typedef struct fib_wg {
+  union { uint64_t u[FIB_WG_WORDS]; void *p[FIB_WG_WORDS]; } opaque;
+} fib_wg;
+
+/* Starts at zero. */
+FIB_API int fib_wg_init(fib_wg *wg);
+/* Errors: FIB_EINVAL, FIB_EBUSY (fibers wait on it). */
+FIB_API int fib_wg_destroy(fib_wg *wg);
+/* Add delta (may be negative); reaching zero wakes every waiter.
+ * Errors: FIB_EINVAL (also: the counter would go below zero; it is left
+ * as it was), FIB_EOVERFLOW (above INT64_MAX). */
+FIB_API int fib_wg_add(fib_wg *wg, int64_t delta);
+/* fib_wg_add(wg, -1). */
+FIB_API int fib_wg_done(fib_wg *wg);
+/* Wait until the counter is zero (at once if it is).
+ * Errors: FIB_EINVAL, FIB_EPERM, FIB_ECANCELED, FIB_ETIMEDOUT (_until). */
+FIB_API int fib_wg_wait(fib_wg *wg);
+FIB_API int fib_wg_wait_until(fib_wg *wg, uint64_t deadline_ns);
+
+/* Run an initialiser exactly once. Zero-initialised storage is a valid,
+ * not-yet-run fib_once (FIB_ONCE_INIT); it needs no destroy. */
+typedef struct fib_once {
+  union { uint64_t u[FIB_ONCE_WORDS]; void *p[FIB_ONCE_WORDS]; } opaque;
+} fib_once;
+#define FIB_ONCE_INIT {{{0}}}
+
+/*
+ * The first call runs fn(arg) and returns 0 when it returns. Calls while it
+ * runs (from other fibers, when fn waits) wait until it has returned; later
+ * calls return 0 at once. The first call needs no fiber and runs fn even in
+ * a cancelled fiber (fib_once waits only for another fiber's fn). If fn
+ * never returns (fib_exit, or its fiber is discarded), waiters wait forever.
+ * Errors: FIB_EINVAL (NULL once or fn), FIB_EDEADLK (called from inside
+ * its own fn), FIB_EPERM (would wait, outside a fiber), FIB_ECANCELED
+ * (would wait, in a cancelled fiber), FIB_ETIMEDOUT (_until).
+ */
+FIB_API int fib_once_call(fib_once *once, void (*fn)(void *), void *arg);
+FIB_API int fib_once_call_until(fib_once *once, void (*fn)(void *), void *arg,
+                                uint64_t deadline_ns);
+
+/*
+ * A channel of fixed-size elements (elem_size bytes, copied in and out).
+ * capacity 0: unbuffered, a send waits for a receiver and hands the value
+ * over directly (rendezvous); capacity n: up to n values are buffered.
+ * Closing: later sends fail with FIB_EPIPE; receivers drain what is
+ * buffered, then get FIB_EPIPE; fibers waiting in a send or receive when it
+ * is closed get FIB_EPIPE (a waiting sender's value is not delivered).
+ */
+typedef struct fib_chan {
+  union { uint64_t u[FIB_CHAN_WORDS]; void *p[FIB_CHAN_WORDS]; } opaque;
+} fib_chan;
+
+/* Errors: FIB_EINVAL (NULL ch, or elem_size * capacity overflows),
+ * FIB_ENOMEM (no memory for the buffer; ch is left uninitialised). */
+FIB_API int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity);
+/* Free the buffer (values still in it are dropped). Afterwards every call
+ * on ch returns FIB_EINVAL, until fib_chan_init.
+ * Errors: FIB_EINVAL, FIB_EBUSY (fibers wait to send or receive). */
+FIB_API int fib_chan_destroy(fib_chan *ch);
+/* Send elem_size bytes from elem (elem may be NULL when elem_size is 0).
+ * Errors: FIB_EINVAL, FIB_EPERM, FIB_EPIPE (closed), FIB_ECANCELED,
+ * FIB_ETIMEDOUT (_until: nothing was sent). */
+FIB_API int fib_chan_send(fib_chan *ch, const void *elem);
+FIB_API int fib_chan_send_until(fib_chan *ch, const void *elem,
+                                uint64_t deadline_ns);
+/* Receive into out (NULL: discard the value).
+ * Errors: FIB_EINVAL, FIB_EPERM, FIB_EPIPE (closed and empty),
+ * FIB_ECANCELED, FIB_ETIMEDOUT (_until: nothing was received). */
+FIB_API int fib_chan_recv(fib_chan *ch, void *out);
+FIB_API int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns);
+/* Close. Errors: FIB_EINVAL, FIB_EPIPE (already closed). */
+FIB_API int fib_chan_close(fib_chan *ch);
+/* Values buffered now; 0 if ch is not valid. */
+FIB_API size_t fib_chan_len(const fib_chan *ch);
+
+typedef enum fib_select_op {
+  FIB_SELECT_RECV = 1,   /* receive from chan into elem (NULL: discard) */
+  FIB_SELECT_SEND = 2,   /* send elem on chan */
+  FIB_SELECT_DEFAULT = 3 /* chosen when no other case is ready; chan unused */
+} fib_select_op;
+
+/* One case of fib_select. A send or receive case whose chan is NULL is
+ * never ready (a way to switch a case off). */
+typedef struct fib_select_case {
+  fib_select_op op;
+  fib_chan *chan;
+  void *elem;
+  int err; /* set in the chosen case: 0, or FIB_EPIPE (chan is closed:
+              a receive found it closed and empty, a send found it closed) */
+} fib_select_case;
+
+/*
+ * Wait until one of the cases can proceed, do that one and return its
+ * index. A case is ready if its operation would not wait: a receive when a
+ * value is buffered, a sender waits, or the channel is closed; a send when a
+ * receiver waits, there is room, or the channel is closed. Among the ready
+ * cases one is chosen uniformly at random (a per-thread generator), so no
+ * case starves. With a FIB_SELECT_DEFAULT case (at most one), select never
+ * waits: the default's index is returned when nothing is ready (and the
+ * deadline is not used).
+ * Errors: FIB_EINVAL (NULL cases with n > 0, an unknown op, two defaults,
+ * a case on an invalid channel, a send of NULL elem with elem_size > 0),
+ * FIB_EPERM (not in a fiber), FIB_EDEADLK (nothing could ever be ready: no
+ * case with a channel, no default, no deadline), FIB_ECANCELED (no default
+ * case), FIB_ETIMEDOUT (_until), FIB_ENOMEM (more than 8 cases and no
+ * memory for their wait records).
+ */
+FIB_API int fib_select(fib_select_case *cases, size_t n);
+FIB_API int fib_select_until(fib_select_case *cases, size_t n,
+                             uint64_t deadline_ns);
+
+/* ---------------------------------------------------- safety and debugging */
+
+/*
+ * What the library does to find stack bugs and to let tools see fibers is
+ * described in docs/safety.md. This section is what a program can ask.
+ */
+
+/* Where a fiber's or coroutine's stack is and how much of it has been used. */
+typedef struct fib_stack_info {
+  void *lo;            /* lowest usable byte (the stack grows down to it) */
+  void *hi;            /* one past the highest byte */
+  size_t size;         /* usable bytes: hi - lo */
+  size_t guard_size;   /* bytes of guard region just below lo */
+  fib_guard_mode guard;/* FIB_GUARD_MADVISE or FIB_GUARD_MPROTECT */
+  /* High-water mark: bytes from hi down to the lowest page the stack has
+   * touched (whole pages, from the kernel's page residency: mincore(2),
+   * one system call, no cost while the fiber runs). Stacks are reused from
+   * a per-thread pool, so on a reused stack this is the deepest any of its
+   * users went: an upper bound, exact for a fresh stack. */
+  size_t high_water;
+} fib_stack_info;
+
+/*
+ * Describe the stack of fiber `id` of rt (rt may be NULL inside a fiber:
+ * its runtime). The fiber may be running, ready or suspended.
+ * Errors: FIB_EINVAL (NULL out), FIB_EPERM (rt NULL outside a fiber),
+ * FIB_ESRCH (no such fiber, or it has finished: its stack is gone).
+ */
+FIB_API int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out);
+
+/* The same for a coroutine (not dead), and for whatever runs now (the
+ * current fiber, or the coroutine it resumed).
+ * Errors: FIB_EINVAL (NULL, or a dead coroutine), FIB_EPERM (fib_self_stack
+ * outside any fiber or coroutine). */
+FIB_API int fib_coro_stack(const fib_coro *co, fib_stack_info *out);
+FIB_API int fib_self_stack(fib_stack_info *out);
+
+/*
+ * For debuggers: where the library keeps what a debugger needs to list
+ * fibers and unwind a suspended one, so that a script (tools/gdb/
+ * fibers-gdb.py) hard-codes nothing. Read-only; the layout of this struct
+ * is fixed for a given `version` (new fields go at the end, with a new
+ * version). Offsets are in bytes.
+ *
+ * Finding fibers: *runtimes is the first live runtime (a list through
+ * rt_next); a runtime's fibers are in an open-addressing table (rt_slots:
+ * pointer to slot_size-byte slots, rt_mask: capacity - 1), a slot with
+ * a non-zero id (slot_id) holds the fiber record (slot_value). A fiber's
+ * coroutine is NULL once it has finished.
+ *
+ * Unwinding a suspended context: its saved stack pointer is the coroutine's
+ * coro_sp; frame_regs lists "register:offset" pairs (gdb register names,
+ * comma-separated; "pc" is where it resumes) read from there; its stack
+ * pointer after resuming is coro_sp + frame_size.
+ */
+#define FIB_DEBUG_LAYOUT_VERSION 1
+
+/* Fiber states, as stored at fiber_state (an int). */
+enum {
+  FIB_DEBUG_READY = 0,
+  FIB_DEBUG_RUNNING = 1,
+  FIB_DEBUG_BLOCKED = 2,
+  FIB_DEBUG_SLEEPING = 3,
+  FIB_DEBUG_FINISHED = 4
+};
+
+typedef struct fib_debug_info {
+  uint32_t version;   /* FIB_DEBUG_LAYOUT_VERSION */
+  uint32_t size;      /* sizeof(fib_debug_info) */
+  const char *arch;   /* "x86_64", "aarch64", "riscv64" */
+  const char *frame_regs;
+  fib_runtime *const volatile *runtimes;
+  uint32_t frame_size;
+  /* struct fib_runtime */
+  uint32_t rt_next, rt_slots, rt_mask, rt_current;
+  /* one slot of the id table */
+  uint32_t slot_size, slot_id, slot_value;
+  /* a fiber record: id (uint64), state (int), co (pointer), name (char[]) */
+  uint32_t fiber_id, fiber_state, fiber_co, fiber_name;
+  /* a coroutine: saved sp (pointer), stack (pointer), status (int) */
+  uint32_t coro_sp, coro_stack, coro_status;
+  /* a stack: lo (pointer), usable size, guard size (size_t), mode (int) */
+  uint32_t stack_lo, stack_usable, stack_guard, stack_mode;
+} fib_debug_info;
+
+/* The one instance, exported from the library as a data symbol. */
+FIB_API extern const fib_debug_info fib_debug_layout;
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* coro.c -- stackful asymmetric coroutines on top of the context switch. */
 #include "coro.h"
 #include "arch/context.h"
+#include "sanitize.h"
 #include "sys.h"
 
 /* Read afresh after every switch, never cached across one: see tls.h. */
@@ -8,19 +9,98 @@ FIB_TLS fib_coro *fib__tl_current_coro;
 
 fib_coro *fib_coro_current(void) { return fib__tl_current_coro; }
 
+/* ---- sanitizer hooks (sanitize.h): compiled in only under ASan or TSan */
+
+#if FIB_ASAN
+/* The thread's own stack, learnt from ASan on the thread's first switch
+ * into a coroutine (finish_switch_fiber reports the stack it came from),
+ * so that switches back to the thread can name it. */
+static FIB_TLS const void *tl_thread_stack_lo;
+static FIB_TLS size_t tl_thread_stack_size;
+static FIB_TLS void *tl_thread_fake;  /* the thread's fake stack, saved */
+static FIB_TLS int tl_leaving_thread; /* this switch left the thread's stack */
+#endif
+#if FIB_TSAN
+static FIB_TLS void *tl_thread_tsan; /* the thread's own TSan fiber */
+#endif
+
+#if FIB_SAN_HOOKS
+/* Just before the switch from `from` to `to` (NULL: the thread's own
+ * context). `final`: `from` has finished and never runs again. */
+static inline void san_start(fib_coro *from, fib_coro *to, int final) {
+#if FIB_ASAN
+  tl_leaving_thread = from == NULL;
+  void **fake = final ? NULL : from ? &from->san_fake : &tl_thread_fake;
+  if (to) /* the usable stack: from its lowest byte up to the mapping end */
+    __sanitizer_start_switch_fiber(fake, to->stack->lo,
+                                   (size_t)(fib__stack_end(to->stack) -
+                                            to->stack->lo));
+  else
+    __sanitizer_start_switch_fiber(fake, tl_thread_stack_lo,
+                                   tl_thread_stack_size);
+#endif
+#if FIB_TSAN
+  if (!from)
+    tl_thread_tsan = __tsan_get_current_fiber();
+  if (to && !to->san_fiber) /* a plain coroutine's first switch in: TSan
+                               fibers are threads to TSan (at most 8128
+                               at once), and many coroutines never run */
+    fib__coro_announce(to, to->stack->owner_kind);
+  __tsan_switch_to_fiber(to ? to->san_fiber : tl_thread_tsan, 0);
+#endif
+  (void)from;
+  (void)to;
+  (void)final;
+}
+
+/* First thing after a switch into `self` (NULL: the thread's context). */
+static inline void san_finish(fib_coro *self) {
+#if FIB_ASAN
+  const void *lo;
+  size_t size;
+  __sanitizer_finish_switch_fiber(self ? self->san_fake : tl_thread_fake, &lo,
+                                  &size);
+  if (tl_leaving_thread) {
+    tl_thread_stack_lo = lo;
+    tl_thread_stack_size = size;
+  }
+#endif
+  (void)self;
+}
+#endif
+
 /*
- * Every switch into or out of a coroutine goes through here, so both ends
- * of it use the same variant (and the sanitizer hooks have one home).
+ * Every switch into or out of a coroutine goes through here (except the
+ * first entry into a new one, which starts in coro_entry), so both ends
+ * of it use the same variant and the sanitizer hooks have one home.
  *
  * The protocol: the side that switches does all the bookkeeping for the
  * side it wakes (current coroutine, statuses, the value it is waiting for)
  * and then switches as its very last act, a tail call. The side that wakes
  * up returns straight to its caller with 0. See fib__ctx_switch_int.
+ *
+ * Under a sanitizer the switch is bracketed by the hooks instead (start,
+ * switch, finish: no tail call then); `from` and `to` are for the hooks,
+ * `fp` picks the variant.
  */
-static inline int coro_switch(const fib_coro *co, void **save_sp,
+static inline int coro_switch(const fib_coro *fp, fib_coro *from,
+                              fib_coro *to, int final, void **save_sp,
                               void *load_sp) {
-  return co->shared_fp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
+#if FIB_SAN_HOOKS
+  san_start(from, to, final);
+  if (fp->shared_fp)
+    (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
+  else
+    (void)fib__ctx_switch(save_sp, load_sp, NULL);
+  san_finish(from);
+  return 0;
+#else
+  (void)from;
+  (void)to;
+  (void)final;
+  return fp->shared_fp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
                        : fib__ctx_switch_int(save_sp, load_sp, NULL);
+#endif
 }
 
 /* Make `co` the running coroutine of this thread. */
@@ -47,6 +127,9 @@ static inline void leave(fib_coro *co, void *value) {
 static void coro_entry(void *unused) {
   (void)unused;
   fib_coro *co = fib__tl_current_coro;
+#if FIB_SAN_HOOKS
+  san_finish(co); /* a new context: no fake stack to restore yet */
+#endif
   void *result = co->fn(co->arg, co->first);
   fib__coro_exit(result);
 }
@@ -76,11 +159,19 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->out = NULL;
   co->first = NULL;
   co->in = &co->first;
+  co->san_fake = NULL;
+  co->san_fiber = NULL; /* TSan: see fib__coro_announce */
   *out = co;
   return 0;
 }
 
-void fib__coro_free(fib_coro *co) { fib__stack_put(co->stack); }
+void fib__coro_free(fib_coro *co) {
+#if FIB_TSAN
+  if (co->san_fiber) /* it has been switched away from for good */
+    __tsan_destroy_fiber(co->san_fiber);
+#endif
+  fib__stack_put(co->stack);
+}
 
 int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
                     const fib_attr *attr) {
@@ -112,7 +203,7 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
     *co->in = in;
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
-  return coro_switch(co, &co->resumer_sp, co->sp);
+  return coro_switch(co, prev, co, 0, &co->resumer_sp, co->sp);
 }
 
 int fib__coro_transfer(fib_coro *from, fib_coro *to) {
@@ -125,7 +216,7 @@ int fib__coro_transfer(fib_coro *from, fib_coro *to) {
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
   /* Returns 0 when something resumes or transfers back to `from`. */
-  return coro_switch(to, &from->sp, to->sp);
+  return coro_switch(to, from, to, 0, &from->sp, to->sp);
 }
 
 int fib_coro_yield(void *value, void **in) {
@@ -136,7 +227,7 @@ int fib_coro_yield(void *value, void **in) {
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
   /* Returns 0 here when resumed; the resumer stored *in. */
-  return coro_switch(co, &co->sp, co->resumer_sp);
+  return coro_switch(co, co, co->resumer, 0, &co->sp, co->resumer_sp);
 }
 
 _Noreturn void fib__coro_exit(void *value) {
@@ -144,7 +235,7 @@ _Noreturn void fib__coro_exit(void *value) {
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);
-  (void)coro_switch(co, &co->sp, co->resumer_sp);
+  (void)coro_switch(co, co, co->resumer, 1, &co->sp, co->resumer_sp);
   fib__fatal("a finished coroutine was switched to"); /* cannot happen */
 }
 

@@ -10,6 +10,7 @@
 #define FIB_CORO_H
 
 #include "fibers.h"
+#include "sanitize.h"
 #include "stack.h"
 
 struct fib_coro {
@@ -29,6 +30,9 @@ struct fib_coro {
   void **in;   /* where the suspended coroutine wants the next resume's
                   value (NULL: nowhere); &first before the first resume */
   void *first; /* the first resume's value, for the entry */
+  /* Sanitizer state (sanitize.h); unused, and NULL, in a normal build: */
+  void *san_fake;  /* ASan: its fake stack while it is switched out */
+  void *san_fiber; /* TSan: its TSan fiber, from create to free */
 };
 
 /* The coroutine running on this thread (see the TLS rule in tls.h). */
@@ -50,6 +54,21 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
  * something resumes or transfers back to `from`.
  */
 int fib__coro_transfer(fib_coro *from, fib_coro *to); /* returns 0 */
+
+/* Tell the sanitizers about a coroutine before it first runs: under TSan,
+ * make its TSan fiber, named `name` (fibers: at spawn, so the cost is not
+ * paid at its first switch). Plain coroutines get theirs at their first
+ * switch in (coro.c). No-op without TSan. */
+static inline void fib__coro_announce(fib_coro *co, const char *name) {
+#if FIB_TSAN
+  if (!co->san_fiber) {
+    co->san_fiber = __tsan_create_fiber(0);
+    __tsan_set_fiber_name(co->san_fiber, name);
+  }
+#endif
+  (void)co;
+  (void)name;
+}
 
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);

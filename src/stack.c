@@ -1,6 +1,7 @@
 /* stack.c -- mapping, guarding, pooling and budgeting stacks. */
 #include "stack.h"
 #include "arch/context.h"
+#include "sanitize.h"
 #include "sys.h"
 
 #include <errno.h>
@@ -173,6 +174,12 @@ static int map_stack(struct fib__stack **out, size_t usable,
   s->owner_kind = "coroutine";
   s->owner_name = NULL;
   s->pool_next = NULL;
+  s->vg_id = 0;
+#if FIB_VALGRIND
+  /* Tell memcheck this is a stack, so a switch onto it is not taken for a
+   * huge stack-pointer move (pooled stacks stay registered). */
+  s->vg_id = VALGRIND_STACK_REGISTER(s->lo, fib__stack_end(s));
+#endif
   *out = s;
   return 0;
 }
@@ -180,10 +187,22 @@ static int map_stack(struct fib__stack **out, size_t usable,
 /* Unmap; 0 or -1. The descriptor is gone afterwards. */
 static int unmap_stack(struct fib__stack *s) {
   fib_guard_mode mode = s->mode;
+#if FIB_VALGRIND
+  unsigned vg_id = s->vg_id;
+#endif
+#if FIB_ASAN
+  /* Frames that never returned leave poisoned shadow behind; a later
+   * mapping at this address must not inherit it. */
+  ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)(fib__stack_end(s) - s->lo));
+#endif
   if (fib__sys_munmap(s->map, s->map_size) != 0)
     return -1; /* e.g. splitting a merged VMA past the mapping limit */
   if (mode == FIB_GUARD_MPROTECT)
     atomic_fetch_sub(&mprotect_stacks, 1);
+#if FIB_VALGRIND
+  VALGRIND_STACK_DEREGISTER(vg_id);
+  (void)vg_id; /* the client request is empty on some arches */
+#endif
   return 0;
 }
 
@@ -241,14 +260,32 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
     s->owner_id = 0;
     s->owner_kind = "coroutine";
     s->owner_name = NULL;
+#if FIB_ASAN
+    /* The previous user's frames that never returned (fib_exit, a
+     * destroyed suspended coroutine) left poisoned redzones. */
+    ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)(fib__stack_end(s) - s->lo));
+#endif
     *out = s;
-    return 0;
+  } else {
+    int err = map_stack(out, usable, mode);
+    if (err)
+      return err;
   }
-  return map_stack(out, usable, mode);
+#if FIB_ASAN
+  /* LeakSanitizer scans only the running stack of each thread: a live
+   * stack is a root region, so what only a suspended fiber points to is
+   * not reported as leaked. */
+  __lsan_register_root_region((*out)->lo,
+                              (size_t)(fib__stack_end(*out) - (*out)->lo));
+#endif
+  return 0;
 }
 
 void fib__stack_put(struct fib__stack *s) {
   struct pool *p = &tl_pool;
+#if FIB_ASAN
+  __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
+#endif
   if (p->count >= POOL_MAX && unmap_stack(s) == 0)
     return;
   if (!p->exit_hook) {

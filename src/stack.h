@@ -35,6 +35,7 @@ struct fib__stack {
   const char *owner_kind; /* "fiber" or "coroutine" */
   const char *owner_name; /* may be NULL */
   struct fib__stack *pool_next; /* link while in the pool */
+  unsigned vg_id;       /* valgrind's stack id (sanitize.h), or 0 */
 };
 
 /* Page size, from sysconf. */
@@ -60,6 +61,11 @@ void fib__stack_put(struct fib__stack *s);
 /* The highest usable address below the descriptor, 16-byte aligned. */
 static inline char *fib__stack_top(struct fib__stack *s) {
   return (char *)((uintptr_t)s & ~(uintptr_t)15);
+}
+
+/* One past the mapping's last byte: the usable stack is [lo, end). */
+static inline char *fib__stack_end(const struct fib__stack *s) {
+  return s->map + s->map_size;
 }
 
 /* The guard mode AUTO resolves to on this kernel (probed once). */

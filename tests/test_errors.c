@@ -19,6 +19,13 @@ TEST(error_codes_have_names_and_descriptions) {
   CHECK_STR_EQ(fib_err_name(FIB_EBUSY), "EBUSY");
   CHECK_STR_EQ(fib_err_name(FIB_ETIMEDOUT), "ETIMEDOUT");
   CHECK_STR_EQ(fib_err_name(FIB_ECANCELED), "ECANCELED");
+  CHECK_STR_EQ(fib_err_name(FIB_EPIPE), "EPIPE");
+  CHECK_STR_EQ(fib_err_name(FIB_EAGAIN), "EAGAIN");
+  CHECK_STR_EQ(fib_err_name(FIB_EOVERFLOW), "EOVERFLOW");
+  CHECK_EQ(FIB_EPIPE, -EPIPE);
+  CHECK_EQ(FIB_EAGAIN, -EAGAIN);
+  CHECK_EQ(FIB_EOVERFLOW, -EOVERFLOW);
+  CHECK_STR_EQ(fib_strerror(FIB_EPIPE), "the channel is closed");
   CHECK_STR_EQ(fib_err_name(-12345), "UNKNOWN");
   CHECK_STR_EQ(fib_strerror(FIB_ENOMEM), "out of memory or out of memory mappings");
   CHECK_STR_EQ(fib_strerror(0), "success");

@@ -58,6 +58,9 @@ endif()
 # Each installs into its own prefix under the build tree, so they may run in
 # parallel. The smoke program is compiled with the library's warnings.
 string(REPLACE ";" " " fib_tools_cflags "${FIB_WARNINGS}")
+if(FIB_SANITIZE) # a sanitized library needs the sanitizer's runtime
+  string(APPEND fib_tools_cflags " -fsanitize=${FIB_SANITIZE}")
+endif()
 fib_tool_test(install_pkgconfig FIB_PKG_CONFIG pkgconf)
 if(install_pkgconfig_ok)
   add_test(NAME install_pkgconfig

@@ -6,6 +6,13 @@
 //	            touching 512 bytes of its stack
 //	skynet_1m   ms for the classic skynet (channels, 10 children per node);
 //	            also prints skynet_1m_peak_rss (VmHWM)
+//	chan_unbuffered  ns per message: two goroutines ping-pong an int64
+//	            through two unbuffered channels
+//	chan_buffered    ns per message: producer -> consumer, chan of 64
+//	mutex_handoff    ns per lock: two goroutines loop Lock / Gosched /
+//	            Unlock on one sync.Mutex
+//	select4     ns per (send + select): one goroutine sends on one of 4
+//	            1-slot channels in turn, then selects over all 4
 //
 // Usage: bench_go <bench> <n>; prints one BENCH line like the C programs.
 package main
@@ -169,6 +176,121 @@ func benchSkynet(n int64) {
 		"VmHWM of the whole process")
 }
 
+func runPingPong(rounds int64) time.Duration {
+	a, b := make(chan int64), make(chan int64)
+	done := make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		for i := int64(0); i < rounds; i++ {
+			v := <-a
+			b <- v + 1
+		}
+		close(done)
+	}()
+	var v int64
+	for i := int64(0); i < rounds; i++ {
+		a <- v
+		v = <-b
+	}
+	<-done
+	return time.Since(t0)
+}
+
+func benchUnbuffered(n int64) {
+	rounds := n / 2
+	if rounds < 1 {
+		rounds = 1
+	}
+	runPingPong(rounds/10 + 1)
+	d := runPingPong(rounds)
+	report("chan_unbuffered", float64(d.Nanoseconds())/float64(2*rounds), "ns",
+		2*rounds, "unbuffered chan ping-pong, per message")
+}
+
+func runStream(n int64) time.Duration {
+	ch := make(chan int64, 64)
+	done := make(chan struct{})
+	t0 := time.Now()
+	go func() {
+		for i := int64(0); i < n; i++ {
+			<-ch
+		}
+		close(done)
+	}()
+	for i := int64(0); i < n; i++ {
+		ch <- i
+	}
+	<-done
+	return time.Since(t0)
+}
+
+func benchBuffered(n int64) {
+	runStream(n/10 + 1)
+	d := runStream(n)
+	report("chan_buffered", float64(d.Nanoseconds())/float64(n), "ns", n,
+		"chan of 64, producer -> consumer")
+}
+
+func runMutex(per int64) time.Duration {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	wg.Add(2)
+	t0 := time.Now()
+	for g := 0; g < 2; g++ {
+		go func() {
+			for i := int64(0); i < per; i++ {
+				mu.Lock()
+				runtime.Gosched()
+				mu.Unlock()
+			}
+			wg.Done()
+		}()
+	}
+	wg.Wait()
+	return time.Since(t0)
+}
+
+func benchMutex(n int64) {
+	per := n / 2
+	if per < 1 {
+		per = 1
+	}
+	runMutex(per/10 + 1)
+	d := runMutex(per)
+	report("mutex_handoff", float64(d.Nanoseconds())/float64(2*per), "ns", 2*per,
+		"2 goroutines: Lock, Gosched, Unlock on sync.Mutex")
+}
+
+func runSelect(n int64) time.Duration {
+	var c [4]chan int64
+	for i := range c {
+		c[i] = make(chan int64, 1)
+	}
+	t0 := time.Now()
+	for i := int64(0); i < n; i++ {
+		c[i&3] <- i
+		var got int64
+		select {
+		case got = <-c[0]:
+		case got = <-c[1]:
+		case got = <-c[2]:
+		case got = <-c[3]:
+		}
+		if got != i {
+			fmt.Fprintln(os.Stderr, "bench_go: select got the wrong value")
+			os.Exit(1)
+		}
+	}
+	return time.Since(t0)
+}
+
+func benchSelect(n int64) {
+	runSelect(n/10 + 1)
+	d := runSelect(n)
+	report("select4", float64(d.Nanoseconds())/float64(n), "ns", n,
+		"buffered send + select over 4 receives")
+}
+
 func main() {
 	runtime.GOMAXPROCS(1)
 	if len(os.Args) != 3 {
@@ -189,6 +311,14 @@ func main() {
 		benchIdle(b, n)
 	case "skynet_1m":
 		benchSkynet(n)
+	case "chan_unbuffered":
+		benchUnbuffered(n)
+	case "chan_buffered":
+		benchBuffered(n)
+	case "mutex_handoff":
+		benchMutex(n)
+	case "select4":
+		benchSelect(n)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown bench", b)
 		os.Exit(2)

@@ -81,6 +81,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->co->stack->owner_id = f->id;
   f->co->stack->owner_kind = "fiber";
   f->co->stack->owner_name = f->name;
+  fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
 
   fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;

@@ -73,6 +73,7 @@ struct fib_runtime {
   fib_guard_mode guard;
   unsigned flags;                /* FIB_SHARED_FP for all its fibers */
   int running;                   /* inside fib_run */
+  struct fib_runtime *debug_next; /* the live-runtime registry (debug.c) */
 };
 
 /* The runtime fib_run is running on this thread (see tls.h's rule). */

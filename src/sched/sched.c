@@ -10,6 +10,7 @@
  * must be freed from another stack).
  */
 #include "fiber.h"
+#include "../debug.h"
 #include "../sys.h"
 
 #include <errno.h>
@@ -41,7 +42,7 @@ void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
     fib__sys_free(f);
     return;
   }
-  f->runq.next = &rt->spare->runq;
+  f->runq.next = (struct fib__runq_node *)rt->spare; /* runq is first */
   rt->spare = f;
   rt->spare_count++;
 }
@@ -78,6 +79,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   rt->stack_size = stack;
   rt->guard = guard;
   rt->flags = flags;
+  fib__debug_runtime_add(rt);
   *out = rt;
   return 0;
 }
@@ -87,6 +89,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
     return FIB_EINVAL;
   if (rt->running)
     return FIB_EBUSY;
+  fib__debug_runtime_remove(rt);
   size_t pos = 0;
   struct fib__fiber *f;
   /* Walk without deleting (deleting would move entries), then free. */

@@ -7,7 +7,8 @@
 #   2. the defined dynamic symbols of libfibers.so (nm -D --defined-only)
 #      are exactly that list: nothing missing, nothing extra, and in
 #      particular no fib__* internal symbol;
-#   3. every one of them is a function (nm type T);
+#   3. every one of them is a function (nm type T), except the objects the
+#      header declares `FIB_API extern` (read-only data: nm type R or D);
 #   4. if the static library is given: every API function is defined in it
 #      too (the archive keeps fib__* globals, which is expected: they are
 #      hidden, so they never reach a shared object linked from it).
@@ -24,7 +25,14 @@ perl -0777 -ne '
   s{/\*.*?\*/}{ }gs; s{//[^\n]*}{}g;
   s{^[ \t]*#(?:[^\n]*\\\n)*[^\n]*}{}gm;
   while (/\bFIB_API\b([^;{]*?)\b([A-Za-z_]\w*)\s*\(/g) { print "$2\n" }
-' "$header" | sort -u > "$tmp/header"
+' "$header" | sort -u > "$tmp/functions"
+# ... and every `FIB_API extern ... name;` one of an exported object.
+perl -0777 -ne '
+  s{/\*.*?\*/}{ }gs; s{//[^\n]*}{}g;
+  s{^[ \t]*#(?:[^\n]*\\\n)*[^\n]*}{}gm;
+  while (/\bFIB_API\s+extern\b[^;({]*?\b([A-Za-z_]\w*)\s*;/g) { print "$1\n" }
+' "$header" | sort -u > "$tmp/objects"
+sort -u "$tmp/functions" "$tmp/objects" > "$tmp/header"
 if [ ! -s "$tmp/header" ]; then
   echo "FAIL: found no FIB_API declaration in $header (parser broken?)"
   exit 1
@@ -43,6 +51,10 @@ if ! "$nm" -D --defined-only "$shared" > "$tmp/nm.raw"; then
   echo "FAIL: $nm -D --defined-only $shared failed"
   exit 1
 fi
+# A sanitizer build adds its own (ASan: __odr_asan.NAME beside each
+# exported object).
+grep -v -E ' __odr_asan[._]' "$tmp/nm.raw" > "$tmp/nm.ours" || true
+mv "$tmp/nm.ours" "$tmp/nm.raw"
 awk 'NF >= 3 { print $3 }' "$tmp/nm.raw" | sed 's/@.*//' |
   grep -v -x -E '_init|_fini|_edata|_end|__bss_start' | sort -u > "$tmp/dyn"
 if ! diff -u --label "FIB_API in $header" --label "nm -D $shared" \
@@ -58,8 +70,13 @@ if grep -E '(^|[^A-Za-z0-9_])fib__' "$tmp/dyn" > "$tmp/leaks"; then
   fail=1
 fi
 
-# --- 3. all of them are functions (in .text)
-awk 'NF >= 3 && $2 != "T" { print }' "$tmp/nm.raw" |
+# --- 3. all of them are functions (in .text), except the declared objects
+# (read-only data: nm type R)
+awk -v objs="$(tr '\n' ' ' < "$tmp/objects")" '
+  BEGIN { n = split(objs, o, " "); for (i = 1; i <= n; i++) obj[o[i]] = 1 }
+  NF >= 3 { name = $3; sub(/@.*/, "", name)
+            if (obj[name] ? ($2 != "R" && $2 != "D") : $2 != "T") print }' \
+  "$tmp/nm.raw" |
   grep -v -E ' (_init|_fini|_edata|_end|__bss_start)(@.*)?$' > "$tmp/nonfunc" || true
 if [ -s "$tmp/nonfunc" ]; then
   echo "FAIL: exported symbols that are not functions:"

@@ -1,0 +1,357 @@
+/*
+ * chan.c -- channels of fixed-size elements and fib_select, built on
+ * park/ready (sched/fiber.h) and the wait queues of sync/waitq.h.
+ *
+ * A channel has a ring buffer (capacity 0: none) and two wait queues:
+ * senders (node->elem: the value to send) and receivers (node->elem: where
+ * to put the value). Invariants, outside any call:
+ *   - live receivers wait only if the buffer is empty;
+ *   - live senders wait only if the buffer is full (for capacity 0: always);
+ *   - nobody waits on a closed channel.
+ * A value goes straight from sender to receiver when the other side waits
+ * (no copy through the buffer), and a receive that frees a slot pulls the
+ * longest-waiting sender's value in, so FIFO order holds.
+ *
+ * fib_select links one node per case, all pointing at one fib__wait: the
+ * first peer to complete any of them readies the fiber, which makes the
+ * other nodes stale at once (waitq.h); the fiber unlinks them when it runs.
+ */
+#include "../sync/waitq.h"
+#include "../sys.h"
+
+#include <limits.h>
+#include <stdalign.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CHAN_MAGIC 0x6368616eu /* "chan" */
+#define DEAD_MAGIC 0xdeadf1b0u
+
+struct chan {
+  uint32_t magic;
+  uint32_t closed;
+  size_t elem_size;
+  size_t cap;                /* 0: unbuffered */
+  size_t head;               /* index of the oldest buffered value */
+  size_t count;              /* values buffered, <= cap */
+  unsigned char *buf;        /* cap * elem_size bytes; NULL if that is 0 */
+  struct fib__waitq sendq;
+  struct fib__waitq recvq;
+};
+_Static_assert(sizeof(fib_chan) >= sizeof(struct chan), "chan fits fib_chan");
+_Static_assert(alignof(fib_chan) >= alignof(struct chan), "chan aligned");
+
+static struct chan *chan_of(const fib_chan *ch) {
+  struct chan *c = ch ? (struct chan *)(void *)&((fib_chan *)ch)->opaque : NULL;
+  return c && c->magic == CHAN_MAGIC ? c : NULL;
+}
+
+int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
+  if (!ch || (elem_size && capacity > SIZE_MAX / elem_size))
+    return FIB_EINVAL;
+  struct chan *c = (struct chan *)(void *)&ch->opaque;
+  unsigned char *buf = NULL;
+  if (elem_size && capacity) {
+    buf = fib__sys_malloc(elem_size * capacity);
+    if (!buf)
+      return FIB_ENOMEM;
+  }
+  c->magic = CHAN_MAGIC;
+  c->closed = 0;
+  c->elem_size = elem_size;
+  c->cap = capacity;
+  c->head = c->count = 0;
+  c->buf = buf;
+  fib__waitq_init(&c->sendq);
+  fib__waitq_init(&c->recvq);
+  return 0;
+}
+
+int fib_chan_destroy(fib_chan *ch) {
+  struct chan *c = chan_of(ch);
+  if (!c)
+    return FIB_EINVAL;
+  fib__waitq_purge(&c->sendq);
+  fib__waitq_purge(&c->recvq);
+  if (!fib__waitq_empty(&c->sendq) || !fib__waitq_empty(&c->recvq))
+    return FIB_EBUSY;
+  fib__sys_free(c->buf);
+  c->buf = NULL;
+  c->magic = DEAD_MAGIC;
+  return 0;
+}
+
+size_t fib_chan_len(const fib_chan *ch) {
+  struct chan *c = chan_of(ch);
+  return c ? c->count : 0;
+}
+
+int fib_chan_close(fib_chan *ch) {
+  struct chan *c = chan_of(ch);
+  if (!c)
+    return FIB_EINVAL;
+  if (c->closed)
+    return FIB_EPIPE;
+  c->closed = 1;
+  struct fib__wnode *n;
+  while ((n = fib__waitq_first(&c->recvq)) != NULL)
+    fib__wnode_complete(n, FIB_EPIPE);
+  while ((n = fib__waitq_first(&c->sendq)) != NULL)
+    fib__wnode_complete(n, FIB_EPIPE);
+  return 0;
+}
+
+/* ---- the operations, when they need not wait */
+
+/* Constant-size copies for the common element sizes: the compiler turns
+ * them into one load and store instead of a call to memcpy. */
+static inline void copy(void *dst, const void *src, size_t len) {
+  if (!dst)
+    return;
+  switch (len) {
+  case 8:
+    memcpy(dst, src, 8);
+    break;
+  case 4:
+    memcpy(dst, src, 4);
+    break;
+  case 0:
+    break;
+  default:
+    memcpy(dst, src, len);
+  }
+}
+
+static unsigned char *slot(struct chan *c, size_t i) {
+  size_t k = c->head + i;
+  if (k >= c->cap)
+    k -= c->cap;
+  return c->buf + k * c->elem_size;
+}
+
+static int send_ready(struct chan *c) {
+  return c->closed || c->count < c->cap || fib__waitq_first(&c->recvq);
+}
+
+static int recv_ready(struct chan *c) {
+  return c->count || c->closed || fib__waitq_first(&c->sendq);
+}
+
+/* Send if it need not wait: 1 (and *err: 0 or FIB_EPIPE) or 0. */
+static int try_send(struct chan *c, const void *elem, int *err) {
+  *err = 0;
+  if (c->closed) {
+    *err = FIB_EPIPE;
+    return 1;
+  }
+  struct fib__wnode *n = fib__waitq_first(&c->recvq);
+  if (n) { /* the buffer is empty: hand the value over */
+    copy(n->elem, elem, c->elem_size);
+    fib__wnode_complete(n, 0);
+    return 1;
+  }
+  if (c->count < c->cap) {
+    copy(slot(c, c->count), elem, c->elem_size);
+    c->count++;
+    return 1;
+  }
+  return 0;
+}
+
+/* Receive if it need not wait: 1 (and *err: 0 or FIB_EPIPE) or 0. */
+static int try_recv(struct chan *c, void *out, int *err) {
+  *err = 0;
+  if (c->count) {
+    copy(out, slot(c, 0), c->elem_size);
+    c->count--;
+    if (++c->head == c->cap)
+      c->head = 0;
+    struct fib__wnode *n = fib__waitq_first(&c->sendq);
+    if (n) { /* a slot is free: the longest waiter's value goes in */
+      copy(slot(c, c->count), n->elem, c->elem_size);
+      c->count++;
+      fib__wnode_complete(n, 0);
+    }
+    return 1;
+  }
+  struct fib__wnode *n = fib__waitq_first(&c->sendq);
+  if (n) { /* unbuffered: take it from the sender */
+    copy(out, n->elem, c->elem_size);
+    fib__wnode_complete(n, 0);
+    return 1;
+  }
+  if (c->closed) {
+    *err = FIB_EPIPE;
+    return 1;
+  }
+  return 0;
+}
+
+/* ---- send and receive */
+
+int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
+  struct chan *c = chan_of(ch);
+  if (!c || (!elem && c->elem_size))
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  int err;
+  if (try_send(c, elem, &err))
+    return err;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w, .elem = (void *)(uintptr_t)elem};
+  fib__waitq_push(&c->sendq, &n);
+  err = fib__wait_one(self, &n, deadline_ns);
+  return err ? err : w.result;
+}
+
+int fib_chan_send(fib_chan *ch, const void *elem) {
+  return fib_chan_send_until(ch, elem, FIB__NO_DEADLINE);
+}
+
+int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
+  struct chan *c = chan_of(ch);
+  if (!c)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  int err;
+  if (try_recv(c, out, &err))
+    return err;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w, .elem = out};
+  fib__waitq_push(&c->recvq, &n);
+  err = fib__wait_one(self, &n, deadline_ns);
+  return err ? err : w.result;
+}
+
+int fib_chan_recv(fib_chan *ch, void *out) {
+  return fib_chan_recv_until(ch, out, FIB__NO_DEADLINE);
+}
+
+/* ---- select */
+
+/* xorshift64*, one state per thread (initial-exec TLS, tls.h): cheap, and
+ * plenty for choosing among a handful of cases. Deterministic per thread. */
+static FIB_TLS uint64_t rng_state;
+
+static size_t rand_below(size_t k) {
+  uint64_t x = rng_state;
+  if (!x)
+    x = 0x9e3779b97f4a7c15u;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  rng_state = x;
+  uint64_t r = x * 0x2545f4914f6cdd1du;
+  if (k <= UINT32_MAX) /* Lemire's multiply-shift on the high bits */
+    return (size_t)(((r >> 32) * (uint64_t)k) >> 32);
+  return (size_t)(r % k);
+}
+
+#define SELECT_NODES_ON_STACK 8
+
+int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
+  if ((n && !cases) || n > INT_MAX)
+    return FIB_EINVAL;
+  size_t def = SIZE_MAX, live = 0;
+  for (size_t i = 0; i < n; i++) {
+    fib_select_case *k = &cases[i];
+    struct chan *c;
+    switch (k->op) {
+    case FIB_SELECT_DEFAULT:
+      if (def != SIZE_MAX)
+        return FIB_EINVAL;
+      def = i;
+      break;
+    case FIB_SELECT_SEND:
+    case FIB_SELECT_RECV:
+      if (!k->chan)
+        break; /* never ready */
+      c = chan_of(k->chan);
+      if (!c || (k->op == FIB_SELECT_SEND && !k->elem && c->elem_size))
+        return FIB_EINVAL;
+      live++;
+      break;
+    default:
+      return FIB_EINVAL;
+    }
+  }
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (def == SIZE_MAX && self->cancelled)
+    return FIB_ECANCELED;
+
+  /* Choose uniformly among the ready cases: the k-th ready one replaces
+   * the choice with probability 1/k (reservoir sampling, one pass). */
+  size_t chosen = SIZE_MAX, ready = 0;
+  for (size_t i = 0; i < n; i++) {
+    fib_select_case *k = &cases[i];
+    if (k->op == FIB_SELECT_DEFAULT || !k->chan)
+      continue;
+    struct chan *c = chan_of(k->chan);
+    if (k->op == FIB_SELECT_SEND ? send_ready(c) : recv_ready(c)) {
+      ready++;
+      if (ready == 1 || rand_below(ready) == 0)
+        chosen = i;
+    }
+  }
+  if (chosen != SIZE_MAX) {
+    fib_select_case *k = &cases[chosen];
+    struct chan *c = chan_of(k->chan);
+    if (k->op == FIB_SELECT_SEND)
+      (void)try_send(c, k->elem, &k->err); /* ready: it completes */
+    else
+      (void)try_recv(c, k->elem, &k->err);
+    return (int)chosen;
+  }
+  if (def != SIZE_MAX) {
+    cases[def].err = 0;
+    return (int)def;
+  }
+  if (!live && deadline_ns == FIB__NO_DEADLINE)
+    return FIB_EDEADLK;
+
+  /* Wait on every case at once. */
+  struct fib__wnode on_stack[SELECT_NODES_ON_STACK];
+  struct fib__wnode *nodes = on_stack;
+  if (live > SELECT_NODES_ON_STACK) {
+    nodes = fib__sys_malloc(live * sizeof *nodes);
+    if (!nodes)
+      return FIB_ENOMEM;
+  }
+  struct fib__wait w = {self, 0, 0};
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    fib_select_case *k = &cases[i];
+    if (k->op == FIB_SELECT_DEFAULT || !k->chan)
+      continue;
+    struct chan *c = chan_of(k->chan);
+    struct fib__wnode *nd = &nodes[m++];
+    nd->wait = &w;
+    nd->idx = i;
+    nd->elem = k->elem;
+    fib__waitq_push(k->op == FIB_SELECT_SEND ? &c->sendq : &c->recvq, nd);
+  }
+  int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline_ns);
+  for (size_t j = 0; j < m; j++)
+    if (nodes[j].q)
+      fib__waitq_unlink(&nodes[j]);
+  if (nodes != on_stack)
+    fib__sys_free(nodes);
+  if (err)
+    return err;
+  cases[w.fired].err = w.result;
+  return (int)w.fired;
+}
+
+int fib_select(fib_select_case *cases, size_t n) {
+  return fib_select_until(cases, n, FIB__NO_DEADLINE);
+}

@@ -1,0 +1,440 @@
+/*
+ * sync.c -- mutex, condition variable, semaphore, wait group and once,
+ * built on park/ready (sched/fiber.h) and the wait queues of waitq.h.
+ *
+ * Each public struct (fibers.h) is storage for one of the records below;
+ * `magic` says which, and whether it is initialised: 0 (zero bits) or a
+ * destroyed record's DEAD value is refused with FIB_EINVAL.
+ */
+#include "waitq.h"
+
+#include <stdalign.h>
+#include <stdint.h>
+
+#define DEAD_MAGIC 0xdeadf1b0u
+
+#define CHECK_STORAGE(pub, priv)                                             \
+  _Static_assert(sizeof(pub) >= sizeof(priv), #priv " fits " #pub);          \
+  _Static_assert(alignof(pub) >= alignof(priv), #priv " aligned in " #pub)
+
+/* ------------------------------------------------------------- mutex */
+
+#define MUTEX_MAGIC 0x6d757478u /* "mutx" */
+
+struct mutex {
+  uint32_t magic;
+  struct fib__fiber *owner; /* NULL: unlocked */
+  struct fib__waitq waiters; /* fibers in lock; owner != NULL if any live */
+};
+CHECK_STORAGE(fib_mutex, struct mutex);
+
+static struct mutex *mutex_of(fib_mutex *m) {
+  struct mutex *x = m ? (struct mutex *)(void *)&m->opaque : NULL;
+  return x && x->magic == MUTEX_MAGIC ? x : NULL;
+}
+
+int fib_mutex_init(fib_mutex *m) {
+  if (!m)
+    return FIB_EINVAL;
+  struct mutex *x = (struct mutex *)(void *)&m->opaque;
+  x->magic = MUTEX_MAGIC;
+  x->owner = NULL;
+  fib__waitq_init(&x->waiters);
+  return 0;
+}
+
+int fib_mutex_destroy(fib_mutex *m) {
+  struct mutex *x = mutex_of(m);
+  if (!x)
+    return FIB_EINVAL;
+  fib__waitq_purge(&x->waiters);
+  if (x->owner || !fib__waitq_empty(&x->waiters))
+    return FIB_EBUSY;
+  x->magic = DEAD_MAGIC;
+  return 0;
+}
+
+int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns) {
+  struct mutex *x = mutex_of(m);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  if (!x->owner) {
+    x->owner = self;
+    return 0;
+  }
+  if (x->owner == self)
+    return FIB_EDEADLK;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w};
+  fib__waitq_push(&x->waiters, &n);
+  /* 0: the unlocker made us the owner (hand-off). */
+  return fib__wait_one(self, &n, deadline_ns);
+}
+
+int fib_mutex_lock(fib_mutex *m) {
+  return fib_mutex_lock_until(m, FIB__NO_DEADLINE);
+}
+
+int fib_mutex_trylock(fib_mutex *m) {
+  struct mutex *x = mutex_of(m);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (x->owner)
+    return FIB_EBUSY;
+  x->owner = self;
+  return 0;
+}
+
+/* Hand x to its longest live waiter, or leave it unlocked. */
+static void mutex_release(struct mutex *x) {
+  struct fib__wnode *n = fib__waitq_first(&x->waiters);
+  if (n) {
+    x->owner = n->wait->fiber;
+    fib__wnode_complete(n, 0);
+  } else {
+    x->owner = NULL;
+  }
+}
+
+int fib_mutex_unlock(fib_mutex *m) {
+  struct mutex *x = mutex_of(m);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self || x->owner != self)
+    return FIB_EPERM;
+  mutex_release(x);
+  return 0;
+}
+
+/*
+ * Lock for fib_cond_wait's return: the mutex must be held again whatever
+ * happens, so this wait cannot be cancelled. fib__fiber_park refuses a
+ * cancelled fiber, so the flag is set aside while it waits; a fib_cancel
+ * arriving meanwhile wakes it with FIB_ECANCELED, and it waits again.
+ */
+static void mutex_relock(struct mutex *x, struct fib__fiber *self) {
+  if (!x->owner) {
+    x->owner = self;
+    return;
+  }
+  int cancelled = self->cancelled;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w};
+  for (;;) {
+    self->cancelled = 0;
+    if (!n.q)
+      fib__waitq_push(&x->waiters, &n);
+    int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, FIB__NO_DEADLINE);
+    if (err == 0)
+      break; /* handed over: we own it */
+    cancelled = 1;
+    if (!x->owner) { /* released while we were being woken */
+      if (n.q)
+        fib__waitq_unlink(&n);
+      x->owner = self;
+      break;
+    }
+  }
+  self->cancelled = cancelled;
+}
+
+/* -------------------------------------------------------------- cond */
+
+#define COND_MAGIC 0x636f6e64u /* "cond" */
+
+struct cond {
+  uint32_t magic;
+  struct fib__waitq waiters;
+};
+CHECK_STORAGE(fib_cond, struct cond);
+
+static struct cond *cond_of(fib_cond *c) {
+  struct cond *x = c ? (struct cond *)(void *)&c->opaque : NULL;
+  return x && x->magic == COND_MAGIC ? x : NULL;
+}
+
+int fib_cond_init(fib_cond *c) {
+  if (!c)
+    return FIB_EINVAL;
+  struct cond *x = (struct cond *)(void *)&c->opaque;
+  x->magic = COND_MAGIC;
+  fib__waitq_init(&x->waiters);
+  return 0;
+}
+
+int fib_cond_destroy(fib_cond *c) {
+  struct cond *x = cond_of(c);
+  if (!x)
+    return FIB_EINVAL;
+  fib__waitq_purge(&x->waiters);
+  if (!fib__waitq_empty(&x->waiters))
+    return FIB_EBUSY;
+  x->magic = DEAD_MAGIC;
+  return 0;
+}
+
+int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
+  struct cond *x = cond_of(c);
+  struct mutex *mx = mutex_of(m);
+  if (!x || !mx)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self || mx->owner != self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w};
+  fib__waitq_push(&x->waiters, &n);
+  mutex_release(mx);
+  int err = fib__wait_one(self, &n, deadline_ns);
+  mutex_relock(mx, self);
+  return err;
+}
+
+int fib_cond_wait(fib_cond *c, fib_mutex *m) {
+  return fib_cond_wait_until(c, m, FIB__NO_DEADLINE);
+}
+
+int fib_cond_signal(fib_cond *c) {
+  struct cond *x = cond_of(c);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__wnode *n = fib__waitq_first(&x->waiters);
+  if (n)
+    fib__wnode_complete(n, 0);
+  return 0;
+}
+
+int fib_cond_broadcast(fib_cond *c) {
+  struct cond *x = cond_of(c);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__wnode *n;
+  while ((n = fib__waitq_first(&x->waiters)) != NULL)
+    fib__wnode_complete(n, 0);
+  return 0;
+}
+
+/* --------------------------------------------------------- semaphore */
+
+#define SEM_MAGIC 0x73656d61u /* "sema" */
+
+struct sem {
+  uint32_t magic;
+  uint64_t value;            /* 0 while live waiters exist */
+  struct fib__waitq waiters;
+};
+CHECK_STORAGE(fib_sem, struct sem);
+
+static struct sem *sem_of(const fib_sem *s) {
+  struct sem *x = s ? (struct sem *)(void *)&((fib_sem *)s)->opaque : NULL;
+  return x && x->magic == SEM_MAGIC ? x : NULL;
+}
+
+int fib_sem_init(fib_sem *s, uint64_t value) {
+  if (!s)
+    return FIB_EINVAL;
+  struct sem *x = (struct sem *)(void *)&s->opaque;
+  x->magic = SEM_MAGIC;
+  x->value = value;
+  fib__waitq_init(&x->waiters);
+  return 0;
+}
+
+int fib_sem_destroy(fib_sem *s) {
+  struct sem *x = sem_of(s);
+  if (!x)
+    return FIB_EINVAL;
+  fib__waitq_purge(&x->waiters);
+  if (!fib__waitq_empty(&x->waiters))
+    return FIB_EBUSY;
+  x->magic = DEAD_MAGIC;
+  return 0;
+}
+
+int fib_sem_post(fib_sem *s) {
+  struct sem *x = sem_of(s);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__wnode *n = fib__waitq_first(&x->waiters);
+  if (n) {
+    fib__wnode_complete(n, 0); /* the unit goes straight to it */
+    return 0;
+  }
+  if (x->value == UINT64_MAX)
+    return FIB_EOVERFLOW;
+  x->value++;
+  return 0;
+}
+
+int fib_sem_wait_until(fib_sem *s, uint64_t deadline_ns) {
+  struct sem *x = sem_of(s);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  if (x->value) {
+    x->value--;
+    return 0;
+  }
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w};
+  fib__waitq_push(&x->waiters, &n);
+  return fib__wait_one(self, &n, deadline_ns);
+}
+
+int fib_sem_wait(fib_sem *s) { return fib_sem_wait_until(s, FIB__NO_DEADLINE); }
+
+int fib_sem_trywait(fib_sem *s) {
+  struct sem *x = sem_of(s);
+  if (!x)
+    return FIB_EINVAL;
+  if (!x->value)
+    return FIB_EAGAIN;
+  x->value--;
+  return 0;
+}
+
+uint64_t fib_sem_value(const fib_sem *s) {
+  struct sem *x = sem_of(s);
+  return x ? x->value : 0;
+}
+
+/* -------------------------------------------------------- wait group */
+
+#define WG_MAGIC 0x77677270u /* "wgrp" */
+
+struct wg {
+  uint32_t magic;
+  int64_t count;             /* >= 0; no live waiters while 0 */
+  struct fib__waitq waiters;
+};
+CHECK_STORAGE(fib_wg, struct wg);
+
+static struct wg *wg_of(fib_wg *g) {
+  struct wg *x = g ? (struct wg *)(void *)&g->opaque : NULL;
+  return x && x->magic == WG_MAGIC ? x : NULL;
+}
+
+int fib_wg_init(fib_wg *g) {
+  if (!g)
+    return FIB_EINVAL;
+  struct wg *x = (struct wg *)(void *)&g->opaque;
+  x->magic = WG_MAGIC;
+  x->count = 0;
+  fib__waitq_init(&x->waiters);
+  return 0;
+}
+
+int fib_wg_destroy(fib_wg *g) {
+  struct wg *x = wg_of(g);
+  if (!x)
+    return FIB_EINVAL;
+  fib__waitq_purge(&x->waiters);
+  if (!fib__waitq_empty(&x->waiters))
+    return FIB_EBUSY;
+  x->magic = DEAD_MAGIC;
+  return 0;
+}
+
+int fib_wg_add(fib_wg *g, int64_t delta) {
+  struct wg *x = wg_of(g);
+  if (!x)
+    return FIB_EINVAL;
+  if (delta < 0 && x->count < -delta)
+    return FIB_EINVAL;
+  if (delta > 0 && x->count > INT64_MAX - delta)
+    return FIB_EOVERFLOW;
+  x->count += delta;
+  if (x->count == 0) {
+    struct fib__wnode *n;
+    while ((n = fib__waitq_first(&x->waiters)) != NULL)
+      fib__wnode_complete(n, 0);
+  }
+  return 0;
+}
+
+int fib_wg_done(fib_wg *g) { return fib_wg_add(g, -1); }
+
+int fib_wg_wait_until(fib_wg *g, uint64_t deadline_ns) {
+  struct wg *x = wg_of(g);
+  if (!x)
+    return FIB_EINVAL;
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  if (x->count == 0)
+    return 0;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w};
+  fib__waitq_push(&x->waiters, &n);
+  return fib__wait_one(self, &n, deadline_ns);
+}
+
+int fib_wg_wait(fib_wg *g) { return fib_wg_wait_until(g, FIB__NO_DEADLINE); }
+
+/* -------------------------------------------------------------- once */
+
+enum { ONCE_NEW = 0, ONCE_RUNNING = 1, ONCE_DONE = 2 };
+
+struct once {
+  uint32_t state;            /* ONCE_*; zero bits: not run yet */
+  struct fib__fiber *runner; /* while RUNNING: who runs fn (NULL: no fiber) */
+  struct fib__waitq waiters; /* fibers waiting for fn to return */
+};
+CHECK_STORAGE(fib_once, struct once);
+
+int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
+                        uint64_t deadline_ns) {
+  if (!o || !fn)
+    return FIB_EINVAL;
+  struct once *x = (struct once *)(void *)&o->opaque;
+  struct fib__fiber *self = fib__fiber_self();
+  switch (x->state) {
+  case ONCE_DONE:
+    return 0;
+  case ONCE_NEW:
+    x->state = ONCE_RUNNING;
+    x->runner = self;
+    fn(arg);
+    x->state = ONCE_DONE;
+    x->runner = NULL;
+    struct fib__wnode *n;
+    while ((n = fib__waitq_first(&x->waiters)) != NULL)
+      fib__wnode_complete(n, 0);
+    return 0;
+  case ONCE_RUNNING:
+    break;
+  default:
+    return FIB_EINVAL; /* not a fib_once */
+  }
+  if (x->runner == self) /* also outside fibers: NULL == NULL */
+    return FIB_EDEADLK;
+  if (!self)
+    return FIB_EPERM;
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w};
+  fib__waitq_push(&x->waiters, &n);
+  return fib__wait_one(self, &n, deadline_ns);
+}
+
+int fib_once_call(fib_once *o, void (*fn)(void *), void *arg) {
+  return fib_once_call_until(o, fn, arg, FIB__NO_DEADLINE);
+}

@@ -1,0 +1,131 @@
+/*
+ * waitq.h -- wait queues for the blocking primitives (src/sync/, src/chan/).
+ *
+ * A wait queue is an intrusive, doubly linked FIFO of nodes that live on
+ * the waiting fibers' stacks, so waiting never allocates. One blocking call
+ * is one `struct fib__wait` (the fiber, and what woke it) and one node per
+ * queue it waits on: one for a lock or a single send/receive, one per case
+ * for fib_select.
+ *
+ * The park/ready contract as these primitives use it (fiber.h):
+ *
+ *   - A fiber links its node(s) and then parks in BLOCKED, with no switch in
+ *     between, so no wake-up can come before the park.
+ *   - A node is *claimable* only while its fiber is BLOCKED. A waker that
+ *     completes a node sets wait->fired and wait->result, unlinks the node
+ *     and readies the fiber; the fiber is then READY, so every other node of
+ *     the same wait (the other cases of a select) stops being claimable at
+ *     once, and no second waker can complete it.
+ *   - A timeout or fib_cancel also readies the fiber (park returns
+ *     FIB_ETIMEDOUT / FIB_ECANCELED) but leaves its nodes linked. They are
+ *     not claimable any more: a waker that meets one unlinks it and looks at
+ *     the next ("stale" nodes). When the fiber runs again it unlinks whatever
+ *     is still linked (node->q != NULL) before it does anything else.
+ *   - So a node is completed at most once, and a fiber whose park returned
+ *     an error was never completed: a timed-out lock was not handed over, a
+ *     timed-out send did not deliver its value.
+ */
+#ifndef FIB_SYNC_WAITQ_H
+#define FIB_SYNC_WAITQ_H
+
+#include "../sched/fiber.h"
+
+#include <stddef.h>
+
+/* One blocking call of one fiber. */
+struct fib__wait {
+  struct fib__fiber *fiber; /* the parked fiber */
+  size_t fired;             /* index of the node that completed it */
+  int result;               /* what the completer reports (0, FIB_EPIPE) */
+};
+
+struct fib__waitq;
+
+struct fib__wnode {
+  struct fib__wnode *next, *prev; /* valid while q != NULL */
+  struct fib__waitq *q;           /* the queue it is on; NULL when unlinked */
+  struct fib__wait *wait;         /* the call it belongs to */
+  size_t idx;                     /* its case index (select), else 0 */
+  void *elem;                     /* channels: value to send / slot to fill */
+};
+
+struct fib__waitq {
+  struct fib__wnode *head, *tail; /* NULL when empty */
+};
+
+static inline void fib__waitq_init(struct fib__waitq *q) {
+  q->head = q->tail = NULL;
+}
+
+static inline int fib__waitq_empty(const struct fib__waitq *q) {
+  return q->head == NULL;
+}
+
+static inline void fib__waitq_push(struct fib__waitq *q, struct fib__wnode *n) {
+  n->q = q;
+  n->next = NULL;
+  n->prev = q->tail;
+  if (q->tail)
+    q->tail->next = n;
+  else
+    q->head = n;
+  q->tail = n;
+}
+
+static inline void fib__waitq_unlink(struct fib__wnode *n) {
+  struct fib__waitq *q = n->q;
+  if (n->prev)
+    n->prev->next = n->next;
+  else
+    q->head = n->next;
+  if (n->next)
+    n->next->prev = n->prev;
+  else
+    q->tail = n->prev;
+  n->q = NULL;
+}
+
+static inline int fib__wnode_claimable(const struct fib__wnode *n) {
+  return n->wait->fiber->state == FIB_FIBER_BLOCKED;
+}
+
+/* The first claimable node, unlinking the stale ones in front of it. */
+static inline struct fib__wnode *fib__waitq_first(struct fib__waitq *q) {
+  struct fib__wnode *n;
+  while ((n = q->head) != NULL && !fib__wnode_claimable(n))
+    fib__waitq_unlink(n);
+  return n;
+}
+
+/* Unlink every stale node (for destroy: only live waiters make it busy). */
+static inline void fib__waitq_purge(struct fib__waitq *q) {
+  struct fib__wnode *n = q->head;
+  while (n) {
+    struct fib__wnode *next = n->next;
+    if (!fib__wnode_claimable(n))
+      fib__waitq_unlink(n);
+    n = next;
+  }
+}
+
+/* Complete a claimable node: its fiber's park returns 0 and it finds
+ * `result` in its wait. */
+static inline void fib__wnode_complete(struct fib__wnode *n, int result) {
+  struct fib__wait *w = n->wait;
+  w->fired = n->idx;
+  w->result = result;
+  fib__waitq_unlink(n);
+  fib__fiber_ready(w->fiber);
+}
+
+/* Park `self` on one node already linked; on an error return the node is
+ * off its queue. */
+static inline int fib__wait_one(struct fib__fiber *self, struct fib__wnode *n,
+                                uint64_t deadline) {
+  int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline);
+  if (err && n->q)
+    fib__waitq_unlink(n);
+  return err;
+}
+
+#endif

@@ -1,0 +1,566 @@
+/* test_chan.c -- channels and select: rendezvous, buffering, close, every
+ * timeout and cancellation path, select's choice among ready cases,
+ * misuse, stress, allocation failures and leaks. */
+#include "harness.h"
+
+#include <fibers.h>
+
+#include "sys.h"
+
+#include <malloc.h>
+#include <stdint.h>
+
+#define MS 1000000ull
+
+static void run_main(fib_fn fn, void *arg) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, fn, arg, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static fib_id spawn(fib_fn fn, void *arg) {
+  fib_id id;
+  CHECK_OK(fib_spawn(NULL, fn, arg, NULL, &id));
+  return id;
+}
+
+static int join_int(fib_id id) {
+  void *r;
+  CHECK_OK(fib_join(id, &r));
+  return (int)(intptr_t)r;
+}
+
+static fib_chan ch, ch2;
+static int log_[256], nlog;
+
+/* ---- unbuffered */
+
+static void *sender(void *arg) {
+  int n = (int)(intptr_t)arg;
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(fib_chan_send(&ch, &i));
+    log_[nlog++] = i; /* sent */
+  }
+  return NULL;
+}
+
+static void *unbuffered_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  fib_id s = spawn(sender, (void *)3);
+  for (int i = 0; i < 3; i++) {
+    for (int k = 0; k < 3; k++) /* a rendezvous: no receiver, no send */
+      CHECK_OK(fib_yield());
+    CHECK_EQ(nlog, i);
+    int v = -1;
+    CHECK_OK(fib_chan_recv(&ch, &v));
+    CHECK_EQ(v, i);
+  }
+  CHECK_OK(fib_join(s, NULL));
+  CHECK_EQ(nlog, 3);
+  CHECK_EQ(fib_chan_len(&ch), 0);
+  CHECK_OK(fib_chan_destroy(&ch));
+  return NULL;
+}
+
+TEST(unbuffered_is_a_rendezvous) { run_main(unbuffered_main, NULL); }
+
+/* ---- buffered */
+
+static void *buffered_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 4));
+  for (int i = 0; i < 4; i++)
+    CHECK_OK(fib_chan_send(&ch, &i)); /* no waiting */
+  CHECK_EQ(fib_chan_len(&ch), 4);
+  CHECK_EQ(fib_chan_send_until(&ch, &(int){9}, fib_now_ns() + MS),
+           FIB_ETIMEDOUT); /* full */
+  fib_id s = spawn(sender, (void *)3); /* sends 0,1,2: waits */
+  CHECK_OK(fib_yield());
+  for (int i = 0; i < 4; i++) {
+    int v;
+    CHECK_OK(fib_chan_recv(&ch, &v));
+    CHECK_EQ(v, i);
+  }
+  for (int i = 0; i < 3; i++) { /* FIFO through the buffer */
+    int v;
+    CHECK_OK(fib_chan_recv(&ch, &v));
+    CHECK_EQ(v, i);
+  }
+  CHECK_OK(fib_join(s, NULL));
+  CHECK_EQ(fib_chan_recv_until(&ch, NULL, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  /* the value of the timed-out send (9) was never sent */
+  CHECK_EQ(fib_chan_len(&ch), 0);
+  CHECK_OK(fib_chan_destroy(&ch));
+  return NULL;
+}
+
+TEST(buffered_fifo_full_and_empty) { run_main(buffered_main, NULL); }
+
+/* ---- close */
+
+static void *recv_result(void *arg) {
+  (void)arg;
+  int v;
+  return (void *)(intptr_t)fib_chan_recv(&ch, &v);
+}
+
+static void *send_result(void *arg) {
+  (void)arg;
+  return (void *)(intptr_t)fib_chan_send(&ch, &(int){7});
+}
+
+static void *close_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 2));
+  CHECK_OK(fib_chan_send(&ch, &(int){1}));
+  CHECK_OK(fib_chan_send(&ch, &(int){2}));
+  CHECK_OK(fib_chan_close(&ch));
+  CHECK_EQ(fib_chan_close(&ch), FIB_EPIPE);
+  CHECK_EQ(fib_chan_send(&ch, &(int){3}), FIB_EPIPE);
+  int v;
+  CHECK_OK(fib_chan_recv(&ch, &v)); /* drain */
+  CHECK_EQ(v, 1);
+  CHECK_OK(fib_chan_recv(&ch, &v));
+  CHECK_EQ(v, 2);
+  CHECK_EQ(fib_chan_recv(&ch, &v), FIB_EPIPE);
+  CHECK_EQ(fib_chan_recv(&ch, &v), FIB_EPIPE);
+  CHECK_OK(fib_chan_destroy(&ch));
+  /* waiting receivers and senders get FIB_EPIPE when it closes */
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  fib_id r1 = spawn(recv_result, NULL), r2 = spawn(recv_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_chan_close(&ch));
+  CHECK_OK(fib_chan_destroy(&ch)); /* nobody waits any more */
+  CHECK_EQ(join_int(r1), FIB_EPIPE);
+  CHECK_EQ(join_int(r2), FIB_EPIPE);
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  fib_id s1 = spawn(send_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_chan_close(&ch));
+  CHECK_EQ(join_int(s1), FIB_EPIPE);
+  CHECK_OK(fib_chan_destroy(&ch));
+  return NULL;
+}
+
+TEST(close_drains_then_reports_closed) { run_main(close_main, NULL); }
+
+/* ---- timeouts and cancellation */
+
+static void *send_until_result(void *arg) {
+  uint64_t d = (uint64_t)(uintptr_t)arg;
+  return (void *)(intptr_t)fib_chan_send_until(&ch, &(int){5},
+                                                fib_now_ns() + d);
+}
+
+static void *cancel_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  /* unbuffered send_until: times out, nothing delivered */
+  CHECK_EQ(join_int(spawn(send_until_result, (void *)(uintptr_t)MS)),
+           FIB_ETIMEDOUT);
+  CHECK_EQ(fib_chan_recv_until(&ch, NULL, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  CHECK_EQ(fib_chan_recv_until(&ch, NULL, 0), FIB_ETIMEDOUT);
+  /* cancel a blocked receiver and a blocked sender */
+  fib_id r = spawn(recv_result, NULL), s = spawn(send_result, NULL);
+  CHECK_OK(fib_yield());
+  /* they are a pair on one unbuffered channel: one of them completed */
+  CHECK_EQ(join_int(r), 0);
+  CHECK_EQ(join_int(s), 0);
+  r = spawn(recv_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_EQ(fib_chan_destroy(&ch), FIB_EBUSY);
+  CHECK_OK(fib_cancel(NULL, r));
+  CHECK_OK(fib_chan_destroy(&ch)); /* the cancelled waiter no longer counts */
+  CHECK_EQ(join_int(r), FIB_ECANCELED);
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  s = spawn(send_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_cancel(NULL, s));
+  CHECK_EQ(fib_chan_recv_until(&ch, NULL, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  CHECK_EQ(join_int(s), FIB_ECANCELED);
+  CHECK_OK(fib_chan_destroy(&ch));
+  return NULL;
+}
+
+TEST(timeouts_and_cancellation_take_the_waiter_off) {
+  run_main(cancel_main, NULL);
+}
+
+static void *cancelled_self(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_cancel(NULL, fib_self()));
+  int v = 1;
+  /* a value is buffered and there is room, yet: cancelled */
+  CHECK_EQ(fib_chan_recv(&ch, &v), FIB_ECANCELED);
+  CHECK_EQ(fib_chan_send(&ch, &v), FIB_ECANCELED);
+  fib_select_case c[2] = {{FIB_SELECT_RECV, &ch, &v, 0},
+                          {FIB_SELECT_DEFAULT, NULL, NULL, 0}};
+  CHECK_EQ(fib_select(c, 1), FIB_ECANCELED);
+  CHECK_EQ(fib_select(c, 2), 0); /* with a default it never waits: works */
+  CHECK_EQ(v, 42);
+  CHECK_OK(fib_chan_close(&ch)); /* non-waiting calls work */
+  return NULL;
+}
+
+static void *fill(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_send(&ch, &(int){42}));
+  return NULL;
+}
+
+TEST(cancelled_fiber_gets_ecanceled_at_once) {
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 2));
+  CHECK_EQ(fib_chan_send(&ch, &(int){1}), FIB_EPERM); /* not in a fiber */
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, fill, NULL, NULL, NULL)); /* runs first */
+  CHECK_OK(fib_spawn(rt, cancelled_self, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_chan_destroy(&ch));
+}
+
+/* ---- select */
+
+static void *select_main(void *arg) {
+  (void)arg;
+  int a = 0, b = 0;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 1));
+  CHECK_OK(fib_chan_init(&ch2, sizeof(int), 0));
+  fib_select_case c[3] = {{FIB_SELECT_RECV, &ch, &a, -1},
+                          {FIB_SELECT_RECV, &ch2, &b, -1},
+                          {FIB_SELECT_DEFAULT, NULL, NULL, -1}};
+  CHECK_EQ(fib_select(c, 3), 2); /* nothing ready: default */
+  CHECK_EQ(c[2].err, 0);
+  CHECK_EQ(fib_select_until(c, 2, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  CHECK_EQ(fib_select_until(c, 2, 0), FIB_ETIMEDOUT);
+  /* send case ready (room in the buffer) */
+  fib_select_case s[2] = {{FIB_SELECT_SEND, &ch, &(int){11}, -1},
+                          {FIB_SELECT_SEND, &ch2, &(int){22}, -1}};
+  CHECK_EQ(fib_select(s, 2), 0);
+  CHECK_EQ(s[0].err, 0);
+  CHECK_EQ(fib_select(c, 3), 0);
+  CHECK_EQ(a, 11);
+  /* block on both; a sender on ch2 completes it */
+  fib_id t = spawn(send_result, NULL); /* sends 7 on ch (buffered): at once */
+  CHECK_OK(fib_join(t, NULL));
+  CHECK_EQ(fib_select(c, 2), 0);
+  CHECK_EQ(a, 7);
+  /* a NULL channel is never ready; nothing else: would wait forever */
+  fib_select_case none[1] = {{FIB_SELECT_RECV, NULL, NULL, -1}};
+  CHECK_EQ(fib_select(none, 1), FIB_EDEADLK);
+  CHECK_EQ(fib_select(NULL, 0), FIB_EDEADLK);
+  CHECK_EQ(fib_select_until(none, 1, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  /* closed: a receive case is ready with FIB_EPIPE, so is a send case */
+  CHECK_OK(fib_chan_close(&ch2));
+  c[0].chan = NULL;
+  CHECK_EQ(fib_select(c, 2), 1);
+  CHECK_EQ(c[1].err, FIB_EPIPE);
+  CHECK_EQ(fib_select(s + 1, 1), 0);
+  CHECK_EQ(s[1].err, FIB_EPIPE);
+  /* bad cases */
+  fib_select_case bad[2] = {{FIB_SELECT_DEFAULT, NULL, NULL, 0},
+                            {FIB_SELECT_DEFAULT, NULL, NULL, 0}};
+  CHECK_EQ(fib_select(bad, 2), FIB_EINVAL);
+  bad[0].op = (fib_select_op)9;
+  CHECK_EQ(fib_select(bad, 1), FIB_EINVAL);
+  bad[0] = (fib_select_case){FIB_SELECT_SEND, &ch, NULL, 0};
+  CHECK_EQ(fib_select(bad, 1), FIB_EINVAL); /* NULL value, elem_size 4 */
+  CHECK_EQ(fib_select(NULL, 1), FIB_EINVAL);
+  CHECK_OK(fib_chan_destroy(&ch));
+  CHECK_OK(fib_chan_destroy(&ch2));
+  bad[0] = (fib_select_case){FIB_SELECT_RECV, &ch, NULL, 0};
+  CHECK_EQ(fib_select(bad, 1), FIB_EINVAL); /* destroyed */
+  return NULL;
+}
+
+TEST(select_default_ready_closed_timeout_and_misuse) {
+  run_main(select_main, NULL);
+}
+
+/* many cases (more than fit on the stack), woken by a peer, and the
+ * other cases' wait records are gone afterwards */
+#define MANY 20
+static fib_chan many[MANY];
+
+static void *many_sender(void *arg) {
+  int k = (int)(intptr_t)arg;
+  CHECK_OK(fib_chan_send(&many[k], &k));
+  return NULL;
+}
+
+static void *select_many_main(void *arg) {
+  (void)arg;
+  fib_select_case c[MANY];
+  int got[MANY];
+  for (int i = 0; i < MANY; i++) {
+    CHECK_OK(fib_chan_init(&many[i], sizeof(int), 0));
+    c[i] = (fib_select_case){FIB_SELECT_RECV, &many[i], &got[i], -1};
+  }
+  for (int round = 0; round < 3; round++) {
+    int k = (round * 7 + 3) % MANY;
+    fib_id t = spawn(many_sender, (void *)(intptr_t)k);
+    CHECK_EQ(fib_select(c, MANY), k); /* waits, then the sender comes */
+    CHECK_EQ(got[k], k);
+    CHECK_OK(fib_join(t, NULL));
+  }
+  for (int i = 0; i < MANY; i++)
+    CHECK_OK(fib_chan_destroy(&many[i])); /* no stale waiter left */
+  return NULL;
+}
+
+TEST(select_over_many_cases_waits_and_cleans_up) {
+  run_main(select_many_main, NULL);
+}
+
+static void *recv_one_from_1(void *arg) {
+  (void)arg;
+  int v;
+  CHECK_OK(fib_chan_recv(&many[1], &v));
+  return (void *)(intptr_t)v;
+}
+
+static void *select_send_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&many[0], sizeof(int), 0));
+  CHECK_OK(fib_chan_init(&many[1], sizeof(int), 0));
+  fib_select_case s[2] = {{FIB_SELECT_SEND, &many[0], &(int){99}, -1},
+                          {FIB_SELECT_SEND, &many[1], &(int){98}, -1}};
+  fib_id r = spawn(recv_one_from_1, NULL);
+  CHECK_EQ(fib_select(s, 2), 1);
+  CHECK_EQ(s[1].err, 0);
+  CHECK_EQ(join_int(r), 98);
+  CHECK_OK(fib_chan_destroy(&many[0]));
+  CHECK_OK(fib_chan_destroy(&many[1]));
+  return NULL;
+}
+
+TEST(select_send_case_completed_by_a_receiver) {
+  run_main(select_send_main, NULL);
+}
+
+static void *select_cancel_target(void *arg) {
+  (void)arg;
+  fib_select_case c[2] = {{FIB_SELECT_RECV, &ch, NULL, -1},
+                          {FIB_SELECT_SEND, &ch2, &(int){1}, -1}};
+  return (void *)(intptr_t)fib_select(c, 2);
+}
+
+static void *select_cancel_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  CHECK_OK(fib_chan_init(&ch2, sizeof(int), 0));
+  fib_id t = spawn(select_cancel_target, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_cancel(NULL, t));
+  /* it is stale on both channels: nobody takes its send */
+  CHECK_EQ(fib_chan_recv_until(&ch2, NULL, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  CHECK_EQ(join_int(t), FIB_ECANCELED);
+  CHECK_OK(fib_chan_destroy(&ch));
+  CHECK_OK(fib_chan_destroy(&ch2));
+  return NULL;
+}
+
+TEST(select_cancelled_while_waiting) { run_main(select_cancel_main, NULL); }
+
+/* Uniform choice: 4 cases always ready, 40,000 selects, each case chosen
+ * between 20% and 30% of the time (expected 25%, sd ~0.2%). */
+static void *uniform_main(void *arg) {
+  (void)arg;
+  fib_chan c4[4];
+  fib_select_case c[4];
+  long count[4] = {0};
+  int v;
+  for (int i = 0; i < 4; i++) {
+    CHECK_OK(fib_chan_init(&c4[i], sizeof(int), 1));
+    CHECK_OK(fib_chan_send(&c4[i], &i));
+    c[i] = (fib_select_case){FIB_SELECT_RECV, &c4[i], &v, -1};
+  }
+  for (int k = 0; k < 40000; k++) {
+    int i = fib_select(c, 4);
+    CHECK(i >= 0 && i < 4);
+    CHECK_EQ(v, i);
+    count[i]++;
+    CHECK_OK(fib_chan_send(&c4[i], &i)); /* ready again */
+  }
+  for (int i = 0; i < 4; i++) {
+    CHECK(count[i] >= 8000);
+    CHECK(count[i] <= 12000);
+    CHECK_OK(fib_chan_destroy(&c4[i])); /* drops the buffered value */
+  }
+  return NULL;
+}
+
+TEST(select_chooses_uniformly_among_ready_cases) {
+  run_main(uniform_main, NULL);
+}
+
+/* ---- stress: a chain of thousands of fibers, and many producers and
+ * consumers on one buffered channel */
+
+static void *relay(void *arg) {
+  fib_chan *in = arg, *out = in + 1;
+  long v;
+  while (fib_chan_recv(in, &v) == 0)
+    CHECK_OK(fib_chan_send(out, &(long){v + 1}));
+  CHECK_OK(fib_chan_close(out));
+  return NULL;
+}
+
+static long stress_n;
+static fib_chan work;
+static long sum_in, sum_out;
+static fib_wg producers;
+
+static void *producer(void *arg) {
+  long base = (long)(intptr_t)arg;
+  for (long i = 0; i < 20; i++) {
+    long v = base * 20 + i;
+    sum_in += v;
+    CHECK_OK(fib_chan_send(&work, &v));
+  }
+  CHECK_OK(fib_wg_done(&producers));
+  return NULL;
+}
+
+static void *consumer(void *arg) {
+  (void)arg;
+  long v;
+  while (fib_chan_recv(&work, &v) == 0)
+    sum_out += v;
+  return NULL;
+}
+
+static void *stress_main(void *arg) {
+  (void)arg;
+  long n = stress_n;
+  fib_chan *chain = malloc((size_t)(n + 1) * sizeof *chain);
+  CHECK(chain != NULL);
+  for (long i = 0; i <= n; i++)
+    CHECK_OK(fib_chan_init(&chain[i], sizeof(long), (size_t)(i % 3)));
+  for (long i = 0; i < n; i++)
+    CHECK_OK(fib_spawn(NULL, relay, &chain[i],
+                       &(fib_attr){.flags = FIB_DETACHED}, NULL));
+  for (long k = 0; k < 10; k++) {
+    CHECK_OK(fib_chan_send(&chain[0], &k));
+    long v;
+    CHECK_OK(fib_chan_recv(&chain[n], &v));
+    CHECK_EQ(v, k + n);
+  }
+  CHECK_OK(fib_chan_close(&chain[0]));
+  CHECK_EQ(fib_chan_recv(&chain[n], NULL), FIB_EPIPE);
+  CHECK_OK(fib_yield()); /* the relays finish */
+  for (long i = 0; i <= n; i++)
+    CHECK_OK(fib_chan_destroy(&chain[i]));
+  free(chain);
+
+  CHECK_OK(fib_chan_init(&work, sizeof(long), 16));
+  CHECK_OK(fib_wg_init(&producers));
+  CHECK_OK(fib_wg_add(&producers, n));
+  fib_id cons[8];
+  for (int i = 0; i < 8; i++)
+    cons[i] = spawn(consumer, NULL);
+  for (long i = 0; i < n; i++)
+    CHECK_OK(fib_spawn(NULL, producer, (void *)(intptr_t)i,
+                       &(fib_attr){.flags = FIB_DETACHED}, NULL));
+  CHECK_OK(fib_wg_wait(&producers));
+  CHECK_OK(fib_chan_close(&work));
+  for (int i = 0; i < 8; i++)
+    CHECK_OK(fib_join(cons[i], NULL));
+  CHECK_EQ(sum_out, sum_in);
+  CHECK_EQ(sum_in, (20 * n) * (20 * n - 1) / 2);
+  CHECK_OK(fib_chan_destroy(&work));
+  CHECK_OK(fib_wg_destroy(&producers));
+  return NULL;
+}
+
+TEST(stress_thousands_of_fibers) {
+  stress_n = scaled(3000);
+  run_main(stress_main, NULL);
+}
+
+/* ---- misuse, allocation failures, leaks */
+
+TEST(misuse_gets_error_codes) {
+  fib_chan z = {{{0}}};
+  CHECK_EQ(fib_chan_send(&z, &(int){1}), FIB_EINVAL); /* never initialised */
+  CHECK_EQ(fib_chan_recv(&z, NULL), FIB_EINVAL);
+  CHECK_EQ(fib_chan_close(&z), FIB_EINVAL);
+  CHECK_EQ(fib_chan_destroy(&z), FIB_EINVAL);
+  CHECK_EQ(fib_chan_len(&z), 0);
+  CHECK_EQ(fib_chan_init(NULL, 4, 1), FIB_EINVAL);
+  CHECK_EQ(fib_chan_init(&z, SIZE_MAX / 2, 3), FIB_EINVAL); /* overflow */
+  CHECK_OK(fib_chan_init(&z, 0, 5)); /* empty elements: allowed */
+  CHECK_EQ(fib_chan_send(&z, NULL), FIB_EPERM);
+  CHECK_OK(fib_chan_destroy(&z));
+  CHECK_EQ(fib_chan_destroy(&z), FIB_EINVAL); /* destroyed twice */
+  CHECK_EQ(fib_chan_send(&z, NULL), FIB_EINVAL); /* used after destroy */
+  CHECK_OK(fib_chan_init(&z, 8, 0));
+  CHECK_EQ(fib_chan_send(&z, NULL), FIB_EINVAL); /* NULL with elem_size 8 */
+  CHECK_EQ(fib_chan_recv(&z, NULL), FIB_EPERM);
+  fib_select_case c[1] = {{FIB_SELECT_RECV, &z, NULL, 0}};
+  CHECK_EQ(fib_select(c, 1), FIB_EPERM);
+  CHECK_OK(fib_chan_destroy(&z));
+}
+
+TEST(init_fails_cleanly_under_malloc_failure) {
+  for (size_t cap = 0; cap <= 8; cap += 8) {
+    int ok = 0;
+    for (long nth = 1; !ok && nth < 10; nth++) {
+      fib_chan c = {{{0}}};
+      fib__fault_inject(FIB_FAULT_MALLOC, nth, 0);
+      int err = fib_chan_init(&c, sizeof(long), cap);
+      long calls = fib__fault_calls();
+      fib__fault_inject(0, 0, 0);
+      if (err) {
+        CHECK_EQ(err, FIB_ENOMEM);
+        CHECK_EQ(fib_chan_len(&c), 0);
+        CHECK_EQ(fib_chan_destroy(&c), FIB_EINVAL); /* not initialised */
+        CHECK(calls >= nth);
+      } else {
+        ok = 1;
+        CHECK(calls < nth); /* it succeeded because nothing failed */
+        CHECK_OK(fib_chan_destroy(&c));
+      }
+    }
+    CHECK(ok);
+  }
+}
+
+static void *leak_round(void *arg) {
+  (void)arg;
+  fib_chan c[MANY];
+  fib_select_case s[MANY];
+  for (int i = 0; i < MANY; i++) {
+    CHECK_OK(fib_chan_init(&c[i], 64, (size_t)i));
+    s[i] = (fib_select_case){FIB_SELECT_RECV, &c[i], NULL, 0};
+  }
+  CHECK_EQ(fib_select_until(s, MANY, 0), FIB_ETIMEDOUT); /* malloc'd nodes */
+  for (int i = 0; i < MANY; i++)
+    CHECK_OK(fib_chan_destroy(&c[i]));
+  return NULL;
+}
+
+TEST(nothing_leaks) {
+  for (int i = 0; i < 50; i++) /* warm: the runtime's own caches settle */
+    run_main(leak_round, NULL);
+  size_t before = mallinfo2().uordblks;
+  for (int i = 0; i < 50; i++)
+    run_main(leak_round, NULL);
+  CHECK_EQ(mallinfo2().uordblks, before);
+}
+
+TEST_MAIN(T(unbuffered_is_a_rendezvous), T(buffered_fifo_full_and_empty),
+          T(close_drains_then_reports_closed),
+          T(timeouts_and_cancellation_take_the_waiter_off),
+          T(cancelled_fiber_gets_ecanceled_at_once),
+          T(select_default_ready_closed_timeout_and_misuse),
+          T(select_over_many_cases_waits_and_cleans_up),
+          T(select_send_case_completed_by_a_receiver),
+          T(select_cancelled_while_waiting),
+          T(select_chooses_uniformly_among_ready_cases),
+          T(stress_thousands_of_fibers), T(misuse_gets_error_codes),
+          T(init_fails_cleanly_under_malloc_failure), T(nothing_leaks))
