@@ -1,7 +1,7 @@
 /* test_chan.c -- channels and select: rendezvous, buffering, close, every
  * timeout and cancellation path, select's choice among ready cases,
  * misuse, stress, allocation failures and leaks. */
-#include "harness.h"
+#include "fiber_helpers.h"
 
 #include <fibers.h>
 
@@ -10,27 +10,6 @@
 #include <malloc.h>
 #include <stdint.h>
 
-#define MS 1000000ull
-
-static void run_main(fib_fn fn, void *arg) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, fn, arg, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
-}
-
-static fib_id spawn(fib_fn fn, void *arg) {
-  fib_id id;
-  CHECK_OK(fib_spawn(NULL, fn, arg, NULL, &id));
-  return id;
-}
-
-static int join_int(fib_id id) {
-  void *r;
-  CHECK_OK(fib_join(id, &r));
-  return (int)(intptr_t)r;
-}
 
 static fib_chan ch, ch2;
 static int log_[256], nlog;
