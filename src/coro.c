@@ -4,10 +4,7 @@
 #include "sanitize.h"
 #include "sys.h"
 
-/* Read afresh after every switch, never cached across one: see tls.h. */
-FIB_TLS fib_coro *fib__tl_current_coro;
-
-fib_coro *fib_coro_current(void) { return fib__tl_current_coro; }
+fib_coro *fib_coro_current(void) { return fib__coro_self(); }
 
 /* ---- sanitizer hooks (sanitize.h): compiled in only under ASan or TSan */
 
@@ -106,8 +103,7 @@ static inline int coro_switch(const fib_coro *fp, fib_coro *from,
 /* Make `co` the running coroutine of this thread. */
 static inline void enter(fib_coro *co) {
   co->status = FIB_CORO_RUNNING;
-  fib__tl_current_coro = co;
-  fib__stack_set_running(co->stack);
+  fib__coro_set_self(co);
 }
 
 /* `co` stops running: give the thread back to its resumer. */
@@ -115,18 +111,14 @@ static inline void leave(fib_coro *co, void *value) {
   fib_coro *prev = co->resumer;
   if (co->out)
     *co->out = value;
-  fib__tl_current_coro = prev;
-  if (prev) {
+  fib__coro_set_self(prev);
+  if (prev)
     prev->status = FIB_CORO_RUNNING;
-    fib__stack_set_running(prev->stack);
-  } else {
-    fib__stack_set_running(NULL);
-  }
 }
 
 static void coro_entry(void *unused) {
   (void)unused;
-  fib_coro *co = fib__tl_current_coro;
+  fib_coro *co = fib__coro_self();
 #if FIB_SAN_HOOKS
   san_finish(co); /* a new context: no fake stack to restore yet */
 #endif
@@ -186,17 +178,8 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
 }
 
-int fib_coro_resume(fib_coro *co, void *in, void **out) {
-  if (!co)
-    return FIB_EINVAL;
-  if (co->status != FIB_CORO_SUSPENDED)
-    return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
-
-  fib_coro *prev = fib__tl_current_coro;
-  if (!prev) /* a coroutine may be resumed on a thread that never made one */
-    (void)fib__overflow_prepare_thread();
-  else
-    prev->status = FIB_CORO_NORMAL;
+/* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
+static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
   co->resumer = prev;
   co->out = out;
   if (co->in)
@@ -204,6 +187,30 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
   return coro_switch(co, prev, co, 0, &co->resumer_sp, co->sp);
+}
+
+/* The first resume on a thread that never made a coroutine: put the
+ * overflow handler's stack in place (best effort; a failure here only
+ * means an overflow there would not be named). Out of line, so that the
+ * hot path saves no registers around the call. */
+__attribute__((noinline, cold)) static int
+resume_on_new_thread(fib_coro *co, void *in, void **out) {
+  (void)fib__overflow_setup_thread();
+  return resume(co, NULL, in, out);
+}
+
+int fib_coro_resume(fib_coro *co, void *in, void **out) {
+  if (!co)
+    return FIB_EINVAL;
+  if (co->status != FIB_CORO_SUSPENDED)
+    return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
+
+  fib_coro *prev = fib__coro_self();
+  if (prev)
+    prev->status = FIB_CORO_NORMAL;
+  else if (!fib__tl_overflow_ready)
+    return resume_on_new_thread(co, in, out);
+  return resume(co, prev, in, out);
 }
 
 int fib__coro_transfer(fib_coro *from, fib_coro *to) {
@@ -219,8 +226,21 @@ int fib__coro_transfer(fib_coro *from, fib_coro *to) {
   return coro_switch(to, from, to, 0, &from->sp, to->sp);
 }
 
+_Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
+  to->resumer = from->resumer;
+  to->resumer_sp = from->resumer_sp;
+  to->out = from->out;
+  if (to->in)
+    *to->in = NULL;
+  from->in = NULL;
+  from->status = FIB_CORO_DEAD;
+  enter(to);
+  (void)coro_switch(to, from, to, 1, &from->sp, to->sp);
+  fib__fatal("a finished coroutine was switched to"); /* cannot happen */
+}
+
 int fib_coro_yield(void *value, void **in) {
-  fib_coro *co = fib__tl_current_coro;
+  fib_coro *co = fib__coro_self();
   if (!co)
     return FIB_EPERM;
   co->in = in;
@@ -231,7 +251,7 @@ int fib_coro_yield(void *value, void **in) {
 }
 
 _Noreturn void fib__coro_exit(void *value) {
-  fib_coro *co = fib__tl_current_coro;
+  fib_coro *co = fib__coro_self();
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);

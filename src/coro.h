@@ -14,11 +14,13 @@
 #include "stack.h"
 
 struct fib_coro {
+  struct fib__stack *stack; /* the stack it runs on (owns it); first, so a
+                               coroutine is the owner record the overflow
+                               handler reads (fib__tl_running, stack.h) */
   void *sp;                 /* saved context; valid while SUSPENDED */
   void *resumer_sp;         /* saved context of the resumer; valid while
                                RUNNING or NORMAL */
   struct fib_coro *resumer; /* who resumed it; NULL: the thread's stack */
-  struct fib__stack *stack; /* the stack it runs on (owns it) */
   fib_coro_fn fn;
   void *arg;
   fib_coro_state status;
@@ -35,10 +37,19 @@ struct fib_coro {
   void *san_fiber; /* TSan: its TSan fiber, from create to free */
 };
 
-/* The coroutine running on this thread (see the TLS rule in tls.h). */
-extern FIB_TLS fib_coro *fib__tl_current_coro;
+_Static_assert(offsetof(struct fib_coro, stack) == 0, "stack first");
 
-static inline fib_coro *fib__coro_self(void) { return fib__tl_current_coro; }
+/* The coroutine running on this thread, NULL on the thread's own stack
+ * (see the TLS rule in tls.h). It lives in the stack layer's
+ * fib__tl_running, which the overflow handler reads: one store per switch
+ * serves both. */
+static inline fib_coro *fib__coro_self(void) {
+  return (fib_coro *)fib__tl_running;
+}
+
+static inline void fib__coro_set_self(fib_coro *co) {
+  fib__tl_running = co ? &co->stack : NULL;
+}
 
 /* Create a suspended coroutine on a stack of `usable` bytes (already
  * rounded) guarded per `mode`; flags: FIB_SHARED_FP or 0.
@@ -72,6 +83,11 @@ static inline void fib__coro_announce(fib_coro *co, const char *name) {
 
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);
+
+/* Finish the running coroutine `from` and run `to` in its place, as
+ * fib__coro_transfer does (from's value, if its resumer wants one, is
+ * NULL). For the scheduler: a finished fiber hands over directly. */
+_Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to);
 
 /* Finish the running coroutine as if its function returned `value`.
  * The caller has checked that a coroutine is running. */

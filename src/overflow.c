@@ -5,9 +5,10 @@
  * The handler runs on a per-thread alternate signal stack (the faulting
  * stack is, by definition, full). It uses only async-signal-safe calls:
  * write(2) and sigaction(2). It knows which stack the thread is running on
- * from a thread-local pointer that every switch updates (initial-exec TLS,
- * so reading it in a handler never allocates). Faults that are not stack
- * overflows go to whatever handler was installed before ours.
+ * from a thread-local pointer that every switch updates (fib__tl_running;
+ * initial-exec TLS, so reading it in a handler never allocates). Faults
+ * that are not stack overflows go to whatever handler was installed
+ * before ours.
  */
 #include "arch/context.h"
 #include "stack.h"
@@ -20,7 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-FIB_TLS const struct fib__stack *fib__tl_running_stack;
+FIB_TLS struct fib__stack *const *fib__tl_running;
 FIB_TLS int fib__tl_overflow_ready;
 
 static struct sigaction old_segv, old_bus;
@@ -121,7 +122,8 @@ static void chain(int sig, siginfo_t *si, void *uctx) {
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uctx) {
-  const struct fib__stack *s = fib__tl_running_stack;
+  struct fib__stack *const *owner = fib__tl_running;
+  const struct fib__stack *s = owner ? *owner : NULL;
   if (s && si->si_code > 0 &&
       is_overflow(s, si->si_addr, fib__ctx_fault_sp(uctx))) {
     report(s, si->si_addr);

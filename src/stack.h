@@ -82,9 +82,15 @@ void fib__stack_pool_drain(void);
 
 /* ---- overflow detection (overflow.c) */
 
-/* The stack this thread runs on (NULL: the thread's own), for the overflow
- * handler; and whether this thread's handler stack is in place. */
-extern FIB_TLS const struct fib__stack *fib__tl_running_stack;
+/*
+ * What runs on this thread now, for the overflow handler: NULL on the
+ * thread's own stack, else a pointer to the running stack's owner record,
+ * whose first member is its `struct fib__stack *`. The layer above keeps
+ * its "current coroutine" in this very variable (its record starts with
+ * the stack pointer), so a switch writes one thread-local word, not two.
+ */
+extern FIB_TLS struct fib__stack *const *fib__tl_running;
+/* Whether this thread's handler stack is in place. */
 extern FIB_TLS int fib__tl_overflow_ready;
 
 /* Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
@@ -94,12 +100,6 @@ int fib__overflow_setup_thread(void);
 /* The same, as a flag check once it has been done on this thread. */
 static inline int fib__overflow_prepare_thread(void) {
   return fib__tl_overflow_ready ? 0 : fib__overflow_setup_thread();
-}
-
-/* Tell the overflow handler which stack this thread now runs on. Called at
- * every switch. */
-static inline void fib__stack_set_running(const struct fib__stack *s) {
-  fib__tl_running_stack = s;
 }
 
 #endif

@@ -69,6 +69,124 @@ TEST(fiber_spawned_inside_a_fiber_runs_next) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+static void *spawn_three(void *arg) {
+  struct step_arg *a = arg;
+  a->t->log[a->t->n++] = 0;
+  for (int i = 1; i <= 3; i++) /* a[1..3]: 1, 2, 3 */
+    CHECK_OK(fib_spawn(NULL, stepper, a + i, NULL, NULL));
+  CHECK_OK(fib_yield());
+  a->t->log[a->t->n++] = 0;
+  return NULL;
+}
+
+TEST(fibers_spawned_by_a_fiber_run_first_in_spawn_order) {
+  struct trace t = {.n = 0};
+  struct step_arg a[5] = {
+      {&t, 0, 0}, {&t, 1, 1}, {&t, 2, 1}, {&t, 3, 1}, {&t, 7, 2}};
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, spawn_three, &a[0], NULL, NULL));
+  CHECK_OK(fib_spawn(rt, stepper, &a[4], NULL, NULL)); /* queued before */
+  CHECK_OK(fib_run(rt));
+  /* 0 spawns 1, 2, 3 and yields: they go before 7, which was queued
+   * first; 0 yielded to the back, behind 7. */
+  int want[] = {0, 1, 2, 3, 7, 0, 7};
+  CHECK_EQ(t.n, 7);
+  for (int i = 0; i < 7; i++)
+    CHECK_EQ(t.log[i], want[i]);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* A joiner runs as soon as its child finishes, before fibers that were
+ * ready already. */
+static struct trace join_trace;
+
+static void *log_and_return(void *arg) {
+  join_trace.log[join_trace.n++] = (int)(intptr_t)arg;
+  return arg;
+}
+
+static void *log_and_yield(void *arg) {
+  for (int i = 0; i < 2; i++) {
+    join_trace.log[join_trace.n++] = (int)(intptr_t)arg;
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+static void *joiner(void *arg) {
+  (void)arg;
+  fib_id child;
+  CHECK_OK(fib_spawn(NULL, log_and_return, (void *)(intptr_t)2, NULL,
+                     &child));
+  void *r;
+  CHECK_OK(fib_join(child, &r));
+  join_trace.log[join_trace.n++] = 1; /* before 8's second step */
+  return NULL;
+}
+
+TEST(joiner_runs_first_when_its_child_finishes) {
+  join_trace.n = 0;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, log_and_yield, (void *)(intptr_t)8, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, joiner, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  int want[] = {8, 2, 1, 8};
+  CHECK_EQ(join_trace.n, 4);
+  for (int i = 0; i < 4; i++)
+    CHECK_EQ(join_trace.log[i], want[i]);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* A fiber that spawns and joins in a loop keeps putting fibers at the
+ * front; one waiting at the back must still get turns. */
+static long fair_rounds, fair_other_steps, fair_max_gap;
+
+static void *nothing(void *arg) { return arg; }
+
+static void *spawn_join_loop(void *arg) {
+  (void)arg;
+  long last_other = 0, gap = 0;
+  for (fair_rounds = 0; fair_rounds < 5000; fair_rounds++) {
+    fib_id id;
+    CHECK_OK(fib_spawn(NULL, nothing, NULL, NULL, &id));
+    CHECK_OK(fib_join(id, NULL));
+    if (fair_other_steps == last_other) {
+      gap++;
+    } else {
+      last_other = fair_other_steps;
+      gap = 0;
+    }
+    if (gap > fair_max_gap)
+      fair_max_gap = gap;
+  }
+  return NULL;
+}
+
+static void *count_steps(void *arg) {
+  (void)arg;
+  while (fair_rounds < 5000) {
+    fair_other_steps++;
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+TEST(front_of_the_queue_cannot_starve_the_back) {
+  fair_rounds = fair_other_steps = fair_max_gap = 0;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, spawn_join_loop, NULL, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, count_steps, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  /* Each round is two front pops (child, then joiner), so the back's
+   * fiber gets a turn at least every 64 front pops: every ~32 rounds. */
+  CHECK(fair_other_steps >= 5000 / 40);
+  CHECK(fair_max_gap <= 40);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 /* ---- join, detach, exit */
 
 static void *square(void *arg) {
@@ -609,6 +727,9 @@ TEST(runtimes_on_different_threads_run_independently) {
 }
 
 TEST_MAIN(T(round_robin_in_spawn_order),
+          T(fibers_spawned_by_a_fiber_run_first_in_spawn_order),
+          T(joiner_runs_first_when_its_child_finishes),
+          T(front_of_the_queue_cannot_starve_the_back),
           T(fiber_spawned_inside_a_fiber_runs_next),
           T(join_returns_each_result_once),
           T(exit_from_a_nested_call_finishes_the_fiber),

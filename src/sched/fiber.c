@@ -24,7 +24,7 @@ static struct fib_runtime *runtime_or_current(struct fib_runtime *rt) {
 static void *fiber_main(void *arg, void *first) {
   (void)first;
   struct fib__fiber *f = arg;
-  return f->fn(f->arg);
+  fib__fiber_finish(f, f->fn(f->arg)); /* does not return */
 }
 
 int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
@@ -86,8 +86,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;
   f->state = FIB_FIBER_READY;
-  if (rt->current) /* spawned by one of its fibers: runs next (runq.h) */
-    fib__runq_push_next(&rt->runq, &f->runq);
+  if (rt->current) /* spawned by one of its fibers: runs first (runq.h) */
+    fib__runq_push_front(&rt->runq, &f->runq);
   else /* before fib_run, or from outside: strict FIFO */
     fib__runq_push(&rt->runq, &f->runq);
   if (id)
@@ -172,7 +172,7 @@ void fib_exit(void *result) {
     fib__fatal(fib__tl_runtime && fib__tl_runtime->current
                    ? "fib_exit called inside a coroutine resumed by a fiber"
                    : "fib_exit called outside a fiber");
-  fib__coro_exit(result);
+  fib__fiber_finish(fib__tl_runtime->current, result);
 }
 
 fib_id fib_self(void) {

@@ -61,6 +61,9 @@ struct fib_runtime {
   struct fib__timers timers;     /* SLEEPING fibers by deadline */
   struct fib__idmap fibers;      /* every record not yet freed, by id */
   struct fib__fiber *current;    /* RUNNING fiber, or NULL in the loop */
+  fib_coro *zombie;              /* a finished fiber's coroutine, freed by
+                                    the next one to finish or the loop:
+                                    not on its own stack */
   size_t unfinished;             /* fibers not yet FINISHED */
   size_t until_timer_check;      /* dispatches left before timers are
                                     looked at again (fairness to sleepers
@@ -103,5 +106,13 @@ int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
 
 /* Make a parked fiber ready; its park returns 0. */
 void fib__fiber_ready(struct fib__fiber *f);
+
+/* The same, to run before the fibers already queued (runq.h's front). */
+void fib__fiber_ready_front(struct fib__fiber *f);
+
+/* The running fiber `self` is done with `result`: wake its joiner (first
+ * in line), and run the next ready fiber in its place, or go back to the
+ * scheduler loop. Its stack is freed once the thread is off it. */
+_Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result);
 
 #endif

@@ -1,79 +1,120 @@
 /*
- * runq.h -- the run queue: the fibers ready to run, in FIFO order.
+ * runq.h -- the run queue: the fibers ready to run.
  *
  * This is the interface the scheduler loop uses and the one a multi-threaded
- * work-stealing queue will implement: push a ready fiber at the back, or
- * into the "next" slot; peek at and pop the next one; ask the length. Today
- * it is an intrusive singly linked list plus the slot: no allocation, O(1)
- * each way, owned by one thread.
+ * work-stealing queue will implement: push a ready fiber at the back or at
+ * the front; peek at and pop the next one; ask the length. Today it is two
+ * intrusive singly linked lists: no allocation, O(1) each way, owned by one
+ * thread.
  *
- * The next slot (Go's runnext): a fiber spawned by a running fiber runs
- * next, when its spawner gives way, instead of after everything queued.
- * Trees of fibers (fork/join, skynet) then run depth-first and keep few
- * fibers alive at once, each with its stack still hot. A fiber pushed into
- * the slot moves its previous occupant to the back of the queue, so nothing
- * waits behind more than one newcomer: the order stays fair.
+ * The front (work-first order, as in Cilk and Go's runnext): a fiber spawned
+ * by a running fiber, and a joiner whose child has just finished, run before
+ * the fibers already queued. Trees of fibers (fork/join, skynet) then run
+ * depth-first: few fibers are alive at once, their stacks come hot from the
+ * pool, and a result reaches its joiner at once. Fibers pushed to the front
+ * while one fiber runs keep their order among themselves (a fiber that
+ * spawns a, b, c runs them in that order).
+ *
+ * Fairness: the front can only grow while fibers run without giving way
+ * for good, but a fiber that spawns-and-joins in a loop would keep the back
+ * waiting forever. So after FIB__RUNQ_FRONT_BUDGET front pops in a row with
+ * fibers waiting at the back, the back's first fiber goes first once.
  */
 #ifndef FIB_SCHED_RUNQ_H
 #define FIB_SCHED_RUNQ_H
 
 #include <stddef.h>
 
+#define FIB__RUNQ_FRONT_BUDGET 64
+
 struct fib__runq_node {
   struct fib__runq_node *next;
 };
 
-struct fib__runq {
-  struct fib__runq_node *next; /* popped first, if not NULL */
-  struct fib__runq_node *head; /* then the FIFO; NULL when empty */
+struct fib__list {
+  struct fib__runq_node *head; /* NULL when empty */
   struct fib__runq_node *tail; /* valid only when head is not NULL */
+};
+
+struct fib__runq {
+  struct fib__list front;      /* popped first (within the budget) */
+  struct fib__list back;       /* FIFO */
+  struct fib__runq_node *last_front; /* the last node pushed to the front
+                                        since the last pop, or NULL */
+  unsigned front_streak;       /* front pops in a row while back waited */
   size_t len;                  /* both together */
 };
 
 static inline void fib__runq_init(struct fib__runq *q) {
-  q->next = q->head = q->tail = NULL;
+  q->front.head = q->back.head = NULL;
+  q->front.tail = q->back.tail = NULL;
+  q->last_front = NULL;
+  q->front_streak = 0;
   q->len = 0;
 }
 
-static inline void fib__runq_push(struct fib__runq *q,
+static inline void fib__list_push(struct fib__list *l,
                                   struct fib__runq_node *n) {
   n->next = NULL;
-  if (q->head)
-    q->tail->next = n;
+  if (l->head)
+    l->tail->next = n;
   else
-    q->head = n;
-  q->tail = n;
+    l->head = n;
+  l->tail = n;
+}
+
+/* At the back: after everything queued. */
+static inline void fib__runq_push(struct fib__runq *q,
+                                  struct fib__runq_node *n) {
+  fib__list_push(&q->back, n);
   q->len++;
 }
 
-/* Put n in the next slot; a fiber already there goes to the back. */
-static inline void fib__runq_push_next(struct fib__runq *q,
-                                       struct fib__runq_node *n) {
-  struct fib__runq_node *old = q->next;
-  q->next = n;
-  q->len++;
-  if (old) {
-    q->len--; /* fib__runq_push counts it again */
-    fib__runq_push(q, old);
+/* At the front: before everything queued, except what was pushed to the
+ * front since the last pop (which keeps its place before n). */
+static inline void fib__runq_push_front(struct fib__runq *q,
+                                        struct fib__runq_node *n) {
+  struct fib__runq_node *after = q->last_front;
+  if (after) {
+    n->next = after->next;
+    after->next = n;
+    if (q->front.tail == after)
+      q->front.tail = n;
+  } else {
+    n->next = q->front.head;
+    if (!q->front.head)
+      q->front.tail = n;
+    q->front.head = n;
   }
+  q->last_front = n;
+  q->len++;
 }
 
-static inline struct fib__runq_node *fib__runq_peek(const struct fib__runq *q) {
-  return q->next ? q->next : q->head;
+/* Which list the next pop takes from (NULL: the queue is empty). */
+static inline struct fib__list *fib__runq_source(struct fib__runq *q) {
+  if (q->front.head &&
+      (!q->back.head || q->front_streak < FIB__RUNQ_FRONT_BUDGET))
+    return &q->front;
+  return q->back.head ? &q->back : NULL;
+}
+
+static inline struct fib__runq_node *fib__runq_peek(struct fib__runq *q) {
+  struct fib__list *l = fib__runq_source(q);
+  return l ? l->head : NULL;
 }
 
 static inline struct fib__runq_node *fib__runq_pop(struct fib__runq *q) {
-  struct fib__runq_node *n = q->next;
-  if (n) {
-    q->next = NULL;
-    q->len--;
-    return n;
-  }
-  n = q->head;
-  if (n) {
-    q->head = n->next;
-    q->len--;
-  }
+  struct fib__list *l = fib__runq_source(q);
+  if (!l)
+    return NULL;
+  struct fib__runq_node *n = l->head;
+  l->head = n->next;
+  q->len--;
+  q->last_front = NULL;
+  if (l == &q->front && q->back.head)
+    q->front_streak++;
+  else
+    q->front_streak = 0;
   return n;
 }
 

@@ -130,6 +130,17 @@ static void wake(struct fib_runtime *rt, struct fib__fiber *f, int reason) {
 
 void fib__fiber_ready(struct fib__fiber *f) { wake(f->rt, f, 0); }
 
+void fib__fiber_ready_front(struct fib__fiber *f) {
+  struct fib_runtime *rt = f->rt;
+  if (f->timer_armed) {
+    fib__timers_remove(&rt->timers, &f->timer);
+    f->timer_armed = 0;
+  }
+  f->wake = 0;
+  f->state = FIB_FIBER_READY;
+  fib__runq_push_front(&rt->runq, &f->runq);
+}
+
 struct fib__fiber *fib__fiber_self(void) {
   struct fib_runtime *rt = fib__tl_runtime;
   struct fib__fiber *f = rt ? rt->current : NULL;
@@ -137,28 +148,40 @@ struct fib__fiber *fib__fiber_self(void) {
 }
 
 /*
+ * The fiber to run in place of one whose coroutine is `from`, without going
+ * back to the loop: the next ready one, if it uses the same FP variant and
+ * the timers need no look yet. It is taken off the queue, made current and
+ * RUNNING. NULL: go through the loop.
+ */
+static inline struct fib__fiber *take_next(struct fib_runtime *rt,
+                                           const fib_coro *from) {
+  struct fib__runq_node *n = fib__runq_peek(&rt->runq);
+  int timers_due = rt->timers.count && rt->until_timer_check == 0;
+  if (!n || timers_due || FIBER_OF(n)->co->shared_fp != from->shared_fp)
+    return NULL;
+  fib__runq_pop(&rt->runq);
+  if (rt->until_timer_check)
+    rt->until_timer_check--;
+  struct fib__fiber *next = FIBER_OF(n);
+  next->state = FIB_FIBER_RUNNING;
+  rt->current = next;
+  return next;
+}
+
+/*
  * The running fiber `self` has put itself in the run queue or parked: run
- * the next ready fiber. Directly, by a coroutine transfer, when there is
- * one with the same FP variant and the timers need no look yet; otherwise
- * through the scheduler loop. Returns 0 when `self` runs again (callers
- * return it, so the switch stays a tail call: see fib__ctx_switch_int).
+ * the next ready fiber, directly by a coroutine transfer when take_next
+ * allows, otherwise through the scheduler loop. Returns 0 when `self` runs
+ * again (callers return it, so the switch stays a tail call: see
+ * fib__ctx_switch_int).
  */
 static inline int switch_away(struct fib_runtime *rt,
                               struct fib__fiber *self) {
-  struct fib__runq_node *n = fib__runq_peek(&rt->runq);
-  int timers_due = rt->timers.count && rt->until_timer_check == 0;
-  if (n && !timers_due &&
-      FIBER_OF(n)->co->shared_fp == self->co->shared_fp) {
-    fib__runq_pop(&rt->runq);
-    if (rt->until_timer_check)
-      rt->until_timer_check--;
-    struct fib__fiber *next = FIBER_OF(n);
-    next->state = FIB_FIBER_RUNNING;
-    if (next == self)
-      return 0; /* it was the only ready fiber: carry on */
-    rt->current = next;
+  struct fib__fiber *next = take_next(rt, self->co);
+  if (next == self)
+    return 0; /* it was the only ready fiber: carry on */
+  if (next)
     return fib__coro_transfer(self->co, next->co);
-  }
   return fib_coro_yield(NULL, NULL);
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
@@ -187,19 +210,38 @@ int fib_yield(void) {
   return switch_away(f->rt, f);
 }
 
-/* ---- the scheduler loop */
+/* ---- finishing */
 
-static void finish(struct fib_runtime *rt, struct fib__fiber *f, void *result) {
-  f->state = FIB_FIBER_FINISHED;
-  f->result = result;
-  fib__coro_free(f->co); /* its stack goes back to the pool */
-  f->co = NULL;
-  rt->unfinished--;
-  if (f->joiner)
-    fib__fiber_ready(f->joiner); /* the joiner collects and frees it */
-  else if (f->detached)
-    fib__fiber_free_record(rt, f);
+/* The coroutine of the last fiber that finished, if the thread has left
+ * its stack since: give the stack back. */
+static void free_zombie(struct fib_runtime *rt) {
+  if (rt->zombie) {
+    fib__coro_free(rt->zombie);
+    rt->zombie = NULL;
+  }
 }
+
+_Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
+  struct fib_runtime *rt = self->rt;
+  fib_coro *co = self->co;
+  free_zombie(rt); /* the previous one: we are on another stack */
+  rt->zombie = co; /* ours, once we are off it */
+  self->co = NULL;
+  self->state = FIB_FIBER_FINISHED;
+  self->result = result;
+  rt->unfinished--;
+  if (self->joiner)
+    fib__fiber_ready_front(self->joiner); /* it collects and frees us */
+  else if (self->detached)
+    fib__fiber_free_record(rt, self);
+  struct fib__fiber *next = take_next(rt, co);
+  if (next)
+    fib__coro_finish_into(co, next->co);
+  rt->current = NULL;
+  fib__coro_exit(NULL); /* back to the loop */
+}
+
+/* ---- the scheduler loop */
 
 /* Wake every fiber whose deadline has passed. */
 static void expire_timers(struct fib_runtime *rt, uint64_t now) {
@@ -253,15 +295,13 @@ int fib_run(fib_runtime *rt) {
       rt->until_timer_check--;
 
     struct fib__fiber *f = FIBER_OF(n);
-    void *value;
     f->state = FIB_FIBER_RUNNING;
     rt->current = f;
-    (void)fib_coro_resume(f->co, NULL, &value);
-    /* Back from whichever fiber ran last (fibers switch among themselves). */
-    f = rt->current;
+    (void)fib_coro_resume(f->co, NULL, NULL);
+    /* Back from whichever fiber ran last (fibers switch among themselves);
+     * if it finished, it did its own bookkeeping but left its stack. */
     rt->current = NULL;
-    if (f->co->status == FIB_CORO_DEAD)
-      finish(rt, f, value);
+    free_zombie(rt);
   }
 
   rt->running = 0;
