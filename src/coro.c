@@ -68,8 +68,9 @@ static inline void san_finish(fib_coro *self) {
 
 /*
  * Every switch into or out of a coroutine goes through here (except the
- * first entry into a new one, which starts in coro_entry), so both ends
- * of it use the same variant and the sanitizer hooks have one home.
+ * first entry into a new one, which starts in coro_entry, and the last
+ * exit from a finished one, coro_jump), so both ends of it use the same
+ * variant and the sanitizer hooks have one home.
  *
  * The protocol: the side that switches does all the bookkeeping for the
  * side it wakes (current coroutine, statuses, the value it is waiting for)
@@ -81,10 +82,9 @@ static inline void san_finish(fib_coro *self) {
  * `fp` picks the variant.
  */
 static inline int coro_switch(const fib_coro *fp, fib_coro *from,
-                              fib_coro *to, int final, void **save_sp,
-                              void *load_sp) {
+                              fib_coro *to, void **save_sp, void *load_sp) {
 #if FIB_SAN_HOOKS
-  san_start(from, to, final);
+  san_start(from, to, 0);
   if (fp->shared_fp)
     (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
   else
@@ -94,10 +94,23 @@ static inline int coro_switch(const fib_coro *fp, fib_coro *from,
 #else
   (void)from;
   (void)to;
-  (void)final;
   return fp->shared_fp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
                        : fib__ctx_switch_int(save_sp, load_sp, NULL);
 #endif
+}
+
+/* The last switch out of `from`, which has finished: nothing of it is
+ * saved. `fp` picks the variant, as in coro_switch. */
+_Noreturn static inline void coro_jump(const fib_coro *fp, fib_coro *from,
+                                       fib_coro *to, void *load_sp) {
+#if FIB_SAN_HOOKS
+  san_start(from, to, 1);
+#endif
+  (void)from;
+  (void)to;
+  if (fp->shared_fp)
+    fib__ctx_jump_nofp(load_sp, NULL);
+  fib__ctx_jump(load_sp, NULL);
 }
 
 /* Make `co` the running coroutine of this thread. */
@@ -186,7 +199,7 @@ static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
     *co->in = in;
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
-  return coro_switch(co, prev, co, 0, &co->resumer_sp, co->sp);
+  return coro_switch(co, prev, co, &co->resumer_sp, co->sp);
 }
 
 /* The first resume on a thread that never made a coroutine: put the
@@ -223,7 +236,7 @@ int fib__coro_transfer(fib_coro *from, fib_coro *to) {
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
   /* Returns 0 when something resumes or transfers back to `from`. */
-  return coro_switch(to, from, to, 0, &from->sp, to->sp);
+  return coro_switch(to, from, to, &from->sp, to->sp);
 }
 
 _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
@@ -235,8 +248,7 @@ _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
   from->in = NULL;
   from->status = FIB_CORO_DEAD;
   enter(to);
-  (void)coro_switch(to, from, to, 1, &from->sp, to->sp);
-  fib__fatal("a finished coroutine was switched to"); /* cannot happen */
+  coro_jump(to, from, to, to->sp);
 }
 
 int fib_coro_yield(void *value, void **in) {
@@ -247,7 +259,7 @@ int fib_coro_yield(void *value, void **in) {
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
   /* Returns 0 here when resumed; the resumer stored *in. */
-  return coro_switch(co, co, co->resumer, 0, &co->sp, co->resumer_sp);
+  return coro_switch(co, co, co->resumer, &co->sp, co->resumer_sp);
 }
 
 _Noreturn void fib__coro_exit(void *value) {
@@ -255,8 +267,7 @@ _Noreturn void fib__coro_exit(void *value) {
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);
-  (void)coro_switch(co, co, co->resumer, 1, &co->sp, co->resumer_sp);
-  fib__fatal("a finished coroutine was switched to"); /* cannot happen */
+  coro_jump(co, co, co->resumer, co->resumer_sp);
 }
 
 int fib_coro_status(const fib_coro *co) {

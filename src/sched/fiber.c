@@ -35,12 +35,15 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (!fn)
     return FIB_EINVAL;
   static const fib_attr no_attr;
-  if (!attr)
+  size_t stack = rt->stack_size; /* the runtime's, rounded already */
+  if (attr) {
+    stack = fib__stack_round_size(attr->stack_size, rt->stack_size);
+    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
+    if (!stack || !check_guard(attr->guard) || (attr->flags & ~known_flags))
+      return FIB_EINVAL;
+  } else {
     attr = &no_attr;
-  size_t stack = fib__stack_round_size(attr->stack_size, rt->stack_size);
-  unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
-  if (!stack || !check_guard(attr->guard) || (attr->flags & ~known_flags))
-    return FIB_EINVAL;
+  }
 
   /* Everything that can fail comes first; the runtime is untouched on
    * failure. The reservations make parking with a deadline and registering

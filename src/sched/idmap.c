@@ -27,7 +27,7 @@ static void insert(struct fib__idmap *m, uint64_t id, void *value) {
   m->slots[i].value = value;
 }
 
-int fib__idmap_reserve(struct fib__idmap *m, size_t n) {
+int fib__idmap_grow(struct fib__idmap *m, size_t n) {
   size_t cap = m->slots ? m->mask + 1 : 0;
   if (2 * n <= cap)
     return 0;

@@ -52,9 +52,7 @@ void fib__timers_free(struct fib__timers *t) {
   fib__timers_init(t);
 }
 
-int fib__timers_reserve(struct fib__timers *t, size_t n) {
-  if (n <= t->cap)
-    return 0;
+int fib__timers_grow(struct fib__timers *t, size_t n) {
   size_t cap = t->cap ? t->cap : 16;
   while (cap < n)
     cap *= 2;

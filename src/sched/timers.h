@@ -28,8 +28,12 @@ struct fib__timers {
 
 void fib__timers_init(struct fib__timers *t);
 void fib__timers_free(struct fib__timers *t);
-/* Make room for `n` timers in all. 0 or FIB_ENOMEM. */
-int fib__timers_reserve(struct fib__timers *t, size_t n);
+/* Make room for `n` timers in all. 0 or FIB_ENOMEM. Inline: on every
+ * spawn, and nearly always a comparison. */
+int fib__timers_grow(struct fib__timers *t, size_t n);
+static inline int fib__timers_reserve(struct fib__timers *t, size_t n) {
+  return n <= t->cap ? 0 : fib__timers_grow(t, n);
+}
 /* Arm a timer; the capacity must have been reserved. */
 void fib__timers_add(struct fib__timers *t, struct fib__timer *tm,
                      uint64_t deadline);

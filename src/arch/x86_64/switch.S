@@ -102,6 +102,51 @@
         SWITCH  fib__ctx_switch_nofp, 0
 
 /*
+ * void fib__ctx_jump(void *load_sp, void *value)       (never returns)
+ * void fib__ctx_jump_nofp(void *load_sp, void *value)
+ *   rdi: the stack pointer of the context to resume
+ *   rsi: value handed over; returned in rax on the resumed side
+ *
+ * The second half of the switch alone, for a context that has finished
+ * and is never resumed: nothing of it is saved. The variant must be the
+ * one the resumed context was left by.
+ */
+.macro  JUMP name, load_fp
+        .globl  \name
+        .hidden \name
+        .type   \name, @function
+        .p2align 4
+\name:
+        .cfi_startproc
+        ENDBR
+        movq    %rdi, %rsp              /* the finished context is gone */
+        .cfi_def_cfa rsp, FIB_FRAME_SIZE
+        .cfi_offset rip, -8
+        movq    FIB_FRAME_R12(%rsp), %r12
+        movq    FIB_FRAME_R13(%rsp), %r13
+        movq    FIB_FRAME_R14(%rsp), %r14
+        movq    FIB_FRAME_R15(%rsp), %r15
+        movq    FIB_FRAME_RBX(%rsp), %rbx
+        movq    FIB_FRAME_RBP(%rsp), %rbp
+.if \load_fp
+        ldmxcsr FIB_FRAME_MXCSR(%rsp)
+        fldcw   FIB_FRAME_X87CW(%rsp)
+.endif
+        leaq    FIB_FRAME_RIP(%rsp), %rsp
+        .cfi_def_cfa rsp, 8
+        popq    %rcx
+        .cfi_def_cfa rsp, 0
+        .cfi_register rip, rcx
+        movq    %rsi, %rax
+        notrack jmp *%rcx
+        .cfi_endproc
+        .size   \name, . - \name
+.endm
+
+        JUMP    fib__ctx_jump, 1
+        JUMP    fib__ctx_jump_nofp, 0
+
+/*
  * The first code a new context runs (fib__ctx_make puts it in the frame's
  * rip slot). On entry: r12 = the entry function, rax = the value the first
  * switch passed, rsp 16-byte aligned. Its CFI says the return address is
