@@ -257,9 +257,14 @@ FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
 
 /*
  * Run rt's fibers on the calling thread until every one has finished.
- * Fibers run in FIFO order; a fiber runs until it yields, blocks, sleeps or
- * finishes. When only sleepers remain, the thread sleeps until the earliest
- * deadline.
+ * A fiber runs until it yields, blocks, sleeps or finishes. Ready fibers
+ * run in FIFO order (spawned before fib_run, yielded, woken), except that
+ * fibers spawned by a running fiber, and a joiner whose child has just
+ * finished, run first (work-first: fork/join trees run depth-first with
+ * few fibers alive); fibers spawned together keep their order. That
+ * precedence is bounded: after 64 such turns in a row, the longest-waiting
+ * fiber goes once. When only sleepers remain, the thread sleeps until the
+ * earliest deadline.
  * Returns 0 when all fibers have finished.
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (rt is already running, or this
  * thread is already running a runtime), FIB_ENOMEM (the thread's signal
