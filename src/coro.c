@@ -226,13 +226,19 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
   return resume(co, prev, in, out);
 }
 
-int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+/* `to` runs in place of `from`: it takes over from's resumer, and where
+ * from's value would have gone. `to` gets no value (NULL). */
+static inline void take_over(fib_coro *from, fib_coro *to) {
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
   to->out = from->out;
   if (to->in)
     *to->in = NULL;
   from->in = NULL;
+}
+
+int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+  take_over(from, to);
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
   /* Returns 0 when something resumes or transfers back to `from`. */
@@ -240,12 +246,7 @@ int fib__coro_transfer(fib_coro *from, fib_coro *to) {
 }
 
 _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
-  to->resumer = from->resumer;
-  to->resumer_sp = from->resumer_sp;
-  to->out = from->out;
-  if (to->in)
-    *to->in = NULL;
-  from->in = NULL;
+  take_over(from, to);
   from->status = FIB_CORO_DEAD;
   enter(to);
   coro_jump(to, from, to, to->sp);

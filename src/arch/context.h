@@ -40,8 +40,7 @@ void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value);
  * Resume the context suspended at load_sp, handing it `value`, without
  * saving the running one: for a context that has finished for good. The
  * second half of the switch; the variant must match the one the resumed
- * context was left by. (x86-64 has it in assembly; elsewhere it is the
- * switch, saving into a slot nobody reads: see <arch>/context.c.)
+ * context was left by. Implemented in assembly.
  */
 _Noreturn void fib__ctx_jump(void *load_sp, void *value);
 _Noreturn void fib__ctx_jump_nofp(void *load_sp, void *value);

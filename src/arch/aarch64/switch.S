@@ -67,6 +67,17 @@
 
         .text
 
+/* The head of a global function that is hidden outside the library:
+ * symbol, type, alignment, and the start of its unwind information. */
+.macro  FUNC name
+        .globl  \name
+        .hidden \name
+        .type   \name, %function
+        .p2align 4
+\name:
+        .cfi_startproc
+.endm
+
 /*
  * void *fib__ctx_switch(void **save_sp, void *load_sp, void *value)
  * void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value)
@@ -79,13 +90,38 @@
  * context must always be entered and left by the same variant; the
  * coroutine layer guarantees it.
  */
+/*
+ * The second half of a switch: sp points at the frame of the context to
+ * resume (and the CFA is described as sp + FIB_FRAME_SIZE); restore it
+ * and go on where it left off, with \value as its return value.
+ */
+.macro  RESUME load_fp, value
+.if \load_fp
+        ldr     x9, [sp, #FIB_FRAME_FPCR]       /* its FP control state */
+        mrs     x10, fpcr
+        cmp     x9, x10                         /* writing FPCR may stall */
+        b.eq    1f                              /* the pipeline: skip if */
+        msr     fpcr, x9                        /* it is unchanged */
+1:
+.endif
+        ldp     x19, x20, [sp, #FIB_FRAME_X19]  /* its callee-saved GPRs */
+        ldp     x21, x22, [sp, #FIB_FRAME_X21]
+        ldp     x23, x24, [sp, #FIB_FRAME_X23]
+        ldp     x25, x26, [sp, #FIB_FRAME_X25]
+        ldp     x27, x28, [sp, #FIB_FRAME_X27]
+        ldp     x29, x30, [sp, #FIB_FRAME_X29]  /* fp; x30: where it goes */
+        ldp     d8, d9, [sp, #FIB_FRAME_D8]     /* its FP halves */
+        ldp     d10, d11, [sp, #FIB_FRAME_D10]
+        ldp     d12, d13, [sp, #FIB_FRAME_D12]
+        ldp     d14, d15, [sp, #FIB_FRAME_D14]
+        add     sp, sp, #FIB_FRAME_SIZE         /* pop the frame */
+        .cfi_adjust_cfa_offset -FIB_FRAME_SIZE
+        mov     x0, \value                      /* the value, returned */
+        ret                                     /* not br: see top */
+.endm
+
 .macro  SWITCH name, save_fp
-        .globl  \name
-        .hidden \name
-        .type   \name, %function
-        .p2align 4
-\name:
-        .cfi_startproc
+        FUNC    \name
         BTI_C                                   /* reachable by br/blr */
         sub     sp, sp, #FIB_FRAME_SIZE         /* the frame */
         .cfi_adjust_cfa_offset FIB_FRAME_SIZE
@@ -108,34 +144,35 @@
         str     x9, [x0]                        /* the context we leave */
         mov     sp, x1                          /* the resumed one's stack */
 
-.if \save_fp
-        ldr     x9, [sp, #FIB_FRAME_FPCR]       /* its FP control state */
-        mrs     x10, fpcr
-        cmp     x9, x10                         /* writing FPCR may stall */
-        b.eq    1f                              /* the pipeline: skip if */
-        msr     fpcr, x9                        /* it is unchanged */
-1:
-.endif
-        ldp     x19, x20, [sp, #FIB_FRAME_X19]  /* its callee-saved GPRs */
-        ldp     x21, x22, [sp, #FIB_FRAME_X21]
-        ldp     x23, x24, [sp, #FIB_FRAME_X23]
-        ldp     x25, x26, [sp, #FIB_FRAME_X25]
-        ldp     x27, x28, [sp, #FIB_FRAME_X27]
-        ldp     x29, x30, [sp, #FIB_FRAME_X29]  /* fp; x30: where it goes */
-        ldp     d8, d9, [sp, #FIB_FRAME_D8]     /* its FP halves */
-        ldp     d10, d11, [sp, #FIB_FRAME_D10]
-        ldp     d12, d13, [sp, #FIB_FRAME_D12]
-        ldp     d14, d15, [sp, #FIB_FRAME_D14]
-        add     sp, sp, #FIB_FRAME_SIZE         /* pop the frame */
-        .cfi_adjust_cfa_offset -FIB_FRAME_SIZE
-        mov     x0, x2                          /* the value, returned */
-        ret                                     /* not br: see top */
+        RESUME  \save_fp, x2
         .cfi_endproc
         .size   \name, . - \name
 .endm
 
         SWITCH  fib__ctx_switch, 1
         SWITCH  fib__ctx_switch_nofp, 0
+
+/*
+ * void fib__ctx_jump(void *load_sp, void *value)       (never returns)
+ * void fib__ctx_jump_nofp(void *load_sp, void *value)
+ *   x0: the stack pointer of the context to resume; x1: the value
+ *
+ * The second half of the switch alone, for a context that has finished
+ * and is never resumed: nothing of it is saved. The variant must be the
+ * one the resumed context was left by.
+ */
+.macro  JUMP name, load_fp
+        FUNC    \name
+        BTI_C                                   /* reachable by br/blr */
+        mov     sp, x0                          /* the finished one is gone */
+        .cfi_def_cfa sp, FIB_FRAME_SIZE
+        RESUME  \load_fp, x1
+        .cfi_endproc
+        .size   \name, . - \name
+.endm
+
+        JUMP    fib__ctx_jump, 1
+        JUMP    fib__ctx_jump_nofp, 0
 
 /*
  * The first code a new context runs (fib__ctx_make puts it in the frame's
@@ -146,12 +183,7 @@
  * x29 = 0 ends frame-pointer chains (AAPCS64 6.4.6: a frame record of
  * zero terminates the chain).
  */
-        .globl  fib__ctx_entry_trampoline
-        .hidden fib__ctx_entry_trampoline
-        .type   fib__ctx_entry_trampoline, %function
-        .p2align 4
-fib__ctx_entry_trampoline:
-        .cfi_startproc
+        FUNC    fib__ctx_entry_trampoline
         .cfi_undefined x30
         mov     x29, #0                         /* no caller frame */
         mov     x30, #0                         /* no return address */

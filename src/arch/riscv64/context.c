@@ -43,16 +43,3 @@ void *fib__ctx_fault_sp(const void *ucontext) {
   return (void *)(uintptr_t)uc->uc_mcontext.__gregs[REG_SP];
 }
 
-/* No assembly of its own here: the full switch, saving the finished
- * context into a slot nobody reads. Correct, and a few stores dearer. */
-_Noreturn void fib__ctx_jump(void *load_sp, void *value) {
-  void *unused;
-  (void)fib__ctx_switch(&unused, load_sp, value);
-  __builtin_unreachable();
-}
-
-_Noreturn void fib__ctx_jump_nofp(void *load_sp, void *value) {
-  void *unused;
-  (void)fib__ctx_switch_nofp(&unused, load_sp, value);
-  __builtin_unreachable();
-}

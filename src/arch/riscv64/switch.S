@@ -40,6 +40,17 @@
 
         .text
 
+/* The head of a global function that is hidden outside the library:
+ * symbol, type, alignment, and the start of its unwind information. */
+.macro  FUNC name
+        .globl  \name
+        .hidden \name
+        .type   \name, @function
+        .p2align 2
+\name:
+        .cfi_startproc
+.endm
+
 /*
  * void *fib__ctx_switch(void **save_sp, void *load_sp, void *value)
  * void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value)
@@ -53,13 +64,51 @@
  * coroutine layer guarantees it. Both keep fs0-fs11: those are registers,
  * not shared control state.
  */
+/*
+ * The second half of a switch: sp points at the frame of the context to
+ * resume (and the CFA is described as sp + FIB_FRAME_SIZE); restore it
+ * and go on where it left off, with \value as its return value.
+ */
+.macro  RESUME load_fp, value
+#if FIB_HAVE_FPU
+.if \load_fp
+        ld      t0, FIB_FRAME_FRM(sp)           /* its rounding mode */
+        fsrm    t0
+.endif
+        fld     fs0, FIB_FRAME_FS(0)(sp)        /* its FP registers */
+        fld     fs1, FIB_FRAME_FS(1)(sp)
+        fld     fs2, FIB_FRAME_FS(2)(sp)
+        fld     fs3, FIB_FRAME_FS(3)(sp)
+        fld     fs4, FIB_FRAME_FS(4)(sp)
+        fld     fs5, FIB_FRAME_FS(5)(sp)
+        fld     fs6, FIB_FRAME_FS(6)(sp)
+        fld     fs7, FIB_FRAME_FS(7)(sp)
+        fld     fs8, FIB_FRAME_FS(8)(sp)
+        fld     fs9, FIB_FRAME_FS(9)(sp)
+        fld     fs10, FIB_FRAME_FS(10)(sp)
+        fld     fs11, FIB_FRAME_FS(11)(sp)
+#endif
+        ld      ra, FIB_FRAME_RA(sp)            /* where it goes on */
+        ld      s0, FIB_FRAME_S(0)(sp)          /* its frame pointer */
+        ld      s1, FIB_FRAME_S(1)(sp)          /* its callee-saved ... */
+        ld      s2, FIB_FRAME_S(2)(sp)
+        ld      s3, FIB_FRAME_S(3)(sp)
+        ld      s4, FIB_FRAME_S(4)(sp)
+        ld      s5, FIB_FRAME_S(5)(sp)
+        ld      s6, FIB_FRAME_S(6)(sp)
+        ld      s7, FIB_FRAME_S(7)(sp)
+        ld      s8, FIB_FRAME_S(8)(sp)
+        ld      s9, FIB_FRAME_S(9)(sp)
+        ld      s10, FIB_FRAME_S(10)(sp)
+        ld      s11, FIB_FRAME_S(11)(sp)
+        addi    sp, sp, FIB_FRAME_SIZE          /* pop the frame */
+        .cfi_adjust_cfa_offset -FIB_FRAME_SIZE
+        mv      a0, \value                      /* the value, returned */
+        ret
+.endm
+
 .macro  SWITCH name, save_fp
-        .globl  \name
-        .hidden \name
-        .type   \name, @function
-        .p2align 2
-\name:
-        .cfi_startproc
+        FUNC    \name
         addi    sp, sp, -FIB_FRAME_SIZE         /* the frame */
         .cfi_adjust_cfa_offset FIB_FRAME_SIZE
         sd      ra, FIB_FRAME_RA(sp)            /* where we go on */
@@ -97,41 +146,7 @@
         sd      sp, 0(a0)                       /* the context we leave */
         mv      sp, a1                          /* the resumed one's stack */
 
-#if FIB_HAVE_FPU
-.if \save_fp
-        ld      t0, FIB_FRAME_FRM(sp)           /* its rounding mode */
-        fsrm    t0
-.endif
-        fld     fs0, FIB_FRAME_FS(0)(sp)        /* its FP registers */
-        fld     fs1, FIB_FRAME_FS(1)(sp)
-        fld     fs2, FIB_FRAME_FS(2)(sp)
-        fld     fs3, FIB_FRAME_FS(3)(sp)
-        fld     fs4, FIB_FRAME_FS(4)(sp)
-        fld     fs5, FIB_FRAME_FS(5)(sp)
-        fld     fs6, FIB_FRAME_FS(6)(sp)
-        fld     fs7, FIB_FRAME_FS(7)(sp)
-        fld     fs8, FIB_FRAME_FS(8)(sp)
-        fld     fs9, FIB_FRAME_FS(9)(sp)
-        fld     fs10, FIB_FRAME_FS(10)(sp)
-        fld     fs11, FIB_FRAME_FS(11)(sp)
-#endif
-        ld      ra, FIB_FRAME_RA(sp)            /* where it goes on */
-        ld      s0, FIB_FRAME_S(0)(sp)          /* its frame pointer */
-        ld      s1, FIB_FRAME_S(1)(sp)          /* its callee-saved ... */
-        ld      s2, FIB_FRAME_S(2)(sp)
-        ld      s3, FIB_FRAME_S(3)(sp)
-        ld      s4, FIB_FRAME_S(4)(sp)
-        ld      s5, FIB_FRAME_S(5)(sp)
-        ld      s6, FIB_FRAME_S(6)(sp)
-        ld      s7, FIB_FRAME_S(7)(sp)
-        ld      s8, FIB_FRAME_S(8)(sp)
-        ld      s9, FIB_FRAME_S(9)(sp)
-        ld      s10, FIB_FRAME_S(10)(sp)
-        ld      s11, FIB_FRAME_S(11)(sp)
-        addi    sp, sp, FIB_FRAME_SIZE          /* pop the frame */
-        .cfi_adjust_cfa_offset -FIB_FRAME_SIZE
-        mv      a0, a2                          /* the value, returned */
-        ret
+        RESUME  \save_fp, a2
         .cfi_endproc
         .size   \name, . - \name
 .endm
@@ -140,18 +155,34 @@
         SWITCH  fib__ctx_switch_nofp, 0
 
 /*
+ * void fib__ctx_jump(void *load_sp, void *value)       (never returns)
+ * void fib__ctx_jump_nofp(void *load_sp, void *value)
+ *   a0: the stack pointer of the context to resume; a1: the value
+ *
+ * The second half of the switch alone, for a context that has finished
+ * and is never resumed: nothing of it is saved. The variant must be the
+ * one the resumed context was left by.
+ */
+.macro  JUMP name, load_fp
+        FUNC    \name
+        mv      sp, a0                          /* the finished one is gone */
+        .cfi_def_cfa sp, FIB_FRAME_SIZE
+        RESUME  \load_fp, a1
+        .cfi_endproc
+        .size   \name, . - \name
+.endm
+
+        JUMP    fib__ctx_jump, 1
+        JUMP    fib__ctx_jump_nofp, 0
+
+/*
  * The first code a new context runs (fib__ctx_make puts it in the frame's
  * ra slot). On entry: s1 = the entry function, a0 = the value the first
  * switch passed, sp 16-byte aligned. Its CFI says the return address is
  * undefined, so unwinders (gdb, backtrace(), perf) stop here cleanly, and
  * s0 = 0 ends frame-pointer chains.
  */
-        .globl  fib__ctx_entry_trampoline
-        .hidden fib__ctx_entry_trampoline
-        .type   fib__ctx_entry_trampoline, @function
-        .p2align 2
-fib__ctx_entry_trampoline:
-        .cfi_startproc
+        FUNC    fib__ctx_entry_trampoline
         .cfi_undefined ra
         li      s0, 0                           /* no caller frame */
         li      ra, 0                           /* no return address */

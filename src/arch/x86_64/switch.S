@@ -41,6 +41,17 @@
 
         .text
 
+/* The head of a global function that is hidden outside the library:
+ * symbol, type, alignment, and the start of its unwind information. */
+.macro  FUNC name
+        .globl  \name
+        .hidden \name
+        .type   \name, @function
+        .p2align 4
+\name:
+        .cfi_startproc
+.endm
+
 /*
  * void *fib__ctx_switch(void **save_sp, void *load_sp, void *value)
  * void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value)
@@ -53,13 +64,33 @@
  * thread's FP control state. A context must always be entered and left by
  * the same variant; the coroutine layer guarantees it.
  */
+/*
+ * The second half of a switch: rsp points at the frame of the context to
+ * resume (and the CFA is described as rsp + FIB_FRAME_SIZE); restore it
+ * and go on where it left off, with \value as its return value.
+ */
+.macro  RESUME load_fp, value
+        movq    FIB_FRAME_R12(%rsp), %r12
+        movq    FIB_FRAME_R13(%rsp), %r13
+        movq    FIB_FRAME_R14(%rsp), %r14
+        movq    FIB_FRAME_R15(%rsp), %r15
+        movq    FIB_FRAME_RBX(%rsp), %rbx
+        movq    FIB_FRAME_RBP(%rsp), %rbp
+.if \load_fp
+        ldmxcsr FIB_FRAME_MXCSR(%rsp)
+        fldcw   FIB_FRAME_X87CW(%rsp)
+.endif
+        leaq    FIB_FRAME_RIP(%rsp), %rsp
+        .cfi_adjust_cfa_offset -(FIB_FRAME_SIZE - 8)
+        popq    %rcx                    /* where the resumed context goes on */
+        .cfi_adjust_cfa_offset -8
+        .cfi_register rip, rcx
+        movq    \value, %rax            /* the value, as its return value */
+        notrack jmp *%rcx
+.endm
+
 .macro  SWITCH name, save_fp
-        .globl  \name
-        .hidden \name
-        .type   \name, @function
-        .p2align 4
-\name:
-        .cfi_startproc
+        FUNC    \name
         ENDBR
         leaq    -(FIB_FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
         .cfi_adjust_cfa_offset FIB_FRAME_SIZE - 8
@@ -76,24 +107,7 @@
 
         movq    %rsp, (%rdi)            /* the context we leave is saved */
         movq    %rsi, %rsp              /* now on the resumed context's stack */
-
-        movq    FIB_FRAME_R12(%rsp), %r12
-        movq    FIB_FRAME_R13(%rsp), %r13
-        movq    FIB_FRAME_R14(%rsp), %r14
-        movq    FIB_FRAME_R15(%rsp), %r15
-        movq    FIB_FRAME_RBX(%rsp), %rbx
-        movq    FIB_FRAME_RBP(%rsp), %rbp
-.if \save_fp
-        ldmxcsr FIB_FRAME_MXCSR(%rsp)
-        fldcw   FIB_FRAME_X87CW(%rsp)
-.endif
-        leaq    FIB_FRAME_RIP(%rsp), %rsp
-        .cfi_adjust_cfa_offset -(FIB_FRAME_SIZE - 8)
-        popq    %rcx                    /* where the resumed context goes on */
-        .cfi_adjust_cfa_offset -8
-        .cfi_register rip, rcx
-        movq    %rdx, %rax              /* the value, as our return value */
-        notrack jmp *%rcx
+        RESUME  \save_fp, %rdx
         .cfi_endproc
         .size   \name, . - \name
 .endm
@@ -112,33 +126,12 @@
  * one the resumed context was left by.
  */
 .macro  JUMP name, load_fp
-        .globl  \name
-        .hidden \name
-        .type   \name, @function
-        .p2align 4
-\name:
-        .cfi_startproc
+        FUNC    \name
         ENDBR
         movq    %rdi, %rsp              /* the finished context is gone */
         .cfi_def_cfa rsp, FIB_FRAME_SIZE
         .cfi_offset rip, -8
-        movq    FIB_FRAME_R12(%rsp), %r12
-        movq    FIB_FRAME_R13(%rsp), %r13
-        movq    FIB_FRAME_R14(%rsp), %r14
-        movq    FIB_FRAME_R15(%rsp), %r15
-        movq    FIB_FRAME_RBX(%rsp), %rbx
-        movq    FIB_FRAME_RBP(%rsp), %rbp
-.if \load_fp
-        ldmxcsr FIB_FRAME_MXCSR(%rsp)
-        fldcw   FIB_FRAME_X87CW(%rsp)
-.endif
-        leaq    FIB_FRAME_RIP(%rsp), %rsp
-        .cfi_def_cfa rsp, 8
-        popq    %rcx
-        .cfi_def_cfa rsp, 0
-        .cfi_register rip, rcx
-        movq    %rsi, %rax
-        notrack jmp *%rcx
+        RESUME  \load_fp, %rsi
         .cfi_endproc
         .size   \name, . - \name
 .endm
@@ -153,12 +146,7 @@
  * undefined, so unwinders (gdb, backtrace(), perf) stop here cleanly, and
  * rbp = 0 ends frame-pointer chains.
  */
-        .globl  fib__ctx_entry_trampoline
-        .hidden fib__ctx_entry_trampoline
-        .type   fib__ctx_entry_trampoline, @function
-        .p2align 4
-fib__ctx_entry_trampoline:
-        .cfi_startproc
+        FUNC    fib__ctx_entry_trampoline
         .cfi_undefined rip
         ENDBR
         xorl    %ebp, %ebp              /* no caller frame */
