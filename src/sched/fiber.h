@@ -7,8 +7,11 @@
  *     spawn --> READY --(scheduler or a switching fiber picks it)--> RUNNING
  *     RUNNING --fib_yield--> READY
  *     RUNNING --park (join, sync primitives)--> BLOCKED
+ *     RUNNING --park_nocancel (cond_wait's relock)--> BLOCKED, uncancellable
  *     RUNNING --fib_sleep_*--> SLEEPING
  *     BLOCKED / SLEEPING --ready, deadline, or cancel--> READY
+ *     BLOCKED, uncancellable --ready only--> READY (fib_cancel just sets
+ *                                           `cancelled` for the next call)
  *     RUNNING --returns / fib_exit--> FINISHED (record kept until joined,
  *                                     freed at once if detached)
  *
@@ -17,7 +20,10 @@
  * joiner slot) and then parks, with no switch in between; the runtime is
  * cooperative and single-threaded, so no wake-up can be lost in that gap.
  * park returns why it woke: 0 (readied), FIB_ETIMEDOUT or FIB_ECANCELED;
- * on the last two the caller takes itself off its wait list.
+ * on the last two the caller takes itself off its wait list. An
+ * uncancellable park has no deadline and ignores cancellation, so it ends
+ * only when its waker readies it: for a wait that must complete whatever
+ * happens (the caller of fib_cond_wait must hold the mutex on return).
  */
 #ifndef FIB_SCHED_FIBER_H
 #define FIB_SCHED_FIBER_H
@@ -48,6 +54,9 @@ struct fib__fiber {
                                  return FIB_ECANCELED from now on */
   int wake;                   /* why the last park ended (0 or error) */
   int timer_armed;            /* timer is in the runtime's heap */
+  int nocancel;               /* written by every park: 1 while parked by
+                                 fib__fiber_park_nocancel (fib_cancel
+                                 must not wake it) */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
   void *result;               /* valid when FINISHED */
   fib_fn fn;
@@ -101,7 +110,18 @@ struct fib__fiber *fib__fiber_self(void);
 int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
                     uint64_t deadline);
 
+/* Park the running fiber `self` BLOCKED until fib__fiber_ready, and only
+ * that: no deadline, it parks even if already cancelled, and fib_cancel
+ * does not wake it (it only sets `cancelled`, so the next cancellable
+ * blocking call returns FIB_ECANCELED). For a wait that must complete. */
+void fib__fiber_park_nocancel(struct fib__fiber *self);
+
 /* Make a parked fiber ready; its park returns 0. */
 void fib__fiber_ready(struct fib__fiber *f);
+
+/* fib_cancel's wake-up: if `f` is parked and may be cancelled, make it
+ * ready with its park returning FIB_ECANCELED. The caller has set
+ * f->cancelled. */
+void fib__fiber_interrupt(struct fib__fiber *f);
 
 #endif

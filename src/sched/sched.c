@@ -130,6 +130,12 @@ static void wake(struct fib_runtime *rt, struct fib__fiber *f, int reason) {
 
 void fib__fiber_ready(struct fib__fiber *f) { wake(f->rt, f, 0); }
 
+void fib__fiber_interrupt(struct fib__fiber *f) {
+  if ((f->state == FIB_FIBER_BLOCKED || f->state == FIB_FIBER_SLEEPING) &&
+      !f->nocancel)
+    wake(f->rt, f, FIB_ECANCELED);
+}
+
 struct fib__fiber *fib__fiber_self(void) {
   struct fib_runtime *rt = fib__tl_runtime;
   struct fib__fiber *f = rt ? rt->current : NULL;
@@ -174,9 +180,19 @@ int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
     self->timer_armed = 1;
   }
   self->state = state;
+  self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
   (void)switch_away(rt, self);
   return self->wake;
+}
+
+void fib__fiber_park_nocancel(struct fib__fiber *self) {
+  self->state = FIB_FIBER_BLOCKED;
+  self->nocancel = 1;
+  self->wake = 0;
+  (void)switch_away(self->rt, self);
+  /* Only fib__fiber_ready wakes it: no timer, and fib__fiber_interrupt
+   * passes it by. */
 }
 
 int fib_yield(void) {

@@ -116,35 +116,20 @@ int fib_mutex_unlock(fib_mutex *m) {
 }
 
 /*
- * Lock for fib_cond_wait's return: the mutex must be held again whatever
- * happens, so this wait cannot be cancelled. fib__fiber_park refuses a
- * cancelled fiber, so the flag is set aside while it waits; a fib_cancel
- * arriving meanwhile wakes it with FIB_ECANCELED, and it waits again.
+ * Lock for fib_cond_wait's return: the caller must hold the mutex again
+ * whatever happens, so this wait is uncancellable. It waits in line like
+ * any lock, and only the unlocker's hand-off ends it; a fib_cancel that
+ * arrives meanwhile is left for the fiber's next blocking call.
  */
 static void mutex_relock(struct mutex *x, struct fib__fiber *self) {
   if (!x->owner) {
     x->owner = self;
     return;
   }
-  int cancelled = self->cancelled;
   struct fib__wait w = {self, 0, 0};
   struct fib__wnode n = {.wait = &w};
-  for (;;) {
-    self->cancelled = 0;
-    if (!n.q)
-      fib__waitq_push(&x->waiters, &n);
-    int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, FIB__NO_DEADLINE);
-    if (err == 0)
-      break; /* handed over: we own it */
-    cancelled = 1;
-    if (!x->owner) { /* released while we were being woken */
-      if (n.q)
-        fib__waitq_unlink(&n);
-      x->owner = self;
-      break;
-    }
-  }
-  self->cancelled = cancelled;
+  fib__waitq_push(&x->waiters, &n);
+  fib__fiber_park_nocancel(self); /* mutex_release made us the owner */
 }
 
 /* -------------------------------------------------------------- cond */
@@ -198,7 +183,7 @@ int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
   mutex_release(mx);
   int err = fib__wait_one(self, &n, deadline_ns);
   mutex_relock(mx, self);
-  return err;
+  return err; /* the wait's result: a cancel during the relock waits */
 }
 
 int fib_cond_wait(fib_cond *c, fib_mutex *m) {
