@@ -16,16 +16,15 @@
  * first peer to complete any of them readies the fiber, which makes the
  * other nodes stale at once (waitq.h); the fiber unlinks them when it runs.
  */
+#include "../sync/storage.h"
 #include "../sync/waitq.h"
 #include "../sys.h"
 
 #include <limits.h>
-#include <stdalign.h>
 #include <stdint.h>
 #include <string.h>
 
 #define CHAN_MAGIC 0x6368616eu /* "chan" */
-#define DEAD_MAGIC 0xdeadf1b0u
 
 struct chan {
   uint32_t magic;
@@ -38,32 +37,25 @@ struct chan {
   struct fib__waitq sendq;
   struct fib__waitq recvq;
 };
-_Static_assert(sizeof(fib_chan) >= sizeof(struct chan), "chan fits fib_chan");
-_Static_assert(alignof(fib_chan) >= alignof(struct chan), "chan aligned");
+FIB__CHECK_STORAGE(fib_chan, struct chan);
 
 static struct chan *chan_of(const fib_chan *ch) {
-  struct chan *c = ch ? (struct chan *)(void *)&((fib_chan *)ch)->opaque : NULL;
-  return c && c->magic == CHAN_MAGIC ? c : NULL;
+  return fib__live(ch, CHAN_MAGIC);
 }
 
 int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
   if (!ch || (elem_size && capacity > SIZE_MAX / elem_size))
     return FIB_EINVAL;
-  struct chan *c = (struct chan *)(void *)&ch->opaque;
   unsigned char *buf = NULL;
   if (elem_size && capacity) {
     buf = fib__sys_malloc(elem_size * capacity);
     if (!buf)
-      return FIB_ENOMEM;
+      return FIB_ENOMEM; /* the storage is left as it was */
   }
-  c->magic = CHAN_MAGIC;
-  c->closed = 0;
+  struct chan *c = fib__start(ch, CHAN_MAGIC, sizeof *c);
   c->elem_size = elem_size;
   c->cap = capacity;
-  c->head = c->count = 0;
   c->buf = buf;
-  fib__waitq_init(&c->sendq);
-  fib__waitq_init(&c->recvq);
   return 0;
 }
 
@@ -71,14 +63,12 @@ int fib_chan_destroy(fib_chan *ch) {
   struct chan *c = chan_of(ch);
   if (!c)
     return FIB_EINVAL;
-  fib__waitq_purge(&c->sendq);
-  fib__waitq_purge(&c->recvq);
-  if (!fib__waitq_empty(&c->sendq) || !fib__waitq_empty(&c->recvq))
-    return FIB_EBUSY;
-  fib__sys_free(c->buf);
-  c->buf = NULL;
-  c->magic = DEAD_MAGIC;
-  return 0;
+  int err = fib__retire(&c->magic, &c->sendq, fib__waitq_busy(&c->recvq));
+  if (!err) {
+    fib__sys_free(c->buf);
+    c->buf = NULL;
+  }
+  return err;
 }
 
 size_t fib_chan_len(const fib_chan *ch) {
@@ -93,11 +83,8 @@ int fib_chan_close(fib_chan *ch) {
   if (c->closed)
     return FIB_EPIPE;
   c->closed = 1;
-  struct fib__wnode *n;
-  while ((n = fib__waitq_first(&c->recvq)) != NULL)
-    fib__wnode_complete(n, FIB_EPIPE);
-  while ((n = fib__waitq_first(&c->sendq)) != NULL)
-    fib__wnode_complete(n, FIB_EPIPE);
+  fib__waitq_complete_all(&c->recvq, FIB_EPIPE);
+  fib__waitq_complete_all(&c->sendq, FIB_EPIPE);
   return 0;
 }
 
@@ -193,19 +180,14 @@ int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
   if (!c || (!elem && c->elem_size))
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
-  int err;
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
+    return err;
   if (try_send(c, elem, &err))
     return err;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w, .elem = (void *)(uintptr_t)elem};
-  fib__waitq_push(&c->sendq, &n);
-  err = fib__wait_one(self, &n, deadline_ns);
-  return err ? err : w.result;
+  return fib__waitq_wait(&c->sendq, self, (void *)(uintptr_t)elem,
+                         deadline_ns);
 }
 
 int fib_chan_send(fib_chan *ch, const void *elem) {
@@ -216,19 +198,13 @@ int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
   if (!c)
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
-  int err;
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
+    return err;
   if (try_recv(c, out, &err))
     return err;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w, .elem = out};
-  fib__waitq_push(&c->recvq, &n);
-  err = fib__wait_one(self, &n, deadline_ns);
-  return err ? err : w.result;
+  return fib__waitq_wait(&c->recvq, self, out, deadline_ns);
 }
 
 int fib_chan_recv(fib_chan *ch, void *out) {

@@ -17,7 +17,8 @@
  *     the same wait (the other cases of a select) stops being claimable at
  *     once, and no second waker can complete it.
  *   - A timeout or fib_cancel also readies the fiber (park returns
- *     FIB_ETIMEDOUT / FIB_ECANCELED) but leaves its nodes linked. They are
+ *     FIB_ETIMEDOUT / FIB_ECANCELED; not for an uncancellable park, which
+ *     only its completer ends) but leaves its nodes linked. They are
  *     not claimable any more: a waker that meets one unlinks it and looks at
  *     the next ("stale" nodes). When the fiber runs again it unlinks whatever
  *     is still linked (node->q != NULL) before it does anything else.
@@ -97,8 +98,9 @@ static inline struct fib__wnode *fib__waitq_first(struct fib__waitq *q) {
   return n;
 }
 
-/* Unlink every stale node (for destroy: only live waiters make it busy). */
-static inline void fib__waitq_purge(struct fib__waitq *q) {
+/* Destroy's test: drop the stale nodes, then non-zero if live waiters
+ * remain. */
+static inline int fib__waitq_busy(struct fib__waitq *q) {
   struct fib__wnode *n = q->head;
   while (n) {
     struct fib__wnode *next = n->next;
@@ -106,6 +108,7 @@ static inline void fib__waitq_purge(struct fib__waitq *q) {
       fib__waitq_unlink(n);
     n = next;
   }
+  return !fib__waitq_empty(q);
 }
 
 /* Complete a claimable node: its fiber's park returns 0 and it finds
@@ -118,14 +121,41 @@ static inline void fib__wnode_complete(struct fib__wnode *n, int result) {
   fib__fiber_ready(w->fiber);
 }
 
-/* Park `self` on one node already linked; on an error return the node is
- * off its queue. */
-static inline int fib__wait_one(struct fib__fiber *self, struct fib__wnode *n,
-                                uint64_t deadline) {
+/* Complete every live node of q with `result` (broadcast, close). */
+static inline void fib__waitq_complete_all(struct fib__waitq *q, int result) {
+  struct fib__wnode *n;
+  while ((n = fib__waitq_first(q)) != NULL)
+    fib__wnode_complete(n, result);
+}
+
+/* The start of every call that may wait, even one that will not have to:
+ * 0 and the calling fiber in *self, or FIB_EPERM (not a fiber that may
+ * block) or FIB_ECANCELED (cancelled), before any side effect. */
+static inline int fib__waiter(struct fib__fiber **self) {
+  struct fib__fiber *f = fib__fiber_self();
+  *self = f;
+  if (!f)
+    return FIB_EPERM;
+  return f->cancelled ? FIB_ECANCELED : 0;
+}
+
+/* Wait on q as one node (`elem`: channels' value or slot) until a waker
+ * completes it, the deadline passes or the fiber is cancelled. Returns the
+ * completer's result (0, FIB_EPIPE), or park's error with the node off the
+ * queue (the call had no effect). */
+static inline int fib__waitq_wait(struct fib__waitq *q,
+                                  struct fib__fiber *self, void *elem,
+                                  uint64_t deadline) {
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.wait = &w, .elem = elem};
+  fib__waitq_push(q, &n);
   int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline);
-  if (err && n->q)
-    fib__waitq_unlink(n);
-  return err;
+  if (err) {
+    if (n.q)
+      fib__waitq_unlink(&n);
+    return err;
+  }
+  return w.result;
 }
 
 #endif
