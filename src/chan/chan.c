@@ -31,9 +31,13 @@ struct chan {
   uint32_t closed;
   size_t elem_size;
   size_t cap;                /* 0: unbuffered */
-  size_t head;               /* index of the oldest buffered value */
   size_t count;              /* values buffered, <= cap */
-  unsigned char *buf;        /* cap * elem_size bytes; NULL if that is 0 */
+  /* The ring, by pointers so that a step is an add and a compare (no
+   * multiply, no modulo); all NULL when it has no bytes: */
+  unsigned char *buf;        /* cap * elem_size bytes */
+  unsigned char *end;        /* buf + cap * elem_size */
+  unsigned char *head;       /* the oldest buffered value */
+  unsigned char *tail;       /* where the next value goes */
   struct fib__waitq sendq;
   struct fib__waitq recvq;
 };
@@ -55,7 +59,8 @@ int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
   struct chan *c = fib__start(ch, CHAN_MAGIC, sizeof *c);
   c->elem_size = elem_size;
   c->cap = capacity;
-  c->buf = buf;
+  c->buf = c->head = c->tail = buf;
+  c->end = buf ? buf + elem_size * capacity : NULL;
   return 0;
 }
 
@@ -90,11 +95,17 @@ int fib_chan_close(fib_chan *ch) {
 
 /* ---- the operations, when they need not wait */
 
+/* Any other size, out of line: a call to memcpy in the inline copy would
+ * make every send and receive set up a stack frame for it. */
+static __attribute__((noinline, cold)) void copy_bytes(void *dst,
+                                                       const void *src,
+                                                       size_t len) {
+  memcpy(dst, src, len);
+}
+
 /* Constant-size copies for the common element sizes: the compiler turns
  * them into one load and store instead of a call to memcpy. */
 static inline void copy(void *dst, const void *src, size_t len) {
-  if (!dst)
-    return;
   switch (len) {
   case 8:
     memcpy(dst, src, 8);
@@ -105,15 +116,28 @@ static inline void copy(void *dst, const void *src, size_t len) {
   case 0:
     break;
   default:
-    memcpy(dst, src, len);
+    copy_bytes(dst, src, len);
   }
 }
 
-static unsigned char *slot(struct chan *c, size_t i) {
-  size_t k = c->head + i;
-  if (k >= c->cap)
-    k -= c->cap;
-  return c->buf + k * c->elem_size;
+/* Append a value to the ring (count < cap). */
+static inline void ring_put(struct chan *c, const void *elem) {
+  copy(c->tail, elem, c->elem_size);
+  c->tail += c->elem_size;
+  if (c->tail == c->end)
+    c->tail = c->buf;
+  c->count++;
+}
+
+/* Take the oldest value out of the ring (count > 0) into out (NULL:
+ * drop it). */
+static inline void ring_take(struct chan *c, void *out) {
+  if (out)
+    copy(out, c->head, c->elem_size);
+  c->head += c->elem_size;
+  if (c->head == c->end)
+    c->head = c->buf;
+  c->count--;
 }
 
 static int send_ready(struct chan *c) {
@@ -124,57 +148,66 @@ static int recv_ready(struct chan *c) {
   return c->count || c->closed || fib__waitq_first(&c->sendq);
 }
 
-/* Send if it need not wait: 1 (and *err: 0 or FIB_EPIPE) or 0. */
-static int try_send(struct chan *c, const void *elem, int *err) {
-  *err = 0;
-  if (c->closed) {
-    *err = FIB_EPIPE;
-    return 1;
-  }
+/* try_send / try_recv: 0 or FIB_EPIPE if the operation is done, or this
+ * (not an error code: positive) if it would have to wait. */
+#define WOULD_WAIT 1
+
+static inline int try_send(struct chan *c, const void *elem) {
+  if (c->closed)
+    return FIB_EPIPE;
   struct fib__wnode *n = fib__waitq_first(&c->recvq);
   if (n) { /* the buffer is empty: hand the value over */
-    copy(n->elem, elem, c->elem_size);
+    if (n->elem)
+      copy(n->elem, elem, c->elem_size);
     fib__wnode_complete(n, 0);
-    return 1;
+    return 0;
   }
   if (c->count < c->cap) {
-    copy(slot(c, c->count), elem, c->elem_size);
-    c->count++;
-    return 1;
+    ring_put(c, elem);
+    return 0;
   }
-  return 0;
+  return WOULD_WAIT;
 }
 
-/* Receive if it need not wait: 1 (and *err: 0 or FIB_EPIPE) or 0. */
-static int try_recv(struct chan *c, void *out, int *err) {
-  *err = 0;
+static inline int try_recv(struct chan *c, void *out) {
+  struct fib__wnode *n;
   if (c->count) {
-    copy(out, slot(c, 0), c->elem_size);
-    c->count--;
-    if (++c->head == c->cap)
-      c->head = 0;
-    struct fib__wnode *n = fib__waitq_first(&c->sendq);
+    ring_take(c, out);
+    n = fib__waitq_first(&c->sendq);
     if (n) { /* a slot is free: the longest waiter's value goes in */
-      copy(slot(c, c->count), n->elem, c->elem_size);
-      c->count++;
+      ring_put(c, n->elem);
       fib__wnode_complete(n, 0);
     }
-    return 1;
+    return 0;
   }
-  struct fib__wnode *n = fib__waitq_first(&c->sendq);
+  n = fib__waitq_first(&c->sendq);
   if (n) { /* unbuffered: take it from the sender */
-    copy(out, n->elem, c->elem_size);
+    if (out)
+      copy(out, n->elem, c->elem_size);
     fib__wnode_complete(n, 0);
-    return 1;
+    return 0;
   }
-  if (c->closed) {
-    *err = FIB_EPIPE;
-    return 1;
-  }
-  return 0;
+  return c->closed ? FIB_EPIPE : WOULD_WAIT;
 }
 
-/* ---- send and receive */
+/* ---- send and receive
+ *
+ * Each call is split: the common case of a buffered channel (room to put,
+ * or a value to take, and nobody on the other side to serve) is done
+ * inline in the call, which then needs no stack frame; everything else
+ * (a hand-off to a waiting peer, close, waiting) is in an out-of-line
+ * helper. Stale nodes make the inline test fail, never pass wrongly. */
+
+static __attribute__((noinline)) int send_slow(struct chan *c,
+                                               struct fib__fiber *self,
+                                               const void *elem,
+                                               uint64_t deadline_ns) {
+  int err = try_send(c, elem);
+  if (err != WOULD_WAIT)
+    return err;
+  return fib__waitq_wait(&c->sendq, self, (void *)(uintptr_t)elem,
+                         deadline_ns);
+}
 
 int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
@@ -184,14 +217,25 @@ int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   int err = fib__waiter(&self);
   if (err)
     return err;
-  if (try_send(c, elem, &err))
-    return err;
-  return fib__waitq_wait(&c->sendq, self, (void *)(uintptr_t)elem,
-                         deadline_ns);
+  if (c->count < c->cap && !c->closed && fib__waitq_empty(&c->recvq)) {
+    ring_put(c, elem);
+    return 0;
+  }
+  return send_slow(c, self, elem, deadline_ns);
 }
 
 int fib_chan_send(fib_chan *ch, const void *elem) {
   return fib_chan_send_until(ch, elem, FIB__NO_DEADLINE);
+}
+
+static __attribute__((noinline)) int recv_slow(struct chan *c,
+                                               struct fib__fiber *self,
+                                               void *out,
+                                               uint64_t deadline_ns) {
+  int err = try_recv(c, out);
+  if (err != WOULD_WAIT)
+    return err;
+  return fib__waitq_wait(&c->recvq, self, out, deadline_ns);
 }
 
 int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
@@ -202,9 +246,11 @@ int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
   int err = fib__waiter(&self);
   if (err)
     return err;
-  if (try_recv(c, out, &err))
-    return err;
-  return fib__waitq_wait(&c->recvq, self, out, deadline_ns);
+  if (c->count && fib__waitq_empty(&c->sendq)) {
+    ring_take(c, out);
+    return 0;
+  }
+  return recv_slow(c, self, out, deadline_ns);
 }
 
 int fib_chan_recv(fib_chan *ch, void *out) {
@@ -282,10 +328,9 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
   if (chosen != SIZE_MAX) {
     fib_select_case *k = &cases[chosen];
     struct chan *c = chan_of(k->chan);
-    if (k->op == FIB_SELECT_SEND)
-      (void)try_send(c, k->elem, &k->err); /* ready: it completes */
-    else
-      (void)try_recv(c, k->elem, &k->err);
+    /* ready: it completes */
+    k->err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem)
+                                      : try_recv(c, k->elem);
     return (int)chosen;
   }
   if (def != SIZE_MAX) {

@@ -97,18 +97,41 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
 /* Queue a fiber that is not running at the back of the run queue. */
 void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f);
 
+/* ---- park / ready: the API of the blocking primitives (src/sync/,
+ * src/chan/). The calls on the hot path of every hand-off are inline. */
+
 /* No deadline, for fib__fiber_park. */
 #define FIB__NO_DEADLINE UINT64_MAX
 
 /* The running fiber if it may block: on this thread's runtime, and not
  * inside a coroutine the fiber resumed. NULL otherwise. */
-struct fib__fiber *fib__fiber_self(void);
+static inline struct fib__fiber *fib__fiber_self(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  struct fib__fiber *f = rt ? rt->current : NULL;
+  return f && fib__coro_self() == f->co ? f : NULL;
+}
+
+/* park's switching half (sched.c): arm the timer, set the state, switch
+ * away. Returns 0 when `self` runs again; why it woke is in self->wake.
+ * The switch is its tail call, so the frame the switch saves returns
+ * straight into park's caller, and the fiber switched to, which parked
+ * through the same call, returns out of it as the return-stack predictor
+ * expects (a call left open across the switch costs a mispredicted ret
+ * per frame on the way out). */
+int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state,
+                       uint64_t deadline);
 
 /* Park the running fiber `self` in `state` (BLOCKED or SLEEPING) until
  * fib__fiber_ready, the deadline, or cancellation. Returns 0, FIB_ETIMEDOUT
  * or FIB_ECANCELED (at once, without parking, if already cancelled). */
-int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
-                    uint64_t deadline);
+static inline int fib__fiber_park(struct fib__fiber *self,
+                                  enum fib__fiber_state state,
+                                  uint64_t deadline) {
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  (void)fib__fiber_suspend(self, state, deadline);
+  return self->wake;
+}
 
 /* Park the running fiber `self` BLOCKED until fib__fiber_ready, and only
  * that: no deadline, it parks even if already cancelled, and fib_cancel
@@ -116,8 +139,18 @@ int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
  * blocking call returns FIB_ECANCELED). For a wait that must complete. */
 void fib__fiber_park_nocancel(struct fib__fiber *self);
 
-/* Make a parked fiber ready; its park returns 0. */
-void fib__fiber_ready(struct fib__fiber *f);
+/* Take a parked fiber's timer out of the heap (for ready). */
+void fib__fiber_disarm(struct fib__fiber *f);
+
+/* Make a parked fiber ready, at the back of the run queue; its park
+ * returns 0. */
+static inline void fib__fiber_ready(struct fib__fiber *f) {
+  if (f->timer_armed)
+    fib__fiber_disarm(f);
+  f->wake = 0;
+  f->state = FIB_FIBER_READY;
+  fib__runq_push(&f->rt->runq, &f->runq);
+}
 
 /* fib_cancel's wake-up: if `f` is parked and may be cancelled, make it
  * ready with its park returning FIB_ECANCELED. The caller has set

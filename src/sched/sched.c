@@ -118,28 +118,21 @@ void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__runq_push(&rt->runq, &f->runq);
 }
 
-/* Wake a parked fiber for `reason`: its park returns that. */
-static void wake(struct fib_runtime *rt, struct fib__fiber *f, int reason) {
-  if (f->timer_armed) {
-    fib__timers_remove(&rt->timers, &f->timer);
-    f->timer_armed = 0;
-  }
-  f->wake = reason;
-  fib__fiber_enqueue(rt, f);
+void fib__fiber_disarm(struct fib__fiber *f) {
+  fib__timers_remove(&f->rt->timers, &f->timer);
+  f->timer_armed = 0;
 }
 
-void fib__fiber_ready(struct fib__fiber *f) { wake(f->rt, f, 0); }
+/* Wake a parked fiber for `reason`: its park returns that. */
+static void wake(struct fib__fiber *f, int reason) {
+  fib__fiber_ready(f);
+  f->wake = reason;
+}
 
 void fib__fiber_interrupt(struct fib__fiber *f) {
   if ((f->state == FIB_FIBER_BLOCKED || f->state == FIB_FIBER_SLEEPING) &&
       !f->nocancel)
-    wake(f->rt, f, FIB_ECANCELED);
-}
-
-struct fib__fiber *fib__fiber_self(void) {
-  struct fib_runtime *rt = fib__tl_runtime;
-  struct fib__fiber *f = rt ? rt->current : NULL;
-  return f && fib__coro_self() == f->co ? f : NULL;
+    wake(f, FIB_ECANCELED);
 }
 
 /*
@@ -169,10 +162,8 @@ static inline int switch_away(struct fib_runtime *rt,
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 
-int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
-                    uint64_t deadline) {
-  if (self->cancelled)
-    return FIB_ECANCELED;
+int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state,
+                       uint64_t deadline) {
   struct fib_runtime *rt = self->rt;
   if (deadline != FIB__NO_DEADLINE) {
     /* Capacity for one timer per record was reserved at spawn. */
@@ -182,8 +173,7 @@ int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
-  (void)switch_away(rt, self);
-  return self->wake;
+  return switch_away(rt, self);
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {
@@ -223,7 +213,7 @@ static void expire_timers(struct fib_runtime *rt, uint64_t now) {
   while ((tm = fib__timers_first(&rt->timers)) && tm->deadline <= now) {
     struct fib__fiber *f = (struct fib__fiber *)((char *)tm -
                                       offsetof(struct fib__fiber, timer));
-    wake(rt, f, FIB_ETIMEDOUT);
+    wake(f, FIB_ETIMEDOUT);
   }
 }
 

@@ -142,14 +142,17 @@ static inline int fib__waiter(struct fib__fiber **self) {
 /* Wait on q as one node (`elem`: channels' value or slot) until a waker
  * completes it, the deadline passes or the fiber is cancelled. Returns the
  * completer's result (0, FIB_EPIPE), or park's error with the node off the
- * queue (the call had no effect). */
+ * queue (the call had no effect). The caller has found `self` not
+ * cancelled (fib__waiter) and not switched since, so this parks without
+ * park's own check. */
 static inline int fib__waitq_wait(struct fib__waitq *q,
                                   struct fib__fiber *self, void *elem,
                                   uint64_t deadline) {
   struct fib__wait w = {self, 0, 0};
   struct fib__wnode n = {.wait = &w, .elem = elem};
   fib__waitq_push(q, &n);
-  int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline);
+  (void)fib__fiber_suspend(self, FIB_FIBER_BLOCKED, deadline);
+  int err = self->wake;
   if (err) {
     if (n.q)
       fib__waitq_unlink(&n);
