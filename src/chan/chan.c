@@ -149,17 +149,20 @@ static int recv_ready(struct chan *c) {
 }
 
 /* try_send / try_recv: 0 or FIB_EPIPE if the operation is done, or this
- * (not an error code: positive) if it would have to wait. */
+ * (not an error code: positive) if it would have to wait. Forced inline:
+ * each is used by its call's slow half and by select, and a call here
+ * would cost a frame on every hand-off. */
 #define WOULD_WAIT 1
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 
-static inline int try_send(struct chan *c, const void *elem) {
+static ALWAYS_INLINE int try_send(struct chan *c, const void *elem) {
   if (c->closed)
     return FIB_EPIPE;
   struct fib__wnode *n = fib__waitq_first(&c->recvq);
   if (n) { /* the buffer is empty: hand the value over */
     if (n->elem)
       copy(n->elem, elem, c->elem_size);
-    fib__wnode_complete(n, 0);
+    fib__waitq_complete_first(&c->recvq, 0);
     return 0;
   }
   if (c->count < c->cap) {
@@ -169,14 +172,14 @@ static inline int try_send(struct chan *c, const void *elem) {
   return WOULD_WAIT;
 }
 
-static inline int try_recv(struct chan *c, void *out) {
+static ALWAYS_INLINE int try_recv(struct chan *c, void *out) {
   struct fib__wnode *n;
   if (c->count) {
     ring_take(c, out);
     n = fib__waitq_first(&c->sendq);
     if (n) { /* a slot is free: the longest waiter's value goes in */
       ring_put(c, n->elem);
-      fib__wnode_complete(n, 0);
+      fib__waitq_complete_first(&c->sendq, 0);
     }
     return 0;
   }
@@ -184,7 +187,7 @@ static inline int try_recv(struct chan *c, void *out) {
   if (n) { /* unbuffered: take it from the sender */
     if (out)
       copy(out, n->elem, c->elem_size);
-    fib__wnode_complete(n, 0);
+    fib__waitq_complete_first(&c->sendq, 0);
     return 0;
   }
   return c->closed ? FIB_EPIPE : WOULD_WAIT;
@@ -356,6 +359,7 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
       continue;
     struct chan *c = chan_of(k->chan);
     struct fib__wnode *nd = &nodes[m++];
+    nd->fiber = self;
     nd->wait = &w;
     nd->idx = i;
     nd->elem = k->elem;

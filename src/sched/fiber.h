@@ -111,15 +111,18 @@ static inline struct fib__fiber *fib__fiber_self(void) {
   return f && fib__coro_self() == f->co ? f : NULL;
 }
 
-/* park's switching half (sched.c): arm the timer, set the state, switch
- * away. Returns 0 when `self` runs again; why it woke is in self->wake.
- * The switch is its tail call, so the frame the switch saves returns
- * straight into park's caller, and the fiber switched to, which parked
- * through the same call, returns out of it as the return-stack predictor
- * expects (a call left open across the switch costs a mispredicted ret
- * per frame on the way out). */
-int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state,
-                       uint64_t deadline);
+/* Arm `self`'s timer for a park with a deadline (sched.c; out of line so
+ * that the switching half below makes no call but its last). */
+void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline);
+
+/* park's switching half (sched.c): set the state, switch away. Returns 0
+ * when `self` runs again; why it woke is in self->wake. The switch is its
+ * tail call, so the frame the switch saves returns straight into park's
+ * caller, and the fiber switched to, which parked through the same call,
+ * returns out of it as the return-stack predictor expects (a call left
+ * open across the switch costs a mispredicted ret per frame on the way
+ * out). */
+int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
 
 /* Park the running fiber `self` in `state` (BLOCKED or SLEEPING) until
  * fib__fiber_ready, the deadline, or cancellation. Returns 0, FIB_ETIMEDOUT
@@ -129,7 +132,9 @@ static inline int fib__fiber_park(struct fib__fiber *self,
                                   uint64_t deadline) {
   if (self->cancelled)
     return FIB_ECANCELED;
-  (void)fib__fiber_suspend(self, state, deadline);
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, state);
   return self->wake;
 }
 

@@ -162,18 +162,17 @@ static inline int switch_away(struct fib_runtime *rt,
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 
-int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state,
-                       uint64_t deadline) {
-  struct fib_runtime *rt = self->rt;
-  if (deadline != FIB__NO_DEADLINE) {
-    /* Capacity for one timer per record was reserved at spawn. */
-    fib__timers_add(&rt->timers, &self->timer, deadline);
-    self->timer_armed = 1;
-  }
+void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
+  /* Capacity for one timer per record was reserved at spawn. */
+  fib__timers_add(&self->rt->timers, &self->timer, deadline);
+  self->timer_armed = 1;
+}
+
+int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
-  return switch_away(rt, self);
+  return switch_away(self->rt, self);
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {

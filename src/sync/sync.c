@@ -70,8 +70,8 @@ int fib_mutex_trylock(fib_mutex *m) {
 static void mutex_release(struct mutex *x) {
   struct fib__wnode *n = fib__waitq_first(&x->waiters);
   if (n) {
-    x->owner = n->wait->fiber;
-    fib__wnode_complete(n, 0);
+    x->owner = n->fiber;
+    fib__waitq_complete_first(&x->waiters, 0);
   } else {
     x->owner = NULL;
   }
@@ -100,7 +100,7 @@ static void mutex_relock(struct mutex *x, struct fib__fiber *self) {
     return;
   }
   struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
+  struct fib__wnode n = {.fiber = self, .wait = &w};
   fib__waitq_push(&x->waiters, &n);
   fib__fiber_park_nocancel(self); /* mutex_release made us the owner */
 }
@@ -150,9 +150,8 @@ int fib_cond_signal(fib_cond *c) {
   struct cond *x = fib__live(c, COND_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__wnode *n = fib__waitq_first(&x->waiters);
-  if (n)
-    fib__wnode_complete(n, 0);
+  if (fib__waitq_first(&x->waiters))
+    fib__waitq_complete_first(&x->waiters, 0);
   return 0;
 }
 
@@ -192,9 +191,9 @@ int fib_sem_post(fib_sem *s) {
   struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__wnode *n = fib__waitq_first(&x->waiters);
-  if (n) {
-    fib__wnode_complete(n, 0); /* the unit goes straight to it */
+  if (fib__waitq_first(&x->waiters)) {
+    /* the unit goes straight to it */
+    fib__waitq_complete_first(&x->waiters, 0);
     return 0;
   }
   if (x->value == UINT64_MAX)

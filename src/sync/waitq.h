@@ -45,6 +45,7 @@ struct fib__waitq;
 struct fib__wnode {
   struct fib__wnode *next, *prev; /* valid while q != NULL */
   struct fib__waitq *q;           /* the queue it is on; NULL when unlinked */
+  struct fib__fiber *fiber;       /* wait->fiber, one load nearer */
   struct fib__wait *wait;         /* the call it belongs to */
   size_t idx;                     /* its case index (select), else 0 */
   void *elem;                     /* channels: value to send / slot to fill */
@@ -86,15 +87,26 @@ static inline void fib__waitq_unlink(struct fib__wnode *n) {
   n->q = NULL;
 }
 
+/* Unlink q's first node (the cheap case of fib__waitq_unlink). */
+static inline void fib__waitq_shift(struct fib__waitq *q) {
+  struct fib__wnode *n = q->head;
+  q->head = n->next;
+  if (n->next)
+    n->next->prev = NULL;
+  else
+    q->tail = NULL;
+  n->q = NULL;
+}
+
 static inline int fib__wnode_claimable(const struct fib__wnode *n) {
-  return n->wait->fiber->state == FIB_FIBER_BLOCKED;
+  return n->fiber->state == FIB_FIBER_BLOCKED;
 }
 
 /* The first claimable node, unlinking the stale ones in front of it. */
 static inline struct fib__wnode *fib__waitq_first(struct fib__waitq *q) {
   struct fib__wnode *n;
   while ((n = q->head) != NULL && !fib__wnode_claimable(n))
-    fib__waitq_unlink(n);
+    fib__waitq_shift(q);
   return n;
 }
 
@@ -111,21 +123,22 @@ static inline int fib__waitq_busy(struct fib__waitq *q) {
   return !fib__waitq_empty(q);
 }
 
-/* Complete a claimable node: its fiber's park returns 0 and it finds
- * `result` in its wait. */
-static inline void fib__wnode_complete(struct fib__wnode *n, int result) {
+/* Complete the node fib__waitq_first(q) returned: its fiber's park
+ * returns 0 and it finds `result` in its wait. */
+static inline void fib__waitq_complete_first(struct fib__waitq *q,
+                                             int result) {
+  struct fib__wnode *n = q->head;
   struct fib__wait *w = n->wait;
   w->fired = n->idx;
   w->result = result;
-  fib__waitq_unlink(n);
-  fib__fiber_ready(w->fiber);
+  fib__waitq_shift(q);
+  fib__fiber_ready(n->fiber);
 }
 
 /* Complete every live node of q with `result` (broadcast, close). */
 static inline void fib__waitq_complete_all(struct fib__waitq *q, int result) {
-  struct fib__wnode *n;
-  while ((n = fib__waitq_first(q)) != NULL)
-    fib__wnode_complete(n, result);
+  while (fib__waitq_first(q))
+    fib__waitq_complete_first(q, result);
 }
 
 /* The start of every call that may wait, even one that will not have to:
@@ -149,9 +162,11 @@ static inline int fib__waitq_wait(struct fib__waitq *q,
                                   struct fib__fiber *self, void *elem,
                                   uint64_t deadline) {
   struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w, .elem = elem};
+  struct fib__wnode n = {.fiber = self, .wait = &w, .elem = elem};
   fib__waitq_push(q, &n);
-  (void)fib__fiber_suspend(self, FIB_FIBER_BLOCKED, deadline);
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, FIB_FIBER_BLOCKED);
   int err = self->wake;
   if (err) {
     if (n.q)
