@@ -410,7 +410,10 @@ def callgrind(impls, bin_dir, out_dir, mode, out):
     jobs = [("switch", "fibers", 2), ("switch_shared_fp", "fibers", 2),
             ("switch", "boost_context", 2),
             ("create", "fibers", 1), ("create", "boost_context", 1),
-            ("spawn_join", "fibers", 1), ("yield", "fibers", 1)]
+            ("spawn_join", "fibers", 1), ("yield", "fibers", 1),
+            # Issue 6: per message / lock / (send + select).
+            ("chan_unbuffered", "fibers", 1), ("chan_buffered", "fibers", 1),
+            ("mutex_handoff", "fibers", 1), ("select4", "fibers", 1)]
     n = 100_000 if mode == FULL else 5_000
     os.makedirs(out_dir, exist_ok=True)
     for bench, impl, per in jobs:

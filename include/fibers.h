@@ -442,6 +442,9 @@ FIB_API int fib_cond_destroy(fib_cond *c);
 /* Unlock m, wait for a signal, lock m again (waiting for it as a lock, FIFO)
  * and return. Whatever the result, m is held again on return, except for
  * FIB_EINVAL / FIB_EPERM / an initial FIB_ECANCELED, where nothing was done.
+ * The relock cannot be cancelled: a fib_cancel that arrives during it does
+ * not interrupt it, the call returns the wait's result (0 if signalled),
+ * and the fiber's next blocking call returns FIB_ECANCELED.
  * There are no spurious wake-ups, but another fiber may run between the
  * signal and the relock: re-check the condition in a loop.
  * Errors: FIB_EINVAL, FIB_EPERM (not in a fiber, or m not held by the

@@ -264,6 +264,66 @@ TEST(cond_cancelled_waiter_returns_with_the_mutex_held) {
   run_main(cond_cancel, NULL);
 }
 
+/* The relock inside fib_cond_wait is uncancellable: a fiber cancelled
+ * while it waits there is not woken, keeps its place in the mutex's line,
+ * and returns from cond_wait holding the mutex with the wait's own result
+ * (0: it was signalled). The cancellation waits for its next blocking call.
+ * (When the relock woke on cancel and queued again, the fiber behind it
+ * got the mutex first: this test failed then.) */
+static int relock_order[2], nrelock;
+
+static void *relock_cancelled(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_mutex_lock(&mtx));
+  CHECK_OK(fib_cond_wait(&cv, &mtx)); /* signalled, cancelled in the relock */
+  relock_order[nrelock++] = 1;
+  CHECK(fib_cancelled());
+  /* the next wait: ECANCELED, not EPERM, so it owns the mutex */
+  CHECK_EQ(fib_cond_wait(&cv, &mtx), FIB_ECANCELED);
+  CHECK_OK(fib_mutex_unlock(&mtx)); /* only the owner may */
+  CHECK_EQ(fib_mutex_lock(&mtx), FIB_ECANCELED);
+  CHECK_EQ(fib_sleep_ns(0), FIB_ECANCELED);
+  return NULL;
+}
+
+static void *lock_after_relocker(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_mutex_lock(&mtx));
+  relock_order[nrelock++] = 2;
+  CHECK_OK(fib_mutex_unlock(&mtx));
+  return NULL;
+}
+
+static void *cond_relock_cancel(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_mutex_init(&mtx));
+  CHECK_OK(fib_cond_init(&cv));
+  fib_id r = spawn(relock_cancelled, NULL);
+  CHECK_OK(fib_yield()); /* r waits on cv, the mutex free */
+  CHECK_OK(fib_mutex_lock(&mtx));
+  CHECK_OK(fib_cond_signal(&cv));
+  CHECK_OK(fib_yield()); /* r wakes and queues for the mutex */
+  fib_id l = spawn(lock_after_relocker, NULL);
+  CHECK_OK(fib_yield()); /* l queues behind r */
+  CHECK_EQ(nrelock, 0);
+  /* Had the cancel woken r, r would be READY, no longer claimable, and
+   * the unlock would pass it by for l. */
+  CHECK_OK(fib_cancel(NULL, r));
+  CHECK_OK(fib_mutex_unlock(&mtx)); /* hand-off to r, then r's to l */
+  CHECK_OK(fib_join(r, NULL));
+  CHECK_OK(fib_join(l, NULL));
+  CHECK_EQ(nrelock, 2);
+  CHECK_EQ(relock_order[0], 1);
+  CHECK_EQ(relock_order[1], 2);
+  CHECK_OK(fib_cond_destroy(&cv));
+  CHECK_OK(fib_mutex_destroy(&mtx));
+  return NULL;
+}
+
+TEST(cond_relock_is_not_cancellable_and_keeps_its_place) {
+  run_main(cond_relock_cancel, NULL);
+}
+
 /* --------------------------------------------------------- semaphore */
 
 static fib_sem sem;
@@ -566,6 +626,7 @@ TEST_MAIN(T(mutex_lock_unlock_trylock_fifo),
           T(mutex_is_fair_under_contention),
           T(cond_wait_signal_broadcast_timeout),
           T(cond_cancelled_waiter_returns_with_the_mutex_held),
+          T(cond_relock_is_not_cancellable_and_keeps_its_place),
           T(sem_wait_post_trywait_timeout_cancel),
           T(wait_group_add_done_wait_timeout_cancel),
           T(once_runs_once_others_wait),

@@ -16,54 +16,51 @@
  * first peer to complete any of them readies the fiber, which makes the
  * other nodes stale at once (waitq.h); the fiber unlinks them when it runs.
  */
+#include "../sync/storage.h"
 #include "../sync/waitq.h"
 #include "../sys.h"
 
 #include <limits.h>
-#include <stdalign.h>
 #include <stdint.h>
 #include <string.h>
 
 #define CHAN_MAGIC 0x6368616eu /* "chan" */
-#define DEAD_MAGIC 0xdeadf1b0u
 
 struct chan {
   uint32_t magic;
   uint32_t closed;
   size_t elem_size;
   size_t cap;                /* 0: unbuffered */
-  size_t head;               /* index of the oldest buffered value */
   size_t count;              /* values buffered, <= cap */
-  unsigned char *buf;        /* cap * elem_size bytes; NULL if that is 0 */
+  /* The ring, by pointers so that a step is an add and a compare (no
+   * multiply, no modulo); all NULL when it has no bytes: */
+  unsigned char *buf;        /* cap * elem_size bytes */
+  unsigned char *end;        /* buf + cap * elem_size */
+  unsigned char *head;       /* the oldest buffered value */
+  unsigned char *tail;       /* where the next value goes */
   struct fib__waitq sendq;
   struct fib__waitq recvq;
 };
-_Static_assert(sizeof(fib_chan) >= sizeof(struct chan), "chan fits fib_chan");
-_Static_assert(alignof(fib_chan) >= alignof(struct chan), "chan aligned");
+FIB__CHECK_STORAGE(fib_chan, struct chan);
 
 static struct chan *chan_of(const fib_chan *ch) {
-  struct chan *c = ch ? (struct chan *)(void *)&((fib_chan *)ch)->opaque : NULL;
-  return c && c->magic == CHAN_MAGIC ? c : NULL;
+  return fib__live(ch, CHAN_MAGIC);
 }
 
 int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
   if (!ch || (elem_size && capacity > SIZE_MAX / elem_size))
     return FIB_EINVAL;
-  struct chan *c = (struct chan *)(void *)&ch->opaque;
   unsigned char *buf = NULL;
   if (elem_size && capacity) {
     buf = fib__sys_malloc(elem_size * capacity);
     if (!buf)
-      return FIB_ENOMEM;
+      return FIB_ENOMEM; /* the storage is left as it was */
   }
-  c->magic = CHAN_MAGIC;
-  c->closed = 0;
+  struct chan *c = fib__start(ch, CHAN_MAGIC, sizeof *c);
   c->elem_size = elem_size;
   c->cap = capacity;
-  c->head = c->count = 0;
-  c->buf = buf;
-  fib__waitq_init(&c->sendq);
-  fib__waitq_init(&c->recvq);
+  c->buf = c->head = c->tail = buf;
+  c->end = buf ? buf + elem_size * capacity : NULL;
   return 0;
 }
 
@@ -71,14 +68,12 @@ int fib_chan_destroy(fib_chan *ch) {
   struct chan *c = chan_of(ch);
   if (!c)
     return FIB_EINVAL;
-  fib__waitq_purge(&c->sendq);
-  fib__waitq_purge(&c->recvq);
-  if (!fib__waitq_empty(&c->sendq) || !fib__waitq_empty(&c->recvq))
-    return FIB_EBUSY;
-  fib__sys_free(c->buf);
-  c->buf = NULL;
-  c->magic = DEAD_MAGIC;
-  return 0;
+  int err = fib__retire(&c->magic, &c->sendq, fib__waitq_busy(&c->recvq));
+  if (!err) {
+    fib__sys_free(c->buf);
+    c->buf = NULL;
+  }
+  return err;
 }
 
 size_t fib_chan_len(const fib_chan *ch) {
@@ -93,21 +88,24 @@ int fib_chan_close(fib_chan *ch) {
   if (c->closed)
     return FIB_EPIPE;
   c->closed = 1;
-  struct fib__wnode *n;
-  while ((n = fib__waitq_first(&c->recvq)) != NULL)
-    fib__wnode_complete(n, FIB_EPIPE);
-  while ((n = fib__waitq_first(&c->sendq)) != NULL)
-    fib__wnode_complete(n, FIB_EPIPE);
+  fib__waitq_complete_all(&c->recvq, FIB_EPIPE);
+  fib__waitq_complete_all(&c->sendq, FIB_EPIPE);
   return 0;
 }
 
 /* ---- the operations, when they need not wait */
 
+/* Any other size, out of line: a call to memcpy in the inline copy would
+ * make every send and receive set up a stack frame for it. */
+static __attribute__((noinline, cold)) void copy_bytes(void *dst,
+                                                       const void *src,
+                                                       size_t len) {
+  memcpy(dst, src, len);
+}
+
 /* Constant-size copies for the common element sizes: the compiler turns
  * them into one load and store instead of a call to memcpy. */
 static inline void copy(void *dst, const void *src, size_t len) {
-  if (!dst)
-    return;
   switch (len) {
   case 8:
     memcpy(dst, src, 8);
@@ -118,15 +116,28 @@ static inline void copy(void *dst, const void *src, size_t len) {
   case 0:
     break;
   default:
-    memcpy(dst, src, len);
+    copy_bytes(dst, src, len);
   }
 }
 
-static unsigned char *slot(struct chan *c, size_t i) {
-  size_t k = c->head + i;
-  if (k >= c->cap)
-    k -= c->cap;
-  return c->buf + k * c->elem_size;
+/* Append a value to the ring (count < cap). */
+static inline void ring_put(struct chan *c, const void *elem) {
+  copy(c->tail, elem, c->elem_size);
+  c->tail += c->elem_size;
+  if (c->tail == c->end)
+    c->tail = c->buf;
+  c->count++;
+}
+
+/* Take the oldest value out of the ring (count > 0) into out (NULL:
+ * drop it). */
+static inline void ring_take(struct chan *c, void *out) {
+  if (out)
+    copy(out, c->head, c->elem_size);
+  c->head += c->elem_size;
+  if (c->head == c->end)
+    c->head = c->buf;
+  c->count--;
 }
 
 static int send_ready(struct chan *c) {
@@ -137,98 +148,112 @@ static int recv_ready(struct chan *c) {
   return c->count || c->closed || fib__waitq_first(&c->sendq);
 }
 
-/* Send if it need not wait: 1 (and *err: 0 or FIB_EPIPE) or 0. */
-static int try_send(struct chan *c, const void *elem, int *err) {
-  *err = 0;
-  if (c->closed) {
-    *err = FIB_EPIPE;
-    return 1;
-  }
+/* try_send / try_recv: 0 or FIB_EPIPE if the operation is done, or this
+ * (not an error code: positive) if it would have to wait. Forced inline:
+ * each is used by its call's slow half and by select, and a call here
+ * would cost a frame on every hand-off. */
+#define WOULD_WAIT 1
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static ALWAYS_INLINE int try_send(struct chan *c, const void *elem) {
+  if (c->closed)
+    return FIB_EPIPE;
   struct fib__wnode *n = fib__waitq_first(&c->recvq);
   if (n) { /* the buffer is empty: hand the value over */
-    copy(n->elem, elem, c->elem_size);
-    fib__wnode_complete(n, 0);
-    return 1;
+    if (n->elem)
+      copy(n->elem, elem, c->elem_size);
+    fib__waitq_complete_first(&c->recvq, 0);
+    return 0;
   }
   if (c->count < c->cap) {
-    copy(slot(c, c->count), elem, c->elem_size);
-    c->count++;
-    return 1;
+    ring_put(c, elem);
+    return 0;
   }
-  return 0;
+  return WOULD_WAIT;
 }
 
-/* Receive if it need not wait: 1 (and *err: 0 or FIB_EPIPE) or 0. */
-static int try_recv(struct chan *c, void *out, int *err) {
-  *err = 0;
+static ALWAYS_INLINE int try_recv(struct chan *c, void *out) {
+  struct fib__wnode *n;
   if (c->count) {
-    copy(out, slot(c, 0), c->elem_size);
-    c->count--;
-    if (++c->head == c->cap)
-      c->head = 0;
-    struct fib__wnode *n = fib__waitq_first(&c->sendq);
+    ring_take(c, out);
+    n = fib__waitq_first(&c->sendq);
     if (n) { /* a slot is free: the longest waiter's value goes in */
-      copy(slot(c, c->count), n->elem, c->elem_size);
-      c->count++;
-      fib__wnode_complete(n, 0);
+      ring_put(c, n->elem);
+      fib__waitq_complete_first(&c->sendq, 0);
     }
-    return 1;
+    return 0;
   }
-  struct fib__wnode *n = fib__waitq_first(&c->sendq);
+  n = fib__waitq_first(&c->sendq);
   if (n) { /* unbuffered: take it from the sender */
-    copy(out, n->elem, c->elem_size);
-    fib__wnode_complete(n, 0);
-    return 1;
+    if (out)
+      copy(out, n->elem, c->elem_size);
+    fib__waitq_complete_first(&c->sendq, 0);
+    return 0;
   }
-  if (c->closed) {
-    *err = FIB_EPIPE;
-    return 1;
-  }
-  return 0;
+  return c->closed ? FIB_EPIPE : WOULD_WAIT;
 }
 
-/* ---- send and receive */
+/* ---- send and receive
+ *
+ * Each call is split: the common case of a buffered channel (room to put,
+ * or a value to take, and nobody on the other side to serve) is done
+ * inline in the call, which then needs no stack frame; everything else
+ * (a hand-off to a waiting peer, close, waiting) is in an out-of-line
+ * helper. Stale nodes make the inline test fail, never pass wrongly. */
+
+static __attribute__((noinline)) int send_slow(struct chan *c,
+                                               struct fib__fiber *self,
+                                               const void *elem,
+                                               uint64_t deadline_ns) {
+  int err = try_send(c, elem);
+  if (err != WOULD_WAIT)
+    return err;
+  return fib__waitq_wait(&c->sendq, self, (void *)(uintptr_t)elem,
+                         deadline_ns);
+}
 
 int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
   if (!c || (!elem && c->elem_size))
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
-  int err;
-  if (try_send(c, elem, &err))
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
     return err;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w, .elem = (void *)(uintptr_t)elem};
-  fib__waitq_push(&c->sendq, &n);
-  err = fib__wait_one(self, &n, deadline_ns);
-  return err ? err : w.result;
+  if (c->count < c->cap && !c->closed && fib__waitq_empty(&c->recvq)) {
+    ring_put(c, elem);
+    return 0;
+  }
+  return send_slow(c, self, elem, deadline_ns);
 }
 
 int fib_chan_send(fib_chan *ch, const void *elem) {
   return fib_chan_send_until(ch, elem, FIB__NO_DEADLINE);
 }
 
+static __attribute__((noinline)) int recv_slow(struct chan *c,
+                                               struct fib__fiber *self,
+                                               void *out,
+                                               uint64_t deadline_ns) {
+  int err = try_recv(c, out);
+  if (err != WOULD_WAIT)
+    return err;
+  return fib__waitq_wait(&c->recvq, self, out, deadline_ns);
+}
+
 int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
   if (!c)
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
-  int err;
-  if (try_recv(c, out, &err))
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
     return err;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w, .elem = out};
-  fib__waitq_push(&c->recvq, &n);
-  err = fib__wait_one(self, &n, deadline_ns);
-  return err ? err : w.result;
+  if (c->count && fib__waitq_empty(&c->sendq)) {
+    ring_take(c, out);
+    return 0;
+  }
+  return recv_slow(c, self, out, deadline_ns);
 }
 
 int fib_chan_recv(fib_chan *ch, void *out) {
@@ -306,10 +331,9 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
   if (chosen != SIZE_MAX) {
     fib_select_case *k = &cases[chosen];
     struct chan *c = chan_of(k->chan);
-    if (k->op == FIB_SELECT_SEND)
-      (void)try_send(c, k->elem, &k->err); /* ready: it completes */
-    else
-      (void)try_recv(c, k->elem, &k->err);
+    /* ready: it completes */
+    k->err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem)
+                                      : try_recv(c, k->elem);
     return (int)chosen;
   }
   if (def != SIZE_MAX) {
@@ -335,6 +359,7 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
       continue;
     struct chan *c = chan_of(k->chan);
     struct fib__wnode *nd = &nodes[m++];
+    nd->fiber = self;
     nd->wait = &w;
     nd->idx = i;
     nd->elem = k->elem;

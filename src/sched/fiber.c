@@ -154,14 +154,7 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
   if (t->state == FIB_FIBER_FINISHED)
     return 0; /* nothing left to cancel */
   t->cancelled = 1;
-  if (t->state == FIB_FIBER_BLOCKED || t->state == FIB_FIBER_SLEEPING) {
-    if (t->timer_armed) {
-      fib__timers_remove(&rt->timers, &t->timer);
-      t->timer_armed = 0;
-    }
-    t->wake = FIB_ECANCELED;
-    fib__fiber_enqueue(rt, t);
-  }
+  fib__fiber_interrupt(t); /* wakes it if it is parked, and cancellably */
   return 0;
 }
 

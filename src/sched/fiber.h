@@ -7,8 +7,11 @@
  *     spawn --> READY --(scheduler or a switching fiber picks it)--> RUNNING
  *     RUNNING --fib_yield--> READY
  *     RUNNING --park (join, sync primitives)--> BLOCKED
+ *     RUNNING --park_nocancel (cond_wait's relock)--> BLOCKED, uncancellable
  *     RUNNING --fib_sleep_*--> SLEEPING
  *     BLOCKED / SLEEPING --ready, deadline, or cancel--> READY
+ *     BLOCKED, uncancellable --ready only--> READY (fib_cancel just sets
+ *                                           `cancelled` for the next call)
  *     RUNNING --returns / fib_exit--> FINISHED (record kept until joined,
  *                                     freed at once if detached)
  *
@@ -17,7 +20,10 @@
  * joiner slot) and then parks, with no switch in between; the runtime is
  * cooperative and single-threaded, so no wake-up can be lost in that gap.
  * park returns why it woke: 0 (readied), FIB_ETIMEDOUT or FIB_ECANCELED;
- * on the last two the caller takes itself off its wait list.
+ * on the last two the caller takes itself off its wait list. An
+ * uncancellable park has no deadline and ignores cancellation, so it ends
+ * only when its waker readies it: for a wait that must complete whatever
+ * happens (the caller of fib_cond_wait must hold the mutex on return).
  */
 #ifndef FIB_SCHED_FIBER_H
 #define FIB_SCHED_FIBER_H
@@ -48,6 +54,9 @@ struct fib__fiber {
                                  return FIB_ECANCELED from now on */
   int wake;                   /* why the last park ended (0 or error) */
   int timer_armed;            /* timer is in the runtime's heap */
+  int nocancel;               /* written by every park: 1 while parked by
+                                 fib__fiber_park_nocancel (fib_cancel
+                                 must not wake it) */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
   void *result;               /* valid when FINISHED */
   fib_fn fn;
@@ -91,24 +100,82 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
 /* Queue a fiber that is not running at the back of the run queue. */
 void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f);
 
+/* ---- park / ready: the API of the blocking primitives (src/sync/,
+ * src/chan/). The calls on the hot path of every hand-off are inline. */
+
 /* No deadline, for fib__fiber_park. */
 #define FIB__NO_DEADLINE UINT64_MAX
 
 /* The running fiber if it may block: on this thread's runtime, and not
  * inside a coroutine the fiber resumed. NULL otherwise. */
-struct fib__fiber *fib__fiber_self(void);
+static inline struct fib__fiber *fib__fiber_self(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  struct fib__fiber *f = rt ? rt->current : NULL;
+  return f && fib__coro_self() == f->co ? f : NULL;
+}
+
+/* Arm `self`'s timer for a park with a deadline (sched.c; out of line so
+ * that the switching half below makes no call but its last). */
+void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline);
+
+/* park's switching half (sched.c): set the state, switch away. Returns 0
+ * when `self` runs again; why it woke is in self->wake. The switch is its
+ * tail call, so the frame the switch saves returns straight into park's
+ * caller, and the fiber switched to, which parked through the same call,
+ * returns out of it as the return-stack predictor expects (a call left
+ * open across the switch costs a mispredicted ret per frame on the way
+ * out). */
+int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
 
 /* Park the running fiber `self` in `state` (BLOCKED or SLEEPING) until
  * fib__fiber_ready, the deadline, or cancellation. Returns 0, FIB_ETIMEDOUT
  * or FIB_ECANCELED (at once, without parking, if already cancelled). */
-int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
-                    uint64_t deadline);
+static inline int fib__fiber_park(struct fib__fiber *self,
+                                  enum fib__fiber_state state,
+                                  uint64_t deadline) {
+  if (self->cancelled)
+    return FIB_ECANCELED;
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, state);
+  return self->wake;
+}
 
-/* Make a parked fiber ready; its park returns 0. */
-void fib__fiber_ready(struct fib__fiber *f);
+/* Park the running fiber `self` BLOCKED until fib__fiber_ready, and only
+ * that: no deadline, it parks even if already cancelled, and fib_cancel
+ * does not wake it (it only sets `cancelled`, so the next cancellable
+ * blocking call returns FIB_ECANCELED). For a wait that must complete. */
+void fib__fiber_park_nocancel(struct fib__fiber *self);
 
-/* The same, to run before the fibers already queued (runq.h's front). */
-void fib__fiber_ready_front(struct fib__fiber *f);
+/* Take a parked fiber's timer out of the heap (for ready). */
+void fib__fiber_disarm(struct fib__fiber *f);
+
+/* What every wake-up to run does: off the timer heap, park returns 0. */
+static inline void fib__fiber_unpark(struct fib__fiber *f) {
+  if (f->timer_armed)
+    fib__fiber_disarm(f);
+  f->wake = 0;
+  f->state = FIB_FIBER_READY;
+}
+
+/* Make a parked fiber ready, at the back of the run queue; its park
+ * returns 0. */
+static inline void fib__fiber_ready(struct fib__fiber *f) {
+  fib__fiber_unpark(f);
+  fib__runq_push(&f->rt->runq, &f->runq);
+}
+
+/* The same, to run before the fibers already queued (runq.h's front): for
+ * a joiner whose child has finished. */
+static inline void fib__fiber_ready_front(struct fib__fiber *f) {
+  fib__fiber_unpark(f);
+  fib__runq_push_front(&f->rt->runq, &f->runq);
+}
+
+/* fib_cancel's wake-up: if `f` is parked and may be cancelled, make it
+ * ready with its park returning FIB_ECANCELED. The caller has set
+ * f->cancelled. */
+void fib__fiber_interrupt(struct fib__fiber *f);
 
 /* The running fiber `self` is done with `result`: wake its joiner (first
  * in line), and run the next ready fiber in its place, or go back to the

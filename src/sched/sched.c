@@ -118,33 +118,21 @@ void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__runq_push(&rt->runq, &f->runq);
 }
 
+void fib__fiber_disarm(struct fib__fiber *f) {
+  fib__timers_remove(&f->rt->timers, &f->timer);
+  f->timer_armed = 0;
+}
+
 /* Wake a parked fiber for `reason`: its park returns that. */
-static void wake(struct fib_runtime *rt, struct fib__fiber *f, int reason) {
-  if (f->timer_armed) {
-    fib__timers_remove(&rt->timers, &f->timer);
-    f->timer_armed = 0;
-  }
+static void wake(struct fib__fiber *f, int reason) {
+  fib__fiber_ready(f);
   f->wake = reason;
-  fib__fiber_enqueue(rt, f);
 }
 
-void fib__fiber_ready(struct fib__fiber *f) { wake(f->rt, f, 0); }
-
-void fib__fiber_ready_front(struct fib__fiber *f) {
-  struct fib_runtime *rt = f->rt;
-  if (f->timer_armed) {
-    fib__timers_remove(&rt->timers, &f->timer);
-    f->timer_armed = 0;
-  }
-  f->wake = 0;
-  f->state = FIB_FIBER_READY;
-  fib__runq_push_front(&rt->runq, &f->runq);
-}
-
-struct fib__fiber *fib__fiber_self(void) {
-  struct fib_runtime *rt = fib__tl_runtime;
-  struct fib__fiber *f = rt ? rt->current : NULL;
-  return f && fib__coro_self() == f->co ? f : NULL;
+void fib__fiber_interrupt(struct fib__fiber *f) {
+  if ((f->state == FIB_FIBER_BLOCKED || f->state == FIB_FIBER_SLEEPING) &&
+      !f->nocancel)
+    wake(f, FIB_ECANCELED);
 }
 
 /*
@@ -186,20 +174,26 @@ static inline int switch_away(struct fib_runtime *rt,
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 
-int fib__fiber_park(struct fib__fiber *self, enum fib__fiber_state state,
-                    uint64_t deadline) {
-  if (self->cancelled)
-    return FIB_ECANCELED;
-  struct fib_runtime *rt = self->rt;
-  if (deadline != FIB__NO_DEADLINE) {
-    /* Capacity for one timer per record was reserved at spawn. */
-    fib__timers_add(&rt->timers, &self->timer, deadline);
-    self->timer_armed = 1;
-  }
+void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
+  /* Capacity for one timer per record was reserved at spawn. */
+  fib__timers_add(&self->rt->timers, &self->timer, deadline);
+  self->timer_armed = 1;
+}
+
+int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   self->state = state;
+  self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
-  (void)switch_away(rt, self);
-  return self->wake;
+  return switch_away(self->rt, self);
+}
+
+void fib__fiber_park_nocancel(struct fib__fiber *self) {
+  self->state = FIB_FIBER_BLOCKED;
+  self->nocancel = 1;
+  self->wake = 0;
+  (void)switch_away(self->rt, self);
+  /* Only fib__fiber_ready wakes it: no timer, and fib__fiber_interrupt
+   * passes it by. */
 }
 
 int fib_yield(void) {
@@ -249,7 +243,7 @@ static void expire_timers(struct fib_runtime *rt, uint64_t now) {
   while ((tm = fib__timers_first(&rt->timers)) && tm->deadline <= now) {
     struct fib__fiber *f = (struct fib__fiber *)((char *)tm -
                                       offsetof(struct fib__fiber, timer));
-    wake(rt, f, FIB_ETIMEDOUT);
+    wake(f, FIB_ETIMEDOUT);
   }
 }
 

@@ -3,19 +3,12 @@
  * built on park/ready (sched/fiber.h) and the wait queues of waitq.h.
  *
  * Each public struct (fibers.h) is storage for one of the records below;
- * `magic` says which, and whether it is initialised: 0 (zero bits) or a
- * destroyed record's DEAD value is refused with FIB_EINVAL.
+ * `magic` says which, and whether it is initialised (storage.h).
  */
+#include "storage.h"
 #include "waitq.h"
 
-#include <stdalign.h>
 #include <stdint.h>
-
-#define DEAD_MAGIC 0xdeadf1b0u
-
-#define CHECK_STORAGE(pub, priv)                                             \
-  _Static_assert(sizeof(pub) >= sizeof(priv), #priv " fits " #pub);          \
-  _Static_assert(alignof(pub) >= alignof(priv), #priv " aligned in " #pub)
 
 /* ------------------------------------------------------------- mutex */
 
@@ -26,54 +19,34 @@ struct mutex {
   struct fib__fiber *owner; /* NULL: unlocked */
   struct fib__waitq waiters; /* fibers in lock; owner != NULL if any live */
 };
-CHECK_STORAGE(fib_mutex, struct mutex);
-
-static struct mutex *mutex_of(fib_mutex *m) {
-  struct mutex *x = m ? (struct mutex *)(void *)&m->opaque : NULL;
-  return x && x->magic == MUTEX_MAGIC ? x : NULL;
-}
+FIB__CHECK_STORAGE(fib_mutex, struct mutex);
 
 int fib_mutex_init(fib_mutex *m) {
-  if (!m)
-    return FIB_EINVAL;
-  struct mutex *x = (struct mutex *)(void *)&m->opaque;
-  x->magic = MUTEX_MAGIC;
-  x->owner = NULL;
-  fib__waitq_init(&x->waiters);
-  return 0;
+  return fib__start(m, MUTEX_MAGIC, sizeof(struct mutex)) ? 0 : FIB_EINVAL;
 }
 
 int fib_mutex_destroy(fib_mutex *m) {
-  struct mutex *x = mutex_of(m);
-  if (!x)
-    return FIB_EINVAL;
-  fib__waitq_purge(&x->waiters);
-  if (x->owner || !fib__waitq_empty(&x->waiters))
-    return FIB_EBUSY;
-  x->magic = DEAD_MAGIC;
-  return 0;
+  struct mutex *x = fib__live(m, MUTEX_MAGIC);
+  return x ? fib__retire(&x->magic, &x->waiters, x->owner != NULL)
+           : FIB_EINVAL;
 }
 
 int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns) {
-  struct mutex *x = mutex_of(m);
+  struct mutex *x = fib__live(m, MUTEX_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
+    return err;
   if (!x->owner) {
     x->owner = self;
     return 0;
   }
   if (x->owner == self)
     return FIB_EDEADLK;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
-  fib__waitq_push(&x->waiters, &n);
   /* 0: the unlocker made us the owner (hand-off). */
-  return fib__wait_one(self, &n, deadline_ns);
+  return fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
 }
 
 int fib_mutex_lock(fib_mutex *m) {
@@ -81,7 +54,7 @@ int fib_mutex_lock(fib_mutex *m) {
 }
 
 int fib_mutex_trylock(fib_mutex *m) {
-  struct mutex *x = mutex_of(m);
+  struct mutex *x = fib__live(m, MUTEX_MAGIC);
   if (!x)
     return FIB_EINVAL;
   struct fib__fiber *self = fib__fiber_self();
@@ -97,15 +70,15 @@ int fib_mutex_trylock(fib_mutex *m) {
 static void mutex_release(struct mutex *x) {
   struct fib__wnode *n = fib__waitq_first(&x->waiters);
   if (n) {
-    x->owner = n->wait->fiber;
-    fib__wnode_complete(n, 0);
+    x->owner = n->fiber;
+    fib__waitq_complete_first(&x->waiters, 0);
   } else {
     x->owner = NULL;
   }
 }
 
 int fib_mutex_unlock(fib_mutex *m) {
-  struct mutex *x = mutex_of(m);
+  struct mutex *x = fib__live(m, MUTEX_MAGIC);
   if (!x)
     return FIB_EINVAL;
   struct fib__fiber *self = fib__fiber_self();
@@ -116,35 +89,20 @@ int fib_mutex_unlock(fib_mutex *m) {
 }
 
 /*
- * Lock for fib_cond_wait's return: the mutex must be held again whatever
- * happens, so this wait cannot be cancelled. fib__fiber_park refuses a
- * cancelled fiber, so the flag is set aside while it waits; a fib_cancel
- * arriving meanwhile wakes it with FIB_ECANCELED, and it waits again.
+ * Lock for fib_cond_wait's return: the caller must hold the mutex again
+ * whatever happens, so this wait is uncancellable. It waits in line like
+ * any lock, and only the unlocker's hand-off ends it; a fib_cancel that
+ * arrives meanwhile is left for the fiber's next blocking call.
  */
 static void mutex_relock(struct mutex *x, struct fib__fiber *self) {
   if (!x->owner) {
     x->owner = self;
     return;
   }
-  int cancelled = self->cancelled;
   struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
-  for (;;) {
-    self->cancelled = 0;
-    if (!n.q)
-      fib__waitq_push(&x->waiters, &n);
-    int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, FIB__NO_DEADLINE);
-    if (err == 0)
-      break; /* handed over: we own it */
-    cancelled = 1;
-    if (!x->owner) { /* released while we were being woken */
-      if (n.q)
-        fib__waitq_unlink(&n);
-      x->owner = self;
-      break;
-    }
-  }
-  self->cancelled = cancelled;
+  struct fib__wnode n = {.fiber = self, .wait = &w};
+  fib__waitq_push(&x->waiters, &n);
+  fib__fiber_park_nocancel(self); /* mutex_release made us the owner */
 }
 
 /* -------------------------------------------------------------- cond */
@@ -155,36 +113,20 @@ struct cond {
   uint32_t magic;
   struct fib__waitq waiters;
 };
-CHECK_STORAGE(fib_cond, struct cond);
-
-static struct cond *cond_of(fib_cond *c) {
-  struct cond *x = c ? (struct cond *)(void *)&c->opaque : NULL;
-  return x && x->magic == COND_MAGIC ? x : NULL;
-}
+FIB__CHECK_STORAGE(fib_cond, struct cond);
 
 int fib_cond_init(fib_cond *c) {
-  if (!c)
-    return FIB_EINVAL;
-  struct cond *x = (struct cond *)(void *)&c->opaque;
-  x->magic = COND_MAGIC;
-  fib__waitq_init(&x->waiters);
-  return 0;
+  return fib__start(c, COND_MAGIC, sizeof(struct cond)) ? 0 : FIB_EINVAL;
 }
 
 int fib_cond_destroy(fib_cond *c) {
-  struct cond *x = cond_of(c);
-  if (!x)
-    return FIB_EINVAL;
-  fib__waitq_purge(&x->waiters);
-  if (!fib__waitq_empty(&x->waiters))
-    return FIB_EBUSY;
-  x->magic = DEAD_MAGIC;
-  return 0;
+  struct cond *x = fib__live(c, COND_MAGIC);
+  return x ? fib__retire(&x->magic, &x->waiters, 0) : FIB_EINVAL;
 }
 
 int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
-  struct cond *x = cond_of(c);
-  struct mutex *mx = mutex_of(m);
+  struct cond *x = fib__live(c, COND_MAGIC);
+  struct mutex *mx = fib__live(m, MUTEX_MAGIC);
   if (!x || !mx)
     return FIB_EINVAL;
   struct fib__fiber *self = fib__fiber_self();
@@ -192,13 +134,12 @@ int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
     return FIB_EPERM;
   if (self->cancelled)
     return FIB_ECANCELED;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
-  fib__waitq_push(&x->waiters, &n);
+  /* No switch between releasing the mutex and linking the node, so a
+   * signal sent by the next owner cannot come before we wait. */
   mutex_release(mx);
-  int err = fib__wait_one(self, &n, deadline_ns);
+  int err = fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
   mutex_relock(mx, self);
-  return err;
+  return err; /* the wait's result: a cancel during the relock waits */
 }
 
 int fib_cond_wait(fib_cond *c, fib_mutex *m) {
@@ -206,22 +147,19 @@ int fib_cond_wait(fib_cond *c, fib_mutex *m) {
 }
 
 int fib_cond_signal(fib_cond *c) {
-  struct cond *x = cond_of(c);
+  struct cond *x = fib__live(c, COND_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__wnode *n = fib__waitq_first(&x->waiters);
-  if (n)
-    fib__wnode_complete(n, 0);
+  if (fib__waitq_first(&x->waiters))
+    fib__waitq_complete_first(&x->waiters, 0);
   return 0;
 }
 
 int fib_cond_broadcast(fib_cond *c) {
-  struct cond *x = cond_of(c);
+  struct cond *x = fib__live(c, COND_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__wnode *n;
-  while ((n = fib__waitq_first(&x->waiters)) != NULL)
-    fib__wnode_complete(n, 0);
+  fib__waitq_complete_all(&x->waiters, 0);
   return 0;
 }
 
@@ -234,41 +172,28 @@ struct sem {
   uint64_t value;            /* 0 while live waiters exist */
   struct fib__waitq waiters;
 };
-CHECK_STORAGE(fib_sem, struct sem);
-
-static struct sem *sem_of(const fib_sem *s) {
-  struct sem *x = s ? (struct sem *)(void *)&((fib_sem *)s)->opaque : NULL;
-  return x && x->magic == SEM_MAGIC ? x : NULL;
-}
+FIB__CHECK_STORAGE(fib_sem, struct sem);
 
 int fib_sem_init(fib_sem *s, uint64_t value) {
-  if (!s)
+  struct sem *x = fib__start(s, SEM_MAGIC, sizeof *x);
+  if (!x)
     return FIB_EINVAL;
-  struct sem *x = (struct sem *)(void *)&s->opaque;
-  x->magic = SEM_MAGIC;
   x->value = value;
-  fib__waitq_init(&x->waiters);
   return 0;
 }
 
 int fib_sem_destroy(fib_sem *s) {
-  struct sem *x = sem_of(s);
-  if (!x)
-    return FIB_EINVAL;
-  fib__waitq_purge(&x->waiters);
-  if (!fib__waitq_empty(&x->waiters))
-    return FIB_EBUSY;
-  x->magic = DEAD_MAGIC;
-  return 0;
+  struct sem *x = fib__live(s, SEM_MAGIC);
+  return x ? fib__retire(&x->magic, &x->waiters, 0) : FIB_EINVAL;
 }
 
 int fib_sem_post(fib_sem *s) {
-  struct sem *x = sem_of(s);
+  struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__wnode *n = fib__waitq_first(&x->waiters);
-  if (n) {
-    fib__wnode_complete(n, 0); /* the unit goes straight to it */
+  if (fib__waitq_first(&x->waiters)) {
+    /* the unit goes straight to it */
+    fib__waitq_complete_first(&x->waiters, 0);
     return 0;
   }
   if (x->value == UINT64_MAX)
@@ -278,28 +203,25 @@ int fib_sem_post(fib_sem *s) {
 }
 
 int fib_sem_wait_until(fib_sem *s, uint64_t deadline_ns) {
-  struct sem *x = sem_of(s);
+  struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
+    return err;
   if (x->value) {
     x->value--;
     return 0;
   }
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
-  fib__waitq_push(&x->waiters, &n);
-  return fib__wait_one(self, &n, deadline_ns);
+  /* 0: a post handed its unit straight to us. */
+  return fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
 }
 
 int fib_sem_wait(fib_sem *s) { return fib_sem_wait_until(s, FIB__NO_DEADLINE); }
 
 int fib_sem_trywait(fib_sem *s) {
-  struct sem *x = sem_of(s);
+  struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x)
     return FIB_EINVAL;
   if (!x->value)
@@ -309,7 +231,7 @@ int fib_sem_trywait(fib_sem *s) {
 }
 
 uint64_t fib_sem_value(const fib_sem *s) {
-  struct sem *x = sem_of(s);
+  struct sem *x = fib__live(s, SEM_MAGIC);
   return x ? x->value : 0;
 }
 
@@ -322,36 +244,19 @@ struct wg {
   int64_t count;             /* >= 0; no live waiters while 0 */
   struct fib__waitq waiters;
 };
-CHECK_STORAGE(fib_wg, struct wg);
-
-static struct wg *wg_of(fib_wg *g) {
-  struct wg *x = g ? (struct wg *)(void *)&g->opaque : NULL;
-  return x && x->magic == WG_MAGIC ? x : NULL;
-}
+FIB__CHECK_STORAGE(fib_wg, struct wg);
 
 int fib_wg_init(fib_wg *g) {
-  if (!g)
-    return FIB_EINVAL;
-  struct wg *x = (struct wg *)(void *)&g->opaque;
-  x->magic = WG_MAGIC;
-  x->count = 0;
-  fib__waitq_init(&x->waiters);
-  return 0;
+  return fib__start(g, WG_MAGIC, sizeof(struct wg)) ? 0 : FIB_EINVAL;
 }
 
 int fib_wg_destroy(fib_wg *g) {
-  struct wg *x = wg_of(g);
-  if (!x)
-    return FIB_EINVAL;
-  fib__waitq_purge(&x->waiters);
-  if (!fib__waitq_empty(&x->waiters))
-    return FIB_EBUSY;
-  x->magic = DEAD_MAGIC;
-  return 0;
+  struct wg *x = fib__live(g, WG_MAGIC);
+  return x ? fib__retire(&x->magic, &x->waiters, 0) : FIB_EINVAL;
 }
 
 int fib_wg_add(fib_wg *g, int64_t delta) {
-  struct wg *x = wg_of(g);
+  struct wg *x = fib__live(g, WG_MAGIC);
   if (!x)
     return FIB_EINVAL;
   if (delta < 0 && x->count < -delta)
@@ -359,31 +264,24 @@ int fib_wg_add(fib_wg *g, int64_t delta) {
   if (delta > 0 && x->count > INT64_MAX - delta)
     return FIB_EOVERFLOW;
   x->count += delta;
-  if (x->count == 0) {
-    struct fib__wnode *n;
-    while ((n = fib__waitq_first(&x->waiters)) != NULL)
-      fib__wnode_complete(n, 0);
-  }
+  if (x->count == 0)
+    fib__waitq_complete_all(&x->waiters, 0);
   return 0;
 }
 
 int fib_wg_done(fib_wg *g) { return fib_wg_add(g, -1); }
 
 int fib_wg_wait_until(fib_wg *g, uint64_t deadline_ns) {
-  struct wg *x = wg_of(g);
+  struct wg *x = fib__live(g, WG_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err)
+    return err;
   if (x->count == 0)
     return 0;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
-  fib__waitq_push(&x->waiters, &n);
-  return fib__wait_one(self, &n, deadline_ns);
+  return fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
 }
 
 int fib_wg_wait(fib_wg *g) { return fib_wg_wait_until(g, FIB__NO_DEADLINE); }
@@ -397,7 +295,7 @@ struct once {
   struct fib__fiber *runner; /* while RUNNING: who runs fn (NULL: no fiber) */
   struct fib__waitq waiters; /* fibers waiting for fn to return */
 };
-CHECK_STORAGE(fib_once, struct once);
+FIB__CHECK_FITS(fib_once, struct once);
 
 int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
                         uint64_t deadline_ns) {
@@ -414,9 +312,7 @@ int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
     fn(arg);
     x->state = ONCE_DONE;
     x->runner = NULL;
-    struct fib__wnode *n;
-    while ((n = fib__waitq_first(&x->waiters)) != NULL)
-      fib__wnode_complete(n, 0);
+    fib__waitq_complete_all(&x->waiters, 0);
     return 0;
   case ONCE_RUNNING:
     break;
@@ -425,14 +321,10 @@ int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
   }
   if (x->runner == self) /* also outside fibers: NULL == NULL */
     return FIB_EDEADLK;
-  if (!self)
-    return FIB_EPERM;
-  if (self->cancelled)
-    return FIB_ECANCELED;
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.wait = &w};
-  fib__waitq_push(&x->waiters, &n);
-  return fib__wait_one(self, &n, deadline_ns);
+  int err = fib__waiter(&self);
+  if (err)
+    return err;
+  return fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
 }
 
 int fib_once_call(fib_once *o, void (*fn)(void *), void *arg) {

@@ -17,7 +17,8 @@
  *     the same wait (the other cases of a select) stops being claimable at
  *     once, and no second waker can complete it.
  *   - A timeout or fib_cancel also readies the fiber (park returns
- *     FIB_ETIMEDOUT / FIB_ECANCELED) but leaves its nodes linked. They are
+ *     FIB_ETIMEDOUT / FIB_ECANCELED; not for an uncancellable park, which
+ *     only its completer ends) but leaves its nodes linked. They are
  *     not claimable any more: a waker that meets one unlinks it and looks at
  *     the next ("stale" nodes). When the fiber runs again it unlinks whatever
  *     is still linked (node->q != NULL) before it does anything else.
@@ -44,6 +45,7 @@ struct fib__waitq;
 struct fib__wnode {
   struct fib__wnode *next, *prev; /* valid while q != NULL */
   struct fib__waitq *q;           /* the queue it is on; NULL when unlinked */
+  struct fib__fiber *fiber;       /* wait->fiber, one load nearer */
   struct fib__wait *wait;         /* the call it belongs to */
   size_t idx;                     /* its case index (select), else 0 */
   void *elem;                     /* channels: value to send / slot to fill */
@@ -85,20 +87,32 @@ static inline void fib__waitq_unlink(struct fib__wnode *n) {
   n->q = NULL;
 }
 
+/* Unlink q's first node (the cheap case of fib__waitq_unlink). */
+static inline void fib__waitq_shift(struct fib__waitq *q) {
+  struct fib__wnode *n = q->head;
+  q->head = n->next;
+  if (n->next)
+    n->next->prev = NULL;
+  else
+    q->tail = NULL;
+  n->q = NULL;
+}
+
 static inline int fib__wnode_claimable(const struct fib__wnode *n) {
-  return n->wait->fiber->state == FIB_FIBER_BLOCKED;
+  return n->fiber->state == FIB_FIBER_BLOCKED;
 }
 
 /* The first claimable node, unlinking the stale ones in front of it. */
 static inline struct fib__wnode *fib__waitq_first(struct fib__waitq *q) {
   struct fib__wnode *n;
   while ((n = q->head) != NULL && !fib__wnode_claimable(n))
-    fib__waitq_unlink(n);
+    fib__waitq_shift(q);
   return n;
 }
 
-/* Unlink every stale node (for destroy: only live waiters make it busy). */
-static inline void fib__waitq_purge(struct fib__waitq *q) {
+/* Destroy's test: drop the stale nodes, then non-zero if live waiters
+ * remain. */
+static inline int fib__waitq_busy(struct fib__waitq *q) {
   struct fib__wnode *n = q->head;
   while (n) {
     struct fib__wnode *next = n->next;
@@ -106,26 +120,60 @@ static inline void fib__waitq_purge(struct fib__waitq *q) {
       fib__waitq_unlink(n);
     n = next;
   }
+  return !fib__waitq_empty(q);
 }
 
-/* Complete a claimable node: its fiber's park returns 0 and it finds
- * `result` in its wait. */
-static inline void fib__wnode_complete(struct fib__wnode *n, int result) {
+/* Complete the node fib__waitq_first(q) returned: its fiber's park
+ * returns 0 and it finds `result` in its wait. */
+static inline void fib__waitq_complete_first(struct fib__waitq *q,
+                                             int result) {
+  struct fib__wnode *n = q->head;
   struct fib__wait *w = n->wait;
   w->fired = n->idx;
   w->result = result;
-  fib__waitq_unlink(n);
-  fib__fiber_ready(w->fiber);
+  fib__waitq_shift(q);
+  fib__fiber_ready(n->fiber);
 }
 
-/* Park `self` on one node already linked; on an error return the node is
- * off its queue. */
-static inline int fib__wait_one(struct fib__fiber *self, struct fib__wnode *n,
-                                uint64_t deadline) {
-  int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline);
-  if (err && n->q)
-    fib__waitq_unlink(n);
-  return err;
+/* Complete every live node of q with `result` (broadcast, close). */
+static inline void fib__waitq_complete_all(struct fib__waitq *q, int result) {
+  while (fib__waitq_first(q))
+    fib__waitq_complete_first(q, result);
+}
+
+/* The start of every call that may wait, even one that will not have to:
+ * 0 and the calling fiber in *self, or FIB_EPERM (not a fiber that may
+ * block) or FIB_ECANCELED (cancelled), before any side effect. */
+static inline int fib__waiter(struct fib__fiber **self) {
+  struct fib__fiber *f = fib__fiber_self();
+  *self = f;
+  if (!f)
+    return FIB_EPERM;
+  return f->cancelled ? FIB_ECANCELED : 0;
+}
+
+/* Wait on q as one node (`elem`: channels' value or slot) until a waker
+ * completes it, the deadline passes or the fiber is cancelled. Returns the
+ * completer's result (0, FIB_EPIPE), or park's error with the node off the
+ * queue (the call had no effect). The caller has found `self` not
+ * cancelled (fib__waiter) and not switched since, so this parks without
+ * park's own check. */
+static inline int fib__waitq_wait(struct fib__waitq *q,
+                                  struct fib__fiber *self, void *elem,
+                                  uint64_t deadline) {
+  struct fib__wait w = {self, 0, 0};
+  struct fib__wnode n = {.fiber = self, .wait = &w, .elem = elem};
+  fib__waitq_push(q, &n);
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, FIB_FIBER_BLOCKED);
+  int err = self->wake;
+  if (err) {
+    if (n.q)
+      fib__waitq_unlink(&n);
+    return err;
+  }
+  return w.result;
 }
 
 #endif

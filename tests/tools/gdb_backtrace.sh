@@ -45,7 +45,7 @@ check() { # mode leaf expected-regex
            tr '\n' ' ' | sed 's/ $//')
   echo "---- frames: $frames"
 
-  if ! echo "$out" | grep -qE "^Breakpoint 1, .*$leaf"; then
+  if ! grep -qE "^Breakpoint 1, .*$leaf" <<<"$out"; then
     echo "FAIL ($mode): the breakpoint in $leaf was not hit"
     fail=1
   fi
@@ -58,12 +58,12 @@ check() { # mode leaf expected-regex
     echo "FAIL ($mode): a frame gdb cannot name (??)"
     fail=1
   fi
-  if echo "$out" | grep -qiE 'Backtrace stopped|previous frame inner|corrupt'; then
+  if grep -qiE 'Backtrace stopped|previous frame inner|corrupt' <<<"$out"; then
     echo "FAIL ($mode): gdb complains about the stack:"
     echo "$out" | grep -iE 'Backtrace stopped|previous frame inner|corrupt'
     fail=1
   fi
-  if ! echo "$out" | grep -qE '^\[Inferior 1 \(process [0-9]+\) exited normally\]'; then
+  if ! grep -qE '^\[Inferior 1 \(process [0-9]+\) exited normally\]' <<<"$out"; then
     echo "FAIL ($mode): the program did not run to a normal exit under gdb"
     fail=1
   fi

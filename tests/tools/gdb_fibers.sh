@@ -64,12 +64,12 @@ check() { # what output
   for row in '2 1 ready "epsilon"' '1 1 blocked "alpha"' \
              '1 2 sleeping "beta"' '1 3 ready "gamma"' '1 4 running "stopper"'; do
     set -- $row
-    if ! echo "$out" | grep -qE "^$1 +0x[0-9a-f]+ +$2 $3 +$4 +0x[0-9a-f]+-0x[0-9a-f]+ 65536 +[0-9]+$"; then
+    if ! grep -qE "^$1 +0x[0-9a-f]+ +$2 $3 +$4 +0x[0-9a-f]+-0x[0-9a-f]+ 65536 +[0-9]+$" <<<"$out"; then
       echo "FAIL ($what): no listing line for runtime $1 fiber $2 $3 $4"
       fail=1
     fi
   done
-  echo "$out" | grep -q '^5 fibers$' || { echo "FAIL ($what): not 5 fibers"; fail=1; }
+  grep -q '^5 fibers$' <<<"$out" || { echo "FAIL ($what): not 5 fibers"; fail=1; }
   # gamma touched more than 20 KB of its stack
   local hw
   hw=$(echo "$out" | grep -E '^1 +0x[0-9a-f]+ +3 ready +"gamma"' | awk '{print $NF}')
@@ -96,7 +96,7 @@ check() { # what output
       fail=1
     fi
   done
-  if echo "$out" | grep -qiE 'Traceback|Python Exception|Error occurred'; then
+  if grep -qiE 'Traceback|Python Exception|Error occurred' <<<"$out"; then
     echo "FAIL ($what): the script failed"
     fail=1
   fi
@@ -104,12 +104,12 @@ check() { # what output
 check live "$live"
 [ "$core_too" = core ] && check core "$post"
 for out in "$live" ${dump:+"$dump"}; do
-  if ! echo "$out" | grep -qE '^\[Inferior 1 \(process [0-9]+\) exited normally\]'; then
+  if ! grep -qE '^\[Inferior 1 \(process [0-9]+\) exited normally\]' <<<"$out"; then
     echo "FAIL: the program did not run to a normal exit under gdb"
     fail=1
   fi
 done
-if [ "$core_too" = core ] && ! echo "$dump" | grep -q "^Saved corefile $core"; then
+if [ "$core_too" = core ] && ! grep -q "^Saved corefile $core" <<<"$dump"; then
   echo "FAIL: gdb did not write the core file"
   fail=1
 fi

@@ -49,7 +49,7 @@ check_program() {
   local prog=$1 kind=$2 needed
   needed=$(readelf -dW "$prog" | grep -E '\(NEEDED\)' || true)
   if [ "$kind" = shared ]; then
-    echo "$needed" | grep -q 'libfibers\.so\.0' ||
+    grep -q 'libfibers\.so\.0' <<<"$needed" ||
       die "$prog does not need libfibers.so.0:"$'\n'"$needed"
     local where
     where=$(LD_LIBRARY_PATH=$libdir ldd "$prog" | grep 'libfibers\.so\.0' || true)
@@ -58,7 +58,7 @@ check_program() {
       die "$prog does not load the installed $libdir/libfibers.so.0"
     run env LD_LIBRARY_PATH="$libdir" "$prog" || die "$prog failed"
   else
-    if echo "$needed" | grep -q 'libfibers'; then
+    if grep -q 'libfibers' <<<"$needed"; then
       die "$prog (static) still needs the shared library:"$'\n'"$needed"
     fi
     run "$prog" || die "$prog failed"
