@@ -90,12 +90,29 @@ static inline void fib__runq_push_front(struct fib__runq *q,
   q->len++;
 }
 
-/* Which list the next pop takes from (NULL: the queue is empty). */
+/* Which list the next pop takes from (NULL: the queue is empty). The
+ * common cases first: an empty front costs one test. */
 static inline struct fib__list *fib__runq_source(struct fib__runq *q) {
-  if (q->front.head &&
-      (!q->back.head || q->front_streak < FIB__RUNQ_FRONT_BUDGET))
+  if (!q->front.head)
+    return q->back.head ? &q->back : NULL;
+  if (!q->back.head || q->front_streak < FIB__RUNQ_FRONT_BUDGET)
     return &q->front;
-  return q->back.head ? &q->back : NULL;
+  return &q->back;
+}
+
+/* Pop from `l`, which fib__runq_source has just chosen (peek, decide,
+ * then take, with the choice made once). */
+static inline struct fib__runq_node *fib__runq_take(struct fib__runq *q,
+                                                    struct fib__list *l) {
+  struct fib__runq_node *n = l->head;
+  l->head = n->next;
+  q->len--;
+  q->last_front = NULL;
+  if (l == &q->back)
+    q->front_streak = 0;
+  else if (q->back.head)
+    q->front_streak++;
+  return n;
 }
 
 static inline struct fib__runq_node *fib__runq_peek(struct fib__runq *q) {
@@ -105,17 +122,7 @@ static inline struct fib__runq_node *fib__runq_peek(struct fib__runq *q) {
 
 static inline struct fib__runq_node *fib__runq_pop(struct fib__runq *q) {
   struct fib__list *l = fib__runq_source(q);
-  if (!l)
-    return NULL;
-  struct fib__runq_node *n = l->head;
-  l->head = n->next;
-  q->len--;
-  q->last_front = NULL;
-  if (l == &q->front && q->back.head)
-    q->front_streak++;
-  else
-    q->front_streak = 0;
-  return n;
+  return l ? fib__runq_take(q, l) : NULL;
 }
 
 static inline size_t fib__runq_len(const struct fib__runq *q) { return q->len; }

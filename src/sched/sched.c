@@ -143,14 +143,13 @@ void fib__fiber_interrupt(struct fib__fiber *f) {
  */
 static inline struct fib__fiber *take_next(struct fib_runtime *rt,
                                            const fib_coro *from) {
-  struct fib__runq_node *n = fib__runq_peek(&rt->runq);
+  struct fib__list *l = fib__runq_source(&rt->runq);
   int timers_due = rt->timers.count && rt->until_timer_check == 0;
-  if (!n || timers_due || FIBER_OF(n)->co->shared_fp != from->shared_fp)
+  if (!l || timers_due || FIBER_OF(l->head)->co->shared_fp != from->shared_fp)
     return NULL;
-  fib__runq_pop(&rt->runq);
+  struct fib__fiber *next = FIBER_OF(fib__runq_take(&rt->runq, l));
   if (rt->until_timer_check)
     rt->until_timer_check--;
-  struct fib__fiber *next = FIBER_OF(n);
   next->state = FIB_FIBER_RUNNING;
   rt->current = next;
   return next;
