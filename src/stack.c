@@ -91,6 +91,7 @@ fib_guard_mode fib__stack_auto_mode(void) {
 static pthread_once_t budget_once = PTHREAD_ONCE_INIT;
 static long mprotect_budget;
 static atomic_long mprotect_stacks;
+static atomic_long budget_cap; /* test seam: 0, or a lower budget */
 
 static void read_budget(void) {
   long max = 65530; /* the kernel's default, if /proc is not there */
@@ -113,7 +114,12 @@ static void read_budget(void) {
 
 long fib__stack_mprotect_budget(void) {
   pthread_once(&budget_once, read_budget);
-  return mprotect_budget;
+  long cap = atomic_load_explicit(&budget_cap, memory_order_relaxed);
+  return cap > 0 && cap < mprotect_budget ? cap : mprotect_budget;
+}
+
+void fib__stack_cap_mprotect_budget(long cap) {
+  atomic_store_explicit(&budget_cap, cap, memory_order_relaxed);
 }
 
 long fib__stack_mprotect_count(void) { return atomic_load(&mprotect_stacks); }

@@ -76,6 +76,12 @@ fib_guard_mode fib__stack_auto_mode(void);
 long fib__stack_mprotect_budget(void);
 long fib__stack_mprotect_count(void);
 
+/* Test seam: lower the budget to `cap` stacks (0: back to the one from
+ * vm.max_map_count; never raised above it). For tests that must fill the
+ * budget where ~28,000 guarded stacks are too many for the tool running
+ * them (valgrind's segment table; tests/test_stack.c). Process-wide. */
+void fib__stack_cap_mprotect_budget(long cap);
+
 /* Stacks in this thread's pool; unmap them all. */
 size_t fib__stack_pool_size(void);
 void fib__stack_pool_drain(void);
