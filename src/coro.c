@@ -103,6 +103,14 @@ static inline int coro_switch(const fib_coro *fp, fib_coro *from,
 #endif
 }
 
+/* Every switch away from a running coroutine (yield, transfer, exit, and
+ * resuming another) first checks its FIB_GUARD_NONE canary: a load and a
+ * branch not taken on a guarded stack; the report is out of line. */
+static inline void check_canary(const fib_coro *co) {
+  if (co->canary && __builtin_expect(*co->canary != FIB__STACK_CANARY, 0))
+    fib__stack_canary_fail(co->stack);
+}
+
 /* Make `co` the running coroutine of this thread. */
 static inline void enter(fib_coro *co) {
   co->status = FIB_CORO_RUNNING;
@@ -155,6 +163,7 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->arg = arg;
   co->status = FIB_CORO_SUSPENDED;
   co->shared_fp = (flags & FIB_SHARED_FP) != 0;
+  co->canary = fib__stack_canary(s);
   co->owner = NULL;
   co->out = NULL;
   co->first = NULL;
@@ -193,6 +202,8 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
     return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
 
   fib_coro *prev = fib__tl_current_coro;
+  if (prev)
+    check_canary(prev);
   if (!prev) /* a coroutine may be resumed on a thread that never made one */
     (void)fib__overflow_prepare_thread();
   else
@@ -207,6 +218,7 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
 }
 
 int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+  check_canary(from);
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
   to->out = from->out;
@@ -223,6 +235,7 @@ int fib_coro_yield(void *value, void **in) {
   fib_coro *co = fib__tl_current_coro;
   if (!co)
     return FIB_EPERM;
+  check_canary(co);
   co->in = in;
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
@@ -232,6 +245,7 @@ int fib_coro_yield(void *value, void **in) {
 
 _Noreturn void fib__coro_exit(void *value) {
   fib_coro *co = fib__tl_current_coro;
+  check_canary(co);
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);

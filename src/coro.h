@@ -23,6 +23,11 @@ struct fib_coro {
   void *arg;
   fib_coro_state status;
   int shared_fp; /* switches skip the FP control state (FIB_SHARED_FP) */
+  /* FIB_GUARD_NONE: the stack's canary word, checked at every switch away
+   * (coro.c); NULL on a guarded stack. Kept here, not reached through
+   * `stack`, so a guarded switch pays one load from this record, which the
+   * switch touches anyway. */
+  const uint64_t *canary;
   void *owner; /* the layer above's record (a fiber), or NULL */
   /* Values are delivered by the side that switches, before it switches,
    * so the side that wakes up has nothing left to do (see coro.c): */

@@ -359,9 +359,39 @@ TEST(stack_info_and_high_water_mark) {
   CHECK_OK(fib_coro_destroy(co));
 }
 
+/* FIB_GUARD_NONE: the canary keeps the stack's lowest page resident, which
+ * must not read as a stack used to the bottom. */
+static void *measure_unguarded(void *arg) {
+  size_t *marks = arg;
+  fib_stack_info info;
+  CHECK_OK(fib_self_stack(&info));
+  CHECK_EQ(info.guard, FIB_GUARD_NONE);
+  CHECK_EQ(info.guard_size, 0);
+  marks[0] = info.high_water;
+  use_stack(40 * 1024);
+  CHECK_OK(fib_self_stack(&info));
+  marks[1] = info.high_water;
+  return NULL;
+}
+
+TEST(unguarded_high_water_mark_leaves_out_the_canary) {
+  size_t marks[2] = {0, 0};
+  fib_runtime *rt;
+  fib_runtime_opts opts = {.guard = FIB_GUARD_NONE};
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  CHECK_OK(fib_spawn(rt, measure_unguarded, marks, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  printf("# unguarded high-water: %zu bytes at entry, %zu after using "
+         "40 KiB\n", marks[0], marks[1]);
+  CHECK(marks[0] >= 4096 && marks[0] < 40 * 1024);
+  CHECK(marks[1] >= 40 * 1024 && marks[1] <= FIB_STACK_DEFAULT);
+}
+
 TEST_MAIN(T(longjmp_in_a_fiber_gives_no_false_report),
           T(asan_reports_a_stack_buffer_overflow_on_a_fiber_stack),
           T(memory_held_by_a_suspended_fiber_is_not_a_leak),
           T(tsan_reports_a_race_between_fibers_on_two_threads),
           T(correct_hand_offs_give_no_race_report),
-          T(stack_info_and_high_water_mark))
+          T(stack_info_and_high_water_mark),
+          T(unguarded_high_water_mark_leaves_out_the_canary))
