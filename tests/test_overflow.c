@@ -203,16 +203,19 @@ TEST(overflow_on_another_threads_runtime_is_reported) {
 
 /* The overflow below runs about 3 KiB past the stack's bottom. For it to
  * reach the next switch (where the canary is checked) instead of faulting,
- * the memory there must be writable: either the top of a "cushion", an
- * unguarded coroutine made just before the stack under test and never used
- * again (where the kernel places new mappings above old ones: valgrind),
- * or room mapped there by the test (where new mappings go below old ones,
- * leaving the space below free: Linux), asked for as a hint so that
- * nothing already there is replaced. Either is what an overflow meets in
- * a real program: a neighbour's stack, or memory it does not own. */
+ * the memory there must be writable. Where new mappings go depends on the
+ * kernel and the tool (downwards on Linux, upwards under valgrind, into
+ * whatever hole fits under TSan), so the test looks for such a stack before
+ * the code under test asks for one: it makes unguarded coroutines (never
+ * run) until one has either the top of an earlier one right below it (a
+ * neighbour's stack: what an overflow meets in a real program) or free
+ * space below that it can map (asked for as a hint, so nothing that is
+ * already there is replaced). That one goes back to the pool, where the
+ * next unguarded stack of its size comes from. */
 #define LANDING ((size_t)64 * 1024)
+#define TRIES 16
 
-static fib_stack_info cushion;
+static void *prepared_lo; /* the stack found, for the code under test */
 
 static void *idle_coro(void *arg, void *first) {
   (void)arg;
@@ -220,16 +223,7 @@ static void *idle_coro(void *arg, void *first) {
   return NULL;
 }
 
-static void make_cushion(void) {
-  fib_attr attr = {.guard = FIB_GUARD_NONE};
-  fib_coro *co;
-  CHECK_OK(fib_coro_create(&co, idle_coro, NULL, &attr)); /* never run */
-  CHECK_OK(fib_coro_stack(co, &cushion));
-}
-
-static int room_below(void *lo) {
-  if (cushion.hi == lo)
-    return 1; /* the cushion's top */
+static int map_room_below(void *lo) {
   char *want = (char *)lo - LANDING;
   void *p = mmap(want, LANDING, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -238,6 +232,26 @@ static int room_below(void *lo) {
   if (p != MAP_FAILED)
     munmap(p, LANDING);
   return 0;
+}
+
+static void prepare_unguarded_stack(void) {
+  fib_attr attr = {.guard = FIB_GUARD_NONE};
+  fib_coro *co[TRIES];
+  fib_stack_info st[TRIES];
+  for (int i = 0; i < TRIES; i++) {
+    CHECK_OK(fib_coro_create(&co[i], idle_coro, NULL, &attr));
+    CHECK_OK(fib_coro_stack(co[i], &st[i]));
+    int room = 0;
+    for (int j = 0; j < i && !room; j++)
+      room = st[j].hi == st[i].lo;
+    if (room || map_room_below(st[i].lo)) {
+      prepared_lo = st[i].lo;
+      CHECK_OK(fib_coro_destroy(co[i])); /* the others stay, never run */
+      return;
+    }
+  }
+  check_failed(__FILE__, __LINE__, "no unguarded stack with writable memory "
+               "below it in %d tries", TRIES);
 }
 
 /* One 4 KiB frame, every byte written. Called within 2 KiB of the stack's
@@ -262,16 +276,13 @@ __attribute__((noinline)) static int overflow_a_little(const char *lo) {
   return overflow_a_little(lo) + buf[0] + buf[511];
 }
 
-/* Make room below the running stack, say where its canary is, overflow. */
+/* On the stack prepared, say where its canary is, and overflow. */
 static void overflow_past_the_canary(void) {
   fib_stack_info info;
   CHECK_OK(fib_self_stack(&info));
   CHECK_EQ(info.guard, FIB_GUARD_NONE);
   CHECK_EQ(info.guard_size, 0);
-  if (!room_below(info.lo))
-    check_failed(__FILE__, __LINE__, "below the stack at %p: neither the "
-                 "cushion (%p-%p) nor room for a mapping", info.lo,
-                 cushion.lo, cushion.hi);
+  CHECK_PTR_EQ(info.lo, prepared_lo); /* the stack with room below */
   fprintf(stderr, "canary %p\n", info.lo);
   fflush(stderr);
   sink = overflow_a_little(info.lo);
@@ -297,7 +308,7 @@ static void *unguarded_coro(void *arg, void *first) {
 static void unguarded_coroutine_child(void *then) {
   fib_coro *co;
   fib_attr attr = {.guard = FIB_GUARD_NONE};
-  make_cushion();
+  prepare_unguarded_stack();
   CHECK_OK(fib_coro_create(&co, unguarded_coro, then, &attr));
   fib_coro_resume(co, NULL, NULL);
 }
@@ -323,7 +334,7 @@ static void unguarded_fiber_child(void *then) {
   fib_attr attr = {.name = "smasher", .guard = FIB_GUARD_NONE};
   CHECK_OK(fib_runtime_create(&rt, NULL));
   CHECK_OK(fib_spawn(rt, keep_yielding, NULL, NULL, NULL)); /* id 1 */
-  make_cushion();
+  prepare_unguarded_stack();
   CHECK_OK(fib_spawn(rt, unguarded_fiber, then, &attr, NULL));
   fib_run(rt);
   fprintf(stderr, "the overwritten canary was not noticed\n");
