@@ -10,9 +10,9 @@
  * The guard region is never accessible (MADV_GUARD_INSTALL markers, or
  * PROT_NONE). A FIB_GUARD_NONE stack has no guard region (map == lo); a
  * canary word at lo stands in for it, checked at every switch away from
- * the stack (coro.c). The stack's descriptor, struct fib__stack, lives at the very
- * top of the mapping, so a stack needs no other allocation and a pooled
- * stack carries its own list link. Upper layers place their own records just
+ * the stack (coro.c). The stack's descriptor, struct fib__stack, lives at
+ * the very top of the mapping, so a stack needs no other allocation and a
+ * pooled stack carries its own list link. Upper layers place their own records just
  * below the descriptor (fib__stack_top) and start the context below those.
  */
 #ifndef FIB_STACK_H
