@@ -223,10 +223,9 @@ static void *idle_coro(void *arg, void *first) {
   return NULL;
 }
 
-static int map_room_below(void *lo) {
+static int map_room_below(void *lo, int prot) {
   char *want = (char *)lo - LANDING;
-  void *p = mmap(want, LANDING, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void *p = mmap(want, LANDING, prot, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == (void *)want)
     return 1;
   if (p != MAP_FAILED)
@@ -234,24 +233,33 @@ static int map_room_below(void *lo) {
   return 0;
 }
 
-static void prepare_unguarded_stack(void) {
+/* `prot`: PROT_READ | PROT_WRITE, room to overflow into; PROT_NONE, a
+ * wall that the overflow faults on (an earlier coroutine's top page is then
+ * made inaccessible). */
+static void prepare_unguarded_stack_with(int prot) {
   fib_attr attr = {.guard = FIB_GUARD_NONE};
   fib_coro *co[TRIES];
   fib_stack_info st[TRIES];
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
   for (int i = 0; i < TRIES; i++) {
     CHECK_OK(fib_coro_create(&co[i], idle_coro, NULL, &attr));
     CHECK_OK(fib_coro_stack(co[i], &st[i]));
     int room = 0;
     for (int j = 0; j < i && !room; j++)
-      room = st[j].hi == st[i].lo;
-    if (room || map_room_below(st[i].lo)) {
+      room = st[j].hi == st[i].lo &&
+             mprotect((char *)st[j].hi - page, page, prot) == 0;
+    if (room || map_room_below(st[i].lo, prot)) {
       prepared_lo = st[i].lo;
       CHECK_OK(fib_coro_destroy(co[i])); /* the others stay, never run */
       return;
     }
   }
-  check_failed(__FILE__, __LINE__, "no unguarded stack with writable memory "
-               "below it in %d tries", TRIES);
+  check_failed(__FILE__, __LINE__, "no unguarded stack with memory below it "
+               "that the test can set up, in %d tries", TRIES);
+}
+
+static void prepare_unguarded_stack(void) {
+  prepare_unguarded_stack_with(PROT_READ | PROT_WRITE);
 }
 
 /* One 4 KiB frame, every byte written. Called within 2 KiB of the stack's
@@ -377,6 +385,52 @@ TEST(unguarded_fiber_overflow_is_caught_at_its_exit) {
   struct child_result r;
   run_child(unguarded_fiber_child, (void *)THEN_RETURN, &r);
   check_canary_report(&r, "fiber 2 \"smasher\"");
+}
+
+/* Without a guard the fault report still works where the overflow runs
+ * into memory that is not accessible (unmapped, or a neighbour's guard):
+ * with such memory right below it, an unguarded coroutine recursing without
+ * end is reported as overflowing, with "no guard" for the guard's size. */
+static void *coro_overflow_unguarded(void *arg, void *first) {
+  (void)arg;
+  (void)first;
+  fib_stack_info info;
+  CHECK_OK(fib_self_stack(&info));
+  CHECK_PTR_EQ(info.lo, prepared_lo);
+  fprintf(stderr, "stack %p\n", info.lo);
+  fflush(stderr);
+  return (void *)(intptr_t)recurse(0);
+}
+
+static void unguarded_fault_child(void *arg) {
+  (void)arg;
+  fib_coro *co;
+  fib_attr attr = {.guard = FIB_GUARD_NONE};
+  prepare_unguarded_stack_with(PROT_NONE);
+  CHECK_OK(fib_coro_create(&co, coro_overflow_unguarded, NULL, &attr));
+  fib_coro_resume(co, NULL, NULL);
+}
+
+TEST(unguarded_overflow_into_a_fault_is_reported_as_one) {
+  struct child_result r;
+  run_child(unguarded_fault_child, NULL, &r);
+  void *lo = NULL;
+  if (sscanf(r.err, "stack %p\n", &lo) != 1)
+    check_failed(__FILE__, __LINE__, "child's stderr:\n%s", r.err);
+  CHECK_EQ(r.signal, SIGSEGV);
+  const char *line = strchr(r.err, '\n') + 1;
+  char want[256];
+  snprintf(want, sizeof want, "fibers: stack overflow in coroutine (stack "
+           "%zu bytes, no guard, fault address 0x", (size_t)FIB_STACK_DEFAULT);
+  if (strncmp(line, want, strlen(want)) != 0)
+    check_failed(__FILE__, __LINE__, "report\n  %s\nwanted prefix\n  %s", line,
+                 want);
+  uintptr_t addr = 0;
+  char tail[8] = "";
+  CHECK_EQ(sscanf(line + strlen(want), "%" SCNxPTR "%7s", &addr, tail), 2);
+  CHECK_STR_EQ(tail, ")");
+  CHECK(strchr(line, '\n') == line + strlen(line) - 1); /* one line */
+  CHECK(addr < (uintptr_t)lo && addr >= (uintptr_t)lo - LANDING);
 }
 
 /* Deep, but inside the stack: 48 KiB of a 64 KiB stack, written, over and
@@ -515,6 +569,7 @@ TEST_MAIN(T(overflow_with_madvise_guard_names_the_fiber),
           T(unguarded_coroutine_overflow_is_caught_when_it_resumes_another),
           T(unguarded_fiber_overflow_names_the_fiber),
           T(unguarded_fiber_overflow_is_caught_at_its_exit),
+          T(unguarded_overflow_into_a_fault_is_reported_as_one),
           T(unguarded_fibers_within_their_stacks_run_fine),
           T(non_overflow_fault_goes_to_the_previous_handler),
           T(non_overflow_fault_without_handler_dies_by_default),
