@@ -66,8 +66,13 @@ static void put_hex(struct line *l, uintptr_t v) {
 
 static int is_overflow(const struct fib__stack *s, const char *addr,
                        const char *sp) {
-  if (addr >= s->map && addr < s->lo)
-    return 1; /* touched the guard region */
+  /* Touched the guard region; without one (FIB_GUARD_NONE), the page just
+   * below the stack: a call's push with the stack pointer exactly at the
+   * bottom faults there with the stack pointer still inside. (The page
+   * size is cached by the time a stack exists.) */
+  size_t below = s->guard_size ? s->guard_size : fib__page_size();
+  if (addr >= s->lo - below && addr < s->lo)
+    return 1;
   /* The stack pointer itself has left the stack downwards (a frame larger
    * than the guard, or a fault just past it). */
   return sp < s->lo && (size_t)(s->lo - sp) <= FIB_STACK_MAX && addr < s->lo;
