@@ -107,7 +107,8 @@ static inline int coro_switch(const fib_coro *fp, fib_coro *from,
  * resuming another) first checks its FIB_GUARD_NONE canary: a load and a
  * branch not taken on a guarded stack; the report is out of line. */
 static inline void check_canary(const fib_coro *co) {
-  if (co->canary && __builtin_expect(*co->canary != FIB__STACK_CANARY, 0))
+  if (__builtin_expect(co->canary != NULL, 0) &&
+      __builtin_expect(*co->canary != FIB__STACK_CANARY, 0))
     fib__stack_canary_fail(co->stack);
 }
 
