@@ -2,9 +2,9 @@
  * fibers.h -- the public API of the fibers runtime.
  *
  * fibers are stackful user-space threads for C. Each fiber owns a stack with
- * a guard region below it; the CPU context is switched in assembly; a
- * runtime schedules its fibers cooperatively, round-robin, on the one OS
- * thread that runs it.
+ * a guard region below it (unless FIB_GUARD_NONE is asked for); the CPU
+ * context is switched in assembly; a runtime schedules its fibers
+ * cooperatively, round-robin, on the one OS thread that runs it.
  *
  * Two layers are public:
  *   - coroutines (fib_coro_*): resume / yield with a value, no scheduler;
@@ -113,7 +113,24 @@ typedef enum fib_guard_mode {
   /* Only mprotect(PROT_NONE): each guarded stack costs two mappings, and
    * the runtime refuses (FIB_ENOMEM) to go past its share of
    * /proc/sys/vm/max_map_count. */
-  FIB_GUARD_MPROTECT = 2
+  FIB_GUARD_MPROTECT = 2,
+  /* No guard region, only when asked for by name: FIB_GUARD_AUTO never
+   * picks it, and no failure falls back to it. A canary word sits at the
+   * stack's lowest usable address instead. Every switch away from a fiber
+   * or coroutine on such a stack (yield, hand-off, resume of another,
+   * exit) checks it; a changed canary is reported in one line naming the
+   * fiber (id and name, or "coroutine") and its stack, then the process
+   * aborts:
+   *   fibers: fatal: stack overflow in fiber 2 "parser" (stack 65536
+   *   bytes, no guard, canary at 0x7f0000010000 overwritten)
+   * Detection is after the fact and best-effort: the overflowing code has
+   * run on until its next switch, and may have written below the stack
+   * into whatever is mapped there; a frame that steps over the canary word
+   * without writing it (or writes the same value back) is not caught.
+   * Costs one committed page per stack more than a guarded stack (the
+   * canary's page); like FIB_GUARD_MADVISE, it costs no mapping of its
+   * own (neighbouring stacks merge). */
+  FIB_GUARD_NONE = 3
 } fib_guard_mode;
 
 /* Flags for fib_attr.flags (and fib_runtime_opts.flags). */
@@ -599,8 +616,10 @@ typedef struct fib_stack_info {
   void *lo;            /* lowest usable byte (the stack grows down to it) */
   void *hi;            /* one past the highest byte */
   size_t size;         /* usable bytes: hi - lo */
-  size_t guard_size;   /* bytes of guard region just below lo */
-  fib_guard_mode guard;/* FIB_GUARD_MADVISE or FIB_GUARD_MPROTECT */
+  size_t guard_size;   /* bytes of guard region just below lo (0: none) */
+  /* FIB_GUARD_MADVISE or FIB_GUARD_MPROTECT; FIB_GUARD_NONE (only if asked
+   * for): guard_size is 0 and the canary word is the 8 bytes at lo */
+  fib_guard_mode guard;
   /* High-water mark: bytes from hi down to the lowest page the stack has
    * touched (whole pages, from the kernel's page residency: mincore(2),
    * one system call, no cost while the fiber runs). Stacks are reused from

@@ -113,6 +113,15 @@ _Noreturn static inline void coro_jump(const fib_coro *fp, fib_coro *from,
   fib__ctx_jump(load_sp, NULL);
 }
 
+/* Every switch away from a running coroutine (yield, transfer, exit, and
+ * resuming another) first checks its FIB_GUARD_NONE canary: a load and a
+ * branch not taken on a guarded stack; the report is out of line. */
+static inline void check_canary(const fib_coro *co) {
+  if (__builtin_expect(co->canary != NULL, 0) &&
+      __builtin_expect(*co->canary != FIB__STACK_CANARY, 0))
+    fib__stack_canary_fail(co->stack);
+}
+
 /* Make `co` the running coroutine of this thread. */
 static inline void enter(fib_coro *co) {
   co->status = FIB_CORO_RUNNING;
@@ -160,6 +169,7 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->arg = arg;
   co->status = FIB_CORO_SUSPENDED;
   co->shared_fp = (flags & FIB_SHARED_FP) != 0;
+  co->canary = fib__stack_canary(s);
   co->owner = NULL;
   co->out = NULL;
   co->first = NULL;
@@ -219,10 +229,12 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
     return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
 
   fib_coro *prev = fib__coro_self();
-  if (prev)
+  if (prev) {
+    check_canary(prev); /* resuming another switches away from it */
     prev->status = FIB_CORO_NORMAL;
-  else if (!fib__tl_overflow_ready)
+  } else if (!fib__tl_overflow_ready) {
     return resume_on_new_thread(co, in, out);
+  }
   return resume(co, prev, in, out);
 }
 
@@ -238,6 +250,7 @@ static inline void take_over(fib_coro *from, fib_coro *to) {
 }
 
 int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+  check_canary(from);
   take_over(from, to);
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
@@ -246,6 +259,7 @@ int fib__coro_transfer(fib_coro *from, fib_coro *to) {
 }
 
 _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
+  check_canary(from);
   take_over(from, to);
   from->status = FIB_CORO_DEAD;
   enter(to);
@@ -256,6 +270,7 @@ int fib_coro_yield(void *value, void **in) {
   fib_coro *co = fib__coro_self();
   if (!co)
     return FIB_EPERM;
+  check_canary(co);
   co->in = in;
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
@@ -265,6 +280,7 @@ int fib_coro_yield(void *value, void **in) {
 
 _Noreturn void fib__coro_exit(void *value) {
   fib_coro *co = fib__coro_self();
+  check_canary(co);
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);

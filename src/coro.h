@@ -25,13 +25,21 @@ struct fib_coro {
   void *arg;
   fib_coro_state status;
   int shared_fp; /* switches skip the FP control state (FIB_SHARED_FP) */
-  void *owner; /* the layer above's record (a fiber), or NULL */
+  /* FIB_GUARD_NONE: the stack's canary word, checked at every switch away
+   * (coro.c); NULL on a guarded stack. Kept here, not reached through
+   * `stack`, so a guarded switch pays one load from this record, which the
+   * switch touches anyway. */
+  const uint64_t *canary;
   /* Values are delivered by the side that switches, before it switches,
    * so the side that wakes up has nothing left to do (see coro.c): */
   void **out;  /* where the resumer wants the yielded/returned value */
   void **in;   /* where the suspended coroutine wants the next resume's
                   value (NULL: nowhere); &first before the first resume */
   void *first; /* the first resume's value, for the entry */
+  /* Below the fields a switch touches, which it keeps in two cache lines
+   * (the record sits 208 bytes below a page end); set once, never read by
+   * a switch. */
+  void *owner; /* the layer above's record (a fiber), or NULL */
   /* Sanitizer state (sanitize.h); unused, and NULL, in a normal build: */
   void *san_fake;  /* ASan: its fake stack while it is switched out */
   void *san_fiber; /* TSan: its TSan fiber, from create to free */

@@ -115,14 +115,18 @@ static size_t high_water(const struct fib__stack *s) {
   size_t page = fib__page_size();
   size_t pages = s->usable_size / page;
   unsigned char vec[256];
+  /* FIB_GUARD_NONE: the canary keeps the lowest page resident, so it says
+   * nothing; start above it, and count a stack that reached the page just
+   * above as having reached it too (an upper bound, never an under-count). */
+  size_t start = fib__stack_canary(s) && pages > 1 ? 1 : 0;
   /* From the bottom up, in chunks: the first resident page is the mark. */
-  for (size_t first = 0; first < pages; first += sizeof vec) {
+  for (size_t first = start; first < pages; first += sizeof vec) {
     size_t n = pages - first < sizeof vec ? pages - first : sizeof vec;
     if (mincore(s->lo + first * page, n * page, vec) != 0)
       return 0; /* cannot tell */
     for (size_t i = 0; i < n; i++)
       if (vec[i] & 1)
-        return (pages - first - i) * page;
+        return (first + i == 1 && start ? pages : pages - first - i) * page;
   }
   return 0;
 }

@@ -1,6 +1,8 @@
 /*
  * overflow.c -- turn a fault in a stack's guard region into a one-line
- * report naming the fiber, then die by the default action.
+ * report naming the fiber, then die by the default action. (A
+ * FIB_GUARD_NONE stack's overwritten canary is reported in the same words,
+ * then fib__fatal: fib__stack_canary_fail.)
  *
  * The handler runs on a per-thread alternate signal stack (the faulting
  * stack is, by definition, full). It uses only async-signal-safe calls:
@@ -65,33 +67,64 @@ static void put_hex(struct line *l, uintptr_t v) {
 
 static int is_overflow(const struct fib__stack *s, const char *addr,
                        const char *sp) {
-  if (addr >= s->map && addr < s->lo)
-    return 1; /* touched the guard region */
+  /* Touched the guard region; without one (FIB_GUARD_NONE), the page just
+   * below the stack: a call's push with the stack pointer exactly at the
+   * bottom faults there with the stack pointer still inside. (The page
+   * size is cached by the time a stack exists.) */
+  size_t below = s->guard_size ? s->guard_size : fib__page_size();
+  if (addr >= s->lo - below && addr < s->lo)
+    return 1;
   /* The stack pointer itself has left the stack downwards (a frame larger
    * than the guard, or a fault just past it). */
   return sp < s->lo && (size_t)(s->lo - sp) <= FIB_STACK_MAX && addr < s->lo;
 }
 
+/* "stack overflow in fiber 2 "name" (stack 65536 bytes, ": the part the
+ * fault report and the canary report share. */
+static void put_owner(struct line *l, const struct fib__stack *s) {
+  put_str(l, "stack overflow in ");
+  put_str(l, s->owner_kind);
+  if (s->owner_id) { /* fibers: id and name; plain coroutines have neither */
+    put_str(l, " ");
+    put_dec(l, s->owner_id);
+    put_str(l, " \"");
+    put_str(l, s->owner_name ? s->owner_name : "");
+    put_str(l, "\"");
+  }
+  put_str(l, " (stack ");
+  put_dec(l, s->usable_size);
+  put_str(l, " bytes, ");
+}
+
 static void report(const struct fib__stack *s, const void *addr) {
   struct line l = {.len = 0};
-  put_str(&l, "fibers: stack overflow in ");
-  put_str(&l, s->owner_kind);
-  if (s->owner_id) { /* fibers: id and name; plain coroutines have neither */
-    put_str(&l, " ");
-    put_dec(&l, s->owner_id);
-    put_str(&l, " \"");
-    put_str(&l, s->owner_name ? s->owner_name : "");
-    put_str(&l, "\"");
+  put_str(&l, "fibers: ");
+  put_owner(&l, s);
+  if (s->guard_size) {
+    put_str(&l, "guard ");
+    put_dec(&l, s->guard_size);
+    put_str(&l, " bytes, ");
+  } else {
+    put_str(&l, "no guard, "); /* FIB_GUARD_NONE: the stack pointer left it */
   }
-  put_str(&l, " (stack ");
-  put_dec(&l, s->usable_size);
-  put_str(&l, " bytes, guard ");
-  put_dec(&l, s->guard_size);
-  put_str(&l, " bytes, fault address ");
+  put_str(&l, "fault address ");
   put_hex(&l, (uintptr_t)addr);
   put_str(&l, ")\n");
   ssize_t r = write(STDERR_FILENO, l.buf, l.len);
   (void)r;
+}
+
+/* Runs on the stack whose bottom was just found overwritten, so as little
+ * as the fault report: a small buffer, no stdio (whatever the overflow hit
+ * may be stdio's), and fib__fatal's write(2) and abort(). */
+void fib__stack_canary_fail(const struct fib__stack *s) {
+  struct line l = {.len = 0};
+  put_owner(&l, s);
+  put_str(&l, "no guard, canary at ");
+  put_hex(&l, (uintptr_t)s->lo);
+  put_str(&l, " overwritten)");
+  l.buf[l.len] = 0;
+  fib__fatal(l.buf);
 }
 
 /* Let the signal take its default action: on return from the handler the

@@ -91,6 +91,7 @@ fib_guard_mode fib__stack_auto_mode(void) {
 static pthread_once_t budget_once = PTHREAD_ONCE_INIT;
 static long mprotect_budget;
 static atomic_long mprotect_stacks;
+static atomic_long budget_cap; /* test seam: 0, or a lower budget */
 
 static void read_budget(void) {
   long max = 65530; /* the kernel's default, if /proc is not there */
@@ -113,7 +114,12 @@ static void read_budget(void) {
 
 long fib__stack_mprotect_budget(void) {
   pthread_once(&budget_once, read_budget);
-  return mprotect_budget;
+  long cap = atomic_load_explicit(&budget_cap, memory_order_relaxed);
+  return cap > 0 && cap < mprotect_budget ? cap : mprotect_budget;
+}
+
+void fib__stack_cap_mprotect_budget(long cap) {
+  atomic_store_explicit(&budget_cap, cap, memory_order_relaxed);
 }
 
 long fib__stack_mprotect_count(void) { return atomic_load(&mprotect_stacks); }
@@ -122,11 +128,17 @@ long fib__stack_mprotect_count(void) { return atomic_load(&mprotect_stacks); }
 
 static int map_stack(struct fib__stack **out, size_t usable,
                      fib_guard_mode mode) {
-  size_t guard = guard_size();
+  size_t guard = mode == FIB_GUARD_NONE ? 0 : guard_size();
   size_t total = guard + usable;
   char *map;
 
-  if (mode == FIB_GUARD_MPROTECT) {
+  if (mode == FIB_GUARD_NONE) {
+    /* Asked for by name: no guard, the canary (fib__stack_get) instead. */
+    map = fib__sys_mmap(NULL, total, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK);
+    if (map == MAP_FAILED)
+      return FIB_ENOMEM;
+  } else if (mode == FIB_GUARD_MPROTECT) {
     long budget = fib__stack_mprotect_budget();
     if (atomic_fetch_add(&mprotect_stacks, 1) >= budget) {
       atomic_fetch_sub(&mprotect_stacks, 1);
@@ -242,9 +254,10 @@ static void pool_key_create(void) {
 
 int fib__stack_get(struct fib__stack **out, size_t usable,
                    fib_guard_mode mode) {
-  if (mode == FIB_GUARD_AUTO)
+  if (mode == FIB_GUARD_AUTO) /* MADVISE or MPROTECT, never NONE */
     mode = fib__stack_auto_mode();
-  if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT)
+  if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT &&
+      mode != FIB_GUARD_NONE)
     return FIB_EINVAL;
   /* Guard markers asked for where they do not work (an old kernel, or
    * qemu-user's madvise that does nothing): refused, never absent. */
@@ -271,6 +284,8 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
     if (err)
       return err;
   }
+  if (mode == FIB_GUARD_NONE) /* fresh, or from the pool: set it afresh */
+    *(uint64_t *)(void *)(*out)->lo = FIB__STACK_CANARY;
 #if FIB_ASAN
   /* LeakSanitizer scans only the running stack of each thread: a live
    * stack is a root region, so what only a suspended fiber points to is

@@ -8,9 +8,11 @@
  *      | guard region    | usable stack (grows down) ...  |desc|
  *
  * The guard region is never accessible (MADV_GUARD_INSTALL markers, or
- * PROT_NONE). The stack's descriptor, struct fib__stack, lives at the very
- * top of the mapping, so a stack needs no other allocation and a pooled
- * stack carries its own list link. Upper layers place their own records just
+ * PROT_NONE). A FIB_GUARD_NONE stack has no guard region (map == lo); a
+ * canary word at lo stands in for it, checked at every switch away from
+ * the stack (coro.c). The stack's descriptor, struct fib__stack, lives at
+ * the very top of the mapping, so a stack needs no other allocation and a
+ * pooled stack carries its own list link. Upper layers place their own records just
  * below the descriptor (fib__stack_top) and start the context below those.
  */
 #ifndef FIB_STACK_H
@@ -28,7 +30,7 @@ struct fib__stack {
   size_t guard_size;    /* bytes of guard region */
   size_t usable_size;   /* what was asked for, rounded to pages */
   char *lo;             /* lowest usable byte (map + guard_size) */
-  fib_guard_mode mode;  /* the mode in force: MADVISE or MPROTECT */
+  fib_guard_mode mode;  /* the mode in force: MADVISE, MPROTECT or NONE */
   /* Who runs on the stack, for the overflow report. Upper layers set them;
    * owner_name points into memory that lives as long as the owner does. */
   uint64_t owner_id;
@@ -68,6 +70,17 @@ static inline char *fib__stack_end(const struct fib__stack *s) {
   return s->map + s->map_size;
 }
 
+/* FIB_GUARD_NONE: the value of the canary word at lo. Not zero, not a
+ * canonical user-space address, not a small number: what an overflowing
+ * frame writes there is unlikely to be it. (It finds accidents; it is not
+ * a secret against attacks.) */
+#define FIB__STACK_CANARY UINT64_C(0xc4a2f1be5d0e7a11)
+
+/* The canary word of a FIB_GUARD_NONE stack; NULL for a guarded one. */
+static inline const uint64_t *fib__stack_canary(const struct fib__stack *s) {
+  return s->mode == FIB_GUARD_NONE ? (const uint64_t *)(void *)s->lo : NULL;
+}
+
 /* The guard mode AUTO resolves to on this kernel (probed once). */
 fib_guard_mode fib__stack_auto_mode(void);
 
@@ -75,6 +88,12 @@ fib_guard_mode fib__stack_auto_mode(void);
  * vm.max_map_count), and how many do now. */
 long fib__stack_mprotect_budget(void);
 long fib__stack_mprotect_count(void);
+
+/* Test seam: lower the budget to `cap` stacks (0: back to the one from
+ * vm.max_map_count; never raised above it). For tests that must fill the
+ * budget where ~28,000 guarded stacks are too many for the tool running
+ * them (valgrind's segment table; tests/test_stack.c). Process-wide. */
+void fib__stack_cap_mprotect_budget(long cap);
 
 /* Stacks in this thread's pool; unmap them all. */
 size_t fib__stack_pool_size(void);
@@ -101,5 +120,11 @@ int fib__overflow_setup_thread(void);
 static inline int fib__overflow_prepare_thread(void) {
   return fib__tl_overflow_ready ? 0 : fib__overflow_setup_thread();
 }
+
+/* A FIB_GUARD_NONE stack's canary was found overwritten: report it in one
+ * line naming the owner, then abort (fib__fatal). Out of line and cold, so
+ * the check at each switch stays a load and a branch. */
+__attribute__((cold)) _Noreturn void
+fib__stack_canary_fail(const struct fib__stack *s);
 
 #endif

@@ -116,9 +116,12 @@ static void *fp_changer(void *arg, void *first) {
 }
 
 TEST(fp_control_state_is_per_context) {
+  const char *limit = fpctl_limit_to_tool(getenv("FIB_TEST_TOOL"));
   struct fpctl before = fpctl_get();
   fib_coro *co;
   printf("# FP control state checked: %s\n", FPCTL_NAME);
+  if (limit)
+    printf("# %s\n", limit);
   CHECK_OK(fib_coro_create(&co, fp_changer, NULL, NULL));
   for (int i = 0; i <= ROUNDS; i++) {
     CHECK_OK(fib_coro_resume(co, NULL, NULL));

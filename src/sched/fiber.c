@@ -10,7 +10,7 @@
 
 static int check_guard(fib_guard_mode g) {
   return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
-         g == FIB_GUARD_MPROTECT;
+         g == FIB_GUARD_MPROTECT || g == FIB_GUARD_NONE;
 }
 
 /* rt, or the calling fiber's runtime when rt is NULL. */

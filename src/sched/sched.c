@@ -58,7 +58,7 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
 
 static int check_guard(fib_guard_mode g) {
   return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
-         g == FIB_GUARD_MPROTECT;
+         g == FIB_GUARD_MPROTECT || g == FIB_GUARD_NONE;
 }
 
 int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {

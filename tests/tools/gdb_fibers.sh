@@ -9,7 +9,7 @@
 # breakpoint in a live process and then in a core file dumped there:
 #   info fibers  lists the five fibers of both runtimes with their states,
 #                names and stacks; gamma's high-water mark shows its 20 KB
-#                frame;
+#                frame, unguarded epsilon's leaves out its canary;
 #   fiber bt N   alpha: alpha_wait ... alpha ... fib__ctx_entry_trampoline
 #                beta:  beta_sleep ... ; gamma: gamma_spin ...
 #                and the backtrace ends at the trampoline, no "??".
@@ -75,6 +75,13 @@ check() { # what output
   hw=$(echo "$out" | grep -E '^1 +0x[0-9a-f]+ +3 ready +"gamma"' | awk '{print $NF}')
   if [ -z "$hw" ] || [ "$hw" -lt 20000 ]; then
     echo "FAIL ($what): gamma's high-water mark is '$hw', expected > 20000"
+    fail=1
+  fi
+  # epsilon never ran: only its top page is used; its stack is unguarded,
+  # and the canary word at the bottom is not use
+  hw=$(echo "$out" | grep -E '^2 +0x[0-9a-f]+ +1 ready +"epsilon"' | awk '{print $NF}')
+  if [ -z "$hw" ] || [ "$hw" -gt 8192 ]; then
+    echo "FAIL ($what): epsilon's high-water mark is '$hw', expected <= 8192"
     fail=1
   fi
   # the backtraces, frame function names in order

@@ -9,7 +9,8 @@
  *   3 "gamma"    ready, in gamma_spin (fib_yield), with a deep stack
  *   4 "stopper"  running: calls debug_stop(), where the breakpoint is
  * Runtime B (created, never run while stopped):
- *   1 "epsilon"  ready, never started
+ *   1 "epsilon"  ready, never started; unguarded (FIB_GUARD_NONE), so its
+ *                high-water mark must leave out the canary at its bottom
  * After debug_stop everything finishes and the program exits 0.
  * `gdb_fibers_target mprotect` uses mprotect guards instead of the default.
  */
@@ -110,6 +111,7 @@ int main(int argc, char **argv) {
   bad |= check(fib_spawn(a, stopper, (void *)(uintptr_t)beta_id, &attr, NULL),
                "spawn stopper");
   attr.name = "epsilon";
+  attr.guard = FIB_GUARD_NONE;
   bad |= check(fib_spawn(b, epsilon, NULL, &attr, NULL), "spawn epsilon");
   bad |= check(fib_run(a), "run a") || check(fib_run(b), "run b");
   bad |= check(fib_runtime_destroy(a), "destroy a") ||

@@ -38,6 +38,8 @@ U32_FIELDS = ("rt_next rt_slots rt_mask rt_current slot_size slot_id "
               "coro_stack coro_status stack_lo stack_usable stack_guard "
               "stack_mode").split()
 SCAN_PAGE = 4096  # granularity of the high-water scan
+GUARD_NONE = 3  # fib_guard_mode FIB_GUARD_NONE: a canary word at lo
+CANARY_SIZE = 8
 
 
 def _mem(addr, n):
@@ -98,13 +100,14 @@ class Fiber:
         self.state = STATES.get(_i32(rec + lay.fiber_state), "?")
         self.name = _cstr(rec + lay.fiber_name, 32)
         self.co = _u64(rec + lay.fiber_co)
-        self.sp = self.lo = self.hi = self.guard = None
+        self.sp = self.lo = self.hi = self.guard = self.mode = None
         if self.co:
             self.sp = _u64(self.co + lay.coro_sp)
             stack = _u64(self.co + lay.coro_stack)
             self.lo = _u64(stack + lay.stack_lo)
             self.hi = self.lo + _u64(stack + lay.stack_usable)
             self.guard = _u64(stack + lay.stack_guard)
+            self.mode = _i32(stack + lay.stack_mode)
 
     def high_water(self):
         """Bytes from the top down to the lowest page with data in it (a
@@ -114,7 +117,10 @@ class Fiber:
         addr = self.lo
         while addr < self.hi:
             try:
-                if any(_mem(addr, SCAN_PAGE)):
+                data = _mem(addr, SCAN_PAGE)
+                if addr == self.lo and self.mode == GUARD_NONE:
+                    data = data[CANARY_SIZE:]  # the canary is not use
+                if any(data):
                     return self.hi - addr
             except gdb.MemoryError:
                 pass
