@@ -67,10 +67,15 @@ static int guard_is_real(const char *p) {
   return real;
 }
 
+static fib_guard_mode probe_auto_mode(void);
+
 fib_guard_mode fib__stack_auto_mode(void) {
-  int m = atomic_load(&auto_mode);
-  if (m != PROBE_UNKNOWN)
-    return (fib_guard_mode)m;
+  int m = atomic_load_explicit(&auto_mode, memory_order_relaxed);
+  return m != PROBE_UNKNOWN ? (fib_guard_mode)m : probe_auto_mode();
+}
+
+__attribute__((noinline)) static fib_guard_mode probe_auto_mode(void) {
+  int m;
   /* Probe on a scratch mapping, outside the fault-injection seam's count so
    * tests see the same call sequence whether or not this ran first. */
   size_t page = fib__page_size();
@@ -256,14 +261,8 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
                    fib_guard_mode mode) {
   if (mode == FIB_GUARD_AUTO) /* MADVISE or MPROTECT, never NONE */
     mode = fib__stack_auto_mode();
-  if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT &&
-      mode != FIB_GUARD_NONE)
-    return FIB_EINVAL;
-  /* Guard markers asked for where they do not work (an old kernel, or
-   * qemu-user's madvise that does nothing): refused, never absent. */
-  if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
-    return FIB_EINVAL;
-
+  /* A pooled stack of this size and mode was made under the checks below,
+   * which do not change once the mode is probed: the hot path skips them. */
   struct pool *p = &tl_pool;
   struct fib__stack *s = p->head;
   if (s && s->usable_size == usable && s->mode == mode) {
@@ -280,6 +279,14 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
 #endif
     *out = s;
   } else {
+    if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT &&
+        mode != FIB_GUARD_NONE)
+      return FIB_EINVAL;
+    /* Guard markers asked for where they do not work (an old kernel, or
+     * qemu-user's madvise that does nothing): refused, never absent. */
+    if (mode == FIB_GUARD_MADVISE &&
+        fib__stack_auto_mode() != FIB_GUARD_MADVISE)
+      return FIB_EINVAL;
     int err = map_stack(out, usable, mode);
     if (err)
       return err;
