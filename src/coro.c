@@ -22,9 +22,16 @@ static FIB_TLS void *tl_thread_tsan; /* the thread's own TSan fiber */
 #endif
 
 #if FIB_SAN_HOOKS
+/* The hooks and the switch wrappers below are always inlined: under TSan
+ * an out-of-line san_start would enter on one fiber's shadow stack and
+ * exit on the other's (it switches TSan's fiber), and a finished fiber's
+ * last switch would leave one frame too few on the fiber it goes to, per
+ * finished fiber, until that shadow stack underflows. */
+#define FIB_HOOK static inline __attribute__((always_inline))
+
 /* Just before the switch from `from` to `to` (NULL: the thread's own
  * context). `final`: `from` has finished and never runs again. */
-static inline void san_start(fib_coro *from, fib_coro *to, int final) {
+FIB_HOOK void san_start(fib_coro *from, fib_coro *to, int final) {
 #if FIB_ASAN
   tl_leaving_thread = from == NULL;
   void **fake = final ? NULL : from ? &from->san_fake : &tl_thread_fake;
@@ -51,7 +58,7 @@ static inline void san_start(fib_coro *from, fib_coro *to, int final) {
 }
 
 /* First thing after a switch into `self` (NULL: the thread's context). */
-static inline void san_finish(fib_coro *self) {
+FIB_HOOK void san_finish(fib_coro *self) {
 #if FIB_ASAN
   const void *lo;
   size_t size;
@@ -81,8 +88,9 @@ static inline void san_finish(fib_coro *self) {
  * switch, finish: no tail call then); `from` and `to` are for the hooks,
  * `fp` picks the variant.
  */
-static inline int coro_switch(const fib_coro *fp, fib_coro *from,
-                              fib_coro *to, void **save_sp, void *load_sp) {
+static inline __attribute__((always_inline)) int
+coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
+            void *load_sp) {
 #if FIB_SAN_HOOKS
   san_start(from, to, 0);
   if (fp->shared_fp)
@@ -101,8 +109,8 @@ static inline int coro_switch(const fib_coro *fp, fib_coro *from,
 
 /* The last switch out of `from`, which has finished: nothing of it is
  * saved. `fp` picks the variant, as in coro_switch. */
-_Noreturn static inline void coro_jump(const fib_coro *fp, fib_coro *from,
-                                       fib_coro *to, void *load_sp) {
+_Noreturn static inline __attribute__((always_inline)) void
+coro_jump(const fib_coro *fp, fib_coro *from, fib_coro *to, void *load_sp) {
 #if FIB_SAN_HOOKS
   san_start(from, to, 1);
 #endif
