@@ -97,9 +97,6 @@ struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
 
-/* Queue a fiber that is not running at the back of the run queue. */
-void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f);
-
 /* ---- park / ready: the API of the blocking primitives (src/sync/,
  * src/chan/). The calls on the hot path of every hand-off are inline. */
 

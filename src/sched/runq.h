@@ -3,9 +3,9 @@
  *
  * This is the interface the scheduler loop uses and the one a multi-threaded
  * work-stealing queue will implement: push a ready fiber at the back or at
- * the front; peek at and pop the next one; ask the length. Today it is two
- * intrusive singly linked lists: no allocation, O(1) each way, owned by one
- * thread.
+ * the front; choose, look at and take the next one, or pop it; ask the
+ * length. Today it is two intrusive singly linked lists: no allocation,
+ * O(1) each way, owned by one thread.
  *
  * The front (work-first order, as in Cilk and Go's runnext): a fiber spawned
  * by a running fiber, and a joiner whose child has just finished, run before
@@ -100,8 +100,8 @@ static inline struct fib__list *fib__runq_source(struct fib__runq *q) {
   return &q->back;
 }
 
-/* Pop from `l`, which fib__runq_source has just chosen (peek, decide,
- * then take, with the choice made once). */
+/* Pop from `l`, which fib__runq_source has just chosen (look at its head,
+ * decide, then take, with the choice made once). */
 static inline struct fib__runq_node *fib__runq_take(struct fib__runq *q,
                                                     struct fib__list *l) {
   struct fib__runq_node *n = l->head;
@@ -113,11 +113,6 @@ static inline struct fib__runq_node *fib__runq_take(struct fib__runq *q,
   else if (q->back.head)
     q->front_streak++;
   return n;
-}
-
-static inline struct fib__runq_node *fib__runq_peek(struct fib__runq *q) {
-  struct fib__list *l = fib__runq_source(q);
-  return l ? l->head : NULL;
 }
 
 static inline struct fib__runq_node *fib__runq_pop(struct fib__runq *q) {

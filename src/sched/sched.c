@@ -113,11 +113,6 @@ fib_runtime *fib_runtime_current(void) { return fib__tl_runtime; }
 
 /* ---- park / ready */
 
-void fib__fiber_enqueue(struct fib_runtime *rt, struct fib__fiber *f) {
-  f->state = FIB_FIBER_READY;
-  fib__runq_push(&rt->runq, &f->runq);
-}
-
 void fib__fiber_disarm(struct fib__fiber *f) {
   fib__timers_remove(&f->rt->timers, &f->timer);
   f->timer_armed = 0;
@@ -199,7 +194,8 @@ int fib_yield(void) {
   struct fib__fiber *f = fib__fiber_self();
   if (!f)
     return FIB_EPERM;
-  fib__fiber_enqueue(f->rt, f);
+  f->state = FIB_FIBER_READY;
+  fib__runq_push(&f->rt->runq, &f->runq);
   return switch_away(f->rt, f);
 }
 
