@@ -8,31 +8,31 @@ fib_coro *fib_coro_current(void) { return fib__coro_self(); }
 
 /* ---- sanitizer hooks (sanitize.h): compiled in only under ASan or TSan */
 
-#if FIB_ASAN
+#if FIB__ASAN
 /* The thread's own stack, learnt from ASan on the thread's first switch
  * into a coroutine (finish_switch_fiber reports the stack it came from),
  * so that switches back to the thread can name it. */
-static FIB_TLS const void *tl_thread_stack_lo;
-static FIB_TLS size_t tl_thread_stack_size;
-static FIB_TLS void *tl_thread_fake;  /* the thread's fake stack, saved */
-static FIB_TLS int tl_leaving_thread; /* this switch left the thread's stack */
+static FIB__TLS const void *tl_thread_stack_lo;
+static FIB__TLS size_t tl_thread_stack_size;
+static FIB__TLS void *tl_thread_fake;  /* the thread's fake stack, saved */
+static FIB__TLS int tl_leaving_thread; /* this switch left the thread's stack */
 #endif
-#if FIB_TSAN
-static FIB_TLS void *tl_thread_tsan; /* the thread's own TSan fiber */
+#if FIB__TSAN
+static FIB__TLS void *tl_thread_tsan; /* the thread's own TSan fiber */
 #endif
 
-#if FIB_SAN_HOOKS
+#if FIB__SAN_HOOKS
 /* The hooks and the switch wrappers below are always inlined: under TSan
  * an out-of-line san_start would enter on one fiber's shadow stack and
  * exit on the other's (it switches TSan's fiber), and a finished fiber's
  * last switch would leave one frame too few on the fiber it goes to, per
  * finished fiber, until that shadow stack underflows. */
-#define FIB_HOOK static inline __attribute__((always_inline))
+#define FIB__HOOK static inline __attribute__((always_inline))
 
 /* Just before the switch from `from` to `to` (NULL: the thread's own
  * context). `final`: `from` has finished and never runs again. */
-FIB_HOOK void san_start(fib_coro *from, fib_coro *to, int final) {
-#if FIB_ASAN
+FIB__HOOK void san_start(fib_coro *from, fib_coro *to, int final) {
+#if FIB__ASAN
   tl_leaving_thread = from == NULL;
   void **fake = final ? NULL : from ? &from->san_fake : &tl_thread_fake;
   if (to) /* the usable stack: from its lowest byte up to the mapping end */
@@ -43,7 +43,7 @@ FIB_HOOK void san_start(fib_coro *from, fib_coro *to, int final) {
     __sanitizer_start_switch_fiber(fake, tl_thread_stack_lo,
                                    tl_thread_stack_size);
 #endif
-#if FIB_TSAN
+#if FIB__TSAN
   if (!from)
     tl_thread_tsan = __tsan_get_current_fiber();
   if (to && !to->san_fiber) /* a plain coroutine's first switch in: TSan
@@ -58,8 +58,8 @@ FIB_HOOK void san_start(fib_coro *from, fib_coro *to, int final) {
 }
 
 /* First thing after a switch into `self` (NULL: the thread's context). */
-FIB_HOOK void san_finish(fib_coro *self) {
-#if FIB_ASAN
+FIB__HOOK void san_finish(fib_coro *self) {
+#if FIB__ASAN
   const void *lo;
   size_t size;
   __sanitizer_finish_switch_fiber(self ? self->san_fake : tl_thread_fake, &lo,
@@ -91,7 +91,7 @@ FIB_HOOK void san_finish(fib_coro *self) {
 static inline __attribute__((always_inline)) int
 coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
             void *load_sp) {
-#if FIB_SAN_HOOKS
+#if FIB__SAN_HOOKS
   san_start(from, to, 0);
   if (fp->shared_fp)
     (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
@@ -111,7 +111,7 @@ coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
  * saved. `fp` picks the variant, as in coro_switch. */
 _Noreturn static inline __attribute__((always_inline)) void
 coro_jump(const fib_coro *fp, fib_coro *from, fib_coro *to, void *load_sp) {
-#if FIB_SAN_HOOKS
+#if FIB__SAN_HOOKS
   san_start(from, to, 1);
 #endif
   (void)from;
@@ -149,7 +149,7 @@ static inline void leave(fib_coro *co, void *value) {
 static void coro_entry(void *unused) {
   (void)unused;
   fib_coro *co = fib__coro_self();
-#if FIB_SAN_HOOKS
+#if FIB__SAN_HOOKS
   san_finish(co); /* a new context: no fake stack to restore yet */
 #endif
   void *result = co->fn(co->arg, co->first);
@@ -189,7 +189,7 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
 }
 
 void fib__coro_free(fib_coro *co) {
-#if FIB_TSAN
+#if FIB__TSAN
   if (co->san_fiber) /* it has been switched away from for good */
     __tsan_destroy_fiber(co->san_fiber);
 #endif

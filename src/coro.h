@@ -6,8 +6,8 @@
  * lives at the top of its stack, under the stack's descriptor, so creating
  * one allocates nothing when the stack pool has a stack.
  */
-#ifndef FIB_CORO_H
-#define FIB_CORO_H
+#ifndef FIB__CORO_H
+#define FIB__CORO_H
 
 #include "fibers.h"
 #include "sanitize.h"
@@ -79,7 +79,7 @@ int fib__coro_transfer(fib_coro *from, fib_coro *to); /* returns 0 */
  * paid at its first switch). Plain coroutines get theirs at their first
  * switch in (coro.c). No-op without TSan. */
 static inline void fib__coro_announce(fib_coro *co, const char *name) {
-#if FIB_TSAN
+#if FIB__TSAN
   if (!co->san_fiber) {
     co->san_fiber = __tsan_create_fiber(0);
     __tsan_set_fiber_name(co->san_fiber, name);

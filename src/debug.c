@@ -52,30 +52,30 @@ void fib__debug_runtime_remove(struct fib_runtime *rt) {
 #if defined(__x86_64__)
 #define ARCH "x86_64"
 #define FRAME_REGS                                                             \
-  "pc:" STR(FIB_FRAME_RIP) ",rbp:" STR(FIB_FRAME_RBP) ",rbx:" STR(            \
-      FIB_FRAME_RBX) ",r12:" STR(FIB_FRAME_R12) ",r13:" STR(FIB_FRAME_R13)    \
-      ",r14:" STR(FIB_FRAME_R14) ",r15:" STR(FIB_FRAME_R15)
+  "pc:" STR(FIB__FRAME_RIP) ",rbp:" STR(FIB__FRAME_RBP) ",rbx:" STR(            \
+      FIB__FRAME_RBX) ",r12:" STR(FIB__FRAME_R12) ",r13:" STR(FIB__FRAME_R13)    \
+      ",r14:" STR(FIB__FRAME_R14) ",r15:" STR(FIB__FRAME_R15)
 #elif defined(__aarch64__)
 #define ARCH "aarch64"
 #define FRAME_REGS                                                             \
   "pc:88,x30:88,x29:80,x19:0,x20:8,x21:16,x22:24,x23:32,x24:40,x25:48,"       \
   "x26:56,x27:64,x28:72"
-_Static_assert(FIB_FRAME_X29 == 80 && FIB_FRAME_X30 == 88 &&
-                   FIB_FRAME_X19 == 0 && FIB_FRAME_X27 == 64,
+_Static_assert(FIB__FRAME_X29 == 80 && FIB__FRAME_X30 == 88 &&
+                   FIB__FRAME_X19 == 0 && FIB__FRAME_X27 == 64,
                "update FRAME_REGS");
 #elif defined(__riscv)
 #define ARCH "riscv64"
 #define FRAME_REGS                                                             \
   "pc:0,ra:0,s0:8,s1:16,s2:24,s3:32,s4:40,s5:48,s6:56,s7:64,s8:72,s9:80,"     \
   "s10:88,s11:96"
-_Static_assert(FIB_FRAME_RA == 0 && FIB_FRAME_S(11) == 96, "update FRAME_REGS");
+_Static_assert(FIB__FRAME_RA == 0 && FIB__FRAME_S(11) == 96, "update FRAME_REGS");
 #endif
 
-_Static_assert((int)FIB_DEBUG_READY == (int)FIB_FIBER_READY &&
-                   (int)FIB_DEBUG_RUNNING == (int)FIB_FIBER_RUNNING &&
-                   (int)FIB_DEBUG_BLOCKED == (int)FIB_FIBER_BLOCKED &&
-                   (int)FIB_DEBUG_SLEEPING == (int)FIB_FIBER_SLEEPING &&
-                   (int)FIB_DEBUG_FINISHED == (int)FIB_FIBER_FINISHED,
+_Static_assert((int)FIB_DEBUG_READY == (int)FIB__FIBER_READY &&
+                   (int)FIB_DEBUG_RUNNING == (int)FIB__FIBER_RUNNING &&
+                   (int)FIB_DEBUG_BLOCKED == (int)FIB__FIBER_BLOCKED &&
+                   (int)FIB_DEBUG_SLEEPING == (int)FIB__FIBER_SLEEPING &&
+                   (int)FIB_DEBUG_FINISHED == (int)FIB__FIBER_FINISHED,
                "fiber states as published");
 
 #define OFF(type, field) ((uint32_t)offsetof(type, field))
@@ -86,7 +86,7 @@ const fib_debug_info fib_debug_layout = {
     .arch = ARCH,
     .frame_regs = FRAME_REGS,
     .runtimes = &registry_head,
-    .frame_size = FIB_FRAME_SIZE,
+    .frame_size = FIB__FRAME_SIZE,
     .rt_next = OFF(struct fib_runtime, debug_next),
     .rt_slots = OFF(struct fib_runtime, fibers) +
                 OFF(struct fib__idmap, slots),

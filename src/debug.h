@@ -2,8 +2,8 @@
  * debug.h -- the registry of live runtimes that debuggers walk (through
  * fib_debug_layout.runtimes): fib_runtime_create adds, destroy removes.
  */
-#ifndef FIB_DEBUG_H
-#define FIB_DEBUG_H
+#ifndef FIB__DEBUG_H
+#define FIB__DEBUG_H
 
 struct fib_runtime;
 

@@ -3,11 +3,11 @@
 
 const char *fib_strerror(int err) {
   switch (err) {
-#define FIB_STRERROR_CASE(name, text)                                         \
+#define FIB__STRERROR_CASE(name, text)                                         \
   case FIB_##name:                                                           \
     return text;
-    FIB_ERRNO_MAP(FIB_STRERROR_CASE)
-#undef FIB_STRERROR_CASE
+    FIB_ERRNO_MAP(FIB__STRERROR_CASE)
+#undef FIB__STRERROR_CASE
   case 0:
     return "success";
   default:
@@ -17,11 +17,11 @@ const char *fib_strerror(int err) {
 
 const char *fib_err_name(int err) {
   switch (err) {
-#define FIB_ERR_NAME_CASE(name, text)                                         \
+#define FIB__ERR_NAME_CASE(name, text)                                         \
   case FIB_##name:                                                           \
     return #name;
-    FIB_ERRNO_MAP(FIB_ERR_NAME_CASE)
-#undef FIB_ERR_NAME_CASE
+    FIB_ERRNO_MAP(FIB__ERR_NAME_CASE)
+#undef FIB__ERR_NAME_CASE
   case 0:
     return "OK";
   default:

@@ -23,8 +23,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-FIB_TLS struct fib__stack *const *fib__tl_running;
-FIB_TLS int fib__tl_overflow_ready;
+FIB__TLS struct fib__stack *const *fib__tl_running;
+FIB__TLS int fib__tl_overflow_ready;
 
 static struct sigaction old_segv, old_bus;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;

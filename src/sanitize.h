@@ -3,67 +3,67 @@
  *
  * The hooks are compiled in automatically when the library itself is
  * compiled with a sanitizer; nothing to configure. Defining
- * FIB_NO_SANITIZER_HOOKS (CMake: -DFIB_SANITIZER_HOOKS=OFF) leaves them out
+ * FIB__NO_SANITIZER_HOOKS (CMake: -DFIB_SANITIZER_HOOKS=OFF) leaves them out
  * even then, valgrind's too: only for proving that the regression tests
  * fail without them.
  *
- *   FIB_ASAN      AddressSanitizer (and its LeakSanitizer): coro.c tells it
+ *   FIB__ASAN      AddressSanitizer (and its LeakSanitizer): coro.c tells it
  *                 about every switch; stack.c unpoisons reused stacks and
  *                 registers live stacks as leak-check root regions.
- *   FIB_TSAN      ThreadSanitizer: one TSan fiber per coroutine (coro.c).
- *   FIB_SAN_HOOKS either of them: coro_switch is then start hook, switch,
+ *   FIB__TSAN      ThreadSanitizer: one TSan fiber per coroutine (coro.c).
+ *   FIB__SAN_HOOKS either of them: coro_switch is then start hook, switch,
  *                 finish hook instead of a tail call.
- *   FIB_VALGRIND  <valgrind/valgrind.h> is there: every stack is registered
+ *   FIB__VALGRIND  <valgrind/valgrind.h> is there: every stack is registered
  *                 (stack.c). Its client requests are a few no-op
  *                 instructions outside valgrind, so this one is always on
  *                 when the header is.
  */
-#ifndef FIB_SANITIZE_H
-#define FIB_SANITIZE_H
+#ifndef FIB__SANITIZE_H
+#define FIB__SANITIZE_H
 
-#define FIB_ASAN 0
-#define FIB_TSAN 0
+#define FIB__ASAN 0
+#define FIB__TSAN 0
 
-#ifndef FIB_NO_SANITIZER_HOOKS
+#ifndef FIB__NO_SANITIZER_HOOKS
 #if defined(__SANITIZE_ADDRESS__)
-#undef FIB_ASAN
-#define FIB_ASAN 1
+#undef FIB__ASAN
+#define FIB__ASAN 1
 #endif
 #if defined(__SANITIZE_THREAD__)
-#undef FIB_TSAN
-#define FIB_TSAN 1
+#undef FIB__TSAN
+#define FIB__TSAN 1
 #endif
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#undef FIB_ASAN
-#define FIB_ASAN 1
+#undef FIB__ASAN
+#define FIB__ASAN 1
 #endif
 #if __has_feature(thread_sanitizer)
-#undef FIB_TSAN
-#define FIB_TSAN 1
+#undef FIB__TSAN
+#define FIB__TSAN 1
 #endif
 #endif
 #endif
 
-#define FIB_SAN_HOOKS (FIB_ASAN || FIB_TSAN)
+#define FIB__SAN_HOOKS (FIB__ASAN || FIB__TSAN)
 
-#if FIB_ASAN
+#if FIB__ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #include <sanitizer/lsan_interface.h>
 #endif
-#if FIB_TSAN
+#if FIB__TSAN
 #include <sanitizer/tsan_interface.h>
 #endif
 
-#if defined(__has_include) && !defined(FIB_NO_SANITIZER_HOOKS)
+#if defined(__has_include) && !defined(FIB__NO_SANITIZER_HOOKS)
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>
-#define FIB_VALGRIND 1
+#define FIB__VALGRIND 1
 #endif
 #endif
-#ifndef FIB_VALGRIND
-#define FIB_VALGRIND 0
+#ifndef FIB__VALGRIND
+#define FIB__VALGRIND 0
 #endif
 
 #endif

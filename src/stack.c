@@ -192,7 +192,7 @@ static int map_stack(struct fib__stack **out, size_t usable,
   s->owner_name = NULL;
   s->pool_next = NULL;
   s->vg_id = 0;
-#if FIB_VALGRIND
+#if FIB__VALGRIND
   /* Tell memcheck this is a stack, so a switch onto it is not taken for a
    * huge stack-pointer move (pooled stacks stay registered). */
   s->vg_id = VALGRIND_STACK_REGISTER(s->lo, fib__stack_end(s));
@@ -204,10 +204,10 @@ static int map_stack(struct fib__stack **out, size_t usable,
 /* Unmap; 0 or -1. The descriptor is gone afterwards. */
 static int unmap_stack(struct fib__stack *s) {
   fib_guard_mode mode = s->mode;
-#if FIB_VALGRIND
+#if FIB__VALGRIND
   unsigned vg_id = s->vg_id;
 #endif
-#if FIB_ASAN
+#if FIB__ASAN
   /* Frames that never returned leave poisoned shadow behind; a later
    * mapping at this address must not inherit it. */
   ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)(fib__stack_end(s) - s->lo));
@@ -216,7 +216,7 @@ static int unmap_stack(struct fib__stack *s) {
     return -1; /* e.g. splitting a merged VMA past the mapping limit */
   if (mode == FIB_GUARD_MPROTECT)
     atomic_fetch_sub(&mprotect_stacks, 1);
-#if FIB_VALGRIND
+#if FIB__VALGRIND
   VALGRIND_STACK_DEREGISTER(vg_id);
   (void)vg_id; /* the client request is empty on some arches */
 #endif
@@ -231,7 +231,7 @@ struct pool {
   int exit_hook; /* the thread-exit destructor is registered */
 };
 
-static FIB_TLS struct pool tl_pool;
+static FIB__TLS struct pool tl_pool;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
@@ -272,7 +272,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
     s->owner_id = 0;
     s->owner_kind = "coroutine";
     s->owner_name = NULL;
-#if FIB_ASAN
+#if FIB__ASAN
     /* The previous user's frames that never returned (fib_exit, a
      * destroyed suspended coroutine) left poisoned redzones. */
     ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)(fib__stack_end(s) - s->lo));
@@ -293,7 +293,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   }
   if (mode == FIB_GUARD_NONE) /* fresh, or from the pool: set it afresh */
     *(uint64_t *)(void *)(*out)->lo = FIB__STACK_CANARY;
-#if FIB_ASAN
+#if FIB__ASAN
   /* LeakSanitizer scans only the running stack of each thread: a live
    * stack is a root region, so what only a suspended fiber points to is
    * not reported as leaked. */
@@ -305,7 +305,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
 
 void fib__stack_put(struct fib__stack *s) {
   struct pool *p = &tl_pool;
-#if FIB_ASAN
+#if FIB__ASAN
   __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
 #endif
   if (p->count >= POOL_MAX && unmap_stack(s) == 0)

@@ -15,8 +15,8 @@
  * pooled stack carries its own list link. Upper layers place their own records just
  * below the descriptor (fib__stack_top) and start the context below those.
  */
-#ifndef FIB_STACK_H
-#define FIB_STACK_H
+#ifndef FIB__STACK_H
+#define FIB__STACK_H
 
 #include "fibers.h"
 #include "tls.h"
@@ -108,9 +108,9 @@ void fib__stack_pool_drain(void);
  * its "current coroutine" in this very variable (its record starts with
  * the stack pointer), so a switch writes one thread-local word, not two.
  */
-extern FIB_TLS struct fib__stack *const *fib__tl_running;
+extern FIB__TLS struct fib__stack *const *fib__tl_running;
 /* Whether this thread's handler stack is in place. */
-extern FIB_TLS int fib__tl_overflow_ready;
+extern FIB__TLS int fib__tl_overflow_ready;
 
 /* Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
  * alternate signal stack. 0 or FIB_ENOMEM. */

@@ -34,7 +34,7 @@ static int should_fail(int kind) {
 }
 
 void *fib__sys_mmap(void *addr, size_t len, int prot, int flags) {
-  if (should_fail(FIB_FAULT_MMAP)) {
+  if (should_fail(FIB__FAULT_MMAP)) {
     errno = ENOMEM;
     return MAP_FAILED;
   }
@@ -42,7 +42,7 @@ void *fib__sys_mmap(void *addr, size_t len, int prot, int flags) {
 }
 
 int fib__sys_munmap(void *addr, size_t len) {
-  if (should_fail(FIB_FAULT_MUNMAP)) {
+  if (should_fail(FIB__FAULT_MUNMAP)) {
     errno = ENOMEM;
     return -1;
   }
@@ -50,7 +50,7 @@ int fib__sys_munmap(void *addr, size_t len) {
 }
 
 int fib__sys_madvise(void *addr, size_t len, int advice) {
-  if (should_fail(FIB_FAULT_MADVISE)) {
+  if (should_fail(FIB__FAULT_MADVISE)) {
     errno = ENOMEM;
     return -1;
   }
@@ -58,7 +58,7 @@ int fib__sys_madvise(void *addr, size_t len, int advice) {
 }
 
 int fib__sys_mprotect(void *addr, size_t len, int prot) {
-  if (should_fail(FIB_FAULT_MPROTECT)) {
+  if (should_fail(FIB__FAULT_MPROTECT)) {
     errno = ENOMEM;
     return -1;
   }
@@ -66,7 +66,7 @@ int fib__sys_mprotect(void *addr, size_t len, int prot) {
 }
 
 int fib__sys_sigaltstack(const stack_t *ss, stack_t *old) {
-  if (ss && should_fail(FIB_FAULT_SIGALTSTACK)) {
+  if (ss && should_fail(FIB__FAULT_SIGALTSTACK)) {
     errno = ENOMEM;
     return -1;
   }
@@ -74,15 +74,15 @@ int fib__sys_sigaltstack(const stack_t *ss, stack_t *old) {
 }
 
 void *fib__sys_malloc(size_t size) {
-  return should_fail(FIB_FAULT_MALLOC) ? NULL : malloc(size);
+  return should_fail(FIB__FAULT_MALLOC) ? NULL : malloc(size);
 }
 
 void *fib__sys_calloc(size_t n, size_t size) {
-  return should_fail(FIB_FAULT_MALLOC) ? NULL : calloc(n, size);
+  return should_fail(FIB__FAULT_MALLOC) ? NULL : calloc(n, size);
 }
 
 void *fib__sys_realloc(void *p, size_t size) {
-  return should_fail(FIB_FAULT_MALLOC) ? NULL : realloc(p, size);
+  return should_fail(FIB__FAULT_MALLOC) ? NULL : realloc(p, size);
 }
 
 void fib__sys_free(void *p) { free(p); }

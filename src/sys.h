@@ -7,8 +7,8 @@
  * nothing is lost. The check costs one relaxed atomic load per call, next to
  * a system call or malloc.
  */
-#ifndef FIB_SYS_H
-#define FIB_SYS_H
+#ifndef FIB__SYS_H
+#define FIB__SYS_H
 
 #include <signal.h>
 #include <stddef.h>
@@ -26,13 +26,13 @@ void fib__sys_free(void *p);
 
 /* Kinds of call, for fib__fault_inject's mask. */
 enum {
-  FIB_FAULT_MMAP = 1 << 0,
-  FIB_FAULT_MUNMAP = 1 << 1,
-  FIB_FAULT_MADVISE = 1 << 2,
-  FIB_FAULT_MPROTECT = 1 << 3,
-  FIB_FAULT_SIGALTSTACK = 1 << 4,
-  FIB_FAULT_MALLOC = 1 << 5, /* malloc, calloc and realloc */
-  FIB_FAULT_ALL = (1 << 6) - 1
+  FIB__FAULT_MMAP = 1 << 0,
+  FIB__FAULT_MUNMAP = 1 << 1,
+  FIB__FAULT_MADVISE = 1 << 2,
+  FIB__FAULT_MPROTECT = 1 << 3,
+  FIB__FAULT_SIGALTSTACK = 1 << 4,
+  FIB__FAULT_MALLOC = 1 << 5, /* malloc, calloc and realloc */
+  FIB__FAULT_ALL = (1 << 6) - 1
 };
 
 /*

@@ -10,9 +10,9 @@
  * The TLS rule (docs/internals.md): the library reads these afresh after
  * every switch and never keeps their address across one.
  */
-#ifndef FIB_TLS_H
-#define FIB_TLS_H
+#ifndef FIB__TLS_H
+#define FIB__TLS_H
 
-#define FIB_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+#define FIB__TLS _Thread_local __attribute__((tls_model("initial-exec")))
 
 #endif

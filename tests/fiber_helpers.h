@@ -2,8 +2,8 @@
  * fiber_helpers.h -- small helpers for tests that run code in fibers
  * (harness.h stays independent of the library).
  */
-#ifndef FIB_TEST_FIBER_HELPERS_H
-#define FIB_TEST_FIBER_HELPERS_H
+#ifndef FIB__TEST_FIBER_HELPERS_H
+#define FIB__TEST_FIBER_HELPERS_H
 
 #include "harness.h"
 

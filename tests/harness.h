@@ -13,8 +13,8 @@
  * scaled(): valgrind, sanitizer and qemu runs set it below 1. Sizes never
  * drop below 1, so no test skips itself.
  */
-#ifndef FIB_TEST_HARNESS_H
-#define FIB_TEST_HARNESS_H
+#ifndef FIB__TEST_HARNESS_H
+#define FIB__TEST_HARNESS_H
 
 #include <errno.h>
 #include <signal.h>

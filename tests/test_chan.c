@@ -490,7 +490,7 @@ TEST(init_fails_cleanly_under_malloc_failure) {
     int ok = 0;
     for (long nth = 1; !ok && nth < 10; nth++) {
       fib_chan c = {{{0}}};
-      fib__fault_inject(FIB_FAULT_MALLOC, nth, 0);
+      fib__fault_inject(FIB__FAULT_MALLOC, nth, 0);
       int err = fib_chan_init(&c, sizeof(long), cap);
       long calls = fib__fault_calls();
       fib__fault_inject(0, 0, 0);

@@ -307,7 +307,7 @@ static void failing_spawns(fib_guard_mode mode) {
   int spawned = 3, failures = 0;
   for (long nth = 1;; nth++) {
     int injected;
-    int err = spawn_with_failure(rt, &t, nth, FIB_FAULT_ALL, &injected);
+    int err = spawn_with_failure(rt, &t, nth, FIB__FAULT_ALL, &injected);
     if (!injected) {
       CHECK_OK(err); /* past the last call: the spawn went through */
       spawned++;
@@ -369,7 +369,7 @@ static void *spawn_inside_with_failures(void *arg) {
   int ok = 0, failed = 0;
   for (long nth = 1; nth < 20; nth++) {
     int injected;
-    int err = spawn_with_failure(NULL, t, nth, FIB_FAULT_ALL, &injected);
+    int err = spawn_with_failure(NULL, t, nth, FIB__FAULT_ALL, &injected);
     if (err == 0)
       ok++;
     else {
@@ -397,7 +397,7 @@ TEST(failures_inside_a_running_runtime_leave_it_running) {
 
 TEST(runtime_create_fails_cleanly) {
   fib_runtime *rt = NULL;
-  fib__fault_inject(FIB_FAULT_MALLOC, 1, 0);
+  fib__fault_inject(FIB__FAULT_MALLOC, 1, 0);
   CHECK_EQ(fib_runtime_create(&rt, NULL), FIB_ENOMEM);
   fib__fault_inject(0, 0, 0);
   CHECK_PTR_EQ(rt, NULL);
@@ -406,7 +406,7 @@ TEST(runtime_create_fails_cleanly) {
 static void *altstack_thread(void *arg) {
   (void)arg;
   fib_coro *co;
-  fib__fault_inject(FIB_FAULT_SIGALTSTACK | FIB_FAULT_MMAP, 1, 0);
+  fib__fault_inject(FIB__FAULT_SIGALTSTACK | FIB__FAULT_MMAP, 1, 0);
   int err = fib_coro_create(&co, noop, NULL, NULL);
   fib__fault_inject(0, 0, 0);
   CHECK_EQ(err, FIB_ENOMEM); /* no overflow handler stack: refused */

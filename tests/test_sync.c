@@ -594,7 +594,7 @@ static long alloc_calls;
 
 static void *sync_ops(void *arg) {
   (void)arg;
-  fib__fault_inject(FIB_FAULT_MALLOC, LONG_MAX, 0); /* count only */
+  fib__fault_inject(FIB__FAULT_MALLOC, LONG_MAX, 0); /* count only */
   for (int i = 0; i < 100; i++) {
     CHECK_OK(fib_mutex_lock(&mtx));
     CHECK_EQ(fib_cond_wait_until(&cv, &mtx, 0), FIB_ETIMEDOUT);

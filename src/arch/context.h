@@ -5,8 +5,8 @@
  * stack pointer; what the switch keeps on the stack behind it is the
  * business of src/arch/<arch>/.
  */
-#ifndef FIB_ARCH_CONTEXT_H
-#define FIB_ARCH_CONTEXT_H
+#ifndef FIB__ARCH_CONTEXT_H
+#define FIB__ARCH_CONTEXT_H
 
 #include <stddef.h>
 

@@ -264,7 +264,7 @@ int fib_chan_recv(fib_chan *ch, void *out) {
 
 /* xorshift64*, one state per thread (initial-exec TLS, tls.h): cheap, and
  * plenty for choosing among a handful of cases. Deterministic per thread. */
-static FIB_TLS uint64_t rng_state;
+static FIB__TLS uint64_t rng_state;
 
 static size_t rand_below(size_t k) {
   uint64_t x = rng_state;
@@ -365,7 +365,7 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
     nd->elem = k->elem;
     fib__waitq_push(k->op == FIB_SELECT_SEND ? &c->sendq : &c->recvq, nd);
   }
-  int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline_ns);
+  int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline_ns);
   for (size_t j = 0; j < m; j++)
     if (nodes[j].q)
       fib__waitq_unlink(&nodes[j]);

@@ -88,7 +88,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 
   fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;
-  f->state = FIB_FIBER_READY;
+  f->state = FIB__FIBER_READY;
   if (rt->current) /* spawned by one of its fibers: runs first (runq.h) */
     fib__runq_push_front(&rt->runq, &f->runq);
   else /* before fib_run, or from outside: strict FIFO */
@@ -110,9 +110,9 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
     return FIB_ESRCH;
   if (t->detached || t->joiner)
     return FIB_EINVAL;
-  if (t->state != FIB_FIBER_FINISHED) {
+  if (t->state != FIB__FIBER_FINISHED) {
     t->joiner = self;
-    int err = fib__fiber_park(self, FIB_FIBER_BLOCKED, deadline_ns);
+    int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline_ns);
     if (err) { /* timed out or cancelled: the target goes on, unjoined */
       t->joiner = NULL;
       return err;
@@ -137,7 +137,7 @@ int fib_detach(fib_runtime *rt, fib_id id) {
     return FIB_ESRCH;
   if (t->detached || t->joiner)
     return FIB_EINVAL;
-  if (t->state == FIB_FIBER_FINISHED)
+  if (t->state == FIB__FIBER_FINISHED)
     fib__fiber_free_record(rt, t);
   else
     t->detached = 1;
@@ -151,7 +151,7 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
   struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
   if (!t)
     return FIB_ESRCH;
-  if (t->state == FIB_FIBER_FINISHED)
+  if (t->state == FIB__FIBER_FINISHED)
     return 0; /* nothing left to cancel */
   t->cancelled = 1;
   fib__fiber_interrupt(t); /* wakes it if it is parked, and cancellably */
@@ -193,7 +193,7 @@ int fib_sleep_until(uint64_t deadline_ns) {
     return FIB_EPERM;
   if (deadline_ns == FIB__NO_DEADLINE)
     deadline_ns--; /* "never" is still a deadline here */
-  int err = fib__fiber_park(f, FIB_FIBER_SLEEPING, deadline_ns);
+  int err = fib__fiber_park(f, FIB__FIBER_SLEEPING, deadline_ns);
   return err == FIB_ETIMEDOUT ? 0 : err; /* reaching it is the point */
 }
 

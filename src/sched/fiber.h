@@ -25,8 +25,8 @@
  * only when its waker readies it: for a wait that must complete whatever
  * happens (the caller of fib_cond_wait must hold the mutex on return).
  */
-#ifndef FIB_SCHED_FIBER_H
-#define FIB_SCHED_FIBER_H
+#ifndef FIB__SCHED_FIBER_H
+#define FIB__SCHED_FIBER_H
 
 #include "../coro.h"
 #include "../tls.h"
@@ -36,11 +36,11 @@
 #include "timers.h"
 
 enum fib__fiber_state {
-  FIB_FIBER_READY,    /* in the run queue */
-  FIB_FIBER_RUNNING,  /* the runtime's current fiber */
-  FIB_FIBER_BLOCKED,  /* parked: waits for another fiber to ready it */
-  FIB_FIBER_SLEEPING, /* parked with its timer armed */
-  FIB_FIBER_FINISHED  /* returned; co is NULL, result is set */
+  FIB__FIBER_READY,    /* in the run queue */
+  FIB__FIBER_RUNNING,  /* the runtime's current fiber */
+  FIB__FIBER_BLOCKED,  /* parked: waits for another fiber to ready it */
+  FIB__FIBER_SLEEPING, /* parked with its timer armed */
+  FIB__FIBER_FINISHED  /* returned; co is NULL, result is set */
 };
 
 struct fib__fiber {
@@ -89,7 +89,7 @@ struct fib_runtime {
 };
 
 /* The runtime fib_run is running on this thread (see tls.h's rule). */
-extern FIB_TLS struct fib_runtime *fib__tl_runtime;
+extern FIB__TLS struct fib_runtime *fib__tl_runtime;
 
 /* Fiber records: taken from the runtime's spares or malloc; given back
  * (free_record also forgets the id and frees the stack, if any). */
@@ -152,7 +152,7 @@ static inline void fib__fiber_unpark(struct fib__fiber *f) {
   if (f->timer_armed)
     fib__fiber_disarm(f);
   f->wake = 0;
-  f->state = FIB_FIBER_READY;
+  f->state = FIB__FIBER_READY;
 }
 
 /* Make a parked fiber ready, at the back of the run queue; its park

@@ -6,8 +6,8 @@
  * Open addressing with linear probing and backward-shift deletion (no
  * tombstones); the table is kept at most half full.
  */
-#ifndef FIB_SCHED_IDMAP_H
-#define FIB_SCHED_IDMAP_H
+#ifndef FIB__SCHED_IDMAP_H
+#define FIB__SCHED_IDMAP_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -20,8 +20,8 @@
  * waiting forever. So after FIB__RUNQ_FRONT_BUDGET front pops in a row with
  * fibers waiting at the back, the back's first fiber goes first once.
  */
-#ifndef FIB_SCHED_RUNQ_H
-#define FIB_SCHED_RUNQ_H
+#ifndef FIB__SCHED_RUNQ_H
+#define FIB__SCHED_RUNQ_H
 
 #include <stddef.h>
 

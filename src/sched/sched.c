@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-FIB_TLS struct fib_runtime *fib__tl_runtime;
+FIB__TLS struct fib_runtime *fib__tl_runtime;
 
 #define FIBER_OF(node) ((struct fib__fiber *)(node))
 _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
@@ -125,7 +125,7 @@ static void wake(struct fib__fiber *f, int reason) {
 }
 
 void fib__fiber_interrupt(struct fib__fiber *f) {
-  if ((f->state == FIB_FIBER_BLOCKED || f->state == FIB_FIBER_SLEEPING) &&
+  if ((f->state == FIB__FIBER_BLOCKED || f->state == FIB__FIBER_SLEEPING) &&
       !f->nocancel)
     wake(f, FIB_ECANCELED);
 }
@@ -145,7 +145,7 @@ static inline struct fib__fiber *take_next(struct fib_runtime *rt,
   struct fib__fiber *next = FIBER_OF(fib__runq_take(&rt->runq, l));
   if (rt->until_timer_check)
     rt->until_timer_check--;
-  next->state = FIB_FIBER_RUNNING;
+  next->state = FIB__FIBER_RUNNING;
   rt->current = next;
   return next;
 }
@@ -182,7 +182,7 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {
-  self->state = FIB_FIBER_BLOCKED;
+  self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 1;
   self->wake = 0;
   (void)switch_away(self->rt, self);
@@ -194,7 +194,7 @@ int fib_yield(void) {
   struct fib__fiber *f = fib__fiber_self();
   if (!f)
     return FIB_EPERM;
-  f->state = FIB_FIBER_READY;
+  f->state = FIB__FIBER_READY;
   fib__runq_push(&f->rt->runq, &f->runq);
   return switch_away(f->rt, f);
 }
@@ -216,7 +216,7 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   free_zombie(rt); /* the previous one: we are on another stack */
   rt->zombie = co; /* ours, once we are off it */
   self->co = NULL;
-  self->state = FIB_FIBER_FINISHED;
+  self->state = FIB__FIBER_FINISHED;
   self->result = result;
   rt->unfinished--;
   if (self->joiner)
@@ -284,7 +284,7 @@ int fib_run(fib_runtime *rt) {
       rt->until_timer_check--;
 
     struct fib__fiber *f = FIBER_OF(n);
-    f->state = FIB_FIBER_RUNNING;
+    f->state = FIB__FIBER_RUNNING;
     rt->current = f;
     (void)fib_coro_resume(f->co, NULL, NULL);
     /* Back from whichever fiber ran last (fibers switch among themselves);

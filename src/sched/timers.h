@@ -7,8 +7,8 @@
  * slot per fiber at spawn time, where an allocation failure can be
  * reported), so going to sleep cannot fail.
  */
-#ifndef FIB_SCHED_TIMERS_H
-#define FIB_SCHED_TIMERS_H
+#ifndef FIB__SCHED_TIMERS_H
+#define FIB__SCHED_TIMERS_H
 
 #include <stddef.h>
 #include <stdint.h>

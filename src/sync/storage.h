@@ -9,8 +9,8 @@
  * word is defined, because the storage stays the caller's. (fib_once has no
  * magic: FIB_ONCE_INIT is all zeros, so its state word checks itself.)
  */
-#ifndef FIB_SYNC_STORAGE_H
-#define FIB_SYNC_STORAGE_H
+#ifndef FIB__SYNC_STORAGE_H
+#define FIB__SYNC_STORAGE_H
 
 #include "waitq.h"
 

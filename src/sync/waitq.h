@@ -26,8 +26,8 @@
  *     an error was never completed: a timed-out lock was not handed over, a
  *     timed-out send did not deliver its value.
  */
-#ifndef FIB_SYNC_WAITQ_H
-#define FIB_SYNC_WAITQ_H
+#ifndef FIB__SYNC_WAITQ_H
+#define FIB__SYNC_WAITQ_H
 
 #include "../sched/fiber.h"
 
@@ -99,7 +99,7 @@ static inline void fib__waitq_shift(struct fib__waitq *q) {
 }
 
 static inline int fib__wnode_claimable(const struct fib__wnode *n) {
-  return n->fiber->state == FIB_FIBER_BLOCKED;
+  return n->fiber->state == FIB__FIBER_BLOCKED;
 }
 
 /* The first claimable node, unlinking the stale ones in front of it. */
@@ -166,7 +166,7 @@ static inline int fib__waitq_wait(struct fib__waitq *q,
   fib__waitq_push(q, &n);
   if (deadline != FIB__NO_DEADLINE)
     fib__fiber_arm(self, deadline);
-  (void)fib__fiber_suspend(self, FIB_FIBER_BLOCKED);
+  (void)fib__fiber_suspend(self, FIB__FIBER_BLOCKED);
   int err = self->wake;
   if (err) {
     if (n.q)

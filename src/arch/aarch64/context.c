@@ -13,7 +13,7 @@ void *fib__ctx_make(void *stack_top, fib__ctx_entry entry) {
   /* sp must be 16-byte aligned at all times: the frame ends on a 16-byte
    * boundary and is a multiple of 16 long. */
   uintptr_t end = (uintptr_t)stack_top & ~(uintptr_t)15;
-  struct fib__frame *f = (struct fib__frame *)(end - FIB_FRAME_SIZE);
+  struct fib__frame *f = (struct fib__frame *)(end - FIB__FRAME_SIZE);
   memset(f, 0, sizeof *f);
 
   /* Inherit the creator's FP control state (FPCR is callee-saved, so a

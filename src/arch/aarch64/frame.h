@@ -25,22 +25,22 @@
  *   168     pad      keeps the frame a multiple of 16 (sp alignment)
  *   176     (end)    the context's stack pointer after the switch returns
  */
-#ifndef FIB_ARCH_AARCH64_FRAME_H
-#define FIB_ARCH_AARCH64_FRAME_H
+#ifndef FIB__ARCH_AARCH64_FRAME_H
+#define FIB__ARCH_AARCH64_FRAME_H
 
-#define FIB_FRAME_X19 0
-#define FIB_FRAME_X21 16
-#define FIB_FRAME_X23 32
-#define FIB_FRAME_X25 48
-#define FIB_FRAME_X27 64
-#define FIB_FRAME_X29 80
-#define FIB_FRAME_X30 88
-#define FIB_FRAME_D8 96
-#define FIB_FRAME_D10 112
-#define FIB_FRAME_D12 128
-#define FIB_FRAME_D14 144
-#define FIB_FRAME_FPCR 160
-#define FIB_FRAME_SIZE 176
+#define FIB__FRAME_X19 0
+#define FIB__FRAME_X21 16
+#define FIB__FRAME_X23 32
+#define FIB__FRAME_X25 48
+#define FIB__FRAME_X27 64
+#define FIB__FRAME_X29 80
+#define FIB__FRAME_X30 88
+#define FIB__FRAME_D8 96
+#define FIB__FRAME_D10 112
+#define FIB__FRAME_D12 128
+#define FIB__FRAME_D14 144
+#define FIB__FRAME_FPCR 160
+#define FIB__FRAME_SIZE 176
 
 #ifndef __ASSEMBLER__
 #include <stddef.h>
@@ -56,20 +56,20 @@ struct fib__frame {
 
 /* The switch saves and loads in pairs (stp/ldp): each pair's first member
  * is named here, and the second follows it at +8. */
-_Static_assert(offsetof(struct fib__frame, x19) == FIB_FRAME_X19, "x19");
-_Static_assert(offsetof(struct fib__frame, x21) == FIB_FRAME_X21, "x21");
-_Static_assert(offsetof(struct fib__frame, x23) == FIB_FRAME_X23, "x23");
-_Static_assert(offsetof(struct fib__frame, x25) == FIB_FRAME_X25, "x25");
-_Static_assert(offsetof(struct fib__frame, x27) == FIB_FRAME_X27, "x27");
-_Static_assert(offsetof(struct fib__frame, x29) == FIB_FRAME_X29, "x29");
-_Static_assert(offsetof(struct fib__frame, x30) == FIB_FRAME_X30, "x30");
-_Static_assert(offsetof(struct fib__frame, d8) == FIB_FRAME_D8, "d8");
-_Static_assert(offsetof(struct fib__frame, d10) == FIB_FRAME_D10, "d10");
-_Static_assert(offsetof(struct fib__frame, d12) == FIB_FRAME_D12, "d12");
-_Static_assert(offsetof(struct fib__frame, d14) == FIB_FRAME_D14, "d14");
-_Static_assert(offsetof(struct fib__frame, fpcr) == FIB_FRAME_FPCR, "fpcr");
-_Static_assert(sizeof(struct fib__frame) == FIB_FRAME_SIZE, "frame size");
-_Static_assert(FIB_FRAME_SIZE % 16 == 0, "sp stays 16-byte aligned");
+_Static_assert(offsetof(struct fib__frame, x19) == FIB__FRAME_X19, "x19");
+_Static_assert(offsetof(struct fib__frame, x21) == FIB__FRAME_X21, "x21");
+_Static_assert(offsetof(struct fib__frame, x23) == FIB__FRAME_X23, "x23");
+_Static_assert(offsetof(struct fib__frame, x25) == FIB__FRAME_X25, "x25");
+_Static_assert(offsetof(struct fib__frame, x27) == FIB__FRAME_X27, "x27");
+_Static_assert(offsetof(struct fib__frame, x29) == FIB__FRAME_X29, "x29");
+_Static_assert(offsetof(struct fib__frame, x30) == FIB__FRAME_X30, "x30");
+_Static_assert(offsetof(struct fib__frame, d8) == FIB__FRAME_D8, "d8");
+_Static_assert(offsetof(struct fib__frame, d10) == FIB__FRAME_D10, "d10");
+_Static_assert(offsetof(struct fib__frame, d12) == FIB__FRAME_D12, "d12");
+_Static_assert(offsetof(struct fib__frame, d14) == FIB__FRAME_D14, "d14");
+_Static_assert(offsetof(struct fib__frame, fpcr) == FIB__FRAME_FPCR, "fpcr");
+_Static_assert(sizeof(struct fib__frame) == FIB__FRAME_SIZE, "frame size");
+_Static_assert(FIB__FRAME_SIZE % 16 == 0, "sp stays 16-byte aligned");
 #endif
 
 #endif

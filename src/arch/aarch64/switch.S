@@ -54,15 +54,15 @@
 
 #if defined(__ARM_FEATURE_BTI_DEFAULT) && __ARM_FEATURE_BTI_DEFAULT
 #define BTI_C bti c
-#define FIB_GNU_PROPERTY_BTI 1
+#define FIB__GNU_PROPERTY_BTI 1
 #else
 #define BTI_C
-#define FIB_GNU_PROPERTY_BTI 0
+#define FIB__GNU_PROPERTY_BTI 0
 #endif
 #if defined(__ARM_FEATURE_PAC_DEFAULT) && __ARM_FEATURE_PAC_DEFAULT
-#define FIB_GNU_PROPERTY_PAC 2
+#define FIB__GNU_PROPERTY_PAC 2
 #else
-#define FIB_GNU_PROPERTY_PAC 0
+#define FIB__GNU_PROPERTY_PAC 0
 #endif
 
         .text
@@ -92,30 +92,30 @@
  */
 /*
  * The second half of a switch: sp points at the frame of the context to
- * resume (and the CFA is described as sp + FIB_FRAME_SIZE); restore it
+ * resume (and the CFA is described as sp + FIB__FRAME_SIZE); restore it
  * and go on where it left off, with \value as its return value.
  */
 .macro  RESUME load_fp, value
 .if \load_fp
-        ldr     x9, [sp, #FIB_FRAME_FPCR]       /* its FP control state */
+        ldr     x9, [sp, #FIB__FRAME_FPCR]       /* its FP control state */
         mrs     x10, fpcr
         cmp     x9, x10                         /* writing FPCR may stall */
         b.eq    1f                              /* the pipeline: skip if */
         msr     fpcr, x9                        /* it is unchanged */
 1:
 .endif
-        ldp     x19, x20, [sp, #FIB_FRAME_X19]  /* its callee-saved GPRs */
-        ldp     x21, x22, [sp, #FIB_FRAME_X21]
-        ldp     x23, x24, [sp, #FIB_FRAME_X23]
-        ldp     x25, x26, [sp, #FIB_FRAME_X25]
-        ldp     x27, x28, [sp, #FIB_FRAME_X27]
-        ldp     x29, x30, [sp, #FIB_FRAME_X29]  /* fp; x30: where it goes */
-        ldp     d8, d9, [sp, #FIB_FRAME_D8]     /* its FP halves */
-        ldp     d10, d11, [sp, #FIB_FRAME_D10]
-        ldp     d12, d13, [sp, #FIB_FRAME_D12]
-        ldp     d14, d15, [sp, #FIB_FRAME_D14]
-        add     sp, sp, #FIB_FRAME_SIZE         /* pop the frame */
-        .cfi_adjust_cfa_offset -FIB_FRAME_SIZE
+        ldp     x19, x20, [sp, #FIB__FRAME_X19]  /* its callee-saved GPRs */
+        ldp     x21, x22, [sp, #FIB__FRAME_X21]
+        ldp     x23, x24, [sp, #FIB__FRAME_X23]
+        ldp     x25, x26, [sp, #FIB__FRAME_X25]
+        ldp     x27, x28, [sp, #FIB__FRAME_X27]
+        ldp     x29, x30, [sp, #FIB__FRAME_X29]  /* fp; x30: where it goes */
+        ldp     d8, d9, [sp, #FIB__FRAME_D8]     /* its FP halves */
+        ldp     d10, d11, [sp, #FIB__FRAME_D10]
+        ldp     d12, d13, [sp, #FIB__FRAME_D12]
+        ldp     d14, d15, [sp, #FIB__FRAME_D14]
+        add     sp, sp, #FIB__FRAME_SIZE         /* pop the frame */
+        .cfi_adjust_cfa_offset -FIB__FRAME_SIZE
         mov     x0, \value                      /* the value, returned */
         ret                                     /* not br: see top */
 .endm
@@ -123,21 +123,21 @@
 .macro  SWITCH name, save_fp
         FUNC    \name
         BTI_C                                   /* reachable by br/blr */
-        sub     sp, sp, #FIB_FRAME_SIZE         /* the frame */
-        .cfi_adjust_cfa_offset FIB_FRAME_SIZE
-        stp     x19, x20, [sp, #FIB_FRAME_X19]  /* callee-saved GPRs */
-        stp     x21, x22, [sp, #FIB_FRAME_X21]
-        stp     x23, x24, [sp, #FIB_FRAME_X23]
-        stp     x25, x26, [sp, #FIB_FRAME_X25]
-        stp     x27, x28, [sp, #FIB_FRAME_X27]
-        stp     x29, x30, [sp, #FIB_FRAME_X29]  /* fp, and where we go on */
-        stp     d8, d9, [sp, #FIB_FRAME_D8]     /* callee-saved FP halves */
-        stp     d10, d11, [sp, #FIB_FRAME_D10]
-        stp     d12, d13, [sp, #FIB_FRAME_D12]
-        stp     d14, d15, [sp, #FIB_FRAME_D14]
+        sub     sp, sp, #FIB__FRAME_SIZE         /* the frame */
+        .cfi_adjust_cfa_offset FIB__FRAME_SIZE
+        stp     x19, x20, [sp, #FIB__FRAME_X19]  /* callee-saved GPRs */
+        stp     x21, x22, [sp, #FIB__FRAME_X21]
+        stp     x23, x24, [sp, #FIB__FRAME_X23]
+        stp     x25, x26, [sp, #FIB__FRAME_X25]
+        stp     x27, x28, [sp, #FIB__FRAME_X27]
+        stp     x29, x30, [sp, #FIB__FRAME_X29]  /* fp, and where we go on */
+        stp     d8, d9, [sp, #FIB__FRAME_D8]     /* callee-saved FP halves */
+        stp     d10, d11, [sp, #FIB__FRAME_D10]
+        stp     d12, d13, [sp, #FIB__FRAME_D12]
+        stp     d14, d15, [sp, #FIB__FRAME_D14]
 .if \save_fp
         mrs     x9, fpcr                        /* FP control state */
-        str     x9, [sp, #FIB_FRAME_FPCR]
+        str     x9, [sp, #FIB__FRAME_FPCR]
 .endif
 
         mov     x9, sp                          /* (str cannot take sp) */
@@ -165,7 +165,7 @@
         FUNC    \name
         BTI_C                                   /* reachable by br/blr */
         mov     sp, x0                          /* the finished one is gone */
-        .cfi_def_cfa sp, FIB_FRAME_SIZE
+        .cfi_def_cfa sp, FIB__FRAME_SIZE
         RESUME  \load_fp, x1
         .cfi_endproc
         .size   \name, . - \name
@@ -192,7 +192,7 @@
         .cfi_endproc
         .size   fib__ctx_entry_trampoline, . - fib__ctx_entry_trampoline
 
-#if FIB_GNU_PROPERTY_BTI || FIB_GNU_PROPERTY_PAC
+#if FIB__GNU_PROPERTY_BTI || FIB__GNU_PROPERTY_PAC
 /* GNU property note: this object is BTI-compatible (a landing pad at every
  * entry reached by br/blr) and PAC-compatible (it never breaks a pac-ret
  * pair; see top), as the compiler's -mbranch-protection asked. One object
@@ -205,7 +205,7 @@
         .asciz  "GNU"
         .long   0xc0000000              /* GNU_PROPERTY_AARCH64_FEATURE_1_AND */
         .long   4                       /* property data size */
-        .long   FIB_GNU_PROPERTY_BTI | FIB_GNU_PROPERTY_PAC /* 1 BTI, 2 PAC */
+        .long   FIB__GNU_PROPERTY_BTI | FIB__GNU_PROPERTY_PAC /* 1 BTI, 2 PAC */
         .long   0                       /* pad to 8 bytes */
 #endif
 

@@ -13,7 +13,7 @@ void *fib__ctx_make(void *stack_top, fib__ctx_entry entry) {
   /* The ABI keeps sp 16-byte aligned: the frame ends on a 16-byte boundary
    * and is a multiple of 16 long. */
   uintptr_t end = (uintptr_t)stack_top & ~(uintptr_t)15;
-  struct fib__frame *f = (struct fib__frame *)(end - FIB_FRAME_SIZE);
+  struct fib__frame *f = (struct fib__frame *)(end - FIB__FRAME_SIZE);
   memset(f, 0, sizeof *f);
 
 #if defined(__riscv_flen) && __riscv_flen >= 64

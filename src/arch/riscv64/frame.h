@@ -24,15 +24,15 @@
  *   208     (end)    the context's stack pointer after the switch returns;
  *                    208 is a multiple of 16 (the ABI's sp alignment)
  */
-#ifndef FIB_ARCH_RISCV64_FRAME_H
-#define FIB_ARCH_RISCV64_FRAME_H
+#ifndef FIB__ARCH_RISCV64_FRAME_H
+#define FIB__ARCH_RISCV64_FRAME_H
 
-#define FIB_FRAME_RA 0
-#define FIB_FRAME_S0 8
-#define FIB_FRAME_S(n) (8 + 8 * (n))      /* s0-s11 */
-#define FIB_FRAME_FS(n) (104 + 8 * (n))   /* fs0-fs11 */
-#define FIB_FRAME_FRM 200
-#define FIB_FRAME_SIZE 208
+#define FIB__FRAME_RA 0
+#define FIB__FRAME_S0 8
+#define FIB__FRAME_S(n) (8 + 8 * (n))      /* s0-s11 */
+#define FIB__FRAME_FS(n) (104 + 8 * (n))   /* fs0-fs11 */
+#define FIB__FRAME_FRM 200
+#define FIB__FRAME_SIZE 208
 
 #ifndef __ASSEMBLER__
 #include <stddef.h>
@@ -45,14 +45,14 @@ struct fib__frame {
   uint64_t frm;
 };
 
-_Static_assert(offsetof(struct fib__frame, ra) == FIB_FRAME_RA, "ra");
-_Static_assert(offsetof(struct fib__frame, s) == FIB_FRAME_S0, "s0");
-_Static_assert(offsetof(struct fib__frame, s[11]) == FIB_FRAME_S(11), "s11");
-_Static_assert(offsetof(struct fib__frame, fs) == FIB_FRAME_FS(0), "fs0");
-_Static_assert(offsetof(struct fib__frame, fs[11]) == FIB_FRAME_FS(11), "fs11");
-_Static_assert(offsetof(struct fib__frame, frm) == FIB_FRAME_FRM, "frm");
-_Static_assert(sizeof(struct fib__frame) == FIB_FRAME_SIZE, "frame size");
-_Static_assert(FIB_FRAME_SIZE % 16 == 0, "sp stays 16-byte aligned");
+_Static_assert(offsetof(struct fib__frame, ra) == FIB__FRAME_RA, "ra");
+_Static_assert(offsetof(struct fib__frame, s) == FIB__FRAME_S0, "s0");
+_Static_assert(offsetof(struct fib__frame, s[11]) == FIB__FRAME_S(11), "s11");
+_Static_assert(offsetof(struct fib__frame, fs) == FIB__FRAME_FS(0), "fs0");
+_Static_assert(offsetof(struct fib__frame, fs[11]) == FIB__FRAME_FS(11), "fs11");
+_Static_assert(offsetof(struct fib__frame, frm) == FIB__FRAME_FRM, "frm");
+_Static_assert(sizeof(struct fib__frame) == FIB__FRAME_SIZE, "frame size");
+_Static_assert(FIB__FRAME_SIZE % 16 == 0, "sp stays 16-byte aligned");
 #endif
 
 #endif

@@ -33,9 +33,9 @@
 #include "frame.h"
 
 #if defined(__riscv_flen) && __riscv_flen >= 64
-#define FIB_HAVE_FPU 1
+#define FIB__HAVE_FPU 1
 #else
-#define FIB_HAVE_FPU 0
+#define FIB__HAVE_FPU 0
 #endif
 
         .text
@@ -66,80 +66,80 @@
  */
 /*
  * The second half of a switch: sp points at the frame of the context to
- * resume (and the CFA is described as sp + FIB_FRAME_SIZE); restore it
+ * resume (and the CFA is described as sp + FIB__FRAME_SIZE); restore it
  * and go on where it left off, with \value as its return value.
  */
 .macro  RESUME load_fp, value
-#if FIB_HAVE_FPU
+#if FIB__HAVE_FPU
 .if \load_fp
-        ld      t0, FIB_FRAME_FRM(sp)           /* its rounding mode */
+        ld      t0, FIB__FRAME_FRM(sp)           /* its rounding mode */
         fsrm    t0
 .endif
-        fld     fs0, FIB_FRAME_FS(0)(sp)        /* its FP registers */
-        fld     fs1, FIB_FRAME_FS(1)(sp)
-        fld     fs2, FIB_FRAME_FS(2)(sp)
-        fld     fs3, FIB_FRAME_FS(3)(sp)
-        fld     fs4, FIB_FRAME_FS(4)(sp)
-        fld     fs5, FIB_FRAME_FS(5)(sp)
-        fld     fs6, FIB_FRAME_FS(6)(sp)
-        fld     fs7, FIB_FRAME_FS(7)(sp)
-        fld     fs8, FIB_FRAME_FS(8)(sp)
-        fld     fs9, FIB_FRAME_FS(9)(sp)
-        fld     fs10, FIB_FRAME_FS(10)(sp)
-        fld     fs11, FIB_FRAME_FS(11)(sp)
+        fld     fs0, FIB__FRAME_FS(0)(sp)        /* its FP registers */
+        fld     fs1, FIB__FRAME_FS(1)(sp)
+        fld     fs2, FIB__FRAME_FS(2)(sp)
+        fld     fs3, FIB__FRAME_FS(3)(sp)
+        fld     fs4, FIB__FRAME_FS(4)(sp)
+        fld     fs5, FIB__FRAME_FS(5)(sp)
+        fld     fs6, FIB__FRAME_FS(6)(sp)
+        fld     fs7, FIB__FRAME_FS(7)(sp)
+        fld     fs8, FIB__FRAME_FS(8)(sp)
+        fld     fs9, FIB__FRAME_FS(9)(sp)
+        fld     fs10, FIB__FRAME_FS(10)(sp)
+        fld     fs11, FIB__FRAME_FS(11)(sp)
 #endif
-        ld      ra, FIB_FRAME_RA(sp)            /* where it goes on */
-        ld      s0, FIB_FRAME_S(0)(sp)          /* its frame pointer */
-        ld      s1, FIB_FRAME_S(1)(sp)          /* its callee-saved ... */
-        ld      s2, FIB_FRAME_S(2)(sp)
-        ld      s3, FIB_FRAME_S(3)(sp)
-        ld      s4, FIB_FRAME_S(4)(sp)
-        ld      s5, FIB_FRAME_S(5)(sp)
-        ld      s6, FIB_FRAME_S(6)(sp)
-        ld      s7, FIB_FRAME_S(7)(sp)
-        ld      s8, FIB_FRAME_S(8)(sp)
-        ld      s9, FIB_FRAME_S(9)(sp)
-        ld      s10, FIB_FRAME_S(10)(sp)
-        ld      s11, FIB_FRAME_S(11)(sp)
-        addi    sp, sp, FIB_FRAME_SIZE          /* pop the frame */
-        .cfi_adjust_cfa_offset -FIB_FRAME_SIZE
+        ld      ra, FIB__FRAME_RA(sp)            /* where it goes on */
+        ld      s0, FIB__FRAME_S(0)(sp)          /* its frame pointer */
+        ld      s1, FIB__FRAME_S(1)(sp)          /* its callee-saved ... */
+        ld      s2, FIB__FRAME_S(2)(sp)
+        ld      s3, FIB__FRAME_S(3)(sp)
+        ld      s4, FIB__FRAME_S(4)(sp)
+        ld      s5, FIB__FRAME_S(5)(sp)
+        ld      s6, FIB__FRAME_S(6)(sp)
+        ld      s7, FIB__FRAME_S(7)(sp)
+        ld      s8, FIB__FRAME_S(8)(sp)
+        ld      s9, FIB__FRAME_S(9)(sp)
+        ld      s10, FIB__FRAME_S(10)(sp)
+        ld      s11, FIB__FRAME_S(11)(sp)
+        addi    sp, sp, FIB__FRAME_SIZE          /* pop the frame */
+        .cfi_adjust_cfa_offset -FIB__FRAME_SIZE
         mv      a0, \value                      /* the value, returned */
         ret
 .endm
 
 .macro  SWITCH name, save_fp
         FUNC    \name
-        addi    sp, sp, -FIB_FRAME_SIZE         /* the frame */
-        .cfi_adjust_cfa_offset FIB_FRAME_SIZE
-        sd      ra, FIB_FRAME_RA(sp)            /* where we go on */
-        sd      s0, FIB_FRAME_S(0)(sp)          /* frame pointer */
-        sd      s1, FIB_FRAME_S(1)(sp)          /* callee-saved ... */
-        sd      s2, FIB_FRAME_S(2)(sp)
-        sd      s3, FIB_FRAME_S(3)(sp)
-        sd      s4, FIB_FRAME_S(4)(sp)
-        sd      s5, FIB_FRAME_S(5)(sp)
-        sd      s6, FIB_FRAME_S(6)(sp)
-        sd      s7, FIB_FRAME_S(7)(sp)
-        sd      s8, FIB_FRAME_S(8)(sp)
-        sd      s9, FIB_FRAME_S(9)(sp)
-        sd      s10, FIB_FRAME_S(10)(sp)
-        sd      s11, FIB_FRAME_S(11)(sp)
-#if FIB_HAVE_FPU
-        fsd     fs0, FIB_FRAME_FS(0)(sp)        /* callee-saved FP */
-        fsd     fs1, FIB_FRAME_FS(1)(sp)
-        fsd     fs2, FIB_FRAME_FS(2)(sp)
-        fsd     fs3, FIB_FRAME_FS(3)(sp)
-        fsd     fs4, FIB_FRAME_FS(4)(sp)
-        fsd     fs5, FIB_FRAME_FS(5)(sp)
-        fsd     fs6, FIB_FRAME_FS(6)(sp)
-        fsd     fs7, FIB_FRAME_FS(7)(sp)
-        fsd     fs8, FIB_FRAME_FS(8)(sp)
-        fsd     fs9, FIB_FRAME_FS(9)(sp)
-        fsd     fs10, FIB_FRAME_FS(10)(sp)
-        fsd     fs11, FIB_FRAME_FS(11)(sp)
+        addi    sp, sp, -FIB__FRAME_SIZE         /* the frame */
+        .cfi_adjust_cfa_offset FIB__FRAME_SIZE
+        sd      ra, FIB__FRAME_RA(sp)            /* where we go on */
+        sd      s0, FIB__FRAME_S(0)(sp)          /* frame pointer */
+        sd      s1, FIB__FRAME_S(1)(sp)          /* callee-saved ... */
+        sd      s2, FIB__FRAME_S(2)(sp)
+        sd      s3, FIB__FRAME_S(3)(sp)
+        sd      s4, FIB__FRAME_S(4)(sp)
+        sd      s5, FIB__FRAME_S(5)(sp)
+        sd      s6, FIB__FRAME_S(6)(sp)
+        sd      s7, FIB__FRAME_S(7)(sp)
+        sd      s8, FIB__FRAME_S(8)(sp)
+        sd      s9, FIB__FRAME_S(9)(sp)
+        sd      s10, FIB__FRAME_S(10)(sp)
+        sd      s11, FIB__FRAME_S(11)(sp)
+#if FIB__HAVE_FPU
+        fsd     fs0, FIB__FRAME_FS(0)(sp)        /* callee-saved FP */
+        fsd     fs1, FIB__FRAME_FS(1)(sp)
+        fsd     fs2, FIB__FRAME_FS(2)(sp)
+        fsd     fs3, FIB__FRAME_FS(3)(sp)
+        fsd     fs4, FIB__FRAME_FS(4)(sp)
+        fsd     fs5, FIB__FRAME_FS(5)(sp)
+        fsd     fs6, FIB__FRAME_FS(6)(sp)
+        fsd     fs7, FIB__FRAME_FS(7)(sp)
+        fsd     fs8, FIB__FRAME_FS(8)(sp)
+        fsd     fs9, FIB__FRAME_FS(9)(sp)
+        fsd     fs10, FIB__FRAME_FS(10)(sp)
+        fsd     fs11, FIB__FRAME_FS(11)(sp)
 .if \save_fp
         frrm    t0                              /* rounding mode */
-        sd      t0, FIB_FRAME_FRM(sp)
+        sd      t0, FIB__FRAME_FRM(sp)
 .endif
 #endif
 
@@ -166,7 +166,7 @@
 .macro  JUMP name, load_fp
         FUNC    \name
         mv      sp, a0                          /* the finished one is gone */
-        .cfi_def_cfa sp, FIB_FRAME_SIZE
+        .cfi_def_cfa sp, FIB__FRAME_SIZE
         RESUME  \load_fp, a1
         .cfi_endproc
         .size   \name, . - \name

@@ -13,7 +13,7 @@ void *fib__ctx_make(void *stack_top, fib__ctx_entry entry) {
   /* The trampoline calls entry with rsp = frame end; the ABI wants that
    * 16-byte aligned at the call, so the frame ends on a 16-byte boundary. */
   uintptr_t end = (uintptr_t)stack_top & ~(uintptr_t)15;
-  struct fib__frame *f = (struct fib__frame *)(end - FIB_FRAME_SIZE);
+  struct fib__frame *f = (struct fib__frame *)(end - FIB__FRAME_SIZE);
   memset(f, 0, sizeof *f);
 
   /* Inherit the creator's FP control state: the ABI calls it callee-saved,

@@ -23,19 +23,19 @@
  *                    the return address its call to the switch pushed.
  *   64      (end)    the context's stack pointer after the switch returns
  */
-#ifndef FIB_ARCH_X86_64_FRAME_H
-#define FIB_ARCH_X86_64_FRAME_H
+#ifndef FIB__ARCH_X86_64_FRAME_H
+#define FIB__ARCH_X86_64_FRAME_H
 
-#define FIB_FRAME_MXCSR 0
-#define FIB_FRAME_X87CW 4
-#define FIB_FRAME_R12 8
-#define FIB_FRAME_R13 16
-#define FIB_FRAME_R14 24
-#define FIB_FRAME_R15 32
-#define FIB_FRAME_RBX 40
-#define FIB_FRAME_RBP 48
-#define FIB_FRAME_RIP 56
-#define FIB_FRAME_SIZE 64
+#define FIB__FRAME_MXCSR 0
+#define FIB__FRAME_X87CW 4
+#define FIB__FRAME_R12 8
+#define FIB__FRAME_R13 16
+#define FIB__FRAME_R14 24
+#define FIB__FRAME_R15 32
+#define FIB__FRAME_RBX 40
+#define FIB__FRAME_RBP 48
+#define FIB__FRAME_RIP 56
+#define FIB__FRAME_SIZE 64
 
 #ifndef __ASSEMBLER__
 #include <stddef.h>
@@ -48,16 +48,16 @@ struct fib__frame {
   uint64_t r12, r13, r14, r15, rbx, rbp, rip;
 };
 
-_Static_assert(offsetof(struct fib__frame, mxcsr) == FIB_FRAME_MXCSR, "mxcsr");
-_Static_assert(offsetof(struct fib__frame, x87cw) == FIB_FRAME_X87CW, "x87cw");
-_Static_assert(offsetof(struct fib__frame, r12) == FIB_FRAME_R12, "r12");
-_Static_assert(offsetof(struct fib__frame, r13) == FIB_FRAME_R13, "r13");
-_Static_assert(offsetof(struct fib__frame, r14) == FIB_FRAME_R14, "r14");
-_Static_assert(offsetof(struct fib__frame, r15) == FIB_FRAME_R15, "r15");
-_Static_assert(offsetof(struct fib__frame, rbx) == FIB_FRAME_RBX, "rbx");
-_Static_assert(offsetof(struct fib__frame, rbp) == FIB_FRAME_RBP, "rbp");
-_Static_assert(offsetof(struct fib__frame, rip) == FIB_FRAME_RIP, "rip");
-_Static_assert(sizeof(struct fib__frame) == FIB_FRAME_SIZE, "frame size");
+_Static_assert(offsetof(struct fib__frame, mxcsr) == FIB__FRAME_MXCSR, "mxcsr");
+_Static_assert(offsetof(struct fib__frame, x87cw) == FIB__FRAME_X87CW, "x87cw");
+_Static_assert(offsetof(struct fib__frame, r12) == FIB__FRAME_R12, "r12");
+_Static_assert(offsetof(struct fib__frame, r13) == FIB__FRAME_R13, "r13");
+_Static_assert(offsetof(struct fib__frame, r14) == FIB__FRAME_R14, "r14");
+_Static_assert(offsetof(struct fib__frame, r15) == FIB__FRAME_R15, "r15");
+_Static_assert(offsetof(struct fib__frame, rbx) == FIB__FRAME_RBX, "rbx");
+_Static_assert(offsetof(struct fib__frame, rbp) == FIB__FRAME_RBP, "rbp");
+_Static_assert(offsetof(struct fib__frame, rip) == FIB__FRAME_RIP, "rip");
+_Static_assert(sizeof(struct fib__frame) == FIB__FRAME_SIZE, "frame size");
 #endif
 
 #endif

@@ -66,22 +66,22 @@
  */
 /*
  * The second half of a switch: rsp points at the frame of the context to
- * resume (and the CFA is described as rsp + FIB_FRAME_SIZE); restore it
+ * resume (and the CFA is described as rsp + FIB__FRAME_SIZE); restore it
  * and go on where it left off, with \value as its return value.
  */
 .macro  RESUME load_fp, value
-        movq    FIB_FRAME_R12(%rsp), %r12
-        movq    FIB_FRAME_R13(%rsp), %r13
-        movq    FIB_FRAME_R14(%rsp), %r14
-        movq    FIB_FRAME_R15(%rsp), %r15
-        movq    FIB_FRAME_RBX(%rsp), %rbx
-        movq    FIB_FRAME_RBP(%rsp), %rbp
+        movq    FIB__FRAME_R12(%rsp), %r12
+        movq    FIB__FRAME_R13(%rsp), %r13
+        movq    FIB__FRAME_R14(%rsp), %r14
+        movq    FIB__FRAME_R15(%rsp), %r15
+        movq    FIB__FRAME_RBX(%rsp), %rbx
+        movq    FIB__FRAME_RBP(%rsp), %rbp
 .if \load_fp
-        ldmxcsr FIB_FRAME_MXCSR(%rsp)
-        fldcw   FIB_FRAME_X87CW(%rsp)
+        ldmxcsr FIB__FRAME_MXCSR(%rsp)
+        fldcw   FIB__FRAME_X87CW(%rsp)
 .endif
-        leaq    FIB_FRAME_RIP(%rsp), %rsp
-        .cfi_adjust_cfa_offset -(FIB_FRAME_SIZE - 8)
+        leaq    FIB__FRAME_RIP(%rsp), %rsp
+        .cfi_adjust_cfa_offset -(FIB__FRAME_SIZE - 8)
         popq    %rcx                    /* where the resumed context goes on */
         .cfi_adjust_cfa_offset -8
         .cfi_register rip, rcx
@@ -92,18 +92,18 @@
 .macro  SWITCH name, save_fp
         FUNC    \name
         ENDBR
-        leaq    -(FIB_FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
-        .cfi_adjust_cfa_offset FIB_FRAME_SIZE - 8
+        leaq    -(FIB__FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
+        .cfi_adjust_cfa_offset FIB__FRAME_SIZE - 8
 .if \save_fp
-        stmxcsr FIB_FRAME_MXCSR(%rsp)
-        fnstcw  FIB_FRAME_X87CW(%rsp)
+        stmxcsr FIB__FRAME_MXCSR(%rsp)
+        fnstcw  FIB__FRAME_X87CW(%rsp)
 .endif
-        movq    %r12, FIB_FRAME_R12(%rsp)
-        movq    %r13, FIB_FRAME_R13(%rsp)
-        movq    %r14, FIB_FRAME_R14(%rsp)
-        movq    %r15, FIB_FRAME_R15(%rsp)
-        movq    %rbx, FIB_FRAME_RBX(%rsp)
-        movq    %rbp, FIB_FRAME_RBP(%rsp)
+        movq    %r12, FIB__FRAME_R12(%rsp)
+        movq    %r13, FIB__FRAME_R13(%rsp)
+        movq    %r14, FIB__FRAME_R14(%rsp)
+        movq    %r15, FIB__FRAME_R15(%rsp)
+        movq    %rbx, FIB__FRAME_RBX(%rsp)
+        movq    %rbp, FIB__FRAME_RBP(%rsp)
 
         movq    %rsp, (%rdi)            /* the context we leave is saved */
         movq    %rsi, %rsp              /* now on the resumed context's stack */
@@ -129,7 +129,7 @@
         FUNC    \name
         ENDBR
         movq    %rdi, %rsp              /* the finished context is gone */
-        .cfi_def_cfa rsp, FIB_FRAME_SIZE
+        .cfi_def_cfa rsp, FIB__FRAME_SIZE
         .cfi_offset rip, -8
         RESUME  \load_fp, %rsi
         .cfi_endproc

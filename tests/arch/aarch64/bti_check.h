@@ -4,8 +4,8 @@
  * -cpu max) has BTI, and the main program carries the BTI property, which
  * it loses if any object in the link lacks it.
  */
-#ifndef FIB_TEST_BTI_CHECK_H
-#define FIB_TEST_BTI_CHECK_H
+#ifndef FIB__TEST_BTI_CHECK_H
+#define FIB__TEST_BTI_CHECK_H
 
 #include <elf.h>
 #include <link.h>

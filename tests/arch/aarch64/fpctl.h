@@ -3,8 +3,8 @@
  * tests/test_switch.c: on AArch64, FPCR. Interface: see
  * tests/arch/x86_64/fpctl.h.
  */
-#ifndef FIB_TEST_FPCTL_H
-#define FIB_TEST_FPCTL_H
+#ifndef FIB__TEST_FPCTL_H
+#define FIB__TEST_FPCTL_H
 
 #include <stdint.h>
 

@@ -3,8 +3,8 @@
  * tests/test_switch.c: on RISC-V, the dynamic rounding mode frm (the rest
  * of fcsr, fflags, is status). Interface: see tests/arch/x86_64/fpctl.h.
  */
-#ifndef FIB_TEST_FPCTL_H
-#define FIB_TEST_FPCTL_H
+#ifndef FIB__TEST_FPCTL_H
+#define FIB__TEST_FPCTL_H
 
 #if !defined(__riscv_flen) || __riscv_flen < 64
 #error "riscv64 without a D-extension FPU has no FP control state to test"

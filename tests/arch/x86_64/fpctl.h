@@ -15,8 +15,8 @@
  *                             above to the fields it can and return a note
  *                             saying so (for the test's output); else NULL
  */
-#ifndef FIB_TEST_FPCTL_H
-#define FIB_TEST_FPCTL_H
+#ifndef FIB__TEST_FPCTL_H
+#define FIB__TEST_FPCTL_H
 
 #include <string.h>
 #include <xmmintrin.h>
