@@ -203,7 +203,8 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
   static const fib_attr no_attr;
   if (!attr)
     attr = &no_attr;
-  size_t usable = fib__stack_round_size(attr->stack_size, FIB_STACK_DEFAULT);
+  size_t usable =
+      fib__stack_check(attr->stack_size, FIB_STACK_DEFAULT, attr->guard);
   if (!usable || (attr->flags & ~FIB_SHARED_FP))
     return FIB_EINVAL;
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
@@ -305,5 +306,24 @@ int fib_coro_destroy(fib_coro *co) {
   if (co->status == FIB_CORO_RUNNING || co->status == FIB_CORO_NORMAL)
     return FIB_EBUSY;
   fib__coro_free(co);
+  return 0;
+}
+
+/* ---- stack information */
+
+int fib_coro_stack(const fib_coro *co, fib_stack_info *out) {
+  if (!co || !out || co->status == FIB_CORO_DEAD)
+    return FIB_EINVAL;
+  fib__stack_describe(co->stack, out);
+  return 0;
+}
+
+int fib_self_stack(fib_stack_info *out) {
+  if (!out)
+    return FIB_EINVAL;
+  const fib_coro *co = fib__coro_self();
+  if (!co)
+    return FIB_EPERM;
+  fib__stack_describe(co->stack, out);
   return 0;
 }

@@ -11,7 +11,7 @@
 
 #include "fibers.h"
 #include "sanitize.h"
-#include "stack.h"
+#include "overflow.h"
 
 struct fib_coro {
   struct fib__stack *stack; /* the stack it runs on (owns it); first, so a

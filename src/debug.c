@@ -1,16 +1,13 @@
 /*
- * debug.c -- what tools may ask of the library: the registry of live
- * runtimes, the layout description debuggers read (fib_debug_layout), and
- * stack information with the high-water mark.
+ * debug.c -- the layout description debuggers read (fib_debug_layout):
+ * where every layer keeps what a debugger needs. It reads every layer's
+ * records, so it sits above them all and nothing includes it.
  */
-#include "debug.h"
 #include "arch/context.h"
 #include "sched/fiber.h"
 #include "stack.h"
 
-#include <pthread.h>
 #include <stddef.h>
-#include <sys/mman.h>
 
 #if defined(__x86_64__)
 #include "arch/x86_64/frame.h"
@@ -19,30 +16,6 @@
 #elif defined(__riscv) && __riscv_xlen == 64
 #include "arch/riscv64/frame.h"
 #endif
-
-/* ---- the registry: every runtime between create and destroy */
-
-static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-/* Read by debuggers with the process stopped, never by the library
- * outside the lock; volatile so the stores are in memory when it stops. */
-static fib_runtime *volatile registry_head;
-
-void fib__debug_runtime_add(struct fib_runtime *rt) {
-  pthread_mutex_lock(&registry_lock);
-  rt->debug_next = registry_head;
-  registry_head = rt;
-  pthread_mutex_unlock(&registry_lock);
-}
-
-void fib__debug_runtime_remove(struct fib_runtime *rt) {
-  pthread_mutex_lock(&registry_lock);
-  struct fib_runtime *volatile *p = &registry_head;
-  while (*p && *p != rt)
-    p = &(*p)->debug_next;
-  if (*p)
-    *p = rt->debug_next;
-  pthread_mutex_unlock(&registry_lock);
-}
 
 /* ---- the layout description */
 
@@ -85,9 +58,9 @@ const fib_debug_info fib_debug_layout = {
     .size = sizeof(fib_debug_info),
     .arch = ARCH,
     .frame_regs = FRAME_REGS,
-    .runtimes = &registry_head,
+    .runtimes = &fib__runtimes,
     .frame_size = FIB__FRAME_SIZE,
-    .rt_next = OFF(struct fib_runtime, debug_next),
+    .rt_next = OFF(struct fib_runtime, next_live),
     .rt_slots = OFF(struct fib_runtime, fibers) +
                 OFF(struct fib__idmap, slots),
     .rt_mask = OFF(struct fib_runtime, fibers) + OFF(struct fib__idmap, mask),
@@ -107,67 +80,3 @@ const fib_debug_info fib_debug_layout = {
     .stack_guard = OFF(struct fib__stack, guard_size),
     .stack_mode = OFF(struct fib__stack, mode),
 };
-
-/* ---- stack information */
-
-/* Bytes from the top of the stack down to its lowest resident page. */
-static size_t high_water(const struct fib__stack *s) {
-  size_t page = fib__page_size();
-  size_t pages = s->usable_size / page;
-  unsigned char vec[256];
-  /* FIB_GUARD_NONE: the canary keeps the lowest page resident, so it says
-   * nothing; start above it, and count a stack that reached the page just
-   * above as having reached it too (an upper bound, never an under-count). */
-  size_t start = fib__stack_canary(s) && pages > 1 ? 1 : 0;
-  /* From the bottom up, in chunks: the first resident page is the mark. */
-  for (size_t first = start; first < pages; first += sizeof vec) {
-    size_t n = pages - first < sizeof vec ? pages - first : sizeof vec;
-    if (mincore(s->lo + first * page, n * page, vec) != 0)
-      return 0; /* cannot tell */
-    for (size_t i = 0; i < n; i++)
-      if (vec[i] & 1)
-        return (first + i == 1 && start ? pages : pages - first - i) * page;
-  }
-  return 0;
-}
-
-static void describe(const struct fib__stack *s, fib_stack_info *out) {
-  out->lo = s->lo;
-  out->hi = s->lo + s->usable_size;
-  out->size = s->usable_size;
-  out->guard_size = s->guard_size;
-  out->guard = s->mode;
-  out->high_water = high_water(s);
-}
-
-int fib_coro_stack(const fib_coro *co, fib_stack_info *out) {
-  if (!co || !out || co->status == FIB_CORO_DEAD)
-    return FIB_EINVAL;
-  describe(co->stack, out);
-  return 0;
-}
-
-int fib_self_stack(fib_stack_info *out) {
-  if (!out)
-    return FIB_EINVAL;
-  const fib_coro *co = fib__coro_self();
-  if (!co)
-    return FIB_EPERM;
-  describe(co->stack, out);
-  return 0;
-}
-
-int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
-  if (!out)
-    return FIB_EINVAL;
-  if (!rt) {
-    rt = fib__tl_runtime;
-    if (!rt || !rt->current)
-      return FIB_EPERM;
-  }
-  const struct fib__fiber *f = fib__idmap_get(&rt->fibers, id);
-  if (!f || !f->co)
-    return FIB_ESRCH;
-  describe(f->co->stack, out);
-  return 0;
-}

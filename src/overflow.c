@@ -13,7 +13,7 @@
  * before ours.
  */
 #include "arch/context.h"
-#include "stack.h"
+#include "overflow.h"
 #include "sys.h"
 
 #include <pthread.h>
@@ -71,7 +71,7 @@ static int is_overflow(const struct fib__stack *s, const char *addr,
    * below the stack: a call's push with the stack pointer exactly at the
    * bottom faults there with the stack pointer still inside. (The page
    * size is cached by the time a stack exists.) */
-  size_t below = s->guard_size ? s->guard_size : fib__page_size();
+  size_t below = s->guard_size ? s->guard_size : fib__sys_page_size();
   if (addr >= s->lo - below && addr < s->lo)
     return 1;
   /* The stack pointer itself has left the stack downwards (a frame larger
@@ -203,7 +203,7 @@ static int install_altstack(void) {
   if (fib__sys_sigaltstack(NULL, &cur) == 0 && !(cur.ss_flags & SS_DISABLE))
     return 0; /* the program set its own: use it */
 
-  size_t page = fib__page_size();
+  size_t page = fib__sys_page_size();
   long min = sysconf(_SC_SIGSTKSZ);
   size_t size = min > 16384 ? (size_t)min : 16384;
   size = (size + page - 1) & ~(page - 1);

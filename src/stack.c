@@ -3,6 +3,7 @@
 #include "arch/context.h"
 #include "sanitize.h"
 #include "sys.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,29 +22,18 @@
  * POOL_MAX stacks' worth. */
 #define POOL_MAX 256
 
-size_t fib__page_size(void) {
-  static atomic_size_t cached;
-  size_t p = atomic_load_explicit(&cached, memory_order_relaxed);
-  if (!p) {
-    long v = sysconf(_SC_PAGESIZE);
-    p = v > 0 ? (size_t)v : 4096;
-    atomic_store_explicit(&cached, p, memory_order_relaxed);
-  }
-  return p;
-}
-
 size_t fib__stack_round_size(size_t requested, size_t fallback) {
   size_t size = requested ? requested : fallback;
   if (size < FIB_STACK_MIN || size > FIB_STACK_MAX)
     return 0;
-  size_t page = fib__page_size();
+  size_t page = fib__sys_page_size();
   return (size + page - 1) & ~(page - 1);
 }
 
 /* The guard must be at least a page and at least the compiler's probe
  * interval, so no probed frame can step over it. */
 static size_t guard_size(void) {
-  size_t page = fib__page_size(), probe = fib__ctx_probe_interval();
+  size_t page = fib__sys_page_size(), probe = fib__ctx_probe_interval();
   return probe > page ? (probe + page - 1) & ~(page - 1) : page;
 }
 
@@ -78,7 +68,7 @@ __attribute__((noinline)) static fib_guard_mode probe_auto_mode(void) {
   int m;
   /* Probe on a scratch mapping, outside the fault-injection seam's count so
    * tests see the same call sequence whether or not this ran first. */
-  size_t page = fib__page_size();
+  size_t page = fib__sys_page_size();
   void *p = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED)
@@ -279,8 +269,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
 #endif
     *out = s;
   } else {
-    if (mode != FIB_GUARD_MADVISE && mode != FIB_GUARD_MPROTECT &&
-        mode != FIB_GUARD_NONE)
+    if (!fib__guard_mode_known(mode)) /* AUTO is resolved by now */
       return FIB_EINVAL;
     /* Guard markers asked for where they do not work (an old kernel, or
      * qemu-user's madvise that does nothing): refused, never absent. */
@@ -323,3 +312,35 @@ void fib__stack_put(struct fib__stack *s) {
 size_t fib__stack_pool_size(void) { return tl_pool.count; }
 
 void fib__stack_pool_drain(void) { pool_free_all(&tl_pool); }
+
+/* ---- description (fib_stack_info) */
+
+/* Bytes from the top of the stack down to its lowest resident page. */
+static size_t high_water(const struct fib__stack *s) {
+  size_t page = fib__sys_page_size();
+  size_t pages = s->usable_size / page;
+  unsigned char vec[256];
+  /* FIB_GUARD_NONE: the canary keeps the lowest page resident, so it says
+   * nothing; start above it, and count a stack that reached the page just
+   * above as having reached it too (an upper bound, never an under-count). */
+  size_t start = fib__stack_canary(s) && pages > 1 ? 1 : 0;
+  /* From the bottom up, in chunks: the first resident page is the mark. */
+  for (size_t first = start; first < pages; first += sizeof vec) {
+    size_t n = pages - first < sizeof vec ? pages - first : sizeof vec;
+    if (mincore(s->lo + first * page, n * page, vec) != 0)
+      return 0; /* cannot tell */
+    for (size_t i = 0; i < n; i++)
+      if (vec[i] & 1)
+        return (first + i == 1 && start ? pages : pages - first - i) * page;
+  }
+  return 0;
+}
+
+void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out) {
+  out->lo = s->lo;
+  out->hi = s->lo + s->usable_size;
+  out->size = s->usable_size;
+  out->guard_size = s->guard_size;
+  out->guard = s->mode;
+  out->high_water = high_water(s);
+}

@@ -1,6 +1,6 @@
 /*
  * stack.h -- the stack layer: guarded, lazily committed, pooled stacks, and
- * the overflow report.
+ * the overflow report (overflow.h).
  *
  * A stack is one anonymous mapping:
  *
@@ -19,7 +19,6 @@
 #define FIB__STACK_H
 
 #include "fibers.h"
-#include "tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -40,14 +39,26 @@ struct fib__stack {
   unsigned vg_id;       /* valgrind's stack id (sanitize.h), or 0 */
 };
 
-/* Page size, from sysconf. */
-size_t fib__page_size(void);
+/* Whether g is one of the fib_guard_mode values. */
+static inline int fib__guard_mode_known(fib_guard_mode g) {
+  return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
+         g == FIB_GUARD_MPROTECT || g == FIB_GUARD_NONE;
+}
 
 /*
  * Check and round a requested usable size: 0 means `fallback`. Returns the
  * rounded size, or 0 if out of [FIB_STACK_MIN, FIB_STACK_MAX].
  */
 size_t fib__stack_round_size(size_t requested, size_t fallback);
+
+/* The one check of a stack request (fib_attr, fib_runtime_opts): the
+ * rounded size as fib__stack_round_size gives it, or 0 if the size is out
+ * of range or `mode` is not a known guard mode. */
+static inline size_t fib__stack_check(size_t requested, size_t fallback,
+                                      fib_guard_mode mode) {
+  return fib__guard_mode_known(mode) ? fib__stack_round_size(requested, fallback)
+                                     : 0;
+}
 
 /*
  * A stack of `usable` bytes (already rounded) with a guard made per `mode`,
@@ -95,36 +106,12 @@ long fib__stack_mprotect_count(void);
  * them (valgrind's segment table; tests/test_stack.c). Process-wide. */
 void fib__stack_cap_mprotect_budget(long cap);
 
+/* Fill *out for fib_stack_info's users: bounds, guard, and the high-water
+ * mark (one mincore call). */
+void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out);
+
 /* Stacks in this thread's pool; unmap them all. */
 size_t fib__stack_pool_size(void);
 void fib__stack_pool_drain(void);
-
-/* ---- overflow detection (overflow.c) */
-
-/*
- * What runs on this thread now, for the overflow handler: NULL on the
- * thread's own stack, else a pointer to the running stack's owner record,
- * whose first member is its `struct fib__stack *`. The layer above keeps
- * its "current coroutine" in this very variable (its record starts with
- * the stack pointer), so a switch writes one thread-local word, not two.
- */
-extern FIB__TLS struct fib__stack *const *fib__tl_running;
-/* Whether this thread's handler stack is in place. */
-extern FIB__TLS int fib__tl_overflow_ready;
-
-/* Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
- * alternate signal stack. 0 or FIB_ENOMEM. */
-int fib__overflow_setup_thread(void);
-
-/* The same, as a flag check once it has been done on this thread. */
-static inline int fib__overflow_prepare_thread(void) {
-  return fib__tl_overflow_ready ? 0 : fib__overflow_setup_thread();
-}
-
-/* A FIB_GUARD_NONE stack's canary was found overwritten: report it in one
- * line naming the owner, then abort (fib__fatal). Out of line and cold, so
- * the check at each switch stays a load and a branch. */
-__attribute__((cold)) _Noreturn void
-fib__stack_canary_fail(const struct fib__stack *s);
 
 #endif

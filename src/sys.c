@@ -96,3 +96,14 @@ _Noreturn void fib__fatal(const char *what) {
   (void)r;
   abort();
 }
+
+size_t fib__sys_page_size(void) {
+  static atomic_size_t cached;
+  size_t p = atomic_load_explicit(&cached, memory_order_relaxed);
+  if (!p) {
+    long v = sysconf(_SC_PAGESIZE);
+    p = v > 0 ? (size_t)v : 4096;
+    atomic_store_explicit(&cached, p, memory_order_relaxed);
+  }
+  return p;
+}

@@ -24,6 +24,9 @@ void *fib__sys_calloc(size_t n, size_t size);
 void *fib__sys_realloc(void *p, size_t size);
 void fib__sys_free(void *p);
 
+/* The page size (sysconf, read once). Not a seam: it cannot fail. */
+size_t fib__sys_page_size(void);
+
 /* Kinds of call, for fib__fault_inject's mask. */
 enum {
   FIB__FAULT_MMAP = 1 << 0,

@@ -6,12 +6,6 @@
 #include "../sys.h"
 
 #include <string.h>
-#include <time.h>
-
-static int check_guard(fib_guard_mode g) {
-  return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
-         g == FIB_GUARD_MPROTECT || g == FIB_GUARD_NONE;
-}
 
 /* rt, or the calling fiber's runtime when rt is NULL. */
 static struct fib_runtime *runtime_or_current(struct fib_runtime *rt) {
@@ -19,6 +13,17 @@ static struct fib_runtime *runtime_or_current(struct fib_runtime *rt) {
     return rt;
   rt = fib__tl_runtime;
   return rt && rt->current ? rt : NULL;
+}
+
+/* Fiber `id` of rt (rt NULL: the calling fiber's runtime) into *out, for
+ * the calls that name a fiber by runtime and id. 0, FIB_EPERM (rt NULL
+ * outside a fiber) or FIB_ESRCH (no such record). */
+static int lookup(struct fib_runtime *rt, fib_id id, struct fib__fiber **out) {
+  rt = runtime_or_current(rt);
+  if (!rt)
+    return FIB_EPERM;
+  *out = fib__idmap_get(&rt->fibers, id);
+  return *out ? 0 : FIB_ESRCH;
 }
 
 static void *fiber_main(void *arg, void *first) {
@@ -37,9 +42,9 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   static const fib_attr no_attr;
   size_t stack = rt->stack_size; /* the runtime's, rounded already */
   if (attr) {
-    stack = fib__stack_round_size(attr->stack_size, rt->stack_size);
+    stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
     unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
-    if (!stack || !check_guard(attr->guard) || (attr->flags & ~known_flags))
+    if (!stack || (attr->flags & ~known_flags))
       return FIB_EINVAL;
   } else {
     attr = &no_attr;
@@ -129,28 +134,24 @@ int fib_join(fib_id id, void **result) {
 }
 
 int fib_detach(fib_runtime *rt, fib_id id) {
-  rt = runtime_or_current(rt);
-  if (!rt)
-    return FIB_EPERM;
-  struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
-  if (!t)
-    return FIB_ESRCH;
+  struct fib__fiber *t;
+  int err = lookup(rt, id, &t);
+  if (err)
+    return err;
   if (t->detached || t->joiner)
     return FIB_EINVAL;
   if (t->state == FIB__FIBER_FINISHED)
-    fib__fiber_free_record(rt, t);
+    fib__fiber_free_record(t->rt, t);
   else
     t->detached = 1;
   return 0;
 }
 
 int fib_cancel(fib_runtime *rt, fib_id id) {
-  rt = runtime_or_current(rt);
-  if (!rt)
-    return FIB_EPERM;
-  struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
-  if (!t)
-    return FIB_ESRCH;
+  struct fib__fiber *t;
+  int err = lookup(rt, id, &t);
+  if (err)
+    return err;
   if (t->state == FIB__FIBER_FINISHED)
     return 0; /* nothing left to cancel */
   t->cancelled = 1;
@@ -181,12 +182,6 @@ const char *fib_self_name(void) {
   return rt && rt->current ? rt->current->name : NULL;
 }
 
-uint64_t fib_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int fib_sleep_until(uint64_t deadline_ns) {
   struct fib__fiber *f = fib__fiber_self();
   if (!f)
@@ -200,4 +195,17 @@ int fib_sleep_until(uint64_t deadline_ns) {
 int fib_sleep_ns(uint64_t ns) {
   uint64_t now = fib_now_ns();
   return fib_sleep_until(ns > UINT64_MAX - 1 - now ? UINT64_MAX - 1 : now + ns);
+}
+
+int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
+  if (!out)
+    return FIB_EINVAL;
+  struct fib__fiber *f;
+  int err = lookup(rt, id, &f);
+  if (err)
+    return err;
+  if (!f->co)
+    return FIB_ESRCH; /* finished: its stack is gone */
+  fib__stack_describe(f->co->stack, out);
+  return 0;
 }

@@ -85,8 +85,14 @@ struct fib_runtime {
   fib_guard_mode guard;
   unsigned flags;                /* FIB_SHARED_FP for all its fibers */
   int running;                   /* inside fib_run */
-  struct fib_runtime *debug_next; /* the live-runtime registry (debug.c) */
+  struct fib_runtime *next_live; /* the list of live runtimes (sched.c) */
 };
+
+/* Every runtime between create and destroy, newest first, linked through
+ * next_live: what a debugger walks (fib_debug_layout.runtimes). Changed
+ * under a lock in sched.c; read only by a debugger, with the process
+ * stopped. */
+extern struct fib_runtime *volatile fib__runtimes;
 
 /* The runtime fib_run is running on this thread (see tls.h's rule). */
 extern FIB__TLS struct fib_runtime *fib__tl_runtime;
@@ -97,8 +103,8 @@ struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
 
-/* ---- park / ready: the API of the blocking primitives (src/sync/,
- * src/chan/). The calls on the hot path of every hand-off are inline. */
+/* ---- park / ready: the API of the blocking primitives (waitq.h,
+ * src/sync/). The calls on the hot path of every hand-off are inline. */
 
 /* No deadline, for fib__fiber_park. */
 #define FIB__NO_DEADLINE UINT64_MAX

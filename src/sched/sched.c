@@ -10,10 +10,10 @@
  * must be freed from another stack).
  */
 #include "fiber.h"
-#include "../debug.h"
 #include "../sys.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -54,21 +54,45 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__fiber_drop_record(rt, f);
 }
 
-/* ---- runtime */
+/* ---- the list of live runtimes, for debuggers */
 
-static int check_guard(fib_guard_mode g) {
-  return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
-         g == FIB_GUARD_MPROTECT || g == FIB_GUARD_NONE;
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+/* volatile: the stores are in memory whenever a debugger stops us. */
+struct fib_runtime *volatile fib__runtimes;
+
+/* A program that runs fibers must carry the layout a debugger reads
+ * (debug.c), also when it links the static library and never names it. */
+__attribute__((used)) static const void *const keep_debug_layout =
+    &fib_debug_layout;
+
+static void live_add(struct fib_runtime *rt) {
+  pthread_mutex_lock(&live_lock);
+  rt->next_live = fib__runtimes;
+  fib__runtimes = rt;
+  pthread_mutex_unlock(&live_lock);
 }
+
+static void live_remove(struct fib_runtime *rt) {
+  pthread_mutex_lock(&live_lock);
+  struct fib_runtime *volatile *p = &fib__runtimes;
+  while (*p && *p != rt)
+    p = &(*p)->next_live;
+  if (*p)
+    *p = rt->next_live;
+  pthread_mutex_unlock(&live_lock);
+}
+
+/* ---- runtime */
 
 int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   if (!out)
     return FIB_EINVAL;
-  size_t stack = fib__stack_round_size(opts ? opts->stack_size : 0,
-                                       FIB_STACK_DEFAULT);
-  fib_guard_mode guard = opts ? opts->guard : FIB_GUARD_AUTO;
-  unsigned flags = opts ? opts->flags : 0;
-  if (!stack || !check_guard(guard) || (flags & ~FIB_SHARED_FP))
+  static const fib_runtime_opts defaults;
+  if (!opts)
+    opts = &defaults;
+  size_t stack = fib__stack_check(opts->stack_size, FIB_STACK_DEFAULT,
+                                  opts->guard);
+  if (!stack || (opts->flags & ~FIB_SHARED_FP))
     return FIB_EINVAL;
   struct fib_runtime *rt = fib__sys_calloc(1, sizeof *rt);
   if (!rt)
@@ -77,9 +101,9 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   fib__timers_init(&rt->timers);
   fib__idmap_init(&rt->fibers);
   rt->stack_size = stack;
-  rt->guard = guard;
-  rt->flags = flags;
-  fib__debug_runtime_add(rt);
+  rt->guard = opts->guard;
+  rt->flags = opts->flags;
+  live_add(rt);
   *out = rt;
   return 0;
 }
@@ -89,7 +113,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
     return FIB_EINVAL;
   if (rt->running)
     return FIB_EBUSY;
-  fib__debug_runtime_remove(rt);
+  live_remove(rt);
   size_t pos = 0;
   struct fib__fiber *f;
   /* Walk without deleting (deleting would move entries), then free. */

@@ -1,7 +1,9 @@
-/* timers.c -- the deadline heap. */
+/* timers.c -- the deadline heap, and the clock deadlines are read on. */
 #include "timers.h"
 #include "../sys.h"
 #include "fibers.h"
+
+#include <time.h>
 
 static int earlier(const struct fib__timer *a, const struct fib__timer *b) {
   return a->deadline != b->deadline ? a->deadline < b->deadline
@@ -86,4 +88,11 @@ void fib__timers_remove(struct fib__timers *t, struct fib__timer *tm) {
     sift_up(t, i);
   else
     sift_down(t, i);
+}
+
+/* The clock deadlines are measured on (fibers.h). */
+uint64_t fib_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }

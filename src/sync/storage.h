@@ -12,7 +12,7 @@
 #ifndef FIB__SYNC_STORAGE_H
 #define FIB__SYNC_STORAGE_H
 
-#include "waitq.h"
+#include "../sched/waitq.h"
 
 #include <stdalign.h>
 #include <stddef.h>

@@ -6,7 +6,7 @@
  * `magic` says which, and whether it is initialised (storage.h).
  */
 #include "storage.h"
-#include "waitq.h"
+#include "../sched/waitq.h"
 
 #include <stdint.h>
 

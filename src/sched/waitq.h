@@ -1,5 +1,6 @@
 /*
- * waitq.h -- wait queues for the blocking primitives (src/sync/, src/chan/).
+ * waitq.h -- wait queues: the park/ready plumbing under the blocking
+ * primitives of src/sync/ (locks, conditions, channels, select).
  *
  * A wait queue is an intrusive, doubly linked FIFO of nodes that live on
  * the waiting fibers' stacks, so waiting never allocates. One blocking call
@@ -26,10 +27,10 @@
  *     an error was never completed: a timed-out lock was not handed over, a
  *     timed-out send did not deliver its value.
  */
-#ifndef FIB__SYNC_WAITQ_H
-#define FIB__SYNC_WAITQ_H
+#ifndef FIB__SCHED_WAITQ_H
+#define FIB__SCHED_WAITQ_H
 
-#include "../sched/fiber.h"
+#include "fiber.h"
 
 #include <stddef.h>
 

@@ -1,6 +1,6 @@
 /*
  * chan.c -- channels of fixed-size elements and fib_select, built on
- * park/ready (sched/fiber.h) and the wait queues of sync/waitq.h.
+ * park/ready (sched/fiber.h) and the wait queues of sched/waitq.h.
  *
  * A channel has a ring buffer (capacity 0: none) and two wait queues:
  * senders (node->elem: the value to send) and receivers (node->elem: where
@@ -16,8 +16,8 @@
  * first peer to complete any of them readies the fiber, which makes the
  * other nodes stale at once (waitq.h); the fiber unlinks them when it runs.
  */
-#include "../sync/storage.h"
-#include "../sync/waitq.h"
+#include "storage.h"
+#include "../sched/waitq.h"
 #include "../sys.h"
 
 #include <limits.h>
