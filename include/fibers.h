@@ -4,7 +4,8 @@
  * fibers are stackful user-space threads for C. Each fiber owns a stack with
  * a guard region below it (unless FIB_GUARD_NONE is asked for); the CPU
  * context is switched in assembly; a runtime schedules its fibers
- * cooperatively, round-robin, on the one OS thread that runs it.
+ * cooperatively on the one OS thread that runs it (FIFO, with the fibers a
+ * fiber spawns run first: see fib_run).
  *
  * Two layers are public:
  *   - coroutines (fib_coro_*): resume / yield with a value, no scheduler;
@@ -159,6 +160,9 @@ typedef struct fib_attr {
   const char *name;     /* copied (fibers only); NULL: no name */
   unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP */
   fib_guard_mode guard; /* FIB_GUARD_AUTO: the runtime's (or the default) */
+  /* Room for attributes to come without changing the struct's size; must
+   * be zero (a non-zero word is refused with FIB_EINVAL). */
+  uintptr_t reserved[4];
 } fib_attr;
 
 /* ------------------------------------------------------------ coroutines */
@@ -183,7 +187,7 @@ typedef struct fib_coro fib_coro;
  * handed to that last resume. */
 typedef void *(*fib_coro_fn)(void *arg, void *first);
 
-typedef enum fib_coro_status {
+typedef enum fib_coro_state {
   FIB_CORO_SUSPENDED = 0, /* created, or yielded: may be resumed */
   FIB_CORO_RUNNING = 1,   /* it is the one running */
   FIB_CORO_NORMAL = 2,    /* it resumed another coroutine and waits */
@@ -205,28 +209,33 @@ FIB_API int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
  * Run co until it yields or returns. out (may be NULL) receives the value
  * it yielded or returned.
  * Errors: FIB_EINVAL (NULL co, or co is dead), FIB_EBUSY (co is running or
- * is waiting on a coroutine it resumed).
+ * is waiting on a coroutine it resumed), FIB_EPERM (co is a fiber's own
+ * context: see fib_coro_current).
  */
 FIB_API int fib_coro_resume(fib_coro *co, void *in, void **out);
 
 /*
  * Suspend the running coroutine, handing `value` to its resumer. When it is
  * resumed again, *in (if in is not NULL) receives the resume's value.
- * Errors: FIB_EPERM (not inside a coroutine).
+ * Errors: FIB_EPERM (not inside a coroutine: on the thread's own stack, or
+ * in a fiber's own body, which gives way with fib_yield instead).
  */
 FIB_API int fib_coro_yield(void *value, void **in);
 
-/* The coroutine's status (FIB_EINVAL for NULL). */
+/* The coroutine's state, a fib_coro_state value (FIB_EINVAL for NULL). */
 FIB_API int fib_coro_status(const fib_coro *co);
 
-/* The coroutine running on this thread, or NULL. Inside a fiber this is the
- * fiber's own coroutine (or one it resumed). */
+/* The coroutine running on this thread, or NULL: also NULL in a fiber's own
+ * body (a fiber runs on a coroutine of the runtime's, which the coroutine
+ * calls refuse with FIB_EPERM), but inside a coroutine a fiber resumed,
+ * that coroutine. */
 FIB_API fib_coro *fib_coro_current(void);
 
 /*
  * Free a coroutine that is suspended or dead. A suspended coroutine's stack
  * is discarded without unwinding: nothing on it runs again.
- * Errors: FIB_EINVAL (NULL), FIB_EBUSY (running or normal).
+ * Errors: FIB_EINVAL (NULL), FIB_EBUSY (running or normal), FIB_EPERM (a
+ * fiber's own context).
  */
 FIB_API int fib_coro_destroy(fib_coro *co);
 
@@ -245,6 +254,9 @@ typedef struct fib_runtime_opts {
   size_t stack_size;    /* default usable stack; 0: FIB_STACK_DEFAULT */
   fib_guard_mode guard; /* default guard mode for its fibers */
   unsigned flags;       /* FIB_SHARED_FP: for all its fibers */
+  /* Room for options to come (workers, a seed) without changing the
+   * struct's size; must be zero (else FIB_EINVAL). */
+  uintptr_t reserved[6];
 } fib_runtime_opts;
 
 /*
@@ -255,16 +267,25 @@ FIB_API int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts);
 
 /*
  * Free a runtime that is not running. Fibers that have not finished are
- * discarded without unwinding, as if they had been suspended forever, and
- * every stack and fiber record is freed.
- * Errors: FIB_EINVAL (NULL), FIB_EBUSY (called while fib_run() is running
- * it, e.g. from one of its fibers).
+ * discarded without unwinding (nothing on their stacks runs again), and
+ * every stack and fiber record is freed. What they were doing is undone so
+ * that every primitive stays valid: a discarded fiber waiting on a mutex,
+ * condition variable, semaphore, wait group, once or channel (or in
+ * fib_select) is no longer among its waiters (a value it was sending is
+ * not delivered); a mutex it held is handed to its longest-waiting
+ * remaining waiter or unlocked, as by fib_mutex_unlock; a fib_once whose
+ * function it was running is as if never called (its next call runs the
+ * function). The primitives can then be used or destroyed as usual.
+ * Errors: FIB_EINVAL (NULL), FIB_EBUSY (called while a run of it is under
+ * way, e.g. from one of its fibers).
  */
 FIB_API int fib_runtime_destroy(fib_runtime *rt);
 
 /*
- * Create a fiber that will run fn(arg), ready to run at the back of the
- * run queue. rt may be NULL inside a fiber, meaning that fiber's runtime.
+ * Create a fiber that will run fn(arg), ready to run: spawned from one of
+ * rt's fibers, it runs before the fibers already waiting to run (see
+ * fib_run for the order); spawned from outside, after them. rt may be NULL
+ * inside a fiber, meaning that fiber's runtime.
  * attr may be NULL. *id (if id is not NULL) receives the new fiber's id.
  * Errors: FIB_EINVAL (NULL fn, bad attributes), FIB_EPERM (rt NULL outside
  * a fiber), FIB_ENOMEM (no memory or mappings; nothing else is affected).
@@ -285,12 +306,59 @@ FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
  * Returns 0 when all fibers have finished.
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (rt is already running, or this
  * thread is already running a runtime), FIB_ENOMEM (the thread's signal
- * stack for overflow reports could not be made), FIB_EDEADLK (fibers remain but all
- * wait for each other; they stay suspended, and fib_run() may be called
- * again after the program has made one of them ready -- in practice the
- * runtime is destroyed).
+ * stack for overflow reports could not be made), FIB_EDEADLK (fibers
+ * remain but all wait for each other or for the program; they stay
+ * suspended, and a later run goes on with them once the program has made
+ * one ready, e.g. by fib_sem_post; or fib_runtime_destroy discards them).
  */
 FIB_API int fib_run(fib_runtime *rt);
+
+/*
+ * Runs for programs with a loop of their own (a game frame, a GUI, another
+ * event loop), in the manner of libuv's UV_RUN_ONCE and UV_RUN_NOWAIT. A
+ * round is one turn for each fiber that is ready when it begins (deadlines
+ * that have passed count: their sleepers are ready), in fib_run's order;
+ * fibers may be readied and run within it, but a round ends after as many
+ * turns as it began with, so a fiber that keeps yielding cannot hold the
+ * caller.
+ *   fib_run_nowait: one round of what is ready now, never blocking the
+ *                   thread (nothing ready: returns at once);
+ *   fib_run_once:   the same, but if nothing is ready and a fiber sleeps
+ *                   or waits with a deadline, the thread first sleeps until
+ *                   the earliest deadline.
+ * Returns the number of fibers not yet finished (capped at INT_MAX): 0
+ * when all have finished. Unlike fib_run, waiting fibers that nothing
+ * inside the runtime can wake are no error here: the program may ready
+ * them between runs (fib_sem_post, fib_chan_close, ... work outside
+ * fibers), and fib_runtime_next_ns tells whether and when to run again.
+ * Errors: as fib_run's, but never FIB_EDEADLK.
+ */
+FIB_API int fib_run_once(fib_runtime *rt);
+FIB_API int fib_run_nowait(fib_runtime *rt);
+
+/*
+ * For main, or any code outside rt's fibers: run rt (as fib_run does)
+ * until fiber `id` has finished, then collect it as fib_join does (*result,
+ * if result is not NULL, receives its return value; its record is freed).
+ * The other fibers stay as they are when it returns: ready ones run in a
+ * later run, and none is discarded.
+ * Errors: FIB_EINVAL (NULL rt; the fiber is detached or being joined),
+ * FIB_EBUSY (as fib_run: this includes a call from inside a fiber, which
+ * joins with fib_join), FIB_ESRCH (no such fiber), FIB_ENOMEM (as fib_run),
+ * FIB_EDEADLK (the fiber has not finished but no fiber can run: all wait
+ * for each other or for the program; they stay suspended).
+ */
+FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
+
+/*
+ * When rt next has work to do by itself: 0 if a fiber is ready to run now;
+ * else the fib_now_ns() time of the earliest deadline a fiber sleeps or
+ * waits until (it may have passed: run now); else UINT64_MAX (nothing to
+ * do until the program readies a fiber, or nothing left). For a host loop
+ * that must choose how long to block between fib_run_nowait calls.
+ * 0 for NULL rt.
+ */
+FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);
 
 /* The runtime whose fiber is running on this thread, or NULL. */
 FIB_API fib_runtime *fib_runtime_current(void);
@@ -298,8 +366,8 @@ FIB_API fib_runtime *fib_runtime_current(void);
 /* -------------------------------------------- inside a fiber (the current) */
 
 /*
- * Give way: the current fiber goes to the back of the run queue and the
- * next ready fiber runs.
+ * Give way: the current fiber goes to the back of the run queue (behind
+ * every fiber ready now) and the next ready fiber runs.
  * Errors: FIB_EPERM (not in a fiber, or inside a coroutine the fiber
  * resumed: only the fiber itself can give way).
  */
@@ -308,11 +376,12 @@ FIB_API int fib_yield(void);
 /*
  * Wait for fiber `id` of the current runtime to finish; *result (if result
  * is not NULL) receives its return value or fib_exit() value. The fiber's
- * record is freed: its id is then unknown.
+ * record is freed: its id is then unknown. (From outside the runtime's
+ * fibers, fib_run_join does the same.)
  * Errors: FIB_EPERM (not in a fiber), FIB_EDEADLK (id is the caller),
  * FIB_ESRCH (no such fiber: never spawned here, already joined, or detached
- * and finished), FIB_EINVAL (the fiber is detached, or another fiber is
- * already joining it), FIB_ECANCELED (the caller is cancelled; the target
+ * and finished), FIB_EINVAL (the fiber is detached, or another fiber, or
+ * fib_run_join, is already joining it), FIB_ECANCELED (the caller is cancelled; the target
  * is left as it was, still joinable).
  */
 FIB_API int fib_join(fib_id id, void **result);
@@ -415,16 +484,26 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * main before fib_run).
  */
 
-/* Opaque storage sizes, in 8-byte words (fixed: part of the ABI). */
-#define FIB_MUTEX_WORDS 6
-#define FIB_COND_WORDS 4
+/*
+ * Opaque storage sizes, in 8-byte words. These sizes, and every public
+ * struct's size and layout (fib_attr, fib_runtime_opts, fib_select_case,
+ * fib_stack_info), are part of the ABI: a release that changes one changes
+ * the library's SONAME (docs/packaging.md). Each primitive leaves at least
+ * a lock word and a pointer unused, for what is to come (primitives shared
+ * between threads).
+ */
+#define FIB_MUTEX_WORDS 10
+#define FIB_COND_WORDS 6
 #define FIB_SEM_WORDS 6
 #define FIB_WG_WORDS 6
-#define FIB_ONCE_WORDS 6
-#define FIB_CHAN_WORDS 12
+#define FIB_ONCE_WORDS 10
+#define FIB_CHAN_WORDS 14
 
 /* A mutex: FIFO hand-off (unlock gives it to the longest waiter, which
- * then owns it; nobody can barge in, so no waiter starves). Not recursive. */
+ * then owns it; nobody can barge in, so no waiter starves). Not recursive.
+ * A fiber that finishes holding it (returns, or fib_exit, without
+ * unlocking) gives it up as fib_mutex_unlock would, rather than leave its
+ * waiters waiting forever for a fiber that is gone. */
 typedef struct fib_mutex {
   union { uint64_t u[FIB_MUTEX_WORDS]; void *p[FIB_MUTEX_WORDS]; } opaque;
 } fib_mutex;
@@ -523,8 +602,10 @@ typedef struct fib_once {
  * The first call runs fn(arg) and returns 0 when it returns. Calls while it
  * runs (from other fibers, when fn waits) wait until it has returned; later
  * calls return 0 at once. The first call needs no fiber and runs fn even in
- * a cancelled fiber (fib_once waits only for another fiber's fn). If fn
- * never returns (fib_exit, or its fiber is discarded), waiters wait forever.
+ * a cancelled fiber (fib_once waits only for another fiber's fn). If the
+ * fiber running fn finishes inside it (fib_exit) or is discarded with its
+ * runtime, it is as if that call had never been made (as pthread_once does
+ * for a cancelled init routine): a waiting fiber, or the next call, runs fn.
  * Errors: FIB_EINVAL (NULL once or fn), FIB_EDEADLK (called from inside
  * its own fn), FIB_EPERM (would wait, outside a fiber), FIB_ECANCELED
  * (would wait, in a cancelled fiber), FIB_ETIMEDOUT (_until).
@@ -626,6 +707,7 @@ typedef struct fib_stack_info {
    * a per-thread pool, so on a reused stack this is the deepest any of its
    * users went: an upper bound, exact for a fresh stack. */
   size_t high_water;
+  uintptr_t reserved[2]; /* zero: room for more without a size change */
 } fib_stack_info;
 
 /*

@@ -4,7 +4,10 @@
 #include "sanitize.h"
 #include "sys.h"
 
-fib_coro *fib_coro_current(void) { return fib__coro_self(); }
+fib_coro *fib_coro_current(void) {
+  fib_coro *co = fib__coro_self();
+  return co && !co->owner ? co : NULL; /* a fiber's own is not for users */
+}
 
 /* ---- sanitizer hooks (sanitize.h): compiled in only under ASan or TSan */
 
@@ -205,7 +208,8 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
     attr = &no_attr;
   size_t usable =
       fib__stack_check(attr->stack_size, FIB_STACK_DEFAULT, attr->guard);
-  if (!usable || (attr->flags & ~FIB_SHARED_FP))
+  if (!usable || (attr->flags & ~FIB_SHARED_FP) ||
+      !fib__all_zero(attr->reserved, sizeof attr->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
 }
@@ -231,9 +235,9 @@ resume_on_new_thread(fib_coro *co, void *in, void **out) {
   return resume(co, NULL, in, out);
 }
 
-int fib_coro_resume(fib_coro *co, void *in, void **out) {
-  if (!co)
-    return FIB_EINVAL;
+/* Resume co after the caller's checks; both resumes inline it. */
+static inline __attribute__((always_inline)) int
+resume_suspended(fib_coro *co, void *in, void **out) {
   if (co->status != FIB_CORO_SUSPENDED)
     return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
 
@@ -245,6 +249,18 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
     return resume_on_new_thread(co, in, out);
   }
   return resume(co, prev, in, out);
+}
+
+int fib_coro_resume(fib_coro *co, void *in, void **out) {
+  if (!co)
+    return FIB_EINVAL;
+  if (co->owner)
+    return FIB_EPERM; /* a fiber's own: only its scheduler resumes it */
+  return resume_suspended(co, in, out);
+}
+
+int fib__coro_resume(fib_coro *co, void *in, void **out) {
+  return resume_suspended(co, in, out);
 }
 
 /* `to` runs in place of `from`: it takes over from's resumer, and where
@@ -275,16 +291,29 @@ _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
   coro_jump(to, from, to, to->sp);
 }
 
-int fib_coro_yield(void *value, void **in) {
-  fib_coro *co = fib__coro_self();
-  if (!co)
-    return FIB_EPERM;
+/* Suspend the running co; both yields inline it. */
+static inline __attribute__((always_inline)) int
+yield_running(fib_coro *co, void *value, void **in) {
   check_canary(co);
   co->in = in;
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
   /* Returns 0 here when resumed; the resumer stored *in. */
   return coro_switch(co, co, co->resumer, &co->sp, co->resumer_sp);
+}
+
+int fib_coro_yield(void *value, void **in) {
+  fib_coro *co = fib__coro_self();
+  /* Outside any coroutine, or in a fiber's own body: a yield there would
+   * go back to the scheduler loop and strand the fiber (fib_yield is the
+   * fiber's way to give way). */
+  if (!co || co->owner)
+    return FIB_EPERM;
+  return yield_running(co, value, in);
+}
+
+int fib__coro_yield(void *value, void **in) {
+  return yield_running(fib__coro_self(), value, in);
 }
 
 _Noreturn void fib__coro_exit(void *value) {
@@ -303,6 +332,8 @@ int fib_coro_status(const fib_coro *co) {
 int fib_coro_destroy(fib_coro *co) {
   if (!co)
     return FIB_EINVAL;
+  if (co->owner)
+    return FIB_EPERM; /* a fiber's own: freed with the fiber */
   if (co->status == FIB_CORO_RUNNING || co->status == FIB_CORO_NORMAL)
     return FIB_EBUSY;
   fib__coro_free(co);

@@ -21,7 +21,11 @@ struct fib_coro {
   void *resumer_sp;         /* saved context of the resumer; valid while
                                RUNNING or NORMAL */
   struct fib_coro *resumer; /* who resumed it; NULL: the thread's stack */
-  fib_coro_fn fn;
+  /* The layer above's record (a fiber) if this is a fiber's own
+   * coroutine, else NULL. Such a coroutine is the scheduler's: the public
+   * coroutine calls refuse it (FIB_EPERM), and fib_coro_current() does not
+   * hand it out. Kept in the cache line a yield reads anyway. */
+  void *owner;
   void *arg;
   fib_coro_state status;
   int shared_fp; /* switches skip the FP control state (FIB_SHARED_FP) */
@@ -39,7 +43,7 @@ struct fib_coro {
   /* Below the fields a switch touches, which it keeps in two cache lines
    * (the record sits 208 bytes below a page end); set once, never read by
    * a switch. */
-  void *owner; /* the layer above's record (a fiber), or NULL */
+  fib_coro_fn fn;
   /* Sanitizer state (sanitize.h); unused, and NULL, in a normal build: */
   void *san_fake;  /* ASan: its fake stack while it is switched out */
   void *san_fiber; /* TSan: its TSan fiber, from create to free */
@@ -88,6 +92,11 @@ static inline void fib__coro_announce(fib_coro *co, const char *name) {
   (void)co;
   (void)name;
 }
+
+/* The scheduler's resume and yield: fib_coro_resume / fib_coro_yield
+ * without the check that keeps a fiber's own coroutine out of reach. */
+int fib__coro_resume(fib_coro *co, void *in, void **out);
+int fib__coro_yield(void *value, void **in);
 
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);

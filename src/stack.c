@@ -343,4 +343,5 @@ void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out) {
   out->guard_size = s->guard_size;
   out->guard = s->mode;
   out->high_water = high_water(s);
+  out->reserved[0] = out->reserved[1] = 0;
 }

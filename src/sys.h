@@ -12,6 +12,7 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 void *fib__sys_mmap(void *addr, size_t len, int prot, int flags);
@@ -26,6 +27,15 @@ void fib__sys_free(void *p);
 
 /* The page size (sysconf, read once). Not a seam: it cannot fail. */
 size_t fib__sys_page_size(void);
+
+/* Whether the `n` words at w are all zero (the public structs' reserved
+ * fields, which a caller must leave zero). */
+static inline int fib__all_zero(const uintptr_t *w, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (w[i])
+      return 0;
+  return 1;
+}
 
 /* Kinds of call, for fib__fault_inject's mask. */
 enum {

@@ -59,7 +59,7 @@ __attribute__((noinline)) static int big_frame(size_t n) {
 
 /* Tell the parent where this stack's guard is, then overflow. */
 static void announce_guard(void) {
-  struct fib__stack *s = fib_coro_current()->stack;
+  struct fib__stack *s = fib__coro_self()->stack; /* the fiber's own */
   fprintf(stderr, "guard %p %p\n", (void *)s->map, (void *)s->lo);
   fflush(stderr);
 }

@@ -44,7 +44,9 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
     unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
-    if (!stack || (attr->flags & ~known_flags))
+    if (!stack || (attr->flags & ~known_flags) ||
+        !fib__all_zero(attr->reserved,
+                       sizeof attr->reserved / sizeof(uintptr_t)))
       return FIB_EINVAL;
   } else {
     attr = &no_attr;
@@ -77,6 +79,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->wake = 0;
   f->timer_armed = 0;
   f->joiner = NULL;
+  f->wait = NULL;
+  f->holds = NULL;
   f->result = NULL;
   f->fn = fn;
   f->arg = arg;
@@ -113,7 +117,7 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
   struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
   if (!t)
     return FIB_ESRCH;
-  if (t->detached || t->joiner)
+  if (t->detached || t->joiner || t == rt->awaited)
     return FIB_EINVAL;
   if (t->state != FIB__FIBER_FINISHED) {
     t->joiner = self;
@@ -138,7 +142,7 @@ int fib_detach(fib_runtime *rt, fib_id id) {
   int err = lookup(rt, id, &t);
   if (err)
     return err;
-  if (t->detached || t->joiner)
+  if (t->detached || t->joiner || t == t->rt->awaited)
     return FIB_EINVAL;
   if (t->state == FIB__FIBER_FINISHED)
     fib__fiber_free_record(t->rt, t);

@@ -43,6 +43,23 @@ enum fib__fiber_state {
   FIB__FIBER_FINISHED  /* returned; co is NULL, result is set */
 };
 
+struct fib__wait; /* waitq.h */
+
+/*
+ * Something a fiber holds that others may wait for: a mutex it owns, a
+ * fib_once whose function it runs. Linked in its holder's list while
+ * held, so that fib_runtime_destroy, which discards fibers without
+ * unwinding them, can give each up (`discard`: the primitive's own way,
+ * e.g. hand the mutex to its next waiter) instead of leaving it held by a
+ * freed record.
+ */
+struct fib__hold {
+  struct fib__hold *next;   /* valid while held */
+  struct fib__hold **pprev; /* the link that points at it, while held */
+  /* Give it up for a discarded holder; it drops h (fib__hold_drop). */
+  void (*discard)(struct fib__hold *h);
+};
+
 struct fib__fiber {
   struct fib__runq_node runq; /* link while READY */
   fib_coro *co;               /* its coroutine; NULL once FINISHED */
@@ -58,6 +75,11 @@ struct fib__fiber {
                                  fib__fiber_park_nocancel (fib_cancel
                                  must not wake it) */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
+  struct fib__wait *wait;     /* the wait-queue call it is inside, from
+                                 before it parks until it returns (its
+                                 nodes may stay linked after a timeout
+                                 until then); NULL otherwise */
+  struct fib__hold *holds;    /* what it holds (struct fib__hold) */
   void *result;               /* valid when FINISHED */
   fib_fn fn;
   void *arg;
@@ -74,9 +96,17 @@ struct fib_runtime {
                                     the next one to finish or the loop:
                                     not on its own stack */
   size_t unfinished;             /* fibers not yet FINISHED */
-  size_t until_timer_check;      /* dispatches left before timers are
-                                    looked at again (fairness to sleepers
-                                    without a clock read per dispatch) */
+  size_t until_loop;             /* dispatches fibers may make among
+                                    themselves (direct hand-offs) before
+                                    control must go back to the loop: to
+                                    look at the timers after one round of
+                                    the fibers that were ready (fairness to
+                                    sleepers without a clock read per
+                                    dispatch), or to end a bounded run
+                                    (FIB_RUN_ONCE, FIB_RUN_NOWAIT); huge
+                                    when there is no reason */
+  struct fib__fiber *awaited;    /* fib_run_join's target: its finish goes
+                                    back to the loop; NULL otherwise */
   fib_id last_id;                /* ids are handed out in order from 1 */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most SPARE_MAX */
@@ -173,6 +203,22 @@ static inline void fib__fiber_ready(struct fib__fiber *f) {
 static inline void fib__fiber_ready_front(struct fib__fiber *f) {
   fib__fiber_unpark(f);
   fib__runq_push_front(&f->rt->runq, &f->runq);
+}
+
+/* `h` is held by `f` from now on. */
+static inline void fib__hold_add(struct fib__fiber *f, struct fib__hold *h) {
+  h->next = f->holds;
+  if (h->next)
+    h->next->pprev = &h->next;
+  h->pprev = &f->holds;
+  f->holds = h;
+}
+
+/* `h` is no longer held (by whoever held it). */
+static inline void fib__hold_drop(struct fib__hold *h) {
+  *h->pprev = h->next;
+  if (h->next)
+    h->next->pprev = h->pprev;
 }
 
 /* fib_cancel's wake-up: if `f` is parked and may be cancelled, make it

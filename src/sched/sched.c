@@ -10,10 +10,13 @@
  * must be freed from another stack).
  */
 #include "fiber.h"
+#include "waitq.h"
 #include "../sys.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
@@ -92,7 +95,8 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     opts = &defaults;
   size_t stack = fib__stack_check(opts->stack_size, FIB_STACK_DEFAULT,
                                   opts->guard);
-  if (!stack || (opts->flags & ~FIB_SHARED_FP))
+  if (!stack || (opts->flags & ~FIB_SHARED_FP) ||
+      !fib__all_zero(opts->reserved, sizeof opts->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   struct fib_runtime *rt = fib__sys_calloc(1, sizeof *rt);
   if (!rt)
@@ -108,6 +112,14 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   return 0;
 }
 
+/* Give up whatever f holds (struct fib__hold): its runtime discards it,
+ * or it finished holding something. */
+static void discard_holds(struct fib__fiber *f) {
+  struct fib__hold *h;
+  while ((h = f->holds) != NULL)
+    h->discard(h); /* drops h */
+}
+
 int fib_runtime_destroy(fib_runtime *rt) {
   if (!rt)
     return FIB_EINVAL;
@@ -116,7 +128,18 @@ int fib_runtime_destroy(fib_runtime *rt) {
   live_remove(rt);
   size_t pos = 0;
   struct fib__fiber *f;
-  /* Walk without deleting (deleting would move entries), then free. */
+  /* The unfinished fibers are discarded: first take every wait node they
+   * left on a primitive's queue off it (the nodes live on the stacks freed
+   * below), and only then give up what they hold, so that a mutex goes
+   * to a live waiter, never to a discarded one. Walk without deleting
+   * (deleting would move entries), then free. */
+  while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
+    if (f->wait)
+      fib__wait_discard(f->wait);
+  pos = 0;
+  while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
+    discard_holds(f);
+  pos = 0;
   while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
     if (f->co)
       fib__coro_free(f->co);
@@ -163,12 +186,11 @@ void fib__fiber_interrupt(struct fib__fiber *f) {
 static inline struct fib__fiber *take_next(struct fib_runtime *rt,
                                            const fib_coro *from) {
   struct fib__list *l = fib__runq_source(&rt->runq);
-  int timers_due = rt->timers.count && rt->until_timer_check == 0;
-  if (!l || timers_due || FIBER_OF(l->head)->co->shared_fp != from->shared_fp)
+  if (!l || rt->until_loop == 0 ||
+      FIBER_OF(l->head)->co->shared_fp != from->shared_fp)
     return NULL;
   struct fib__fiber *next = FIBER_OF(fib__runq_take(&rt->runq, l));
-  if (rt->until_timer_check)
-    rt->until_timer_check--;
+  rt->until_loop--;
   next->state = FIB__FIBER_RUNNING;
   rt->current = next;
   return next;
@@ -188,14 +210,19 @@ static inline int switch_away(struct fib_runtime *rt,
     return 0; /* it was the only ready fiber: carry on */
   if (next)
     return fib__coro_transfer(self->co, next->co);
-  return fib_coro_yield(NULL, NULL);
+  return fib__coro_yield(NULL, NULL);
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 
 void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
   /* Capacity for one timer per record was reserved at spawn. */
-  fib__timers_add(&self->rt->timers, &self->timer, deadline);
+  struct fib_runtime *rt = self->rt;
+  fib__timers_add(&rt->timers, &self->timer, deadline);
   self->timer_armed = 1;
+  /* The loop looks at the timers after one round of the fibers ready now
+   * (there may have been no timer, and so no reason to look, until now). */
+  if (rt->until_loop > fib__runq_len(&rt->runq))
+    rt->until_loop = fib__runq_len(&rt->runq);
 }
 
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
@@ -237,6 +264,8 @@ static void free_zombie(struct fib_runtime *rt) {
 _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   struct fib_runtime *rt = self->rt;
   fib_coro *co = self->co;
+  if (__builtin_expect(self->holds != NULL, 0))
+    discard_holds(self); /* a mutex it never unlocked goes to its waiter */
   free_zombie(rt); /* the previous one: we are on another stack */
   rt->zombie = co; /* ours, once we are off it */
   self->co = NULL;
@@ -247,7 +276,7 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     fib__fiber_ready_front(self->joiner); /* it collects and frees us */
   else if (self->detached)
     fib__fiber_free_record(rt, self);
-  struct fib__fiber *next = take_next(rt, co);
+  struct fib__fiber *next = self == rt->awaited ? NULL : take_next(rt, co);
   if (next)
     fib__coro_finish_into(co, next->co);
   rt->current = NULL;
@@ -275,7 +304,83 @@ static void sleep_thread(const struct fib_runtime *rt) {
     ;
 }
 
-int fib_run(fib_runtime *rt) {
+/* Clamp a size_t count into a non-negative int result. */
+static int count_result(size_t n) { return n > INT_MAX ? INT_MAX : (int)n; }
+
+/* How far a run goes (the public calls that start one). */
+enum run_mode {
+  RUN_ALL,    /* fib_run, fib_run_join */
+  RUN_ONCE,   /* fib_run_once */
+  RUN_NOWAIT  /* fib_run_nowait */
+};
+
+/*
+ * The scheduler loop, on the thread's own stack, for every kind of run:
+ *   RUN_ALL          until every fiber has finished, or none can go on;
+ *   RUN_ONCE         one round of the fibers ready (after sleeping until
+ *                    the earliest deadline if none is);
+ *   RUN_NOWAIT       one round of the fibers ready now, never sleeping;
+ *   awaited != NULL  (fib_run_join, RUN_ALL) until that fiber finishes.
+ * A round is as many dispatches as there were fibers ready when it began
+ * (a fiber readied during it may take the place of one that was).
+ */
+static int run_loop(struct fib_runtime *rt, enum run_mode mode,
+                    const struct fib__fiber *awaited) {
+  const int bounded = mode != RUN_ALL;
+  size_t budget = SIZE_MAX; /* dispatches left in a bounded run's round */
+  for (;;) {
+    if (awaited && awaited->state == FIB__FIBER_FINISHED)
+      return 0;
+    size_t ready = fib__runq_len(&rt->runq);
+    if (rt->timers.count && (rt->until_loop == 0 || ready == 0)) {
+      expire_timers(rt, fib_now_ns());
+      /* Look again after one round of the fibers ready now: sleepers are
+       * never starved by fibers that keep yielding. */
+      rt->until_loop = ready = fib__runq_len(&rt->runq);
+    } else if (!rt->timers.count) {
+      rt->until_loop = SIZE_MAX;
+    }
+    if (ready == 0) {
+      if (!rt->timers.count) { /* every unfinished fiber waits for another */
+        if (bounded) /* the program may yet ready one from outside */
+          return count_result(rt->unfinished);
+        return rt->unfinished ? FIB_EDEADLK : 0;
+      }
+      if (mode == RUN_NOWAIT || budget != SIZE_MAX)
+        return count_result(rt->unfinished); /* nowait, or a round ran */
+      sleep_thread(rt);
+      continue;
+    }
+    if (bounded) {
+      if (budget == SIZE_MAX)
+        budget = ready; /* the round: the fibers ready now */
+      else if (budget == 0)
+        return count_result(rt->unfinished);
+      if (rt->until_loop > budget)
+        rt->until_loop = budget;
+    }
+
+    struct fib__fiber *f = FIBER_OF(fib__runq_pop(&rt->runq));
+    if (rt->until_loop)
+      rt->until_loop--;
+    size_t before = rt->until_loop;
+    f->state = FIB__FIBER_RUNNING;
+    rt->current = f;
+    (void)fib__coro_resume(f->co, NULL, NULL);
+    /* Back from whichever fiber ran last (fibers switch among themselves);
+     * if it finished, it did its own bookkeeping but left its stack. */
+    rt->current = NULL;
+    free_zombie(rt);
+    if (bounded) { /* this dispatch and the hand-offs the fibers made (an
+                      over-count if a timer was armed meanwhile) */
+      size_t used = 1 + (before > rt->until_loop ? before - rt->until_loop : 0);
+      budget = used < budget ? budget - used : 0;
+    }
+  }
+}
+
+/* The start and end of every run on this thread. */
+static int loop_enter(struct fib_runtime *rt) {
   if (!rt)
     return FIB_EINVAL;
   if (rt->running || fib__tl_runtime)
@@ -285,39 +390,47 @@ int fib_run(fib_runtime *rt) {
     return err;
   rt->running = 1;
   fib__tl_runtime = rt;
+  return 0;
+}
 
-  int result = 0;
-  for (;;) {
-    if (rt->timers.count &&
-        (rt->until_timer_check == 0 || fib__runq_len(&rt->runq) == 0)) {
-      expire_timers(rt, fib_now_ns());
-      /* Look again after one round of the fibers ready now: sleepers are
-       * never starved by fibers that keep yielding. */
-      rt->until_timer_check = fib__runq_len(&rt->runq);
-      if (rt->until_timer_check == 0) {
-        sleep_thread(rt);
-        continue;
-      }
-    }
-    struct fib__runq_node *n = fib__runq_pop(&rt->runq);
-    if (!n) {
-      result = rt->unfinished ? FIB_EDEADLK : 0;
-      break;
-    }
-    if (rt->until_timer_check)
-      rt->until_timer_check--;
-
-    struct fib__fiber *f = FIBER_OF(n);
-    f->state = FIB__FIBER_RUNNING;
-    rt->current = f;
-    (void)fib_coro_resume(f->co, NULL, NULL);
-    /* Back from whichever fiber ran last (fibers switch among themselves);
-     * if it finished, it did its own bookkeeping but left its stack. */
-    rt->current = NULL;
-    free_zombie(rt);
-  }
-
+static int loop_leave(struct fib_runtime *rt, int result) {
   rt->running = 0;
   fib__tl_runtime = NULL;
   return result;
+}
+
+static int run(struct fib_runtime *rt, enum run_mode mode) {
+  int err = loop_enter(rt);
+  return err ? err : loop_leave(rt, run_loop(rt, mode, NULL));
+}
+
+int fib_run(fib_runtime *rt) { return run(rt, RUN_ALL); }
+int fib_run_once(fib_runtime *rt) { return run(rt, RUN_ONCE); }
+int fib_run_nowait(fib_runtime *rt) { return run(rt, RUN_NOWAIT); }
+
+int fib_run_join(fib_runtime *rt, fib_id id, void **result) {
+  int err = loop_enter(rt);
+  if (err)
+    return err;
+  struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
+  if (!t)
+    return loop_leave(rt, FIB_ESRCH);
+  if (t->detached || t->joiner)
+    return loop_leave(rt, FIB_EINVAL);
+  rt->awaited = t;
+  err = run_loop(rt, RUN_ALL, t);
+  rt->awaited = NULL;
+  if (!err) {
+    if (result)
+      *result = t->result;
+    fib__fiber_free_record(rt, t);
+  }
+  return loop_leave(rt, err);
+}
+
+uint64_t fib_runtime_next_ns(const fib_runtime *rt) {
+  if (!rt || fib__runq_len(&rt->runq))
+    return 0;
+  const struct fib__timer *tm = fib__timers_first(&rt->timers);
+  return tm ? tm->deadline : UINT64_MAX;
 }

@@ -31,17 +31,24 @@
 #define FIB__SCHED_WAITQ_H
 
 #include "fiber.h"
+#include "../sys.h"
 
 #include <stddef.h>
 
-/* One blocking call of one fiber. */
+struct fib__waitq;
+struct fib__wnode;
+
+/* One blocking call of one fiber. While the call lasts, fiber->wait points
+ * at it, so that a runtime destroyed with the fiber parked can unlink the
+ * nodes (which live on the stack it frees): fib__wait_discard. */
 struct fib__wait {
   struct fib__fiber *fiber; /* the parked fiber */
   size_t fired;             /* index of the node that completed it */
   int result;               /* what the completer reports (0, FIB_EPIPE) */
+  int nodes_on_heap;        /* nodes came from fib__sys_malloc */
+  struct fib__wnode *nodes; /* its nodes, an array of count */
+  size_t count;
 };
-
-struct fib__waitq;
 
 struct fib__wnode {
   struct fib__wnode *next, *prev; /* valid while q != NULL */
@@ -142,6 +149,18 @@ static inline void fib__waitq_complete_all(struct fib__waitq *q, int result) {
     fib__waitq_complete_first(q, result);
 }
 
+/* The fiber of `w` is discarded (fib_runtime_destroy) in the middle of
+ * its call: take its nodes off their queues and free what the call
+ * allocated. Nothing of the call runs again. */
+static inline void fib__wait_discard(struct fib__wait *w) {
+  for (size_t i = 0; i < w->count; i++)
+    if (w->nodes[i].q)
+      fib__waitq_unlink(&w->nodes[i]);
+  if (w->nodes_on_heap)
+    fib__sys_free(w->nodes);
+  w->fiber->wait = NULL;
+}
+
 /* The start of every call that may wait, even one that will not have to:
  * 0 and the calling fiber in *self, or FIB_EPERM (not a fiber that may
  * block) or FIB_ECANCELED (cancelled), before any side effect. */
@@ -162,12 +181,15 @@ static inline int fib__waiter(struct fib__fiber **self) {
 static inline int fib__waitq_wait(struct fib__waitq *q,
                                   struct fib__fiber *self, void *elem,
                                   uint64_t deadline) {
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.fiber = self, .wait = &w, .elem = elem};
+  struct fib__wnode n = {.fiber = self, .elem = elem};
+  struct fib__wait w = {.fiber = self, .nodes = &n, .count = 1};
+  n.wait = &w;
   fib__waitq_push(q, &n);
+  self->wait = &w;
   if (deadline != FIB__NO_DEADLINE)
     fib__fiber_arm(self, deadline);
   (void)fib__fiber_suspend(self, FIB__FIBER_BLOCKED);
+  self->wait = NULL;
   int err = self->wake;
   if (err) {
     if (n.q)

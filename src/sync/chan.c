@@ -351,7 +351,8 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
     if (!nodes)
       return FIB_ENOMEM;
   }
-  struct fib__wait w = {self, 0, 0};
+  struct fib__wait w = {.fiber = self, .nodes = nodes,
+                        .nodes_on_heap = nodes != on_stack};
   size_t m = 0;
   for (size_t i = 0; i < n; i++) {
     fib_select_case *k = &cases[i];
@@ -365,7 +366,10 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
     nd->elem = k->elem;
     fib__waitq_push(k->op == FIB_SELECT_SEND ? &c->sendq : &c->recvq, nd);
   }
+  w.count = m;
+  self->wait = &w;
   int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline_ns);
+  self->wait = NULL;
   for (size_t j = 0; j < m; j++)
     if (nodes[j].q)
       fib__waitq_unlink(&nodes[j]);

@@ -21,9 +21,11 @@
 
 #define FIB__DEAD_MAGIC 0xdeadf1b0u
 
-/* The record `priv` must fit the public struct `pub`... */
+/* The record `priv` must fit the public struct `pub`, leaving room for a
+ * lock word and a pointer (the ABI headroom fibers.h promises)... */
 #define FIB__CHECK_FITS(pub, priv)                                             \
-  _Static_assert(sizeof(pub) >= sizeof(priv), #priv " fits " #pub);           \
+  _Static_assert(sizeof(pub) >= sizeof(priv) + 2 * sizeof(uint64_t),         \
+                 #priv " fits " #pub " with room to spare");                   \
   _Static_assert(alignof(pub) >= alignof(priv), #priv " aligned in " #pub)
 
 /* ...and, for fib__live, start with its magic. */

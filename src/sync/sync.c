@@ -8,6 +8,7 @@
 #include "storage.h"
 #include "../sched/waitq.h"
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* ------------------------------------------------------------- mutex */
@@ -18,8 +19,18 @@ struct mutex {
   uint32_t magic;
   struct fib__fiber *owner; /* NULL: unlocked */
   struct fib__waitq waiters; /* fibers in lock; owner != NULL if any live */
+  struct fib__hold held;     /* in owner's holds while locked */
 };
 FIB__CHECK_STORAGE(fib_mutex, struct mutex);
+
+static void mutex_discard(struct fib__hold *h);
+
+/* x is locked by f from now on. */
+static inline void mutex_own(struct mutex *x, struct fib__fiber *f) {
+  x->owner = f;
+  x->held.discard = mutex_discard;
+  fib__hold_add(f, &x->held);
+}
 
 int fib_mutex_init(fib_mutex *m) {
   return fib__start(m, MUTEX_MAGIC, sizeof(struct mutex)) ? 0 : FIB_EINVAL;
@@ -40,7 +51,7 @@ int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns) {
   if (err)
     return err;
   if (!x->owner) {
-    x->owner = self;
+    mutex_own(x, self);
     return 0;
   }
   if (x->owner == self)
@@ -62,19 +73,29 @@ int fib_mutex_trylock(fib_mutex *m) {
     return FIB_EPERM;
   if (x->owner)
     return FIB_EBUSY;
-  x->owner = self;
+  mutex_own(x, self);
   return 0;
 }
 
 /* Hand x to its longest live waiter, or leave it unlocked. */
 static void mutex_release(struct mutex *x) {
+  fib__hold_drop(&x->held);
   struct fib__wnode *n = fib__waitq_first(&x->waiters);
   if (n) {
-    x->owner = n->fiber;
+    mutex_own(x, n->fiber);
     fib__waitq_complete_first(&x->waiters, 0);
   } else {
     x->owner = NULL;
   }
+}
+
+/* Its owner is discarded with its runtime (fib_runtime_destroy, which has
+ * already unlinked the discarded fibers' waits): the next live waiter, if
+ * any (a fiber of another runtime), gets it, as from an unlock. */
+static void mutex_discard(struct fib__hold *h) {
+  struct mutex *x =
+      (struct mutex *)(void *)((char *)h - offsetof(struct mutex, held));
+  mutex_release(x); /* drops h */
 }
 
 int fib_mutex_unlock(fib_mutex *m) {
@@ -96,13 +117,16 @@ int fib_mutex_unlock(fib_mutex *m) {
  */
 static void mutex_relock(struct mutex *x, struct fib__fiber *self) {
   if (!x->owner) {
-    x->owner = self;
+    mutex_own(x, self);
     return;
   }
-  struct fib__wait w = {self, 0, 0};
-  struct fib__wnode n = {.fiber = self, .wait = &w};
+  struct fib__wnode n = {.fiber = self};
+  struct fib__wait w = {.fiber = self, .nodes = &n, .count = 1};
+  n.wait = &w;
   fib__waitq_push(&x->waiters, &n);
+  self->wait = &w;
   fib__fiber_park_nocancel(self); /* mutex_release made us the owner */
+  self->wait = NULL;
 }
 
 /* -------------------------------------------------------------- cond */
@@ -259,7 +283,8 @@ int fib_wg_add(fib_wg *g, int64_t delta) {
   struct wg *x = fib__live(g, WG_MAGIC);
   if (!x)
     return FIB_EINVAL;
-  if (delta < 0 && x->count < -delta)
+  /* -count, not -delta: count >= 0, while -INT64_MIN overflows. */
+  if (delta < 0 && delta < -x->count)
     return FIB_EINVAL;
   if (delta > 0 && x->count > INT64_MAX - delta)
     return FIB_EOVERFLOW;
@@ -294,37 +319,61 @@ struct once {
   uint32_t state;            /* ONCE_*; zero bits: not run yet */
   struct fib__fiber *runner; /* while RUNNING: who runs fn (NULL: no fiber) */
   struct fib__waitq waiters; /* fibers waiting for fn to return */
+  struct fib__hold held;     /* in runner's holds while it runs fn */
 };
 FIB__CHECK_FITS(fib_once, struct once);
+
+/* The fiber running fn finished inside it (fib_exit) or was discarded
+ * with its runtime: as if the call had never been made (what pthread_once
+ * does for a cancelled init routine). The waiters look again, and the
+ * first of them runs fn. */
+static void once_discard(struct fib__hold *h) {
+  struct once *x =
+      (struct once *)(void *)((char *)h - offsetof(struct once, held));
+  fib__hold_drop(h);
+  x->state = ONCE_NEW;
+  x->runner = NULL;
+  fib__waitq_complete_all(&x->waiters, 0);
+}
 
 int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
                         uint64_t deadline_ns) {
   if (!o || !fn)
     return FIB_EINVAL;
   struct once *x = (struct once *)(void *)&o->opaque;
-  struct fib__fiber *self = fib__fiber_self();
-  switch (x->state) {
-  case ONCE_DONE:
-    return 0;
-  case ONCE_NEW:
-    x->state = ONCE_RUNNING;
-    x->runner = self;
-    fn(arg);
-    x->state = ONCE_DONE;
-    x->runner = NULL;
-    fib__waitq_complete_all(&x->waiters, 0);
-    return 0;
-  case ONCE_RUNNING:
-    break;
-  default:
-    return FIB_EINVAL; /* not a fib_once */
+  for (;;) {
+    struct fib__fiber *self = fib__fiber_self();
+    switch (x->state) {
+    case ONCE_DONE:
+      return 0;
+    case ONCE_NEW:
+      x->state = ONCE_RUNNING;
+      x->runner = self;
+      if (self) {
+        x->held.discard = once_discard;
+        fib__hold_add(self, &x->held);
+      }
+      fn(arg);
+      if (self) /* fn runs on the caller's stack: self is still it */
+        fib__hold_drop(&x->held);
+      x->state = ONCE_DONE;
+      x->runner = NULL;
+      fib__waitq_complete_all(&x->waiters, 0);
+      return 0;
+    case ONCE_RUNNING:
+      break;
+    default:
+      return FIB_EINVAL; /* not a fib_once */
+    }
+    if (x->runner == self) /* also outside fibers: NULL == NULL */
+      return FIB_EDEADLK;
+    int err = fib__waiter(&self);
+    if (!err)
+      err = fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
+    if (err)
+      return err;
+    /* Woken: fn returned, or its runner went away; look again. */
   }
-  if (x->runner == self) /* also outside fibers: NULL == NULL */
-    return FIB_EDEADLK;
-  int err = fib__waiter(&self);
-  if (err)
-    return err;
-  return fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
 }
 
 int fib_once_call(fib_once *o, void (*fn)(void *), void *arg) {
