@@ -4,6 +4,7 @@
  * stack information with the high-water mark.
  */
 #include "debug.h"
+#include "fibers/debug.h"
 #include "arch/context.h"
 #include "sched/fiber.h"
 #include "stack.h"
