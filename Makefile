@@ -104,6 +104,7 @@ test-tsan-%:
 test-valgrind:
 	@CC=$(VALGRIND_CC) $(CMAKE) -S . -B build-valgrind \
 	    -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(SAN_CMAKE_ARGS) \
+	    -DFIB_WITH_VALGRIND=ON \
 	    "-DFIB_TEST_LAUNCHER=bash;$(CURDIR)/tests/tools/valgrind_run.sh" \
 	    >/dev/null
 	$(CMAKE) --build build-valgrind -j $(JOBS) >/dev/null

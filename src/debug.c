@@ -3,6 +3,7 @@
  * where every layer keeps what a debugger needs. It reads every layer's
  * records, so it sits above them all and nothing includes it.
  */
+#include "fibers/debug.h"
 #include "arch/context.h"
 #include "sched/fiber.h"
 #include "stack.h"

@@ -1,11 +1,11 @@
 /*
  * sanitize.h -- which dynamic-analysis tools the library is built for.
  *
- * The hooks are compiled in automatically when the library itself is
- * compiled with a sanitizer; nothing to configure. Defining
- * FIB__NO_SANITIZER_HOOKS (CMake: -DFIB_SANITIZER_HOOKS=OFF) leaves them out
- * even then, valgrind's too: only for proving that the regression tests
- * fail without them.
+ * The sanitizer hooks are compiled in automatically when the library itself
+ * is compiled with a sanitizer; valgrind's when the build asks for them.
+ * Defining FIB__NO_SANITIZER_HOOKS (CMake: -DFIB_SANITIZER_HOOKS=OFF)
+ * leaves them all out: only for proving that the regression tests fail
+ * without them.
  *
  *   FIB__ASAN      AddressSanitizer (and its LeakSanitizer): coro.c tells it
  *                 about every switch; stack.c unpoisons reused stacks and
@@ -13,10 +13,12 @@
  *   FIB__TSAN      ThreadSanitizer: one TSan fiber per coroutine (coro.c).
  *   FIB__SAN_HOOKS either of them: coro_switch is then start hook, switch,
  *                 finish hook instead of a tail call.
- *   FIB__VALGRIND  <valgrind/valgrind.h> is there: every stack is registered
- *                 (stack.c). Its client requests are a few no-op
- *                 instructions outside valgrind, so this one is always on
- *                 when the header is.
+ *   FIB__VALGRIND  the build asked for valgrind (CMake: -DFIB_WITH_VALGRIND=ON,
+ *                 which defines FIB__WITH_VALGRIND): every stack is
+ *                 registered (stack.c). Its client requests are a few no-op
+ *                 instructions outside valgrind; the choice is explicit so
+ *                 that the build does not depend on which headers happen to
+ *                 be installed.
  */
 #ifndef FIB__SANITIZE_H
 #define FIB__SANITIZE_H
@@ -56,11 +58,9 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-#if defined(__has_include) && !defined(FIB__NO_SANITIZER_HOOKS)
-#if __has_include(<valgrind/valgrind.h>)
+#if defined(FIB__WITH_VALGRIND) && !defined(FIB__NO_SANITIZER_HOOKS)
 #include <valgrind/valgrind.h>
 #define FIB__VALGRIND 1
-#endif
 #endif
 #ifndef FIB__VALGRIND
 #define FIB__VALGRIND 0

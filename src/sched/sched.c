@@ -10,6 +10,7 @@
  * must be freed from another stack).
  */
 #include "fiber.h"
+#include "fibers/debug.h"
 #include "waitq.h"
 #include "../sys.h"
 

@@ -2,8 +2,9 @@
 # exported_symbols.sh NM HEADER EXPORTS_TXT SHARED_LIB [STATIC_LIB]
 #
 # The shared library exports exactly the public API:
-#   1. the functions include/fibers.h declares FIB_API (parsed from the
-#      header) are exactly the list checked in as tests/tools/exports.txt;
+#   1. the functions include/fibers.h and the headers in include/fibers/
+#      declare FIB_API (parsed from the headers) are exactly the list
+#      checked in as tests/tools/exports.txt;
 #   2. the defined dynamic symbols of libfibers.so (nm -D --defined-only)
 #      are exactly that list: nothing missing, nothing extra, and in
 #      particular no fib__* internal symbol;
@@ -18,6 +19,12 @@ export LC_ALL=C
 fail=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# HEADER and the public headers installed beside it in fibers/ (the
+# debugger layout, fibers/debug.h, declares an exported object).
+headers=("$header")
+for h in "$(dirname "$header")"/fibers/*.h; do
+  [ -e "$h" ] && headers+=("$h")
+done
 
 # --- 1. the header, parsed: comments and preprocessor lines removed, then
 # every `FIB_API ... name(` is a declaration of an exported function.
@@ -25,13 +32,13 @@ perl -0777 -ne '
   s{/\*.*?\*/}{ }gs; s{//[^\n]*}{}g;
   s{^[ \t]*#(?:[^\n]*\\\n)*[^\n]*}{}gm;
   while (/\bFIB_API\b([^;{]*?)\b([A-Za-z_]\w*)\s*\(/g) { print "$2\n" }
-' "$header" | sort -u > "$tmp/functions"
+' "${headers[@]}" | sort -u > "$tmp/functions"
 # ... and every `FIB_API extern ... name;` one of an exported object.
 perl -0777 -ne '
   s{/\*.*?\*/}{ }gs; s{//[^\n]*}{}g;
   s{^[ \t]*#(?:[^\n]*\\\n)*[^\n]*}{}gm;
   while (/\bFIB_API\s+extern\b[^;({]*?\b([A-Za-z_]\w*)\s*;/g) { print "$1\n" }
-' "$header" | sort -u > "$tmp/objects"
+' "${headers[@]}" | sort -u > "$tmp/objects"
 sort -u "$tmp/functions" "$tmp/objects" > "$tmp/header"
 if [ ! -s "$tmp/header" ]; then
   echo "FAIL: found no FIB_API declaration in $header (parser broken?)"

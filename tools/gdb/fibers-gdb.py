@@ -1,5 +1,7 @@
 # fibers-gdb.py -- gdb commands for programs that use the fibers library.
 #
+#   gdb loads it by itself for a program that uses the installed shared
+#   library (docs/packaging.md); otherwise, e.g. for a static link:
 #   (gdb) source /usr/local/share/fibers/gdb/fibers-gdb.py
 #   (gdb) info fibers            every fiber of every live runtime
 #   (gdb) fiber bt ID [RT]       the backtrace of a suspended fiber (RT: the
@@ -7,10 +9,10 @@
 #
 # Works on a live process and on a core file. Nothing about the library's
 # records is hard-coded here: the library exports `fib_debug_layout`
-# (include/fibers.h, "safety and debugging"), a versioned description of
-# where the runtime registry, the fiber records, the stacks and a
-# suspended context's saved registers are. This script understands
-# version 1 of that description.
+# (include/fibers/debug.h), a versioned description of where the runtime
+# registry, the fiber records, the stacks and a suspended context's saved
+# registers are. This script reads the fields
+# of version 1 of that description, from version 1 or any later one.
 #
 # A suspended fiber's backtrace is shown by a gdb unwinder that, for the
 # one command, makes the caller of the innermost frame be the fiber's
@@ -31,12 +33,14 @@ except ImportError:  # gdb < 14: any object with sp and pc attributes
             self.sp = sp
             self.pc = pc
 
-LAYOUT_VERSION = 1
+MIN_LAYOUT_VERSION = 1
 STATES = {0: "ready", 1: "running", 2: "blocked", 3: "sleeping", 4: "finished"}
 U32_FIELDS = ("rt_next rt_slots rt_mask rt_current slot_size slot_id "
               "slot_value fiber_id fiber_state fiber_co fiber_name coro_sp "
               "coro_stack coro_status stack_lo stack_usable stack_guard "
               "stack_mode").split()
+U32_BASE = 36  # offset of rt_next, the first of U32_FIELDS
+LAYOUT_SIZE = U32_BASE + 4 * len(U32_FIELDS)  # the bytes read here
 SCAN_PAGE = 4096  # granularity of the high-water scan
 GUARD_NONE = 3  # fib_guard_mode FIB_GUARD_NONE: a canary word at lo
 CANARY_SIZE = 8
@@ -76,10 +80,14 @@ class Layout:
                                "program linked with the fibers library?")
         self.version = _u32(base)
         self.size = _u32(base + 4)
-        if self.version != LAYOUT_VERSION:
-            raise gdb.GdbError("fibers: fib_debug_layout version %d; this "
-                               "script knows version %d" %
-                               (self.version, LAYOUT_VERSION))
+        # The struct only grows (fibers/debug.h): a later version keeps
+        # every field this script reads where it was, so any version from
+        # the first on will do if it is large enough to hold them.
+        if self.version < MIN_LAYOUT_VERSION or self.size < LAYOUT_SIZE:
+            raise gdb.GdbError(
+                "fibers: fib_debug_layout version %d, %d bytes: this script "
+                "needs version %d or later, at least %d bytes" %
+                (self.version, self.size, MIN_LAYOUT_VERSION, LAYOUT_SIZE))
         self.arch = _cstr(_u64(base + 8))
         regs = _cstr(_u64(base + 16), 1024)
         self.frame_regs = [(n, int(o)) for n, o in
@@ -87,9 +95,7 @@ class Layout:
         self.runtimes = _u64(base + 24)
         self.frame_size = _u32(base + 32)
         for i, name in enumerate(U32_FIELDS):
-            setattr(self, name, _u32(base + 36 + 4 * i))
-        if self.size < 36 + 4 * len(U32_FIELDS):
-            raise gdb.GdbError("fibers: fib_debug_layout is too small")
+            setattr(self, name, _u32(base + U32_BASE + 4 * i))
 
 
 class Fiber:
