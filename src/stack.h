@@ -41,8 +41,10 @@ struct fib__stack {
 
 /* Whether g is one of the fib_guard_mode values. */
 static inline int fib__guard_mode_known(fib_guard_mode g) {
-  return g == FIB_GUARD_AUTO || g == FIB_GUARD_MADVISE ||
-         g == FIB_GUARD_MPROTECT || g == FIB_GUARD_NONE;
+  _Static_assert(FIB_GUARD_AUTO == 0 && FIB_GUARD_MADVISE == 1 &&
+                     FIB_GUARD_MPROTECT == 2 && FIB_GUARD_NONE == 3,
+                 "the modes are 0..3: one unsigned comparison checks them");
+  return (unsigned)g <= (unsigned)FIB_GUARD_NONE;
 }
 
 /*

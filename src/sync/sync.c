@@ -28,12 +28,15 @@ static void mutex_discard(struct fib__hold *h);
 /* x is locked by f from now on. */
 static inline void mutex_own(struct mutex *x, struct fib__fiber *f) {
   x->owner = f;
-  x->held.discard = mutex_discard;
   fib__hold_add(f, &x->held);
 }
 
 int fib_mutex_init(fib_mutex *m) {
-  return fib__start(m, MUTEX_MAGIC, sizeof(struct mutex)) ? 0 : FIB_EINVAL;
+  struct mutex *x = fib__start(m, MUTEX_MAGIC, sizeof *x);
+  if (!x)
+    return FIB_EINVAL;
+  x->held.discard = mutex_discard;
+  return 0;
 }
 
 int fib_mutex_destroy(fib_mutex *m) {
