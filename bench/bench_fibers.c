@@ -6,6 +6,9 @@
  *   switch_shared_fp  the same with FIB_SHARED_FP (no MXCSR / x87 CW)
  *   create      ns per fib_coro_create + first resume to completion +
  *               fib_coro_destroy (the stack comes from the per-thread pool)
+ *   create_mixed  the same, alternating 64 KiB and 128 KiB stacks: a
+ *               program with two stack sizes must still be served by the
+ *               pool (compare with create, measured in the same run)
  *   spawn_join  ns per fib_spawn + fib_join of a fiber that returns at once
  *   yield       ns per hop: two fibers fib_yield() to each other through the
  *               scheduler
@@ -96,6 +99,31 @@ static void bench_create(long n) {
   double t1 = bench_now_ns();
   bench_report("create", "fibers", (t1 - t0) / (double)n, "ns", n,
                "64 KiB guarded stack from the pool");
+}
+
+/* Two sizes in turn, each create right after the other size's destroy:
+ * the pool's head is always the wrong size, the worst case for a pool
+ * that looks at one list. */
+__attribute__((noinline)) void bench_create_mixed_loop(long n);
+__attribute__((noinline)) void bench_create_mixed_loop(long n) {
+  static const fib_attr sizes[2] = {{.stack_size = 64 * 1024},
+                                    {.stack_size = 128 * 1024}};
+  for (long i = 0; i < n; i++) {
+    fib_coro *co;
+    check(fib_coro_create(&co, create_body, NULL, &sizes[i & 1]),
+          "fib_coro_create");
+    check(fib_coro_resume(co, NULL, NULL), "fib_coro_resume");
+    check(fib_coro_destroy(co), "fib_coro_destroy");
+  }
+}
+
+static void bench_create_mixed(long n) {
+  bench_create_mixed_loop(n / 10 + 1);
+  double t0 = bench_now_ns();
+  bench_create_mixed_loop(n);
+  double t1 = bench_now_ns();
+  bench_report("create_mixed", "fibers", (t1 - t0) / (double)n, "ns", n,
+               "64 KiB and 128 KiB guarded stacks in turn");
 }
 
 /* --------------------------------------------------------- spawn_join */
@@ -407,8 +435,8 @@ static void bench_mutex(long n) {
 
 int main(int argc, char **argv) {
   const char *benches =
-      "switch switch_shared_fp create spawn_join yield idle_rss_100k "
-      "idle_rss_1m skynet_1m chan_unbuffered chan_buffered mutex_handoff "
+      "switch switch_shared_fp create create_mixed spawn_join yield "
+      "idle_rss_100k idle_rss_1m skynet_1m chan_unbuffered chan_buffered mutex_handoff "
       "select4";
   if (argc != 3) {
     bench_usage(argv[0], benches);
@@ -426,6 +454,8 @@ int main(int argc, char **argv) {
     bench_switch(b, n, FIB_SHARED_FP);
   else if (!strcmp(b, "create"))
     bench_create(n);
+  else if (!strcmp(b, "create_mixed"))
+    bench_create_mixed(n);
   else if (!strcmp(b, "spawn_join"))
     bench_spawn_join(n);
   else if (!strcmp(b, "yield"))

@@ -55,6 +55,8 @@ BENCHES = [
     ("create", "ns",
      {"fibers": 1_000_000, "boost_context": 1_000_000, "ucontext": 100_000},
      {"fibers": 10_000, "boost_context": 10_000, "ucontext": 1_000}),
+    # Two stack sizes in turn; compared with our own create (SELF_TARGETS).
+    ("create_mixed", "ns", {"fibers": 1_000_000}, {"fibers": 10_000}),
     ("spawn_join", "ns",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 1_000_000},
      {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
@@ -126,6 +128,13 @@ RATIO_TARGETS = [
     ("mutex_handoff", "boost_fiber", 0.5),
     ("select4", "go", 0.3),
     ("select4", "boost_fiber", 0.5),
+]
+# Targets against another row of ours from the same run: (bench, our
+# reference bench, max ratio).
+SELF_TARGETS = [
+    # A program that mixes stack sizes is served by the pool as well as
+    # one that uses a single size.
+    ("create_mixed", "create", 1.2),
 ]
 IDLE_TARGET_BYTES = 4400
 IDLE_TARGET_N = 1_000_000
@@ -353,7 +362,8 @@ def print_table(cells, order, mode, out):
 
 def print_targets(cells, mode, out):
     w = out.write
-    w("Issue 3 and 6 targets (ratios ours/peer from this run)%s:\n" % (
+    w("Issue 3 and 6 targets, and ours against ours (ratios from this "
+      "run)%s:\n" % (
         "; informational only at smoke sizes" if mode == SMOKE else ""))
     for bench, peer, limit in RATIO_TARGETS:
         # switch_shared_fp is compared with the peer's ordinary switch.
@@ -375,6 +385,17 @@ def print_targets(cells, mode, out):
         same_n = "" if ours.n == other.n else " (n: ours %d, %s %d)" % (
             ours.n, peer, other.n)
         w("  %s %-6s ratio %.3f%s\n" % (label, verdict, ratio, same_n))
+    for bench, ref, limit in SELF_TARGETS:
+        ours, other = cells.get((bench, "fibers")), cells.get((ref, "fibers"))
+        label = "%-19s <= %.2f x %-14s" % (bench, limit, ref + " (ours)")
+        if not ours or not other:
+            w("  %s not run\n" % label)
+        elif not ours.values or not other.values:
+            w("  %s NOT MEASURED\n" % label)
+        else:
+            ratio = ours.stats()[0] / other.stats()[0]
+            w("  %s %-6s ratio %.3f\n" % (
+                label, "MET" if ratio <= limit else "MISSED", ratio))
     c = cells.get(("idle_rss_1m", "fibers"))
     if c and c.values:
         med = c.stats()[0]
@@ -410,6 +431,7 @@ def callgrind(impls, bin_dir, out_dir, mode, out):
     jobs = [("switch", "fibers", 2), ("switch_shared_fp", "fibers", 2),
             ("switch", "boost_context", 2),
             ("create", "fibers", 1), ("create", "boost_context", 1),
+            ("create_mixed", "fibers", 1),
             ("spawn_join", "fibers", 1), ("yield", "fibers", 1),
             # Issue 6: per message / lock / (send + select).
             ("chan_unbuffered", "fibers", 1), ("chan_buffered", "fibers", 1),

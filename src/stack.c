@@ -10,17 +10,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
 #endif
-
-/* Stacks kept per thread for reuse. Pooled stacks keep their touched pages
- * (no madvise on the spawn/exit path); the bound caps that memory at
- * POOL_MAX stacks' worth. */
-#define POOL_MAX 256
 
 size_t fib__stack_round_size(size_t requested, size_t fallback) {
   size_t size = requested ? requested : fallback;
@@ -213,11 +209,40 @@ static int unmap_stack(struct fib__stack *s) {
   return 0;
 }
 
-/* ---- the per-thread pool */
+/* ---- the per-thread pool
+ *
+ * A list for each class of stack, a class being a (usable size, guard
+ * mode) pair, so a program that mixes sizes or modes finds each kind in
+ * its own list instead of behind stacks of another kind. The class the
+ * last get asked for is "hot": it sits at a fixed place in the pool, and
+ * the fast paths of get and put look only at it, as they did when there
+ * was one list; a get for another class swaps that class into the hot
+ * place (get_slow).
+ *
+ * Pooled stacks keep their touched pages (no madvise on the spawn/exit
+ * path); FIB__STACK_POOL_MAX bounds that memory, all classes together.
+ * The pool lives in static TLS (tls.h), which glibc reserves sparingly for
+ * dlopen'ed libraries: a handful of classes, not a table. */
+
+struct pool_class {
+  struct fib__stack *head; /* LIFO through pool_next; NULL: empty */
+  uint32_t usable;         /* usable bytes of its stacks; 0: slot free */
+  fib_guard_mode mode;     /* resolved: MADVISE, MPROTECT or NONE */
+};
+_Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a class's size fits its field");
 
 struct pool {
-  struct fib__stack *head;
-  size_t count;
+  struct pool_class hot; /* free only while every slot is */
+  /* The other classes, most recently used first (made hot, or created by
+   * a put), the free slots last: the last class in use is the least
+   * recently used. */
+  struct pool_class cold[FIB__STACK_POOL_CLASSES - 1];
+  size_t count; /* stacks on the class lists: <= FIB__STACK_POOL_MAX */
+  /* Stacks that munmap refused (a merged VMA that would split past the
+   * mapping limit): kept, not lost, and tried again by the drain. Not
+   * bounded: each one is a failed munmap. */
+  struct fib__stack *spill;
+  size_t spilled;
   int exit_hook; /* the thread-exit destructor is registered */
 };
 
@@ -225,20 +250,60 @@ static FIB__TLS struct pool tl_pool;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
-static void pool_free_all(struct pool *p) {
-  struct fib__stack *s = p->head, *keep = NULL;
-  size_t kept = 0;
+static int class_is(const struct pool_class *c, size_t usable,
+                    fib_guard_mode mode) {
+  return c->usable == usable && c->mode == mode;
+}
+
+static void spill(struct pool *p, struct fib__stack *s) {
+  s->pool_next = p->spill;
+  p->spill = s;
+  p->spilled++;
+}
+
+/* Unmap, or if munmap refuses, keep it on the spill list. */
+static void release(struct pool *p, struct fib__stack *s) {
+  if (unmap_stack(s) != 0)
+    spill(p, s);
+}
+
+/* A pooled stack handed out again: as map_stack leaves a fresh one. */
+static void reuse(struct fib__stack *s) {
+  s->pool_next = NULL;
+  s->owner_id = 0;
+  s->owner_kind = "coroutine";
+  s->owner_name = NULL;
+#if FIB__ASAN
+  /* The previous user's frames that never returned (fib_exit, a
+   * destroyed suspended coroutine) left poisoned redzones. */
+  ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)(fib__stack_end(s) - s->lo));
+#endif
+}
+
+/* Unmap a class's stacks and free its slot. */
+static void evict(struct pool *p, struct pool_class *c) {
+  struct fib__stack *s = c->head;
   while (s) {
     struct fib__stack *next = s->pool_next;
-    if (unmap_stack(s) != 0) { /* cannot give it back: keep it */
-      s->pool_next = keep;
-      keep = s;
-      kept++;
-    }
+    p->count--;
+    release(p, s);
     s = next;
   }
-  p->head = keep;
-  p->count = kept;
+  memset(c, 0, sizeof *c);
+}
+
+static void pool_free_all(struct pool *p) {
+  struct fib__stack *retry = p->spill;
+  p->spill = NULL;
+  p->spilled = 0;
+  evict(p, &p->hot);
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
+    evict(p, &p->cold[i]);
+  while (retry) {
+    struct fib__stack *next = retry->pool_next;
+    release(p, retry);
+    retry = next;
+  }
 }
 
 static void pool_thread_exit(void *arg) { pool_free_all(arg); }
@@ -247,36 +312,111 @@ static void pool_key_create(void) {
   (void)pthread_key_create(&pool_key, pool_thread_exit);
 }
 
+/* The cold class for (usable, mode), or NULL. */
+static struct pool_class *find_cold(struct pool *p, size_t usable,
+                                    fib_guard_mode mode) {
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
+    if (class_is(&p->cold[i], usable, mode))
+      return &p->cold[i];
+  return NULL;
+}
+
+/* Room at the front of the cold classes: the ones before `upto` move one
+ * place back, over it. (A loop, not memmove: usually it moves nothing, and
+ * a call would cost the alternating program's get a full frame.) */
+static void shift_cold(struct pool *p, struct pool_class *upto) {
+  for (struct pool_class *c = upto; c > p->cold; c--)
+    c[0] = c[-1];
+}
+
+/* Nothing pooled for this request: the spill list, else a new stack. The
+ * checks here do not change once AUTO is probed, so a pooled stack, made
+ * under them, needs none. */
+__attribute__((noinline)) static int get_fresh(struct pool *p,
+                                               struct fib__stack **out,
+                                               size_t usable,
+                                               fib_guard_mode mode) {
+  for (struct fib__stack **link = &p->spill; *link; link = &(*link)->pool_next)
+    if ((*link)->usable_size == usable && (*link)->mode == mode) {
+      struct fib__stack *s = *link;
+      *link = s->pool_next;
+      p->spilled--;
+      reuse(s);
+      *out = s;
+      return 0;
+    }
+  if (!fib__guard_mode_known(mode)) /* AUTO is resolved by now */
+    return FIB_EINVAL;
+  /* Guard markers asked for where they do not work (an old kernel, or
+   * qemu-user's madvise that does nothing): refused, never absent. */
+  if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
+    return FIB_EINVAL;
+  return map_stack(out, usable, mode);
+}
+
+/* The class of (usable, mode), whose list was `s`, has just become hot:
+ * a stack from it, else from get_fresh. */
+static inline int take_hot(struct pool *p, struct fib__stack *s,
+                           struct fib__stack **out, size_t usable,
+                           fib_guard_mode mode) {
+  p->hot.usable = (uint32_t)usable;
+  p->hot.mode = mode;
+  p->hot.head = s;
+  if (!s)
+    return get_fresh(p, out, usable, mode);
+  p->hot.head = s->pool_next;
+  p->count--;
+  reuse(s);
+  *out = s;
+  return 0;
+}
+
+/* get_slow for a class further back than cold[0]. */
+__attribute__((noinline)) static int
+get_promote(struct pool *p, struct pool_class *c, struct fib__stack **out,
+            size_t usable, fib_guard_mode mode) {
+  struct fib__stack *s = c->head;
+  shift_cold(p, c);
+  p->cold[0] = p->hot;
+  return take_hot(p, s, out, usable, mode);
+}
+
+/* Not a stack of the hot class: another class becomes hot if there is
+ * one for the request (even if empty: its puts then take the fast path),
+ * and the hot one becomes the first cold one. Hot is in use here (else
+ * no class is), so cold[0] is too. A program that alternates between two
+ * classes finds the other at cold[0]: a swap, and calls only as tail
+ * calls, so no call frame either. */
+__attribute__((noinline)) static int get_slow(struct pool *p,
+                                              struct fib__stack **out,
+                                              size_t usable,
+                                              fib_guard_mode mode) {
+  struct pool_class *c =
+      class_is(&p->hot, usable, mode) ? NULL : find_cold(p, usable, mode);
+  if (!c)
+    return get_fresh(p, out, usable, mode);
+  if (c != &p->cold[0])
+    return get_promote(p, c, out, usable, mode);
+  struct fib__stack *s = c->head;
+  p->cold[0] = p->hot;
+  return take_hot(p, s, out, usable, mode);
+}
+
 int fib__stack_get(struct fib__stack **out, size_t usable,
                    fib_guard_mode mode) {
   if (mode == FIB_GUARD_AUTO) /* MADVISE or MPROTECT, never NONE */
     mode = fib__stack_auto_mode();
-  /* A pooled stack of this size and mode was made under the checks below,
-   * which do not change once the mode is probed: the hot path skips them. */
+  /* The hot path: the request's class is the hot one and has a stack
+   * (which was made under get_fresh's checks: none needed here). */
   struct pool *p = &tl_pool;
-  struct fib__stack *s = p->head;
-  if (s && s->usable_size == usable && s->mode == mode) {
-    p->head = s->pool_next;
+  struct fib__stack *s = p->hot.head;
+  if (s && p->hot.usable == usable && p->hot.mode == mode) {
+    p->hot.head = s->pool_next;
     p->count--;
-    s->pool_next = NULL;
-    s->owner_id = 0;
-    s->owner_kind = "coroutine";
-    s->owner_name = NULL;
-#if FIB__ASAN
-    /* The previous user's frames that never returned (fib_exit, a
-     * destroyed suspended coroutine) left poisoned redzones. */
-    ASAN_UNPOISON_MEMORY_REGION(s->lo, (size_t)(fib__stack_end(s) - s->lo));
-#endif
+    reuse(s);
     *out = s;
   } else {
-    if (!fib__guard_mode_known(mode)) /* AUTO is resolved by now */
-      return FIB_EINVAL;
-    /* Guard markers asked for where they do not work (an old kernel, or
-     * qemu-user's madvise that does nothing): refused, never absent. */
-    if (mode == FIB_GUARD_MADVISE &&
-        fib__stack_auto_mode() != FIB_GUARD_MADVISE)
-      return FIB_EINVAL;
-    int err = map_stack(out, usable, mode);
+    int err = get_slow(p, out, usable, mode);
     if (err)
       return err;
   }
@@ -292,24 +432,79 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   return 0;
 }
 
-void fib__stack_put(struct fib__stack *s) {
-  struct pool *p = &tl_pool;
-#if FIB__ASAN
-  __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
-#endif
-  if (p->count >= POOL_MAX && unmap_stack(s) == 0)
-    return;
+/* Not the hot class, or the pool is full. */
+__attribute__((noinline)) static void put_slow(struct pool *p,
+                                               struct fib__stack *s) {
   if (!p->exit_hook) {
     /* First stack pooled on this thread: free the pool at thread exit. */
     pthread_once(&pool_key_once, pool_key_create);
     p->exit_hook = pthread_setspecific(pool_key, p) == 0;
   }
-  s->pool_next = p->head;
-  p->head = s;
+  size_t usable = s->usable_size;
+  fib_guard_mode mode = s->mode;
+  struct pool_class *c =
+      class_is(&p->hot, usable, mode) ? &p->hot : find_cold(p, usable, mode);
+  if (!c) {
+    if (!p->hot.usable) { /* the first class */
+      c = &p->hot;
+    } else {
+      /* A new class goes first among the cold ones; if they are all in
+       * use, the least recently used (the last) gives way, its stacks
+       * unmapped. Never the hot one: a get asked for it last. */
+      c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
+      if (c->usable)
+        evict(p, c);
+      shift_cold(p, c);
+      c = &p->cold[0];
+    }
+    c->head = NULL;
+    c->usable = (uint32_t)usable;
+    c->mode = mode;
+  }
+  if (p->count >= FIB__STACK_POOL_MAX) {
+    /* Full: a stack of the least recently used other cold class that has
+     * any makes room; if there is none, this stack goes instead. */
+    struct pool_class *victim = NULL;
+    for (int i = FIB__STACK_POOL_CLASSES - 2; i >= 0 && !victim; i--)
+      if (p->cold[i].head && &p->cold[i] != c)
+        victim = &p->cold[i];
+    if (!victim) {
+      release(p, s);
+      return;
+    }
+    struct fib__stack *v = victim->head;
+    victim->head = v->pool_next;
+    p->count--;
+    release(p, v);
+  }
+  s->pool_next = c->head;
+  c->head = s;
   p->count++;
 }
 
-size_t fib__stack_pool_size(void) { return tl_pool.count; }
+void fib__stack_put(struct fib__stack *s) {
+  struct pool *p = &tl_pool;
+#if FIB__ASAN
+  __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
+#endif
+  if (s->usable_size == p->hot.usable && s->mode == p->hot.mode &&
+      p->count < FIB__STACK_POOL_MAX) {
+    s->pool_next = p->hot.head;
+    p->hot.head = s;
+    p->count++;
+  } else {
+    put_slow(p, s);
+  }
+}
+
+size_t fib__stack_pool_size(void) { return tl_pool.count + tl_pool.spilled; }
+
+size_t fib__stack_pool_classes(void) {
+  size_t n = tl_pool.hot.usable != 0;
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
+    n += tl_pool.cold[i].usable != 0;
+  return n;
+}
 
 void fib__stack_pool_drain(void) { pool_free_all(&tl_pool); }
 

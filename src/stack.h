@@ -112,8 +112,19 @@ void fib__stack_cap_mprotect_budget(long cap);
  * mark (one mincore call). */
 void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out);
 
-/* Stacks in this thread's pool; unmap them all. */
+/* The per-thread pool keeps a list for each class of stack, a class being
+ * a (usable size, guard mode) pair; at most FIB__STACK_POOL_MAX stacks in
+ * all and FIB__STACK_POOL_CLASSES classes (a new class beyond that evicts
+ * the least recently used one, unmapping its stacks). A stack freed on
+ * another thread than the one that made it goes to the freeing thread's
+ * pool: a stack belongs to no thread. */
+#define FIB__STACK_POOL_MAX 256
+#define FIB__STACK_POOL_CLASSES 8
+
+/* Stacks in this thread's pool (with any that munmap refused); how many
+ * classes it holds; unmap them all. */
 size_t fib__stack_pool_size(void);
+size_t fib__stack_pool_classes(void);
 void fib__stack_pool_drain(void);
 
 #endif
