@@ -133,9 +133,7 @@ if(NOT CMAKE_CROSSCOMPILING)
               ${PROJECT_SOURCE_DIR}/tools/gdb/fibers-gdb.py
               ${CMAKE_CURRENT_BINARY_DIR}/gdb-fibers ${fib_gdb_core})
   else()
-    add_test(NAME gdb_fibers COMMAND ${CMAKE_COMMAND} -E echo
-             "FAIL: gdb or bash not found: install the package gdb")
-    set_tests_properties(gdb_fibers PROPERTIES WILL_FAIL ON)
+    fib_skipped_test(gdb_fibers "gdb or bash not found: install the package gdb")
   endif()
   set_tests_properties(gdb_fibers PROPERTIES TIMEOUT 180)
   fib_safety_env(gdb_fibers detect_leaks=0)
