@@ -19,8 +19,8 @@
 #define CHAN_ASAN 1
 #endif
 #endif
-#ifdef CHAN_ASAN
-#include <sanitizer/allocator_interface.h>
+#ifdef CHAN_ASAN /* declared here: gcc 12 installs no allocator_interface.h */
+size_t __sanitizer_get_current_allocated_bytes(void);
 #endif
 
 static fib_chan ch, ch2;
