@@ -5,6 +5,17 @@ BUILD_TYPE ?= RelWithDebInfo
 CMAKE ?= cmake
 CTEST ?= ctest
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+# Extra CMake arguments for every configure below, e.g. .ci/run's
+# FIB_CMAKE_ARGS=-DFIB_WERROR=ON. They stick in each build directory's cache.
+FIB_CMAKE_ARGS ?=
+
+# bash for pipefail: CMake's own progress lines are dropped, but not its
+# warnings (stderr) nor our notices ("-- fibers: ...", e.g. which test will
+# be skipped and what to install), and a failed configure still fails.
+SHELL := /bin/bash
+# $(call CONFIGURE,cmake arguments[,environment for cmake])
+CONFIGURE = set -o pipefail; $(2) $(CMAKE) $(FIB_CMAKE_ARGS) $(1) \
+	| { grep '^-- fibers:' || true; }
 
 .PHONY: all run test clean configure
 
@@ -12,8 +23,8 @@ all: configure
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 
 configure:
-	@$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
-	    -DCMAKE_C_COMPILER=$(CC) >/dev/null
+	@$(call CONFIGURE,-S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DCMAKE_C_COMPILER=$(CC))
 
 run: all
 	./$(BUILD)/examples/counters
@@ -24,32 +35,48 @@ test: all
 clean:
 	rm -rf $(BUILD) build-*
 
-# ---- ports (issue 5): cross-build with Debian's cross compilers and run
-# the whole suite under qemu-user (.ci/run installs both). Stress sizes are
-# scaled down: qemu runs the switch ~20-50x slower than the hardware.
+# ---- ports: cross-build with Debian's cross compilers and run the whole
+# suite under qemu-user (.ci/run installs both). Stress sizes are scaled
+# down: qemu runs the switch ~20-50x slower than the hardware.
 QEMU_TEST_SCALE ?= 0.05
 CROSS_ARCHES = aarch64 riscv64
 
 .PHONY: $(addprefix test-,$(CROSS_ARCHES))
 
 $(addprefix test-,$(CROSS_ARCHES)): test-%:
-	@$(CMAKE) -S . -B build-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
-	    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/$*-linux-gnu.cmake >/dev/null
+	@$(call CONFIGURE,-S . -B build-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
+	    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/$*-linux-gnu.cmake)
 	$(CMAKE) --build build-$* -j $(JOBS)
 	cd build-$* && FIB_TEST_SCALE=$(QEMU_TEST_SCALE) \
 	    $(CTEST) --output-on-failure -j $(JOBS)
 
-# ---- benchmarks (issue 3): our figures beside Boost.Context, ucontext,
-# Boost.Fiber and Go, from one run. See docs/performance.md.
+# ---- optimisation levels: the suite at -O0 (Debug) and at -O3 (Release,
+# so also with NDEBUG), under ASan+UBSan, so that the sanitizers see the
+# code shapes of both ends and not only RelWithDebInfo's -O2. One build
+# directory per level and compiler.
+O0_BUILD_TYPE = Debug
+O3_BUILD_TYPE = Release
+
+.PHONY: test-O0 test-O3
+
+test-O0 test-O3: test-%:
+	@$(call CONFIGURE,-S . -B build-$*-$(notdir $(CC)) \
+	    -DCMAKE_BUILD_TYPE=$($*_BUILD_TYPE) -DFIB_SANITIZE=$(ASAN_UBSAN) \
+	    $(SAN_CMAKE_ARGS),CC=$(CC))
+	$(CMAKE) --build build-$*-$(notdir $(CC)) -j $(JOBS) >/dev/null
+	cd build-$*-$(notdir $(CC)) && FIB_TEST_SCALE=$(SAN_TEST_SCALE) \
+	    $(CTEST) --output-on-failure -j $(JOBS)
+
+# ---- benchmarks: our figures beside Boost.Context, ucontext, Boost.Fiber
+# and Go, from one run. See docs/performance.md.
 BENCH_BUILD ?= build/bench
 BENCH_PY ?= python3
 
 .PHONY: bench bench-build bench-smoke bench-deps
 
 bench-build:
-	@$(CMAKE) -S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	    -DFIB_BUILD_BENCH=ON -DFIB_BUILD_TESTS=OFF -DFIB_BUILD_EXAMPLES=OFF \
-	    >/dev/null
+	@$(call CONFIGURE,-S . -B $(BENCH_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DFIB_BUILD_BENCH=ON -DFIB_BUILD_TESTS=OFF -DFIB_BUILD_EXAMPLES=OFF)
 	$(CMAKE) --build $(BENCH_BUILD) -j $(JOBS)
 
 bench: bench-build
@@ -62,8 +89,8 @@ bench-deps:
 	apt-get update
 	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go
 
-# ---- dynamic analysis (issue 4): the whole suite under each tool, with
-# each compiler that supports it, each in its own build directory. The
+# ---- dynamic analysis: the whole suite under each tool, with each
+# compiler that supports it, each in its own build directory. The
 # library's switch hooks are compiled in by the sanitizer itself
 # (src/sanitize.h); tests/safety.cmake sets the tools' options per test.
 # Stress sizes are scaled down (the tools run 2-50x slower). The compiler
@@ -75,6 +102,7 @@ TSAN_TEST_SCALE ?= 0.05 # TSan: at most 8128 fibers+threads alive at once
 VALGRIND_TEST_SCALE ?= 0.1 # the whole run: ~1 min on 2 cores
 VALGRIND_CC ?= gcc
 SAN_CMAKE_ARGS ?=
+ASAN_UBSAN = address,undefined # a variable: $(call) splits on bare commas
 
 .PHONY: test-asan test-tsan test-valgrind test-safety
 
@@ -84,17 +112,17 @@ test-safety: test-asan test-tsan test-valgrind
 
 # ASan + UBSan (-fno-sanitize-recover=all: the first report fails the test)
 test-asan-%:
-	@CC=$* $(CMAKE) -S . -B build-asan-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
-	    -DFIB_SANITIZE=address,undefined \
-	    $(SAN_CMAKE_ARGS) >/dev/null
+	@$(call CONFIGURE,-S . -B build-asan-$* \
+	    -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DFIB_SANITIZE=$(ASAN_UBSAN) \
+	    $(SAN_CMAKE_ARGS),CC=$*)
 	$(CMAKE) --build build-asan-$* -j $(JOBS) >/dev/null
 	cd build-asan-$* && FIB_TEST_SCALE=$(SAN_TEST_SCALE) \
 	    $(CTEST) --output-on-failure -j $(JOBS)
 
 test-tsan-%:
-	@CC=$* $(CMAKE) -S . -B build-tsan-$* -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
-	    -DFIB_SANITIZE=thread \
-	    $(SAN_CMAKE_ARGS) >/dev/null
+	@$(call CONFIGURE,-S . -B build-tsan-$* \
+	    -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DFIB_SANITIZE=thread \
+	    $(SAN_CMAKE_ARGS),CC=$*)
 	$(CMAKE) --build build-tsan-$* -j $(JOBS) >/dev/null
 	cd build-tsan-$* && FIB_TEST_SCALE=$(TSAN_TEST_SCALE) \
 	    $(CTEST) --output-on-failure -j $(JOBS)
@@ -102,11 +130,10 @@ test-tsan-%:
 # valgrind memcheck: every unit test and demo runs under
 # tests/tools/valgrind_run.sh (one compiler: memcheck checks the binary).
 test-valgrind:
-	@CC=$(VALGRIND_CC) $(CMAKE) -S . -B build-valgrind \
+	@$(call CONFIGURE,-S . -B build-valgrind \
 	    -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(SAN_CMAKE_ARGS) \
 	    -DFIB_WITH_VALGRIND=ON \
-	    "-DFIB_TEST_LAUNCHER=bash;$(CURDIR)/tests/tools/valgrind_run.sh" \
-	    >/dev/null
+	    "-DFIB_TEST_LAUNCHER=bash;$(CURDIR)/tests/tools/valgrind_run.sh",CC=$(VALGRIND_CC))
 	$(CMAKE) --build build-valgrind -j $(JOBS) >/dev/null
 	cd build-valgrind && FIB_TEST_SCALE=$(VALGRIND_TEST_SCALE) \
 	    $(CTEST) --output-on-failure -j $(JOBS)

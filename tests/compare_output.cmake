@@ -1,9 +1,13 @@
-# Run PROGRAM (through EMULATOR, a '|'-separated command, if set) and
-# compare its standard output byte for byte with EXPECTED.
+# Run PROGRAM with ARGS (through EMULATOR, a '|'-separated command, if set)
+# and compare its standard output byte for byte with EXPECTED.
 set(cmd ${PROGRAM})
 if(EMULATOR)
   string(REPLACE "|" ";" cmd "${EMULATOR}")
   list(APPEND cmd ${PROGRAM})
+endif()
+if(ARGS)
+  string(REPLACE "|" ";" args "${ARGS}")
+  list(APPEND cmd ${args})
 endif()
 execute_process(COMMAND ${cmd} OUTPUT_VARIABLE out RESULT_VARIABLE rc)
 file(READ ${EXPECTED} want)

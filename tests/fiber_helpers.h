@@ -13,13 +13,30 @@
 
 #define MS 1000000ull
 
-/* Run fn(arg) as the only fiber of a fresh runtime, to completion. */
-HARNESS_UNUSED static void run_main(fib_fn fn, void *arg) {
+/* A runtime with the default options. */
+HARNESS_UNUSED static fib_runtime *new_runtime(void) {
   fib_runtime *rt;
   CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, fn, arg, NULL, NULL));
+  return rt;
+}
+
+/* Run rt until no fiber is left, then destroy it. */
+HARNESS_UNUSED static void run_to_end(fib_runtime *rt) {
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* Run fn(arg) as the only fiber of a fresh runtime, to completion; attr
+ * may be NULL. */
+HARNESS_UNUSED static void run_main_with(fib_fn fn, void *arg,
+                                         const fib_attr *attr) {
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, fn, arg, attr, NULL));
+  run_to_end(rt);
+}
+
+HARNESS_UNUSED static void run_main(fib_fn fn, void *arg) {
+  run_main_with(fn, arg, NULL);
 }
 
 /* Spawn in the current fiber's runtime; the new fiber's id. */

@@ -13,13 +13,8 @@
 #   FIB_TEST_LAUNCHER         (make test-valgrind) every unit test runs
 #       under tests/tools/valgrind_run.sh: see there.
 
-file(GLOB fib_safety_unit_tests CONFIGURE_DEPENDS
-     ${CMAKE_CURRENT_SOURCE_DIR}/test_*.c)
-set(fib_unit_tests "")
-foreach(src ${fib_safety_unit_tests})
-  get_filename_component(t ${src} NAME_WE)
-  list(APPEND fib_unit_tests ${t})
-endforeach()
+# fib_unit_tests (the executables) and fib_cases_<exe> (their CTest
+# tests, one a case) come from tests/CMakeLists.txt.
 
 # Options every sanitizer test runs with.
 set(FIB_ASAN_OPTIONS "strict_string_checks=1:abort_on_error=0")
@@ -53,7 +48,7 @@ function(fib_safety_env test)
   endif()
 endfunction()
 
-foreach(t ${fib_unit_tests} demo_counters demo_generator)
+foreach(t ${fib_unit_tests})
   set(extra "")
   if(t STREQUAL "test_overflow" OR t STREQUAL "test_safety")
     list(APPEND extra handle_segv=0)
@@ -62,27 +57,34 @@ foreach(t ${fib_unit_tests} demo_counters demo_generator)
     list(APPEND extra detect_stack_use_after_return=1)
   endif()
   string(REPLACE ";" ":" extra "${extra}")
-  fib_safety_env(${t} ${extra})
+  foreach(c ${fib_cases_${t}})
+    fib_safety_env(${c} ${extra})
+  endforeach()
+endforeach()
+foreach(t demo_counters demo_generator)
+  fib_safety_env(${t})
 endforeach()
 
-# The million-fiber test: its own CTest test, with a generous timeout
-# (about a million page faults at full size). Under the tools it runs at a
-# fixed small size: LeakSanitizer's root-region list is linear, TSan allows
-# 8128 fibers at once, valgrind is 50x slower.
-if(TEST test_million)
-  # label "slow": `ctest -LE slow` leaves it out
-  set_tests_properties(test_million PROPERTIES TIMEOUT 900 LABELS slow)
+# The million-fiber test (about a million page faults at full size; its
+# case gives itself a longer limit, T_TIMEOUT). Label "slow": `ctest -LE
+# slow` leaves it out. Under the tools it runs at a fixed small size:
+# LeakSanitizer's root-region list is linear, TSan allows 8128 fibers at
+# once, valgrind is 50x slower.
+foreach(c ${fib_cases_test_million})
+  set_property(TEST ${c} APPEND PROPERTY LABELS slow)
   if(FIB_SANITIZE MATCHES "thread")
-    set_property(TEST test_million APPEND PROPERTY ENVIRONMENT FIB_TEST_SCALE=0.005)
+    set_property(TEST ${c} APPEND PROPERTY ENVIRONMENT FIB_TEST_SCALE=0.005)
   elseif(FIB_SANITIZE OR FIB_TEST_LAUNCHER)
-    set_property(TEST test_million APPEND PROPERTY ENVIRONMENT FIB_TEST_SCALE=0.01)
+    set_property(TEST ${c} APPEND PROPERTY ENVIRONMENT FIB_TEST_SCALE=0.01)
   endif()
-endif()
+endforeach()
 
 # test_stress under TSan: a TSan fiber switch with synchronisation and a
 # TSan fiber per spawn are slow; a smaller size keeps it near a minute.
-if(TEST test_stress AND FIB_SANITIZE MATCHES "thread")
-  set_property(TEST test_stress APPEND PROPERTY ENVIRONMENT FIB_TEST_SCALE=0.01)
+if(FIB_SANITIZE MATCHES "thread")
+  foreach(c ${fib_cases_test_stress})
+    set_property(TEST ${c} APPEND PROPERTY ENVIRONMENT FIB_TEST_SCALE=0.01)
+  endforeach()
 endif()
 
 # gdb: LeakSanitizer cannot run under ptrace.
@@ -105,10 +107,10 @@ if(NOT FIB_SANITIZER_HOOKS AND NOT fib_safety_tool STREQUAL "none")
   set(fib_safety_tool "${fib_safety_tool}-nohooks")
 endif()
 foreach(t ${fib_unit_tests})
-  if(TEST ${t})
-    set_property(TEST ${t} APPEND PROPERTY ENVIRONMENT
+  foreach(c ${fib_cases_${t}})
+    set_property(TEST ${c} APPEND PROPERTY ENVIRONMENT
                  "FIB_TEST_TOOL=${fib_safety_tool}")
-  endif()
+  endforeach()
 endforeach()
 
 # ---- the gdb extension (tools/gdb/fibers-gdb.py): native builds only
@@ -131,9 +133,7 @@ if(NOT CMAKE_CROSSCOMPILING)
               ${PROJECT_SOURCE_DIR}/tools/gdb/fibers-gdb.py
               ${CMAKE_CURRENT_BINARY_DIR}/gdb-fibers ${fib_gdb_core})
   else()
-    add_test(NAME gdb_fibers COMMAND ${CMAKE_COMMAND} -E echo
-             "FAIL: gdb or bash not found: install the package gdb")
-    set_tests_properties(gdb_fibers PROPERTIES WILL_FAIL ON)
+    fib_skipped_test(gdb_fibers "gdb or bash not found: install the package gdb")
   endif()
   set_tests_properties(gdb_fibers PROPERTIES TIMEOUT 180)
   fib_safety_env(gdb_fibers detect_leaks=0)

@@ -363,28 +363,31 @@ static void check_canary_report(const struct child_result *r,
   CHECK_EQ(r->signal, SIGABRT);
 }
 
-TEST(unguarded_coroutine_overflow_is_caught_at_its_yield) {
+/* Run child(then) and expect the canary report naming who. */
+static void expect_canary_report(void (*child)(void *), intptr_t then,
+                                 const char *who) {
   struct child_result r;
-  run_child(unguarded_coroutine_child, (void *)THEN_YIELD, &r);
-  check_canary_report(&r, "coroutine");
+  run_child(child, (void *)then, &r);
+  check_canary_report(&r, who);
+}
+
+TEST(unguarded_coroutine_overflow_is_caught_at_its_yield) {
+  expect_canary_report(unguarded_coroutine_child, THEN_YIELD, "coroutine");
 }
 
 TEST(unguarded_coroutine_overflow_is_caught_when_it_resumes_another) {
-  struct child_result r;
-  run_child(unguarded_coroutine_child, (void *)THEN_RESUME_ANOTHER, &r);
-  check_canary_report(&r, "coroutine");
+  expect_canary_report(unguarded_coroutine_child, THEN_RESUME_ANOTHER,
+                       "coroutine");
 }
 
 TEST(unguarded_fiber_overflow_names_the_fiber) {
-  struct child_result r;
-  run_child(unguarded_fiber_child, (void *)THEN_FIB_YIELD, &r);
-  check_canary_report(&r, "fiber 2 \"smasher\"");
+  expect_canary_report(unguarded_fiber_child, THEN_FIB_YIELD,
+                       "fiber 2 \"smasher\"");
 }
 
 TEST(unguarded_fiber_overflow_is_caught_at_its_exit) {
-  struct child_result r;
-  run_child(unguarded_fiber_child, (void *)THEN_RETURN, &r);
-  check_canary_report(&r, "fiber 2 \"smasher\"");
+  expect_canary_report(unguarded_fiber_child, THEN_RETURN,
+                       "fiber 2 \"smasher\"");
 }
 
 /* Without a guard the fault report still works where the overflow runs

@@ -3,8 +3,9 @@
  *
  * Run in every build; what a case expects depends on the tool the suite
  * runs under, which CTest passes in FIB_TEST_TOOL (tests/safety.cmake):
- * none, asan, tsan or valgrind. A case that needs a tool says so on stdout
- * ("# ...") and checks what it can without it; it never passes silently.
+ * none, asan, tsan or valgrind. A case that needs a tool is skipped
+ * without it (SKIP, with the reason); one that has something to check
+ * without it checks that, and says so on stdout ("# ...").
  *
  * Regression tests for the switch hooks (src/coro.c, src/stack.c): each
  * fails in a build made with -DFIB_SANITIZER_HOOKS=OFF under its tool.
@@ -16,7 +17,7 @@
  *          reported, naming the fibers; correct hand-offs give no report.
  *   valgrind: the whole suite is memcheck-clean (valgrind_run.sh).
  */
-#include "harness.h"
+#include "fiber_helpers.h"
 
 #include <fibers.h>
 
@@ -42,14 +43,10 @@ static void show_child(const struct child_result *r) {
          r->exit_code, r->signal, r->err);
 }
 
-/* Run fn as the only fiber of a fresh runtime (in this process). */
+/* Run fn as the only fiber, named, of a fresh runtime (in this process). */
 static void run_one_fiber(fib_fn fn, void *arg, const char *name) {
-  fib_runtime *rt;
   fib_attr attr = {.name = name};
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, fn, arg, &attr, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main_with(fn, arg, &attr);
 }
 
 /* ---- longjmp inside a fiber */
@@ -139,12 +136,9 @@ static void stack_overflow_child(void *arg) {
 }
 
 TEST(asan_reports_a_stack_buffer_overflow_on_a_fiber_stack) {
-  if (!tool_is("asan")) {
-    printf("# %s build: the stack-buffer overflow is only run under ASan "
-           "(make test-asan); elsewhere it would corrupt the stack\n",
-           tool());
-    return;
-  }
+  if (!tool_is("asan"))
+    SKIP("%s build: the stack-buffer overflow is only run under ASan "
+         "(make test-asan); elsewhere it would corrupt the stack", tool());
   struct child_result r;
   run_child(stack_overflow_child, NULL, &r);
   show_child(&r);
@@ -193,8 +187,7 @@ static void *hold_and_block(void *arg) {
 
 static void suspended_holder_child(void *arg) {
   (void)arg;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_sem_init(&never_posted, 0));
   allocate_for_the_fiber();
   CHECK_OK(fib_spawn(rt, hold_and_block, NULL, NULL, NULL));
@@ -254,9 +247,8 @@ static void *runtime_thread(void *name) {
   int handed_over = 0;
   CHECK_OK(fib_spawn(rt, hand_off, &handed_over, NULL, NULL));
   CHECK_OK(fib_spawn(rt, hand_off, &handed_over, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(handed_over, 40);
-  CHECK_OK(fib_runtime_destroy(rt));
   return NULL;
 }
 
@@ -272,11 +264,9 @@ static void two_threads_child(void *locked) {
 }
 
 TEST(tsan_reports_a_race_between_fibers_on_two_threads) {
-  if (!tool_is("tsan")) {
-    printf("# %s build: the racy run is only made under TSan "
-           "(make test-tsan)\n", tool());
-    return;
-  }
+  if (!tool_is("tsan"))
+    SKIP("%s build: the racy run is only made under TSan (make test-tsan)",
+         tool());
   struct child_result r;
   run_child(two_threads_child, NULL, &r);
   show_child(&r);
@@ -403,8 +393,7 @@ TEST(unguarded_high_water_mark_leaves_out_the_canary) {
   fib_runtime_opts opts = {.guard = FIB_GUARD_NONE};
   CHECK_OK(fib_runtime_create(&rt, &opts));
   CHECK_OK(fib_spawn(rt, measure_unguarded, marks, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_to_end(rt);
   printf("# unguarded high-water: %zu bytes at entry, %zu after using "
          "40 KiB\n", marks[0], marks[1]);
   CHECK(marks[0] >= 4096 && marks[0] < 40 * 1024);

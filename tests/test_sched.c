@@ -1,6 +1,6 @@
 /* test_sched.c -- the runtime: order, join, detach, exit, sleep, names,
  * several runtimes on several threads. */
-#include "harness.h"
+#include "fiber_helpers.h"
 
 #include <fibers.h>
 
@@ -33,15 +33,13 @@ static void *stepper(void *arg) {
 TEST(round_robin_in_spawn_order) {
   struct trace t = {.n = 0};
   struct step_arg a[3] = {{&t, 1, 4}, {&t, 2, 4}, {&t, 3, 4}};
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   for (int i = 0; i < 3; i++)
     CHECK_OK(fib_spawn(rt, stepper, &a[i], NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(t.n, 12);
   for (int i = 0; i < 12; i++)
     CHECK_EQ(t.log[i], i % 3 + 1);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 static void *spawn_late(void *arg) {
@@ -56,17 +54,15 @@ static void *spawn_late(void *arg) {
 TEST(fiber_spawned_inside_a_fiber_runs_next) {
   struct trace t = {.n = 0};
   struct step_arg a[3] = {{&t, 0, 0}, {&t, 9, 2}, {&t, 5, 2}};
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, spawn_late, &a[0], NULL, NULL));
   CHECK_OK(fib_spawn(rt, stepper, &a[2], NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   /* 0 (spawns 9, which runs next when 0 gives way), 9, 5, 0, 9, 5 */
   int want[] = {0, 9, 5, 0, 9, 5};
   CHECK_EQ(t.n, 6);
   for (int i = 0; i < 6; i++)
     CHECK_EQ(t.log[i], want[i]);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 static void *spawn_three(void *arg) {
@@ -83,18 +79,16 @@ TEST(fibers_spawned_by_a_fiber_run_first_in_spawn_order) {
   struct trace t = {.n = 0};
   struct step_arg a[5] = {
       {&t, 0, 0}, {&t, 1, 1}, {&t, 2, 1}, {&t, 3, 1}, {&t, 7, 2}};
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, spawn_three, &a[0], NULL, NULL));
   CHECK_OK(fib_spawn(rt, stepper, &a[4], NULL, NULL)); /* queued before */
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   /* 0 spawns 1, 2, 3 and yields: they go before 7, which was queued
    * first; 0 yielded to the back, behind 7. */
   int want[] = {0, 1, 2, 3, 7, 0, 7};
   CHECK_EQ(t.n, 7);
   for (int i = 0; i < 7; i++)
     CHECK_EQ(t.log[i], want[i]);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* A joiner runs as soon as its child finishes, before fibers that were
@@ -127,16 +121,14 @@ static void *joiner(void *arg) {
 
 TEST(joiner_runs_first_when_its_child_finishes) {
   join_trace.n = 0;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, log_and_yield, (void *)(intptr_t)8, NULL, NULL));
   CHECK_OK(fib_spawn(rt, joiner, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   int want[] = {8, 2, 1, 8};
   CHECK_EQ(join_trace.n, 4);
   for (int i = 0; i < 4; i++)
     CHECK_EQ(join_trace.log[i], want[i]);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* A fiber that spawns and joins in a loop keeps putting fibers at the
@@ -175,16 +167,14 @@ static void *count_steps(void *arg) {
 
 TEST(front_of_the_queue_cannot_starve_the_back) {
   fair_rounds = fair_other_steps = fair_max_gap = 0;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, spawn_join_loop, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, count_steps, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   /* Each round is two front pops (child, then joiner), so the back's
    * fiber gets a turn at least every 64 front pops: every ~32 rounds. */
   CHECK(fair_other_steps >= 5000 / 40);
   CHECK(fair_max_gap <= 40);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* ---- join, detach, exit */
@@ -210,11 +200,7 @@ static void *join_all(void *arg) {
 }
 
 TEST(join_returns_each_result_once) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, join_all, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main(join_all, NULL);
 }
 
 /* Called through a volatile pointer so the compiler cannot see that the
@@ -245,11 +231,7 @@ static void *join_exiter(void *arg) {
 }
 
 TEST(exit_from_a_nested_call_finishes_the_fiber) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, join_exiter, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main(join_exiter, NULL);
 }
 
 static int detached_ran;
@@ -283,11 +265,7 @@ static void *detacher(void *arg) {
 }
 
 TEST(detached_fibers_are_freed_when_they_finish) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, detacher, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main(detacher, NULL);
 }
 
 static fib_id partner_id;
@@ -314,8 +292,7 @@ TEST(second_joiner_is_refused) {
   CHECK_OK(fib_runtime_create(&rt, NULL));
   CHECK_OK(fib_spawn(rt, square, (void *)7, NULL, &target));
   CHECK_OK(fib_spawn(rt, first_joiner, &target, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_to_end(rt);
 }
 
 static fib_id cycle_ids[2];
@@ -328,8 +305,7 @@ static void *join_other(void *arg) {
 }
 
 TEST(run_reports_a_deadlock_and_destroy_cleans_up) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, join_other, (void *)0, NULL, &cycle_ids[0]));
   CHECK_OK(fib_spawn(rt, join_other, (void *)1, NULL, &cycle_ids[1]));
   CHECK_EQ(fib_run(rt), FIB_EDEADLK);
@@ -390,8 +366,7 @@ TEST(self_id_and_name) {
   CHECK_OK(fib_runtime_create(&rt, NULL));
   CHECK_OK(fib_spawn(rt, check_ids, NULL, NULL, &first));
   CHECK_EQ(first, 1);
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_to_end(rt);
 }
 
 /* ---- sleep */
@@ -421,16 +396,14 @@ TEST(sleepers_wake_in_deadline_order) {
   struct sleeper s[5] = {{30 * ms, order, &n, 0, 0}, {10 * ms, order, &n, 1, 0},
                          {20 * ms, order, &n, 2, 0}, {0, order, &n, 3, 0},
                          {5 * ms, order, &n, 4, 0}};
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   for (int i = 0; i < 5; i++)
     CHECK_OK(fib_spawn(rt, sleep_body, &s[i], NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   int want[] = {3, 4, 1, 2, 0};
   CHECK_EQ(n, 5);
   for (int i = 0; i < 5; i++)
     CHECK_EQ(order[i], want[i]);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 static void *sleep_until_shared(void *arg) {
@@ -444,17 +417,15 @@ TEST(equal_deadlines_wake_in_the_order_they_slept) {
   int order[8], n = 0;
   uint64_t deadline = fib_now_ns() + 20000000;
   struct sleeper s[8];
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   for (int i = 0; i < 8; i++) {
     s[i] = (struct sleeper){deadline, order, &n, i, 0};
     CHECK_OK(fib_spawn(rt, sleep_until_shared, &s[i], NULL, NULL));
   }
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(n, 8);
   for (int i = 0; i < 8; i++)
     CHECK_EQ(order[i], i);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 static uint64_t cpu_ns(void) {
@@ -466,18 +437,16 @@ static uint64_t cpu_ns(void) {
 TEST(only_sleepers_left_means_the_thread_sleeps) {
   int order[1], n = 0;
   struct sleeper s = {200000000, order, &n, 0, 0}; /* 200 ms */
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, sleep_body, &s, NULL, NULL));
   uint64_t cpu0 = cpu_ns(), wall0 = fib_now_ns();
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   uint64_t cpu = cpu_ns() - cpu0, wall = fib_now_ns() - wall0;
   CHECK(wall >= 200000000);
   /* a spinning loop would burn ~200 ms of CPU; sleeping burns next to none */
   if (cpu >= 50000000)
     check_failed(__FILE__, __LINE__, "burned %llu ns of CPU while sleeping",
                  (unsigned long long)cpu);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 static int busy_stop;
@@ -502,14 +471,12 @@ static void *sleeper_among_yielders(void *arg) {
 }
 
 TEST(sleeper_is_not_starved_by_yielding_fibers) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   for (int i = 0; i < 8; i++)
     CHECK_OK(fib_spawn(rt, busy_yielder, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, sleeper_among_yielders, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(busy_stop, 1);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* ---- deadlines and cancellation */
@@ -535,11 +502,7 @@ static void *join_with_deadline(void *arg) {
 }
 
 TEST(join_until_times_out_and_leaves_the_target_joinable) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, join_with_deadline, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main(join_with_deadline, NULL);
 }
 
 static void *sleeper_that_cleans_up(void *arg) {
@@ -568,11 +531,7 @@ static void *canceller(void *arg) {
 }
 
 TEST(cancelling_a_sleeper_wakes_it_with_ecanceled) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, canceller, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main(canceller, NULL);
 }
 
 static fib_id blocked_joiner_target;
@@ -600,11 +559,7 @@ static void *cancel_a_joiner(void *arg) {
 }
 
 TEST(cancelling_a_blocked_joiner_leaves_the_target_joinable) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, cancel_a_joiner, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_main(cancel_a_joiner, NULL);
 }
 
 static void *cancel_self(void *arg) {
@@ -679,7 +634,7 @@ TEST(timer_heap_stays_ordered_when_sleepers_are_cancelled) {
     CHECK_OK(fib_spawn(rt, timed_sleeper, &timed[i], &detached, &timed_ids[i]));
   }
   CHECK_OK(fib_spawn(rt, cancel_some, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   for (int i = 0; i < SLEEPERS; i++) {
     if (timed[i].cancelled)
       continue; /* it checked that its sleep returned FIB_ECANCELED */
@@ -688,7 +643,6 @@ TEST(timer_heap_stays_ordered_when_sleepers_are_cancelled) {
       if (!timed[j].cancelled && timed[j].deadline < timed[i].deadline)
         CHECK(timed[j].woke <= timed[i].woke);
   }
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* ---- several runtimes, several threads */
@@ -706,12 +660,10 @@ static void *count_up(void *arg) {
 
 static void *thread_main(void *arg) {
   long *counter = arg;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   for (int i = 0; i < 10; i++)
     CHECK_OK(fib_spawn(rt, count_up, counter, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_to_end(rt);
   return NULL;
 }
 

@@ -351,8 +351,8 @@ TEST(spawn_survives_each_failing_call_madvise) {
     return;
   }
   if (fib__stack_auto_mode() != FIB_GUARD_MADVISE)
-    check_failed(__FILE__, __LINE__, "kernel lacks MADV_GUARD_INSTALL; "
-                 "this machine cannot test the madvise path");
+    SKIP("the kernel lacks MADV_GUARD_INSTALL (Linux 6.13): no madvise "
+         "path to fail here");
   failing_spawns(FIB_GUARD_MADVISE);
 }
 

@@ -9,15 +9,6 @@
 
 #include <stdint.h>
 
-static long resident_kib(void) {
-  FILE *f = fopen("/proc/self/statm", "r");
-  CHECK(f != NULL);
-  long size = 0, resident = 0;
-  CHECK_EQ(fscanf(f, "%ld %ld", &size, &resident), 2);
-  fclose(f);
-  return resident * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 static void *ping(void *arg, void *first) {
   (void)first;
   long n = *(long *)arg;

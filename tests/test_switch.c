@@ -7,7 +7,7 @@
  * The architecture-specific parts live in tests/arch/<arch>/: regs.S (the
  * callee-saved registers) and fpctl.h (the FP control state).
  */
-#include "harness.h"
+#include "fiber_helpers.h"
 
 #include <fibers.h>
 
@@ -97,8 +97,7 @@ TEST(callee_saved_registers_survive_scheduler_switches) {
   for (uintptr_t i = 0; i < 3; i++)
     CHECK_OK(fib_spawn(rt, yielding_fiber, (void *)(i + 7), NULL, &ids[i]));
   CHECK_OK(fib_spawn(rt, joiner, ids, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_to_end(rt);
 }
 
 /* ---- FP control state (tests/arch/<arch>/fpctl.h) */
@@ -161,14 +160,12 @@ static void *fesetround_fiber(void *arg) {
 }
 
 TEST(fibers_changing_rounding_mode_do_not_leak_it) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)FE_UPWARD, NULL, NULL));
   CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)FE_TOWARDZERO, NULL, NULL));
   CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)FE_TONEAREST, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(fegetround(), FE_TONEAREST);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* ---- FIB_SHARED_FP: the FP control state is the thread's, not saved */
@@ -228,10 +225,9 @@ TEST(shared_fp_runtime_applies_to_its_fibers) {
   CHECK_OK(fib_runtime_create(&rt, &opts));
   CHECK_OK(fib_spawn(rt, round_up_fiber, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, observe_round, &seen, NULL, NULL));
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(seen, FE_UPWARD); /* the first fiber's change reached the second */
   CHECK_EQ(fesetround(FE_TONEAREST), 0);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 static void *shared_sees_nearest(void *arg) {
@@ -254,9 +250,8 @@ TEST(shared_and_isolated_fibers_mix_in_one_runtime) {
     CHECK_OK(fib_spawn(rt, fesetround_fiber, (void *)(intptr_t)modes[i], NULL, NULL));
     CHECK_OK(fib_spawn(rt, shared_sees_nearest, NULL, &shared, NULL));
   }
-  CHECK_OK(fib_run(rt));
+  run_to_end(rt);
   CHECK_EQ(fegetround(), FE_TONEAREST);
-  CHECK_OK(fib_runtime_destroy(rt));
 }
 
 /* ---- values across the switch */
@@ -382,12 +377,10 @@ static void *aligned_fiber(void *arg) {
 }
 
 TEST(fibers_are_aligned_for_varargs_and_sse) {
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
   for (int i = 0; i < 4; i++)
     CHECK_OK(fib_spawn(rt, aligned_fiber, NULL, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  CHECK_OK(fib_runtime_destroy(rt));
+  run_to_end(rt);
 }
 
 /* test_switch_bti (aarch64, tests/arch/aarch64/tests.cmake): this same
