@@ -124,6 +124,14 @@ static int same_action(const struct sigaction *a, const struct sigaction *b) {
   return 1;
 }
 
+/* Start the thread without an alternate signal stack, so that one made by
+ * the library shows. (ASan gives every thread one of its own, which the
+ * library would use as is.) */
+static void no_signal_stack_yet(void) {
+  stack_t off = {.ss_flags = SS_DISABLE};
+  CHECK_EQ(sigaltstack(&off, NULL), 0);
+}
+
 static int blocked(int sig) {
   sigset_t cur;
   pthread_sigmask(SIG_BLOCK, NULL, &cur);
@@ -186,6 +194,7 @@ static void run_fibers_and_check_no_signal_stack(void) {
 
 static void *thread_runs_fibers(void *arg) {
   (void)arg;
+  no_signal_stack_yet();
   run_fibers_and_check_no_signal_stack();
   return NULL;
 }
@@ -208,6 +217,7 @@ static void opt_out_child(void *with_opt_out) {
   CHECK_EQ(sigaction(SIGSEGV, &host, NULL), 0);
   CHECK_EQ(sigaction(SIGSEGV, NULL, &segv_before), 0);
   CHECK_EQ(sigaction(SIGBUS, NULL, &bus_before), 0);
+  no_signal_stack_yet();
 
   if (with_opt_out)
     CHECK_OK(fib_overflow_signals(FIB_SIGNALS_NONE));
@@ -237,6 +247,7 @@ TEST(opt_out_installs_no_handler_and_no_signal_stack) {
 /* With every sigaltstack() failing, the library still runs fibers when it
  * is told to leave signals alone, and then does not even try one. */
 static void no_signal_stack_needed_child(void *with_opt_out) {
+  no_signal_stack_yet();
   if (with_opt_out)
     CHECK_OK(fib_overflow_signals(FIB_SIGNALS_NONE));
   fib__fault_inject(FIB__FAULT_SIGALTSTACK, 1, 1);
