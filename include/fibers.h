@@ -611,38 +611,6 @@ FIB_API int fib_select_until(fib_select_case *cases, size_t n,
  * described in docs/safety.md. This section is what a program can ask.
  */
 
-/* Where a fiber's or coroutine's stack is and how much of it has been used. */
-typedef struct fib_stack_info {
-  void *lo;            /* lowest usable byte (the stack grows down to it) */
-  void *hi;            /* one past the highest byte */
-  size_t size;         /* usable bytes: hi - lo */
-  size_t guard_size;   /* bytes of guard region just below lo (0: none) */
-  /* FIB_GUARD_MADVISE or FIB_GUARD_MPROTECT; FIB_GUARD_NONE (only if asked
-   * for): guard_size is 0 and the canary word is the 8 bytes at lo */
-  fib_guard_mode guard;
-  /* High-water mark: bytes from hi down to the lowest page the stack has
-   * touched (whole pages, from the kernel's page residency: mincore(2),
-   * one system call, no cost while the fiber runs). Stacks are reused from
-   * a per-thread pool, so on a reused stack this is the deepest any of its
-   * users went: an upper bound, exact for a fresh stack. */
-  size_t high_water;
-} fib_stack_info;
-
-/*
- * Describe the stack of fiber `id` of rt (rt may be NULL inside a fiber:
- * its runtime). The fiber may be running, ready or suspended.
- * Errors: FIB_EINVAL (NULL out), FIB_EPERM (rt NULL outside a fiber),
- * FIB_ESRCH (no such fiber, or it has finished: its stack is gone).
- */
-FIB_API int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out);
-
-/* The same for a coroutine (not dead), and for whatever runs now (the
- * current fiber, or the coroutine it resumed).
- * Errors: FIB_EINVAL (NULL, or a dead coroutine), FIB_EPERM (fib_self_stack
- * outside any fiber or coroutine). */
-FIB_API int fib_coro_stack(const fib_coro *co, fib_stack_info *out);
-FIB_API int fib_self_stack(fib_stack_info *out);
-
 /*
  * The overflow handler (docs/safety.md, "The handler"). By default the
  * first fiber or coroutine created in the process (or the first fib_run)
@@ -703,6 +671,38 @@ FIB_API int fib_overflow_signals(int mode);
  */
 FIB_API int fib_overflow_check(int sig, const void *info,
                                const void *ucontext);
+
+/* Where a fiber's or coroutine's stack is and how much of it has been used. */
+typedef struct fib_stack_info {
+  void *lo;            /* lowest usable byte (the stack grows down to it) */
+  void *hi;            /* one past the highest byte */
+  size_t size;         /* usable bytes: hi - lo */
+  size_t guard_size;   /* bytes of guard region just below lo (0: none) */
+  /* FIB_GUARD_MADVISE or FIB_GUARD_MPROTECT; FIB_GUARD_NONE (only if asked
+   * for): guard_size is 0 and the canary word is the 8 bytes at lo */
+  fib_guard_mode guard;
+  /* High-water mark: bytes from hi down to the lowest page the stack has
+   * touched (whole pages, from the kernel's page residency: mincore(2),
+   * one system call, no cost while the fiber runs). Stacks are reused from
+   * a per-thread pool, so on a reused stack this is the deepest any of its
+   * users went: an upper bound, exact for a fresh stack. */
+  size_t high_water;
+} fib_stack_info;
+
+/*
+ * Describe the stack of fiber `id` of rt (rt may be NULL inside a fiber:
+ * its runtime). The fiber may be running, ready or suspended.
+ * Errors: FIB_EINVAL (NULL out), FIB_EPERM (rt NULL outside a fiber),
+ * FIB_ESRCH (no such fiber, or it has finished: its stack is gone).
+ */
+FIB_API int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out);
+
+/* The same for a coroutine (not dead), and for whatever runs now (the
+ * current fiber, or the coroutine it resumed).
+ * Errors: FIB_EINVAL (NULL, or a dead coroutine), FIB_EPERM (fib_self_stack
+ * outside any fiber or coroutine). */
+FIB_API int fib_coro_stack(const fib_coro *co, fib_stack_info *out);
+FIB_API int fib_self_stack(fib_stack_info *out);
 
 /*
  * For debuggers: where the library keeps what a debugger needs to list
