@@ -692,6 +692,67 @@ FIB_API int fib_select_until(fib_select_case *cases, size_t n,
  * described in docs/safety.md. This section is what a program can ask.
  */
 
+/*
+ * The overflow handler (docs/safety.md, "The handler"). By default the
+ * first fiber or coroutine created in the process (or the first fib_run)
+ * installs a SIGSEGV and SIGBUS handler, once per process, and each
+ * thread's first one an alternate signal stack (sigaltstack(2); one the
+ * thread already has is used as is), so that an overflow into a guard
+ * region is reported in one line naming the fiber before the process dies
+ * by SIGSEGV. A fault that is not an overflow goes on to the action that
+ * was in place before ours (see docs/safety.md for how each kind is
+ * honoured); a handler installed after ours may save ours with sigaction()
+ * and call it, as a function, for the faults it does not want.
+ *
+ * A host that owns those signals (a JVM, a wasm engine, another language
+ * runtime, a crash reporter) can ask for nothing of the kind:
+ *
+ *   FIB_SIGNALS_INSTALL  the default, as above.
+ *   FIB_SIGNALS_NONE     no handler and no alternate stack, on any thread,
+ *                        ever. fib_run() and coroutine creation never fail
+ *                        for want of a signal stack. An overflow then meets
+ *                        whatever SIGSEGV action the host has: by default
+ *                        the process dies by SIGSEGV without a report; the
+ *                        host's handler may call fib_overflow_check() to
+ *                        have it reported.
+ *
+ * The mode is process-wide, and fixed by the first fiber or coroutine
+ * created (or fib_run) in the process, on any thread: call this before
+ * that (e.g. first thing in main, or where the host sets up its own
+ * handlers). Callable from any thread; a call racing with that first use
+ * is either in time or returns FIB_EBUSY. Once the mode is fixed, asking
+ * for the mode in force returns 0 and any other FIB_EBUSY, changing
+ * nothing: a handler once installed is never removed, since a handler
+ * installed after it may have saved it and chain to it.
+ * Errors: FIB_EINVAL (mode unknown), FIB_EBUSY (too late, see above).
+ */
+enum {
+  FIB_SIGNALS_INSTALL = 0,
+  FIB_SIGNALS_NONE = 1
+};
+FIB_API int fib_overflow_signals(int mode);
+
+/*
+ * For a host's own SIGSEGV/SIGBUS handler (one installed with SA_SIGINFO):
+ * pass it the handler's three arguments (info: its siginfo_t *, ucontext:
+ * its third argument, or NULL). If the fault is a stack overflow of the
+ * fiber or coroutine running on the calling thread (a fault in its guard
+ * region, or with the stack pointer below its stack), this writes the
+ * one-line report and the process dies by `sig` with its default action
+ * (a core dump where enabled): it does not return. Otherwise it returns 0
+ * and has changed nothing: the fault is the host's to handle. Also 0 for a
+ * sig other than SIGSEGV and SIGBUS, a NULL info, and a signal sent by
+ * kill() or raise(). With a NULL ucontext only a fault address in the
+ * guard region counts (a frame that jumps past the guard is not seen).
+ * Async-signal-safe; works in either mode. Note that a handler can run on
+ * an overflow only if it was installed with SA_ONSTACK and the faulting
+ * thread has an alternate signal stack (with FIB_SIGNALS_NONE, the host's
+ * to make): it cannot run on the stack that is full. Without, the kernel
+ * kills the process by SIGSEGV with no handler run.
+ */
+FIB_API int fib_overflow_check(int sig, const void *info,
+                               const void *ucontext);
+
 /* Where a fiber's or coroutine's stack is and how much of it has been used. */
 typedef struct fib_stack_info {
   void *lo;            /* lowest usable byte (the stack grows down to it) */

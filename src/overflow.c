@@ -6,11 +6,15 @@
  *
  * The handler runs on a per-thread alternate signal stack (the faulting
  * stack is, by definition, full). It uses only async-signal-safe calls:
- * write(2) and sigaction(2). It knows which stack the thread is running on
- * from a thread-local pointer that every switch updates (fib__tl_running;
- * initial-exec TLS, so reading it in a handler never allocates). Faults
- * that are not stack overflows go to whatever handler was installed
- * before ours.
+ * write(2), sigaction(2), pthread_sigmask(3), raise(3). It knows which
+ * stack the thread is running on from a thread-local pointer that every
+ * switch updates (fib__tl_running; initial-exec TLS, so reading it in a
+ * handler never allocates). Faults that are not stack overflows go to
+ * whatever action was in place before ours, run as the kernel would have
+ * run it. A handler installed after ours may call ours as a function for
+ * faults it does not want; a host that wants no handler of ours at all
+ * says so with fib_overflow_signals(FIB_SIGNALS_NONE) and may ask
+ * fib_overflow_check() from its own.
  */
 #include "arch/context.h"
 #include "overflow.h"
@@ -18,6 +22,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -26,7 +31,6 @@
 FIB__TLS struct fib__stack *const *fib__tl_running;
 FIB__TLS int fib__tl_overflow_ready;
 
-static struct sigaction old_segv, old_bus;
 static pthread_once_t handler_once = PTHREAD_ONCE_INIT;
 static int handler_error;
 
@@ -127,43 +131,165 @@ void fib__stack_canary_fail(const struct fib__stack *s) {
   fib__fatal(l.buf);
 }
 
-/* Let the signal take its default action: on return from the handler the
- * faulting instruction runs again and the kernel kills the process (with a
- * core dump where enabled), as if we had never been there. */
-static void die_by_default(int sig, const siginfo_t *si) {
+/* ---- dying, and handing faults on */
+
+static void on_fault(int sig, siginfo_t *si, void *uctx);
+
+/* Whether our handler is sig's installed action. If it is, the kernel
+ * called it for this signal, and returning from it resumes the faulting
+ * code. If not, a handler installed after ours has called it as a
+ * function (signal chaining, as libjsig or Go's forwarding do): what that
+ * handler does once we return is its business, so we cannot rely on
+ * returning to make the fault recur. */
+static int ours_is_installed(int sig) {
+  struct sigaction cur;
+  return sigaction(sig, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+         cur.sa_sigaction == on_fault;
+}
+
+static void set_default(int sig) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   sigaction(sig, &dfl, NULL);
-  if (si->si_code <= 0) /* sent by kill() or raise(): will not recur */
-    raise(sig);
 }
 
-static void chain(int sig, siginfo_t *si, void *uctx) {
-  const struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
-  if (old->sa_flags & SA_SIGINFO) {
-    old->sa_sigaction(sig, si, uctx);
-  } else if (old->sa_handler == SIG_DFL ||
-             (old->sa_handler == SIG_IGN && si->si_code > 0)) {
-    /* A real fault cannot be ignored (returning would fault again
-     * forever); without our handler the kernel would kill, so do we. */
-    die_by_default(sig, si);
-  } else if (old->sa_handler != SIG_IGN) {
-    old->sa_handler(sig);
-  }
+/* Die by sig's default action now, from wherever we are: the signal is
+ * unblocked first (it is blocked in the handler that called us, unless
+ * that one had SA_NODEFER), so raise() does not return. */
+static _Noreturn void die_now(int sig) {
+  set_default(sig);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  raise(sig);
+  /* Only reached if a tracer swallowed the signal. */
+  _exit(128 + sig);
 }
 
-static void on_fault(int sig, siginfo_t *si, void *uctx) {
-  struct fib__stack *const *owner = fib__tl_running;
-  const struct fib__stack *s = owner ? *owner : NULL;
-  if (s && si->si_code > 0 &&
-      is_overflow(s, si->si_addr, fib__ctx_fault_sp(uctx))) {
-    report(s, si->si_addr);
-    die_by_default(sig, si);
+/* Whether returning from the handler re-runs the instruction that faulted
+ * (so the fault recurs): a fault the kernel raised as it happened, not a
+ * kill() or raise(), nor one of the kernel's asynchronous reports. */
+static int fault_recurs(const siginfo_t *si) {
+  if (!si || si->si_code <= 0)
+    return 0;
+#ifdef SEGV_MTEAERR
+  if (si->si_signo == SIGSEGV && si->si_code == SEGV_MTEAERR)
+    return 0; /* arm64 MTE, asynchronous: reported after the fact */
+#endif
+#ifdef BUS_MCEERR_AO
+  if (si->si_signo == SIGBUS && si->si_code == BUS_MCEERR_AO)
+    return 0; /* a memory error found in the background */
+#endif
+  return 1;
+}
+
+/* End the process by sig's default action, with a core dump where enabled.
+ * Called by the kernel for a fault that recurs, we only restore the
+ * default action and return: the instruction faults again and the kernel
+ * kills, so the core shows the fault as it was (its siginfo, the faulting
+ * frame on top), as if we had never been there. Otherwise die now. */
+static void die_by_default(int sig, const siginfo_t *si, int from_kernel) {
+  if (from_kernel && fault_recurs(si)) {
+    set_default(sig);
     return;
   }
-  chain(sig, si, uctx);
+  die_now(sig);
+}
+
+/* The actions SIGSEGV ([0]) and SIGBUS ([1]) had before ours, read just
+ * before ours went in. A handler with SA_RESETHAND is one-shot, as the
+ * kernel would have made it: once it has been called, `spent` says to
+ * treat it as SIG_DFL. (Without that, such a handler that returns -- the
+ * usual crash reporter: report, return, let the fault recur and kill --
+ * would be called again for the recurring fault, forever.) A lock-free
+ * atomic: safe in a handler, and two threads may fault at once. */
+static struct sigaction old_action[2];
+static atomic_int old_spent[2];
+
+/* A fault that is not an overflow: do what the action before ours would
+ * have done, had the kernel run it. */
+static void chain(int sig, siginfo_t *si, void *uctx, int from_kernel) {
+  int i = sig == SIGBUS;
+  const struct sigaction *old = &old_action[i];
+  /* SIG_DFL and SIG_IGN are values of the handler whatever the flags say
+   * (SA_SIGINFO too): the kernel looks at the pointer, so do we. */
+  void (*h)(int) = old->sa_handler;
+  if (atomic_load(&old_spent[i]))
+    h = SIG_DFL;
+  if (h == SIG_DFL) {
+    die_by_default(sig, si, from_kernel);
+    return;
+  }
+  if (h == SIG_IGN) {
+    /* A signal sent by kill() or raise() is ignored, as it would have
+     * been. A real fault cannot be: returning would re-run the faulting
+     * instruction forever. The kernel itself gives a fault that is ignored
+     * (or blocked) the default action, so we do the same. */
+    if (si && si->si_code <= 0)
+      return;
+    die_by_default(sig, si, from_kernel);
+    return;
+  }
+  /* Run it as the kernel would have: its sa_mask blocked, and sig too
+   * unless it asked for SA_NODEFER (then sig is unblocked: it may rely on
+   * a nested fault reaching it, as handlers that probe memory do). The
+   * mask is put back afterwards for whoever called us; on a return to the
+   * kernel sigreturn restores it anyway. */
+  if (old->sa_flags & SA_RESETHAND)
+    atomic_store(&old_spent[i], 1);
+  sigset_t saved, self;
+  sigemptyset(&self);
+  sigaddset(&self, sig);
+  pthread_sigmask(SIG_BLOCK, &old->sa_mask, &saved);
+  pthread_sigmask((old->sa_flags & SA_NODEFER) ? SIG_UNBLOCK : SIG_BLOCK,
+                  &self, NULL);
+  if (old->sa_flags & SA_SIGINFO)
+    old->sa_sigaction(sig, si, uctx);
+  else
+    h(sig);
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+}
+
+/* The running stack, if this fault is its overflow; NULL if not (or if
+ * nothing runs on a fiber or coroutine stack on this thread). uctx may be
+ * NULL: then only a fault address in the guard region counts. */
+static const struct fib__stack *overflowed(const siginfo_t *si,
+                                           const void *uctx) {
+  struct fib__stack *const *owner = fib__tl_running;
+  const struct fib__stack *s = owner ? *owner : NULL;
+  if (!s || !si || si->si_code <= 0)
+    return NULL;
+  const char *sp = uctx ? fib__ctx_fault_sp(uctx) : NULL;
+  return is_overflow(s, si->si_addr, sp) ? s : NULL;
+}
+
+/* Also called as a plain function, by a handler installed after ours that
+ * saved it with sigaction() and forwards the faults it does not want; si
+ * and uctx are then whatever it passes (NULL from a handler without
+ * SA_SIGINFO), and we may be on any stack, with any signals blocked. */
+static void on_fault(int sig, siginfo_t *si, void *uctx) {
+  int from_kernel = ours_is_installed(sig);
+  const struct fib__stack *s = overflowed(si, uctx);
+  if (s) {
+    report(s, si->si_addr);
+    die_by_default(sig, si, from_kernel);
+    return;
+  }
+  chain(sig, si, uctx, from_kernel);
+}
+
+int fib_overflow_check(int sig, const void *info, const void *ucontext) {
+  if (sig != SIGSEGV && sig != SIGBUS)
+    return 0;
+  const siginfo_t *si = info;
+  const struct fib__stack *s = overflowed(si, ucontext);
+  if (!s)
+    return 0;
+  report(s, si->si_addr);
+  die_now(sig); /* the host's handler could do anything after a return */
 }
 
 static void install_handler(void) {
@@ -172,9 +298,45 @@ static void install_handler(void) {
   sa.sa_sigaction = on_fault;
   sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
   sigemptyset(&sa.sa_mask);
-  if (sigaction(SIGSEGV, &sa, &old_segv) != 0 ||
-      sigaction(SIGBUS, &sa, &old_bus) != 0)
+  /* Read the previous actions before ours goes in: from then on a fault on
+   * another thread may chain to them. (Reading them out of the call that
+   * installs ours would leave a moment where ours was in and they were not
+   * yet copied out.) */
+  if (sigaction(SIGSEGV, NULL, &old_action[0]) != 0 ||
+      sigaction(SIGBUS, NULL, &old_action[1]) != 0 ||
+      sigaction(SIGSEGV, &sa, NULL) != 0 || sigaction(SIGBUS, &sa, NULL) != 0)
     handler_error = 1;
+}
+
+/* ---- the mode (fib_overflow_signals) */
+
+/* What was asked for (FIB_SIGNALS_INSTALL or FIB_SIGNALS_NONE), plus FIXED
+ * once the first setup in the process has acted on it. */
+enum { FIXED = 1 << 4 };
+static atomic_int signal_mode; /* FIB_SIGNALS_INSTALL until asked */
+
+int fib_overflow_signals(int mode) {
+  if (mode != FIB_SIGNALS_INSTALL && mode != FIB_SIGNALS_NONE)
+    return FIB_EINVAL;
+  int cur = atomic_load(&signal_mode);
+  /* A compare-and-swap, so that a call racing with the first setup on
+   * another thread either lands before it (and is obeyed) or sees the
+   * mode fixed. */
+  while (!(cur & FIXED))
+    if (atomic_compare_exchange_weak(&signal_mode, &cur, mode))
+      return 0;
+  return (cur & ~FIXED) == mode ? 0 : FIB_EBUSY;
+}
+
+/* Once per process, at the first setup: fix the mode, and act on it. */
+static void fix_mode(void) {
+  if (atomic_fetch_or(&signal_mode, FIXED) == FIB_SIGNALS_INSTALL)
+    install_handler();
+}
+
+static int signals_off(void) {
+  return atomic_load_explicit(&signal_mode, memory_order_relaxed) ==
+         (FIXED | FIB_SIGNALS_NONE);
 }
 
 /* ---- the per-thread alternate stack */
@@ -232,9 +394,13 @@ static int install_altstack(void) {
 }
 
 int fib__overflow_setup_thread(void) {
-  pthread_once(&handler_once, install_handler);
+  pthread_once(&handler_once, fix_mode);
   if (handler_error)
     return FIB_ENOMEM;
+  if (signals_off()) { /* the host owns the signals: nothing to set up */
+    fib__tl_overflow_ready = 1;
+    return 0;
+  }
   int err = install_altstack();
   if (err == 0)
     fib__tl_overflow_ready = 1;

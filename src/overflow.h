@@ -17,11 +17,14 @@
  * the stack pointer), so a switch writes one thread-local word, not two.
  */
 extern FIB__TLS struct fib__stack *const *fib__tl_running;
-/* Whether this thread's handler stack is in place. */
+/* Whether this thread is set up: its handler stack is in place, or the
+ * process runs without our handler (FIB_SIGNALS_NONE). */
 extern FIB__TLS int fib__tl_overflow_ready;
 
 /* Install the SIGSEGV/SIGBUS handler (once per process) and this thread's
- * alternate signal stack. 0 or FIB_ENOMEM. */
+ * alternate signal stack; the first call in the process fixes the mode
+ * (fib_overflow_signals), and with FIB_SIGNALS_NONE installs neither and
+ * returns 0. 0 or FIB_ENOMEM. */
 int fib__overflow_setup_thread(void);
 
 /* The same, as a flag check once it has been done on this thread. */
