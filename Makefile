@@ -24,7 +24,7 @@ test: all
 clean:
 	rm -rf $(BUILD) build-*
 
-# ---- ports (issue 5): cross-build with Debian's cross compilers and run
+# ---- ports: cross-build with Debian's cross compilers and run
 # the whole suite under qemu-user (.ci/run installs both). Stress sizes are
 # scaled down: qemu runs the switch ~20-50x slower than the hardware.
 QEMU_TEST_SCALE ?= 0.05
@@ -39,7 +39,7 @@ $(addprefix test-,$(CROSS_ARCHES)): test-%:
 	cd build-$* && FIB_TEST_SCALE=$(QEMU_TEST_SCALE) \
 	    $(CTEST) --output-on-failure -j $(JOBS)
 
-# ---- benchmarks (issue 3): our figures beside Boost.Context, ucontext,
+# ---- benchmarks: our figures beside Boost.Context, ucontext,
 # Boost.Fiber and Go, from one run. See docs/performance.md.
 BENCH_BUILD ?= build/bench
 BENCH_PY ?= python3
@@ -62,7 +62,7 @@ bench-deps:
 	apt-get update
 	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go
 
-# ---- dynamic analysis (issue 4): the whole suite under each tool, with
+# ---- dynamic analysis: the whole suite under each tool, with
 # each compiler that supports it, each in its own build directory. The
 # library's switch hooks are compiled in by the sanitizer itself
 # (src/sanitize.h); tests/safety.cmake sets the tools' options per test.
