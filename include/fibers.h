@@ -635,9 +635,10 @@ typedef struct fib_once {
  * fiber running fn finishes inside it (fib_exit) or is discarded with its
  * runtime, it is as if that call had never been made (as pthread_once does
  * for a cancelled init routine): a waiting fiber, or the next call, runs fn.
- * Errors: FIB_EINVAL (NULL once or fn), FIB_EDEADLK (called from inside
- * its own fn), FIB_EPERM (would wait, outside a fiber), FIB_ECANCELED
- * (would wait, in a cancelled fiber), FIB_ETIMEDOUT (_until).
+ * Errors: FIB_EINVAL (NULL once or fn, or once holds no fib_once state),
+ * FIB_EDEADLK (called from inside its own fn), FIB_EPERM (would wait,
+ * outside a fiber), FIB_ECANCELED (would wait, in a cancelled fiber),
+ * FIB_ETIMEDOUT (_until).
  */
 FIB_API int fib_once_call(fib_once *once, void (*fn)(void *), void *arg);
 FIB_API int fib_once_call_until(fib_once *once, void (*fn)(void *), void *arg,
