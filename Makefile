@@ -99,7 +99,7 @@ bench-deps:
 SAN_CCS ?= gcc clang
 SAN_TEST_SCALE ?= 0.1
 TSAN_TEST_SCALE ?= 0.05 # TSan: at most 8128 fibers+threads alive at once
-VALGRIND_TEST_SCALE ?= 0.1 # the whole run: ~1 min on 2 cores
+VALGRIND_TEST_SCALE ?= 0.1
 VALGRIND_CC ?= gcc
 SAN_CMAKE_ARGS ?=
 ASAN_UBSAN = address,undefined # a variable: $(call) splits on bare commas

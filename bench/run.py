@@ -5,7 +5,7 @@ Runs every benchmark for every implementation (ours: "fibers"; peers:
 "boost_context", "ucontext", "boost_fiber", "go") after a warm-up, then
 --runs times (default 5) interleaved between implementations (the order
 rotates each round), and prints bench / impl / median / min / max and our
-ratio to each peer, then the issue-3 targets as met / missed. Writes one
+ratio to each peer, then the targets as met / missed. Writes one
 JSON object per line to <build-dir>/results.jsonl (results-smoke.jsonl with
 --smoke):
 
@@ -72,7 +72,7 @@ BENCHES = [
     ("skynet_1m", "ms",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 10_000},
      {"fibers": 1_000, "go": 1_000, "boost_fiber": 1_000}),
-    # Issue 6: blocking primitives.
+    # Blocking primitives.
     ("chan_unbuffered", "ns",
      {"fibers": 2_000_000, "go": 2_000_000, "boost_fiber": 2_000_000},
      {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
@@ -109,7 +109,7 @@ NOT_YET = {
         "push/pop; its when_any waits for fibers, not channel operations)",
 }
 
-# Issue 3's targets: (bench, peer, max ratio ours/peer) and absolute ones.
+# The targets: (bench, peer, max ratio ours/peer) and absolute ones.
 RATIO_TARGETS = [
     ("switch", "boost_context", 1.0),
     ("switch_shared_fp", "boost_context", 0.55),
@@ -119,7 +119,7 @@ RATIO_TARGETS = [
     ("yield", "boost_fiber", 0.15),
     ("skynet_1m", "go", 0.25),
     ("skynet_1m_peak_rss", "go", 1.0),  # "lower peak memory than Go"
-    # Issue 6: every one <= 0.3 x go and <= 0.5 x boost_fiber.
+    # Blocking primitives: every one <= 0.3 x go and <= 0.5 x boost_fiber.
     ("chan_unbuffered", "go", 0.3),
     ("chan_unbuffered", "boost_fiber", 0.5),
     ("chan_buffered", "go", 0.3),
@@ -362,8 +362,7 @@ def print_table(cells, order, mode, out):
 
 def print_targets(cells, mode, out):
     w = out.write
-    w("Issue 3 and 6 targets, and ours against ours (ratios from this "
-      "run)%s:\n" % (
+    w("Targets, and ours against ours (ratios from this run)%s:\n" % (
         "; informational only at smoke sizes" if mode == SMOKE else ""))
     for bench, peer, limit in RATIO_TARGETS:
         # switch_shared_fp is compared with the peer's ordinary switch.
@@ -433,7 +432,7 @@ def callgrind(impls, bin_dir, out_dir, mode, out):
             ("create", "fibers", 1), ("create", "boost_context", 1),
             ("create_mixed", "fibers", 1),
             ("spawn_join", "fibers", 1), ("yield", "fibers", 1),
-            # Issue 6: per message / lock / (send + select).
+            # Blocking primitives: per message / lock / (send + select).
             ("chan_unbuffered", "fibers", 1), ("chan_buffered", "fibers", 1),
             ("mutex_handoff", "fibers", 1), ("select4", "fibers", 1)]
     n = 100_000 if mode == FULL else 5_000
@@ -498,7 +497,7 @@ def main():
                     help="seconds per run (default 600, smoke 120)")
     a = ap.parse_args()
     if a.runs < 5 and not a.smoke:
-        log("note: fewer than 5 runs is below what issue 3 asks for")
+        log("note: fewer than 5 runs is below what the method asks for")
     mode = SMOKE if a.smoke else FULL
     timeout = a.timeout or (120 if a.smoke else 600)
     bin_dir = os.path.join(a.build_dir, "bench")

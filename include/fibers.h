@@ -1,11 +1,11 @@
 /*
  * fibers.h -- the public API of the fibers runtime.
  *
- * fibers are stackful user-space threads for C. Each fiber owns a stack with
- * a guard region below it (unless FIB_GUARD_NONE is asked for); the CPU
- * context is switched in assembly; a runtime schedules its fibers
- * cooperatively on the one OS thread that runs it (FIFO, with the fibers a
- * fiber spawns run first: see fib_run).
+ * fibers are stackful user-space threads for C, on Linux (x86-64, aarch64,
+ * riscv64). Each fiber owns a stack with a guard region below it (unless
+ * FIB_GUARD_NONE is asked for); the CPU context is switched in assembly; a
+ * runtime schedules its fibers cooperatively on the one OS thread that runs
+ * it (FIFO, with the fibers a fiber spawns run first: see fib_run).
  *
  * Two layers are public:
  *   - coroutines (fib_coro_*): resume / yield with a value, no scheduler;
@@ -14,14 +14,33 @@
  *
  * Conventions (as in libuv): every call that can fail returns 0 (or a
  * count) on success and a negative errno code on failure, one of the FIB_E*
- * values below. fib_strerror() and fib_err_name() describe a code. The
- * library never prints, except the one-line report it writes just before the
- * process dies (a stack overflow, or a misuse that no caller could handle,
- * such as fib_exit() outside a fiber).
+ * values below, never through errno or any other thread-local.
+ * fib_strerror() and fib_err_name() describe a code. The library never
+ * prints, except the one-line report it writes just before the process dies
+ * (a stack overflow, or a misuse that no caller could handle, such as
+ * fib_exit() outside a fiber).
+ *
+ * Signals: the first time a thread creates a coroutine or fiber or runs a
+ * runtime, the library installs a SIGSEGV and SIGBUS handler (once per
+ * process, SA_SIGINFO | SA_ONSTACK) and gives the thread an alternate
+ * signal stack (a thread that has one keeps it). A fault in a guard region,
+ * or with the stack pointer below the running stack, is reported in one
+ * line on stderr naming the fiber (id and name) or "coroutine", the stack
+ * and guard sizes and the fault address:
+ *   fibers: stack overflow in fiber 2 "parser" (stack 65536 bytes, guard
+ *   4096 bytes, fault address 0x7fc6c9b7df90)
+ * then the default action is restored and the fault recurs, so the process
+ * dies by the signal (with a core dump where enabled). Any other fault goes
+ * to the handler installed before the library's (or the default action). A
+ * handler the program installs after the library's replaces it, and
+ * overflows are then no longer reported. Build fiber code with
+ * -fstack-clash-protection, so that a frame larger than the guard touches
+ * it instead of stepping over it.
  *
  * Thread safety: a runtime and its fibers belong to the OS thread that runs
  * them (between fib_runtime_create() and fib_run() any one thread may use
- * it). Different runtimes may run on different threads at the same time.
+ * it); a fiber never moves to another thread. Different runtimes may run
+ * on different threads at the same time.
  * A coroutine runs on whichever thread resumes it, but only one at a time.
  */
 #ifndef FIBERS_H
@@ -63,7 +82,7 @@ FIB_API int fib_version(void);
 #define FIB_ERRNO_MAP(X)                                                     \
   X(EINVAL, "invalid argument")                                              \
   X(ENOMEM, "out of memory or out of memory mappings")                       \
-  X(EPERM, "operation not permitted here (outside a fiber or coroutine)")    \
+  X(EPERM, "not permitted here (outside a fiber, or not the caller's)")      \
   X(EDEADLK, "deadlock: a fiber would wait for itself or forever")           \
   X(ESRCH, "no such fiber (never spawned, already joined, or detached)")     \
   X(EBUSY, "busy: the object is running or in use")                         \
@@ -96,13 +115,18 @@ FIB_API const char *fib_err_name(int err);
 /* The default: 64 KiB of usable stack. Memory is committed lazily, so an
  * idle fiber costs only the pages it has touched (typically one); 64 KiB
  * keeps page-table overhead per fiber small while leaving room for libc
- * calls such as printf. Overflow is caught by the guard region. */
+ * calls such as printf. Overflow is caught by the guard region. A freed
+ * stack is kept for reuse, with the pages it touched, in a pool per thread
+ * (up to 256 stacks in all, found by size and guard mode). */
 #define FIB_STACK_DEFAULT ((size_t)64 * 1024)
 
 /* Longest fiber name kept (longer names are truncated). */
 #define FIB_NAME_MAX 31
 
-/* How the guard region below each stack is made. */
+/* How the guard region below each stack is made. A guard region is never
+ * writable; it is at least one page and at least the compiler's stack-probe
+ * interval (4 KiB on x86-64 and riscv64, 64 KiB on aarch64). A mode that is
+ * asked for and not available is refused, never replaced by a weaker one. */
 typedef enum fib_guard_mode {
   /* MADV_GUARD_INSTALL when the kernel has it (probed once per process),
    * otherwise mprotect(PROT_NONE). The default. */
@@ -146,8 +170,10 @@ enum {
    * exception masks its resumer has, and a change it makes is seen by the
    * code it switches to. Only for code that never changes them (most code:
    * C programs rarely call fesetround). Default: off, each context keeps
-   * its own, as the ABI expects. In fib_runtime_opts.flags: the default
-   * for every fiber of that runtime. */
+   * its own, as the ABI expects; a new fiber or coroutine starts with the
+   * FP control state of the code that created it, as a new thread does.
+   * In fib_runtime_opts.flags: the default for every fiber of that
+   * runtime. */
   FIB_SHARED_FP = 1u << 1
 };
 
@@ -200,7 +226,9 @@ typedef enum fib_coro_state {
  * Errors: FIB_EINVAL (NULL out or fn, stack size out of
  * [FIB_STACK_MIN, FIB_STACK_MAX], guard mode unknown or unavailable,
  * unknown flags),
- * FIB_ENOMEM (no memory or mappings for the stack).
+ * FIB_ENOMEM (no memory or mappings for the stack, the mprotect budget of
+ * FIB_GUARD_MPROTECT is spent, or the thread's signal stack for overflow
+ * reports could not be made).
  */
 FIB_API int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
                             const fib_attr *attr);
@@ -288,7 +316,8 @@ FIB_API int fib_runtime_destroy(fib_runtime *rt);
  * inside a fiber, meaning that fiber's runtime.
  * attr may be NULL. *id (if id is not NULL) receives the new fiber's id.
  * Errors: FIB_EINVAL (NULL fn, bad attributes), FIB_EPERM (rt NULL outside
- * a fiber), FIB_ENOMEM (no memory or mappings; nothing else is affected).
+ * a fiber), FIB_ENOMEM (as for fib_coro_create; nothing else is
+ * affected: the runtime and its fibers carry on).
  */
 FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
                       const fib_attr *attr, fib_id *id);
@@ -306,7 +335,8 @@ FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
  * Returns 0 when all fibers have finished.
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (rt is already running, or this
  * thread is already running a runtime), FIB_ENOMEM (the thread's signal
- * stack for overflow reports could not be made), FIB_EDEADLK (fibers
+ * stack for overflow reports could not be made: not with
+ * FIB_SIGNALS_NONE, see fib_overflow_signals), FIB_EDEADLK (fibers
  * remain but all wait for each other or for the program; they stay
  * suspended, and a later run goes on with them once the program has made
  * one ready, e.g. by fib_sem_post; or fib_runtime_destroy discards them).
@@ -381,8 +411,8 @@ FIB_API int fib_yield(void);
  * Errors: FIB_EPERM (not in a fiber), FIB_EDEADLK (id is the caller),
  * FIB_ESRCH (no such fiber: never spawned here, already joined, or detached
  * and finished), FIB_EINVAL (the fiber is detached, or another fiber, or
- * fib_run_join, is already joining it), FIB_ECANCELED (the caller is cancelled; the target
- * is left as it was, still joinable).
+ * fib_run_join, is already joining it), FIB_ECANCELED (the caller is
+ * cancelled; the target is left as it was, still joinable).
  */
 FIB_API int fib_join(fib_id id, void **result);
 
@@ -414,7 +444,7 @@ FIB_API int fib_cancelled(void);
  * fiber with rt not NULL; rt may be NULL inside a fiber): nobody will join
  * it, and its record is freed when it finishes (at once if it has).
  * Errors: FIB_EPERM (rt NULL outside a fiber), FIB_ESRCH (no such fiber),
- * FIB_EINVAL (already detached, or a fiber is joining it).
+ * FIB_EINVAL (already detached, or a fiber or fib_run_join is joining it).
  */
 FIB_API int fib_detach(fib_runtime *rt, fib_id id);
 
@@ -606,9 +636,10 @@ typedef struct fib_once {
  * fiber running fn finishes inside it (fib_exit) or is discarded with its
  * runtime, it is as if that call had never been made (as pthread_once does
  * for a cancelled init routine): a waiting fiber, or the next call, runs fn.
- * Errors: FIB_EINVAL (NULL once or fn), FIB_EDEADLK (called from inside
- * its own fn), FIB_EPERM (would wait, outside a fiber), FIB_ECANCELED
- * (would wait, in a cancelled fiber), FIB_ETIMEDOUT (_until).
+ * Errors: FIB_EINVAL (NULL once or fn, or once holds no fib_once state),
+ * FIB_EDEADLK (called from inside its own fn), FIB_EPERM (would wait,
+ * outside a fiber), FIB_ECANCELED (would wait, in a cancelled fiber),
+ * FIB_ETIMEDOUT (_until).
  */
 FIB_API int fib_once_call(fib_once *once, void (*fn)(void *), void *arg);
 FIB_API int fib_once_call_until(fib_once *once, void (*fn)(void *), void *arg,
@@ -627,7 +658,7 @@ typedef struct fib_chan {
 } fib_chan;
 
 /* Errors: FIB_EINVAL (NULL ch, or elem_size * capacity overflows),
- * FIB_ENOMEM (no memory for the buffer; ch is left uninitialised). */
+ * FIB_ENOMEM (no memory for the buffer; ch is left as it was). */
 FIB_API int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity);
 /* Free the buffer (values still in it are dropped). Afterwards every call
  * on ch returns FIB_EINVAL, until fib_chan_init.

@@ -1,6 +1,7 @@
 /*
  * fiber.h -- the fiber record and the runtime, shared by the scheduler's
- * files (and, later, the blocking primitives built on park/ready).
+ * files and by the blocking primitives built on park/ready (waitq.h,
+ * src/sync/).
  *
  * Fiber state machine (one thread; every transition happens on it):
  *
@@ -103,7 +104,7 @@ struct fib_runtime {
                                     the fibers that were ready (fairness to
                                     sleepers without a clock read per
                                     dispatch), or to end a bounded run
-                                    (FIB_RUN_ONCE, FIB_RUN_NOWAIT); huge
+                                    (fib_run_once, fib_run_nowait); huge
                                     when there is no reason */
   struct fib__fiber *awaited;    /* fib_run_join's target: its finish goes
                                     back to the loop; NULL otherwise */

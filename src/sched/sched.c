@@ -4,10 +4,12 @@
  *
  * The scheduler loop runs on the OS thread's own stack. It resumes a ready
  * fiber's coroutine; from then on fibers hand the CPU to each other
- * directly (a coroutine transfer: one switch per hop) while there is a
+ * directly (a coroutine transfer: one switch per hop; a finishing fiber
+ * hands over and leaves its stack for the next to free) while there is a
  * ready fiber to go to, and come back to the loop only when none is ready,
- * when the timers are due for a look, or when a fiber finishes (its stack
- * must be freed from another stack).
+ * when the next one keeps the other FP variant, when the timers are due
+ * for a look, when a bounded run's round is over, or when the fiber that
+ * fib_run_join waits for has finished.
  */
 #include "fiber.h"
 #include "fibers/debug.h"
