@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The front door: `make run` builds and runs the demo, `make test` builds
 # everything and runs every test. CMake does the real work in $(BUILD).
 BUILD ?= build

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // bench_boost_context.cpp -- Boost.Context peer (impl "boost_context"):
 // the raw fcontext layer (make_fcontext / jump_fcontext) that
 // boost::context::fiber is built on.

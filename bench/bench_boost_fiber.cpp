@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // bench_boost_fiber.cpp -- Boost.Fiber peer (impl "boost_fiber"): the
 // default round_robin scheduler on one thread, default stack allocator
 // (boost::fibers::default_stack, an unguarded malloc'd fixedsize_stack).

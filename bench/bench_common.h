@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_common.h -- helpers shared by the C and C++ benchmark programs:
  * a monotonic clock, resident-memory readings from /proc, and the one

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_fibers.c -- our side of the benchmark suite (impl "fibers").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bench_ucontext.c -- glibc ucontext peer (impl "ucontext"): makecontext /
  * swapcontext. swapcontext saves and restores the signal mask with a

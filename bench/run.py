@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """bench/run.py -- run the fibers benchmark suite and print one table.
 
 Runs every benchmark for every implementation (ours: "fibers"; peers:

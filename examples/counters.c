@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * counters.c -- the example the project began from: two fibers count to
  * nine, each giving way to the other after every line.

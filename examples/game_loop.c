@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * game_loop.c -- fibers inside a program's own loop. main owns the loop (a
  * game's frame loop here; a GUI or another event loop would do the same):

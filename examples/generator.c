@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * generator.c -- a generator on the coroutine layer, no scheduler: the
  * coroutine yields the Fibonacci numbers one by one; the caller tells it

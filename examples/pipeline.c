@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * pipeline.c -- producer / consumer: a producer sends the numbers 1..10
  * through a small buffered channel to a squarer, which sends the squares

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * prime_sieve.c -- the concurrent prime sieve (as in Go's documentation,
  * after McIlroy): a generator fiber sends 2, 3, 4, ... into a chain of

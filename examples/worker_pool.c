@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * worker_pool.c -- a pool of 4 worker fibers takes jobs from a buffered
  * channel; a wait group tells main's fiber when all jobs are done, and a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fibers.h -- the public API of the fibers runtime.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* coro.c -- stackful asymmetric coroutines on top of the context switch. */
 #include "coro.h"
 #include "arch/context.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * coro.h -- the coroutine layer's internals, for the scheduler above it.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * debug.c -- the layout description debuggers read (fib_debug_layout):
  * where every layer keeps what a debugger needs. It reads every layer's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* error.c -- error descriptions and the version. */
 #include "fibers.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * overflow.c -- turn a fault in a stack's guard region into a one-line
  * report naming the fiber, then die by the default action. (A

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * overflow.h -- the stack layer's overflow report: a fault in a guard
  * region, or an overwritten FIB_GUARD_NONE canary, becomes one line naming

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sanitize.h -- which dynamic-analysis tools the library is built for.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* stack.c -- mapping, guarding, pooling and budgeting stacks. */
 #include "stack.h"
 #include "arch/context.h"

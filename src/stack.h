@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * stack.h -- the stack layer: guarded, lazily committed, pooled stacks, and
  * the overflow report (overflow.h).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* sys.c -- system calls and allocation behind a fault-injection seam. */
 #include "sys.h"
 

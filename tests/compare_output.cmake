@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Run PROGRAM with ARGS (through EMULATOR, a '|'-separated command, if set)
 # and compare its standard output byte for byte with EXPECTED.
 set(cmd ${PROGRAM})

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fiber_helpers.h -- small helpers for tests that run code in fibers
  * (harness.h stays independent of the library).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * harness.h -- the test harness: checks that print both sides and survive
  * NDEBUG, each case in its own process with a time limit, a real skip.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # safety.cmake -- test settings for the dynamic-analysis builds, and the
 # safety tests that need more than one program. Included by
 # tests/CMakeLists.txt after every unit test has been added.

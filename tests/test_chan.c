@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_chan.c -- channels and select: rendezvous, buffering, close, every
  * timeout and cancellation path, select's choice among ready cases,
  * misuse, stress, allocation failures and leaks. */

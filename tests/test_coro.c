@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_coro.c -- the coroutine layer on its own: generators, nesting,
  * status, values, early destroy. */
 #include "harness.h"

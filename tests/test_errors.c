@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_errors.c -- every documented misuse gets its documented answer:
  * an error code, or (where no caller could handle it) a one-line abort. */
 #include "fiber_helpers.h"

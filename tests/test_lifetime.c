@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_lifetime.c -- misuse that must neither strand a fiber nor touch
  * freed memory: the coroutine API kept off a fiber's own context, a
  * runtime destroyed with fibers parked on primitives, a fiber that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_loop.c -- the runtime inside a program's own loop: fib_run_nowait
  * and fib_run_once run one bounded round, fib_runtime_next_ns says when to
  * come back, fib_run_join waits for one fiber from outside. */

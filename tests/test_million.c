@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_million.c -- overflow protection at any scale: a million fibers
  * alive at once, every one with a guard region, under the default

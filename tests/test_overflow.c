@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_overflow.c -- death tests: a stack overflow in a fiber or coroutine
  * is reported in one line naming it, and the process dies by SIGSEGV (on an

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_pool.c -- the per-thread stack pool with more than one kind of
  * stack: a list per (size, guard mode) class, its bounds, eviction, drain,
  * thread exit, and allocation failures with several classes pooled.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_safety.c -- the dynamic-analysis tools see fibers as they are.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_sched.c -- the runtime: order, join, detach, exit, sleep, names,
  * several runtimes on several threads. */
 #include "fiber_helpers.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_signals.c -- the overflow handler among other SIGSEGV handlers:
  * the opt-out (fib_overflow_signals), a host's own handler asking

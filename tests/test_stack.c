@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_stack.c -- the stack layer: guard modes, the mapping budget, the
  * pool, and allocation failures injected through the system seam. */
 #include "harness.h"

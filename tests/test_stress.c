@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_stress.c -- sizes that find leaks and slow paths: ten million
  * switches, 100,000 fibers alive at once, a million spawn/join cycles with

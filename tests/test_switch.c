@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_switch.c -- the context switch keeps the ABI's callee-saved state
  * (general and FP registers, the FP control state: MXCSR and x87 control

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* test_sync.c -- mutex, condition variable, semaphore, wait group, once:
  * each call's semantics, every timeout and cancellation path, FIFO
  * fairness, misuse, stress, and that none of them allocates. */

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tools.cmake -- tests that drive external tools: nm, readelf, gdb,
 # pkg-config and cmake itself on an installed copy. Included by
 # tests/CMakeLists.txt. The scripts live in tests/tools/ and need bash and
@@ -14,6 +15,7 @@
 #   cet_note           IBT (not SHSTK) property notes, non-executable stack
 #   layers             no source includes a header of a later layer than its
 #                      own (the order docs/internals.md states)
+#   spdx               every source file carries its SPDX licence line
 
 set(FIB_TOOLS_DIR ${CMAKE_CURRENT_SOURCE_DIR}/tools)
 find_program(FIB_BASH bash)
@@ -118,4 +120,11 @@ if(layers_ok)
   add_test(NAME layers
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/layers.sh
             ${PROJECT_SOURCE_DIR}/docs/internals.md ${PROJECT_SOURCE_DIR}/src)
+endif()
+
+# ---- spdx
+fib_tool_test(spdx "" "")
+if(spdx_ok)
+  add_test(NAME spdx COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/spdx.sh
+                             ${PROJECT_SOURCE_DIR})
 endif()

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Go peer of the fibers benchmark suite (impl "go"), GOMAXPROCS=1.
 //
 //	spawn_join  ns per `go f()` plus a channel hand-off back to the spawner

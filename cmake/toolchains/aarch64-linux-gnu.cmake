@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Cross build for AArch64 Linux with Debian's cross compiler
 # (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross); CTest runs every test
 # under qemu-user (qemu-user), with -cpu max so BTI and PAC are enforced.

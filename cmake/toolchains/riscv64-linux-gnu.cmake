@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Cross build for RISC-V 64 (LP64D) Linux with Debian's cross compiler
 # (gcc-riscv64-linux-gnu, libc6-dev-riscv64-cross); CTest runs every test
 # under qemu-user (qemu-user).

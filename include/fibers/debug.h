@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fibers/debug.h -- what debuggers read to find fibers: a versioned
  * description of the library's private records. Programs do not need it;

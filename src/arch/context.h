@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * context.h -- the architecture layer: make a context, switch contexts.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fiber.c -- the calls about one fiber: spawn, join, detach, cancel, exit,
  * identity, sleep. Blocking ones park the caller (sched.c).

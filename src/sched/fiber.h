@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fiber.h -- the fiber record and the runtime, shared by the scheduler's
  * files and by the blocking primitives built on park/ready (waitq.h,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* idmap.c -- open-addressing hash map from fiber ids to records. */
 #include "idmap.h"
 #include "../sys.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * idmap.h -- fiber id -> fiber record, for the runtime.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * runq.h -- the run queue: the fibers ready to run.
  *

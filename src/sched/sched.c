@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sched.c -- the runtime and its scheduler: the loop, park / ready, and
  * the switch from one fiber to the next.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* timers.c -- the deadline heap, and the clock deadlines are read on. */
 #include "timers.h"
 #include "../sys.h"

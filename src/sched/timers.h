@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * timers.h -- deadlines: a binary min-heap of intrusive timer nodes.
  *

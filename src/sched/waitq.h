@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * waitq.h -- wait queues: the park/ready plumbing under the blocking
  * primitives of src/sync/ (locks, conditions, channels, select).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * chan.c -- channels of fixed-size elements and fib_select, built on
  * park/ready (sched/fiber.h) and the wait queues of sched/waitq.h.

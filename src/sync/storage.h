@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * storage.h -- the caller-allocated storage of the blocking primitives
  * (fib_mutex, fib_cond, fib_sem, fib_wg, fib_chan): how the library finds

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * sync.c -- mutex, condition variable, semaphore, wait group and once,
  * built on park/ready (sched/fiber.h) and the wait queues of waitq.h.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # cet_note.sh READELF CC HAVE_CF_PROTECTION SHARED_LIB STATIC_LIB WORKDIR
 #
 # CET markings and a non-executable stack.

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # exported_symbols.sh NM HEADER EXPORTS_TXT SHARED_LIB [STATIC_LIB]
 #
 # The shared library exports exactly the public API:

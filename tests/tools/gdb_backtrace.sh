@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # gdb_backtrace.sh GDB TARGET
 #
 # A breakpoint inside a fiber (and inside a coroutine, and a coroutine

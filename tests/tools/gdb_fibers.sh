@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # gdb_fibers.sh GDB TARGET SCRIPT WORKDIR [core|nocore]
 #
 # nocore (sanitizer builds): the live checks only, said so in the output --

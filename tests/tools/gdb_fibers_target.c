@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gdb_fibers_target.c -- the debuggee of the gdb_fibers test
  * (gdb_fibers.sh): fibers suspended in known functions when debug_stop()

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * gdb_target.c -- the debuggee of the gdb_backtrace test (gdb_backtrace.sh).
  *

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # install_check.sh MODE CMAKE BUILD_DIR SOURCE_DIR CC CFLAGS WORKDIR [PKG_CONFIG]
 #
 # Install the build (cmake --install BUILD_DIR --prefix WORKDIR/prefix) and

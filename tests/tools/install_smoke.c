@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * install_smoke.c -- built by install_check.sh against an *installed* copy
  * of fibers (pkg-config, and find_package(fibers CONFIG)), shared and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
 # layers.sh DOC SRC -- every #include "..." in SRC (the library's sources)
 # names a file of the same layer or an earlier one, in the order the
 # ```layers block of DOC (docs/internals.md) gives; every source file is

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # valgrind_run.sh PROGRAM [ARGS...]
 #
 # Run a test program under valgrind memcheck (make test-valgrind) and fail

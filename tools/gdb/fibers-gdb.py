@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # fibers-gdb.py -- gdb commands for programs that use the fibers library.
 #
 #   gdb loads it by itself for a program that uses the installed shared

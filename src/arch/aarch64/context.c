@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* context.c -- build the first frame of a new AArch64 context; read a
  * fault's stack pointer. */
 #include "../context.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * frame.h -- the saved context of a suspended AArch64 (AAPCS64) context.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * switch.S -- context switch for AArch64, AAPCS64 (Linux, ELF), GNU as.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * frame.h -- the saved context of a suspended RISC-V 64 (LP64D) context.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * switch.S -- context switch for RISC-V 64, LP64D ABI (Linux, ELF), GNU as.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * frame.h -- the saved context of a suspended x86-64 System V context.
  *

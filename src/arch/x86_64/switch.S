@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * switch.S -- context switch for x86-64, System V ABI, ELF, GNU assembler.
  *

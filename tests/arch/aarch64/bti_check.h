@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bti_check.h -- does this process run with BTI enforced? For the tests
  * linked with bti_start.S (tests.cmake). Both must hold: the CPU (qemu

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bti_start.S -- a BTI-marked program entry, for the tests that must run
  * with BTI enforced (test_bti, test_switch_bti; see tests.cmake).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * bti_targets.S -- two functions for test_bti, both reached through a
  * function pointer (blr): bti_marked begins with a landing pad,

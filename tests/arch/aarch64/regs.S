@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * regs.S -- test helper for AArch64 (AAPCS64): call a function with every
  * callee-saved register holding a known pattern, and report which ones

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * test_bti.c -- AArch64 Branch Target Identification, enforced: this
  * program is linked only from BTI-marked objects (bti_start.S replaces the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # tests.cmake -- AArch64-only tests, included by tests/CMakeLists.txt.
 #
 # Branch Target Identification is enforced only for an executable whose

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fpctl.h -- the FP control state the switch must keep per context, for
  * tests/test_switch.c: on RISC-V, the dynamic rounding mode frm (the rest

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * fpctl.h -- the FP control state the switch must keep per context, for
  * tests/test_switch.c: x86-64 has two, MXCSR (SSE) and the x87 control

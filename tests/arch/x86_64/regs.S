@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * regs.S -- test helper for x86-64 System V: call a function with every
  * callee-saved register holding a known pattern, and report which ones
