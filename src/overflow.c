@@ -80,8 +80,11 @@ static int is_overflow(const struct fib__stack *s, const char *addr,
   if (addr >= s->lo - below && addr < s->lo)
     return 1;
   /* The stack pointer itself has left the stack downwards (a frame larger
-   * than the guard, or a fault just past it). */
-  return sp < s->lo && (size_t)(s->lo - sp) <= FIB_STACK_MAX && addr < s->lo;
+   * than the guard, or a fault just past it). No stack pointer (a caller
+   * without the context) proves nothing: NULL is below every stack, and
+   * near enough to one mapped low (as valgrind maps them) to pass. */
+  return sp && sp < s->lo && (size_t)(s->lo - sp) <= FIB_STACK_MAX &&
+         addr < s->lo;
 }
 
 /* "stack overflow in fiber 2 "name" (stack 65536 bytes, ": the part the

@@ -366,9 +366,8 @@ static void host_asks_us(int sig, siginfo_t *si, void *uc) {
 /* The host's handler, on the host's own signal stack: the library makes
  * none (FIB_SIGNALS_NONE). */
 static void install_host_asking_us(void) {
-  stack_t ss = {.ss_size = 64 * 1024};
-  ss.ss_sp = malloc(ss.ss_size);
-  CHECK(ss.ss_sp != NULL);
+  static char host_stack[64 * 1024]; /* static: nothing to free or leak */
+  stack_t ss = {.ss_sp = host_stack, .ss_size = sizeof host_stack};
   CHECK_EQ(sigaltstack(&ss, NULL), 0);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -587,6 +586,11 @@ static void one_shot_child(void *arg) {
 }
 
 TEST(one_shot_handler_before_ours_runs_once_then_default_death) {
+  const char *tool = getenv("FIB_TEST_TOOL");
+  if (tool && strcmp(tool, "valgrind") == 0)
+    SKIP("under valgrind a write to a PROT_NONE page that faulted once "
+         "completes when the handler returns, so the fault never recurs; "
+         "the native, sanitizer and qemu runs check it");
   struct child_result r;
   run_child(one_shot_child, NULL, &r);
   CHECK_STR_EQ(r.err, "reporter\n");
