@@ -77,8 +77,10 @@ FIB_API int fib_version(void);
 /* ------------------------------------------------------------------ errors */
 
 /*
- * Every error code the library returns. Each is the negated errno value of
- * the same name, so FIB_ENOMEM == -ENOMEM.
+ * The error codes the library names. Each is the negated errno value of
+ * the same name, so FIB_ENOMEM == -ENOMEM. The I/O calls (<fibers/io.h>)
+ * hand kernel errors back unchanged as -errno: the common ones are here,
+ * and fib_strerror describes any other as the C library does.
  */
 #define FIB_ERRNO_MAP(X)                                                     \
   X(EINVAL, "invalid argument")                                              \
@@ -89,9 +91,27 @@ FIB_API int fib_version(void);
   X(EBUSY, "busy: the object is running or in use")                         \
   X(ETIMEDOUT, "the deadline passed first")                                  \
   X(ECANCELED, "the fiber was cancelled")                                    \
-  X(EPIPE, "the channel is closed")                                          \
+  X(EPIPE, "the channel is closed, or the peer has closed its end")         \
   X(EAGAIN, "not available now, and the call does not wait")                 \
-  X(EOVERFLOW, "a counter would overflow")
+  X(EOVERFLOW, "a counter would overflow")                                   \
+  X(EBADF, "not an open file descriptor, or closed while waited on")         \
+  X(ECONNRESET, "connection reset by peer")                                  \
+  X(ECONNREFUSED, "connection refused")                                      \
+  X(ECONNABORTED, "connection aborted")                                      \
+  X(ENOTCONN, "the socket is not connected")                                 \
+  X(EADDRINUSE, "address already in use")                                    \
+  X(EADDRNOTAVAIL, "address not available")                                  \
+  X(ENETUNREACH, "network unreachable")                                      \
+  X(EHOSTUNREACH, "host unreachable")                                        \
+  X(EMFILE, "too many open files in this process")                           \
+  X(ENFILE, "too many open files in the system")                             \
+  X(ENOTSOCK, "not a socket")                                                \
+  X(EINPROGRESS, "the operation is in progress")                             \
+  X(EIO, "input/output error")                                               \
+  X(ENOSPC, "no space left on the device")                                   \
+  X(EACCES, "permission denied")                                             \
+  X(ENOENT, "no such file, directory or name")                               \
+  X(ENOSYS, "not supported by this kernel")
 
 enum {
 #define FIB_ERRNO_ENUM(name, text) FIB_##name = -name,
@@ -100,8 +120,9 @@ enum {
   FIB_ERRNO_END_ = 0
 };
 
-/* A static, human-readable description of an error code ("unknown error"
- * for a code the library never returns). Never NULL. */
+/* A static, human-readable description of an error code: the text above
+ * for the codes named there, the C library's text for any other negated
+ * errno value, "unknown error" for anything else. Never NULL. */
 FIB_API const char *fib_strerror(int err);
 
 /* The code's symbolic name, e.g. "ENOMEM" ("UNKNOWN" if not one of ours). */
@@ -820,8 +841,13 @@ FIB_API int fib_self_stack(fib_stack_info *out);
 
 /* The layout debuggers read (fib_debug_layout) is in <fibers/debug.h>. */
 
+/* The I/O calls (fib_read, fib_accept, ...) are in <fibers/io.h>, which
+ * this header includes. */
+
 #ifdef __cplusplus
 }
 #endif
+
+#include <fibers/io.h> /* after the declarations above, which it uses */
 
 #endif /* FIBERS_H */

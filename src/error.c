@@ -2,6 +2,8 @@
 /* error.c -- error descriptions and the version. */
 #include "fibers.h"
 
+#include <string.h>
+
 const char *fib_strerror(int err) {
   switch (err) {
 #define FIB__STRERROR_CASE(name, text)                                         \
@@ -11,8 +13,11 @@ const char *fib_strerror(int err) {
 #undef FIB__STRERROR_CASE
   case 0:
     return "success";
-  default:
-    return "unknown error";
+  default: {
+    /* Another kernel error, handed back unchanged by an I/O call. */
+    const char *text = err < 0 && err > -4096 ? strerrordesc_np(-err) : NULL;
+    return text ? text : "unknown error";
+  }
   }
 }
 

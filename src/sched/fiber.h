@@ -109,6 +109,17 @@ struct fib_runtime {
                                     when there is no reason */
   struct fib__fiber *awaited;    /* fib_run_join's target: its finish goes
                                     back to the loop; NULL otherwise */
+  /* I/O (src/io/), set by the I/O layer the first time one of this
+   * runtime's fibers waits on a descriptor: */
+  int (*poll)(struct fib_runtime *rt, uint64_t deadline); /* wait for
+                                    I/O events until deadline (0: do not
+                                    block; FIB__NO_DEADLINE: until one
+                                    comes) and ready their fibers */
+  size_t io_waiting;             /* its fibers inside an I/O wait: while
+                                    any, the loop polls (after each round,
+                                    and when idle) and no run is a
+                                    deadlock */
+  const char *io_backend;        /* "epoll", or NULL before any I/O */
   fib_id last_id;                /* ids are handed out in order from 1 */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most SPARE_MAX */
@@ -181,6 +192,14 @@ static inline int fib__fiber_park(struct fib__fiber *self,
  * does not wake it (it only sets `cancelled`, so the next cancellable
  * blocking call returns FIB_ECANCELED). For a wait that must complete. */
 void fib__fiber_park_nocancel(struct fib__fiber *self);
+
+/* The runtime has something new to look at outside its run queue (a timer
+ * armed, a fiber waiting on I/O): let the fibers ready now have one round
+ * at most before control goes back to the loop. */
+static inline void fib__runtime_look_soon(struct fib_runtime *rt) {
+  if (rt->until_loop > fib__runq_len(&rt->runq))
+    rt->until_loop = fib__runq_len(&rt->runq);
+}
 
 /* Take a parked fiber's timer out of the heap (for ready). */
 void fib__fiber_disarm(struct fib__fiber *f);

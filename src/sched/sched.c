@@ -225,8 +225,7 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
   self->timer_armed = 1;
   /* The loop looks at the timers after one round of the fibers ready now
    * (there may have been no timer, and so no reason to look, until now). */
-  if (rt->until_loop > fib__runq_len(&rt->runq))
-    rt->until_loop = fib__runq_len(&rt->runq);
+  fib__runtime_look_soon(rt);
 }
 
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
@@ -299,9 +298,16 @@ static void expire_timers(struct fib_runtime *rt, uint64_t now) {
   }
 }
 
-/* Nothing is ready: block the thread until the earliest deadline. */
-static void sleep_thread(const struct fib_runtime *rt) {
-  uint64_t deadline = fib__timers_first(&rt->timers)->deadline;
+/* Nothing is ready: block the thread until the earliest deadline, or
+ * until an I/O event if fibers wait for one (then the I/O layer's poll
+ * waits for both). */
+static void idle_wait(struct fib_runtime *rt) {
+  const struct fib__timer *first = fib__timers_first(&rt->timers);
+  uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+  if (rt->io_waiting) {
+    (void)rt->poll(rt, deadline);
+    return;
+  }
   struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000000u),
                         .tv_nsec = (long)(deadline % 1000000000u)};
   while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
@@ -336,23 +342,28 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
     if (awaited && awaited->state == FIB__FIBER_FINISHED)
       return 0;
     size_t ready = fib__runq_len(&rt->runq);
-    if (rt->timers.count && (rt->until_loop == 0 || ready == 0)) {
-      expire_timers(rt, fib_now_ns());
-      /* Look again after one round of the fibers ready now: sleepers are
-       * never starved by fibers that keep yielding. */
+    /* Timers and I/O are looked at after each round of the fibers that
+     * were ready (sleepers and ready sockets are never starved by fibers
+     * that keep yielding), and whenever nothing is ready. */
+    int outside = rt->timers.count || rt->io_waiting;
+    if (outside && (rt->until_loop == 0 || ready == 0)) {
+      if (rt->io_waiting)
+        (void)rt->poll(rt, 0);
+      if (rt->timers.count)
+        expire_timers(rt, fib_now_ns());
       rt->until_loop = ready = fib__runq_len(&rt->runq);
-    } else if (!rt->timers.count) {
+    } else if (!outside) {
       rt->until_loop = SIZE_MAX;
     }
     if (ready == 0) {
-      if (!rt->timers.count) { /* every unfinished fiber waits for another */
+      if (!outside) { /* every unfinished fiber waits for another */
         if (bounded) /* the program may yet ready one from outside */
           return count_result(rt->unfinished);
         return rt->unfinished ? FIB_EDEADLK : 0;
       }
       if (mode == RUN_NOWAIT || budget != SIZE_MAX)
         return count_result(rt->unfinished); /* nowait, or a round ran */
-      sleep_thread(rt);
+      idle_wait(rt);
       continue;
     }
     if (bounded) {

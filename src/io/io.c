@@ -1,0 +1,374 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * io.c -- the calls of <fibers/io.h>: try the operation, and if the kernel
+ * says it would block, park the fiber until the descriptor is ready
+ * (poller.h) and try again.
+ */
+#include "poller.h"
+#include "fibers/io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The runtime's poll hook (sched's run loop calls it). */
+static int runtime_poll(struct fib_runtime *rt, uint64_t deadline) {
+  (void)rt;
+  struct fib__poller *p = fib__poller_peek();
+  return p ? fib__poller_poll(p, deadline) : 0;
+}
+
+/* What the first call on a descriptor learns: its kind, and O_NONBLOCK set
+ * (regular files are left as they are). */
+static int learn(int fd, struct fib__fdrec *r) {
+  struct stat st;
+  if (fstat(fd, &st) != 0)
+    return -errno;
+  if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)) {
+    r->kind = FIB__FD_FILE;
+    return 0;
+  }
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK)))
+    return -errno;
+  r->kind = S_ISSOCK(st.st_mode) ? FIB__FD_SOCKET : FIB__FD_OTHER;
+  return 0;
+}
+
+/* The start of every call: the calling fiber (it may have to wait), and
+ * fd's record, known. 0 or an error, before any side effect. */
+static int begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec) {
+  int err = fib__waiter(self);
+  if (err)
+    return err;
+  struct fib__poller *p = fib__poller_get(&err);
+  if (!p)
+    return err;
+  struct fib__fdrec *r = fib__poller_rec(p, fd, &err);
+  if (!r)
+    return err;
+  if (r->kind == FIB__FD_UNKNOWN && (err = learn(fd, r)) != 0)
+    return err;
+  *rec = r;
+  return 0;
+}
+
+/*
+ * The kernel said EAGAIN for `dir`: wait until fd is ready for it (or an
+ * edge already came), then the caller tries again. 0, or why not: the
+ * deadline, a cancel, fib_close (FIB_EBADF), or a descriptor the kernel
+ * cannot watch.
+ */
+static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
+                    unsigned dir, uint64_t deadline) {
+  if (r->ready & dir) { /* an edge came while nobody waited */
+    r->ready &= ~dir;
+    return 0;
+  }
+  if (r->kind == FIB__FD_FILE)
+    return 0; /* a regular file is always ready: try again */
+  if (!r->watched) {
+    int err = fib__poller_watch(fib__poller_peek(), fd, r);
+    if (err)
+      return err;
+  }
+  if (self->cancelled) /* a wait started after a cancel */
+    return FIB_ECANCELED;
+  struct fib_runtime *rt = self->rt;
+  rt->poll = runtime_poll;
+  rt->io_backend = "epoll";
+  rt->io_waiting++;
+  fib__runtime_look_soon(rt);
+  int err = fib__waitq_wait(dir == FIB_IO_READ ? &r->readers : &r->writers,
+                            self, NULL, deadline);
+  rt->io_waiting--;
+  return err;
+}
+
+/* The operation is a call that answers -errno, EAGAIN meaning "would
+ * block"; `dir` is the readiness it waits for. */
+#define IO_LOOP(fd, dir, deadline, call)                                       \
+  do {                                                                         \
+    struct fib__fiber *self_;                                                  \
+    struct fib__fdrec *rec_;                                                   \
+    int err_ = begin((fd), &self_, &rec_);                                     \
+    if (err_)                                                                  \
+      return err_;                                                             \
+    for (;;) {                                                                 \
+      ssize_t n_ = (call);                                                     \
+      if (n_ >= 0)                                                             \
+        return n_;                                                             \
+      if (errno == EINTR)                                                      \
+        continue;                                                              \
+      if (errno != EAGAIN && errno != EWOULDBLOCK)                             \
+        return -errno;                                                         \
+      err_ = wait_for(self_, (fd), rec_, (dir), (deadline));                   \
+      if (err_)                                                                \
+        return err_;                                                           \
+    }                                                                          \
+  } while (0)
+
+/* ------------------------------------------------------------ readiness */
+
+int fib_wait_fd_until(int fd, unsigned events, uint64_t deadline_ns) {
+  if (!events || (events & ~(unsigned)(FIB_IO_READ | FIB_IO_WRITE)))
+    return FIB_EINVAL;
+  struct fib__fiber *self;
+  struct fib__fdrec *r;
+  int err = begin(fd, &self, &r);
+  if (err)
+    return err;
+  if (r->kind == FIB__FD_FILE)
+    return (int)events;
+  /* Both directions: wait for reading, the common case, with the writing
+   * direction checked first (a socket is nearly always writable). */
+  if ((events & FIB_IO_WRITE) && (r->ready & FIB_IO_WRITE)) {
+    r->ready &= ~(unsigned)FIB_IO_WRITE;
+    return FIB_IO_WRITE;
+  }
+  unsigned dir = (events & FIB_IO_READ) ? FIB_IO_READ : FIB_IO_WRITE;
+  err = wait_for(self, fd, r, dir, deadline_ns);
+  return err ? err : (int)dir;
+}
+
+int fib_wait_fd(int fd, unsigned events) {
+  return fib_wait_fd_until(fd, events, FIB__NO_DEADLINE);
+}
+
+/* ---------------------------------------------------------- read, write */
+
+/* SIGPIPE: a write to a pipe whose reader has gone raises it at the
+ * writing thread. Hold it off for the call and take back the one the write
+ * raised, unless the thread held it off already (then it is the
+ * program's). Sockets need none of this: they send with MSG_NOSIGNAL. */
+static ssize_t write_nosigpipe(int fd, const struct iovec *iov, int iovcnt) {
+  sigset_t pipe_only, old;
+  sigemptyset(&pipe_only);
+  sigaddset(&pipe_only, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+  ssize_t n = writev(fd, iov, iovcnt);
+  int saved = errno;
+  if (n < 0 && saved == EPIPE && !sigismember(&old, SIGPIPE)) {
+    static const struct timespec now = {0, 0};
+    while (sigtimedwait(&pipe_only, NULL, &now) < 0 && errno == EINTR)
+      ;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  errno = saved;
+  return n;
+}
+
+static ssize_t sock_recv(int fd, const struct iovec *iov, int iovcnt,
+                         int flags) {
+  struct msghdr m = {.msg_iov = (struct iovec *)iov,
+                     .msg_iovlen = (size_t)iovcnt};
+  return recvmsg(fd, &m, flags | MSG_DONTWAIT);
+}
+
+static ssize_t sock_send(int fd, const struct iovec *iov, int iovcnt,
+                         int flags) {
+  struct msghdr m = {.msg_iov = (struct iovec *)iov,
+                     .msg_iovlen = (size_t)iovcnt};
+  return sendmsg(fd, &m, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* One read as the descriptor's kind wants it. */
+static ssize_t do_readv(int fd, const struct fib__fdrec *r,
+                        const struct iovec *iov, int iovcnt) {
+  if (r->kind == FIB__FD_SOCKET)
+    return sock_recv(fd, iov, iovcnt, 0);
+  return readv(fd, iov, iovcnt);
+}
+
+static ssize_t do_writev(int fd, const struct fib__fdrec *r,
+                         const struct iovec *iov, int iovcnt) {
+  if (r->kind == FIB__FD_SOCKET)
+    return sock_send(fd, iov, iovcnt, 0);
+  if (r->kind == FIB__FD_FILE)
+    return writev(fd, iov, iovcnt);
+  return write_nosigpipe(fd, iov, iovcnt);
+}
+
+ssize_t fib_readv_until(int fd, const struct iovec *iov, int iovcnt,
+                        uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_READ, deadline_ns, do_readv(fd, rec_, iov, iovcnt));
+}
+
+ssize_t fib_writev_until(int fd, const struct iovec *iov, int iovcnt,
+                         uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_WRITE, deadline_ns, do_writev(fd, rec_, iov, iovcnt));
+}
+
+ssize_t fib_read_until(int fd, void *buf, size_t count, uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_READ, deadline_ns,
+          rec_->kind == FIB__FD_SOCKET ? recv(fd, buf, count, MSG_DONTWAIT)
+                                       : read(fd, buf, count));
+}
+
+ssize_t fib_write_until(int fd, const void *buf, size_t count,
+                        uint64_t deadline_ns) {
+  struct iovec v = {(void *)buf, count};
+  IO_LOOP(fd, FIB_IO_WRITE, deadline_ns,
+          rec_->kind == FIB__FD_SOCKET
+              ? send(fd, buf, count, MSG_DONTWAIT | MSG_NOSIGNAL)
+              : do_writev(fd, rec_, &v, 1));
+}
+
+ssize_t fib_read(int fd, void *buf, size_t count) {
+  return fib_read_until(fd, buf, count, FIB__NO_DEADLINE);
+}
+ssize_t fib_write(int fd, const void *buf, size_t count) {
+  return fib_write_until(fd, buf, count, FIB__NO_DEADLINE);
+}
+ssize_t fib_readv(int fd, const struct iovec *iov, int iovcnt) {
+  return fib_readv_until(fd, iov, iovcnt, FIB__NO_DEADLINE);
+}
+ssize_t fib_writev(int fd, const struct iovec *iov, int iovcnt) {
+  return fib_writev_until(fd, iov, iovcnt, FIB__NO_DEADLINE);
+}
+
+/* ------------------------------------------------------------- sockets */
+
+ssize_t fib_recv_until(int fd, void *buf, size_t len, int flags,
+                       uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_READ, deadline_ns,
+          recv(fd, buf, len, flags | MSG_DONTWAIT));
+}
+
+ssize_t fib_send_until(int fd, const void *buf, size_t len, int flags,
+                       uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_WRITE, deadline_ns,
+          send(fd, buf, len, flags | MSG_DONTWAIT | MSG_NOSIGNAL));
+}
+
+ssize_t fib_recvmsg_until(int fd, struct msghdr *msg, int flags,
+                          uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_READ, deadline_ns,
+          recvmsg(fd, msg, flags | MSG_DONTWAIT));
+}
+
+ssize_t fib_sendmsg_until(int fd, const struct msghdr *msg, int flags,
+                          uint64_t deadline_ns) {
+  IO_LOOP(fd, FIB_IO_WRITE, deadline_ns,
+          sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL));
+}
+
+ssize_t fib_recv(int fd, void *buf, size_t len, int flags) {
+  return fib_recv_until(fd, buf, len, flags, FIB__NO_DEADLINE);
+}
+ssize_t fib_send(int fd, const void *buf, size_t len, int flags) {
+  return fib_send_until(fd, buf, len, flags, FIB__NO_DEADLINE);
+}
+ssize_t fib_recvmsg(int fd, struct msghdr *msg, int flags) {
+  return fib_recvmsg_until(fd, msg, flags, FIB__NO_DEADLINE);
+}
+ssize_t fib_sendmsg(int fd, const struct msghdr *msg, int flags) {
+  return fib_sendmsg_until(fd, msg, flags, FIB__NO_DEADLINE);
+}
+
+/* A descriptor fib_accept made: new to the runtime whatever its number
+ * (one closed behind the runtime's back may have had it), a non-blocking
+ * socket. */
+static int adopt_socket(int fd) {
+  int err;
+  struct fib__poller *p = fib__poller_peek();
+  struct fib__fdrec *r = p ? fib__poller_rec(p, fd, &err) : NULL;
+  if (!r)
+    return fd; /* its first call will learn it */
+  if (r->watched || r->kind != FIB__FD_UNKNOWN)
+    fib__poller_forget(p, fd, FIB_EBADF, 0);
+  r->kind = FIB__FD_SOCKET;
+  return fd;
+}
+
+int fib_accept_until(int fd, struct sockaddr *addr, socklen_t *addrlen,
+                     int flags, uint64_t deadline_ns) {
+  struct fib__fiber *self;
+  struct fib__fdrec *r;
+  int err = begin(fd, &self, &r);
+  if (err)
+    return err;
+  for (;;) {
+    int c = accept4(fd, addr, addrlen, flags | SOCK_NONBLOCK);
+    if (c >= 0)
+      return adopt_socket(c);
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue; /* a connection reset before we took it: take the next */
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    err = wait_for(self, fd, r, FIB_IO_READ, deadline_ns);
+    if (err)
+      return err;
+  }
+}
+
+int fib_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) {
+  return fib_accept_until(fd, addr, addrlen, flags, FIB__NO_DEADLINE);
+}
+
+int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                      uint64_t deadline_ns) {
+  struct fib__fiber *self;
+  struct fib__fdrec *r;
+  int err = begin(fd, &self, &r);
+  if (err)
+    return err;
+  for (;;) {
+    if (connect(fd, addr, addrlen) == 0)
+      return 0;
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN) { /* a Unix socket's backlog is full: try again */
+      err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns);
+      if (err)
+        return err;
+      continue;
+    }
+    if (errno != EINPROGRESS)
+      return -errno;
+    break;
+  }
+  /* Under way: writable when it is made or has failed; SO_ERROR says. */
+  for (;;) {
+    err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns);
+    if (err)
+      return err;
+    int so_error = 0;
+    socklen_t len = sizeof so_error;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
+      return -errno;
+    if (so_error != EINPROGRESS && so_error != EALREADY) {
+      if (so_error)
+        return -so_error;
+      /* 0: made, unless the writability was an edge left from before. */
+      struct sockaddr_storage peer;
+      socklen_t plen = sizeof peer;
+      if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
+        return 0;
+      if (errno != ENOTCONN)
+        return -errno;
+    }
+  }
+}
+
+int fib_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) {
+  return fib_connect_until(fd, addr, addrlen, FIB__NO_DEADLINE);
+}
+
+/* ------------------------------------------------------------- closing */
+
+int fib_close(int fd) {
+  struct fib__poller *p = fib__poller_peek();
+  if (p)
+    fib__poller_forget(p, fd, FIB_EBADF, 1);
+  /* close(2) frees the number even when it reports an error (EINTR
+   * included, on Linux): never retry it. */
+  return close(fd) == 0 ? 0 : -errno;
+}
+
+const char *fib_runtime_io_backend(const fib_runtime *rt) {
+  return rt && rt->io_backend ? rt->io_backend : "none";
+}

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/* poller.c -- the thread's epoll set and its descriptor records. */
+#include "poller.h"
+#include "../sys.h"
+#include "../tls.h"
+#include "fibers/io.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+static FIB__TLS struct fib__poller *tl_poller;
+static pthread_key_t poller_key;
+static pthread_once_t poller_key_once = PTHREAD_ONCE_INIT;
+
+/* Events handled per epoll_wait: more wait for the next call. */
+#define EVENTS_PER_WAIT 128
+
+static void poller_free(void *arg) {
+  struct fib__poller *p = arg;
+  for (size_t i = 0; i < p->nrecs; i++)
+    fib__sys_free(p->recs[i]);
+  fib__sys_free(p->recs);
+  close(p->epfd);
+  fib__sys_free(p);
+  if (tl_poller == p)
+    tl_poller = NULL;
+}
+
+static void poller_key_create(void) {
+  (void)pthread_key_create(&poller_key, poller_free);
+}
+
+struct fib__poller *fib__poller_peek(void) { return tl_poller; }
+
+struct fib__poller *fib__poller_get(int *err) {
+  struct fib__poller *p = tl_poller;
+  if (p)
+    return p;
+  p = fib__sys_calloc(1, sizeof *p);
+  if (!p) {
+    *err = FIB_ENOMEM;
+    return NULL;
+  }
+  p->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (p->epfd < 0) {
+    *err = -errno;
+    fib__sys_free(p);
+    return NULL;
+  }
+  /* Freed at thread exit: the key's destructor runs for a non-NULL value. */
+  pthread_once(&poller_key_once, poller_key_create);
+  if (pthread_setspecific(poller_key, p) != 0) {
+    close(p->epfd);
+    fib__sys_free(p);
+    *err = FIB_ENOMEM;
+    return NULL;
+  }
+  tl_poller = p;
+  return p;
+}
+
+struct fib__fdrec *fib__poller_rec(struct fib__poller *p, int fd, int *err) {
+  if (fd < 0) {
+    *err = FIB_EBADF;
+    return NULL;
+  }
+  size_t i = (size_t)fd;
+  if (i >= p->nrecs) {
+    size_t n = p->nrecs ? p->nrecs : 64;
+    while (n <= i)
+      n *= 2;
+    struct fib__fdrec **recs = fib__sys_realloc(p->recs, n * sizeof *recs);
+    if (!recs) {
+      *err = FIB_ENOMEM;
+      return NULL;
+    }
+    memset(recs + p->nrecs, 0, (n - p->nrecs) * sizeof *recs);
+    p->recs = recs;
+    p->nrecs = n;
+  }
+  struct fib__fdrec *r = p->recs[i];
+  if (!r) {
+    r = fib__sys_calloc(1, sizeof *r); /* unknown, unwatched, queues empty */
+    if (!r) {
+      *err = FIB_ENOMEM;
+      return NULL;
+    }
+    p->recs[i] = r;
+  }
+  return r;
+}
+
+/* An event's tag: the descriptor and the generation it was watched in. */
+static uint64_t tag(int fd, uint32_t gen) {
+  return (uint64_t)gen << 32 | (uint32_t)fd;
+}
+
+int fib__poller_watch(struct fib__poller *p, int fd, struct fib__fdrec *r) {
+  if (r->watched)
+    return 0;
+  struct epoll_event ev = {
+      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+      .data.u64 = tag(fd, r->gen)};
+  if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if (errno != EEXIST)
+      return -errno;
+    /* Still in the set from before a close(2) the runtime did not see
+     * (another descriptor of the same open file kept it there): take it
+     * with this generation. */
+    if (epoll_ctl(p->epfd, EPOLL_CTL_MOD, fd, &ev) != 0)
+      return -errno;
+  }
+  r->watched = 1;
+  return 0;
+}
+
+void fib__poller_forget(struct fib__poller *p, int fd, int result,
+                        int still_open) {
+  if (fd < 0 || (size_t)fd >= p->nrecs || !p->recs[fd])
+    return;
+  struct fib__fdrec *r = p->recs[fd];
+  fib__waitq_complete_all(&r->readers, result);
+  fib__waitq_complete_all(&r->writers, result);
+  if (r->watched && still_open) /* before close: a dup would keep it in */
+    (void)epoll_ctl(p->epfd, EPOLL_CTL_DEL, fd, NULL);
+  r->watched = 0;
+  r->kind = FIB__FD_UNKNOWN;
+  r->ready = 0;
+  r->gen++;
+}
+
+/* What an event means for the record's waiters. */
+static void deliver(struct fib__fdrec *r, uint32_t events) {
+  if (r->on_event) {
+    r->on_event(r->on_event_arg);
+    return;
+  }
+  unsigned dirs = 0;
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    dirs |= FIB_IO_READ;
+  if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+    dirs |= FIB_IO_WRITE;
+  if (dirs & FIB_IO_READ) {
+    if (fib__waitq_first(&r->readers))
+      fib__waitq_complete_all(&r->readers, 0);
+    else
+      r->ready |= FIB_IO_READ;
+  }
+  if (dirs & FIB_IO_WRITE) {
+    if (fib__waitq_first(&r->writers))
+      fib__waitq_complete_all(&r->writers, 0);
+    else
+      r->ready |= FIB_IO_WRITE;
+  }
+}
+
+/* epoll_wait's timeout for an absolute deadline: milliseconds, rounded up
+ * (a wake-up before the deadline would only poll again). */
+static int timeout_ms(uint64_t deadline) {
+  if (deadline == 0)
+    return 0;
+  if (deadline == FIB__NO_DEADLINE)
+    return -1;
+  uint64_t now = fib_now_ns();
+  if (deadline <= now)
+    return 0;
+  uint64_t ms = (deadline - now + 999999) / 1000000;
+  return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+int fib__poller_poll(struct fib__poller *p, uint64_t deadline) {
+  struct epoll_event evs[EVENTS_PER_WAIT];
+  int n;
+  do
+    n = epoll_wait(p->epfd, evs, EVENTS_PER_WAIT, timeout_ms(deadline));
+  while (n < 0 && errno == EINTR && deadline == FIB__NO_DEADLINE);
+  for (int i = 0; i < n; i++) {
+    int fd = (int)(uint32_t)evs[i].data.u64;
+    uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
+    struct fib__fdrec *r =
+        (size_t)fd < p->nrecs ? p->recs[fd] : NULL;
+    if (r && r->watched && r->gen == gen) /* else: a closed one's, stale */
+      deliver(r, evs[i].events);
+  }
+  return n > 0 ? n : 0;
+}

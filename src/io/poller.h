@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * poller.h -- the thread's readiness poller (epoll) and what it knows of
+ * each descriptor. One poller per thread, made on the first I/O call that
+ * needs it: the descriptors a thread's fibers use are watched by that
+ * thread, whichever of its runtimes runs them.
+ *
+ * A descriptor record lives as long as the thread's poller and is found by
+ * the descriptor's number. It is *known* once the first call has looked at
+ * the descriptor (socket, regular file, other; O_NONBLOCK set), and
+ * *watched* once it is in the epoll set: edge-triggered, for reading and
+ * writing at once, registered once for the descriptor's life. fib_close
+ * (and a descriptor fib_accept makes) starts the record afresh and bumps
+ * its generation; every event carries the generation it was registered
+ * with, so an event for a descriptor that has since been closed is
+ * dropped, never delivered to the number's next owner.
+ *
+ * Waiting (the park/ready contract of sched/waitq.h): a fiber that the
+ * kernel told EAGAIN waits on the record's readers or writers queue. An
+ * event wakes every fiber waiting in its direction; each tries again. An
+ * edge that comes while nobody waits is kept in `ready` and consumed by
+ * the next wait, which then tries again at once instead of parking, so an
+ * edge-triggered event is never lost between a try and a park.
+ */
+#ifndef FIB__IO_POLLER_H
+#define FIB__IO_POLLER_H
+
+#include "../sched/waitq.h"
+
+#include <stdint.h>
+
+enum fib__fd_kind {
+  FIB__FD_UNKNOWN = 0, /* no call has looked at it yet */
+  FIB__FD_SOCKET,
+  FIB__FD_FILE,        /* a regular file: never parks */
+  FIB__FD_OTHER        /* pipe, FIFO, terminal, eventfd, ... */
+};
+
+struct fib__fdrec {
+  enum fib__fd_kind kind;
+  int watched;               /* in the epoll set */
+  uint32_t gen;              /* bumped each time the record starts afresh */
+  unsigned ready;            /* FIB_IO_* edges seen while nobody waited */
+  struct fib__waitq readers; /* fibers waiting to read (or accept) */
+  struct fib__waitq writers; /* fibers waiting to write (or connect) */
+  /* An internal descriptor (a wake-up eventfd): its events call this
+   * instead of waking waiters. */
+  void (*on_event)(void *arg);
+  void *on_event_arg;
+};
+
+struct fib__poller {
+  int epfd;
+  struct fib__fdrec **recs; /* by descriptor number; NULL: never seen */
+  size_t nrecs;
+};
+
+/* The thread's poller, made on first use. NULL if it cannot be made (*err:
+ * FIB_ENOMEM, or the kernel's error from epoll_create1). */
+struct fib__poller *fib__poller_get(int *err);
+
+/* The thread's poller if it exists, else NULL. */
+struct fib__poller *fib__poller_peek(void);
+
+/* The record for fd, made if need be. NULL: FIB_EBADF (fd < 0) or
+ * FIB_ENOMEM in *err. */
+struct fib__fdrec *fib__poller_rec(struct fib__poller *p, int fd, int *err);
+
+/* Put fd in the epoll set (once). 0, or the kernel's error: EPERM means
+ * the kernel cannot watch it (a regular file), and the caller should not
+ * park. */
+int fib__poller_watch(struct fib__poller *p, int fd, struct fib__fdrec *r);
+
+/* Start fd's record afresh: wake its waiters with `result` (FIB_EBADF),
+ * take it out of the epoll set (if `still_open`), bump its generation. */
+void fib__poller_forget(struct fib__poller *p, int fd, int result,
+                        int still_open);
+
+/* Wait for events until `deadline` (fib_now_ns() time; 0: do not block;
+ * FIB__NO_DEADLINE: until one comes) and wake the fibers they concern.
+ * Returns how many events were handled. The runtime's `poll` hook. */
+int fib__poller_poll(struct fib__poller *p, uint64_t deadline);
+
+#endif
