@@ -352,14 +352,18 @@ FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
  * finished, run first (work-first: fork/join trees run depth-first with
  * few fibers alive); fibers spawned together keep their order. That
  * precedence is bounded: after 64 such turns in a row, the longest-waiting
- * fiber goes once. When only sleepers remain, the thread sleeps until the
- * earliest deadline.
+ * fiber goes once. Sleepers whose deadline has passed, and fibers whose
+ * descriptor is ready (<fibers/io.h>), are looked at after each round of
+ * the fibers that were ready, so a fiber that keeps yielding delays them
+ * by one round at most. When no fiber is ready, the thread sleeps until
+ * the earliest deadline or I/O event.
  * Returns 0 when all fibers have finished.
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (rt is already running, or this
  * thread is already running a runtime), FIB_ENOMEM (the thread's signal
  * stack for overflow reports could not be made: not with
  * FIB_SIGNALS_NONE, see fib_overflow_signals), FIB_EDEADLK (fibers
- * remain but all wait for each other or for the program; they stay
+ * remain but all wait for each other or for the program, none for a
+ * deadline or a descriptor, so nothing can wake them; they stay
  * suspended, and a later run goes on with them once the program has made
  * one ready, e.g. by fib_sem_post; or fib_runtime_destroy discards them).
  */
@@ -406,8 +410,11 @@ FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
  * When rt next has work to do by itself: 0 if a fiber is ready to run now;
  * else the fib_now_ns() time of the earliest deadline a fiber sleeps or
  * waits until (it may have passed: run now); else UINT64_MAX (nothing to
- * do until the program readies a fiber, or nothing left). For a host loop
- * that must choose how long to block between fib_run_nowait calls.
+ * do until the program readies a fiber or a descriptor a fiber waits on
+ * becomes ready, or nothing left). For a host loop that must choose how
+ * long to block between fib_run_nowait calls. (A host that must also wake
+ * for its fibers' descriptors runs fib_run_once in a thread of its own
+ * for now: the poller's descriptor is not yet offered.)
  * 0 for NULL rt.
  */
 FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);
