@@ -122,10 +122,12 @@ enum {
 
 /* A static, human-readable description of an error code: the text above
  * for the codes named there, the C library's text for any other negated
- * errno value, "unknown error" for anything else. Never NULL. */
+ * errno value and for the name-lookup codes FIB_EAI_* (<fibers/io.h>),
+ * "unknown error" for anything else. Never NULL. */
 FIB_API const char *fib_strerror(int err);
 
-/* The code's symbolic name, e.g. "ENOMEM" ("UNKNOWN" if not one of ours). */
+/* The code's symbolic name, e.g. "ENOMEM" or "EAI_NONAME" ("UNKNOWN" if
+ * not one of ours). */
 FIB_API const char *fib_err_name(int err);
 
 /* ------------------------------------------------------------ attributes */

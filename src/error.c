@@ -2,6 +2,7 @@
 /* error.c -- error descriptions and the version. */
 #include "fibers.h"
 
+#include <netdb.h>
 #include <string.h>
 
 const char *fib_strerror(int err) {
@@ -11,6 +12,11 @@ const char *fib_strerror(int err) {
     return text;
     FIB_ERRNO_MAP(FIB__STRERROR_CASE)
 #undef FIB__STRERROR_CASE
+#define FIB__EAI_STRERROR_CASE(name, n)                                        \
+  case FIB_EAI_##name:                                                       \
+    return gai_strerror(EAI_##name);
+    FIB_EAI_MAP(FIB__EAI_STRERROR_CASE)
+#undef FIB__EAI_STRERROR_CASE
   case 0:
     return "success";
   default: {
@@ -28,6 +34,11 @@ const char *fib_err_name(int err) {
     return #name;
     FIB_ERRNO_MAP(FIB__ERR_NAME_CASE)
 #undef FIB__ERR_NAME_CASE
+#define FIB__EAI_NAME_CASE(name, n)                                            \
+  case FIB_EAI_##name:                                                       \
+    return "EAI_" #name;
+    FIB_EAI_MAP(FIB__EAI_NAME_CASE)
+#undef FIB__EAI_NAME_CASE
   case 0:
     return "OK";
   default:

@@ -152,6 +152,132 @@ FIB_API int fib_connect_until(int fd, const struct sockaddr *addr,
  */
 FIB_API int fib_close(int fd);
 
+/* ------------------------------------------------------------ offload
+ *
+ * Blocking work the kernel has no asynchronous form for (a file read that
+ * may wait for the disk, fsync, a name lookup, a library call that
+ * blocks) runs on a small pool of threads while only the calling fiber
+ * parks; the other fibers run on. The pool is shared by the process:
+ *
+ *   - at most FIB_OFFLOAD_THREADS threads, started on demand (the first
+ *     call starts one; a call that finds every thread busy starts another,
+ *     up to the bound); more jobs than threads wait their turn, first come
+ *     first served. A thread idle for a few seconds leaves. The threads
+ *     block every signal, so a signal sent to the process never lands on
+ *     one. At exit, idle threads are told to leave; a thread that is
+ *     inside a job then is not waited for.
+ *   - a finished job wakes its fiber through the runtime's poller (the
+ *     thread's epoll set, as for descriptors): run the runtime on the
+ *     thread that made the call. While a job is in flight the run loop
+ *     waits for it and never reports FIB_EDEADLK because of it.
+ *
+ * Deadlines and cancellation: a job that has not started when the
+ * deadline passes or the fiber is cancelled is taken back: it never runs,
+ * and the call returns FIB_ETIMEDOUT or FIB_ECANCELED (no effect). A job
+ * that has started cannot be stopped: the call waits for it to finish,
+ * whatever the deadline or a cancel says, and returns its result (so a
+ * buffer the job writes is never written after the call returns). A
+ * cancel that came meanwhile is seen by the fiber's next blocking call.
+ *
+ * fib_runtime_destroy with a fiber inside one of these calls: a job not
+ * yet started is dropped; a job that is running and may touch the
+ * caller's memory (fib_offload's fn, fib_pread's and fib_pwrite's
+ * buffers) is waited for before destroy frees the fiber's stack, so
+ * destroy may block for as long as that job takes; fib_fsync and
+ * fib_getaddrinfo touch only the library's own copies, so their jobs are
+ * left to finish and cleaned up by the pool (a lookup's result is freed).
+ *
+ * A descriptor passed to fib_pread/fib_pwrite/fib_fsync is used by a pool
+ * thread: do not close it while the call is in flight.
+ *
+ * fork(): the child has no pool threads (new ones start on demand); calls
+ * in flight in the parent at the fork never complete in the child. Like
+ * the thread's epoll set, the pool's wake-up descriptor of each thread is
+ * shared with the parent after a fork: in a child, use these calls from
+ * threads and runtimes made after the fork.
+ *
+ * Errors common to these calls: FIB_EPERM, FIB_ECANCELED (as every call
+ * that may wait; a cancelled fiber's call returns at once), FIB_ETIMEDOUT
+ * (_until, the job had not started), FIB_ENOMEM (no memory for the job or
+ * the thread's wake-up record), FIB_EAGAIN (no pool thread could be
+ * started and none is running), or the kernel's error from making the
+ * thread's wake-up descriptor (FIB_EMFILE, ...).
+ */
+
+struct addrinfo; /* <netdb.h> */
+
+/* The most threads the offload pool runs at once. */
+#define FIB_OFFLOAD_THREADS 4
+
+/*
+ * Run fn(arg) on a pool thread and wait for it to return: 0 then. fn runs
+ * outside every runtime: it must not call the library's fiber calls (they
+ * return FIB_EPERM there), and what it shares with fibers needs the
+ * care of any code that runs on another thread. Errors: FIB_EINVAL (fn
+ * NULL), and the common ones above.
+ */
+FIB_API int fib_offload(void (*fn)(void *arg), void *arg);
+FIB_API int fib_offload_until(void (*fn)(void *arg), void *arg,
+                              uint64_t deadline_ns);
+
+/* pread(2), pwrite(2), fsync(2) on a pool thread (EINTR retried there):
+ * the count or 0, or the kernel's error as -errno (FIB_EBADF, FIB_EIO,
+ * FIB_ENOSPC, -ESPIPE for a pipe, ...), or a common error above. */
+FIB_API ssize_t fib_pread(int fd, void *buf, size_t count, off_t offset);
+FIB_API ssize_t fib_pread_until(int fd, void *buf, size_t count, off_t offset,
+                                uint64_t deadline_ns);
+FIB_API ssize_t fib_pwrite(int fd, const void *buf, size_t count,
+                           off_t offset);
+FIB_API ssize_t fib_pwrite_until(int fd, const void *buf, size_t count,
+                                 off_t offset, uint64_t deadline_ns);
+FIB_API int fib_fsync(int fd);
+FIB_API int fib_fsync_until(int fd, uint64_t deadline_ns);
+
+/*
+ * Name lookup failures (fib_getaddrinfo). Their own codes, below -5000,
+ * apart from every errno code: FIB_EAI_x stands for getaddrinfo's EAI_x.
+ * fib_strerror gives the C library's text for them (gai_strerror),
+ * fib_err_name "EAI_NONAME" and so on.
+ */
+#define FIB_EAI_MAP(X)                                                       \
+  X(BADFLAGS, 1)   /* bad hints->ai_flags */                                 \
+  X(NONAME, 2)     /* no such name (or service), or AI_NUMERICHOST and node   \
+                      is not a numeric address */                            \
+  X(AGAIN, 3)      /* temporary failure of the name server: try later */     \
+  X(FAIL, 4)       /* permanent failure of the name server */                \
+  X(NODATA, 5)     /* the name has no address */                             \
+  X(FAMILY, 6)     /* hints->ai_family not supported */                      \
+  X(SOCKTYPE, 7)   /* hints->ai_socktype not supported */                    \
+  X(SERVICE, 8)    /* the service is not available for the socket type */    \
+  X(ADDRFAMILY, 9) /* the name has no address in the requested family */
+
+enum {
+#define FIB_EAI_ENUM(name, n) FIB_EAI_##name = -(5000 + (n)),
+  FIB_EAI_MAP(FIB_EAI_ENUM)
+#undef FIB_EAI_ENUM
+  FIB_EAI_END_ = 0
+};
+
+/*
+ * getaddrinfo(3) on a pool thread (node, service and hints are copied
+ * when the call starts; <netdb.h> declares struct addrinfo and the
+ * AI_* flags). 0 and the list in *res, to be freed with
+ * fib_freeaddrinfo; or a FIB_EAI_* code above, FIB_ENOMEM (EAI_MEMORY),
+ * the system error as -errno (EAI_SYSTEM), FIB_EINVAL (res NULL, or node
+ * and service both NULL), or a common error above. *res is set only on
+ * success. A lookup may ask the network (DNS): it takes as long as the
+ * resolver's own timeouts, and a deadline that passes once it has
+ * started does not shorten it (see above); AI_NUMERICHOST never asks.
+ */
+FIB_API int fib_getaddrinfo(const char *node, const char *service,
+                            const struct addrinfo *hints,
+                            struct addrinfo **res);
+FIB_API int fib_getaddrinfo_until(const char *node, const char *service,
+                                  const struct addrinfo *hints,
+                                  struct addrinfo **res, uint64_t deadline_ns);
+/* freeaddrinfo(3) for a list fib_getaddrinfo made; NULL is allowed. */
+FIB_API void fib_freeaddrinfo(struct addrinfo *res);
+
 /* Which I/O back end rt uses: "epoll" (it has watched a descriptor), or
  * "none" (it has not needed one yet). Never NULL. */
 FIB_API const char *fib_runtime_io_backend(const fib_runtime *rt);

@@ -49,7 +49,8 @@ struct fib__wait; /* waitq.h */
 
 /*
  * Something a fiber holds that others may wait for: a mutex it owns, a
- * fib_once whose function it runs. Linked in its holder's list while
+ * fib_once whose function it runs, an offload job in flight (the pool
+ * must learn that nobody waits for it). Linked in its holder's list while
  * held, so that fib_runtime_destroy, which discards fibers without
  * unwinding them, can give each up (`discard`: the primitive's own way,
  * e.g. hand the mutex to its next waiter) instead of leaving it held by a
