@@ -52,6 +52,11 @@ struct uop {
   int why;        /* 0, or why it is being cancelled: FIB_ETIMEDOUT,
                      FIB_ECANCELED (fib_cancel, runtime destroyed),
                      FIB_EBADF (fib_close) */
+  struct io_uring_sqe *sqe; /* its SQE, while not yet submitted */
+  struct uop *fresh_next;   /* the ring's list of those not submitted */
+  unsigned long epoch;      /* the ring's epoch when it was queued */
+  unsigned char withdrawn;  /* cancelled before it was submitted: its
+                               SQE was made a NOP, nothing was done */
   unsigned char done;   /* its CQE has come; it is off both lists */
   unsigned char parked; /* its fiber is parked waiting for it */
   unsigned char orphan; /* its runtime is being destroyed: wake nobody */
@@ -60,6 +65,9 @@ struct uop {
 struct ring {
   struct io_uring ring;
   unsigned flags;      /* the setup flags that worked */
+  unsigned long epoch; /* bumped at every submission: SQEs queued in the
+                          current epoch have not reached the kernel */
+  struct uop *fresh;   /* the operations queued in this epoch */
   struct uop *pending; /* every operation in flight */
   struct uop **byfd;   /* by descriptor: its operations in flight */
   size_t nbyfd;
@@ -99,7 +107,7 @@ static void ring_key_create(void) {
 static const unsigned char needed_ops[] = {
     IORING_OP_READ,     IORING_OP_READV,   IORING_OP_RECV,
     IORING_OP_RECVMSG,  IORING_OP_SEND,    IORING_OP_SENDMSG,
-    IORING_OP_ACCEPT,   IORING_OP_CONNECT, IORING_OP_POLL_ADD,
+    IORING_OP_ACCEPT,   IORING_OP_CONNECT, IORING_OP_POLL_ADD, IORING_OP_NOP,
     IORING_OP_ASYNC_CANCEL};
 
 /* The setup ladder: the flags liburing's documentation calls the default
@@ -257,13 +265,36 @@ static int reap(struct ring *r) {
   return ops;
 }
 
+/* An operation still in the submission queue is cancelled: the kernel
+ * will never see it. A NOP in its place brings the CQE that ends it, with
+ * no effect. */
+static void withdraw(struct uop *u, int why) {
+  io_uring_prep_nop(u->sqe);
+  io_uring_sqe_set_data(u->sqe, u);
+  u->withdrawn = 1;
+  u->why = why;
+}
+
+/* Before every submission (the liburing calls that submit): an operation
+ * whose fiber a deadline or fib_cancel woke before the kernel saw it is
+ * withdrawn now, so that a wait cut short before the round's submission
+ * has no effect, as with epoll. Then the queued SQEs are the kernel's. */
+static void before_submit(struct ring *r) {
+  for (struct uop *u = r->fresh; u; u = u->fresh_next)
+    if (!u->why && u->fiber->state != FIB__FIBER_BLOCKED)
+      withdraw(u, u->fiber->wake ? u->fiber->wake : FIB_ECANCELED);
+  r->fresh = NULL;
+  r->epoch++;
+}
+#define SUBMITTING(r, call) (before_submit(r), (call))
+
 /* A free SQE; the queue is submitted (and the CQ reaped) while full. */
 static struct io_uring_sqe *sqe_get(struct ring *r) {
   struct io_uring_sqe *s;
   for (int tries = 0; (s = io_uring_get_sqe(&r->ring)) == NULL; tries++) {
     if (tries == 3)
       return NULL;
-    (void)io_uring_submit(&r->ring);
+    (void)SUBMITTING(r, io_uring_submit(&r->ring));
     (void)reap(r);
   }
   return s;
@@ -273,9 +304,13 @@ static struct io_uring_sqe *sqe_get(struct ring *r) {
  * it completed first). Submitted at the next poll point, or at once by a
  * caller that waits here. */
 static void cancel_queue(struct ring *r, struct uop *u) {
+  if (u->epoch == r->epoch) { /* still in the submission queue */
+    withdraw(u, u->why);
+    return;
+  }
   struct io_uring_sqe *s;
   while ((s = sqe_get(r)) == NULL)
-    (void)io_uring_submit_and_wait(&r->ring, 1);
+    (void)SUBMITTING(r, io_uring_submit_and_wait(&r->ring, 1));
   io_uring_prep_cancel64(s, (uint64_t)(uintptr_t)u, 0);
   io_uring_sqe_set_data(s, NULL);
 }
@@ -291,7 +326,7 @@ static void drain(struct ring *r, int (*pred)(const struct uop *, const void *),
       u = u->next;
     if (!u)
       return;
-    int e = io_uring_submit_and_wait(&r->ring, 1);
+    int e = SUBMITTING(r, io_uring_submit_and_wait(&r->ring, 1));
     if (e < 0 && e != -EINTR && e != -EBUSY && e != -ETIME)
       fib__fatal("io_uring_enter failed while draining cancelled operations");
     (void)reap(r);
@@ -308,7 +343,7 @@ static int uring_poll(struct fib_runtime *rt, uint64_t deadline) {
   if (deadline == 0) {
     /* No system call if nothing is queued and the kernel has nothing
      * pending for us (IORING_SQ_TASKRUN: liburing then enters to run it). */
-    (void)io_uring_submit(&r->ring);
+    (void)SUBMITTING(r, io_uring_submit(&r->ring));
   } else {
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts, *tsp = NULL;
@@ -319,7 +354,8 @@ static int uring_poll(struct fib_runtime *rt, uint64_t deadline) {
       ts.tv_nsec = (long long)(d % 1000000000u);
       tsp = &ts;
     }
-    (void)io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, tsp, NULL);
+    (void)SUBMITTING(
+        r, io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, tsp, NULL));
   }
   return reap(r);
 }
@@ -388,6 +424,10 @@ static struct io_uring_sqe *op_sqe(struct ring *r, struct fib__fiber *self,
 static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
                    struct io_uring_sqe *s, uint64_t deadline) {
   io_uring_sqe_set_data(s, u);
+  u->sqe = s;
+  u->epoch = r->epoch;
+  u->fresh_next = r->fresh;
+  r->fresh = u;
   u->next = r->pending;
   if (u->next)
     u->next->prev = u;
@@ -418,6 +458,8 @@ static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
   }
   u->parked = 0;
   rt->io_waiting--;
+  if (u->withdrawn)
+    return u->why; /* it never reached the kernel */
   if (u->res >= 0 && u->why)
     fib__uring_cancel_lost++;
   if (u->res >= 0 || !u->why)
