@@ -302,13 +302,25 @@ typedef uint64_t fib_id;
 /* The body of a fiber. Its return value is what fib_join() receives. */
 typedef void *(*fib_fn)(void *arg);
 
+/* I/O back ends, for fib_runtime_opts.io_backend (see <fibers/io.h>). */
+enum {
+  FIB_IO_AUTO = 0,  /* the library's choice: see docs/io-uring.md */
+  FIB_IO_EPOLL = 1, /* readiness (epoll): try the call, wait on EAGAIN */
+  FIB_IO_URING = 2  /* completion (io_uring), if the build and the kernel
+                       have it; epoll otherwise */
+};
+
 typedef struct fib_runtime_opts {
   size_t stack_size;    /* default usable stack; 0: FIB_STACK_DEFAULT */
   fib_guard_mode guard; /* default guard mode for its fibers */
   unsigned flags;       /* FIB_SHARED_FP: for all its fibers */
+  /* FIB_IO_AUTO, FIB_IO_EPOLL or FIB_IO_URING (else FIB_EINVAL). The
+   * environment variable FIBERS_IO=epoll|io_uring overrides it. */
+  unsigned io_backend;
+  unsigned reserved_io; /* must be zero */
   /* Room for options to come (workers, a seed) without changing the
    * struct's size; must be zero (else FIB_EINVAL). */
-  uintptr_t reserved[6];
+  uintptr_t reserved[5];
 } fib_runtime_opts;
 
 /*

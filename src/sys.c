@@ -13,13 +13,19 @@ static atomic_int fault_mask;   /* kinds counted; 0: injection off */
 static atomic_long fault_nth;   /* the call that fails */
 static atomic_long fault_count; /* calls counted so far */
 static atomic_int fault_sticky; /* later calls fail too */
+static atomic_int fault_err = ENOMEM; /* the errno a failed call sets */
 
-void fib__fault_inject(int mask, long nth, int sticky) {
+void fib__fault_inject_err(int mask, long nth, int sticky, int err) {
   atomic_store(&fault_mask, 0);
+  atomic_store(&fault_err, err);
   atomic_store(&fault_count, 0);
   atomic_store(&fault_nth, nth);
   atomic_store(&fault_sticky, sticky);
   atomic_store(&fault_mask, nth > 0 ? mask : 0);
+}
+
+void fib__fault_inject(int mask, long nth, int sticky) {
+  fib__fault_inject_err(mask, nth, sticky, ENOMEM);
 }
 
 long fib__fault_calls(void) { return atomic_load(&fault_count); }
@@ -34,9 +40,18 @@ static int should_fail(int kind) {
   return n == nth || (n > nth && atomic_load(&fault_sticky));
 }
 
+/* The errno of an injected failure. */
+static int injected_err(void) {
+  return atomic_load_explicit(&fault_err, memory_order_relaxed);
+}
+
+int fib__sys_injected(int kind) {
+  return should_fail(kind) ? injected_err() : 0;
+}
+
 void *fib__sys_mmap(void *addr, size_t len, int prot, int flags) {
   if (should_fail(FIB__FAULT_MMAP)) {
-    errno = ENOMEM;
+    errno = injected_err();
     return MAP_FAILED;
   }
   return mmap(addr, len, prot, flags, -1, 0);
@@ -44,7 +59,7 @@ void *fib__sys_mmap(void *addr, size_t len, int prot, int flags) {
 
 int fib__sys_munmap(void *addr, size_t len) {
   if (should_fail(FIB__FAULT_MUNMAP)) {
-    errno = ENOMEM;
+    errno = injected_err();
     return -1;
   }
   return munmap(addr, len);
@@ -52,7 +67,7 @@ int fib__sys_munmap(void *addr, size_t len) {
 
 int fib__sys_madvise(void *addr, size_t len, int advice) {
   if (should_fail(FIB__FAULT_MADVISE)) {
-    errno = ENOMEM;
+    errno = injected_err();
     return -1;
   }
   return madvise(addr, len, advice);
@@ -60,7 +75,7 @@ int fib__sys_madvise(void *addr, size_t len, int advice) {
 
 int fib__sys_mprotect(void *addr, size_t len, int prot) {
   if (should_fail(FIB__FAULT_MPROTECT)) {
-    errno = ENOMEM;
+    errno = injected_err();
     return -1;
   }
   return mprotect(addr, len, prot);
@@ -68,7 +83,7 @@ int fib__sys_mprotect(void *addr, size_t len, int prot) {
 
 int fib__sys_sigaltstack(const stack_t *ss, stack_t *old) {
   if (ss && should_fail(FIB__FAULT_SIGALTSTACK)) {
-    errno = ENOMEM;
+    errno = injected_err();
     return -1;
   }
   return sigaltstack(ss, old);

@@ -46,7 +46,11 @@ enum {
   FIB__FAULT_MPROTECT = 1 << 3,
   FIB__FAULT_SIGALTSTACK = 1 << 4,
   FIB__FAULT_MALLOC = 1 << 5, /* malloc, calloc and realloc */
-  FIB__FAULT_ALL = (1 << 6) - 1
+  FIB__FAULT_ALL = (1 << 6) - 1, /* the kinds above: failures that are errors */
+  /* Each io_uring_setup attempt (src/io/uring.c, fib__sys_injected). Not in
+   * FIB__FAULT_ALL: its failure is no error, the runtime falls back to
+   * epoll (a test that counts ALL calls is not disturbed by it). */
+  FIB__FAULT_IO_URING = 1 << 6
 };
 
 /*
@@ -55,8 +59,15 @@ enum {
  * `sticky`. nth == 0 turns injection off. Process-wide.
  */
 void fib__fault_inject(int mask, long nth, int sticky);
+/* The same, failing with `err` (EPERM, ENOSYS, ...) instead of ENOMEM. */
+void fib__fault_inject_err(int mask, long nth, int sticky, int err);
 /* How many calls of the masked kinds were counted since fib__fault_inject. */
 long fib__fault_calls(void);
+
+/* The seam for a call the library makes through a library of its own
+ * (io_uring setup, through liburing): counts it as a call of `kind`;
+ * returns the errno it is to fail with, or 0 to make the call. */
+int fib__sys_injected(int kind);
 
 /* Write "fibers: fatal: <what>\n" to stderr and abort(). For misuse that no
  * caller could handle. */

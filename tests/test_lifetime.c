@@ -363,8 +363,14 @@ static void *nothing_coro(void *arg, void *first) {
 
 TEST(reserved_fields_must_be_zero) {
   fib_runtime_opts opts = {0};
-  opts.reserved[5] = 1;
+  opts.reserved[4] = 1;
   fib_runtime *rt;
+  CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
+  opts.reserved[4] = 0;
+  opts.reserved_io = 1;
+  CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
+  opts.reserved_io = 0;
+  opts.io_backend = FIB_IO_URING + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   CHECK_OK(fib_runtime_create(&rt, NULL));
   fib_attr attr = {0};

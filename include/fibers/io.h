@@ -278,8 +278,13 @@ FIB_API int fib_getaddrinfo_until(const char *node, const char *service,
 /* freeaddrinfo(3) for a list fib_getaddrinfo made; NULL is allowed. */
 FIB_API void fib_freeaddrinfo(struct addrinfo *res);
 
-/* Which I/O back end rt uses: "epoll" (it has watched a descriptor), or
- * "none" (it has not needed one yet). Never NULL. */
+/* Which I/O back end rt uses: "io_uring" (chosen at its first I/O call:
+ * fib_runtime_opts.io_backend or FIBERS_IO asked for it and the kernel
+ * gave it), "epoll" (it has watched a descriptor), or "none" (it has not
+ * needed one yet). Never NULL. With io_uring the calls keep every promise
+ * above, except that an operation the kernel completed when a deadline,
+ * a cancel or fib_close came returns its result (the data it read, the
+ * connection it accepted), never losing it: docs/io-uring.md. */
 FIB_API const char *fib_runtime_io_backend(const fib_runtime *rt);
 
 #ifdef __cplusplus

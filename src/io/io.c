@@ -5,6 +5,7 @@
  * (poller.h) and try again.
  */
 #include "poller.h"
+#include "uring.h"
 #include "fibers/io.h"
 
 #include <errno.h>
@@ -13,6 +14,22 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* io_uring (uring.h): if the calling fiber's runtime uses it, the call is
+ * its, unless it passes (a regular file). The one line at the top of each
+ * call; without liburing, nothing. */
+#ifdef FIB__HAVE_IO_URING
+#define URING(call)                                                            \
+  do {                                                                         \
+    if (fib__uring_on()) {                                                     \
+      ssize_t u_ = (call);                                                     \
+      if (u_ != FIB__URING_PASS)                                               \
+        return u_;                                                             \
+    }                                                                          \
+  } while (0)
+#else
+#define URING(call) ((void)0)
+#endif
 
 /* The runtime's poll hook (sched's run loop calls it). */
 static int runtime_poll(struct fib_runtime *rt, uint64_t deadline) {
@@ -116,6 +133,7 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
 int fib_wait_fd_until(int fd, unsigned events, uint64_t deadline_ns) {
   if (!events || (events & ~(unsigned)(FIB_IO_READ | FIB_IO_WRITE)))
     return FIB_EINVAL;
+  URING(fib__uring_wait_fd(fd, events, deadline_ns));
   struct fib__fiber *self;
   struct fib__fdrec *r;
   int err = begin(fd, &self, &r);
@@ -194,15 +212,18 @@ static ssize_t do_writev(int fd, const struct fib__fdrec *r,
 
 ssize_t fib_readv_until(int fd, const struct iovec *iov, int iovcnt,
                         uint64_t deadline_ns) {
+  URING(fib__uring_readv(fd, NULL, 0, iov, iovcnt, deadline_ns));
   IO_LOOP(fd, FIB_IO_READ, deadline_ns, do_readv(fd, rec_, iov, iovcnt));
 }
 
 ssize_t fib_writev_until(int fd, const struct iovec *iov, int iovcnt,
                          uint64_t deadline_ns) {
+  URING(fib__uring_writev(fd, NULL, 0, iov, iovcnt, deadline_ns));
   IO_LOOP(fd, FIB_IO_WRITE, deadline_ns, do_writev(fd, rec_, iov, iovcnt));
 }
 
 ssize_t fib_read_until(int fd, void *buf, size_t count, uint64_t deadline_ns) {
+  URING(fib__uring_readv(fd, buf, count, NULL, 0, deadline_ns));
   IO_LOOP(fd, FIB_IO_READ, deadline_ns,
           rec_->kind == FIB__FD_SOCKET ? recv(fd, buf, count, MSG_DONTWAIT)
                                        : read(fd, buf, count));
@@ -210,6 +231,7 @@ ssize_t fib_read_until(int fd, void *buf, size_t count, uint64_t deadline_ns) {
 
 ssize_t fib_write_until(int fd, const void *buf, size_t count,
                         uint64_t deadline_ns) {
+  URING(fib__uring_writev(fd, buf, count, NULL, 0, deadline_ns));
   struct iovec v = {(void *)buf, count};
   IO_LOOP(fd, FIB_IO_WRITE, deadline_ns,
           rec_->kind == FIB__FD_SOCKET
@@ -234,24 +256,28 @@ ssize_t fib_writev(int fd, const struct iovec *iov, int iovcnt) {
 
 ssize_t fib_recv_until(int fd, void *buf, size_t len, int flags,
                        uint64_t deadline_ns) {
+  URING(fib__uring_recvmsg(fd, buf, len, NULL, flags, deadline_ns));
   IO_LOOP(fd, FIB_IO_READ, deadline_ns,
           recv(fd, buf, len, flags | MSG_DONTWAIT));
 }
 
 ssize_t fib_send_until(int fd, const void *buf, size_t len, int flags,
                        uint64_t deadline_ns) {
+  URING(fib__uring_sendmsg(fd, buf, len, NULL, flags, deadline_ns));
   IO_LOOP(fd, FIB_IO_WRITE, deadline_ns,
           send(fd, buf, len, flags | MSG_DONTWAIT | MSG_NOSIGNAL));
 }
 
 ssize_t fib_recvmsg_until(int fd, struct msghdr *msg, int flags,
                           uint64_t deadline_ns) {
+  URING(fib__uring_recvmsg(fd, NULL, 0, msg, flags, deadline_ns));
   IO_LOOP(fd, FIB_IO_READ, deadline_ns,
           recvmsg(fd, msg, flags | MSG_DONTWAIT));
 }
 
 ssize_t fib_sendmsg_until(int fd, const struct msghdr *msg, int flags,
                           uint64_t deadline_ns) {
+  URING(fib__uring_sendmsg(fd, NULL, 0, msg, flags, deadline_ns));
   IO_LOOP(fd, FIB_IO_WRITE, deadline_ns,
           sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL));
 }
@@ -286,6 +312,7 @@ static int adopt_socket(int fd) {
 
 int fib_accept_until(int fd, struct sockaddr *addr, socklen_t *addrlen,
                      int flags, uint64_t deadline_ns) {
+  URING(fib__uring_accept(fd, addr, addrlen, flags, deadline_ns));
   struct fib__fiber *self;
   struct fib__fdrec *r;
   int err = begin(fd, &self, &r);
@@ -311,6 +338,7 @@ int fib_accept(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags) {
 
 int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
                       uint64_t deadline_ns) {
+  URING(fib__uring_connect(fd, addr, addrlen, deadline_ns));
   struct fib__fiber *self;
   struct fib__fdrec *r;
   int err = begin(fd, &self, &r);
@@ -361,6 +389,9 @@ int fib_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) {
 /* ------------------------------------------------------------- closing */
 
 int fib_close(int fd) {
+#ifdef FIB__HAVE_IO_URING
+  fib__uring_close(fd); /* the kernel lets go of the fd's operations */
+#endif
   struct fib__poller *p = fib__poller_peek();
   if (p)
     fib__poller_forget(p, fd, FIB_EBADF, 1);
@@ -372,3 +403,15 @@ int fib_close(int fd) {
 const char *fib_runtime_io_backend(const fib_runtime *rt) {
   return rt && rt->io_backend ? rt->io_backend : "none";
 }
+
+/* ------------------------------------------ shared with uring.c (uring.h) */
+
+int fib__io_begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec) {
+  return begin(fd, self, rec);
+}
+
+ssize_t fib__io_write_nosigpipe(int fd, const struct iovec *iov, int iovcnt) {
+  return write_nosigpipe(fd, iov, iovcnt);
+}
+
+int fib__io_adopt_socket(int fd) { return adopt_socket(fd); }

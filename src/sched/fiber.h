@@ -120,7 +120,19 @@ struct fib_runtime {
                                     any, the loop polls (after each round,
                                     and when idle) and no run is a
                                     deadlock */
-  const char *io_backend;        /* "epoll", or NULL before any I/O */
+  const char *io_backend;        /* "epoll", "io_uring", or NULL before
+                                    any I/O */
+  unsigned io_pref;              /* fib_runtime_opts.io_backend: FIB_IO_* */
+  unsigned io_mode;              /* the I/O layer's choice, made at the
+                                    first I/O call: FIB_IO_EPOLL or
+                                    FIB_IO_URING; 0 before */
+  void (*io_discard)(struct fib_runtime *rt); /* set by the I/O layer
+                                    while its fibers may be parked in an
+                                    operation the kernel owns (io_uring:
+                                    it writes into their stacks): destroy
+                                    calls it before it frees the stacks, to
+                                    cancel those operations and wait until
+                                    the kernel has let go */
   fib_id last_id;                /* ids are handed out in order from 1 */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most SPARE_MAX */

@@ -26,6 +26,12 @@
 
 FIB__TLS struct fib_runtime *fib__tl_runtime;
 
+/* fib_runtime_opts keeps its size (ABI): io_backend and reserved_io took
+ * one of the reserved words (LP64: every architecture we build for). */
+_Static_assert(sizeof(fib_runtime_opts) ==
+                   sizeof(size_t) + 2 * sizeof(unsigned) + 6 * sizeof(uintptr_t),
+               "fib_runtime_opts changed size");
+
 #define FIBER_OF(node) ((struct fib__fiber *)(node))
 _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
 
@@ -100,6 +106,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   size_t stack = fib__stack_check(opts->stack_size, FIB_STACK_DEFAULT,
                                   opts->guard);
   if (!stack || (opts->flags & ~FIB_SHARED_FP) ||
+      opts->io_backend > FIB_IO_URING || opts->reserved_io ||
       !fib__all_zero(opts->reserved, sizeof opts->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   struct fib_runtime *rt = fib__sys_calloc(1, sizeof *rt);
@@ -111,6 +118,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   rt->stack_size = stack;
   rt->guard = opts->guard;
   rt->flags = opts->flags;
+  rt->io_pref = opts->io_backend; /* the I/O layer decides at first use */
   live_add(rt);
   *out = rt;
   return 0;
@@ -130,6 +138,10 @@ int fib_runtime_destroy(fib_runtime *rt) {
   if (rt->running)
     return FIB_EBUSY;
   live_remove(rt);
+  /* Operations the kernel still owns (io_uring) write into the stacks
+   * freed below: the I/O layer cancels them and waits until they end. */
+  if (rt->io_discard)
+    rt->io_discard(rt);
   size_t pos = 0;
   struct fib__fiber *f;
   /* The unfinished fibers are discarded: first take every wait node they

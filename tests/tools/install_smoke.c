@@ -69,6 +69,9 @@ int main(void) {
   SMOKE_CHECK(fib_runtime_create(&rt, NULL) == 0);
   SMOKE_CHECK(fib_spawn(rt, parent, NULL, NULL, NULL) == 0);
   SMOKE_CHECK(fib_run(rt) == 0);
+  /* the I/O layer links too (with io_uring: liburing, which a static link
+   * takes from the .pc file's Libs.private or the CMake package) */
+  SMOKE_CHECK(fib_runtime_io_backend(rt) != NULL);
   SMOKE_CHECK(fib_runtime_destroy(rt) == 0);
   SMOKE_CHECK(failed == 0);
   /* The workers alternated in spawn order (fibers spawned by a fiber run

@@ -1,0 +1,745 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uring.c -- the io_uring back end (uring.h; docs/io-uring.md).
+ *
+ * Completion, not readiness: a read or an accept is handed to the kernel
+ * as an operation into the caller's own buffer (it is on a parked fiber's
+ * stack, alive until the CQE), and the fiber parks until its CQE. Writes
+ * try the system call first (a socket is nearly always writable) and hand
+ * over only what would block. SQEs wait in the submission queue until
+ * the loop's poll point: one io_uring_enter per round for every fiber that
+ * queued one, or the idle wait (submit and wait until the earliest timer).
+ *
+ * Deadlines and fib_cancel use the runtime's timer heap and cancel, as for
+ * every park; the woken fiber then asks the kernel to cancel its operation
+ * (ASYNC_CANCEL by user_data) and parks again, uncancellably, until the
+ * operation's own CQE. Whatever that CQE says wins if it is a success:
+ * data that was read is returned, an accepted descriptor is returned,
+ * never lost behind a timeout. Only an operation that ended without
+ * effect reports the deadline or the cancel.
+ */
+#include "uring.h"
+#include "../sys.h"
+#include "../tls.h"
+#include "fibers/io.h"
+
+#include <errno.h>
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* What AUTO picks where io_uring works: see docs/io-uring.md for the
+ * measurement behind it. */
+#ifndef FIB__URING_AUTO
+#define FIB__URING_AUTO FIB_IO_EPOLL
+#endif
+
+/* Submission queue entries (the completion queue is twice as large, and
+ * with IORING_FEAT_NODROP an overflow is kept, not lost). A full
+ * submission queue is submitted at once. */
+#define RING_ENTRIES 256
+
+/* One operation in flight, on its fiber's stack. */
+struct uop {
+  struct fib__fiber *fiber;
+  struct uop *next, *prev;   /* the ring's operations in flight */
+  struct uop *fnext, *fprev; /* the same descriptor's, from byfd[fd] */
+  int fd;
+  int res;        /* the CQE's result, once done */
+  int why;        /* 0, or why it is being cancelled: FIB_ETIMEDOUT,
+                     FIB_ECANCELED (fib_cancel, runtime destroyed),
+                     FIB_EBADF (fib_close) */
+  struct io_uring_sqe *sqe; /* its SQE, while not yet submitted */
+  struct uop *fresh_next;   /* the ring's list of those not submitted */
+  unsigned long epoch;      /* the ring's epoch when it was queued */
+  unsigned char withdrawn;  /* cancelled before it was submitted: its
+                               SQE was made a NOP, nothing was done */
+  unsigned char done;   /* its CQE has come; it is off both lists */
+  unsigned char parked; /* its fiber is parked waiting for it */
+  unsigned char orphan; /* its runtime is being destroyed: wake nobody */
+};
+
+struct ring {
+  struct io_uring ring;
+  unsigned flags;      /* the setup flags that worked */
+  unsigned long epoch; /* bumped at every submission: SQEs queued in the
+                          current epoch have not reached the kernel */
+  struct uop *fresh;   /* the operations queued in this epoch */
+  struct uop *pending; /* every operation in flight */
+  struct uop **byfd;   /* by descriptor: its operations in flight */
+  size_t nbyfd;
+};
+
+static FIB__TLS struct ring *tl_ring;
+
+/* Operations that completed after their fiber had asked to cancel them
+ * (their result was returned): for the race tests. */
+long fib__uring_cancel_lost;
+static pthread_key_t ring_key;
+static pthread_once_t ring_key_once = PTHREAD_ONCE_INIT;
+
+/* The thread's ring, read afresh (the TLS rule: not kept across a
+ * switch). */
+static __attribute__((noinline)) struct ring *ring_peek(void) {
+  return tl_ring;
+}
+
+static void ring_free(void *arg) {
+  struct ring *r = arg;
+  /* Operations still in flight belong to fibers of runtimes never
+   * destroyed: their stacks are never freed. The kernel cancels them. */
+  io_uring_queue_exit(&r->ring);
+  fib__sys_free(r->byfd);
+  fib__sys_free(r);
+  if (tl_ring == r)
+    tl_ring = NULL;
+}
+
+static void ring_key_create(void) {
+  (void)pthread_key_create(&ring_key, ring_free);
+}
+
+/* The operations every call needs (IORING_REGISTER_PROBE): a kernel that
+ * lacks one gets epoll. */
+static const unsigned char needed_ops[] = {
+    IORING_OP_READ,     IORING_OP_READV,   IORING_OP_RECV,
+    IORING_OP_RECVMSG,  IORING_OP_SEND,    IORING_OP_SENDMSG,
+    IORING_OP_ACCEPT,   IORING_OP_CONNECT, IORING_OP_POLL_ADD, IORING_OP_NOP,
+    IORING_OP_ASYNC_CANCEL};
+
+/* The setup ladder: the flags liburing's documentation calls the default
+ * for a ring one thread uses (6.1), then cooperative task running (5.19),
+ * then none. Only EINVAL (flags this kernel does not know) goes down a
+ * step; any other error means no io_uring here. No SQPOLL: it spends a
+ * core polling. */
+static const unsigned ladder[] = {
+    IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+        IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SUBMIT_ALL,
+    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG |
+        IORING_SETUP_SUBMIT_ALL,
+    0};
+
+/* Set up r->ring: 0, or the negative errno that rules io_uring out. */
+static int ring_setup(struct ring *r) {
+  int err = -EINVAL;
+  for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++) {
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    p.flags = ladder[i];
+    int inj = fib__sys_injected(FIB__FAULT_IO_URING); /* the test seam */
+    err = inj ? -inj : io_uring_queue_init_params(RING_ENTRIES, &r->ring, &p);
+    if (err == 0) {
+      r->flags = ladder[i];
+      /* Kept overflows, and operations on sockets driven by the kernel's
+       * own poll (not by a blocking worker thread). */
+      if ((p.features & (IORING_FEAT_NODROP | IORING_FEAT_FAST_POLL)) !=
+          (IORING_FEAT_NODROP | IORING_FEAT_FAST_POLL))
+        err = -ENOSYS;
+      break;
+    }
+    if (err != -EINVAL)
+      return err;
+  }
+  if (err)
+    return err == -ENOSYS ? (io_uring_queue_exit(&r->ring), err) : err;
+  struct io_uring_probe *probe = io_uring_get_probe_ring(&r->ring);
+  int ok = probe != NULL;
+  for (size_t i = 0; ok && i < sizeof needed_ops; i++)
+    ok = io_uring_opcode_supported(probe, needed_ops[i]);
+  if (probe)
+    io_uring_free_probe(probe); /* liburing's allocation: its own free */
+  if (!ok) {
+    io_uring_queue_exit(&r->ring);
+    return -ENOSYS;
+  }
+  (void)io_uring_register_ring_fd(&r->ring); /* 5.18; a saving only */
+  return 0;
+}
+
+/* The thread's ring, made on first use. NULL: *err says why not. */
+static struct ring *ring_get(int *err) {
+  struct ring *r = tl_ring;
+  if (r)
+    return r;
+  r = fib__sys_calloc(1, sizeof *r);
+  if (!r) {
+    *err = FIB_ENOMEM;
+    return NULL;
+  }
+  int e = ring_setup(r);
+  if (e) {
+    fib__sys_free(r);
+    *err = e;
+    return NULL;
+  }
+  pthread_once(&ring_key_once, ring_key_create);
+  if (pthread_setspecific(ring_key, r) != 0) {
+    io_uring_queue_exit(&r->ring);
+    fib__sys_free(r);
+    *err = FIB_ENOMEM;
+    return NULL;
+  }
+  tl_ring = r;
+  return r;
+}
+
+long fib__uring_setup_flags(void) {
+  struct ring *r = ring_peek();
+  return r ? (long)r->flags : -1;
+}
+
+/* ------------------------------------------------------------- choice */
+
+/* FIBERS_IO=epoll|io_uring, read at each runtime's first I/O call. */
+static unsigned env_choice(void) {
+  const char *e = getenv("FIBERS_IO");
+  if (!e)
+    return FIB_IO_AUTO;
+  if (strcmp(e, "epoll") == 0)
+    return FIB_IO_EPOLL;
+  if (strcmp(e, "io_uring") == 0)
+    return FIB_IO_URING;
+  return FIB_IO_AUTO; /* anything else: as if unset */
+}
+
+void fib__uring_choose(struct fib_runtime *rt) {
+  unsigned want = env_choice();
+  if (want == FIB_IO_AUTO)
+    want = rt->io_pref;
+  if (want == FIB_IO_AUTO)
+    want = FIB__URING_AUTO;
+  int err;
+  if (want == FIB_IO_URING && ring_get(&err)) {
+    rt->io_mode = FIB_IO_URING;
+    rt->io_backend = "io_uring";
+  } else {
+    rt->io_mode = FIB_IO_EPOLL; /* io_backend: "epoll" once it watches */
+  }
+}
+
+/* ------------------------------------------------------ completions */
+
+static void list_unlink(struct ring *r, struct uop *u) {
+  if (u->prev)
+    u->prev->next = u->next;
+  else
+    r->pending = u->next;
+  if (u->next)
+    u->next->prev = u->prev;
+  if (u->fprev)
+    u->fprev->fnext = u->fnext;
+  else
+    r->byfd[u->fd] = u->fnext;
+  if (u->fnext)
+    u->fnext->fprev = u->fprev;
+}
+
+/* An operation's CQE: record it, and wake its fiber if it is parked for
+ * it (one woken by its deadline is ready already, and finds the result
+ * when it runs). */
+static void complete(struct ring *r, struct uop *u, int res) {
+  list_unlink(r, u);
+  u->res = res;
+  u->done = 1;
+  if (u->parked && !u->orphan && u->fiber->state == FIB__FIBER_BLOCKED)
+    fib__fiber_ready(u->fiber);
+}
+
+/* Take every CQE there is. Returns how many were for operations. */
+static int reap(struct ring *r) {
+  unsigned head, seen = 0;
+  int ops = 0;
+  struct io_uring_cqe *c;
+  io_uring_for_each_cqe(&r->ring, head, c) {
+    seen++;
+    struct uop *u = io_uring_cqe_get_data(c);
+    if (u) { /* NULL: a cancel request's own CQE */
+      complete(r, u, c->res);
+      ops++;
+    }
+  }
+  io_uring_cq_advance(&r->ring, seen);
+  return ops;
+}
+
+/* An operation still in the submission queue is cancelled: the kernel
+ * will never see it. A NOP in its place brings the CQE that ends it, with
+ * no effect. */
+static void withdraw(struct uop *u, int why) {
+  io_uring_prep_nop(u->sqe);
+  io_uring_sqe_set_data(u->sqe, u);
+  u->withdrawn = 1;
+  u->why = why;
+}
+
+/* Before every submission (the liburing calls that submit): an operation
+ * whose fiber a deadline or fib_cancel woke before the kernel saw it is
+ * withdrawn now, so that a wait cut short before the round's submission
+ * has no effect, as with epoll. Then the queued SQEs are the kernel's. */
+static void before_submit(struct ring *r) {
+  for (struct uop *u = r->fresh; u; u = u->fresh_next)
+    if (!u->why && u->fiber->state != FIB__FIBER_BLOCKED)
+      withdraw(u, u->fiber->wake ? u->fiber->wake : FIB_ECANCELED);
+  r->fresh = NULL;
+  r->epoch++;
+}
+#define SUBMITTING(r, call) (before_submit(r), (call))
+
+/* A free SQE; the queue is submitted (and the CQ reaped) while full. */
+static struct io_uring_sqe *sqe_get(struct ring *r) {
+  struct io_uring_sqe *s;
+  for (int tries = 0; (s = io_uring_get_sqe(&r->ring)) == NULL; tries++) {
+    if (tries == 3)
+      return NULL;
+    (void)SUBMITTING(r, io_uring_submit(&r->ring));
+    (void)reap(r);
+  }
+  return s;
+}
+
+/* Ask the kernel to cancel u (its CQE then comes soon, -ECANCELED unless
+ * it completed first). Submitted at the next poll point, or at once by a
+ * caller that waits here. */
+static void cancel_queue(struct ring *r, struct uop *u) {
+  if (u->epoch == r->epoch) { /* still in the submission queue */
+    withdraw(u, u->why);
+    return;
+  }
+  struct io_uring_sqe *s;
+  while ((s = sqe_get(r)) == NULL)
+    (void)SUBMITTING(r, io_uring_submit_and_wait(&r->ring, 1));
+  io_uring_prep_cancel64(s, (uint64_t)(uintptr_t)u, 0);
+  io_uring_sqe_set_data(s, NULL);
+}
+
+/* Block the thread until the CQE of every operation `pred` selects has
+ * come (close and destroy: the cancels are queued; they complete at once
+ * for operations the kernel's poll drives). */
+static void drain(struct ring *r, int (*pred)(const struct uop *, const void *),
+                  const void *arg) {
+  for (;;) {
+    const struct uop *u = r->pending;
+    while (u && !pred(u, arg))
+      u = u->next;
+    if (!u)
+      return;
+    int e = SUBMITTING(r, io_uring_submit_and_wait(&r->ring, 1));
+    if (e < 0 && e != -EINTR && e != -EBUSY && e != -ETIME)
+      fib__fatal("io_uring_enter failed while draining cancelled operations");
+    (void)reap(r);
+  }
+}
+
+/* The runtime's poll hook: submit what the round queued, and take the
+ * completions; with a deadline, wait for one until then. */
+static int uring_poll(struct fib_runtime *rt, uint64_t deadline) {
+  (void)rt;
+  struct ring *r = ring_peek();
+  if (!r)
+    return 0;
+  if (deadline == 0) {
+    /* No system call if nothing is queued and the kernel has nothing
+     * pending for us (IORING_SQ_TASKRUN: liburing then enters to run it). */
+    (void)SUBMITTING(r, io_uring_submit(&r->ring));
+  } else {
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts, *tsp = NULL;
+    if (deadline != FIB__NO_DEADLINE) {
+      uint64_t now = fib_now_ns();
+      uint64_t d = deadline > now ? deadline - now : 0;
+      ts.tv_sec = (long long)(d / 1000000000u);
+      ts.tv_nsec = (long long)(d % 1000000000u);
+      tsp = &ts;
+    }
+    (void)SUBMITTING(
+        r, io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1, tsp, NULL));
+  }
+  return reap(r);
+}
+
+static int is_rt_op(const struct uop *u, const void *rt) {
+  return u->fiber->rt == rt;
+}
+
+/* fib_runtime_destroy's hook: the runtime's fibers parked in operations
+ * are about to lose their stacks. Cancel those operations and wait for
+ * their CQEs (on this thread's ring: destroy runs on the thread that ran
+ * the runtime's I/O). */
+static void uring_discard(struct fib_runtime *rt) {
+  struct ring *r = ring_peek();
+  if (!r)
+    return;
+  for (struct uop *u = r->pending; u; u = u->next)
+    if (u->fiber->rt == rt) {
+      u->orphan = 1;
+      if (!u->why) {
+        u->why = FIB_ECANCELED;
+        cancel_queue(r, u);
+      }
+    }
+  drain(r, is_rt_op, rt);
+  rt->io_discard = NULL;
+}
+
+/* ----------------------------------------------------- one operation */
+
+/* The start of every call: the fiber, fd's record (known: O_NONBLOCK
+ * set, its kind), the thread's ring. 0 or an error, before any effect. */
+static int start(int fd, struct fib__fiber **self, struct fib__fdrec **rec,
+                 struct ring **r) {
+  int err = fib__io_begin(fd, self, rec);
+  if (err)
+    return err;
+  *r = ring_get(&err);
+  return *r ? 0 : err;
+}
+
+/* An SQE for u, an operation on fd; u is linked in flight once the caller
+ * has prepared the SQE (op_wait). NULL: no room (FIB_ENOMEM). */
+static struct io_uring_sqe *op_sqe(struct ring *r, struct fib__fiber *self,
+                                   int fd, struct uop *u) {
+  memset(u, 0, sizeof *u);
+  u->fiber = self;
+  u->fd = fd;
+  if ((size_t)fd >= r->nbyfd) {
+    size_t n = r->nbyfd ? r->nbyfd : 64;
+    while (n <= (size_t)fd)
+      n *= 2;
+    struct uop **t = fib__sys_realloc(r->byfd, n * sizeof *t);
+    if (!t)
+      return NULL;
+    memset(t + r->nbyfd, 0, (n - r->nbyfd) * sizeof *t);
+    r->byfd = t;
+    r->nbyfd = n;
+  }
+  return sqe_get(r);
+}
+
+/* u's SQE `s` is prepared: queue it and park until its CQE. Returns the
+ * CQE's result if it is a success, else the cancel's reason if there was
+ * one, else the CQE's error. */
+static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
+                   struct io_uring_sqe *s, uint64_t deadline) {
+  io_uring_sqe_set_data(s, u);
+  u->sqe = s;
+  u->epoch = r->epoch;
+  u->fresh_next = r->fresh;
+  r->fresh = u;
+  u->next = r->pending;
+  if (u->next)
+    u->next->prev = u;
+  r->pending = u;
+  u->fnext = r->byfd[u->fd];
+  if (u->fnext)
+    u->fnext->fprev = u;
+  r->byfd[u->fd] = u;
+
+  struct fib_runtime *rt = self->rt;
+  rt->poll = uring_poll;
+  rt->io_discard = uring_discard;
+  rt->io_waiting++;
+  fib__runtime_look_soon(rt);
+  u->parked = 1;
+  /* The caller found self not cancelled (fib__io_begin) and has not
+   * switched since: park without park's own check. */
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, FIB__FIBER_BLOCKED);
+  int why = self->wake;
+  while (!u->done) { /* the deadline, or fib_cancel: the kernel has it */
+    if (!u->why) {
+      u->why = why ? why : FIB_ECANCELED;
+      cancel_queue(ring_peek(), u);
+    }
+    fib__fiber_park_nocancel(self);
+  }
+  u->parked = 0;
+  rt->io_waiting--;
+  if (u->withdrawn)
+    return u->why; /* it never reached the kernel */
+  if (u->res >= 0 && u->why)
+    fib__uring_cancel_lost++;
+  if (u->res >= 0 || !u->why)
+    return u->res;
+  return u->why;
+}
+
+/* Wait until fd is ready for `mask` (POLL_ADD, one-shot). The revents, or
+ * an error. */
+static int poll_op(struct ring *r, struct fib__fiber *self, int fd,
+                   unsigned mask, uint64_t deadline) {
+  struct uop u;
+  struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
+  if (!s)
+    return FIB_ENOMEM;
+  io_uring_prep_poll_add(s, fd, mask);
+  return op_wait(r, self, &u, s, deadline);
+}
+
+/* ------------------------------------------------------------- calls */
+
+ssize_t fib__uring_readv(int fd, void *buf, size_t len,
+                         const struct iovec *iov, int iovcnt,
+                         uint64_t deadline) {
+  struct fib__fiber *self;
+  struct fib__fdrec *rec;
+  struct ring *r;
+  int err = start(fd, &self, &rec, &r);
+  if (err)
+    return err;
+  if (rec->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
+  for (;;) {
+    struct uop u;
+    struct msghdr m = {.msg_iov = (struct iovec *)iov,
+                       .msg_iovlen = (size_t)iovcnt};
+    struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
+    if (!s)
+      return FIB_ENOMEM;
+    if (rec->kind == FIB__FD_SOCKET) {
+      if (buf)
+        io_uring_prep_recv(s, fd, buf, len, 0);
+      else
+        io_uring_prep_recvmsg(s, fd, &m, 0);
+    } else if (buf) {
+      io_uring_prep_read(s, fd, buf, (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len),
+                         (uint64_t)-1);
+    } else {
+      io_uring_prep_readv(s, fd, iov, (unsigned)iovcnt, (uint64_t)-1);
+    }
+    int n = op_wait(r, self, &u, s, deadline);
+    if (n != -EAGAIN && n != -EINTR)
+      return n;
+    if (n == -EAGAIN && (n = poll_op(ring_peek(), self, fd,
+                                     POLLIN | POLLRDHUP, deadline)) < 0)
+      return n;
+    r = ring_peek();
+  }
+}
+
+ssize_t fib__uring_recvmsg(int fd, void *buf, size_t len, struct msghdr *msg,
+                           int flags, uint64_t deadline) {
+  struct fib__fiber *self;
+  struct fib__fdrec *rec;
+  struct ring *r;
+  int err = start(fd, &self, &rec, &r);
+  if (err)
+    return err;
+  if (rec->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
+  flags &= ~MSG_DONTWAIT; /* the operation waits; the fiber parks */
+  for (;;) {
+    struct uop u;
+    struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
+    if (!s)
+      return FIB_ENOMEM;
+    if (msg)
+      io_uring_prep_recvmsg(s, fd, msg, (unsigned)flags);
+    else
+      io_uring_prep_recv(s, fd, buf, len, flags);
+    int n = op_wait(r, self, &u, s, deadline);
+    if (n != -EAGAIN && n != -EINTR)
+      return n;
+    if (n == -EAGAIN && (n = poll_op(ring_peek(), self, fd,
+                                     POLLIN | POLLRDHUP, deadline)) < 0)
+      return n;
+    r = ring_peek();
+  }
+}
+
+/* Writes: the system call first (it nearly always succeeds); what would
+ * block goes to the kernel as SEND/SENDMSG with MSG_NOSIGNAL (sockets),
+ * or waits for POLLOUT and tries again (pipes and the like: their SIGPIPE
+ * must be held off around the write itself, on this thread). */
+static ssize_t write_common(int fd, const struct iovec *iov, int iovcnt,
+                            const struct msghdr *umsg, int flags, int sock_call,
+                            uint64_t deadline) {
+  struct fib__fiber *self;
+  struct fib__fdrec *rec;
+  struct ring *r;
+  int err = start(fd, &self, &rec, &r);
+  if (err)
+    return err;
+  if (rec->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
+  flags &= ~MSG_DONTWAIT;
+  struct msghdr m = {.msg_iov = (struct iovec *)iov,
+                     .msg_iovlen = (size_t)iovcnt};
+  const struct msghdr *msg = umsg ? umsg : &m;
+  /* send/sendmsg: a socket call whatever fd is (ENOTSOCK, as there) */
+  int as_socket = sock_call || rec->kind == FIB__FD_SOCKET;
+  for (;;) {
+    ssize_t n;
+    if (as_socket)
+      n = sendmsg(fd, msg, flags | MSG_DONTWAIT | MSG_NOSIGNAL);
+    else
+      n = fib__io_write_nosigpipe(fd, iov, iovcnt);
+    if (n >= 0)
+      return n;
+    if (errno == EINTR)
+      continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return -errno;
+    int res;
+    if (as_socket) {
+      struct uop u;
+      struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
+      if (!s)
+        return FIB_ENOMEM;
+      if (!umsg && iovcnt == 1)
+        io_uring_prep_send(s, fd, iov[0].iov_base, iov[0].iov_len,
+                           flags | MSG_NOSIGNAL);
+      else
+        io_uring_prep_sendmsg(s, fd, msg, (unsigned)(flags | MSG_NOSIGNAL));
+      res = op_wait(r, self, &u, s, deadline);
+      if (res != -EAGAIN && res != -EINTR)
+        return res;
+    } else {
+      res = poll_op(r, self, fd, POLLOUT, deadline);
+      if (res < 0)
+        return res;
+    }
+    r = ring_peek();
+  }
+}
+
+ssize_t fib__uring_writev(int fd, const void *buf, size_t len,
+                          const struct iovec *iov, int iovcnt,
+                          uint64_t deadline) {
+  struct iovec one = {(void *)buf, len};
+  if (buf)
+    return write_common(fd, &one, 1, NULL, 0, 0, deadline);
+  return write_common(fd, iov, iovcnt, NULL, 0, 0, deadline);
+}
+
+ssize_t fib__uring_sendmsg(int fd, const void *buf, size_t len,
+                           const struct msghdr *msg, int flags,
+                           uint64_t deadline) {
+  struct iovec one = {(void *)buf, len};
+  if (msg)
+    return write_common(fd, msg->msg_iov, (int)msg->msg_iovlen, msg, flags,
+                        1, deadline);
+  return write_common(fd, &one, 1, NULL, flags, 1, deadline);
+}
+
+int fib__uring_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+                      int flags, uint64_t deadline) {
+  struct fib__fiber *self;
+  struct fib__fdrec *rec;
+  struct ring *r;
+  int err = start(fd, &self, &rec, &r);
+  if (err)
+    return err;
+  if (rec->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
+  for (;;) {
+    struct uop u;
+    struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
+    if (!s)
+      return FIB_ENOMEM;
+    io_uring_prep_accept(s, fd, addr, addrlen, flags | SOCK_NONBLOCK);
+    int c = op_wait(r, self, &u, s, deadline);
+    if (c >= 0)
+      return fib__io_adopt_socket(c);
+    if (c == -EAGAIN) {
+      if ((c = poll_op(ring_peek(), self, fd, POLLIN, deadline)) < 0)
+        return c;
+    } else if (c != -EINTR && c != -ECONNABORTED) {
+      return c;
+    }
+    r = ring_peek();
+  }
+}
+
+int fib__uring_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                       uint64_t deadline) {
+  struct fib__fiber *self;
+  struct fib__fdrec *rec;
+  struct ring *r;
+  int err = start(fd, &self, &rec, &r);
+  if (err)
+    return err;
+  if (rec->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
+  struct uop u;
+  struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
+  if (!s)
+    return FIB_ENOMEM;
+  io_uring_prep_connect(s, fd, addr, addrlen);
+  int res = op_wait(r, self, &u, s, deadline);
+  if (res != -EINPROGRESS && res != -EALREADY && res != -EAGAIN &&
+      res != -EINTR)
+    return res;
+  /* Under way (the kernel answered as to a non-blocking connect): wait
+   * for writability, then SO_ERROR says, as in the epoll path. */
+  for (;;) {
+    res = poll_op(ring_peek(), self, fd, POLLOUT, deadline);
+    if (res < 0)
+      return res;
+    int so_error = 0;
+    socklen_t len = sizeof so_error;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
+      return -errno;
+    if (so_error == EINPROGRESS || so_error == EALREADY)
+      continue;
+    if (so_error)
+      return -so_error;
+    struct sockaddr_storage peer;
+    socklen_t plen = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
+      return 0;
+    if (errno != ENOTCONN)
+      return -errno;
+  }
+}
+
+int fib__uring_wait_fd(int fd, unsigned events, uint64_t deadline) {
+  struct fib__fiber *self;
+  struct fib__fdrec *rec;
+  struct ring *r;
+  int err = start(fd, &self, &rec, &r);
+  if (err)
+    return err;
+  if (rec->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
+  unsigned mask = 0;
+  if (events & FIB_IO_READ)
+    mask |= POLLIN | POLLRDHUP;
+  if (events & FIB_IO_WRITE)
+    mask |= POLLOUT;
+  int rev = poll_op(r, self, fd, mask, deadline);
+  if (rev < 0)
+    return rev;
+  unsigned got = 0;
+  if (rev & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
+    got |= FIB_IO_READ;
+  if (rev & (POLLOUT | POLLHUP | POLLERR))
+    got |= FIB_IO_WRITE;
+  got &= events;
+  if (rev & POLLNVAL)
+    return FIB_EBADF;
+  return got ? (int)got : (int)events;
+}
+
+/* ------------------------------------------------------------- close */
+
+static int is_fd_op(const struct uop *u, const void *fd) {
+  return u->fd == *(const int *)fd;
+}
+
+void fib__uring_close(int fd) {
+  struct ring *r = ring_peek();
+  if (!r || fd < 0 || (size_t)fd >= r->nbyfd || !r->byfd[fd])
+    return;
+  /* One cancel per operation (not ASYNC_CANCEL_FD|ALL, 5.19): the list is
+   * at hand, and every kernel with io_uring knows this one. */
+  for (struct uop *u = r->byfd[fd]; u; u = u->fnext)
+    if (!u->why) {
+      u->why = FIB_EBADF;
+      cancel_queue(r, u);
+    }
+  drain(r, is_fd_op, &fd);
+}

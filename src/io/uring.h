@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * uring.h -- the io_uring back end (uring.c; docs/io-uring.md), behind the
+ * calls of <fibers/io.h>. Built only when liburing was found
+ * (FIB__HAVE_IO_URING); io.c then asks at the top of each call whether the
+ * calling fiber's runtime uses it (fib__uring_on) and, if so, hands the
+ * call over. A call that returns FIB__URING_PASS is not one the back end
+ * takes (a regular file: it never parks), and io.c carries on as with
+ * epoll.
+ *
+ * The ring is the thread's, like the epoll poller (one thread submits to
+ * it: SINGLE_ISSUER), made on the first call of a runtime that chose it.
+ * Each operation is one record on the waiting fiber's stack, whose
+ * address is the SQE's user_data; the fiber stays parked, uncancellably
+ * once a deadline or a cancel has asked the kernel to cancel it, until
+ * the operation's CQE has come: the kernel never writes into a stack
+ * after its fiber has moved on.
+ */
+#ifndef FIB__IO_URING_H
+#define FIB__IO_URING_H
+
+#include "poller.h"
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* "Not mine": io.c does the call the epoll way. */
+#define FIB__URING_PASS INT_MIN
+
+/* Make the choice for rt (env FIBERS_IO, rt->io_pref, the AUTO default,
+ * whether the thread's ring can be made): sets rt->io_mode, and
+ * rt->io_backend to "io_uring" when it is chosen. */
+void fib__uring_choose(struct fib_runtime *rt);
+
+/* Whether the calling fiber's runtime uses io_uring (choosing at its first
+ * call). 0 outside a runtime: the epoll path then answers FIB_EPERM. */
+static inline int fib__uring_on(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  if (!rt)
+    return 0;
+  if (__builtin_expect(rt->io_mode == 0, 0))
+    fib__uring_choose(rt);
+  return rt->io_mode == FIB_IO_URING;
+}
+
+/* The calls. buf != NULL: one buffer (read, recv, ...), else iov/msg. */
+ssize_t fib__uring_readv(int fd, void *buf, size_t len,
+                         const struct iovec *iov, int iovcnt,
+                         uint64_t deadline);
+ssize_t fib__uring_writev(int fd, const void *buf, size_t len,
+                          const struct iovec *iov, int iovcnt,
+                          uint64_t deadline);
+ssize_t fib__uring_recvmsg(int fd, void *buf, size_t len, struct msghdr *msg,
+                           int flags, uint64_t deadline);
+ssize_t fib__uring_sendmsg(int fd, const void *buf, size_t len,
+                           const struct msghdr *msg, int flags,
+                           uint64_t deadline);
+int fib__uring_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
+                      int flags, uint64_t deadline);
+int fib__uring_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                       uint64_t deadline);
+int fib__uring_wait_fd(int fd, unsigned events, uint64_t deadline);
+
+/* fib_close's first step: cancel every operation in flight on fd in this
+ * thread's ring (their callers get FIB_EBADF, or their result if they
+ * completed first) and wait until the kernel has ended them all. */
+void fib__uring_close(int fd);
+
+/* For tests: the ring's setup flags on this thread, or -1 if it has none;
+ * how many operations completed after a cancel was asked for (the caller
+ * got their result). */
+long fib__uring_setup_flags(void);
+extern long fib__uring_cancel_lost;
+
+/* Shared with io.c (defined there): the start of every call (the calling
+ * fiber, fd's record, known), the pipe write that holds SIGPIPE off, and a
+ * descriptor fib_accept made. */
+int fib__io_begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec);
+ssize_t fib__io_write_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
+int fib__io_adopt_socket(int fd);
+
+#endif
