@@ -70,7 +70,8 @@ struct conn {
   size_t in_len;
   char *out;
   size_t out_len, out_cap;
-  int closing;
+  int closing; /* answer what is out, then close */
+  int dead;    /* a write failed: the client is gone or not reading */
 };
 
 static int out_reserve(struct conn *c, size_t n) {
@@ -116,6 +117,7 @@ static int flush(struct conn *c) {
   uint64_t deadline = fib_now_ns() + (uint64_t)WRITE_TIMEOUT_S * 1000000000u;
   int err = net_write_all(c->fd, c->out, c->out_len, deadline);
   c->out_len = 0;
+  c->dead = err != 0;
   return err;
 }
 
@@ -243,6 +245,7 @@ static void serve(int fd) {
   c->out = NULL;
   c->out_len = c->out_cap = 0;
   c->closing = 0;
+  c->dead = 0;
   long long skip = 0; /* body bytes still to drop */
   while (!c->closing) {
     ssize_t n = fib_read(fd, c->in + c->in_len, sizeof c->in - c->in_len);
@@ -287,7 +290,10 @@ static void serve(int fd) {
   if (c->out_len)
     flush(c);
 done:
-  fib_close(fd);
+  if (c->closing && !c->dead)
+    net_linger_close(fd); /* so the client reads the last answer */
+  else
+    fib_close(fd);
   free(c->out);
   free(c);
 }

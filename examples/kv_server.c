@@ -160,6 +160,7 @@ struct conn {
   struct arg *argv;
   size_t argc, argv_cap;
   int closing; /* answer what is out, then close (QUIT, an error) */
+  int dead;    /* a write failed: the client is gone or not reading */
 };
 
 static int out_reserve(struct conn *c, size_t n) {
@@ -223,6 +224,7 @@ static int flush(struct conn *c) {
   uint64_t deadline = fib_now_ns() + (uint64_t)WRITE_TIMEOUT_S * 1000000000u;
   int err = net_write_all(c->fd, c->out, c->out_len, deadline);
   c->out_len = 0;
+  c->dead = err != 0;
   return err;
 }
 
@@ -506,7 +508,10 @@ static void serve(int fd) {
   if (c.out_len)
     flush(&c);
 done:
-  fib_close(fd);
+  if (c.closing && !c.dead)
+    net_linger_close(fd); /* so the client reads the last answer */
+  else
+    fib_close(fd);
   free(c.in);
   free(c.out);
   free(c.argv);

@@ -163,4 +163,19 @@ static inline int net_serve(const char *name, int port, net_handler handler) {
   return EXIT_FAILURE; /* the accept loop only ends on an error */
 }
 
+/* Close a connection the server ends itself (an error answer, QUIT,
+ * Connection: close) so that the client reads the last answer: closing a
+ * socket that has unread input makes the kernel send a reset, which may
+ * overtake the answer. So: end our side (FIN), drop what the client still
+ * sends for up to a second or 1 MiB, then close. */
+static inline void net_linger_close(int fd) {
+  char drop[1024];
+  shutdown(fd, SHUT_WR);
+  uint64_t deadline = fib_now_ns() + 1000000000u;
+  for (int i = 0; i < 1024; i++)
+    if (fib_read_until(fd, drop, sizeof drop, deadline) <= 0)
+      break;
+  fib_close(fd);
+}
+
 #endif /* NET_COMMON_H */
