@@ -88,7 +88,27 @@ bench-smoke: bench-build
 
 bench-deps:
 	apt-get update
-	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go
+	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go \
+	    redis-server redis-tools wrk nginx-light
+
+# ---- network benchmarks: the network examples against redis-server, nginx,
+# Go and a plain epoll loop, driven by redis-benchmark, wrk and echo_client
+# on loopback, server on CPU 0, client on CPU 1. Installs nothing (make
+# bench-deps). See docs/performance-net.md.
+NET_BUILD ?= build/bench-net
+NET_ARGS ?=
+
+.PHONY: bench-net bench-net-build
+
+bench-net-build:
+	@$(call CONFIGURE,-S . -B $(NET_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	    -DFIB_BUILD_BENCH=ON -DFIB_BUILD_TESTS=OFF -DFIB_BUILD_EXAMPLES=ON)
+	$(CMAKE) --build $(NET_BUILD) -j $(JOBS) --target echo_server \
+	    echo_client kv_server http_server epoll_echo
+
+bench-net: bench-net-build
+	$(BENCH_PY) bench/net/run_net.py --build-dir $(NET_BUILD) \
+	    --results $(BENCH_BUILD)/results.jsonl $(NET_ARGS)
 
 # ---- dynamic analysis: the whole suite under each tool, with each
 # compiler that supports it, each in its own build directory. The

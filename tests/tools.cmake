@@ -128,3 +128,62 @@ if(spdx_ok)
   add_test(NAME spdx COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/spdx.sh
                              ${PROJECT_SOURCE_DIR})
 endif()
+
+# ---- net_*: the network examples on a free loopback port, driven over raw
+# sockets and by their real clients (tests/tools/net_check.py): echo_client;
+# redis-cli and redis-benchmark (redis-tools); curl; wrk. A client that is
+# not installed: the test is skipped, saying which package to install.
+find_program(FIB_PYTHON3 python3)
+find_program(FIB_REDIS_CLI redis-cli)
+find_program(FIB_REDIS_BENCHMARK redis-benchmark)
+find_program(FIB_CURL curl)
+find_program(FIB_WRK wrk)
+set(fib_net_tests
+  "net_echo|echo|echo_server|echo_client|"
+  "net_kv|kv|kv_server||"
+  "net_kv_redis|kv-redis|kv_server||FIB_REDIS_CLI FIB_REDIS_BENCHMARK:redis-tools"
+  "net_http|http|http_server||"
+  "net_http_curl|http-curl|http_server||FIB_CURL:curl"
+  "net_http_wrk|http-wrk|http_server||FIB_WRK:wrk")
+foreach(spec ${fib_net_tests})
+  string(REPLACE "|" ";" spec "${spec}")
+  list(GET spec 0 name)
+  list(GET spec 1 check)
+  list(GET spec 2 server)
+  list(GET spec 3 client)
+  list(GET spec 4 needs)
+  if(NOT TARGET ${server})
+    continue() # examples not built
+  endif()
+  set(missing "")
+  if(NOT FIB_PYTHON3)
+    set(missing "python3 not found: install the package python3")
+  endif()
+  string(REPLACE ":" ";" needs "${needs}")
+  if(needs)
+    list(GET needs 1 package)
+    list(GET needs 0 vars)
+    string(REPLACE " " ";" vars "${vars}")
+    foreach(v ${vars})
+      if(NOT ${v} AND NOT missing)
+        string(REGEX REPLACE "^FIB_" "" tool ${v})
+        string(TOLOWER ${tool} tool)
+        string(REPLACE "_" "-" tool ${tool})
+        set(missing "${tool} not found: install the package ${package}")
+      endif()
+    endforeach()
+  endif()
+  if(missing)
+    fib_skipped_test(${name} "${missing}")
+    continue()
+  endif()
+  set(args $<TARGET_FILE:${server}>)
+  if(client)
+    list(APPEND args $<TARGET_FILE:${client}>)
+  endif()
+  add_test(NAME ${name} COMMAND ${FIB_PYTHON3} ${FIB_TOOLS_DIR}/net_check.py
+                                ${check} ${args})
+  # the script's own alarm (60 s) names the check; this only backs it up
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120
+                                          LABELS "net" RUN_SERIAL TRUE)
+endforeach()
