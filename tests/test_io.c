@@ -626,7 +626,10 @@ TEST(close_wakes_reader_writer_acceptor_with_ebadf) {
 }
 
 /* An edge that the old descriptor left unconsumed (its `ready` bit) must
- * not make the number's next owner look ready. */
+ * not make the number's next owner look ready. (For the calls that try
+ * the operation first, such a bit would only cost one more try; for
+ * fib_wait_fd, which does not, it would be a false "ready": fib_close
+ * clears it, and fib_wait_fd clears what the kernel says is not ready.) */
 static void *reuse_ready_main(void *arg) {
   (void)arg;
   int sv[2];
