@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -73,20 +74,56 @@ static int begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec) {
   return 0;
 }
 
+/* Park `self` on r's queue for `dirs` (one direction, or both: then on
+ * both queues, as fib_select waits on several). 0 and the direction that
+ * woke it in *got, or why not. */
+static int park(struct fib__fiber *self, struct fib__fdrec *r, unsigned dirs,
+                uint64_t deadline, unsigned *got) {
+  if (dirs != (FIB_IO_READ | FIB_IO_WRITE)) {
+    *got = dirs;
+    return fib__waitq_wait(dirs == FIB_IO_READ ? &r->readers : &r->writers,
+                           self, NULL, deadline);
+  }
+  struct fib__wnode n[2] = {{.fiber = self, .idx = 0},
+                            {.fiber = self, .idx = 1}};
+  struct fib__wait w = {.fiber = self, .nodes = n, .count = 2};
+  n[0].wait = n[1].wait = &w;
+  fib__waitq_push(&r->readers, &n[0]);
+  fib__waitq_push(&r->writers, &n[1]);
+  self->wait = &w;
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, FIB__FIBER_BLOCKED);
+  self->wait = NULL;
+  for (int i = 0; i < 2; i++) /* the one not completed, or both */
+    if (n[i].q)
+      fib__waitq_unlink(&n[i]);
+  if (self->wake)
+    return self->wake;
+  *got = w.fired == 0 ? FIB_IO_READ : FIB_IO_WRITE;
+  return w.result;
+}
+
 /*
- * The kernel said EAGAIN for `dir`: wait until fd is ready for it (or an
- * edge already came), then the caller tries again. 0, or why not: the
- * deadline, a cancel, fib_close (FIB_EBADF), or a descriptor the kernel
- * cannot watch.
+ * The kernel said EAGAIN for `dirs`: wait until fd is ready for it (or an
+ * edge already came), then the caller tries again. 0 and the ready
+ * direction(s) in *got (if not NULL), or why not: the deadline, a cancel,
+ * fib_close (FIB_EBADF), or a descriptor the kernel cannot watch.
  */
 static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
-                    unsigned dir, uint64_t deadline) {
-  if (r->ready & dir) { /* an edge came while nobody waited */
-    r->ready &= ~dir;
+                    unsigned dirs, uint64_t deadline, unsigned *got) {
+  unsigned dummy;
+  if (!got)
+    got = &dummy;
+  if (r->ready & dirs) { /* an edge came while nobody waited */
+    *got = r->ready & dirs;
+    r->ready &= ~dirs;
     return 0;
   }
-  if (r->kind == FIB__FD_FILE)
+  if (r->kind == FIB__FD_FILE) {
+    *got = dirs;
     return 0; /* a regular file is always ready: try again */
+  }
   if (!r->watched) {
     int err = fib__poller_watch(fib__poller_peek(), fd, r);
     if (err)
@@ -99,9 +136,13 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
   rt->io_backend = "epoll";
   rt->io_waiting++;
   fib__runtime_look_soon(rt);
-  int err = fib__waitq_wait(dir == FIB_IO_READ ? &r->readers : &r->writers,
-                            self, NULL, deadline);
+  uint32_t gen = r->gen;
+  int err = park(self, r, dirs, deadline, got);
   rt->io_waiting--;
+  /* Woken by readiness, but fib_close closed fd before we ran (and the
+   * number may be someone else's now): the call is over. */
+  if (!err && r->gen != gen)
+    err = FIB_EBADF;
   return err;
 }
 
@@ -122,7 +163,7 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
         continue;                                                              \
       if (errno != EAGAIN && errno != EWOULDBLOCK)                             \
         return -errno;                                                         \
-      err_ = wait_for(self_, (fd), rec_, (dir), (deadline));                   \
+      err_ = wait_for(self_, (fd), rec_, (dir), (deadline), NULL);             \
       if (err_)                                                                \
         return err_;                                                           \
     }                                                                          \
@@ -141,15 +182,31 @@ int fib_wait_fd_until(int fd, unsigned events, uint64_t deadline_ns) {
     return err;
   if (r->kind == FIB__FD_FILE)
     return (int)events;
-  /* Both directions: wait for reading, the common case, with the writing
-   * direction checked first (a socket is nearly always writable). */
-  if ((events & FIB_IO_WRITE) && (r->ready & FIB_IO_WRITE)) {
-    r->ready &= ~(unsigned)FIB_IO_WRITE;
-    return FIB_IO_WRITE;
-  }
-  unsigned dir = (events & FIB_IO_READ) ? FIB_IO_READ : FIB_IO_WRITE;
-  err = wait_for(self, fd, r, dir, deadline_ns);
-  return err ? err : (int)dir;
+  /* The state first, as the other calls try the operation first: an fd
+   * that is ready now may send no new edge. */
+  short asked = (short)((events & FIB_IO_READ ? POLLIN : 0) |
+                        (events & FIB_IO_WRITE ? POLLOUT : 0));
+  struct pollfd pfd = {.fd = fd, .events = asked};
+  int n;
+  while ((n = poll(&pfd, 1, 0)) < 0 && errno == EINTR)
+    ;
+  if (n < 0)
+    return -errno;
+  if (pfd.revents & POLLNVAL)
+    return FIB_EBADF;
+  unsigned now = 0;
+  if (pfd.revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR))
+    now |= FIB_IO_READ;
+  if (pfd.revents & (POLLOUT | POLLHUP | POLLERR))
+    now |= FIB_IO_WRITE;
+  if (now & events)
+    return (int)(now & events);
+  /* Not ready: an edge kept from before is stale, and the change to ready
+   * will send a new one. Wait for either direction asked. */
+  r->ready &= ~events;
+  unsigned got = 0;
+  err = wait_for(self, fd, r, events, deadline_ns, &got);
+  return err ? err : (int)got;
 }
 
 int fib_wait_fd(int fd, unsigned events) {
@@ -326,7 +383,7 @@ int fib_accept_until(int fd, struct sockaddr *addr, socklen_t *addrlen,
       continue; /* a connection reset before we took it: take the next */
     if (errno != EAGAIN && errno != EWOULDBLOCK)
       return -errno;
-    err = wait_for(self, fd, r, FIB_IO_READ, deadline_ns);
+    err = wait_for(self, fd, r, FIB_IO_READ, deadline_ns, NULL);
     if (err)
       return err;
   }
@@ -350,7 +407,7 @@ int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
     if (errno == EINTR)
       continue;
     if (errno == EAGAIN) { /* a Unix socket's backlog is full: try again */
-      err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns);
+      err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns, NULL);
       if (err)
         return err;
       continue;
@@ -361,7 +418,7 @@ int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
   }
   /* Under way: writable when it is made or has failed; SO_ERROR says. */
   for (;;) {
-    err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns);
+    err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns, NULL);
     if (err)
       return err;
     int so_error = 0;
