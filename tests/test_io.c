@@ -19,6 +19,13 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+/* The back end these cases run on: CTest runs each case once per back end
+ * built in, choosing it with FIBERS_IO (tests/CMakeLists.txt). */
+static const char *expected_backend(void) {
+  const char *io = getenv("FIBERS_IO");
+  return io && strcmp(io, "io_uring") == 0 ? "io_uring" : "epoll";
+}
+
 /* ------------------------------------------------- parking and waking */
 
 /* The reader parks on an empty descriptor; the writer, a fiber that runs
@@ -57,7 +64,7 @@ static void park_and_wake(int rfd, int wfd) {
   CHECK(s.writer_saw_reader_parked);
   CHECK(s.reader_done);
   CHECK(memcmp(s.got, "hello", 5) == 0);
-  CHECK_STR_EQ(fib_runtime_io_backend(rt), "epoll");
+  CHECK_STR_EQ(fib_runtime_io_backend(rt), expected_backend());
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
@@ -752,7 +759,14 @@ TEST(woken_reader_does_not_use_the_reused_number) {
   CHECK_OK(fib_spawn(rt, ws_closer, NULL, NULL, NULL));
   CHECK_EQ(fib_run_nowait(rt), 0);
   CHECK_OK(fib_runtime_destroy(rt));
-  CHECK_EQ(ws.got, FIB_EBADF);
+  if (strcmp(expected_backend(), "io_uring") == 0) {
+    /* The kernel completed the read into the reader's buffer before the
+     * close: its result is kept (io.h), and it is the old data. */
+    CHECK_EQ(ws.got, 3);
+    CHECK(memcmp(ws.buf, "old", 3) == 0);
+  } else { /* readiness only: the reader must not read the new owner's */
+    CHECK_EQ(ws.got, FIB_EBADF);
+  }
   CHECK_EQ(pending_bytes(ws_fresh[0]), 3); /* the new owner's, untouched */
   CHECK_EQ(fib_close(ws_fresh[0]), 0);
   CHECK_EQ(fib_close(ws_fresh[1]), 0);
