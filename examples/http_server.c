@@ -102,7 +102,7 @@ static void respond(struct conn *c, const char *status, const char *type,
                    status, http_date(), type, len, extra ? extra : "",
                    c->closing ? "Connection: close\r\n" : "");
   c->out_len += (size_t)n;
-  if (!head_only) {
+  if (!head_only && len) {
     memcpy(c->out + c->out_len, body, len);
     c->out_len += len;
   }

@@ -141,7 +141,8 @@ static int set_value(struct entry *e, const char *v, size_t vlen) {
     e->val = nv;
     e->vcap = vlen;
   }
-  memcpy(e->val, v, vlen);
+  if (vlen) /* an empty value may have no buffer: memcpy wants one */
+    memcpy(e->val, v, vlen);
   e->vlen = vlen;
   return 0;
 }
@@ -182,7 +183,8 @@ static void out_raw(struct conn *c, const char *p, size_t n) {
     c->closing = 1; /* out of memory: give up on this client */
     return;
   }
-  memcpy(c->out + c->out_len, p, n);
+  if (n) /* an empty value may have no buffer (NULL) */
+    memcpy(c->out + c->out_len, p, n);
   c->out_len += n;
 }
 
