@@ -33,9 +33,11 @@
  *   ./examples/tls_echo server cert.pem key.pem 7443 &
  *   openssl s_client -connect 127.0.0.1:7443 -CAfile cert.pem \
  *       -verify_ip 127.0.0.1 -verify_return_error -quiet
- *       (type lines: each comes back; Ctrl-C ends it)
- *   echo hello | openssl s_client -connect 127.0.0.1:7443 -CAfile cert.pem \
- *       -verify_return_error -quiet -no_ign_eof   # may close before the echo
+ *       (type lines: each comes back; a line "K" alone is s_client's
+ *       command for a TLS 1.3 KeyUpdate; Ctrl-C ends it), or scripted:
+ *   (echo hello; sleep 1) | openssl s_client -connect 127.0.0.1:7443 \
+ *       -CAfile cert.pem -verify_ip 127.0.0.1 -verify_return_error \
+ *       -quiet -no_ign_eof
  *   ./examples/tls_echo client -p 7443 -C cert.pem -c 500 -m 20 -s 1000
  *   kill %1
  * tests/tools/net_check.py (check "tls") does all of this, plus garbage.

@@ -559,6 +559,40 @@ def check_tls(server):
             p.stdin.close()  # -no_ign_eof: s_client sends close_notify
             check(p.wait(10) == 0, "tls: openssl s_client %d exit status %s"
                   % (i, p.returncode))
+        # s_client's command letter K: a TLS 1.3 KeyUpdate that asks for the
+        # server's own, so the server's SSL_read has to write. Each line is
+        # sent once the previous one is done (s_client takes a line as a
+        # command only if it comes alone in one read of stdin).
+        p = subprocess.Popen(["openssl", "s_client", "-connect",
+                              "127.0.0.1:%d" % port, "-CAfile", cert,
+                              "-verify_return_error", "-quiet", "-no_ign_eof"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        procs.append(p)
+        outs = {p.stdout.fileno(): b"", p.stderr.fileno(): b""}
+
+        def until(fd, want):
+            deadline = time.time() + 10
+            while want not in outs[fd] and time.time() < deadline:
+                for f in select.select(list(outs), [], [], 1)[0]:
+                    outs[f] += os.read(f, 65536)
+            return want in outs[fd]
+
+        for line, fd, want in ((b"hello\n", p.stdout.fileno(), b"hello\n"),
+                               (b"K\n", p.stderr.fileno(), b"KEYUPDATE"),
+                               (b"world\n", p.stdout.fileno(), b"world\n")):
+            p.stdin.write(line)
+            p.stdin.flush()
+            if not until(fd, want):
+                break
+        got = outs[p.stdout.fileno()]
+        check(got == b"hello\nworld\n" and b"KEYUPDATE" in
+              outs[p.stderr.fileno()],
+              "tls: openssl s_client with a KeyUpdate: got %r, stderr %r"
+              % (got, outs[p.stderr.fileno()][-300:]))
+        p.stdin.close()
+        check(p.wait(10) == 0, "tls: openssl s_client (KeyUpdate) exit status %s"
+              % p.returncode)
         for p, what in ((procs[0], "200 x 20 x 100 B"),
                         (procs[1], "10 x 5 x 100000 B")):
             out, _ = p.communicate(timeout=40)
