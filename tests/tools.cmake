@@ -131,20 +131,24 @@ endif()
 
 # ---- net_*: the network examples on a free loopback port, driven over raw
 # sockets and by their real clients (tests/tools/net_check.py): echo_client;
-# redis-cli and redis-benchmark (redis-tools); curl; wrk. A client that is
-# not installed: the test is skipped, saying which package to install.
+# redis-cli and redis-benchmark (redis-tools); curl; wrk; openssl (net_tls:
+# makes the certificate and runs s_client against tls_echo, which is built
+# only with OpenSSL, libssl-dev). A client that is not installed: the test is
+# skipped, saying which package to install.
 find_program(FIB_PYTHON3 python3)
 find_program(FIB_REDIS_CLI redis-cli)
 find_program(FIB_REDIS_BENCHMARK redis-benchmark)
 find_program(FIB_CURL curl)
 find_program(FIB_WRK wrk)
+find_program(FIB_OPENSSL openssl)
 set(fib_net_tests
   "net_echo|echo|echo_server|echo_client|"
   "net_kv|kv|kv_server||"
   "net_kv_redis|kv-redis|kv_server||FIB_REDIS_CLI FIB_REDIS_BENCHMARK:redis-tools"
   "net_http|http|http_server||"
   "net_http_curl|http-curl|http_server||FIB_CURL:curl"
-  "net_http_wrk|http-wrk|http_server||FIB_WRK:wrk")
+  "net_http_wrk|http-wrk|http_server||FIB_WRK:wrk"
+  "net_tls|tls|tls_echo||FIB_OPENSSL:openssl")
 foreach(spec ${fib_net_tests})
   string(REPLACE "|" ";" spec "${spec}")
   list(GET spec 0 name)
@@ -153,6 +157,11 @@ foreach(spec ${fib_net_tests})
   list(GET spec 3 client)
   list(GET spec 4 needs)
   if(NOT TARGET ${server})
+    if(server STREQUAL "tls_echo" AND TARGET echo_server)
+      # the examples are built, but not this one: examples/CMakeLists.txt
+      fib_skipped_test(${name}
+        "OpenSSL not found, tls_echo not built: install the package libssl-dev")
+    endif()
     continue() # examples not built
   endif()
   set(missing "")

@@ -12,8 +12,12 @@ after LIMIT seconds) and the server is killed at the end.
   http        http_server over raw sockets
   http-curl   http_server driven by curl
   http-wrk    http_server driven by wrk
+  tls         tls_echo (TLS, OpenSSL) with a throwaway self-signed
+              certificate: its own client fibers, openssl s_client and
+              Python's ssl, plus garbage, a half handshake, a silent client
 
-A real client that is not installed: prints "SKIP: ..." and exits 77
+A real client that is not installed (for tls: the openssl command, which
+also makes the certificate): prints "SKIP: ..." and exits 77
 (CTest: skipped). Python 3 standard library only.
 """
 import os
@@ -438,10 +442,188 @@ def check_http_wrk(server):
         srv.stop()
 
 
+# ------------------------------------------------------------------- tls
+
+def make_cert(d):
+    """A throwaway self-signed certificate for 127.0.0.1, and its key."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                        "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                        "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        raise SystemExit("FAIL: openssl req: %s" % r.stderr.strip())
+    return cert, key
+
+
+def tls_closed(s, what):
+    """s (TLS or not) is closed by the server within its 10 s timeout."""
+    try:
+        while s.recv(65536):
+            pass
+        closed = True
+    except socket.timeout:
+        closed = False
+    except (OSError, ValueError):  # an alert (ssl.SSLError), a reset
+        closed = True
+    check(closed, "%s: the server did not close the connection" % what)
+
+
+def check_tls(server):
+    skip_unless(("openssl", "openssl"))
+    try:
+        import ssl
+    except ImportError:
+        ssl = None
+        print("note: Python has no ssl module: its TLS checks are left out")
+    d = tempfile.mkdtemp(prefix="fib-tls-")
+    cert, key = make_cert(d)
+    srv = Server([server, "server", cert, key, "0"])
+    procs = []
+    try:
+        port = srv.port
+        # says nothing: the server's handshake deadline (5 s) closes it
+        silent, silent_t0 = conn(port), time.time()
+
+        if ssl:
+            ctx = ssl.create_default_context(cafile=cert)
+
+            def tls_conn():
+                return ctx.wrap_socket(conn(port), server_hostname="127.0.0.1")
+
+            a = tls_conn()  # stays open and working through everything
+            exchange(a, b"first", b"first", "tls: python ssl")
+            # a TLS connection whose client then writes garbage beneath TLS
+            b = tls_conn()
+            exchange(b, b"x" * 20000, b"x" * 20000, "tls: a 20000-byte echo")
+            os.write(b.fileno(), b"this is not a TLS record\r\n" * 4)
+            tls_closed(b, "tls: garbage after the handshake")
+            b.close()
+            # half a ClientHello, then the client goes away
+            inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+            obj = ctx.wrap_bio(inc, out, server_hostname="127.0.0.1")
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            hello = out.read()
+            h = conn(port)
+            h.sendall(hello[:len(hello) // 2])
+            h.close()
+
+        # plain text instead of a handshake: that connection is closed
+        g = conn(port)
+        g.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n" + bytes(range(256)))
+        tls_closed(g, "tls: plain-text garbage")
+        g.close()
+
+        # at once: the example's own client fibers (small and multi-record
+        # messages) and several openssl s_client processes
+        client = [server, "client", "-p", str(port), "-C", cert, "-t", "30"]
+        procs.append(subprocess.Popen(client + ["-c", "200", "-m", "20",
+                                                "-s", "100"],
+                                      stdout=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(client + ["-c", "10", "-m", "5",
+                                                "-s", "100000"],
+                                      stdout=subprocess.PIPE, text=True))
+        sclients = []
+        for i in range(4):
+            data = os.urandom(3000) + b"\nQ\nR\nk\n" + bytes([i]) * 100
+            p = subprocess.Popen(["openssl", "s_client", "-connect",
+                                  "127.0.0.1:%d" % port, "-CAfile", cert,
+                                  "-verify_ip", "127.0.0.1",
+                                  "-verify_return_error", "-quiet",
+                                  "-no_ign_eof", "-nocommands"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL)
+            procs.append(p)
+            p.stdin.write(data)
+            p.stdin.flush()
+            sclients.append((p, data))
+        for i, (p, data) in enumerate(sclients):
+            got = b""
+            deadline = time.time() + 15
+            while len(got) < len(data) and time.time() < deadline:
+                r, _, _ = select.select([p.stdout], [], [], 1)
+                if r:
+                    b = os.read(p.stdout.fileno(), 65536)
+                    if not b:
+                        break
+                    got += b
+            check(got == data, "tls: openssl s_client %d: %d of %d bytes "
+                  "echoed%s" % (i, len(got), len(data),
+                                "" if got == data[:len(got)] else ", wrong"))
+            p.stdin.close()  # -no_ign_eof: s_client sends close_notify
+            check(p.wait(10) == 0, "tls: openssl s_client %d exit status %s"
+                  % (i, p.returncode))
+        # s_client's command letter K: a TLS 1.3 KeyUpdate that asks for the
+        # server's own, so the server's SSL_read has to write. Each line is
+        # sent once the previous one is done (s_client takes a line as a
+        # command only if it comes alone in one read of stdin).
+        p = subprocess.Popen(["openssl", "s_client", "-connect",
+                              "127.0.0.1:%d" % port, "-CAfile", cert,
+                              "-verify_return_error", "-quiet", "-no_ign_eof"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        procs.append(p)
+        outs = {p.stdout.fileno(): b"", p.stderr.fileno(): b""}
+
+        def until(fd, want):
+            deadline = time.time() + 10
+            while want not in outs[fd] and time.time() < deadline:
+                for f in select.select(list(outs), [], [], 1)[0]:
+                    outs[f] += os.read(f, 65536)
+            return want in outs[fd]
+
+        for line, fd, want in ((b"hello\n", p.stdout.fileno(), b"hello\n"),
+                               (b"K\n", p.stderr.fileno(), b"KEYUPDATE"),
+                               (b"world\n", p.stdout.fileno(), b"world\n")):
+            p.stdin.write(line)
+            p.stdin.flush()
+            if not until(fd, want):
+                break
+        got = outs[p.stdout.fileno()]
+        check(got == b"hello\nworld\n" and b"KEYUPDATE" in
+              outs[p.stderr.fileno()],
+              "tls: openssl s_client with a KeyUpdate: got %r, stderr %r"
+              % (got, outs[p.stderr.fileno()][-300:]))
+        p.stdin.close()
+        check(p.wait(10) == 0, "tls: openssl s_client (KeyUpdate) exit status %s"
+              % p.returncode)
+        for p, what in ((procs[0], "200 x 20 x 100 B"),
+                        (procs[1], "10 x 5 x 100000 B")):
+            out, _ = p.communicate(timeout=40)
+            print(out.strip())
+            check(p.returncode == 0 and out.startswith("ok: "),
+                  "tls_echo client %s: %d: %s" % (what, p.returncode,
+                                                  out.strip()))
+        if ssl:
+            exchange(a, b"still here", b"still here", "tls: after the load")
+            a.unwrap()  # close_notify both ways
+            a.close()
+        tls_closed(silent, "tls: a client that never starts the handshake")
+        took = time.time() - silent_t0
+        check(took < 12, "tls: the silent client was closed after %.1f s" % took)
+        check(srv.alive(), "tls: the server died")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        t = time.time()
+        srv.stop()
+        check(time.time() - t < 5, "tls: the server took %.1f s to stop"
+              % (time.time() - t))
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     checks = {"echo": check_echo, "kv": check_kv, "kv-redis": check_kv_redis,
               "http": check_http, "http-curl": check_http_curl,
-              "http-wrk": check_http_wrk}
+              "http-wrk": check_http_wrk, "tls": check_tls}
     if len(sys.argv) < 3 or sys.argv[1] not in checks:
         sys.exit("usage: net_check.py {%s} SERVER [CLIENT]" % ",".join(checks))
     signal.signal(signal.SIGALRM, lambda *a: sys.exit(
