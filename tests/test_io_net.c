@@ -555,6 +555,11 @@ static void *emfile_main(void *arg) {
 static void emfile_child(void *arg) { run_main(emfile_main, arg); }
 
 TEST(emfile_on_accept_then_serving_goes_on) {
+  const char *tool = getenv("FIB_TEST_TOOL");
+  if (tool && strncmp(tool, "valgrind", 8) == 0)
+    SKIP("valgrind emulates RLIMIT_NOFILE: its accept4 takes the "
+         "connection from the backlog and closes it before saying EMFILE, "
+         "so the pending connections this case serves afterwards are gone");
   struct child_result r;
   run_child(emfile_child, NULL, &r);
   if (!r.exited || r.exit_code != 0)
