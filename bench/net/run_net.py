@@ -33,8 +33,9 @@ as the client reports it) and efficiency: requests per server CPU-second,
 from utime+stime in /proc/PID/stat of the server and its children over the
 client's run. The client's own CPU use is shown too, and which side limits
 ("client": the client at >= 95% of its CPU and the server not; then the
-throughput ratio only says "about the same", and the headline table
-compares requests per server CPU-second). Prints the table, the headline
+throughput ratio only says "about the same"); the headline table compares
+in req/s only where every row compared is server-bound, else in requests
+per server CPU-second). Prints the table, the headline
 ratios and the idle table; appends one JSON object per (bench, impl,
 measure) to --results (build/bench/results.jsonl):
 
@@ -546,7 +547,7 @@ def report(cells, order, a, secs):
                                  " | ".join(rs)))
         if s and not impl.startswith("fibers"):
             lims = {limit(x) for x in (c, ep, ur) if x and x.rate}
-            k = "eff" if lims & {"client", "both"} else "rate"
+            k = "rate" if lims == {"server"} else "eff"
             heads.append((name, impl, k,
                           ratio(ep, c, k) if ep and ep.rate else None,
                           ratio(ur, c, k) if ur and ur.rate else None,
@@ -570,9 +571,10 @@ def report(cells, order, a, secs):
                          if name.startswith("net_echo") else None,
                          "note": c.missing or c.note or ""})
     if heads:
-        w("\nheadline: ours/peer, in requests per server CPU-second where a "
-          "client is at >= 95% of its CPU in any of the three rows, else in "
-          "req/s\n\n| bench | peer | measure | fibers-epoll/peer "
+        w("\nheadline: ours/peer in req/s where every row compared is "
+          "server-bound (server at >= 95% of its CPU), else in requests per "
+          "server CPU-second (a client at >= 95%, or neither side at 95%: "
+          "latency, or CPUs shared with other work)\n\n| bench | peer | measure | fibers-epoll/peer "
           "| fibers-io_uring/peer | limited by (epoll / io_uring / peer) |\n"
           "|---|---|---|---|---|---|\n")
         for name, impl, k, r1, r2, lims in heads:
