@@ -104,7 +104,7 @@ bench-net-build:
 	@$(call CONFIGURE,-S . -B $(NET_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	    -DFIB_BUILD_BENCH=ON -DFIB_BUILD_TESTS=OFF -DFIB_BUILD_EXAMPLES=ON)
 	$(CMAKE) --build $(NET_BUILD) -j $(JOBS) --target echo_server \
-	    echo_client kv_server http_server epoll_echo
+	    echo_client kv_server http_server epoll_echo epoll_client
 
 bench-net: bench-net-build
 	$(BENCH_PY) bench/net/run_net.py --build-dir $(NET_BUILD) \

@@ -6,14 +6,18 @@
  * functions), so each example stays one program.
  *
  * The examples listen on 127.0.0.1 only. Port 0 asks the kernel for a free
- * port; the chosen one is printed on stdout as
- *     listening on 127.0.0.1:PORT
- * (flushed at once), so a script can start a server on port 0 and read it.
+ * port; the chosen one is printed on stdout, with the I/O back end the
+ * runtime runs (fib_runtime_io_backend: "epoll" or "io_uring"; FIBERS_IO=
+ * epoll|io_uring picks one, docs/io-uring.md), as
+ *     listening on 127.0.0.1:PORT (io: BACKEND)
+ * (flushed at once), so a script can start a server on port 0 and read
+ * both.
  */
 #ifndef NET_COMMON_H
 #define NET_COMMON_H
 
 #include <fibers.h>
+#include <fibers/io.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -128,27 +132,40 @@ static inline int net_write_all(int fd, const void *buf, size_t len,
 }
 
 struct net_server {
-  int lfd;
+  int lfd, port;
   net_handler handler;
 };
 
+/* The back end is chosen at a runtime's first I/O call, and epoll's is
+ * named once it has watched a descriptor: so, before saying which it is,
+ * wait 1 ms for the listening socket to be writable. A listening socket
+ * never is, so the wait always reaches the back end (a wait for readable
+ * would not, if a client were already in the backlog) and times out. */
+static inline const char *net_io_backend(int lfd) {
+  fib_wait_fd_until(lfd, FIB_IO_WRITE, fib_now_ns() + 1000000u);
+  return fib_runtime_io_backend(fib_runtime_current());
+}
+
 static inline void *net_acceptor(void *p) {
   struct net_server *s = p;
+  printf("listening on 127.0.0.1:%d (io: %s)\n", s->port,
+         net_io_backend(s->lfd));
+  fflush(stdout);
   net_accept_loop(s->lfd, s->handler);
   return NULL;
 }
 
-/* Listen on 127.0.0.1:port, print the "listening on" line, and serve
- * until killed (or the listening socket fails). Returns an exit status. */
+/* Listen on 127.0.0.1:port, print the "listening on" line (from the
+ * acceptor fiber, once the back end is known), and serve until killed (or
+ * the listening socket fails). Returns an exit status. */
 static inline int net_serve(const char *name, int port, net_handler handler) {
-  int bound;
-  struct net_server s = {net_listen_loopback(port, &bound), handler};
+  int bound = 0;
+  struct net_server s = {net_listen_loopback(port, &bound), 0, handler};
   if (s.lfd < 0) {
     fprintf(stderr, "%s: 127.0.0.1:%d: %s\n", name, port, strerror(errno));
     return EXIT_FAILURE;
   }
-  printf("listening on 127.0.0.1:%d\n", bound);
-  fflush(stdout);
+  s.port = bound;
   fib_runtime *rt;
   int err = fib_runtime_create(&rt, NULL);
   if (!err)

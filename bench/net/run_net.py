@@ -3,6 +3,13 @@
 """bench/net/run_net.py -- the network examples against real peers, driven
 by real clients, on loopback only (`make bench-net`; docs/performance-net.md).
 
+Each of our servers runs twice, on each I/O back end: impl "fibers-epoll"
+(FIBERS_IO=epoll) and "fibers-io_uring" (FIBERS_IO=io_uring). The server
+says which one it runs in its "listening on 127.0.0.1:PORT (io: BACKEND)"
+line; a server that runs another than asked (io_uring refused: it falls
+back to epoll) is reported MISSING with what it said, never measured
+under the wrong name.
+
   kv     examples/kv_server vs redis-server (--save '' --appendonly no,
          --io-threads 1): redis-benchmark -t <test> for ping_inline,
          ping_mbulk, set, get; unpipelined and -P 16; -c 50 -r 100000
@@ -10,8 +17,10 @@ by real clients, on loopback only (`make bench-net`; docs/performance-net.md).
          and a 4 KiB file with sendfile) and Go net/http (GOMAXPROCS=1):
          wrk -t1 -c64 -d<duration>s on / and /file
   echo   examples/echo_server vs a Go net echo server (GOMAXPROCS=1) and a
-         plain C epoll loop (bench/net/epoll_echo.c): examples/echo_client,
-         ping-pong of 512 B messages on 100 and 1000 connections
+         plain C epoll loop (bench/net/epoll_echo.c): ping-pong of 512 B
+         messages on 100 and 1000 connections, driven by
+         bench/net/epoll_client.c (a plain epoll loop, independent of the
+         library; --echo-client fibers: examples/echo_client)
   idle   10,000 idle keep-alive connections to each echo server (fewer if
          the descriptor limit is lower: said in the table): RSS per
          connection
@@ -22,12 +31,16 @@ implementations are interleaved run by run (the starting one rotates), 5
 runs each by default. Per run: throughput (requests or messages per second,
 as the client reports it) and efficiency: requests per server CPU-second,
 from utime+stime in /proc/PID/stat of the server and its children over the
-client's run. The client's own CPU use is shown too (100%: the client is
-what limits the throughput). Prints one table; appends one JSON object per
-(bench, impl, measure) to --results (build/bench/results.jsonl):
+client's run. The client's own CPU use is shown too, and which side limits
+("client": the client at >= 95% of its CPU and the server not; then the
+throughput ratio only says "about the same"); the headline table compares
+in req/s only where every row compared is server-bound, else in requests
+per server CPU-second). Prints the table, the headline
+ratios and the idle table; appends one JSON object per (bench, impl,
+measure) to --results (build/bench/results.jsonl):
 
-  {"bench": "net_kv_set_P1", "impl": "redis", "median": X, "min": X,
-   "max": X, "unit": "req/s", "runs": R, "n": N, ...}
+  {"bench": "net_kv_set_P1", "impl": "fibers-io_uring", "median": X,
+   "min": X, "max": X, "unit": "req/s", "runs": R, "limited_by": ..., ...}
 
 A peer or client that is not installed is reported MISSING (null figures,
 runs 0), never silently left out. Installs nothing (`make bench-deps`).
@@ -39,6 +52,7 @@ import os
 import pwd
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -51,6 +65,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TICK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU, CLIENT_CPU = "0", "1"
+OURS = (("fibers-epoll", "epoll"), ("fibers-io_uring", "io_uring"))
 
 
 def free_port():
@@ -91,14 +106,26 @@ def rss_bytes(pid):
 
 
 class Server:
-    """A server process pinned to CPU 0; ready when its port accepts."""
+    """A server process pinned to CPU 0; ready when its port accepts.
+    backend: the I/O back end one of our examples must say it runs in its
+    "listening on 127.0.0.1:PORT (io: BACKEND)" line (None: a peer)."""
 
-    def __init__(self, argv, port, env=None, cwd=None):
+    def __init__(self, argv, port, env=None, cwd=None, backend=None):
         self.port = port
         self.p = subprocess.Popen(["taskset", "-c", SERVER_CPU] + argv,
-                                  stdout=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE if backend
+                                  else subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, env=env, cwd=cwd)
         deadline = time.time() + 10
+        if backend:
+            r, _, _ = select.select([self.p.stdout], [], [], 10)
+            line = self.p.stdout.readline().decode() if r else ""
+            m = re.match(r"listening on 127\.0\.0\.1:(\d+) \(io: (\S+)\)$",
+                         line.strip())
+            if not m or m.group(2) != backend:
+                self.stop()
+                raise RuntimeError("%s: asked for %s, says %r" % (
+                    os.path.basename(argv[0]), backend, line.strip()))
         while time.time() < deadline:
             if self.p.poll() is not None:
                 raise RuntimeError("%s exited: %s" % (
@@ -174,9 +201,10 @@ def make_servers(a, tmp):
     go = build_go(a, tmp)
     user = pwd.getpwuid(os.getuid()).pw_name
 
-    def ours(name, *extra):
+    def ours(backend, name, *extra):
+        env = dict(os.environ, FIBERS_IO=backend)
         return lambda port: Server([os.path.join(ex, name), str(port)] +
-                                   list(extra), port)
+                                   list(extra), port, env=env, backend=backend)
 
     def redis(port):
         return Server(["redis-server", "--port", str(port), "--bind",
@@ -225,12 +253,16 @@ http {
     file_bin = os.path.join(tmp, "file.bin")
     need = {"redis": "redis-server", "nginx": "nginx"}
     servers = {
-        "kv": {"fibers": ours("kv_server"), "redis": redis},
-        "http": {"fibers": ours("http_server", file_bin), "nginx": nginx,
-                 "go": gosrv("http", file_bin)},
-        "echo": {"fibers": ours("echo_server"), "go": gosrv("echo"),
+        "kv": {"redis": redis},
+        "http": {"nginx": nginx, "go": gosrv("http", file_bin)},
+        "echo": {"go": gosrv("echo"),
                  "epoll": lambda port: Server([epoll, str(port)], port)},
     }
+    args = {"kv": ("kv_server",), "http": ("http_server", file_bin),
+            "echo": ("echo_server",)}
+    for g in servers:  # ours first, on each back end
+        servers[g] = dict([(impl, ours(b, *args[g])) for impl, b in OURS] +
+                          list(servers[g].items()))
     missing = {}
     for group in servers.values():
         for impl in group:
@@ -304,10 +336,12 @@ def benches(a, ex):
                      [wrk, "-t1", "-c64", "-d%ds" % a.duration,
                       "http://127.0.0.1:%d%s" % (port, path)]),
                     wrk_parse, None, None if wrk else "wrk not installed"))
+    client = (os.path.join(a.build_dir, "bench", "epoll_client")
+              if a.echo_client == "epoll" else os.path.join(ex, "echo_client"))
     for conns in (100, 1000):
         out.append(("echo", "net_echo_pingpong_512B_c%d" % conns,
                     (lambda port, conns=conns:
-                     [os.path.join(ex, "echo_client"), "-p", str(port), "-c",
+                     [client, "-p", str(port), "-c",
                       str(conns), "-s", "512", "-d", str(a.duration), "-t",
                       str(a.duration + 30)]),
                     echo_parse, None, None))
@@ -343,7 +377,7 @@ def run_group(group, impls, blist, cells, a):
                     if r > 0:
                         for k in ("rate", "eff", "scpu", "ccpu"):
                             getattr(cell, k).extend(getattr(tmp, k))
-                    print("  %-30s %-7s run %d: %10.0f /s  %10.0f /cpu-s  "
+                    print("  %-30s %-15s run %d: %10.0f /s  %10.0f /cpu-s  "
                           "server cpu %3.0f%%  client cpu %3.0f%%%s" % (
                               name, impl, r, tmp.rate[0], tmp.eff[0],
                               100 * tmp.scpu[0], 100 * tmp.ccpu[0],
@@ -384,7 +418,7 @@ def idle_rss(impls, cells, a):
                 cell.note = "%d connections" % n + (
                     " (descriptor limit %d: scaled down from %d)" % (hard, a.idle)
                     if n < a.idle else "")
-                print("  %-30s %-7s run %d: %8.0f B/conn (RSS %d -> %d KiB)" % (
+                print("  %-30s %-15s run %d: %8.0f B/conn (RSS %d -> %d KiB)" % (
                     name, impl, r, (r1 - r0) / n, r0 >> 10, r1 >> 10), flush=True)
             finally:
                 for s in socks:
@@ -410,6 +444,10 @@ def main():
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--idle-runs", type=int, default=3)
     ap.add_argument("--only", nargs="*", default=["kv", "http", "echo", "idle"])
+    ap.add_argument("--echo-client", choices=("epoll", "fibers"),
+                    default="epoll", help="the echo load generator: "
+                    "bench/net/epoll_client.c (default: a plain epoll loop, "
+                    "independent of the library) or examples/echo_client")
     a = ap.parse_args()
     for t in ("taskset",):
         if not shutil.which(t):
@@ -451,32 +489,72 @@ def main():
     report(cells, order, a, time.time() - t0)
 
 
+LIMIT = 0.95  # a side at >= 95% of its CPU is what limits the throughput
+
+
+def limit(c):
+    """Which side limits a cell's throughput: "client", "server", or "-"
+    (neither is at 95% of its CPU: the ping-pong's latency)."""
+    if not c.scpu:
+        return ""
+    sc, cc = statistics.median(c.scpu), statistics.median(c.ccpu)
+    if cc >= LIMIT and sc < LIMIT:
+        return "client"
+    if sc >= LIMIT:
+        return "server" if cc < LIMIT else "both"
+    return "-"
+
+
+def ratio(mine, other, k):
+    m, o = stats(getattr(mine, k)), stats(getattr(other, k))
+    return m[0] / o[0] if m and o and o[0] else None
+
+
+def fmt(x):
+    return "%.2f" % x if x is not None else ""
+
+
 def report(cells, order, a, secs):
     w = sys.stdout.write
     w("\nnetwork benchmarks: server on CPU %s, client on CPU %s, loopback; "
-      "%d runs each, interleaved, median [min-max]; %.0f s\n\n" % (
-          SERVER_CPU, CLIENT_CPU, a.runs, secs))
+      "%d runs each, interleaved, median [min-max]; echo client: %s; %.0f s\n\n"
+      % (SERVER_CPU, CLIENT_CPU, a.runs, a.echo_client + "_client"
+         if a.echo_client == "epoll" else "echo_client", secs))
     w("| bench | impl | req/s | req per server CPU-s | server CPU | client CPU "
-      "| ours/peer req/s | ours/peer per CPU-s |\n|---|---|---|---|---|---|---|---|\n")
-    recs = []
+      "| limited by | epoll/this req/s | epoll/this per CPU-s "
+      "| io_uring/this req/s | io_uring/this per CPU-s |\n"
+      "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    recs, heads = [], []
     for name, impl in order:
         c = cells[(name, impl)]
         if name == "net_idle_rss_per_conn":
             continue
         s, e = stats(c.rate), stats(c.eff)
-        mine = cells.get((name, "fibers"))
-        ratio = ratio_e = ""
-        if impl != "fibers" and s and mine and mine.rate:
-            ratio = "%.2f" % (stats(mine.rate)[0] / s[0])
-            ratio_e = "%.2f" % (stats(mine.eff)[0] / e[0])
+        ep, ur = cells.get((name, "fibers-epoll")), cells.get((name, "fibers-io_uring"))
+        rs = ["", "", "", ""]
+        if impl != "fibers-epoll" and ep:
+            rs[0], rs[1] = fmt(ratio(ep, c, "rate")), fmt(ratio(ep, c, "eff"))
+        if not impl.startswith("fibers") and ur:
+            rs[2], rs[3] = fmt(ratio(ur, c, "rate")), fmt(ratio(ur, c, "eff"))
         if not s:
-            w("| %s | %s | MISSING: %s |  |  |  |  |  |\n" % (
+            w("| %s | %s | MISSING: %s |  |  |  |  |  |  |  |  |\n" % (
                 name, impl, c.missing or c.note or "no run succeeded"))
         else:
             w("| %s | %s | %.0f [%.0f-%.0f] | %.0f [%.0f-%.0f] | %.0f%% | %.0f%% "
               "| %s | %s |\n" % (name, impl, s[0], s[1], s[2], e[0], e[1], e[2],
                                  100 * statistics.median(c.scpu),
-                                 100 * statistics.median(c.ccpu), ratio, ratio_e))
+                                 100 * statistics.median(c.ccpu), limit(c),
+                                 " | ".join(rs)))
+        if s and not impl.startswith("fibers"):
+            lims = {limit(x) for x in (c, ep, ur) if x and x.rate}
+            k = "rate" if lims == {"server"} else "eff"
+            heads.append((name, impl, k,
+                          ratio(ep, c, k) if ep and ep.rate else None,
+                          ratio(ur, c, k) if ur and ur.rate else None,
+                          "/".join("%s %s" % (i.split("-")[-1] if i.startswith(
+                              "fibers") else i, limit(x)) for i, x in (
+                              ("fibers-epoll", ep), ("fibers-io_uring", ur),
+                              (impl, c)) if x and x.rate)))
         for meas, vals, unit in (("", c.rate, "req/s"),
                                  ("_per_cpu_s", c.eff, "req/cpu-s")):
             st = stats(vals)
@@ -487,20 +565,38 @@ def report(cells, order, a, secs):
                          "runs": len(vals), "n": None,
                          "server_cpu": statistics.median(c.scpu) if c.scpu else None,
                          "client_cpu": statistics.median(c.ccpu) if c.ccpu else None,
+                         "limited_by": limit(c),
+                         "client": (a.echo_client + "_client" if a.echo_client ==
+                                    "epoll" else "echo_client")
+                         if name.startswith("net_echo") else None,
                          "note": c.missing or c.note or ""})
+    if heads:
+        w("\nheadline: ours/peer in req/s where every row compared is "
+          "server-bound (server at >= 95% of its CPU), else in requests per "
+          "server CPU-second (a client at >= 95%, or neither side at 95%: "
+          "latency, or CPUs shared with other work)\n\n| bench | peer | measure | fibers-epoll/peer "
+          "| fibers-io_uring/peer | limited by (epoll / io_uring / peer) |\n"
+          "|---|---|---|---|---|---|\n")
+        for name, impl, k, r1, r2, lims in heads:
+            w("| %s | %s | %s | %s | %s | %s |\n" % (
+                name, impl, "per server CPU-s" if k == "eff" else "req/s",
+                fmt(r1), fmt(r2), lims))
     idle = [(i, cells[(n, i)]) for n, i in order if n == "net_idle_rss_per_conn"]
     if idle:
         w("\n| idle keep-alive connections | impl | RSS bytes per connection "
-          "| ours/peer |\n|---|---|---|---|\n")
-        mine = stats(cells[("net_idle_rss_per_conn", "fibers")].rate)
+          "| epoll/this | io_uring/this |\n|---|---|---|---|---|\n")
+        ep = cells[("net_idle_rss_per_conn", "fibers-epoll")]
+        ur = cells[("net_idle_rss_per_conn", "fibers-io_uring")]
         for impl, c in idle:
             s = stats(c.rate)
             if not s:
-                w("| | %s | MISSING: %s | |\n" % (impl, c.missing or c.note))
+                w("| | %s | MISSING: %s | | |\n" % (impl, c.missing or c.note))
             else:
-                w("| %s | %s | %.0f [%.0f-%.0f] | %s |\n" % (
+                w("| %s | %s | %.0f [%.0f-%.0f] | %s | %s |\n" % (
                     c.note, impl, s[0], s[1], s[2],
-                    "%.2f" % (mine[0] / s[0]) if impl != "fibers" and mine else ""))
+                    fmt(ratio(ep, c, "rate")) if impl != "fibers-epoll" else "",
+                    fmt(ratio(ur, c, "rate")) if not impl.startswith("fibers")
+                    else ""))
             recs.append({"bench": "net_idle_rss_per_conn", "impl": impl,
                          "median": s[0] if s else None,
                          "min": s[1] if s else None, "max": s[2] if s else None,

@@ -55,12 +55,17 @@ class Server:
         self.p = subprocess.Popen(argv, stdout=subprocess.PIPE)
         r, _, _ = select.select([self.p.stdout], [], [], 10)
         line = self.p.stdout.readline().decode() if r else ""
-        m = re.match(r"listening on 127\.0\.0\.1:(\d+)$", line.strip())
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+) \(io: (epoll|io_uring)\)$", line.strip())
         if not m:
             self.stop()
             raise SystemExit("FAIL: the server did not say where it listens: %r"
                              % line)
         self.port = int(m.group(1))
+        want = os.environ.get("FIBERS_IO")
+        if want in ("epoll", "io_uring") and m.group(2) != want:
+            self.stop()
+            raise SystemExit("FAIL: FIBERS_IO=%s but the server runs %s"
+                             % (want, m.group(2)))
 
     def alive(self):
         return self.p.poll() is None
