@@ -421,22 +421,27 @@ int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
     err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns, NULL);
     if (err)
       return err;
-    int so_error = 0;
-    socklen_t len = sizeof so_error;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
-      return -errno;
-    if (so_error != EINPROGRESS && so_error != EALREADY) {
-      if (so_error)
-        return -so_error;
-      /* 0: made, unless the writability was an edge left from before. */
-      struct sockaddr_storage peer;
-      socklen_t plen = sizeof peer;
-      if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
-        return 0;
-      if (errno != ENOTCONN)
-        return -errno;
-    }
+    err = fib__connect_outcome(fd);
+    if (err != FIB__CONNECT_PENDING)
+      return err;
   }
+}
+
+int fib__connect_outcome(int fd) {
+  int so_error = 0;
+  socklen_t len = sizeof so_error;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
+    return -errno;
+  if (so_error == EINPROGRESS || so_error == EALREADY)
+    return FIB__CONNECT_PENDING;
+  if (so_error)
+    return -so_error;
+  /* SO_ERROR 0: made, unless the writability was an edge from before. */
+  struct sockaddr_storage peer;
+  socklen_t plen = sizeof peer;
+  if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
+    return 0;
+  return errno == ENOTCONN ? FIB__CONNECT_PENDING : -errno;
 }
 
 int fib_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) {

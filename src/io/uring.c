@@ -387,12 +387,16 @@ static void uring_discard(struct fib_runtime *rt) {
 /* ----------------------------------------------------- one operation */
 
 /* The start of every call: the fiber, fd's record (known: O_NONBLOCK
- * set, its kind), the thread's ring. 0 or an error, before any effect. */
+ * set, its kind), the thread's ring. 0, or an error before any effect, or
+ * FIB__URING_PASS for a regular file (its calls take the epoll path: they
+ * never wait). */
 static int start(int fd, struct fib__fiber **self, struct fib__fdrec **rec,
                  struct ring **r) {
   int err = fib__io_begin(fd, self, rec);
   if (err)
     return err;
+  if ((*rec)->kind == FIB__FD_FILE)
+    return FIB__URING_PASS;
   *r = ring_get(&err);
   return *r ? 0 : err;
 }
@@ -490,8 +494,6 @@ ssize_t fib__uring_readv(int fd, void *buf, size_t len,
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
-  if (rec->kind == FIB__FD_FILE)
-    return FIB__URING_PASS;
   for (;;) {
     struct uop u;
     struct msghdr m = {.msg_iov = (struct iovec *)iov,
@@ -528,8 +530,6 @@ ssize_t fib__uring_recvmsg(int fd, void *buf, size_t len, struct msghdr *msg,
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
-  if (rec->kind == FIB__FD_FILE)
-    return FIB__URING_PASS;
   flags &= ~MSG_DONTWAIT; /* the operation waits; the fiber parks */
   for (;;) {
     struct uop u;
@@ -563,8 +563,6 @@ static ssize_t write_common(int fd, const struct iovec *iov, int iovcnt,
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
-  if (rec->kind == FIB__FD_FILE)
-    return FIB__URING_PASS;
   flags &= ~MSG_DONTWAIT;
   struct msghdr m = {.msg_iov = (struct iovec *)iov,
                      .msg_iovlen = (size_t)iovcnt};
@@ -633,8 +631,6 @@ int fib__uring_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
-  if (rec->kind == FIB__FD_FILE)
-    return FIB__URING_PASS;
   for (;;) {
     struct uop u;
     struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
@@ -662,8 +658,6 @@ int fib__uring_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
-  if (rec->kind == FIB__FD_FILE)
-    return FIB__URING_PASS;
   struct uop u;
   struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
   if (!s)
@@ -679,20 +673,9 @@ int fib__uring_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
     res = poll_op(ring_peek(), self, fd, POLLOUT, deadline);
     if (res < 0)
       return res;
-    int so_error = 0;
-    socklen_t len = sizeof so_error;
-    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0)
-      return -errno;
-    if (so_error == EINPROGRESS || so_error == EALREADY)
-      continue;
-    if (so_error)
-      return -so_error;
-    struct sockaddr_storage peer;
-    socklen_t plen = sizeof peer;
-    if (getpeername(fd, (struct sockaddr *)&peer, &plen) == 0)
-      return 0;
-    if (errno != ENOTCONN)
-      return -errno;
+    res = fib__connect_outcome(fd);
+    if (res != FIB__CONNECT_PENDING)
+      return res;
   }
 }
 
@@ -703,8 +686,6 @@ int fib__uring_wait_fd(int fd, unsigned events, uint64_t deadline) {
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
-  if (rec->kind == FIB__FD_FILE)
-    return FIB__URING_PASS;
   unsigned mask = 0;
   if (events & FIB_IO_READ)
     mask |= POLLIN | POLLRDHUP;

@@ -79,6 +79,12 @@ extern long fib__uring_cancel_lost;
  * fiber, fd's record, known), the pipe write that holds SIGPIPE off, and a
  * descriptor fib_accept made. */
 int fib__io_begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec);
+
+/* A connect under way has signalled writability: 0 (made), the error that
+ * ended it (-errno), or FIB__CONNECT_PENDING (not yet: wait again; the
+ * writability may be an edge left from before). Both back ends use it. */
+#define FIB__CONNECT_PENDING 1
+int fib__connect_outcome(int fd);
 ssize_t fib__io_write_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
 int fib__io_adopt_socket(int fd);
 
