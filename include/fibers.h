@@ -111,7 +111,8 @@ FIB_API int fib_version(void);
   X(ENOSPC, "no space left on the device")                                   \
   X(EACCES, "permission denied")                                             \
   X(ENOENT, "no such file, directory or name")                               \
-  X(ENOSYS, "not supported by this kernel")
+  X(ENOSYS, "not supported by this kernel")                                  \
+  X(ENOTSUP, "not supported (yet) in this configuration")
 
 enum {
 #define FIB_ERRNO_ENUM(name, text) FIB_##name = -name,
@@ -198,7 +199,14 @@ enum {
    * FP control state of the code that created it, as a new thread does.
    * In fib_runtime_opts.flags: the default for every fiber of that
    * runtime. */
-  FIB_SHARED_FP = 1u << 1
+  FIB_SHARED_FP = 1u << 1,
+  /* Keep the fiber on the worker that spawned it (fib_attr only). In a
+   * runtime with several workers (fib_runtime_opts.workers), a fiber that
+   * has never run may otherwise be taken by an idle worker, and so run on
+   * another thread than its parent's; once it has run, it never moves.
+   * The first fiber spawned in a runtime is always pinned: it runs on the
+   * thread that calls fib_run. No effect with one worker. */
+  FIB_PINNED = 1u << 2
 };
 
 /*
@@ -310,6 +318,9 @@ enum {
                        have it; epoll otherwise */
 };
 
+/* The most workers a runtime may have (fib_runtime_opts.workers). */
+#define FIB_WORKERS_MAX 256
+
 typedef struct fib_runtime_opts {
   size_t stack_size;    /* default usable stack; 0: FIB_STACK_DEFAULT */
   fib_guard_mode guard; /* default guard mode for its fibers */
@@ -317,9 +328,22 @@ typedef struct fib_runtime_opts {
   /* FIB_IO_AUTO, FIB_IO_EPOLL or FIB_IO_URING (else FIB_EINVAL). The
    * environment variable FIBERS_IO=epoll|io_uring overrides it. */
   unsigned io_backend;
-  unsigned reserved_io; /* must be zero */
-  /* Room for options to come (workers, a seed) without changing the
-   * struct's size; must be zero (else FIB_EINVAL). */
+  /* Worker threads that run its fibers: 0 or 1 for one (the thread that
+   * calls fib_run, and nothing else changes), up to FIB_WORKERS_MAX (else
+   * FIB_EINVAL). With n > 1, fib_run runs worker 0 on the calling thread
+   * and n - 1 threads of its own; a fiber runs on one worker at a time,
+   * fibers that have never run move to idle workers (FIB_PINNED keeps one
+   * where it is), and a fiber that has run stays on its worker for good.
+   * Spawn, join, detach, cancel, yield, sleep, exit and I/O work across
+   * workers as documented here. Not yet with n > 1 (FIB_ENOTSUP):
+   * fib_run_once, fib_run_nowait, fib_run_join, and the blocking
+   * primitives and channels (mutex, cond, sem, wg, once, chan, select)
+   * called from its fibers. Its fibers must only be spawned, cancelled or
+   * detached from outside while it is not running. docs/multicore.md says
+   * how it works and what it costs. */
+  unsigned workers;
+  /* Room for options to come (a seed) without changing the struct's
+   * size; must be zero (else FIB_EINVAL). */
   uintptr_t reserved[5];
 } fib_runtime_opts;
 

@@ -367,9 +367,9 @@ TEST(reserved_fields_must_be_zero) {
   fib_runtime *rt;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   opts.reserved[4] = 0;
-  opts.reserved_io = 1;
+  opts.workers = FIB_WORKERS_MAX + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
-  opts.reserved_io = 0;
+  opts.workers = 0;
   opts.io_backend = FIB_IO_URING + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   CHECK_OK(fib_runtime_create(&rt, NULL));

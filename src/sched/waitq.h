@@ -170,7 +170,7 @@ static inline int fib__waiter(struct fib__fiber **self) {
   *self = f;
   if (!f)
     return FIB_EPERM;
-  return f->cancelled ? FIB_ECANCELED : 0;
+  return fib__cancelled(f) ? FIB_ECANCELED : 0;
 }
 
 /* Wait on q as one node (`elem`: channels' value or slot) until a waker

@@ -83,6 +83,9 @@ size_t fib_chan_len(const fib_chan *ch) {
 }
 
 int fib_chan_close(fib_chan *ch) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct chan *c = chan_of(ch);
   if (!c)
     return FIB_EINVAL;
@@ -218,7 +221,7 @@ int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   if (!c || (!elem && c->elem_size))
     return FIB_EINVAL;
   struct fib__fiber *self;
-  int err = fib__waiter(&self);
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (c->count < c->cap && !c->closed && fib__waitq_empty(&c->recvq)) {
@@ -247,7 +250,7 @@ int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
   if (!c)
     return FIB_EINVAL;
   struct fib__fiber *self;
-  int err = fib__waiter(&self);
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (c->count && fib__waitq_empty(&c->sendq)) {
@@ -284,6 +287,9 @@ static size_t rand_below(size_t k) {
 #define SELECT_NODES_ON_STACK 8
 
 int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   if ((n && !cases) || n > INT_MAX)
     return FIB_EINVAL;
   size_t def = SIZE_MAX, live = 0;
@@ -312,7 +318,7 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
   struct fib__fiber *self = fib__fiber_self();
   if (!self)
     return FIB_EPERM;
-  if (def == SIZE_MAX && self->cancelled)
+  if (def == SIZE_MAX && fib__cancelled(self))
     return FIB_ECANCELED;
 
   /* Choose uniformly among the ready cases: the k-th ready one replaces

@@ -67,4 +67,20 @@ static inline int fib__retire(uint32_t *magic, struct fib__waitq *q,
   return 0;
 }
 
+/* The primitives are not yet shared across the workers of a multi-worker
+ * runtime: FIB_ENOTSUP for a call from one of its threads, else 0. One
+ * thread-local load, and the runtime's first line. */
+static inline int fib__sync_refused(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  return __builtin_expect(rt && rt->group, 0) ? FIB_ENOTSUP : 0;
+}
+
+/* fib__waiter for the primitives: also FIB_ENOTSUP, as above. */
+static inline int fib__sync_waiter(struct fib__fiber **self) {
+  int err = fib__waiter(self);
+  if (!err && __builtin_expect((*self)->rt->group != NULL, 0))
+    return FIB_ENOTSUP;
+  return err;
+}
+
 #endif

@@ -51,7 +51,7 @@ int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns) {
   if (!x)
     return FIB_EINVAL;
   struct fib__fiber *self;
-  int err = fib__waiter(&self);
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (!x->owner) {
@@ -69,6 +69,9 @@ int fib_mutex_lock(fib_mutex *m) {
 }
 
 int fib_mutex_trylock(fib_mutex *m) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct mutex *x = fib__live(m, MUTEX_MAGIC);
   if (!x)
     return FIB_EINVAL;
@@ -153,6 +156,9 @@ int fib_cond_destroy(fib_cond *c) {
 }
 
 int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct cond *x = fib__live(c, COND_MAGIC);
   struct mutex *mx = fib__live(m, MUTEX_MAGIC);
   if (!x || !mx)
@@ -160,7 +166,7 @@ int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
   struct fib__fiber *self = fib__fiber_self();
   if (!self || mx->owner != self)
     return FIB_EPERM;
-  if (self->cancelled)
+  if (fib__cancelled(self))
     return FIB_ECANCELED;
   /* No switch between releasing the mutex and linking the node, so a
    * signal sent by the next owner cannot come before we wait. */
@@ -175,6 +181,9 @@ int fib_cond_wait(fib_cond *c, fib_mutex *m) {
 }
 
 int fib_cond_signal(fib_cond *c) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct cond *x = fib__live(c, COND_MAGIC);
   if (!x)
     return FIB_EINVAL;
@@ -184,6 +193,9 @@ int fib_cond_signal(fib_cond *c) {
 }
 
 int fib_cond_broadcast(fib_cond *c) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct cond *x = fib__live(c, COND_MAGIC);
   if (!x)
     return FIB_EINVAL;
@@ -216,6 +228,9 @@ int fib_sem_destroy(fib_sem *s) {
 }
 
 int fib_sem_post(fib_sem *s) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x)
     return FIB_EINVAL;
@@ -235,7 +250,7 @@ int fib_sem_wait_until(fib_sem *s, uint64_t deadline_ns) {
   if (!x)
     return FIB_EINVAL;
   struct fib__fiber *self;
-  int err = fib__waiter(&self);
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (x->value) {
@@ -249,6 +264,9 @@ int fib_sem_wait_until(fib_sem *s, uint64_t deadline_ns) {
 int fib_sem_wait(fib_sem *s) { return fib_sem_wait_until(s, FIB__NO_DEADLINE); }
 
 int fib_sem_trywait(fib_sem *s) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x)
     return FIB_EINVAL;
@@ -284,6 +302,9 @@ int fib_wg_destroy(fib_wg *g) {
 }
 
 int fib_wg_add(fib_wg *g, int64_t delta) {
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct wg *x = fib__live(g, WG_MAGIC);
   if (!x)
     return FIB_EINVAL;
@@ -305,7 +326,7 @@ int fib_wg_wait_until(fib_wg *g, uint64_t deadline_ns) {
   if (!x)
     return FIB_EINVAL;
   struct fib__fiber *self;
-  int err = fib__waiter(&self);
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (x->count == 0)
@@ -344,6 +365,9 @@ int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
                         uint64_t deadline_ns) {
   if (!o || !fn)
     return FIB_EINVAL;
+  int refused = fib__sync_refused();
+  if (refused)
+    return refused;
   struct once *x = (struct once *)(void *)&o->opaque;
   for (;;) {
     struct fib__fiber *self = fib__fiber_self();
@@ -371,7 +395,7 @@ int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
     }
     if (x->runner == self) /* also outside fibers: NULL == NULL */
       return FIB_EDEADLK;
-    int err = fib__waiter(&self);
+    int err = fib__sync_waiter(&self);
     if (!err)
       err = fib__waitq_wait(&x->waiters, self, NULL, deadline_ns);
     if (err)

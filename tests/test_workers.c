@@ -1,0 +1,566 @@
+/* SPDX-License-Identifier: MIT */
+/* test_workers.c -- a runtime with several workers (fib_runtime_opts.
+ * workers): trees of spawn and join with exact results, stealing of
+ * fibers that never ran, pinning, a fiber that has run never changing
+ * thread, join, detach, cancel and deadlines across workers, the end of a
+ * run and its deadlock, idle workers that sleep, and what is refused for
+ * now. Each case runs with 2 and with 4 workers where the count matters. */
+#include "fiber_helpers.h"
+
+#include <fibers.h>
+#include <fibers/io.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static fib_runtime *new_workers(unsigned n) {
+  fib_runtime_opts opts = {0};
+  opts.workers = n;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  return rt;
+}
+
+/* ---- a spawn/join tree: skynet's shape, each leaf doing a little work */
+
+struct tree {
+  uint64_t first;  /* the leaves' numbers: first .. first + count - 1 */
+  uint64_t count;
+  unsigned spin;   /* busy work per leaf, so that stealing pays */
+};
+
+/* Threads seen running leaves: a few slots, filled with CAS. */
+#define THREAD_SLOTS 8
+static pthread_t seen_threads[THREAD_SLOTS];
+static int seen_used[THREAD_SLOTS];
+
+static void note_thread(void) {
+  pthread_t me = pthread_self();
+  for (int i = 0; i < THREAD_SLOTS; i++) {
+    if (__atomic_load_n(&seen_used[i], __ATOMIC_ACQUIRE) == 2 &&
+        pthread_equal(seen_threads[i], me))
+      return;
+    int expected = 0;
+    if (__atomic_compare_exchange_n(&seen_used[i], &expected, 1, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      seen_threads[i] = me;
+      __atomic_store_n(&seen_used[i], 2, __ATOMIC_RELEASE);
+      return;
+    }
+    while (__atomic_load_n(&seen_used[i], __ATOMIC_ACQUIRE) != 2)
+      ; /* another thread is filling it in */
+    if (pthread_equal(seen_threads[i], me))
+      return;
+  }
+}
+
+static int threads_seen(void) {
+  int n = 0;
+  for (int i = 0; i < THREAD_SLOTS; i++)
+    n += __atomic_load_n(&seen_used[i], __ATOMIC_ACQUIRE) == 2;
+  return n;
+}
+
+/* Busy work the compiler cannot drop. */
+static void spin(unsigned n) {
+  volatile unsigned sink = 0;
+  for (unsigned i = 0; i < n; i++)
+    sink = sink + i;
+}
+
+static void *tree_node(void *arg) {
+  struct tree *t = arg;
+  if (t->count == 1) {
+    spin(t->spin);
+    note_thread();
+    return (void *)(uintptr_t)t->first;
+  }
+  struct tree kids[10];
+  fib_id ids[10];
+  int n = 0;
+  uint64_t per = (t->count + 9) / 10;
+  for (uint64_t at = 0; at < t->count; at += per, n++) {
+    kids[n].first = t->first + at;
+    kids[n].count = t->count - at < per ? t->count - at : per;
+    kids[n].spin = t->spin;
+    CHECK_OK(fib_spawn(NULL, tree_node, &kids[n], NULL, &ids[n]));
+  }
+  uint64_t sum = 0;
+  for (int i = 0; i < n; i++) {
+    void *r;
+    CHECK_OK(fib_join(ids[i], &r));
+    sum += (uint64_t)(uintptr_t)r;
+  }
+  return (void *)(uintptr_t)sum;
+}
+
+/* `roots` trees spawned from outside before the run; the first is the
+ * runtime's first fiber (pinned), the others may be taken. */
+static void tree_on(unsigned workers, unsigned roots, uint64_t leaves,
+                    unsigned spin) {
+  memset(seen_used, 0, sizeof seen_used);
+  fib_runtime *rt = new_workers(workers);
+  struct tree root[8];
+  fib_id ids[8];
+  for (unsigned i = 0; i < roots; i++) {
+    root[i] = (struct tree){0, leaves, spin};
+    CHECK_OK(fib_spawn(rt, tree_node, &root[i], NULL, &ids[i]));
+  }
+  CHECK_OK(fib_run(rt));
+  for (unsigned i = 0; i < roots; i++) { /* finished, never joined */
+    fib_stack_info info;
+    CHECK_EQ(fib_fiber_stack(rt, ids[i], &info), FIB_ESRCH);
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+struct root_job {
+  uint64_t leaves;
+  unsigned spin;
+  uint64_t sum;
+};
+
+static void *tree_root(void *arg) {
+  struct root_job *j = arg;
+  struct tree t = {0, j->leaves, j->spin};
+  fib_id id;
+  CHECK_OK(fib_spawn(NULL, tree_node, &t, NULL, &id));
+  void *r;
+  CHECK_OK(fib_join(id, &r));
+  j->sum = (uint64_t)(uintptr_t)r;
+  return NULL;
+}
+
+static void tree_sum(unsigned workers, uint64_t leaves, unsigned spin) {
+  memset(seen_used, 0, sizeof seen_used);
+  fib_runtime *rt = new_workers(workers);
+  struct root_job j = {leaves, spin, 0};
+  CHECK_OK(fib_spawn(rt, tree_root, &j, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_EQ(j.sum, leaves * (leaves - 1) / 2);
+}
+
+TEST(tree_sums_exactly_on_2_workers) {
+  tree_sum(2, (uint64_t)scaled(100000), 0);
+}
+
+TEST(tree_sums_exactly_on_4_workers) {
+  tree_sum(4, (uint64_t)scaled(100000), 0);
+}
+
+TEST(a_tree_with_work_at_the_leaves_uses_every_worker) {
+  /* Leaves that take a while: the idle workers must take some. */
+  tree_sum(2, 2000, 200000);
+  CHECK_EQ(threads_seen(), 2);
+  tree_sum(4, 4000, 200000);
+  CHECK(threads_seen() >= 2); /* four workers on two cores: at least two */
+}
+
+TEST(fibers_spawned_before_the_run_spread_too) {
+  tree_on(3, 6, 500, 100000);
+  CHECK(threads_seen() >= 2);
+}
+
+/* ---- pinning and no migration once started */
+
+struct placement {
+  pthread_t runner;     /* the thread that called fib_run */
+  int on_runner;        /* the first fiber ran there, every time */
+  int moved;            /* some fiber was seen on two threads */
+  int children_on_parent;
+  int children;
+};
+
+static void *stay_put(void *arg) {
+  struct placement *p = arg;
+  pthread_t first = pthread_self();
+  for (int i = 0; i < 50; i++) {
+    spin(20000);
+    CHECK_OK(fib_yield());
+    if (!pthread_equal(first, pthread_self()))
+      __atomic_store_n(&p->moved, 1, __ATOMIC_RELAXED);
+    if (i % 10 == 0)
+      CHECK_OK(fib_sleep_ns(100000));
+    if (!pthread_equal(first, pthread_self()))
+      __atomic_store_n(&p->moved, 1, __ATOMIC_RELAXED);
+  }
+  return NULL;
+}
+
+struct pinned_child {
+  struct placement *p;
+  pthread_t parent;
+};
+
+static void *pinned_child(void *arg) {
+  struct pinned_child *c = arg;
+  if (pthread_equal(c->parent, pthread_self()))
+    __atomic_add_fetch(&c->p->children_on_parent, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&c->p->children, 1, __ATOMIC_RELAXED);
+  return stay_put(c->p);
+}
+
+static void *first_fiber(void *arg) {
+  struct placement *p = arg;
+  p->on_runner = pthread_equal(p->runner, pthread_self());
+  fib_id ids[16];
+  struct pinned_child kids[8];
+  for (int i = 0; i < 8; i++) { /* movable ones */
+    CHECK_OK(fib_spawn(NULL, stay_put, p, NULL, &ids[i]));
+  }
+  fib_attr pin = {0};
+  pin.flags = FIB_PINNED;
+  for (int i = 0; i < 8; i++) {
+    kids[i].p = p;
+    kids[i].parent = pthread_self();
+    CHECK_OK(fib_spawn(NULL, pinned_child, &kids[i], &pin, &ids[8 + i]));
+  }
+  for (int i = 0; i < 16; i++) {
+    CHECK_OK(fib_join(ids[i], NULL));
+    if (!pthread_equal(p->runner, pthread_self()))
+      p->on_runner = 0;
+  }
+  return NULL;
+}
+
+TEST(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    struct placement p = {0};
+    p.runner = pthread_self();
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, first_fiber, &p, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_EQ(p.on_runner, 1);
+    CHECK_EQ(p.moved, 0);
+    CHECK_EQ(p.children, 8);
+    CHECK_EQ(p.children_on_parent, 8);
+  }
+}
+
+/* ---- join, detach, cancel and deadlines across workers */
+
+static void *sleep_then_return(void *arg) {
+  uint64_t ns = (uint64_t)(uintptr_t)arg;
+  CHECK_OK(fib_sleep_ns(ns));
+  return arg;
+}
+
+static int detached_done;
+
+static void *detached_body(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_yield());
+  __atomic_add_fetch(&detached_done, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void *joins_and_deadlines(void *arg) {
+  (void)arg;
+  /* A join that times out leaves the child running and joinable. */
+  fib_id slow;
+  CHECK_OK(fib_spawn(NULL, sleep_then_return, (void *)(uintptr_t)(50 * MS),
+                     NULL, &slow));
+  CHECK_EQ(fib_join_until(slow, NULL, fib_now_ns() + 5 * MS), FIB_ETIMEDOUT);
+  void *r;
+  CHECK_OK(fib_join(slow, &r));
+  CHECK_EQ((uintptr_t)r, 50 * MS);
+  CHECK_EQ(fib_join(slow, NULL), FIB_ESRCH);
+  /* Many children, joined in reverse: each joined once, with its value. */
+  enum { N = 200 };
+  fib_id ids[N];
+  for (int i = 0; i < N; i++)
+    CHECK_OK(fib_spawn(NULL, sleep_then_return,
+                       (void *)(uintptr_t)(i % 7 * 100000), NULL, &ids[i]));
+  for (int i = N - 1; i >= 0; i--) {
+    CHECK_OK(fib_join(ids[i], &r));
+    CHECK_EQ((uintptr_t)r, (uintptr_t)(i % 7 * 100000));
+  }
+  /* Detached fibers run and vanish. */
+  fib_attr det = {0};
+  det.flags = FIB_DETACHED;
+  for (int i = 0; i < N; i++)
+    CHECK_OK(fib_spawn(NULL, detached_body, NULL, &det, NULL));
+  fib_id later;
+  CHECK_OK(fib_spawn(NULL, detached_body, NULL, NULL, &later));
+  CHECK_OK(fib_detach(NULL, later));
+  int err = fib_join(later, NULL); /* detached: alive, or already gone */
+  CHECK(err == FIB_EINVAL || err == FIB_ESRCH);
+  return NULL;
+}
+
+TEST(join_detach_and_deadlines_across_workers) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    detached_done = 0;
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, joins_and_deadlines, NULL, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_EQ(detached_done, 201);
+  }
+}
+
+static void *sleep_long(void *arg) {
+  (void)arg;
+  int err = fib_sleep_ns(60ull * 1000 * MS);
+  return (void *)(intptr_t)err;
+}
+
+static void *spin_until_cancelled(void *arg) {
+  (void)arg;
+  while (!fib_cancelled())
+    CHECK_OK(fib_yield());
+  return (void *)(intptr_t)fib_sleep_ns(MS); /* a cancelled fiber's call */
+}
+
+static void *cancels(void *arg) {
+  (void)arg;
+  int n = (int)scaled(400);
+  fib_id *ids = calloc((size_t)n, sizeof *ids);
+  CHECK(ids != NULL);
+  for (int i = 0; i < n; i++)
+    CHECK_OK(fib_spawn(NULL, i % 2 ? sleep_long : spin_until_cancelled, NULL,
+                       NULL, &ids[i]));
+  CHECK_OK(fib_sleep_ns(2 * MS)); /* let them start, wherever they run */
+  for (int i = 0; i < n; i++)
+    CHECK_OK(fib_cancel(NULL, ids[i]));
+  for (int i = 0; i < n; i++) {
+    void *r;
+    CHECK_OK(fib_join(ids[i], &r));
+    CHECK_EQ((intptr_t)r, FIB_ECANCELED);
+  }
+  free(ids);
+  /* A join cancelled from another fiber returns FIB_ECANCELED. */
+  return NULL;
+}
+
+TEST(cancel_wakes_fibers_on_every_worker) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, cancels, NULL, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* Joiners cancelled while children finish: every join ends once, either
+ * with the child's value or with FIB_ECANCELED, never both or neither. */
+struct race {
+  fib_id child;
+  int outcome; /* 1 joined, 2 cancelled */
+};
+
+static void *quick_child(void *arg) {
+  for (int i = 0; i < (int)(uintptr_t)arg; i++)
+    CHECK_OK(fib_yield());
+  return (void *)7;
+}
+
+static void *joiner(void *arg) {
+  struct race *r = arg;
+  void *v;
+  int err = fib_join(r->child, &v);
+  if (err == 0) {
+    CHECK_EQ((uintptr_t)v, 7u);
+    r->outcome = 1;
+  } else {
+    CHECK_EQ(err, FIB_ECANCELED);
+    r->outcome = 2;
+  }
+  return NULL;
+}
+
+static void *join_cancel_race(void *arg) {
+  (void)arg;
+  int n = (int)scaled(2000);
+  struct race *rs = calloc((size_t)n, sizeof *rs);
+  fib_id *js = calloc((size_t)n, sizeof *js);
+  CHECK(rs && js);
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(fib_spawn(NULL, quick_child, (void *)(uintptr_t)(i % 5), NULL,
+                       &rs[i].child));
+    CHECK_OK(fib_spawn(NULL, joiner, &rs[i], NULL, &js[i]));
+  }
+  for (int i = 0; i < n; i++) {
+    if (i % 3 == 0)
+      CHECK_OK(fib_yield());
+    CHECK_OK(fib_cancel(NULL, js[i]));
+  }
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(fib_join(js[i], NULL));
+    CHECK(rs[i].outcome == 1 || rs[i].outcome == 2);
+    if (rs[i].outcome == 2) /* the child was not joined: collect it */
+      CHECK_OK(fib_join(rs[i].child, NULL));
+    else
+      CHECK_EQ(fib_join(rs[i].child, NULL), FIB_ESRCH);
+  }
+  free(rs);
+  free(js);
+  return NULL;
+}
+
+TEST(a_join_racing_its_cancel_ends_exactly_once) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, join_cancel_race, NULL, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* ---- the end of a run */
+
+static fib_id cycle_ids[2];
+
+static void *join_the_other(void *arg) {
+  int me = (int)(uintptr_t)arg;
+  CHECK_OK(fib_sleep_ns(MS)); /* both exist before either joins */
+  return (void *)(intptr_t)fib_join(cycle_ids[1 - me], NULL);
+}
+
+TEST(a_join_cycle_across_workers_is_a_deadlock) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, join_the_other, (void *)0, NULL, &cycle_ids[0]));
+  CHECK_OK(fib_spawn(rt, join_the_other, (void *)1, NULL, &cycle_ids[1]));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  CHECK_OK(fib_runtime_destroy(rt)); /* discards both */
+}
+
+TEST(a_run_with_no_fibers_returns_at_once_and_runs_again) {
+  fib_runtime *rt = new_workers(3);
+  CHECK_OK(fib_run(rt));
+  struct root_job j = {1000, 0, 0};
+  CHECK_OK(fib_spawn(rt, tree_root, &j, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(j.sum, 1000u * 999u / 2);
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- idle workers sleep */
+
+static void *nap(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sleep_ns(300 * MS));
+  return NULL;
+}
+
+static uint64_t cpu_ns(void) {
+  struct rusage u;
+  CHECK_OK(getrusage(RUSAGE_SELF, &u));
+  return (uint64_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000000u +
+         (uint64_t)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1000u;
+}
+
+TEST(idle_workers_use_no_cpu) {
+  fib_runtime *rt = new_workers(4);
+  CHECK_OK(fib_spawn(rt, nap, NULL, NULL, NULL));
+  uint64_t cpu0 = cpu_ns(), t0 = fib_now_ns();
+  CHECK_OK(fib_run(rt));
+  uint64_t cpu = cpu_ns() - cpu0, wall = fib_now_ns() - t0;
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK(wall >= 300 * MS);
+  /* Four workers spinning would burn ~4x wall; asleep they burn ~0 (a
+   * generous bound: thread start-up under valgrind or a sanitizer). */
+  if (cpu * 4 > wall)
+    CHECK_EQ(cpu, 0u); /* print the figure */
+}
+
+/* ---- I/O from several workers */
+
+struct pipe_pair {
+  int fd[2];
+  int rounds;
+};
+
+static void *pipe_reader(void *arg) {
+  struct pipe_pair *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    unsigned char b;
+    CHECK_EQ(fib_read(p->fd[0], &b, 1), 1);
+    CHECK_EQ(b, (unsigned char)i);
+  }
+  return NULL;
+}
+
+static void *pipe_writer(void *arg) {
+  struct pipe_pair *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    unsigned char b = (unsigned char)i;
+    CHECK_EQ(fib_write(p->fd[1], &b, 1), 1);
+    if (i % 3 == 0)
+      CHECK_OK(fib_sleep_ns(100000));
+  }
+  return NULL;
+}
+
+static void *pipes(void *arg) {
+  (void)arg;
+  enum { PAIRS = 8 };
+  struct pipe_pair ps[PAIRS];
+  fib_id ids[2 * PAIRS];
+  for (int i = 0; i < PAIRS; i++) {
+    CHECK_OK(pipe(ps[i].fd));
+    ps[i].rounds = (int)scaled(200);
+    CHECK_OK(fib_spawn(NULL, pipe_reader, &ps[i], NULL, &ids[2 * i]));
+    CHECK_OK(fib_spawn(NULL, pipe_writer, &ps[i], NULL, &ids[2 * i + 1]));
+  }
+  for (int i = 0; i < 2 * PAIRS; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  for (int i = 0; i < PAIRS; i++) {
+    CHECK_OK(fib_close(ps[i].fd[0]));
+    CHECK_OK(fib_close(ps[i].fd[1]));
+  }
+  return NULL;
+}
+
+TEST(io_waits_on_several_workers) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, pipes, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- not yet with several workers */
+
+static void *refused(void *arg) {
+  (void)arg;
+  fib_mutex m;
+  CHECK_OK(fib_mutex_init(&m));
+  CHECK_EQ(fib_mutex_lock(&m), FIB_ENOTSUP);
+  CHECK_OK(fib_mutex_destroy(&m));
+  fib_chan c;
+  CHECK_OK(fib_chan_init(&c, sizeof(int), 1));
+  int v = 1;
+  CHECK_EQ(fib_chan_send(&c, &v), FIB_ENOTSUP);
+  CHECK_OK(fib_chan_destroy(&c));
+  return NULL;
+}
+
+TEST(what_is_not_yet_shared_across_workers_is_refused) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_EQ(fib_run_once(rt), FIB_ENOTSUP);
+  CHECK_EQ(fib_run_nowait(rt), FIB_ENOTSUP);
+  fib_id id;
+  CHECK_OK(fib_spawn(rt, refused, NULL, NULL, &id));
+  CHECK_EQ(fib_run_join(rt, id, NULL), FIB_ENOTSUP);
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_STR_EQ(fib_strerror(FIB_ENOTSUP),
+               "not supported (yet) in this configuration");
+}
+
+TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
+          T(a_tree_with_work_at_the_leaves_uses_every_worker),
+          T(fibers_spawned_before_the_run_spread_too),
+          T(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started),
+          T(join_detach_and_deadlines_across_workers),
+          T(cancel_wakes_fibers_on_every_worker),
+          T(a_join_racing_its_cancel_ends_exactly_once),
+          T(a_join_cycle_across_workers_is_a_deadlock),
+          T(a_run_with_no_fibers_returns_at_once_and_runs_again),
+          T(idle_workers_use_no_cpu), T(io_waits_on_several_workers),
+          T(what_is_not_yet_shared_across_workers_is_refused))
