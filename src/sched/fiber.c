@@ -44,9 +44,11 @@ static int lookup_locked(struct fib_runtime *rt, fib_id id,
 static void *fiber_main(void *arg, void *first) {
   (void)first;
   struct fib__fiber *f = arg;
-  f->started = 1; /* it may not move from now on (workers.h) */
-  if (f->rt->group && !f->pinned)
-    f->rt->unstarted--;
+  if (f->rt->group) { /* it may not move from now on (workers.h) */
+    f->started = 1;
+    if (!f->pinned)
+      f->rt->unstarted--;
+  }
   fib__fiber_finish(f, f->fn(f->arg)); /* does not return */
 }
 
@@ -118,11 +120,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->wait = NULL;
   f->holds = NULL;
   f->result = NULL;
-  f->claim = 0;
-  f->done = 0;
-  f->started = 0;
-  /* The first fiber of a runtime stays on the thread that calls fib_run. */
-  f->pinned = (attr->flags & FIB_PINNED) || f->id == 1;
+
   f->fn = fn;
   f->arg = arg;
   f->name[0] = 0;
@@ -138,9 +136,14 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 
   f->state = FIB__FIBER_READY;
   if (rt->group) {
+    f->claim = FIB__CLAIM_NONE;
+    f->done = 0;
+    f->started = 0;
+    /* The first fiber of a runtime stays on the thread that runs it. */
+    f->pinned = (attr->flags & FIB_PINNED) || f->id == 1;
     fib__idmap_put(&rt->fibers, f->id, f);
     pthread_mutex_unlock(&rt->ids_lock);
-    __atomic_add_fetch(&rt->group->unfinished, 1, __ATOMIC_RELAXED);
+    fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
       *id = f->id;
     fib__group_place(rt, f, rt->current != NULL);

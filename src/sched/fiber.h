@@ -182,6 +182,8 @@ struct fib_runtime {
   int parked;                    /* futex word: 1 while it sleeps */
   size_t owned;                  /* fibers it owns, not finished: its
                                     timer heap's reservation */
+  size_t spawned, finished;      /* fibers spawned on it, and finished on
+                                    it (atomic: others sum them) */
   size_t unstarted;              /* of its READY fibers, how many never ran
                                     and may move (what it can offer) */
   pthread_mutex_t ids_lock;      /* fibers, last_id, and the join fields

@@ -61,15 +61,11 @@ void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
   rt->spare_count++;
 }
 
+/* One worker only: a multi-worker runtime's ids live in their home
+ * workers' maps, under their locks (fiber.c's group_join and fib_detach,
+ * group_finish below). */
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
-  if (rt->group) { /* the id lives in its home worker's map */
-    struct fib_runtime *home = fib__id_home(rt, f->id);
-    pthread_mutex_lock(&home->ids_lock);
-    fib__idmap_del(&home->fibers, f->id);
-    pthread_mutex_unlock(&home->ids_lock);
-  } else {
-    fib__idmap_del(&rt->fibers, f->id);
-  }
+  fib__idmap_del(&rt->fibers, f->id);
   if (f->co)
     fib__coro_free(f->co);
   fib__fiber_drop_record(rt, f);
@@ -347,7 +343,6 @@ static void free_zombie(struct fib_runtime *rt) {
  * once and free this record: nothing touches it after the unlock), or
  * free it if detached. */
 static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
-  struct fib__group *g = rt->group;
   struct fib_runtime *home = fib__id_home(rt, self->id);
   rt->owned--;
   pthread_mutex_lock(&home->ids_lock);
@@ -360,7 +355,7 @@ static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
     fib__fiber_drop_record(rt, self);
   }
   pthread_mutex_unlock(&home->ids_lock);
-  fib__group_finished_one(g);
+  fib__group_count(&rt->finished);
 }
 
 _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {

@@ -301,6 +301,39 @@ void fib__group_tend(struct fib_runtime *rt) {
 
 /* ---- idle */
 
+/* Every fiber spawned so far has finished. Read `finished` everywhere
+ * first, then `spawned`: a fiber counted finished was counted spawned
+ * before (its spawn happened before its end, and these are acquire loads
+ * of release stores), so the sums are equal only if none counted spawned
+ * is still running; a fiber that ends between the two passes makes them
+ * differ, and the check is simply made again at the next idle. */
+static int all_finished(const struct fib__group *g) {
+  size_t finished = 0, spawned = 0;
+  for (unsigned i = 0; i < g->n; i++)
+    finished += __atomic_load_n(&g->w[i]->finished, __ATOMIC_ACQUIRE);
+  for (unsigned i = 0; i < g->n; i++)
+    spawned += __atomic_load_n(&g->w[i]->spawned, __ATOMIC_ACQUIRE);
+  return finished == spawned;
+}
+
+/* A hint to the CPU that this is a spin-wait loop. */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
+/* Whether anything has come for an idle worker. */
+static int work_came(const struct fib_runtime *rt) {
+  return __atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+         any_offer(rt->group) ||
+         __atomic_load_n(&rt->group->over, __ATOMIC_SEQ_CST);
+}
+
 /* Nothing anywhere for anyone (the deadlock census, under g->lock). */
 static int all_quiet(const struct fib__group *g) {
   for (unsigned i = 0; i < g->n; i++)
@@ -315,18 +348,33 @@ int fib__group_idle(struct fib_runtime *rt) {
     return 1;
   if (__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
     return 0;
-  /* Announce, then look once more (workers.h: the sleeper's half). */
+  if (all_finished(g)) {
+    pthread_mutex_lock(&g->lock);
+    if (!__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+      end_run(g, 0);
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+  }
+  /* Idle: busy workers offer fibers from now on. Spin a little first:
+   * work often comes within microseconds (a child offered, a joiner
+   * readied), sooner than a futex sleep and wake-up would take. */
   __atomic_fetch_add(&g->idle, 1, __ATOMIC_SEQ_CST);
+  for (unsigned i = 0; i < FIB__WORKER_SPINS; i++) {
+    if (work_came(rt))
+      goto found;
+    cpu_relax();
+  }
+  /* Announce the sleep, then look once more (workers.h: the sleeper's
+   * half of the pair). */
   __atomic_store_n(&rt->parked, 1, __ATOMIC_SEQ_CST);
-  if (!__atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) && !any_offer(g) &&
-      !__atomic_load_n(&g->over, __ATOMIC_SEQ_CST)) {
+  if (!work_came(rt)) {
     const struct fib__timer *first = fib__timers_first(&rt->timers);
     uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
     int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
     if (blocked) {
       pthread_mutex_lock(&g->lock);
       if (++g->blocked == g->n && all_quiet(g) &&
-          __atomic_load_n(&g->unfinished, __ATOMIC_SEQ_CST))
+          !all_finished(g))
         end_run(g, FIB_EDEADLK);
       pthread_mutex_unlock(&g->lock);
     }
@@ -344,6 +392,7 @@ int fib__group_idle(struct fib_runtime *rt) {
     }
   }
   __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+found:
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
   return 1;
 }
@@ -362,24 +411,13 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
-void fib__group_finished_one(struct fib__group *g) {
-  /* acq_rel: the last one sees every other fiber's end */
-  if (__atomic_sub_fetch(&g->unfinished, 1, __ATOMIC_ACQ_REL) == 0) {
-    pthread_mutex_lock(&g->lock);
-    end_run(g, 0);
-    pthread_mutex_unlock(&g->lock);
-  }
-}
-
 int fib__group_run(struct fib_runtime *rt,
                    int (*worker_main)(struct fib_runtime *w)) {
   struct fib__group *g = rt->group;
   g->worker_main = worker_main;
   g->result = 0;
   g->blocked = 0;
-  __atomic_store_n(&g->over,
-                   __atomic_load_n(&g->unfinished, __ATOMIC_SEQ_CST) == 0,
-                   __ATOMIC_SEQ_CST);
+  __atomic_store_n(&g->over, all_finished(g), __ATOMIC_SEQ_CST);
   unsigned started = 1;
   int err = 0;
   for (; started < g->n; started++)

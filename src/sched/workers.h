@@ -38,7 +38,8 @@
  *
  * Sleep and wake-up of a worker. A worker with nothing to run announces
  * itself idle (group->idle, which busy workers read, relaxed, at their
- * scheduling points to decide whether to offer fibers), stores parked = 1,
+ * scheduling points to decide whether to offer fibers), spins a little
+ * looking for work, then stores parked = 1,
  * looks once more at its inbox and at every offer list, and only then
  * sleeps on the futex word `parked` (until its earliest deadline). A
  * waker pushes first, then loads `parked`; seq_cst on both sides, so
@@ -47,8 +48,9 @@
  * worker with fibers in an I/O wait sleeps in the poller instead, for at
  * most FIB__WORKER_IO_NAP_NS at a time (its poller has no wake-up fd yet).
  *
- * The end of a run: the worker that finishes the last fiber sets `over`
- * and wakes every worker. A deadlock: every worker asleep with no timer,
+ * The end of a run: an idle worker that finds every fiber spawned so far
+ * finished (each worker counts what it spawned and what finished on it)
+ * sets `over` and wakes every worker. A deadlock: every worker asleep with no timer,
  * no I/O wait, nothing in any inbox or offer list, while fibers remain
  * (the census under group->lock); the last to fall asleep ends the run
  * with FIB_EDEADLK.
@@ -75,13 +77,16 @@ enum {
 /* How long a worker with I/O waits sleeps in its poller at a time. */
 #define FIB__WORKER_IO_NAP_NS 1000000u
 
+/* How many times an idle worker looks for work before it sleeps: with a
+ * pause between looks, some tens of microseconds. */
+#define FIB__WORKER_SPINS 2000u
+
 struct fib__group {
   unsigned n;             /* workers */
   struct fib_runtime **w; /* w[0] is the handle; each its own record */
   pthread_t *threads;     /* w[1..n-1]'s threads during a run */
   int (*worker_main)(struct fib_runtime *w); /* what they run (sched.c):
                              enter, loop, leave; 0 or why it could not */
-  size_t unfinished;      /* fibers not yet FINISHED (atomic) */
   unsigned idle;          /* workers looking for work or asleep (atomic) */
   int over;               /* the run has ended (atomic) */
   pthread_mutex_t lock;   /* guards what follows */
@@ -113,8 +118,11 @@ void fib__group_free(struct fib_runtime *rt);
 int fib__group_run(struct fib_runtime *rt,
                    int (*loop)(struct fib_runtime *w));
 
-/* A fiber has finished: the last one ends the run. */
-void fib__group_finished_one(struct fib__group *g);
+/* Count a fiber spawned or finished on rt (its own counters: no shared
+ * line is written per spawn; release, for all_finished in workers.c). */
+static inline void fib__group_count(size_t *counter) {
+  __atomic_store_n(counter, *counter + 1, __ATOMIC_RELEASE);
+}
 
 /* The run loop found nothing ready on worker rt: take the inbox, steal,
  * or sleep (until the earliest deadline, I/O or a wake-up). 1: go round
