@@ -135,23 +135,27 @@ fi
 
 say "$what: not found:$(names "${missing_hard[@]}" "${missing_soft[@]}");" \
     "installing: ${sudo%-n }apt-get install$pkgs"
-apt() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
-install() { apt install -y -qq --no-install-recommends $pkgs; }
+aptget() { $sudo env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
+# shellcheck disable=SC2086 # $pkgs: a list of names
+apt_install() { aptget install -y -qq --no-install-recommends $pkgs; }
 log=$cc_probe.log
 # Stale lists name versions the mirror no longer has: update, then once more.
-if ! { { [ -z "$update" ] || apt update -qq; } && install; } >"$log" 2>&1 &&
-   ! { apt update -qq && install; } >"$log" 2>&1; then
+installed=yes
+first_try() { { [ -z "$update" ] || aptget update -qq; } && apt_install; }
+if ! first_try >"$log" 2>&1 &&
+   ! { aptget update -qq && apt_install; } >"$log" 2>&1; then
+  installed=""
   say "apt-get install$pkgs failed:"
   tail -n 20 "$log" | sed 's/^/    /' >&2
-  exit 1
 fi
 
 check
 if [ ${#missing_hard[@]} -gt 0 ]; then
   # installed, yet still not usable: e.g. not on this PATH
-  say "after apt-get install:$(names "${missing_hard[@]}") still not found" \
-      "(PATH=$PATH)"
+  [ -z "$installed" ] ||
+    say "after apt-get install:$(names "${missing_hard[@]}") still not" \
+        "found (PATH=$PATH)"
   exit 1
 fi
-soft_note
+soft_note # what is only wanted: the goal goes on without it
 exit 0
