@@ -119,6 +119,10 @@ if [ -z "$can_install" ]; then
   [ "$(id -u)" -eq 0 ] || prefix="sudo "
   cmd="${prefix}apt-get install$pkgs"
   [ -z "$update" ] || cmd="${prefix}apt-get update && $cmd"
+  # no sudo (Debian without it): root's password, through su
+  if [ -n "$prefix" ] && ! command -v sudo >/dev/null; then
+    cmd="su -c '${cmd//sudo /}'"
+  fi
   if [ ${#missing_hard[@]} -gt 0 ]; then
     also=""
     [ ${#missing_soft[@]} -eq 0 ] ||
