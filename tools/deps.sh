@@ -45,7 +45,15 @@ esac
 check() {
   missing_hard=() missing_soft=()
   hash -r
-  cc_works || missing_hard+=("$cc_word (C compiler):$cc_pkgs")
+  if cc_works; then
+    :
+  elif ! command -v "$cc_word" >/dev/null; then
+    missing_hard+=("$cc_word (C compiler):$cc_pkgs")
+  elif grep -q 'stdio\.h: No such file' "$cc_probe.log"; then
+    missing_hard+=("the C library's headers:libc6-dev")
+  else # there, but broken some other way: no package to name
+    missing_hard+=("$cc_word (C compiler):")
+  fi
   if [ "$goal" != run ]; then
     command -v "$CMAKE" >/dev/null || missing_hard+=("$CMAKE:cmake")
   fi
@@ -78,6 +86,17 @@ soft_note() { # the goal goes on without these: their tests are skipped
         "will be skipped${1:+ (to run them too: $1)}"
 }
 
+# A compiler whose package we do not know, or that is there but fails for
+# another reason than the C library's headers: what it says, nothing to
+# install.
+for e in "${missing_hard[@]}"; do
+  if [ -z "${e##*:}" ]; then
+    say "$what needs a working C compiler; CC=$CC does not build a program:"
+    sed 's/^/    /' "$cc_probe.log" >&2
+    exit 1
+  fi
+done
+
 if ! command -v apt-get >/dev/null; then
   if [ ${#missing_hard[@]} -gt 0 ]; then
     say "$what needs:$(names "${missing_hard[@]}"), not found."
@@ -89,15 +108,6 @@ if ! command -v apt-get >/dev/null; then
   soft_note
   exit 0
 fi
-
-# A compiler whose package we do not know cannot be installed by name.
-for e in "${missing_hard[@]}"; do
-  if [ -z "${e##*:}" ]; then
-    say "$what needs a working C compiler; CC=$CC does not build a program:"
-    sed 's/^/    /' "$cc_probe.log" >&2
-    exit 1
-  fi
-done
 
 pkgs=$(packages "${missing_hard[@]}" "${missing_soft[@]}")
 # A machine that never ran apt-get update has no package lists at all.
@@ -156,9 +166,11 @@ fi
 check
 if [ ${#missing_hard[@]} -gt 0 ]; then
   # installed, yet still not usable: e.g. not on this PATH
-  [ -z "$installed" ] ||
+  if [ -n "$installed" ]; then
     say "after apt-get install:$(names "${missing_hard[@]}") still not" \
         "found (PATH=$PATH)"
+    cc_works || sed 's/^/    /' "$cc_probe.log" >&2
+  fi
   exit 1
 fi
 soft_note # what is only wanted: the goal goes on without it
