@@ -25,9 +25,14 @@ set -euo pipefail
 root=$(pwd)
 expected=$root/tests/expected/counters.txt
 skip() { echo "SKIP: $*"; exit 77; }
-fail() {
+fail() { # with our lines, CTest's failures and the end of the output
   echo "FAIL ($case): $*"
-  [ ! -f "$out" ] || sed 's/^/    | /' "$out"
+  if [ -f "$out" ]; then
+    grep -E '^(-- )?fibers:|\*\*\*(Failed|Exception|Timeout)|check failed' \
+      "$out" | sed 's/^/    | /'
+    echo "    | ..."
+    tail -n 25 "$out" | sed 's/^/    | /'
+  fi
   exit 1
 }
 real_cmake=$(command -v cmake) || skip "cmake not installed: nothing to link in"
