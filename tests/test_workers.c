@@ -524,23 +524,277 @@ TEST(io_waits_on_several_workers) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
-/* ---- not yet with several workers */
+/* ---- primitives and channels shared across workers */
 
-static void *refused(void *arg) {
-  (void)arg;
+struct shared_prims {
   fib_mutex m;
-  CHECK_OK(fib_mutex_init(&m));
-  CHECK_EQ(fib_mutex_lock(&m), FIB_ENOTSUP);
-  CHECK_OK(fib_mutex_destroy(&m));
-  fib_chan c;
-  CHECK_OK(fib_chan_init(&c, sizeof(int), 1));
-  int v = 1;
-  CHECK_EQ(fib_chan_send(&c, &v), FIB_ENOTSUP);
-  CHECK_OK(fib_chan_destroy(&c));
+  fib_cond cv;
+  fib_sem sem;
+  fib_wg wg;
+  fib_once once;
+  fib_chan unbuf, buf, done;
+  long counter;      /* under m */
+  long once_runs;
+  int turn;          /* under m: cond's ping-pong */
+  long received_sum; /* by the consumers, atomically */
+  int rounds;
+};
+
+static void once_body(void *arg) {
+  struct shared_prims *p = arg;
+  CHECK_OK(fib_sleep_ns(100000)); /* others wait for it meanwhile */
+  __atomic_add_fetch(&p->once_runs, 1, __ATOMIC_RELAXED);
+}
+
+static void *mutex_worker(void *arg) {
+  struct shared_prims *p = arg;
+  CHECK_OK(fib_once_call(&p->once, once_body, p));
+  for (int i = 0; i < p->rounds; i++) {
+    CHECK_OK(fib_mutex_lock(&p->m));
+    long seen = p->counter;
+    if (i % 7 == 0)
+      CHECK_OK(fib_yield()); /* hold it across a switch */
+    p->counter = seen + 1;   /* lost updates would show */
+    CHECK_OK(fib_mutex_unlock(&p->m));
+  }
+  CHECK_OK(fib_wg_done(&p->wg));
   return NULL;
 }
 
-TEST(what_is_not_yet_shared_across_workers_is_refused) {
+static void *producer(void *arg) {
+  struct shared_prims *p = arg;
+  for (int i = 1; i <= p->rounds; i++) {
+    long v = i;
+    CHECK_OK(fib_chan_send(i % 2 ? &p->unbuf : &p->buf, &v));
+  }
+  CHECK_OK(fib_sem_post(&p->sem));
+  return NULL;
+}
+
+static void *consumer(void *arg) {
+  struct shared_prims *p = arg;
+  for (;;) {
+    long a = 0, b = 0;
+    fib_select_case cases[3] = {
+        {.op = FIB_SELECT_RECV, .chan = &p->unbuf, .elem = &a},
+        {.op = FIB_SELECT_RECV, .chan = &p->buf, .elem = &b},
+        {.op = FIB_SELECT_RECV, .chan = &p->done, .elem = NULL}};
+    int r = fib_select_until(cases, 3, fib_now_ns() + 10 * MS);
+    if (r == FIB_ETIMEDOUT)
+      continue; /* deadlines racing hand-offs: nothing may be lost */
+    CHECK(r >= 0);
+    if (r == 2) {
+      CHECK_EQ(cases[2].err, FIB_EPIPE);
+      return NULL;
+    }
+    CHECK_OK(cases[r].err);
+    __atomic_add_fetch(&p->received_sum, r == 0 ? a : b, __ATOMIC_RELAXED);
+  }
+}
+
+static void *ping(void *arg) {
+  struct shared_prims *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    CHECK_OK(fib_mutex_lock(&p->m));
+    while (p->turn != 0)
+      CHECK_OK(fib_cond_wait(&p->cv, &p->m));
+    p->turn = 1;
+    CHECK_OK(fib_cond_broadcast(&p->cv));
+    CHECK_OK(fib_mutex_unlock(&p->m));
+  }
+  return NULL;
+}
+
+static void *pong(void *arg) {
+  struct shared_prims *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    CHECK_OK(fib_mutex_lock(&p->m));
+    while (p->turn != 1)
+      CHECK_OK(fib_cond_wait(&p->cv, &p->m));
+    p->turn = 0;
+    CHECK_OK(fib_cond_signal(&p->cv));
+    CHECK_OK(fib_mutex_unlock(&p->m));
+  }
+  return NULL;
+}
+
+static void *shared_main(void *arg) {
+  struct shared_prims *p = arg;
+  enum { MUTEXERS = 16, PRODUCERS = 4, CONSUMERS = 6 };
+  CHECK_OK(fib_wg_add(&p->wg, MUTEXERS));
+  fib_attr det = {0};
+  det.flags = FIB_DETACHED;
+  for (int i = 0; i < MUTEXERS; i++)
+    CHECK_OK(fib_spawn(NULL, mutex_worker, p, &det, NULL));
+  fib_id cons[CONSUMERS];
+  for (int i = 0; i < CONSUMERS; i++)
+    CHECK_OK(fib_spawn(NULL, consumer, p, NULL, &cons[i]));
+  for (int i = 0; i < PRODUCERS; i++)
+    CHECK_OK(fib_spawn(NULL, producer, p, &det, NULL));
+  CHECK_OK(fib_wg_wait(&p->wg));
+  CHECK_EQ(p->counter, (long)MUTEXERS * p->rounds);
+  CHECK_EQ(p->once_runs, 1);
+  for (int i = 0; i < PRODUCERS; i++)
+    CHECK_OK(fib_sem_wait(&p->sem));
+  CHECK_OK(fib_chan_close(&p->done));
+  for (int i = 0; i < CONSUMERS; i++)
+    CHECK_OK(fib_join(cons[i], NULL));
+  long n = p->rounds;
+  CHECK_EQ(p->received_sum, PRODUCERS * n * (n + 1) / 2);
+  fib_id a, b;
+  CHECK_OK(fib_spawn(NULL, ping, p, NULL, &a));
+  CHECK_OK(fib_spawn(NULL, pong, p, NULL, &b));
+  CHECK_OK(fib_join(a, NULL));
+  CHECK_OK(fib_join(b, NULL));
+  return NULL;
+}
+
+TEST(primitives_and_channels_are_shared_across_workers) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    /* Initialised while a multi-worker runtime exists: shared. */
+    struct shared_prims *p = calloc(1, sizeof *p);
+    CHECK(p != NULL);
+    p->rounds = (int)scaled(2000);
+    CHECK_OK(fib_mutex_init(&p->m));
+    CHECK_OK(fib_cond_init(&p->cv));
+    CHECK_OK(fib_sem_init(&p->sem, 0));
+    CHECK_OK(fib_wg_init(&p->wg));
+    CHECK_OK(fib_chan_init(&p->unbuf, sizeof(long), 0));
+    CHECK_OK(fib_chan_init(&p->buf, sizeof(long), 8));
+    CHECK_OK(fib_chan_init(&p->done, 0, 0));
+    CHECK_OK(fib_spawn(rt, shared_main, p, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_mutex_destroy(&p->m));
+    CHECK_OK(fib_cond_destroy(&p->cv));
+    CHECK_OK(fib_sem_destroy(&p->sem));
+    CHECK_OK(fib_wg_destroy(&p->wg));
+    CHECK_OK(fib_chan_destroy(&p->unbuf));
+    CHECK_OK(fib_chan_destroy(&p->buf));
+    CHECK_OK(fib_chan_destroy(&p->done));
+    free(p);
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* Hand-offs racing deadlines and cancels: a mutex or a unit handed to a
+ * waiter whose deadline fires at the same moment is either taken (the
+ * call returns 0 and the fiber owns it) or not (an error, and it went to
+ * someone else): the counts balance exactly. */
+struct racers {
+  fib_mutex m;
+  fib_sem s;
+  long held;      /* under m */
+  long locks, timeouts, units, unit_timeouts;
+  int rounds;
+};
+
+static void *lock_racer(void *arg) {
+  struct racers *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    int err = fib_mutex_lock_until(&r->m, fib_now_ns() + (uint64_t)(i % 3) * 20000);
+    if (err == FIB_ETIMEDOUT) {
+      __atomic_add_fetch(&r->timeouts, 1, __ATOMIC_RELAXED);
+      continue;
+    }
+    CHECK_OK(err);
+    CHECK_EQ(r->held, 0);
+    r->held = 1;
+    if (i % 2)
+      CHECK_OK(fib_yield());
+    r->held = 0;
+    r->locks++;
+    CHECK_OK(fib_mutex_unlock(&r->m));
+  }
+  return NULL;
+}
+
+static void *unit_racer(void *arg) {
+  struct racers *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    int err = fib_sem_wait_until(&r->s, fib_now_ns() + (uint64_t)(i % 4) * 10000);
+    if (err == FIB_ETIMEDOUT)
+      __atomic_add_fetch(&r->unit_timeouts, 1, __ATOMIC_RELAXED);
+    else {
+      CHECK_OK(err);
+      __atomic_add_fetch(&r->units, 1, __ATOMIC_RELAXED);
+    }
+  }
+  return NULL;
+}
+
+static void *unit_poster(void *arg) {
+  struct racers *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    CHECK_OK(fib_sem_post(&r->s));
+    if (i % 3 == 0)
+      CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+static void *racers_main(void *arg) {
+  struct racers *r = arg;
+  enum { N = 8 };
+  fib_id ids[3 * N];
+  for (int i = 0; i < N; i++) {
+    CHECK_OK(fib_spawn(NULL, lock_racer, r, NULL, &ids[3 * i]));
+    CHECK_OK(fib_spawn(NULL, unit_racer, r, NULL, &ids[3 * i + 1]));
+    CHECK_OK(fib_spawn(NULL, unit_poster, r, NULL, &ids[3 * i + 2]));
+  }
+  for (int i = 0; i < 3 * N; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  CHECK_EQ(r->locks + r->timeouts, (long)N * r->rounds);
+  /* every unit posted was taken by a wait that returned 0, or is left */
+  CHECK_EQ((long)fib_sem_value(&r->s) + r->units, (long)N * r->rounds);
+  CHECK_EQ(r->units + r->unit_timeouts, (long)N * r->rounds);
+  return NULL;
+}
+
+TEST(hand_offs_racing_deadlines_balance_exactly) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    struct racers *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    r->rounds = (int)scaled(3000);
+    CHECK_OK(fib_mutex_init(&r->m));
+    CHECK_OK(fib_sem_init(&r->s, 0));
+    CHECK_OK(fib_spawn(rt, racers_main, r, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_mutex_destroy(&r->m));
+    CHECK_OK(fib_sem_destroy(&r->s));
+    free(r);
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* A shared primitive also serves a one-worker runtime's fibers, deadlines
+ * and cancels included. */
+static void *one_worker_user(void *arg) {
+  fib_sem *s = arg;
+  CHECK_EQ(fib_sem_wait_until(s, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  CHECK_OK(fib_sem_post(s));
+  CHECK_OK(fib_sem_wait(s));
+  return NULL;
+}
+
+/* ---- what is refused with several workers */
+
+static fib_mutex early_mutex;
+static fib_chan early_chan;
+
+static void *refused(void *arg) {
+  (void)arg;
+  /* Initialised before any multi-worker runtime existed: local. */
+  CHECK_EQ(fib_mutex_lock(&early_mutex), FIB_ENOTSUP);
+  int v = 1;
+  CHECK_EQ(fib_chan_send(&early_chan, &v), FIB_ENOTSUP);
+  return NULL;
+}
+
+TEST(local_primitives_and_bounded_runs_are_refused) {
+  CHECK_OK(fib_mutex_init(&early_mutex));
+  CHECK_OK(fib_chan_init(&early_chan, sizeof(int), 1));
   fib_runtime *rt = new_workers(2);
   CHECK_EQ(fib_run_once(rt), FIB_ENOTSUP);
   CHECK_EQ(fib_run_nowait(rt), FIB_ENOTSUP);
@@ -548,7 +802,17 @@ TEST(what_is_not_yet_shared_across_workers_is_refused) {
   CHECK_OK(fib_spawn(rt, refused, NULL, NULL, &id));
   CHECK_EQ(fib_run_join(rt, id, NULL), FIB_ENOTSUP);
   CHECK_OK(fib_run(rt));
+  /* A shared one (made now) works for a one-worker runtime too. */
+  fib_sem s;
+  CHECK_OK(fib_sem_init(&s, 0));
+  fib_runtime *one = new_runtime();
+  CHECK_OK(fib_spawn(one, one_worker_user, &s, NULL, NULL));
+  CHECK_OK(fib_run(one));
+  CHECK_OK(fib_runtime_destroy(one));
+  CHECK_OK(fib_sem_destroy(&s));
   CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_mutex_destroy(&early_mutex));
+  CHECK_OK(fib_chan_destroy(&early_chan));
   CHECK_STR_EQ(fib_strerror(FIB_ENOTSUP),
                "not supported (yet) in this configuration");
 }
@@ -563,4 +827,6 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_join_cycle_across_workers_is_a_deadlock),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),
           T(idle_workers_use_no_cpu), T(io_waits_on_several_workers),
-          T(what_is_not_yet_shared_across_workers_is_refused))
+          T(primitives_and_channels_are_shared_across_workers),
+          T(hand_offs_racing_deadlines_balance_exactly),
+          T(local_primitives_and_bounded_runs_are_refused))

@@ -261,6 +261,10 @@ static inline int fib__fiber_park(struct fib__fiber *self,
  * blocking call returns FIB_ECANCELED). For a wait that must complete. */
 void fib__fiber_park_nocancel(struct fib__fiber *self);
 
+/* The same for a fiber that has armed its claim (FIB__CLAIM_COMPLETE)
+ * itself, before a waker on another thread could find it. */
+void fib__fiber_park_nocancel_armed(struct fib__fiber *self);
+
 /* The runtime has something new to look at outside its run queue (a timer
  * armed, a fiber waiting on I/O): let the fibers ready now have one round
  * at most before control goes back to the loop. */

@@ -44,8 +44,12 @@ _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
 
 struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
   struct fib__fiber *f = rt->spare;
-  if (!f)
-    return fib__sys_malloc(sizeof *f);
+  if (!f) {
+    f = fib__sys_malloc(sizeof *f);
+    if (f) /* a record between fibers has no claim armed: keep it so */
+      f->claim = FIB__CLAIM_NONE;
+    return f;
+  }
   rt->spare = FIBER_OF(f->runq.next);
   rt->spare_count--;
   return f;
@@ -203,7 +207,8 @@ void fib__fiber_disarm(struct fib__fiber *f) {
  * returns that. In a multi-worker runtime only if it wins the fiber's
  * claim; a deadline that loses is dropped (the winner's wake-up comes). */
 static void wake(struct fib__fiber *f, int reason) {
-  if (f->rt->group) {
+  /* Also a one-worker runtime's fiber parked on a shared primitive. */
+  if (f->rt->group || __atomic_load_n(&f->claim, __ATOMIC_RELAXED)) {
     if (fib__claim_take(f, 0))
       fib__group_wake(f, reason, 0);
     else if (f->timer_armed)
@@ -230,7 +235,6 @@ static inline struct fib__fiber *take_next(struct fib_runtime *rt,
                                            const fib_coro *from) {
   struct fib__list *l = fib__runq_source(&rt->runq);
   if (!l || rt->until_loop == 0 ||
-      (rt->group && fib__group_attention(rt)) ||
       FIBER_OF(l->head)->co->shared_fp != from->shared_fp)
     return NULL;
   struct fib__fiber *next = FIBER_OF(fib__runq_take(&rt->runq, l));
@@ -304,6 +308,13 @@ int fib__fiber_suspend_armed(struct fib__fiber *self,
   self->nocancel = 0;
   self->wake = 0;
   return group_suspend(self);
+}
+
+void fib__fiber_park_nocancel_armed(struct fib__fiber *self) {
+  self->state = FIB__FIBER_BLOCKED;
+  self->nocancel = 1;
+  self->wake = 0;
+  (void)switch_away(self->rt, self);
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {
@@ -480,6 +491,11 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       if (rt->until_loop > budget)
         rt->until_loop = budget;
     }
+    /* A worker of several comes back here every few hand-offs, to take
+     * its inbox and offer work to idle workers (fib__group_tend): no test
+     * for that on the hand-off path, which one worker shares. */
+    if (rt->group && rt->until_loop > FIB__GROUP_TURNS)
+      rt->until_loop = FIB__GROUP_TURNS;
 
     struct fib__fiber *f = FIBER_OF(fib__runq_pop(&rt->runq));
     if (rt->until_loop)

@@ -6,6 +6,7 @@
  * it has the ordering it has.
  */
 #include "workers.h"
+#include "spin.h"
 #include "../sys.h"
 
 #include <errno.h>
@@ -18,6 +19,8 @@
 #define FIBER_OF(node) ((struct fib__fiber *)(node))
 
 /* ---- creation */
+
+unsigned fib__group_live;
 
 static void worker_init(struct fib_runtime *w, struct fib__group *g,
                         unsigned index) {
@@ -53,6 +56,7 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
   pthread_mutex_init(&g->lock, NULL);
   for (unsigned i = 0; i < n; i++)
     worker_init(w[i], g, i);
+  __atomic_add_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
   return 0;
 fail:
   if (w)
@@ -82,6 +86,7 @@ void fib__group_free(struct fib_runtime *rt) {
     fib__sys_free(w);
   }
   pthread_mutex_destroy(&g->lock);
+  __atomic_sub_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
   fib__sys_free(g->threads);
   fib__sys_free(g->w);
   fib__sys_free(g);
@@ -316,17 +321,6 @@ static int all_finished(const struct fib__group *g) {
   return finished == spawned;
 }
 
-/* A hint to the CPU that this is a spin-wait loop. */
-static inline void cpu_relax(void) {
-#if defined(__x86_64__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#else
-  __asm__ __volatile__("" ::: "memory");
-#endif
-}
-
 /* Whether anything has come for an idle worker. */
 static int work_came(const struct fib_runtime *rt) {
   return __atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
@@ -362,7 +356,7 @@ int fib__group_idle(struct fib_runtime *rt) {
   for (unsigned i = 0; i < FIB__WORKER_SPINS; i++) {
     if (work_came(rt))
       goto found;
-    cpu_relax();
+    fib__cpu_relax();
   }
   /* Announce the sleep, then look once more (workers.h: the sleeper's
    * half of the pair). */

@@ -37,8 +37,9 @@
  * other, and the CAS decides who acts.
  *
  * Sleep and wake-up of a worker. A worker with nothing to run announces
- * itself idle (group->idle, which busy workers read, relaxed, at their
- * scheduling points to decide whether to offer fibers), spins a little
+ * itself idle (group->idle, which busy workers read, relaxed, in their
+ * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether
+ * to offer fibers), spins a little
  * looking for work, then stores parked = 1,
  * looks once more at its inbox and at every offer list, and only then
  * sleeps on the futex word `parked` (until its earliest deadline). A
@@ -77,6 +78,11 @@ enum {
 /* How long a worker with I/O waits sleeps in its poller at a time. */
 #define FIB__WORKER_IO_NAP_NS 1000000u
 
+/* Hand-offs a worker's fibers make among themselves before it goes back
+ * to its loop (fib__group_tend): how long a fiber readied from another
+ * worker, or an idle worker, may wait for it. */
+#define FIB__GROUP_TURNS 64u
+
 /* How many times an idle worker looks for work before it sleeps: with a
  * pause between looks, some tens of microseconds. */
 #define FIB__WORKER_SPINS 2000u
@@ -100,6 +106,10 @@ static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
   const struct fib__group *g = rt->group;
   return g->w[(id - 1) % g->n];
 }
+
+/* How many multi-worker runtimes exist (atomic): primitives initialised
+ * while there is one are shared (src/sync/storage.h). */
+extern unsigned fib__group_live;
 
 /* ---- creation (sched.c's fib_runtime_create / destroy) */
 
@@ -128,16 +138,6 @@ static inline void fib__group_count(size_t *counter) {
  * or sleep (until the earliest deadline, I/O or a wake-up). 1: go round
  * again; 0: the run is over. */
 int fib__group_idle(struct fib_runtime *rt);
-
-/* At a scheduling point: whether rt should go through its loop, because
- * its inbox has fibers or an idle worker could take some of its own. One
- * or two relaxed loads while nobody is idle. */
-static inline int fib__group_attention(const struct fib_runtime *rt) {
-  return __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) != NULL ||
-         (rt->unstarted > 1 &&
-          __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED) != 0 &&
-          __atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED) == 0);
-}
 
 /* The loop's turn at a scheduling point: move the inbox into the run
  * queue, and offer fibers if a worker is idle. */
