@@ -17,8 +17,15 @@
  *               scheduler
  *   idle_rss    bytes of RSS per suspended fiber that touched 512 bytes of
  *               its stack, n fibers alive (64 KiB default guarded stacks)
- *   skynet      ms for the skynet tree with n leaves (10 children each);
- *               also prints skynet_1m_peak_rss (VmHWM, bytes)
+ *   skynet_1m   ms for the skynet tree with n leaves (10 children each,
+ *               each joined): also prints skynet_1m_peak_rss (VmHWM, bytes)
+ *   skynet_1m_chan  the canonical skynet: children detached, sums sent
+ *               through the parent's unbuffered channel (most of the tree
+ *               alive at once); also prints skynet_1m_chan_peak_rss
+ *   spawn_alive_1m  ms to spawn n fibers that all wait on one wait group,
+ *               release them and wait for all to finish; also prints
+ *               spawn_alive_1m_peak_rss and spawn_alive_1m_idle_rss (RSS
+ *               per fiber while all n wait)
  *   chan_unbuffered  ns per message: two fibers ping-pong a long through
  *               two unbuffered channels (n messages in all)
  *   chan_buffered    ns per message: a producer streams n longs through a
@@ -389,6 +396,152 @@ static void bench_skynet(long n) {
                "VmHWM of the whole process");
 }
 
+/* ------------------------------------------------------ skynet_1m_chan */
+
+/*
+ * The canonical skynet (github.com/atemerev/skynet, whose Go, Boost.Fiber
+ * and libdill programs all have this shape): every node makes an
+ * unbuffered channel, spawns its 10 children detached, receives their 10
+ * sums from that channel in whatever order they come, and sends its own sum
+ * through its parent's channel. A child stays alive until its parent
+ * receives from it, so most of the tree is alive at once (skynet_1m above
+ * joins each child instead, and work-first keeps only ~60 alive).
+ */
+struct sky_node {
+  fib_chan *parent; /* where this node's sum goes */
+  uint64_t num;     /* its first leaf */
+  unsigned level;   /* it covers 10^level leaves */
+};
+
+static const fib_attr sky_detached = {.flags = FIB_DETACHED};
+
+static void *skynet_chan(void *arg) {
+  /* Copied out at once: arg points into the parent's frame. */
+  struct sky_node me = *(const struct sky_node *)arg;
+  uint64_t sum = me.num;
+  if (me.level > 0) {
+    fib_chan rc;
+    struct sky_node kids[10];
+    uint64_t sub = 1;
+    for (unsigned l = 1; l < me.level; l++)
+      sub *= 10;
+    check(fib_chan_init(&rc, sizeof(uint64_t), 0), "fib_chan_init");
+    for (unsigned i = 0; i < 10; i++) {
+      kids[i] = (struct sky_node){&rc, me.num + i * sub, me.level - 1};
+      check(fib_spawn(NULL, skynet_chan, &kids[i], &sky_detached, NULL),
+            "fib_spawn");
+    }
+    sum = 0;
+    for (int i = 0; i < 10; i++) {
+      uint64_t v;
+      check(fib_chan_recv(&rc, &v), "fib_chan_recv");
+      sum += v;
+    }
+    check(fib_chan_destroy(&rc), "fib_chan_destroy");
+  }
+  check(fib_chan_send(me.parent, &sum), "fib_chan_send");
+  return NULL;
+}
+
+static unsigned g_sky_level;
+
+static void *skynet_chan_root(void *arg) {
+  (void)arg;
+  fib_chan c;
+  struct sky_node root = {&c, 0, g_sky_level};
+  uint64_t sum;
+  check(fib_chan_init(&c, sizeof(uint64_t), 0), "fib_chan_init");
+  check(fib_spawn(NULL, skynet_chan, &root, &sky_detached, NULL), "fib_spawn");
+  check(fib_chan_recv(&c, &sum), "fib_chan_recv");
+  check(fib_chan_destroy(&c), "fib_chan_destroy");
+  g_result = (double)sum;
+  return NULL;
+}
+
+static void bench_skynet_chan(long n) {
+  unsigned level = 0;
+  long leaves = 1;
+  while (leaves < n) {
+    leaves *= 10;
+    level++;
+  }
+  g_sky_level = level;
+  double t0 = bench_now_ns();
+  run_one(skynet_chan_root);
+  double t1 = bench_now_ns();
+  double expect = (double)leaves * (double)(leaves - 1) / 2;
+  if (g_result != expect) {
+    fprintf(stderr, "bench_fibers: skynet_1m_chan sum %.0f, expected %.0f\n",
+            g_result, expect);
+    exit(1);
+  }
+  bench_report("skynet_1m_chan", "fibers", (t1 - t0) / 1e6, "ms", leaves,
+               "unbuffered channel per node, children detached");
+  bench_report("skynet_1m_chan_peak_rss", "fibers",
+               (double)bench_status_bytes("VmHWM"), "bytes", leaves,
+               "VmHWM of the whole process");
+}
+
+/* ----------------------------------------------------- spawn_alive_1m */
+
+/*
+ * n fibers alive at once, all blocked on one shared wait: the measuring
+ * fiber spawns n workers; each says it is there (ready) and waits on the
+ * gate, a wait group held at 1. When all n are there, RSS is read (idle
+ * bytes per fiber: default guarded 64 KiB stacks, nothing touched beyond
+ * what the fiber's own frames need), the gate opens (one fib_wg_done
+ * wakes all n) and the measurer waits for all to finish (done). Timed
+ * from the first spawn to the last finish, runtime creation included.
+ */
+static fib_wg g_ready, g_gate, g_done;
+static double g_idle_per_fiber;
+
+static void *alive_worker(void *arg) {
+  (void)arg;
+  check(fib_wg_done(&g_ready), "fib_wg_done");
+  check(fib_wg_wait(&g_gate), "fib_wg_wait");
+  check(fib_wg_done(&g_done), "fib_wg_done");
+  return NULL;
+}
+
+static void *alive_measure(void *arg) {
+  (void)arg;
+  check(fib_wg_add(&g_ready, g_n), "fib_wg_add");
+  check(fib_wg_add(&g_done, g_n), "fib_wg_add");
+  check(fib_wg_add(&g_gate, 1), "fib_wg_add");
+  long before = bench_rss_bytes();
+  for (long i = 0; i < g_n; i++)
+    check(fib_spawn(NULL, alive_worker, NULL, &sky_detached, NULL),
+          "fib_spawn");
+  check(fib_wg_wait(&g_ready), "fib_wg_wait"); /* all n are at the gate */
+  long after = bench_rss_bytes();
+  g_idle_per_fiber = (double)(after - before) / (double)g_n;
+  check(fib_wg_done(&g_gate), "fib_wg_done"); /* open it: all n wake */
+  check(fib_wg_wait(&g_done), "fib_wg_wait");
+  return NULL;
+}
+
+static void bench_spawn_alive(long n) {
+  g_n = n;
+  check(fib_wg_init(&g_ready), "fib_wg_init");
+  check(fib_wg_init(&g_gate), "fib_wg_init");
+  check(fib_wg_init(&g_done), "fib_wg_init");
+  double t0 = bench_now_ns();
+  run_one(alive_measure);
+  double t1 = bench_now_ns();
+  check(fib_wg_destroy(&g_ready), "fib_wg_destroy");
+  check(fib_wg_destroy(&g_gate), "fib_wg_destroy");
+  check(fib_wg_destroy(&g_done), "fib_wg_destroy");
+  bench_report("spawn_alive_1m", "fibers", (t1 - t0) / 1e6, "ms", n,
+               "spawn n, all wait on one fib_wg, release, all finish");
+  bench_report("spawn_alive_1m_peak_rss", "fibers",
+               (double)bench_status_bytes("VmHWM"), "bytes", n,
+               "VmHWM of the whole process");
+  bench_report("spawn_alive_1m_idle_rss", "fibers", g_idle_per_fiber, "bytes",
+               n, "RSS per fiber with all n waiting at the gate (64 KiB "
+               "guarded stacks, default mode)");
+}
+
 /* ----------------------------------------------- channels and mutex */
 
 static fib_chan g_ch[4];
@@ -509,7 +662,8 @@ static void bench_mutex(long n) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired create create_mixed spawn_join yield "
-      "idle_rss_100k idle_rss_1m skynet_1m chan_unbuffered chan_buffered mutex_handoff "
+      "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_chan spawn_alive_1m "
+      "chan_unbuffered chan_buffered mutex_handoff "
       "select4";
   if (argc != 3) {
     bench_usage(argv[0], benches);
@@ -539,6 +693,10 @@ int main(int argc, char **argv) {
     bench_idle_rss(b, n);
   else if (!strcmp(b, "skynet_1m"))
     bench_skynet(n);
+  else if (!strcmp(b, "skynet_1m_chan"))
+    bench_skynet_chan(n);
+  else if (!strcmp(b, "spawn_alive_1m"))
+    bench_spawn_alive(n);
   else if (!strcmp(b, "chan_unbuffered") || !strcmp(b, "chan_buffered") ||
            !strcmp(b, "select4"))
     bench_chan(b, n);
