@@ -7,6 +7,9 @@
  *   switch_shared_fp  the same with FIB_SHARED_FP (no MXCSR / x87 CW)
  *   switch_fp_paired  shared-FP / full switch time, the two timed in
  *               alternating chunks in one process (a sanity check: < 1)
+ *   switch_fp_flags  the full switch when the resumer's MXCSR status
+ *               flags differ from the coroutine's (after one inexact
+ *               FP operation in the resumer)
  *   create      ns per fib_coro_create + first resume to completion +
  *               fib_coro_destroy (the stack comes from the per-thread pool)
  *   create_mixed  the same, alternating 64 KiB and 128 KiB stacks: a
@@ -137,13 +140,29 @@ static void bench_switch_fp_paired(long n) {
                PAIRS * chunk, note);
 }
 
+/* An inexact division: sets the sticky precision flag (PE) in MXCSR, as
+ * nearly any floating-point arithmetic does sooner or later. */
+static void raise_inexact(void) {
+  volatile double x = 1.0, y = 3.0;
+  x = x / y;
+  (void)x;
+}
+
 /* switch_shared_fp: the same, on a coroutine created with FIB_SHARED_FP
- * (its switches neither save nor restore MXCSR and the x87 control word). */
+ * (its switches neither save nor restore MXCSR and the x87 control word).
+ * switch_fp_flags: the full switch once the resumer has done one inexact
+ * FP operation and the coroutine none: MXCSR's status flags then differ
+ * between the two contexts, so every switch loads a changed MXCSR (the
+ * switch saves and restores the whole register, status flags too, as
+ * Boost.Context's does). */
 static void bench_switch(const char *name, long n, unsigned flags) {
   fib_coro *co;
   fib_attr attr = {0};
   attr.flags = flags;
   check(fib_coro_create(&co, switch_body, NULL, &attr), "fib_coro_create");
+  int dirty = !strcmp(name, "switch_fp_flags");
+  if (dirty)
+    raise_inexact(); /* after the create: the coroutine keeps clean flags */
   bench_switch_loop(co, n / 10 + 1); /* warm caches and predictors */
   double t0 = bench_now_ns();
   bench_switch_loop(co, n);
@@ -152,7 +171,8 @@ static void bench_switch(const char *name, long n, unsigned flags) {
   bench_report(name, "fibers", (t1 - t0) / (2.0 * (double)n), "ns", n,
                flags & FIB_SHARED_FP
                    ? "FIB_SHARED_FP coroutine, resume+yield round trip / 2"
-                   : "fib_coro_resume+fib_coro_yield round trip / 2");
+               : dirty ? "as switch, the resumer's MXCSR precision flag set"
+                       : "fib_coro_resume+fib_coro_yield round trip / 2");
 }
 
 /* ------------------------------------------------------------- create */
@@ -661,7 +681,7 @@ static void bench_mutex(long n) {
 
 int main(int argc, char **argv) {
   const char *benches =
-      "switch switch_shared_fp switch_fp_paired create create_mixed spawn_join yield "
+      "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
       "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_chan spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
       "select4";
@@ -679,6 +699,8 @@ int main(int argc, char **argv) {
     bench_switch(b, n, 0);
   else if (!strcmp(b, "switch_shared_fp"))
     bench_switch(b, n, FIB_SHARED_FP);
+  else if (!strcmp(b, "switch_fp_flags"))
+    bench_switch(b, n, 0);
   else if (!strcmp(b, "switch_fp_paired"))
     bench_switch_fp_paired(n);
   else if (!strcmp(b, "create"))

@@ -56,6 +56,13 @@ BENCHES = [
     # Shared-FP / full switch time, the two in alternating chunks in one
     # process: the sanity check of issue 17 (see SANITY below).
     ("switch_fp_paired", "ratio", {"fibers": 2_000_000}, {"fibers": 21_000}),
+    # The full switch after one inexact FP operation in the resumer (its
+    # MXCSR precision flag set, the coroutine's not): both switches save
+    # and restore the whole MXCSR, so each loads a changed value. Smaller n:
+    # it is ~10-30x slower than switch.
+    ("switch_fp_flags", "ns",
+     {"fibers": 200_000, "boost_context": 200_000},
+     {"fibers": 2_000, "boost_context": 2_000}),
     ("create", "ns",
      {"fibers": 1_000_000, "boost_context": 1_000_000, "ucontext": 100_000},
      {"fibers": 10_000, "boost_context": 10_000, "ucontext": 1_000}),
