@@ -334,13 +334,14 @@ typedef struct fib_runtime_opts {
    * and n - 1 threads of its own; a fiber runs on one worker at a time,
    * fibers that have never run move to idle workers (FIB_PINNED keeps one
    * where it is), and a fiber that has run stays on its worker for good.
-   * Spawn, join, detach, cancel, yield, sleep, exit and I/O work across
-   * workers as documented here. Not yet with n > 1 (FIB_ENOTSUP):
-   * fib_run_once, fib_run_nowait, fib_run_join, and the blocking
-   * primitives and channels (mutex, cond, sem, wg, once, chan, select)
-   * called from its fibers. Its fibers must only be spawned, cancelled or
-   * detached from outside while it is not running. docs/multicore.md says
-   * how it works and what it costs. */
+   * Spawn, join, detach, cancel, yield, sleep, exit, I/O and the
+   * primitives and channels work across workers as documented here; a
+   * primitive or channel is shared by the workers if it is initialised
+   * while a runtime with several workers exists (see "Synchronisation"
+   * below). Not yet with n > 1 (FIB_ENOTSUP): fib_run_once,
+   * fib_run_nowait and fib_run_join. Its fibers must only be spawned,
+   * cancelled or detached from outside while it is not running.
+   * docs/multicore.md says how it works and what it costs. */
   unsigned workers;
   /* Room for options to come (a seed) without changing the struct's
    * size; must be zero (else FIB_EINVAL). */
@@ -579,6 +580,17 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * post, add, done, close, select with a default case) work in a cancelled
  * fiber as usual; those that need no fiber also work outside one (e.g. from
  * main before fib_run).
+ *
+ * Two modes, fixed at init. A primitive or channel initialised while a
+ * runtime with several workers (fib_runtime_opts.workers) exists is
+ * shared: the fibers of any worker may use it at once (each call takes a
+ * short spin lock; it also serves the fibers of one-worker runtimes on
+ * the same thread). One initialised while none exists is local, as fast
+ * as the runtime allows, for the fibers of one thread; a call on it from
+ * a multi-worker runtime's thread returns FIB_ENOTSUP. So create the
+ * multi-worker runtime first, then its primitives. A fib_once (no init)
+ * works in both. A condition variable and its mutex, and the channels of
+ * one fib_select, must have the same mode (else FIB_EINVAL).
  */
 
 /*
