@@ -22,6 +22,8 @@
  *               its stack, n fibers alive (64 KiB default guarded stacks)
  *   skynet_1m   ms for the skynet tree with n leaves (10 children each,
  *               each joined): also prints skynet_1m_peak_rss (VmHWM, bytes)
+ *   skynet_1m_2w  the same on a runtime with two workers
+ *               (fib_runtime_opts.workers)
  *   skynet_1m_chan  the canonical skynet: children detached, sums sent
  *               through the parent's unbuffered channel (most of the tree
  *               alive at once); also prints skynet_1m_chan_peak_rss
@@ -390,7 +392,9 @@ static void *skynet_root(void *arg) {
   return NULL;
 }
 
-static void bench_skynet(long n) {
+/* skynet_1m on `workers` workers (fib_runtime_opts.workers): reported as
+ * `name`. */
+static void bench_skynet_on(long n, unsigned workers, const char *name) {
   uintptr_t level = 0;
   for (long s = 1; s < n; s *= 10)
     level++;
@@ -398,8 +402,10 @@ static void bench_skynet(long n) {
   for (uintptr_t l = 0; l < level; l++)
     leaves *= 10;
   fib_runtime *rt;
+  fib_runtime_opts opts = {0};
+  opts.workers = workers;
   double t0 = bench_now_ns();
-  check(fib_runtime_create(&rt, NULL), "fib_runtime_create");
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
   check(fib_spawn(rt, skynet_root, (void *)level, NULL, NULL), "fib_spawn");
   check(fib_run(rt), "fib_run");
   check(fib_runtime_destroy(rt), "fib_runtime_destroy");
@@ -410,11 +416,15 @@ static void bench_skynet(long n) {
             g_result, expect);
     exit(1);
   }
-  bench_report("skynet_1m", "fibers", (t1 - t0) / 1e6, "ms", leaves, NULL);
-  bench_report("skynet_1m_peak_rss", "fibers",
-               (double)bench_status_bytes("VmHWM"), "bytes", leaves,
-               "VmHWM of the whole process");
+  bench_report(name, "fibers", (t1 - t0) / 1e6, "ms", leaves,
+               workers > 1 ? "2 workers" : NULL);
+  if (workers <= 1)
+    bench_report("skynet_1m_peak_rss", "fibers",
+                 (double)bench_status_bytes("VmHWM"), "bytes", leaves,
+                 "VmHWM of the whole process");
 }
+
+static void bench_skynet(long n) { bench_skynet_on(n, 1, "skynet_1m"); }
 
 /* ------------------------------------------------------ skynet_1m_chan */
 
@@ -682,7 +692,8 @@ static void bench_mutex(long n) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
-      "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_chan spawn_alive_1m "
+      "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_2w skynet_1m_chan "
+      "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
       "select4";
   if (argc != 3) {
@@ -715,6 +726,8 @@ int main(int argc, char **argv) {
     bench_idle_rss(b, n);
   else if (!strcmp(b, "skynet_1m"))
     bench_skynet(n);
+  else if (!strcmp(b, "skynet_1m_2w"))
+    bench_skynet_on(n, 2, "skynet_1m_2w");
   else if (!strcmp(b, "skynet_1m_chan"))
     bench_skynet_chan(n);
   else if (!strcmp(b, "spawn_alive_1m"))

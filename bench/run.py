@@ -83,6 +83,11 @@ BENCHES = [
     ("skynet_1m", "ms",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 10_000},
      {"fibers": 1_000, "go": 1_000, "boost_fiber": 1_000}),
+    # The same tree on two workers (docs/multicore.md), beside Go with
+    # GOMAXPROCS=2; compared with our own one-worker row too (SELF_TARGETS).
+    ("skynet_1m_2w", "ms",
+     {"fibers": 1_000_000, "go": 1_000_000},
+     {"fibers": 1_000, "go": 1_000}),
     # Many alive at once (issue 15). skynet_1m above joins each child as
     # soon as it is spawned, so only ~60 of ours are alive at a time (Go's
     # program is the channel one in both rows: a goroutine cannot be
@@ -136,7 +141,8 @@ CAPS = {
 }
 # Benchmarks whose warm-up runs at a hundredth of the size (they are
 # dominated by page faults, which a warm-up cannot warm).
-SMALL_WARMUP = {"idle_rss_100k", "idle_rss_1m", "skynet_1m", "skynet_1m_chan",
+SMALL_WARMUP = {"idle_rss_100k", "idle_rss_1m", "skynet_1m", "skynet_1m_2w",
+                "skynet_1m_chan",
                 "spawn_alive_1m"}
 # Not available yet, with the reason (reported as missing, never skipped).
 NOT_YET = {
@@ -155,6 +161,8 @@ RATIO_TARGETS = [
     ("yield", "boost_fiber", 0.15),
     ("skynet_1m", "go", 0.25),
     ("skynet_1m_peak_rss", "go", 1.0),  # "lower peak memory than Go"
+    # Issue 12: several workers.
+    ("skynet_1m_2w", "go", 0.15),
     # Issue 15: many alive at once.
     ("skynet_1m_chan", "go", 0.5),
     ("skynet_1m_chan_peak_rss", "go", 1.0),
@@ -180,6 +188,8 @@ SELF_TARGETS = [
     # A program that mixes stack sizes is served by the pool as well as
     # one that uses a single size.
     ("create_mixed", "create", 1.2),
+    # Issue 12: two workers take at most 0.6 x one worker's time.
+    ("skynet_1m_2w", "skynet_1m", 0.6),
 ]
 # Sanity checks of our own rows (issue 17: the shared-FP row read slower
 # than the library is). Both say "the shared-FP switch is not slower than

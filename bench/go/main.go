@@ -350,6 +350,9 @@ func main() {
 		benchIdle(b, n)
 	case "skynet_1m", "skynet_1m_chan":
 		benchSkynet(b, n)
+	case "skynet_1m_2w": // the multi-worker row: two Ps, as we have two workers
+		runtime.GOMAXPROCS(2)
+		benchSkynet(b, n)
 	case "spawn_alive_1m":
 		benchSpawnAlive(n)
 	case "chan_unbuffered":
