@@ -206,7 +206,14 @@ enum {
    * another thread than its parent's; once it has run, it never moves.
    * The first fiber spawned in a runtime is always pinned: it runs on the
    * thread that calls fib_run. No effect with one worker. */
-  FIB_PINNED = 1u << 2
+  FIB_PINNED = 1u << 2,
+  /* The runtime takes work from other threads (fib_runtime_opts.flags
+   * only): while fibers remain that nothing inside it can wake, fib_run
+   * waits for posts (fib_post, fib_call) instead of returning
+   * FIB_EDEADLK. A runtime becomes so by itself once something is posted
+   * to it; this flag says so from the start, for a program whose first
+   * post may come after its fibers have all started waiting. */
+  FIB_ACCEPT_POSTS = 1u << 3
 };
 
 /*
@@ -324,7 +331,8 @@ enum {
 typedef struct fib_runtime_opts {
   size_t stack_size;    /* default usable stack; 0: FIB_STACK_DEFAULT */
   fib_guard_mode guard; /* default guard mode for its fibers */
-  unsigned flags;       /* FIB_SHARED_FP: for all its fibers */
+  unsigned flags;       /* FIB_SHARED_FP: for all its fibers;
+                           FIB_ACCEPT_POSTS */
   /* FIB_IO_AUTO, FIB_IO_EPOLL or FIB_IO_URING (else FIB_EINVAL). The
    * environment variable FIBERS_IO=epoll|io_uring overrides it. */
   unsigned io_backend;
@@ -460,6 +468,30 @@ FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);
 
 /* The runtime whose fiber is running on this thread, or NULL. */
 FIB_API fib_runtime *fib_runtime_current(void);
+
+/*
+ * The thread-safe way into a runtime, from any thread, fiber or not, at
+ * any time, also while rt runs on another thread: run fn(arg) in a new,
+ * detached fiber of rt (of its worker 0, if it has several; idle workers
+ * may take it from there). Posts run in the order they were posted. A
+ * runtime that has been posted to wakes for posts, goes on waiting for
+ * more instead of returning FIB_EDEADLK while fibers remain, and its
+ * fib_run still returns once every fiber has finished: a post that comes
+ * after that runs in the next run.
+ * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted).
+ */
+FIB_API int fib_post(fib_runtime *rt, fib_fn fn, void *arg);
+
+/*
+ * fib_post, then wait until fn has returned; *result (if result is not
+ * NULL) receives its return value. A fiber caller parks (uncancellably:
+ * fn runs whatever happens, and the call waits for it), and its own
+ * runtime may be another one, on another thread; a plain thread blocks.
+ * A plain thread must not call into the runtime that only it runs (it
+ * would wait for itself).
+ * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted).
+ */
+FIB_API int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result);
 
 /* -------------------------------------------- inside a fiber (the current) */
 

@@ -115,6 +115,7 @@ static inline void fib__set_cancelled(struct fib__fiber *f, int v) {
 }
 
 struct fib__group; /* workers.h */
+struct fib__post;  /* post.c */
 
 /*
  * A runtime, or one worker of a multi-worker runtime: each worker is this
@@ -189,6 +190,14 @@ struct fib_runtime {
   pthread_mutex_t ids_lock;      /* fibers, last_id, and the join fields
                                     (joiner, done, detached) of the fibers
                                     whose ids it handed out */
+  /* Posts (fib_post, fib_call: post.c), for every runtime: */
+  struct fib__post *posts;       /* posted calls, newest first (atomic) */
+  struct fib__post *posts_held;  /* taken but not yet spawned (no memory
+                                    then), oldest first; its own thread's */
+  int posted;                    /* set for good once a call was posted to
+                                    it, or one of its fibers waits for a
+                                    reply: wake-ups may come from other
+                                    threads (atomic) */
   pthread_mutex_t offer_lock;    /* guards offer */
   struct fib__list offer;        /* unstarted fibers others may take */
   size_t offer_len;              /* offer's length (atomic reads) */

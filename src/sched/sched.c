@@ -113,7 +113,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     opts = &defaults;
   size_t stack = fib__stack_check(opts->stack_size, FIB_STACK_DEFAULT,
                                   opts->guard);
-  if (!stack || (opts->flags & ~FIB_SHARED_FP) ||
+  if (!stack || (opts->flags & ~(FIB_SHARED_FP | FIB_ACCEPT_POSTS)) ||
       opts->io_backend > FIB_IO_URING || opts->workers > FIB_WORKERS_MAX ||
       !fib__all_zero(opts->reserved, sizeof opts->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
@@ -125,7 +125,8 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   fib__idmap_init(&rt->fibers);
   rt->stack_size = stack;
   rt->guard = opts->guard;
-  rt->flags = opts->flags;
+  rt->flags = opts->flags & FIB_SHARED_FP;
+  rt->posted = (opts->flags & FIB_ACCEPT_POSTS) != 0;
   rt->io_pref = opts->io_backend; /* the I/O layer decides at first use */
   if (opts->workers > 1 && fib__group_create(rt, opts->workers) != 0) {
     fib__idmap_free(&rt->fibers);
@@ -414,6 +415,10 @@ static void expire_timers(struct fib_runtime *rt, uint64_t now) {
 static void idle_wait(struct fib_runtime *rt) {
   const struct fib__timer *first = fib__timers_first(&rt->timers);
   uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+  if (__atomic_load_n(&rt->posted, __ATOMIC_SEQ_CST)) {
+    fib__runtime_sleep(rt, deadline); /* wakeable from other threads */
+    return;
+  }
   if (rt->io_waiting) {
     (void)rt->poll(rt, deadline);
     return;
@@ -451,8 +456,11 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
   for (;;) {
     if (awaited && awaited->state == FIB__FIBER_FINISHED)
       return 0;
+    int posted = __atomic_load_n(&rt->posted, __ATOMIC_RELAXED);
     if (rt->group)
       fib__group_tend(rt);
+    else if (posted) /* fibers readied and calls posted from elsewhere */
+      fib__runtime_tend(rt);
     size_t ready = fib__runq_len(&rt->runq);
     /* Timers and I/O are looked at after each round of the fibers that
      * were ready (sleepers and ready sockets are never starved by fibers
@@ -476,7 +484,10 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       if (!outside) { /* every unfinished fiber waits for another */
         if (bounded) /* the program may yet ready one from outside */
           return count_result(rt->unfinished);
-        return rt->unfinished ? FIB_EDEADLK : 0;
+        if (!rt->unfinished)
+          return 0;
+        if (!posted) /* else a post or a reply may still come */
+          return FIB_EDEADLK;
       }
       if (mode == RUN_NOWAIT || budget != SIZE_MAX)
         return count_result(rt->unfinished); /* nowait, or a round ran */
@@ -491,10 +502,10 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       if (rt->until_loop > budget)
         rt->until_loop = budget;
     }
-    /* A worker of several comes back here every few hand-offs, to take
-     * its inbox and offer work to idle workers (fib__group_tend): no test
-     * for that on the hand-off path, which one worker shares. */
-    if (rt->group && rt->until_loop > FIB__GROUP_TURNS)
+    /* A worker of several, or a runtime that has been posted to, comes
+     * back here every few hand-offs, to take its inbox and posts and offer
+     * work to idle workers: no test for that on the hand-off path. */
+    if ((rt->group || posted) && rt->until_loop > FIB__GROUP_TURNS)
       rt->until_loop = FIB__GROUP_TURNS;
 
     struct fib__fiber *f = FIBER_OF(fib__runq_pop(&rt->runq));

@@ -49,6 +49,7 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
     w[i]->guard = rt->guard;
     w[i]->flags = rt->flags;
     w[i]->io_pref = rt->io_pref;
+    w[i]->posted = rt->posted;
   }
   g->n = n;
   g->w = w;
@@ -196,6 +197,39 @@ void fib__group_ready(struct fib__fiber *f, int front) {
     fib__group_wake(f, 0, front);
 }
 
+/* ---- a one-worker runtime woken from other threads (post.c) */
+
+void fib__runtime_wake(struct fib_runtime *rt) { wake_worker(rt); }
+
+void fib__runtime_tend(struct fib_runtime *rt) {
+  inbox_drain(rt);
+  fib__post_take(rt);
+}
+
+/* Something for rt came from another thread. */
+static int arrived(const struct fib_runtime *rt) {
+  return __atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+         __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST);
+}
+
+void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline) {
+  if (rt->posts_held) { /* spawns failed: try again soon */
+    uint64_t soon = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
+    deadline = soon < deadline ? soon : deadline;
+  }
+  /* The sleeper's half of the pair in workers.h. */
+  __atomic_store_n(&rt->parked, 1, __ATOMIC_SEQ_CST);
+  if (!arrived(rt)) {
+    if (rt->io_waiting) { /* no wake-up fd in the poller yet: nap */
+      uint64_t nap = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
+      (void)rt->poll(rt, nap < deadline ? nap : deadline);
+    } else {
+      futex_sleep(&rt->parked, deadline);
+    }
+  }
+  __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+}
+
 /* ---- offers and stealing */
 
 /* Whether f may be offered: it has never run and is not pinned. */
@@ -298,6 +332,7 @@ void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
 
 void fib__group_tend(struct fib_runtime *rt) {
   inbox_drain(rt);
+  fib__post_take(rt);
   if (rt->unstarted > 1 &&
       __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED) &&
       !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED))
@@ -323,15 +358,16 @@ static int all_finished(const struct fib__group *g) {
 
 /* Whether anything has come for an idle worker. */
 static int work_came(const struct fib_runtime *rt) {
-  return __atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
-         any_offer(rt->group) ||
+  return arrived(rt) || any_offer(rt->group) ||
          __atomic_load_n(&rt->group->over, __ATOMIC_SEQ_CST);
 }
 
 /* Nothing anywhere for anyone (the deadlock census, under g->lock). */
 static int all_quiet(const struct fib__group *g) {
   for (unsigned i = 0; i < g->n; i++)
-    if (__atomic_load_n(&g->w[i]->inbox, __ATOMIC_SEQ_CST))
+    if (arrived(g->w[i]) ||
+        /* posted to: more may come from another thread, no deadlock */
+        __atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
       return 0;
   return !any_offer(g);
 }
@@ -340,6 +376,10 @@ int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
   if (inbox_drain(rt) || steal(rt))
     return 1;
+  if (__atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
+    fib__post_take(rt);
+    return 1;
+  }
   if (__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
     return 0;
   if (all_finished(g)) {

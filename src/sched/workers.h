@@ -149,6 +149,23 @@ void fib__group_tend(struct fib_runtime *rt);
 void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
                       int inside);
 
+/* ---- any runtime that may be woken from another thread (post.c) */
+
+/* Take the posts (post.c): spawn a fiber for each. */
+void fib__post_take(struct fib_runtime *rt);
+
+/* A one-worker runtime that has been posted to, at its loop: move its
+ * inbox into its run queue, take its posts. */
+void fib__runtime_tend(struct fib_runtime *rt);
+
+/* Wake rt (a runtime, or a worker) if it sleeps on its futex word. */
+void fib__runtime_wake(struct fib_runtime *rt);
+
+/* A one-worker runtime that has been posted to has nothing to run: sleep
+ * until `deadline`, an I/O event, a post or a fiber readied from another
+ * thread. */
+void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline);
+
 /* ---- the claim */
 
 /* Arm self's claim before it can be found by another thread's waker. */
