@@ -209,10 +209,11 @@ enum {
   FIB_PINNED = 1u << 2,
   /* The runtime takes work from other threads (fib_runtime_opts.flags
    * only): while fibers remain that nothing inside it can wake, fib_run
-   * waits for posts (fib_post, fib_call) instead of returning
+   * waits for posts (fib_post, fib_call) or plain threads (which may use
+   * shared channels: see "Synchronisation") instead of returning
    * FIB_EDEADLK. A runtime becomes so by itself once something is posted
    * to it; this flag says so from the start, for a program whose first
-   * post may come after its fibers have all started waiting. */
+   * post or send may come after its fibers have all started waiting. */
   FIB_ACCEPT_POSTS = 1u << 3
 };
 
@@ -602,7 +603,8 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * call is the _until call with no deadline. Waiting is FIFO per primitive:
  * the fiber that has waited longest is served first. A call that may wait:
  *   - outside a fiber (or inside a coroutine a fiber resumed) returns
- *     FIB_EPERM, even if it would not have had to wait;
+ *     FIB_EPERM, even if it would not have had to wait (except a send or
+ *     receive on a shared channel from a plain thread: see below);
  *   - in a cancelled fiber (fib_cancel) returns FIB_ECANCELED at once, even
  *     if it would not have had to wait, and without side effects (except
  *     fib_once: see there); a fiber cancelled while it waits gets
@@ -623,6 +625,13 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * multi-worker runtime first, then its primitives. A fib_once (no init)
  * works in both. A condition variable and its mutex, and the channels of
  * one fib_select, must have the same mode (else FIB_EINVAL).
+ *
+ * A plain thread (one that runs no runtime) may also send on and receive
+ * from a shared channel, with or without a deadline: it blocks until the
+ * call completes, as a fiber would park; so an existing thread pool can
+ * feed fibers. The runtime whose fibers wait for it should have
+ * FIB_ACCEPT_POSTS, or its run may end with FIB_EDEADLK before the first
+ * send.
  */
 
 /*

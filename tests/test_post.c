@@ -252,9 +252,100 @@ TEST(errors_and_deadlock_rules) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* ---- plain threads feeding fibers through shared channels */
+
+struct pool_feed {
+  fib_chan work;    /* threads -> fibers */
+  fib_chan results; /* fibers -> the test's thread */
+  long per_thread;
+};
+
+static void *feeder(void *arg) {
+  struct pool_feed *p = arg;
+  for (long i = 1; i <= p->per_thread; i++)
+    CHECK_OK(fib_chan_send(&p->work, &i));
+  return NULL;
+}
+
+static void *doubler(void *arg) {
+  struct pool_feed *p = arg;
+  long v;
+  int err;
+  while ((err = fib_chan_recv(&p->work, &v)) == 0) {
+    long twice = 2 * v;
+    CHECK_OK(fib_chan_send(&p->results, &twice));
+  }
+  CHECK_EQ(err, FIB_EPIPE);
+  return NULL;
+}
+
+TEST(plain_threads_send_and_receive_on_shared_channels) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = runtime_with(FIB_ACCEPT_POSTS, workers);
+    struct pool_feed p;
+    p.per_thread = scaled(3000);
+    CHECK_OK(fib_chan_init(&p.work, sizeof(long), 0)); /* shared: rt exists */
+    CHECK_OK(fib_chan_init(&p.results, sizeof(long), 16));
+    enum { THREADS = 3, FIBERS = 5 };
+    for (int i = 0; i < FIBERS; i++)
+      CHECK_OK(fib_spawn(rt, doubler, &p, NULL, NULL));
+    struct runner r = {rt, -1};
+    pthread_t run, feeders[THREADS];
+    CHECK_OK(pthread_create(&run, NULL, run_thread, &r));
+    for (int i = 0; i < THREADS; i++)
+      CHECK_OK(pthread_create(&feeders[i], NULL, feeder, &p));
+    long sum = 0, got = 0;
+    while (got < THREADS * p.per_thread) { /* this thread receives */
+      long v;
+      CHECK_OK(fib_chan_recv(&p.results, &v));
+      sum += v;
+      got++;
+    }
+    for (int i = 0; i < THREADS; i++)
+      CHECK_OK(pthread_join(feeders[i], NULL));
+    long n = p.per_thread;
+    CHECK_EQ(sum, THREADS * n * (n + 1));
+    /* Nothing more comes: a deadline ends a thread's wait. */
+    long v;
+    CHECK_EQ(fib_chan_recv_until(&p.results, &v, fib_now_ns() + 2 * MS),
+             FIB_ETIMEDOUT);
+    CHECK_OK(fib_chan_close(&p.work)); /* the doublers end */
+    CHECK_OK(pthread_join(run, NULL));
+    CHECK_OK(r.result);
+    CHECK_OK(fib_chan_destroy(&p.work));
+    CHECK_OK(fib_chan_destroy(&p.results));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+static void *close_later(void *arg) {
+  usleep(20000);
+  CHECK_OK(fib_chan_close(arg));
+  return NULL;
+}
+
+TEST(a_close_wakes_a_blocked_thread) {
+  fib_runtime *rt = runtime_with(0, 2); /* makes new channels shared */
+  fib_chan c;
+  CHECK_OK(fib_chan_init(&c, sizeof(int), 0));
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, close_later, &c));
+  int v;
+  CHECK_EQ(fib_chan_recv(&c, &v), FIB_EPIPE);
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_OK(fib_chan_destroy(&c));
+  CHECK_OK(fib_runtime_destroy(rt));
+  /* A local channel from a plain thread is still refused. */
+  CHECK_OK(fib_chan_init(&c, sizeof(int), 0));
+  CHECK_EQ(fib_chan_recv(&c, &v), FIB_EPERM);
+  CHECK_OK(fib_chan_destroy(&c));
+}
+
 TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(posts_from_a_thread_reach_a_runtime_with_workers),
           T(call_from_a_plain_thread_returns_the_result),
           T(calls_between_runtimes_on_two_threads),
           T(a_fiber_may_call_into_its_own_runtime),
-          T(errors_and_deadlock_rules))
+          T(errors_and_deadlock_rules),
+          T(plain_threads_send_and_receive_on_shared_channels),
+          T(a_close_wakes_a_blocked_thread))

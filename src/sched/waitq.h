@@ -211,6 +211,19 @@ static inline int fib__waitq_wait(struct fib__waitq *q,
  * takes `shared` as a constant, so the primitives' local variant, where it
  * is 0, compiles to the code above. */
 
+/* A plain thread (no runtime runs on it) waiting on a shared channel
+ * stands in a fiber record of its own on its stack, with rt == NULL, so
+ * that wakers treat its node like any other: they win its claim, fill in
+ * its wait, and wake it through its futex word (`remote_reason`: 1 once
+ * woken). fib__thread_wait is the waiting side (workers.c). */
+void fib__thread_waiter_wake(struct fib__fiber *f);
+
+/* Wait as a plain thread on q (shared mode, `lock` held: released once
+ * linked) until a waker completes the node or `deadline` passes. Returns
+ * the completer's result, or FIB_ETIMEDOUT with the node off the queue. */
+int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
+                     uint32_t *lock);
+
 /* The first live node, without claiming it (a look, e.g. select's test). */
 static inline struct fib__wnode *fib__waitq_peek(struct fib__waitq *q,
                                                  int shared) {
@@ -235,17 +248,15 @@ static inline struct fib__wnode *fib__waitq_claim(struct fib__waitq *q,
   return n;
 }
 
-/* Wake a fiber whose claim the caller won: through its owner's inbox if
- * another worker owns it. A fiber of a one-worker runtime is on the
- * caller's thread (sharing a primitive between runtimes on several threads
- * is not supported). */
+/* Wake a fiber whose claim the caller won: into its runtime's run queue
+ * if the caller runs on that runtime's (or worker's) thread, else through
+ * its inbox; or a plain thread, through its futex word. */
 static inline void fib__wake_claimed(struct fib__fiber *f) {
-  if (f->rt->group) {
-    fib__group_wake(f, 0, 0);
+  if (__builtin_expect(f->rt == NULL, 0)) { /* a plain thread's waiter */
+    fib__thread_waiter_wake(f);
     return;
   }
-  fib__fiber_unpark(f);
-  fib__runq_push(&f->rt->runq, &f->runq);
+  fib__group_wake(f, 0, 0); /* its runtime's queue, or inbox if remote */
 }
 
 /* Complete the node fib__waitq_claim returned (q's head). */

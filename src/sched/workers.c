@@ -7,6 +7,7 @@
  */
 #include "workers.h"
 #include "spin.h"
+#include "waitq.h"
 #include "../sys.h"
 
 #include <errno.h>
@@ -142,6 +143,9 @@ static void end_run(struct fib__group *g, int result) {
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
 static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
+  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED)) /* woken from other
+                                   threads from now on: see post.c */
+    __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   struct fib__runq_node *head = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
   do
     f->runq.next = head;
@@ -228,6 +232,54 @@ void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline) {
     }
   }
   __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+}
+
+/* ---- plain threads waiting on shared channels (waitq.h) */
+
+void fib__thread_waiter_wake(struct fib__fiber *f) {
+  /* release: the waiter reads its wait's result after it sees 1. The
+   * waiter may return at once and its stack go: FUTEX_WAKE reads nothing
+   * at the address, so waking a dead word is harmless. */
+  __atomic_store_n(&f->remote_reason, 1, __ATOMIC_RELEASE);
+  (void)syscall(SYS_futex, &f->remote_reason, FUTEX_WAKE_PRIVATE, 1, NULL,
+                NULL, 0);
+}
+
+int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
+                     uint32_t *lock) {
+  struct fib__fiber me; /* only the fields a waker reads */
+  me.rt = NULL;
+  me.remote_reason = 0;
+  struct fib__wnode n = {.fiber = &me, .elem = elem};
+  struct fib__wait w = {.fiber = &me, .nodes = &n, .count = 1};
+  n.wait = &w;
+  fib__waitq_push(q, &n);
+  fib__claim_arm(&me, FIB__CLAIM_ANY);
+  fib__spin_unlock(lock);
+  for (;;) {
+    if (__atomic_load_n(&me.remote_reason, __ATOMIC_ACQUIRE))
+      return w.result;
+    if (deadline != FIB__NO_DEADLINE && fib_now_ns() >= deadline) {
+      int c = FIB__CLAIM_ANY;
+      if (__atomic_compare_exchange_n(&me.claim, &c, FIB__CLAIM_NONE, 0,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+        fib__spin_lock(lock); /* the deadline won: take the node back */
+        if (n.q)
+          fib__waitq_unlink(&n);
+        fib__spin_unlock(lock);
+        return FIB_ETIMEDOUT;
+      }
+      deadline = FIB__NO_DEADLINE; /* a waker won: its wake-up comes */
+    }
+    struct timespec ts, *tp = NULL;
+    if (deadline != FIB__NO_DEADLINE) {
+      ts.tv_sec = (time_t)(deadline / 1000000000u);
+      ts.tv_nsec = (long)(deadline % 1000000000u);
+      tp = &ts;
+    }
+    (void)syscall(SYS_futex, &me.remote_reason, FUTEX_WAIT_BITSET_PRIVATE, 0,
+                  tp, NULL, FUTEX_BITSET_MATCH_ANY);
+  }
 }
 
 /* ---- offers and stealing */

@@ -247,13 +247,17 @@ static __attribute__((noinline)) int send_slow(struct chan *c,
 }
 
 /* A shared channel's send (storage.h): the same under its lock. */
+/* A plain thread may use a shared channel (it blocks); a thread that
+ * runs a runtime may not, outside that runtime's fibers (FIB_EPERM). */
+static int plain_thread(void) { return fib__tl_runtime == NULL; }
+
 static SHARED_PATH int send_shared(struct chan *c, const void *elem,
                                    uint64_t deadline_ns) {
   if (!elem && c->elem_size)
     return FIB_EINVAL;
   struct fib__fiber *self;
   int err = fib__waiter(&self);
-  if (err)
+  if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
   lock_in(c, 1);
   err = try_send(c, elem, 1);
@@ -261,6 +265,9 @@ static SHARED_PATH int send_shared(struct chan *c, const void *elem,
     unlock_in(c, 1);
     return err;
   }
+  if (!self) /* unlocks */
+    return fib__thread_wait(&c->sendq, (void *)(uintptr_t)elem, deadline_ns,
+                            &c->lock);
   return fib__waitq_wait_in(&c->sendq, self, (void *)(uintptr_t)elem,
                             deadline_ns, &c->lock); /* unlocks */
 }
@@ -303,7 +310,7 @@ static SHARED_PATH int recv_shared(struct chan *c, void *out,
                                    uint64_t deadline_ns) {
   struct fib__fiber *self;
   int err = fib__waiter(&self);
-  if (err)
+  if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
   lock_in(c, 1);
   err = try_recv(c, out, 1);
@@ -311,6 +318,8 @@ static SHARED_PATH int recv_shared(struct chan *c, void *out,
     unlock_in(c, 1);
     return err;
   }
+  if (!self) /* unlocks */
+    return fib__thread_wait(&c->recvq, out, deadline_ns, &c->lock);
   return fib__waitq_wait_in(&c->recvq, self, out, deadline_ns,
                             &c->lock); /* unlocks */
 }
