@@ -46,6 +46,8 @@
 #include "bench_common.h"
 #include "fibers.h"
 
+#include <pthread.h>
+
 #include <stdint.h>
 
 static void check(int err, const char *what) {
@@ -280,12 +282,19 @@ static void *yielder(void *arg) {
   return NULL;
 }
 
-static double run_yield(long per_fiber) {
+/* Two fibers yielding to each other, on a runtime of `workers` workers:
+ * with two, both are pinned to worker 0 and worker 1 sits idle (the hop's
+ * cost on a worker of several). */
+static double run_yield(long per_fiber, unsigned workers) {
   fib_runtime *rt;
-  check(fib_runtime_create(&rt, NULL), "fib_runtime_create");
-  check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, NULL, NULL),
+  fib_runtime_opts opts = {0};
+  opts.workers = workers;
+  fib_attr pin = {0};
+  pin.flags = FIB_PINNED;
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
+  check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, &pin, NULL),
         "fib_spawn");
-  check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, NULL, NULL),
+  check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, &pin, NULL),
         "fib_spawn");
   double t0 = bench_now_ns();
   check(fib_run(rt), "fib_run");
@@ -294,12 +303,63 @@ static double run_yield(long per_fiber) {
   return t1 - t0;
 }
 
-static void bench_yield(long n) {
+static void bench_yield_on(long n, unsigned workers, const char *name) {
   long per_fiber = n / 2 > 0 ? n / 2 : 1; /* n hops in all */
-  (void)run_yield(per_fiber / 10 + 1);
-  double t = run_yield(per_fiber);
-  bench_report("yield", "fibers", t / (2.0 * (double)per_fiber), "ns",
-               2 * per_fiber, NULL);
+  (void)run_yield(per_fiber / 10 + 1, workers);
+  double t = run_yield(per_fiber, workers);
+  bench_report(name, "fibers", t / (2.0 * (double)per_fiber), "ns",
+               2 * per_fiber,
+               workers > 1 ? "both on worker 0 of 2, worker 1 idle" : NULL);
+}
+
+static void bench_yield(long n) { bench_yield_on(n, 1, "yield"); }
+
+/* ----------------------------------------------------------- call_rtt */
+
+/* fib_call from a plain thread into a runtime run by another thread: the
+ * round trip (post, wake, spawn, run, reply, wake). */
+static void *call_nothing(void *arg) { return arg; }
+
+static void *keep_alive(void *arg) {
+  check(fib_sem_wait(arg), "fib_sem_wait");
+  return NULL;
+}
+
+static void *stop_it(void *arg) {
+  check(fib_sem_post(arg), "fib_sem_post");
+  return NULL;
+}
+
+static void *run_runtime(void *arg) {
+  check(fib_run(arg), "fib_run");
+  return NULL;
+}
+
+static void bench_call_rtt(long n) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {0};
+  opts.flags = FIB_ACCEPT_POSTS;
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
+  fib_sem stop;
+  check(fib_sem_init(&stop, 0), "fib_sem_init");
+  check(fib_spawn(rt, keep_alive, &stop, NULL, NULL), "fib_spawn");
+  pthread_t t;
+  if (pthread_create(&t, NULL, run_runtime, rt) != 0) {
+    fprintf(stderr, "bench_fibers: pthread_create failed\n");
+    exit(1);
+  }
+  for (long i = 0; i < n / 10 + 1; i++)
+    check(fib_call(rt, call_nothing, NULL, NULL), "fib_call");
+  double t0 = bench_now_ns();
+  for (long i = 0; i < n; i++)
+    check(fib_call(rt, call_nothing, NULL, NULL), "fib_call");
+  double t1 = bench_now_ns();
+  check(fib_call(rt, stop_it, &stop, NULL), "fib_call");
+  pthread_join(t, NULL);
+  check(fib_sem_destroy(&stop), "fib_sem_destroy");
+  check(fib_runtime_destroy(rt), "fib_runtime_destroy");
+  bench_report("call_rtt", "fibers", (t1 - t0) / (double)n, "ns", n,
+               "fib_call from a plain thread, runtime on another thread");
 }
 
 /* ----------------------------------------------------------- idle_rss */
@@ -692,6 +752,7 @@ static void bench_mutex(long n) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
+      "yield_2w call_rtt "
       "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
@@ -722,6 +783,10 @@ int main(int argc, char **argv) {
     bench_spawn_join(n);
   else if (!strcmp(b, "yield"))
     bench_yield(n);
+  else if (!strcmp(b, "yield_2w"))
+    bench_yield_on(n, 2, "yield_2w");
+  else if (!strcmp(b, "call_rtt"))
+    bench_call_rtt(n);
   else if (!strcmp(b, "idle_rss_100k") || !strcmp(b, "idle_rss_1m"))
     bench_idle_rss(b, n);
   else if (!strcmp(b, "skynet_1m"))

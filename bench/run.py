@@ -74,6 +74,11 @@ BENCHES = [
     ("yield", "ns",
      {"fibers": 2_000_000, "go": 2_000_000, "boost_fiber": 2_000_000},
      {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+    # Several workers (docs/multicore.md): the hop on a worker of two, the
+    # other idle (SELF_TARGETS: within 5% of yield); fib_call's round trip
+    # from a plain thread.
+    ("yield_2w", "ns", {"fibers": 2_000_000}, {"fibers": 10_000}),
+    ("call_rtt", "ns", {"fibers": 200_000}, {"fibers": 2_000}),
     ("idle_rss_100k", "bytes",
      {i: 100_000 for i in IMPLS}, {i: 1_000 for i in IMPLS}),
     ("idle_rss_1m", "bytes",
@@ -190,6 +195,7 @@ SELF_TARGETS = [
     ("create_mixed", "create", 1.2),
     # Issue 12: two workers take at most 0.6 x one worker's time.
     ("skynet_1m_2w", "skynet_1m", 0.6),
+    ("yield_2w", "yield", 1.05),
 ]
 # Sanity checks of our own rows (issue 17: the shared-FP row read slower
 # than the library is). Both say "the shared-FP switch is not slower than
