@@ -708,6 +708,41 @@ static double run_pair(fib_fn a, fib_fn b, long per) {
   return t1 - t0;
 }
 
+/* chan_unbuffered_2w: the same ping-pong with ping on worker 0 and pong
+ * on worker 1 of a two-worker runtime (fib_attr.worker), through shared
+ * channels (initialised after the runtime exists). */
+static double run_pair_2w(long rounds) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {0};
+  opts.workers = 2;
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
+  for (int i = 0; i < 2; i++)
+    check(fib_chan_init(&g_ch[i], sizeof(long), 0), "fib_chan_init");
+  fib_attr on[2] = {{0}, {0}};
+  on[0].worker = 1;
+  on[1].worker = 2;
+  check(fib_spawn(rt, ping, (void *)(intptr_t)rounds, &on[0], NULL),
+        "fib_spawn");
+  check(fib_spawn(rt, pong, (void *)(intptr_t)rounds, &on[1], NULL),
+        "fib_spawn");
+  double t0 = bench_now_ns();
+  check(fib_run(rt), "fib_run");
+  double t1 = bench_now_ns();
+  for (int i = 0; i < 2; i++)
+    check(fib_chan_destroy(&g_ch[i]), "fib_chan_destroy");
+  check(fib_runtime_destroy(rt), "fib_runtime_destroy");
+  return t1 - t0;
+}
+
+static void bench_chan_2w(long n) {
+  long rounds = n / 2 > 0 ? n / 2 : 1;
+  (void)run_pair_2w(rounds / 10 + 1);
+  double t = run_pair_2w(rounds);
+  bench_report("chan_unbuffered_2w", "fibers", t / (2.0 * (double)rounds),
+               "ns", 2 * rounds,
+               "unbuffered ping-pong, one fiber on each of 2 workers");
+}
+
 static void bench_chan(const char *name, long n) {
   int buffered = !strcmp(name, "chan_buffered");
   int sel = !strcmp(name, "select4");
@@ -752,7 +787,7 @@ static void bench_mutex(long n) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
-      "yield_2w call_rtt "
+      "yield_2w call_rtt chan_unbuffered_2w "
       "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
@@ -787,6 +822,8 @@ int main(int argc, char **argv) {
     bench_yield_on(n, 2, "yield_2w");
   else if (!strcmp(b, "call_rtt"))
     bench_call_rtt(n);
+  else if (!strcmp(b, "chan_unbuffered_2w"))
+    bench_chan_2w(n);
   else if (!strcmp(b, "idle_rss_100k") || !strcmp(b, "idle_rss_1m"))
     bench_idle_rss(b, n);
   else if (!strcmp(b, "skynet_1m"))

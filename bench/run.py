@@ -79,6 +79,11 @@ BENCHES = [
     # from a plain thread.
     ("yield_2w", "ns", {"fibers": 2_000_000}, {"fibers": 10_000}),
     ("call_rtt", "ns", {"fibers": 200_000}, {"fibers": 2_000}),
+    # A message between two workers (one fiber on each), beside Go with
+    # GOMAXPROCS=2 (goroutines may or may not share a P there).
+    ("chan_unbuffered_2w", "ns",
+     {"fibers": 1_000_000, "go": 1_000_000},
+     {"fibers": 10_000, "go": 10_000}),
     ("idle_rss_100k", "bytes",
      {i: 100_000 for i in IMPLS}, {i: 1_000 for i in IMPLS}),
     ("idle_rss_1m", "bytes",
@@ -168,6 +173,7 @@ RATIO_TARGETS = [
     ("skynet_1m_peak_rss", "go", 1.0),  # "lower peak memory than Go"
     # Issue 12: several workers.
     ("skynet_1m_2w", "go", 0.15),
+    ("chan_unbuffered_2w", "go", 0.5),
     # Issue 15: many alive at once.
     ("skynet_1m_chan", "go", 0.5),
     ("skynet_1m_chan_peak_rss", "go", 1.0),

@@ -226,9 +226,15 @@ typedef struct fib_attr {
   const char *name;     /* copied (fibers only); NULL: no name */
   unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP */
   fib_guard_mode guard; /* FIB_GUARD_AUTO: the runtime's (or the default) */
+  /* Fibers of a runtime with several workers (fib_runtime_opts.workers):
+   * the worker to run it on, plus one; it runs there and stays there, as
+   * with FIB_PINNED. 0: the spawner's worker (worker 0 from outside), and
+   * an idle worker may take it before it first runs. Beyond the last
+   * worker: FIB_EINVAL. Coroutines: must be 0. */
+  unsigned worker;
   /* Room for attributes to come without changing the struct's size; must
    * be zero (a non-zero word is refused with FIB_EINVAL). */
-  uintptr_t reserved[4];
+  uintptr_t reserved[3];
 } fib_attr;
 
 /* ------------------------------------------------------------ coroutines */

@@ -374,11 +374,17 @@ TEST(reserved_fields_must_be_zero) {
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   CHECK_OK(fib_runtime_create(&rt, NULL));
   fib_attr attr = {0};
-  attr.reserved[3] = 1;
+  attr.reserved[2] = 1;
   CHECK_EQ(fib_spawn(rt, nothing, NULL, &attr, NULL), FIB_EINVAL);
   fib_coro *co;
   CHECK_EQ(fib_coro_create(&co, nothing_coro, NULL, &attr), FIB_EINVAL);
-  attr.reserved[3] = 0;
+  attr.reserved[2] = 0;
+  attr.worker = 2; /* one worker: only 0 or 1 */
+  CHECK_EQ(fib_spawn(rt, nothing, NULL, &attr, NULL), FIB_EINVAL);
+  attr.worker = 1;
+  CHECK_EQ(fib_coro_create(&co, nothing_coro, NULL, &attr), FIB_EINVAL);
+  CHECK_OK(fib_spawn(rt, nothing, NULL, &attr, NULL));
+  attr.worker = 0;
   CHECK_OK(fib_spawn(rt, nothing, NULL, &attr, NULL));
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_runtime_destroy(rt));

@@ -241,6 +241,61 @@ TEST(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started) {
   }
 }
 
+/* ---- placement: fib_attr.worker */
+
+struct placed {
+  pthread_t thread[4]; /* the thread each worker's placed fiber ran on */
+  int moved;
+};
+
+struct placed_arg {
+  struct placed *p;
+  unsigned worker;
+};
+
+static void *record_thread(void *arg) {
+  struct placed_arg *a = arg;
+  pthread_t me = pthread_self();
+  a->p->thread[a->worker] = me;
+  for (int i = 0; i < 20; i++) {
+    CHECK_OK(fib_sleep_ns(50000));
+    if (!pthread_equal(me, pthread_self()))
+      a->p->moved = 1;
+  }
+  return NULL;
+}
+
+static void *place_all(void *arg) {
+  struct placed *p = arg;
+  struct placed_arg args[4];
+  fib_id ids[4];
+  for (unsigned w = 0; w < 4; w++) {
+    args[w] = (struct placed_arg){p, w};
+    fib_attr attr = {0};
+    attr.worker = w + 1;
+    CHECK_OK(fib_spawn(NULL, record_thread, &args[w], &attr, &ids[w]));
+  }
+  fib_attr bad = {0};
+  bad.worker = 5;
+  CHECK_EQ(fib_spawn(NULL, record_thread, &args[0], &bad, NULL), FIB_EINVAL);
+  for (int w = 0; w < 4; w++)
+    CHECK_OK(fib_join(ids[w], NULL));
+  return NULL;
+}
+
+TEST(fibers_placed_on_a_worker_run_there) {
+  struct placed p = {0};
+  fib_runtime *rt = new_workers(4);
+  CHECK_OK(fib_spawn(rt, place_all, &p, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_EQ(p.moved, 0);
+  CHECK(pthread_equal(p.thread[0], pthread_self())); /* worker 0: here */
+  for (int a = 0; a < 4; a++) /* four workers, four threads */
+    for (int b = a + 1; b < 4; b++)
+      CHECK(!pthread_equal(p.thread[a], p.thread[b]));
+}
+
 /* ---- join, detach, cancel and deadlines across workers */
 
 static void *sleep_then_return(void *arg) {
@@ -821,6 +876,7 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_tree_with_work_at_the_leaves_uses_every_worker),
           T(fibers_spawned_before_the_run_spread_too),
           T(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started),
+          T(fibers_placed_on_a_worker_run_there),
           T(join_detach_and_deadlines_across_workers),
           T(cancel_wakes_fibers_on_every_worker),
           T(a_join_racing_its_cancel_ends_exactly_once),

@@ -357,6 +357,16 @@ func main() {
 		benchSpawnAlive(n)
 	case "chan_unbuffered":
 		benchUnbuffered(n)
+	case "chan_unbuffered_2w": // two Ps, as our row has two workers
+		runtime.GOMAXPROCS(2)
+		rounds := n / 2
+		if rounds < 1 {
+			rounds = 1
+		}
+		runPingPong(rounds/10 + 1)
+		d := runPingPong(rounds)
+		report(b, float64(d.Nanoseconds())/float64(2*rounds), "ns", 2*rounds,
+			"unbuffered chan ping-pong, GOMAXPROCS=2")
 	case "chan_buffered":
 		benchBuffered(n)
 	case "mutex_handoff":

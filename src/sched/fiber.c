@@ -64,7 +64,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
     unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED;
-    if (!stack || (attr->flags & ~known_flags) ||
+    unsigned workers = rt->group ? rt->group->n : 1;
+    if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
         !fib__all_zero(attr->reserved,
                        sizeof attr->reserved / sizeof(uintptr_t)))
       return FIB_EINVAL;
@@ -140,13 +141,18 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->done = 0;
     f->started = 0;
     /* The first fiber of a runtime stays on the thread that runs it. */
-    f->pinned = (attr->flags & FIB_PINNED) || f->id == 1;
+    f->pinned = (attr->flags & FIB_PINNED) || f->id == 1 || attr->worker;
     fib__idmap_put(&rt->fibers, f->id, f);
     pthread_mutex_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
       *id = f->id;
-    fib__group_place(rt, f, rt->current != NULL);
+    struct fib_runtime *there = attr->worker ? rt->group->w[attr->worker - 1]
+                                             : rt;
+    if (there != rt)
+      fib__group_send(there, f); /* its owner queues it */
+    else
+      fib__group_place(rt, f, rt->current != NULL);
     return 0;
   }
   fib__idmap_put(&rt->fibers, f->id, f);

@@ -200,6 +200,10 @@ struct fib_runtime {
                                     threads (atomic) */
   pthread_mutex_t offer_lock;    /* guards offer */
   struct fib__list offer;        /* unstarted fibers others may take */
+  struct fib__list placed;       /* fibers spawned for it elsewhere
+                                    (fib_attr.worker): only it takes them;
+                                    under offer_lock */
+  size_t placed_len;             /* placed's length (atomic reads) */
   size_t offer_len;              /* offer's length (atomic reads) */
 };
 

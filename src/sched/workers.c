@@ -30,6 +30,7 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
   pthread_mutex_init(&w->ids_lock, NULL);
   pthread_mutex_init(&w->offer_lock, NULL);
   w->offer.head = w->offer.tail = NULL;
+  w->placed.head = w->placed.tail = NULL;
 }
 
 int fib__group_create(struct fib_runtime *rt, unsigned n) {
@@ -382,8 +383,43 @@ void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
     fib__runq_push(&rt->runq, &f->runq);
 }
 
+void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
+  f->rt = w; /* never ran, parked nowhere: nobody else reads it yet */
+  pthread_mutex_lock(&w->offer_lock);
+  fib__list_push(&w->placed, &f->runq);
+  __atomic_store_n(&w->placed_len, w->placed_len + 1, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock(&w->offer_lock);
+  wake_worker(w);
+}
+
+/* Move the fibers placed on rt into its run queue. 1 if any. */
+static int take_placed(struct fib_runtime *rt) {
+  if (!__atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED))
+    return 0;
+  pthread_mutex_lock(&rt->offer_lock);
+  size_t n = rt->placed_len;
+  struct fib__runq_node *first = rt->placed.head;
+  /* Their deadlines will live in rt's timer heap: room first (if there
+   * is none now, they wait for a later turn). */
+  if (fib__timers_reserve(&rt->timers, rt->owned + n) != 0) {
+    pthread_mutex_unlock(&rt->offer_lock);
+    return 0;
+  }
+  rt->placed.head = NULL;
+  __atomic_store_n(&rt->placed_len, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&rt->offer_lock);
+  while (first) {
+    struct fib__fiber *f = FIBER_OF(first);
+    first = first->next;
+    fib__runq_push(&rt->runq, &f->runq);
+  }
+  rt->owned += n;
+  return 1;
+}
+
 void fib__group_tend(struct fib_runtime *rt) {
   inbox_drain(rt);
+  take_placed(rt);
   fib__post_take(rt);
   if (rt->unstarted > 1 &&
       __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED) &&
@@ -411,6 +447,7 @@ static int all_finished(const struct fib__group *g) {
 /* Whether anything has come for an idle worker. */
 static int work_came(const struct fib_runtime *rt) {
   return arrived(rt) || any_offer(rt->group) ||
+         __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
          __atomic_load_n(&rt->group->over, __ATOMIC_SEQ_CST);
 }
 
@@ -418,6 +455,7 @@ static int work_came(const struct fib_runtime *rt) {
 static int all_quiet(const struct fib__group *g) {
   for (unsigned i = 0; i < g->n; i++)
     if (arrived(g->w[i]) ||
+        __atomic_load_n(&g->w[i]->placed_len, __ATOMIC_SEQ_CST) ||
         /* posted to: more may come from another thread, no deadlock */
         __atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
       return 0;
@@ -426,7 +464,7 @@ static int all_quiet(const struct fib__group *g) {
 
 int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
-  if (inbox_drain(rt) || steal(rt))
+  if (inbox_drain(rt) || take_placed(rt) || steal(rt))
     return 1;
   if (__atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
     fib__post_take(rt);

@@ -139,6 +139,10 @@ static inline void fib__group_count(size_t *counter) {
  * again; 0: the run is over. */
 int fib__group_idle(struct fib_runtime *rt);
 
+/* A fiber spawned on rt for worker w (fib_attr.worker), never run: to
+ * w's `placed` list, which w moves into its run queue at its next turn. */
+void fib__group_send(struct fib_runtime *w, struct fib__fiber *f);
+
 /* The loop's turn at a scheduling point: move the inbox into the run
  * queue, and offer fibers if a worker is idle. */
 void fib__group_tend(struct fib_runtime *rt);
