@@ -39,6 +39,32 @@ static int runtime_poll(struct fib_runtime *rt, uint64_t deadline) {
   return p ? fib__poller_poll(p, deadline) : 0;
 }
 
+/* fib_runtime_destroy's hook (rt->io_discard): before the stacks of rt's
+ * parked fibers are freed, let go of what still points into them: io_uring
+ * operations the kernel owns, and wait nodes left in the poller of a
+ * thread that has exited (poller.h). */
+void fib__io_discard(struct fib_runtime *rt) {
+#ifdef FIB__HAVE_IO_URING
+  fib__uring_discard(rt);
+#endif
+  fib__poller_discard(rt);
+}
+
+/* A fiber of rt is about to wait outside its run queue (a descriptor,
+ * an offload job): the loop must poll, with the back end rt uses. */
+void fib__io_hooks(struct fib_runtime *rt) {
+#ifdef FIB__HAVE_IO_URING
+  if (fib__uring_on()) {
+    rt->poll = fib__uring_poll;
+    rt->io_discard = fib__io_discard;
+    return;
+  }
+#endif
+  rt->poll = runtime_poll;
+  rt->io_discard = fib__io_discard;
+  rt->io_backend = "epoll";
+}
+
 /* What the first call on a descriptor learns: its kind, and O_NONBLOCK set
  * (regular files are left as they are). */
 static int learn(int fd, struct fib__fdrec *r) {
@@ -133,6 +159,7 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
     return FIB_ECANCELED;
   struct fib_runtime *rt = self->rt;
   rt->poll = runtime_poll;
+  rt->io_discard = fib__io_discard;
   rt->io_backend = "epoll";
   rt->io_waiting++;
   fib__runtime_look_soon(rt);
@@ -401,14 +428,14 @@ int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
   int err = begin(fd, &self, &r);
   if (err)
     return err;
+  uint64_t delay = 0;
   for (;;) {
     if (connect(fd, addr, addrlen) == 0)
       return 0;
     if (errno == EINTR)
       continue;
-    if (errno == EAGAIN) { /* a Unix socket's backlog is full: try again */
-      err = wait_for(self, fd, r, FIB_IO_WRITE, deadline_ns, NULL);
-      if (err)
+    if (errno == EAGAIN) { /* a Unix socket's backlog is full */
+      if ((err = fib__connect_backoff(&delay, deadline_ns)) != 0)
         return err;
       continue;
     }
@@ -425,6 +452,30 @@ int fib_connect_until(int fd, const struct sockaddr *addr, socklen_t addrlen,
     if (err != FIB__CONNECT_PENDING)
       return err;
   }
+}
+
+/* A non-blocking connect(2) on an AF_UNIX stream socket whose listener's
+ * backlog is full fails with EAGAIN, and nothing the runtime can watch
+ * says when there is room: the connecting socket is writable all along
+ * (so a wait for writability returns at once, for ever), and the room is
+ * made by the listener's accept, which wakes only a connect(2) blocked in
+ * the kernel. So the fiber sleeps on the runtime's timer and tries
+ * again: first after CONNECT_BACKOFF_MIN, doubling up to
+ * CONNECT_BACKOFF_MAX (a connect made at most that long after room was
+ * made; a full backlog is an overloaded server, where a little latency
+ * is the point), never past the deadline. 0: try again; FIB_ETIMEDOUT
+ * (the deadline has passed), FIB_ECANCELED. */
+#define CONNECT_BACKOFF_MIN 250000u   /* ns */
+#define CONNECT_BACKOFF_MAX 20000000u /* ns */
+int fib__connect_backoff(uint64_t *delay, uint64_t deadline) {
+  uint64_t now = fib_now_ns();
+  if (now >= deadline)
+    return FIB_ETIMEDOUT;
+  *delay = *delay ? *delay * 2 : CONNECT_BACKOFF_MIN;
+  if (*delay > CONNECT_BACKOFF_MAX)
+    *delay = CONNECT_BACKOFF_MAX;
+  uint64_t until = deadline - now > *delay ? now + *delay : deadline;
+  return fib_sleep_until(until);
 }
 
 int fib__connect_outcome(int fd) {
@@ -460,6 +511,22 @@ int fib_close(int fd) {
   /* close(2) frees the number even when it reports an error (EINTR
    * included, on Linux): never retry it. */
   return close(fd) == 0 ? 0 : -errno;
+}
+
+int fib_runtime_io_fd(fib_runtime *rt) {
+  if (!rt)
+    return FIB_EINVAL;
+  if (fib__tl_runtime && fib__tl_runtime != rt)
+    return FIB_EBUSY; /* another runtime runs on this thread */
+#ifdef FIB__HAVE_IO_URING
+  if (rt->io_mode == 0)
+    fib__uring_choose(rt);
+  if (rt->io_mode == FIB_IO_URING)
+    return fib__uring_host_fd();
+#endif
+  int err;
+  struct fib__poller *p = fib__poller_get(&err);
+  return p ? p->epfd : err;
 }
 
 const char *fib_runtime_io_backend(const fib_runtime *rt) {

@@ -53,6 +53,10 @@ struct fib__poller {
   int epfd;
   struct fib__fdrec **recs; /* by descriptor number; NULL: never seen */
   size_t nrecs;
+  /* Its thread exited while fibers still waited in its records (their
+   * runtime was not destroyed): the records are kept, on a list of such
+   * pollers, until no wait node is left in them (fib__poller_discard). */
+  struct fib__poller *next_orphan;
 };
 
 /* The thread's poller, made on first use. NULL if it cannot be made (*err:
@@ -75,6 +79,21 @@ int fib__poller_watch(struct fib__poller *p, int fd, struct fib__fdrec *r);
  * take it out of the epoll set (if `still_open`), bump its generation. */
 void fib__poller_forget(struct fib__poller *p, int fd, int result,
                         int still_open);
+
+/* fib_runtime_destroy's part for the poller (through rt->io_discard):
+ * take rt's fibers' wait nodes out of the pollers whose thread has exited
+ * (those nodes are on the stacks destroy frees), and free each such
+ * poller that no node is left in. A poller of a live thread needs
+ * nothing: destroy unlinks the nodes itself (fib__wait_discard). */
+void fib__poller_discard(struct fib_runtime *rt);
+
+/* rt->io_discard for every runtime that waited on I/O (io.c): the
+ * back end's and the poller's parts of destroy. */
+void fib__io_discard(struct fib_runtime *rt);
+
+/* Set rt's poll and destroy hooks for the back end it uses (choosing it
+ * if need be): before a fiber counts in rt->io_waiting. */
+void fib__io_hooks(struct fib_runtime *rt);
 
 /* Wait for events until `deadline` (fib_now_ns() time; 0: do not block;
  * FIB__NO_DEADLINE: until one comes) and wake the fibers they concern.
