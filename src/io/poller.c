@@ -243,6 +243,14 @@ static int timeout_ms(uint64_t deadline) {
 int fib__poller_poll(struct fib__poller *p, uint64_t deadline) {
   struct epoll_event evs[EVENTS_PER_WAIT];
   int n;
+  /* The loop looks at I/O right after its idle wait (the fibers that wait
+   * woke it): that wait has just taken every event there was, and no
+   * fiber has run since to make more. */
+  if (deadline == 0 && p->just_waited) {
+    p->just_waited = 0;
+    return 0;
+  }
+  p->just_waited = deadline != 0;
   do
     n = epoll_wait(p->epfd, evs, EVENTS_PER_WAIT, timeout_ms(deadline));
   while (n < 0 && errno == EINTR && deadline == FIB__NO_DEADLINE);

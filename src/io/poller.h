@@ -57,6 +57,11 @@ struct fib__poller {
    * runtime was not destroyed): the records are kept, on a list of such
    * pollers, until no wait node is left in them (fib__poller_discard). */
   struct fib__poller *next_orphan;
+  /* The last poll blocked (it had a deadline) and nothing has polled
+   * since: the run loop's non-blocking poll that comes right after the
+   * idle wait would find nothing new, and is skipped (one system call per
+   * idle transition: docs/io.md). */
+  int just_waited;
 };
 
 /* The thread's poller, made on first use. NULL if it cannot be made (*err:
