@@ -1115,6 +1115,82 @@ TEST(thread_exit_with_fibers_waiting_then_destroy) {
   CHECK_EQ(fib_close(te_listener), 0);
 }
 
+/* A short read from a stream socket makes the next read wait for an edge
+ * instead of trying (io.c, READ_LOOP). Nothing may be lost by it: data
+ * written after the short read (by the same fiber, so no poll came in
+ * between; or by another thread while the reader waits) is read, also
+ * with a deadline that has passed; datagram and seqpacket sockets, where a
+ * short read is one small message, read the next queued message at once. */
+static void *short_read_main(void *arg) {
+  (void)arg;
+  int sv[2];
+  make_socketpair(sv);
+  char buf[64];
+  CHECK_EQ(fib_write(sv[1], "abc", 3), 3);
+  CHECK_EQ(fib_read(sv[0], buf, sizeof buf), 3); /* short: drained */
+  CHECK_EQ(write(sv[1], "de", 2), 2);             /* no poll since */
+  CHECK_EQ(fib_read_until(sv[0], buf, sizeof buf, 0), 2);
+  CHECK(memcmp(buf, "de", 2) == 0);
+  CHECK_EQ(write(sv[1], "f", 1), 1);
+  CHECK_EQ(fib_read_until(sv[0], buf, sizeof buf, fib_now_ns() + 5000 * MS),
+           1);
+  CHECK_EQ(write(sv[1], "gh", 2), 2);
+  CHECK_EQ(fib_recv(sv[0], buf, sizeof buf, 0), 2);
+  CHECK_EQ(write(sv[1], "ij", 2), 2);
+  struct iovec v = {buf, sizeof buf};
+  CHECK_EQ(fib_readv(sv[0], &v, 1), 2);
+  /* nothing there: a drained socket still times out, reading nothing */
+  CHECK_EQ(fib_read_until(sv[0], buf, sizeof buf, fib_now_ns() + 5 * MS),
+           FIB_ETIMEDOUT);
+  CHECK_EQ(fib_close(sv[0]), 0);
+  CHECK_EQ(fib_close(sv[1]), 0);
+  int types[] = {SOCK_DGRAM, SOCK_SEQPACKET};
+  for (int i = 0; i < 2; i++) {
+    CHECK_EQ(socketpair(AF_UNIX, types[i] | SOCK_CLOEXEC, 0, sv), 0);
+    CHECK_EQ(write(sv[1], "one", 3), 3);
+    CHECK_EQ(write(sv[1], "two", 3), 3);
+    uint64_t dl = fib_now_ns() + 5000 * MS;
+    CHECK_EQ(fib_read_until(sv[0], buf, sizeof buf, dl), 3);
+    uint64_t t0 = fib_now_ns();
+    CHECK_EQ(fib_read_until(sv[0], buf, sizeof buf, dl), 3);
+    CHECK(memcmp(buf, "two", 3) == 0);
+    CHECK(fib_now_ns() - t0 < 1000 * MS);
+    CHECK_EQ(fib_close(sv[0]), 0);
+    CHECK_EQ(fib_close(sv[1]), 0);
+  }
+  return NULL;
+}
+
+struct late_pair {
+  int fd;
+};
+static void *late_write_thread(void *arg) {
+  usleep(20000);
+  CHECK_EQ(write(*(int *)arg, "late", 4), 4);
+  return NULL;
+}
+static void *short_then_late_main(void *arg) {
+  (void)arg;
+  int sv[2];
+  make_socketpair(sv);
+  char buf[64];
+  CHECK_EQ(write(sv[1], "x", 1), 1);
+  CHECK_EQ(fib_read(sv[0], buf, sizeof buf), 1); /* short: drained */
+  pthread_t t;
+  CHECK_EQ(pthread_create(&t, NULL, late_write_thread, &sv[1]), 0);
+  CHECK_EQ(fib_read_until(sv[0], buf, sizeof buf, fib_now_ns() + 5000 * MS),
+           4);
+  CHECK_EQ(pthread_join(t, NULL), 0);
+  CHECK_EQ(fib_close(sv[0]), 0);
+  CHECK_EQ(fib_close(sv[1]), 0);
+  return NULL;
+}
+
+TEST(short_stream_read_waits_for_an_edge_and_loses_nothing) {
+  run_main(short_read_main, NULL);
+  run_main(short_then_late_main, NULL);
+}
+
 /* ----------------------------------------------------------- errors */
 
 static void *errors_main(void *arg) {
@@ -1260,5 +1336,7 @@ TEST_MAIN(T(socketpair_reader_parks_writer_wakes),
           T(run_nowait_and_run_once_with_io_waiters),
           T(yielding_fibers_do_not_starve_a_ready_reader),
           T(destroy_with_fibers_parked_on_fds),
-          T(thread_exit_with_fibers_waiting_then_destroy), T(error_codes),
+          T(thread_exit_with_fibers_waiting_then_destroy),
+          T(short_stream_read_waits_for_an_edge_and_loses_nothing),
+          T(error_codes),
           T(fork_child_exits_or_execs_parent_goes_on))

@@ -198,6 +198,9 @@ void fib__poller_forget(struct fib__poller *p, int fd, int result,
   r->watched = 0;
   r->kind = FIB__FD_UNKNOWN;
   r->ready = 0;
+  r->stream = 0;
+  r->drained = 0;
+  r->hup = 0;
   r->gen++;
 }
 
@@ -208,11 +211,14 @@ static void deliver(struct fib__fdrec *r, uint32_t events) {
     return;
   }
   unsigned dirs = 0;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    r->hup = 1;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
     dirs |= FIB_IO_READ;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
     dirs |= FIB_IO_WRITE;
   if (dirs & FIB_IO_READ) {
+    r->drained = 0;
     if (fib__waitq_first(&r->readers))
       fib__waitq_complete_all(&r->readers, 0);
     else

@@ -41,6 +41,15 @@ struct fib__fdrec {
   int watched;               /* in the epoll set */
   uint32_t gen;              /* bumped each time the record starts afresh */
   unsigned ready;            /* FIB_IO_* edges seen while nobody waited */
+  unsigned char stream;      /* a SOCK_STREAM socket: a short read empties
+                                it (what is left to come sends an edge) */
+  unsigned char drained;     /* a read came back short and no read edge
+                                has come since: the next read waits for
+                                one instead of trying (io.c, READ_LOOP) */
+  unsigned char hup;         /* an event said end of file, hang-up or
+                                error: a short read no longer means
+                                empty (the end is still to be read, and
+                                its edge has come) */
   struct fib__waitq readers; /* fibers waiting to read (or accept) */
   struct fib__waitq writers; /* fibers waiting to write (or connect) */
   /* An internal descriptor (a wake-up eventfd): its events call this

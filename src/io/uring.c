@@ -719,7 +719,7 @@ int fib__uring_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
     io_uring_prep_accept(s, fd, addr, addrlen, flags | SOCK_NONBLOCK);
     int c = op_wait(r, self, &u, s, deadline);
     if (c >= 0)
-      return fib__io_adopt_socket(c);
+      return fib__io_adopt_socket(c, rec->stream);
     if (c == -EAGAIN) {
       if ((c = poll_op(ring_peek(), self, fd, POLLIN, deadline)) < 0)
         return c;

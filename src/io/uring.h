@@ -107,6 +107,6 @@ int fib__connect_outcome(int fd);
  * (deadline passed) or FIB_ECANCELED. Both back ends use it. */
 int fib__connect_backoff(uint64_t *delay, uint64_t deadline);
 ssize_t fib__io_write_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
-int fib__io_adopt_socket(int fd);
+int fib__io_adopt_socket(int fd, int stream);
 
 #endif
