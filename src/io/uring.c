@@ -565,15 +565,22 @@ static int poll_op(struct ring *r, struct fib__fiber *self, int fd,
 
 /* ------------------------------------------------------------- calls */
 
-ssize_t fib__uring_readv(int fd, void *buf, size_t len,
-                         const struct iovec *iov, int iovcnt,
-                         uint64_t deadline) {
+/* Reads: one RECV/RECVMSG (sockets, and recv/recvmsg on anything: the
+ * kernel then says ENOTSOCK, as there) or READ/READV operation into the
+ * caller's buffer; if it says EAGAIN, wait for POLLIN and hand it over
+ * again. */
+static ssize_t read_common(int fd, void *buf, size_t len,
+                           const struct iovec *iov, int iovcnt,
+                           struct msghdr *umsg, int flags, int sock_call,
+                           uint64_t deadline) {
   struct fib__fiber *self;
   struct fib__fdrec *rec;
   struct ring *r;
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
+  flags &= ~MSG_DONTWAIT; /* the operation waits; the fiber parks */
+  int as_socket = sock_call || rec->kind == FIB__FD_SOCKET;
   for (;;) {
     struct uop u;
     struct msghdr m = {.msg_iov = (struct iovec *)iov,
@@ -581,17 +588,16 @@ ssize_t fib__uring_readv(int fd, void *buf, size_t len,
     struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
     if (!s)
       return FIB_ENOMEM;
-    if (rec->kind == FIB__FD_SOCKET) {
-      if (buf)
-        io_uring_prep_recv(s, fd, buf, len, 0);
-      else
-        io_uring_prep_recvmsg(s, fd, &m, 0);
-    } else if (buf) {
-      io_uring_prep_read(s, fd, buf, (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len),
+    if (as_socket && buf)
+      io_uring_prep_recv(s, fd, buf, len, flags);
+    else if (as_socket)
+      io_uring_prep_recvmsg(s, fd, umsg ? umsg : &m, (unsigned)flags);
+    else if (buf)
+      io_uring_prep_read(s, fd, buf,
+                         (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len),
                          (uint64_t)-1);
-    } else {
+    else
       io_uring_prep_readv(s, fd, iov, (unsigned)iovcnt, (uint64_t)-1);
-    }
     int n = op_wait(r, self, &u, s, deadline);
     if (n != -EAGAIN && n != -EINTR)
       return n;
@@ -602,32 +608,16 @@ ssize_t fib__uring_readv(int fd, void *buf, size_t len,
   }
 }
 
+ssize_t fib__uring_readv(int fd, void *buf, size_t len,
+                         const struct iovec *iov, int iovcnt,
+                         uint64_t deadline) {
+  return read_common(fd, buf, len, iov, iovcnt, NULL, 0, 0, deadline);
+}
+
 ssize_t fib__uring_recvmsg(int fd, void *buf, size_t len, struct msghdr *msg,
                            int flags, uint64_t deadline) {
-  struct fib__fiber *self;
-  struct fib__fdrec *rec;
-  struct ring *r;
-  int err = start(fd, &self, &rec, &r);
-  if (err)
-    return err;
-  flags &= ~MSG_DONTWAIT; /* the operation waits; the fiber parks */
-  for (;;) {
-    struct uop u;
-    struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
-    if (!s)
-      return FIB_ENOMEM;
-    if (msg)
-      io_uring_prep_recvmsg(s, fd, msg, (unsigned)flags);
-    else
-      io_uring_prep_recv(s, fd, buf, len, flags);
-    int n = op_wait(r, self, &u, s, deadline);
-    if (n != -EAGAIN && n != -EINTR)
-      return n;
-    if (n == -EAGAIN && (n = poll_op(ring_peek(), self, fd,
-                                     POLLIN | POLLRDHUP, deadline)) < 0)
-      return n;
-    r = ring_peek();
-  }
+  return read_common(fd, msg ? NULL : buf, len, NULL, 0, msg, flags, 1,
+                     deadline);
 }
 
 /* Writes: the system call first (it nearly always succeeds); what would
