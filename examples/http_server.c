@@ -75,17 +75,7 @@ struct conn {
 };
 
 static int out_reserve(struct conn *c, size_t n) {
-  if (c->out_len + n <= c->out_cap)
-    return 0;
-  size_t cap = c->out_cap ? c->out_cap : 8192;
-  while (cap < c->out_len + n)
-    cap *= 2;
-  char *p = realloc(c->out, cap);
-  if (!p)
-    return -1;
-  c->out = p;
-  c->out_cap = cap;
-  return 0;
+  return net_reserve(&c->out, &c->out_cap, c->out_len + n, 8192);
 }
 
 /* One response: status line, headers, and body unless head_only. */

@@ -2,8 +2,10 @@
 /*
  * net_common.h -- the few lines every network example shares: parse a
  * port, listen on the loopback address, and run an accept loop that gives
- * each connection a detached fiber of its own. Header-only (static
- * functions), so each example stays one program.
+ * each connection a detached fiber of its own; for the servers, an output
+ * buffer that grows; for the clients, a loopback connection and the byte
+ * pattern they check echoes with. Header-only (static functions), so each
+ * example stays one program.
  *
  * The examples listen on 127.0.0.1 only. Port 0 asks the kernel for a free
  * port; the chosen one is printed on stdout, with the I/O back end the
@@ -193,6 +195,61 @@ static inline void net_linger_close(int fd) {
     if (fib_read_until(fd, drop, sizeof drop, deadline) <= 0)
       break;
   fib_close(fd);
+}
+
+/* Room for `need` bytes in a realloc'd buffer (*buf, *cap: NULL, 0 at
+ * first): doubles from `first`. 0, or -1 with the buffer as it was. */
+static inline int net_reserve(char **buf, size_t *cap, size_t need,
+                              size_t first) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap : first;
+  while (n < need)
+    n *= 2;
+  char *p = realloc(*buf, n);
+  if (!p)
+    return -1;
+  *buf = p;
+  *cap = n;
+  return 0;
+}
+
+/* A TCP connection to 127.0.0.1:port (TCP_NODELAY: the clients measure
+ * round trips), made by deadline. The descriptor, or a negative errno
+ * with what failed in *what ("socket", "connect"). */
+static inline int net_dial_loopback(int port, uint64_t deadline,
+                                    const char **what) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *what = "socket";
+    return -errno;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((uint16_t)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int err = fib_connect_until(fd, (struct sockaddr *)&a, sizeof a, deadline);
+  if (err) {
+    fib_close(fd);
+    *what = "connect";
+    return err;
+  }
+  return fd;
+}
+
+/* The clients' message `msg` of connection `id`: `size` bytes that differ
+ * from connection to connection and message to message, so an echo that
+ * mixes them up is caught. */
+static inline void net_pattern(unsigned char *p, int size, int id,
+                               unsigned long msg) {
+  uint32_t x = (uint32_t)id * 2654435761u ^ (uint32_t)msg * 40503u;
+  for (int i = 0; i < size; i++) {
+    x = x * 1103515245u + 12345u;
+    p[i] = (unsigned char)(x >> 16);
+  }
 }
 
 #endif /* NET_COMMON_H */

@@ -152,35 +152,18 @@ static void fail(int id, const char *what, int err) {
              *why ? ": " : "", why);
 }
 
-static void fill(unsigned char *p, int id, int msg) {
-  uint32_t x = (uint32_t)id * 2654435761u ^ (uint32_t)msg * 40503u;
-  for (int i = 0; i < size; i++) {
-    x = x * 1103515245u + 12345u;
-    p[i] = (unsigned char)(x >> 16);
-  }
-}
-
 static void *client_conn(void *arg) {
   int id = (int)(intptr_t)arg;
   unsigned char *out = malloc((size_t)size), *in = malloc((size_t)size);
   SSL *ssl = NULL;
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const char *what = "out of memory";
+  int fd = out && in ? net_dial_loopback(port, deadline, &what) : 0;
   if (!out || !in || fd < 0) {
-    fail(id, fd < 0 ? "socket" : "out of memory", fd < 0 ? -errno : 0);
+    fail(id, what, fd);
+    fd = -1;
     goto done;
   }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_port = htons((uint16_t)port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  int err = fib_connect_until(fd, (struct sockaddr *)&a, sizeof a, deadline);
-  if (err) {
-    fail(id, "connect", err);
-    goto done;
-  }
+  int err;
   ssl = SSL_new(ctx);
   if (!ssl || !SSL_set_fd(ssl, fd) ||
       !X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), "127.0.0.1")) {
@@ -194,7 +177,7 @@ static void *client_conn(void *arg) {
     goto done;
   }
   for (int m = 0; m < msgs; m++) {
-    fill(out, id, m);
+    net_pattern(out, size, id, (unsigned long)m);
     err = tls_write_all(ssl, out, (size_t)size, deadline);
     if (err) {
       fail(id, "write", err);

@@ -466,9 +466,9 @@ FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
  * waits until (it may have passed: run now); else UINT64_MAX (nothing to
  * do until the program readies a fiber or a descriptor a fiber waits on
  * becomes ready, or nothing left). For a host loop that must choose how
- * long to block between fib_run_nowait calls. (A host that must also wake
- * for its fibers' descriptors runs fib_run_once in a thread of its own
- * for now: the poller's descriptor is not yet offered.)
+ * long to block between fib_run_nowait calls. A host that must also wake
+ * for its fibers' I/O watches fib_runtime_io_fd (fibers/io.h) beside
+ * this timeout: the time returned here does not include I/O.
  * 0 for NULL rt.
  */
 FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);

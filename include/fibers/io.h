@@ -278,6 +278,28 @@ FIB_API int fib_getaddrinfo_until(const char *node, const char *service,
 /* freeaddrinfo(3) for a list fib_getaddrinfo made; NULL is allowed. */
 FIB_API void fib_freeaddrinfo(struct addrinfo *res);
 
+/*
+ * For a host event loop that runs rt with fib_run_nowait (fibers.h): a
+ * descriptor that becomes readable when I/O that rt's fibers wait for
+ * may have completed (a descriptor, an offload job). Watch it for
+ * reading (poll, epoll, select, a GUI toolkit's fd source) together with
+ * the host's own, with a timeout from fib_runtime_next_ns, and call
+ * fib_run_nowait when it is readable; that call takes the events and
+ * resets the descriptor. It may wake the host once for nothing; it never
+ * misses: readiness that comes after a fib_run_nowait returned makes it
+ * readable. Do not read it, close it, or change it: the runtime owns it.
+ *
+ * Call it on the thread that runs rt (the I/O of a thread's fibers is
+ * watched by that thread), from outside rt's fibers, and run rt on that
+ * thread. It chooses rt's back end if no I/O call has: epoll returns the
+ * thread's epoll descriptor itself; io_uring an eventfd registered with
+ * the thread's ring. The descriptor stays the same for the thread's life
+ * (every runtime on the thread shares it).
+ * Errors: FIB_EINVAL (rt NULL), FIB_EBUSY (called from inside another
+ * runtime's fiber), FIB_ENOMEM, or the kernel's error making it.
+ */
+FIB_API int fib_runtime_io_fd(fib_runtime *rt);
+
 /* Which I/O back end rt uses: "io_uring" (chosen at its first I/O call:
  * fib_runtime_opts.io_backend or FIBERS_IO asked for it and the kernel
  * gave it), "epoll" (it has watched a descriptor), or "none" (it has not

@@ -607,13 +607,6 @@ void fib__offload_stats(unsigned *threads, unsigned *peak) {
 
 /* ------------------------------------------------------------ calls */
 
-/* The runtime's poll hook, if the I/O calls have not set it. */
-static int offload_poll(struct fib_runtime *rt, uint64_t deadline) {
-  (void)rt;
-  struct fib__poller *p = fib__poller_peek();
-  return p ? fib__poller_poll(p, deadline) : 0;
-}
-
 /*
  * Run j (filled in by the caller) on the pool and wait, as the header
  * says: 0 when it ran (its result is in j), or why it did not: the
@@ -632,9 +625,7 @@ static int offload(struct fib__fiber *self, struct job *j,
   if ((err = submit(j)) != 0)
     return err;
   struct fib_runtime *rt = self->rt;
-  if (!rt->poll)
-    rt->poll = offload_poll;
-  rt->io_backend = "epoll";
+  fib__io_hooks(rt); /* io_uring too: its ring watches the epoll set */
   rt->io_waiting++;
   fib__runtime_look_soon(rt);
   j->hold.discard = job_discard;

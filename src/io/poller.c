@@ -18,15 +18,84 @@ static pthread_once_t poller_key_once = PTHREAD_ONCE_INIT;
 /* Events handled per epoll_wait: more wait for the next call. */
 #define EVENTS_PER_WAIT 128
 
-static void poller_free(void *arg) {
-  struct fib__poller *p = arg;
+/* Pollers whose thread has exited with fibers still waiting in them: the
+ * fibers' runtime outlived the thread, and the wait nodes on those fibers'
+ * stacks are linked into the records. Freeing the records then would
+ * leave the nodes pointing into freed memory, which destroy (or the fiber
+ * itself, woken by its deadline or a cancel on another thread) would
+ * write through. Guarded by orphans_lock (a destroy may run on any
+ * thread). */
+static pthread_mutex_t orphans_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fib__poller *orphans;
+
+static int has_waiters(const struct fib__poller *p) {
+  for (size_t i = 0; i < p->nrecs; i++)
+    if (p->recs[i] && (!fib__waitq_empty(&p->recs[i]->readers) ||
+                       !fib__waitq_empty(&p->recs[i]->writers)))
+      return 1;
+  return 0;
+}
+
+static void poller_release(struct fib__poller *p) {
   for (size_t i = 0; i < p->nrecs; i++)
     fib__sys_free(p->recs[i]);
   fib__sys_free(p->recs);
-  close(p->epfd);
+  if (p->epfd >= 0)
+    close(p->epfd);
   fib__sys_free(p);
+}
+
+/* The thread exits (poller_key's destructor). */
+static void poller_free(void *arg) {
+  struct fib__poller *p = arg;
   if (tl_poller == p)
     tl_poller = NULL;
+  if (!has_waiters(p)) {
+    poller_release(p);
+    return;
+  }
+  /* Fibers of a runtime that outlives the thread wait here. Nobody polls
+   * this set again (the runtime's poll hook uses the running thread's
+   * own poller), so its descriptor goes now; the records stay, nodes
+   * and all, until the runtime is destroyed. Waking those fibers here
+   * would touch a run queue another thread may be running. */
+  close(p->epfd);
+  p->epfd = -1;
+  pthread_mutex_lock(&orphans_lock);
+  p->next_orphan = orphans;
+  orphans = p;
+  pthread_mutex_unlock(&orphans_lock);
+}
+
+/* Unlink rt's nodes from q. */
+static void unlink_runtime(struct fib__waitq *q, const struct fib_runtime *rt) {
+  struct fib__wnode *n = q->head;
+  while (n) {
+    struct fib__wnode *next = n->next;
+    if (n->fiber->rt == rt)
+      fib__waitq_unlink(n);
+    n = next;
+  }
+}
+
+void fib__poller_discard(struct fib_runtime *rt) {
+  pthread_mutex_lock(&orphans_lock);
+  struct fib__poller **pp = &orphans;
+  while (*pp) {
+    struct fib__poller *p = *pp;
+    for (size_t i = 0; i < p->nrecs; i++)
+      if (p->recs[i]) {
+        unlink_runtime(&p->recs[i]->readers, rt);
+        unlink_runtime(&p->recs[i]->writers, rt);
+      }
+    if (has_waiters(p)) {
+      pp = &p->next_orphan;
+    } else {
+      *pp = p->next_orphan;
+      poller_release(p);
+    }
+  }
+  pthread_mutex_unlock(&orphans_lock);
 }
 
 static void poller_key_create(void) {
@@ -129,6 +198,9 @@ void fib__poller_forget(struct fib__poller *p, int fd, int result,
   r->watched = 0;
   r->kind = FIB__FD_UNKNOWN;
   r->ready = 0;
+  r->stream = 0;
+  r->drained = 0;
+  r->hup = 0;
   r->gen++;
 }
 
@@ -139,11 +211,14 @@ static void deliver(struct fib__fdrec *r, uint32_t events) {
     return;
   }
   unsigned dirs = 0;
+  if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+    r->hup = 1;
   if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
     dirs |= FIB_IO_READ;
   if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
     dirs |= FIB_IO_WRITE;
   if (dirs & FIB_IO_READ) {
+    r->drained = 0;
     if (fib__waitq_first(&r->readers))
       fib__waitq_complete_all(&r->readers, 0);
     else
@@ -174,6 +249,14 @@ static int timeout_ms(uint64_t deadline) {
 int fib__poller_poll(struct fib__poller *p, uint64_t deadline) {
   struct epoll_event evs[EVENTS_PER_WAIT];
   int n;
+  /* The loop looks at I/O right after its idle wait (the fibers that wait
+   * woke it): that wait has just taken every event there was, and no
+   * fiber has run since to make more. */
+  if (deadline == 0 && p->just_waited) {
+    p->just_waited = 0;
+    return 0;
+  }
+  p->just_waited = deadline != 0;
   do
     n = epoll_wait(p->epfd, evs, EVENTS_PER_WAIT, timeout_ms(deadline));
   while (n < 0 && errno == EINTR && deadline == FIB__NO_DEADLINE);

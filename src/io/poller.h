@@ -41,6 +41,15 @@ struct fib__fdrec {
   int watched;               /* in the epoll set */
   uint32_t gen;              /* bumped each time the record starts afresh */
   unsigned ready;            /* FIB_IO_* edges seen while nobody waited */
+  unsigned char stream;      /* a SOCK_STREAM socket: a short read empties
+                                it (what is left to come sends an edge) */
+  unsigned char drained;     /* a read came back short and no read edge
+                                has come since: the next read waits for
+                                one instead of trying (io.c, READ_LOOP) */
+  unsigned char hup;         /* an event said end of file, hang-up or
+                                error: a short read no longer means
+                                empty (the end is still to be read, and
+                                its edge has come) */
   struct fib__waitq readers; /* fibers waiting to read (or accept) */
   struct fib__waitq writers; /* fibers waiting to write (or connect) */
   /* An internal descriptor (a wake-up eventfd): its events call this
@@ -53,6 +62,15 @@ struct fib__poller {
   int epfd;
   struct fib__fdrec **recs; /* by descriptor number; NULL: never seen */
   size_t nrecs;
+  /* Its thread exited while fibers still waited in its records (their
+   * runtime was not destroyed): the records are kept, on a list of such
+   * pollers, until no wait node is left in them (fib__poller_discard). */
+  struct fib__poller *next_orphan;
+  /* The last poll blocked (it had a deadline) and nothing has polled
+   * since: the run loop's non-blocking poll that comes right after the
+   * idle wait would find nothing new, and is skipped (one system call per
+   * idle transition: docs/io.md). */
+  int just_waited;
 };
 
 /* The thread's poller, made on first use. NULL if it cannot be made (*err:
@@ -75,6 +93,21 @@ int fib__poller_watch(struct fib__poller *p, int fd, struct fib__fdrec *r);
  * take it out of the epoll set (if `still_open`), bump its generation. */
 void fib__poller_forget(struct fib__poller *p, int fd, int result,
                         int still_open);
+
+/* fib_runtime_destroy's part for the poller (through rt->io_discard):
+ * take rt's fibers' wait nodes out of the pollers whose thread has exited
+ * (those nodes are on the stacks destroy frees), and free each such
+ * poller that no node is left in. A poller of a live thread needs
+ * nothing: destroy unlinks the nodes itself (fib__wait_discard). */
+void fib__poller_discard(struct fib_runtime *rt);
+
+/* rt->io_discard for every runtime that waited on I/O (io.c): the
+ * back end's and the poller's parts of destroy. */
+void fib__io_discard(struct fib_runtime *rt);
+
+/* Set rt's poll and destroy hooks for the back end it uses (choosing it
+ * if need be): before a fiber counts in rt->io_waiting. */
+void fib__io_hooks(struct fib_runtime *rt);
 
 /* Wait for events until `deadline` (fib_now_ns() time; 0: do not block;
  * FIB__NO_DEADLINE: until one comes) and wake the fibers they concern.

@@ -29,7 +29,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 /* What AUTO picks where io_uring works: see docs/io-uring.md for the
  * measurement behind it. */
@@ -59,7 +61,8 @@ struct uop {
                                SQE was made a NOP, nothing was done */
   unsigned char done;   /* its CQE has come; it is off both lists */
   unsigned char parked; /* its fiber is parked waiting for it */
-  unsigned char orphan; /* its runtime is being destroyed: wake nobody */
+  unsigned char orphan; /* its runtime is being destroyed, or its thread
+                           has exited: wake nobody */
 };
 
 struct ring {
@@ -71,7 +74,17 @@ struct ring {
   struct uop *pending; /* every operation in flight */
   struct uop **byfd;   /* by descriptor: its operations in flight */
   size_t nbyfd;
+  int poller_armed;    /* a POLL_ADD on the thread's epoll set is in
+                          flight (POLLER_WATCH) */
+  int host_fd;         /* fib_runtime_io_fd's eventfd, registered with
+                          the ring; -1 until asked for */
 };
+
+/* The user_data of the POLL_ADD that watches the thread's epoll set. The
+ * epoll set still carries what completes outside the ring (the offload
+ * pool's wake-ups): while a runtime on io_uring waits in the ring, that
+ * POLL_ADD is what wakes it for them. */
+#define POLLER_WATCH ((void *)(uintptr_t)1)
 
 static FIB__TLS struct ring *tl_ring;
 
@@ -87,15 +100,41 @@ static __attribute__((noinline)) struct ring *ring_peek(void) {
   return tl_ring;
 }
 
+static void cancel_queue(struct ring *r, struct uop *u);
+static void drain(struct ring *r, int (*pred)(const struct uop *, const void *),
+                  const void *arg);
+static int is_any_op(const struct uop *u, const void *unused) {
+  (void)u;
+  (void)unused;
+  return 1;
+}
+
+/* The thread exits (ring_key's destructor). Operations still in flight
+ * belong to fibers of runtimes that outlive it: their buffers are on
+ * those fibers' stacks, which a later destroy frees, and nobody would
+ * reap their CQEs. Cancel them and wait until the kernel has let go (the
+ * cancels complete at once for operations the kernel's poll drives),
+ * marking them done without waking anyone (the runtime may be running on
+ * another thread by now). A fiber that a deadline, a cancel or destroy
+ * later resumes finds its operation over: FIB_ECANCELED, or the result
+ * if it completed first. */
 static void ring_free(void *arg) {
   struct ring *r = arg;
-  /* Operations still in flight belong to fibers of runtimes never
-   * destroyed: their stacks are never freed. The kernel cancels them. */
+  if (tl_ring == r) /* first: reap then leaves the poller alone */
+    tl_ring = NULL;
+  for (struct uop *u = r->pending; u; u = u->next) {
+    u->orphan = 1;
+    if (!u->why) {
+      u->why = FIB_ECANCELED;
+      cancel_queue(r, u);
+    }
+  }
+  drain(r, is_any_op, NULL);
   io_uring_queue_exit(&r->ring);
+  if (r->host_fd >= 0)
+    close(r->host_fd);
   fib__sys_free(r->byfd);
   fib__sys_free(r);
-  if (tl_ring == r)
-    tl_ring = NULL;
 }
 
 static void ring_key_create(void) {
@@ -169,6 +208,7 @@ static struct ring *ring_get(int *err) {
     *err = FIB_ENOMEM;
     return NULL;
   }
+  r->host_fd = -1;
   int e = ring_setup(r);
   if (e) {
     fib__sys_free(r);
@@ -184,6 +224,24 @@ static struct ring *ring_get(int *err) {
   }
   tl_ring = r;
   return r;
+}
+
+int fib__uring_host_fd(void) {
+  int err;
+  struct ring *r = ring_get(&err);
+  if (!r)
+    return err;
+  if (r->host_fd >= 0)
+    return r->host_fd;
+  int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  if ((err = io_uring_register_eventfd(&r->ring, fd)) < 0) {
+    close(fd);
+    return err;
+  }
+  r->host_fd = fd;
+  return fd;
 }
 
 long fib__uring_setup_flags(void) {
@@ -253,15 +311,23 @@ static int reap(struct ring *r) {
   unsigned head, seen = 0;
   int ops = 0;
   struct io_uring_cqe *c;
+  int poller_ready = 0;
   io_uring_for_each_cqe(&r->ring, head, c) {
     seen++;
     struct uop *u = io_uring_cqe_get_data(c);
-    if (u) { /* NULL: a cancel request's own CQE */
+    if (u == POLLER_WATCH) {
+      r->poller_armed = 0;
+      poller_ready = 1;
+    } else if (u) { /* NULL: a cancel request's own CQE */
       complete(r, u, c->res);
       ops++;
     }
   }
   io_uring_cq_advance(&r->ring, seen);
+  struct fib__poller *p;
+  /* (not from a ring whose thread is exiting: it wakes nobody) */
+  if (poller_ready && r == ring_peek() && (p = fib__poller_peek()) != NULL)
+    ops += fib__poller_poll(p, 0);
   return ops;
 }
 
@@ -335,11 +401,26 @@ static void drain(struct ring *r, int (*pred)(const struct uop *, const void *),
 
 /* The runtime's poll hook: submit what the round queued, and take the
  * completions; with a deadline, wait for one until then. */
-static int uring_poll(struct fib_runtime *rt, uint64_t deadline) {
+int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
   (void)rt;
   struct ring *r = ring_peek();
   if (!r)
     return 0;
+  struct fib__poller *p = fib__poller_peek();
+  struct io_uring_sqe *ps;
+  if (!r->poller_armed && p && p->epfd >= 0 &&
+      (ps = io_uring_get_sqe(&r->ring)) != NULL) {
+    io_uring_prep_poll_add(ps, p->epfd, POLLIN);
+    io_uring_sqe_set_data(ps, POLLER_WATCH);
+    r->poller_armed = 1;
+  }
+  if (r->host_fd >= 0) {
+    /* Reset the host's wake-up before taking the CQEs: one posted after
+     * this read signals it again. */
+    uint64_t v;
+    while (read(r->host_fd, &v, sizeof v) < 0 && errno == EINTR)
+      ;
+  }
   if (deadline == 0) {
     /* No system call if nothing is queued and the kernel has nothing
      * pending for us (IORING_SQ_TASKRUN: liburing then enters to run it). */
@@ -368,7 +449,7 @@ static int is_rt_op(const struct uop *u, const void *rt) {
  * are about to lose their stacks. Cancel those operations and wait for
  * their CQEs (on this thread's ring: destroy runs on the thread that ran
  * the runtime's I/O). */
-static void uring_discard(struct fib_runtime *rt) {
+void fib__uring_discard(struct fib_runtime *rt) {
   struct ring *r = ring_peek();
   if (!r)
     return;
@@ -381,7 +462,6 @@ static void uring_discard(struct fib_runtime *rt) {
       }
     }
   drain(r, is_rt_op, rt);
-  rt->io_discard = NULL;
 }
 
 /* ----------------------------------------------------- one operation */
@@ -442,8 +522,8 @@ static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
   r->byfd[u->fd] = u;
 
   struct fib_runtime *rt = self->rt;
-  rt->poll = uring_poll;
-  rt->io_discard = uring_discard;
+  rt->poll = fib__uring_poll;
+  rt->io_discard = fib__io_discard;
   rt->io_waiting++;
   fib__runtime_look_soon(rt);
   u->parked = 1;
@@ -485,15 +565,22 @@ static int poll_op(struct ring *r, struct fib__fiber *self, int fd,
 
 /* ------------------------------------------------------------- calls */
 
-ssize_t fib__uring_readv(int fd, void *buf, size_t len,
-                         const struct iovec *iov, int iovcnt,
-                         uint64_t deadline) {
+/* Reads: one RECV/RECVMSG (sockets, and recv/recvmsg on anything: the
+ * kernel then says ENOTSOCK, as there) or READ/READV operation into the
+ * caller's buffer; if it says EAGAIN, wait for POLLIN and hand it over
+ * again. */
+static ssize_t read_common(int fd, void *buf, size_t len,
+                           const struct iovec *iov, int iovcnt,
+                           struct msghdr *umsg, int flags, int sock_call,
+                           uint64_t deadline) {
   struct fib__fiber *self;
   struct fib__fdrec *rec;
   struct ring *r;
   int err = start(fd, &self, &rec, &r);
   if (err)
     return err;
+  flags &= ~MSG_DONTWAIT; /* the operation waits; the fiber parks */
+  int as_socket = sock_call || rec->kind == FIB__FD_SOCKET;
   for (;;) {
     struct uop u;
     struct msghdr m = {.msg_iov = (struct iovec *)iov,
@@ -501,17 +588,16 @@ ssize_t fib__uring_readv(int fd, void *buf, size_t len,
     struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
     if (!s)
       return FIB_ENOMEM;
-    if (rec->kind == FIB__FD_SOCKET) {
-      if (buf)
-        io_uring_prep_recv(s, fd, buf, len, 0);
-      else
-        io_uring_prep_recvmsg(s, fd, &m, 0);
-    } else if (buf) {
-      io_uring_prep_read(s, fd, buf, (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len),
+    if (as_socket && buf)
+      io_uring_prep_recv(s, fd, buf, len, flags);
+    else if (as_socket)
+      io_uring_prep_recvmsg(s, fd, umsg ? umsg : &m, (unsigned)flags);
+    else if (buf)
+      io_uring_prep_read(s, fd, buf,
+                         (unsigned)(len > 0x7ffff000 ? 0x7ffff000 : len),
                          (uint64_t)-1);
-    } else {
+    else
       io_uring_prep_readv(s, fd, iov, (unsigned)iovcnt, (uint64_t)-1);
-    }
     int n = op_wait(r, self, &u, s, deadline);
     if (n != -EAGAIN && n != -EINTR)
       return n;
@@ -522,32 +608,16 @@ ssize_t fib__uring_readv(int fd, void *buf, size_t len,
   }
 }
 
+ssize_t fib__uring_readv(int fd, void *buf, size_t len,
+                         const struct iovec *iov, int iovcnt,
+                         uint64_t deadline) {
+  return read_common(fd, buf, len, iov, iovcnt, NULL, 0, 0, deadline);
+}
+
 ssize_t fib__uring_recvmsg(int fd, void *buf, size_t len, struct msghdr *msg,
                            int flags, uint64_t deadline) {
-  struct fib__fiber *self;
-  struct fib__fdrec *rec;
-  struct ring *r;
-  int err = start(fd, &self, &rec, &r);
-  if (err)
-    return err;
-  flags &= ~MSG_DONTWAIT; /* the operation waits; the fiber parks */
-  for (;;) {
-    struct uop u;
-    struct io_uring_sqe *s = op_sqe(r, self, fd, &u);
-    if (!s)
-      return FIB_ENOMEM;
-    if (msg)
-      io_uring_prep_recvmsg(s, fd, msg, (unsigned)flags);
-    else
-      io_uring_prep_recv(s, fd, buf, len, flags);
-    int n = op_wait(r, self, &u, s, deadline);
-    if (n != -EAGAIN && n != -EINTR)
-      return n;
-    if (n == -EAGAIN && (n = poll_op(ring_peek(), self, fd,
-                                     POLLIN | POLLRDHUP, deadline)) < 0)
-      return n;
-    r = ring_peek();
-  }
+  return read_common(fd, msg ? NULL : buf, len, NULL, 0, msg, flags, 1,
+                     deadline);
 }
 
 /* Writes: the system call first (it nearly always succeeds); what would
@@ -639,7 +709,7 @@ int fib__uring_accept(int fd, struct sockaddr *addr, socklen_t *addrlen,
     io_uring_prep_accept(s, fd, addr, addrlen, flags | SOCK_NONBLOCK);
     int c = op_wait(r, self, &u, s, deadline);
     if (c >= 0)
-      return fib__io_adopt_socket(c);
+      return fib__io_adopt_socket(c, rec->stream);
     if (c == -EAGAIN) {
       if ((c = poll_op(ring_peek(), self, fd, POLLIN, deadline)) < 0)
         return c;
@@ -664,8 +734,15 @@ int fib__uring_connect(int fd, const struct sockaddr *addr, socklen_t addrlen,
     return FIB_ENOMEM;
   io_uring_prep_connect(s, fd, addr, addrlen);
   int res = op_wait(r, self, &u, s, deadline);
-  if (res != -EINPROGRESS && res != -EALREADY && res != -EAGAIN &&
-      res != -EINTR)
+  /* An AF_UNIX listener's full backlog: no completion or readiness will
+   * say when there is room (io.c, fib__connect_backoff). */
+  for (uint64_t delay = 0; res == -EAGAIN;) {
+    if ((res = fib__connect_backoff(&delay, deadline)) != 0)
+      return res;
+    while ((res = connect(fd, addr, addrlen) == 0 ? 0 : -errno) == -EINTR)
+      ;
+  }
+  if (res != -EINPROGRESS && res != -EALREADY && res != -EINTR)
     return res;
   /* Under way (the kernel answered as to a non-blocking connect): wait
    * for writability, then SO_ERROR says, as in the epoll path. */

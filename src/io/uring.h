@@ -69,6 +69,21 @@ int fib__uring_wait_fd(int fd, unsigned events, uint64_t deadline);
  * completed first) and wait until the kernel has ended them all. */
 void fib__uring_close(int fd);
 
+/* fib_runtime_destroy's part for io_uring (called by fib__io_discard):
+ * cancel the operations of rt's fibers in this thread's ring and wait
+ * until the kernel has let go of their buffers. */
+void fib__uring_discard(struct fib_runtime *rt);
+
+/* The runtime's poll hook on io_uring: submit what the round queued and
+ * take the completions (and the thread's epoll set's events, when it
+ * signals); with a deadline, wait for one until then. */
+int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline);
+
+/* fib_runtime_io_fd on io_uring: an eventfd registered with this
+ * thread's ring (made on first use), readable when a CQE has come; the
+ * ring's poll hook resets it. Or a negative errno. */
+int fib__uring_host_fd(void);
+
 /* For tests: the ring's setup flags on this thread, or -1 if it has none;
  * how many operations completed after a cancel was asked for (the caller
  * got their result). */
@@ -85,7 +100,13 @@ int fib__io_begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec);
  * writability may be an edge left from before). Both back ends use it. */
 #define FIB__CONNECT_PENDING 1
 int fib__connect_outcome(int fd);
+
+/* connect(2) said EAGAIN (an AF_UNIX listener's backlog is full, and no
+ * readiness will say when it is not): sleep a while, longer each time
+ * (*delay, 0 at first), then the caller tries again. 0, FIB_ETIMEDOUT
+ * (deadline passed) or FIB_ECANCELED. Both back ends use it. */
+int fib__connect_backoff(uint64_t *delay, uint64_t deadline);
 ssize_t fib__io_write_nosigpipe(int fd, const struct iovec *iov, int iovcnt);
-int fib__io_adopt_socket(int fd);
+int fib__io_adopt_socket(int fd, int stream);
 
 #endif

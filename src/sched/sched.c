@@ -467,7 +467,13 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
      * that keep yielding), and whenever nothing is ready. */
     int outside = rt->timers.count || rt->io_waiting;
     if (outside && (rt->until_loop == 0 || ready == 0)) {
-      if (rt->io_waiting)
+      /* Nothing ready, no timer, and the loop may wait: idle_wait's poll
+       * takes the I/O events (at once if there are some); a poll here
+       * first would be a second system call for the same events. (With
+       * timers, I/O is polled before they expire: an operation that has
+       * completed wins over a deadline that has passed.) */
+      if (rt->io_waiting && (ready || rt->timers.count ||
+                             mode == RUN_NOWAIT || budget != SIZE_MAX))
         (void)rt->poll(rt, 0);
       if (rt->timers.count)
         expire_timers(rt, fib_now_ns());
