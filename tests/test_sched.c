@@ -679,7 +679,76 @@ TEST(runtimes_on_different_threads_run_independently) {
   }
 }
 
+/* Found by the fuzzer (fuzz/regressions/joiner-readied-twice): a joiner
+ * whose deadline fires in the same round as its target finishes, the
+ * target running first, was readied a second time by the target's finish
+ * (queued twice: a finished fiber then ran). */
+static uint64_t race_deadline;
+static fib_id race_target;
+
+static void *sleep_to_deadline(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sleep_until(race_deadline)); /* armed first: fires first */
+  return (void *)42;
+}
+
+static void *join_with_same_deadline(void *arg) {
+  (void)arg;
+  void *r;
+  int err = fib_join_until(race_target, &r, race_deadline);
+  if (err == 0) { /* the finish won: the join is complete */
+    CHECK_EQ((uintptr_t)r, 42u);
+    return NULL;
+  }
+  CHECK_EQ(err, FIB_ETIMEDOUT); /* the deadline won: join again */
+  CHECK_OK(fib_join(race_target, &r));
+  CHECK_EQ((uintptr_t)r, 42u);
+  return NULL;
+}
+
+TEST(a_joiner_whose_deadline_races_its_targets_end_runs_once) {
+  for (int i = 0; i < 50; i++) {
+    fib_runtime *rt = new_runtime();
+    race_deadline = fib_now_ns() + 2 * MS;
+    CHECK_OK(fib_spawn(rt, sleep_to_deadline, NULL, NULL, &race_target));
+    CHECK_OK(fib_spawn(rt, join_with_same_deadline, NULL, NULL, NULL));
+    run_to_end(rt);
+  }
+}
+
+/* Found by the fuzzer (fuzz/regressions/join-finished-when-cancelled): a
+ * cancelled fiber's fib_join returns FIB_ECANCELED even when its target
+ * has finished (a call that may wait, fibers.h), and joins nothing. */
+static void *returns_7(void *arg) {
+  (void)arg;
+  return (void *)7;
+}
+
+static void *cancelled_joiner(void *arg) {
+  (void)arg;
+  fib_id t;
+  CHECK_OK(fib_spawn(NULL, returns_7, NULL, NULL, &t));
+  CHECK_OK(fib_yield()); /* t finishes */
+  CHECK_OK(fib_cancel(NULL, fib_self()));
+  CHECK_EQ(fib_join(t, NULL), FIB_ECANCELED);
+  return (void *)(uintptr_t)t; /* still joinable: main collects it */
+}
+
+TEST(a_cancelled_fiber_joining_a_finished_one_gets_ecanceled) {
+  fib_runtime *rt = new_runtime();
+  fib_id j;
+  CHECK_OK(fib_spawn(rt, cancelled_joiner, NULL, NULL, &j));
+  void *t;
+  CHECK_OK(fib_run_join(rt, j, &t));
+  void *r;
+  CHECK_OK(fib_run_join(rt, (fib_id)(uintptr_t)t, &r));
+  CHECK_EQ((uintptr_t)r, 7u);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 TEST_MAIN(T(round_robin_in_spawn_order),
+          T(a_joiner_whose_deadline_races_its_targets_end_runs_once),
+          T(a_cancelled_fiber_joining_a_finished_one_gets_ecanceled),
           T(fibers_spawned_by_a_fiber_run_first_in_spawn_order),
           T(joiner_runs_first_when_its_child_finishes),
           T(front_of_the_queue_cannot_starve_the_back),

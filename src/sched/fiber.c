@@ -178,10 +178,6 @@ static int group_join(struct fib__fiber *self, fib_id id, void **result,
   if (!err && (t->detached || t->joiner))
     err = FIB_EINVAL;
   if (!err && !t->done) {
-    if (fib__cancelled(self)) {
-      pthread_mutex_unlock(&home->ids_lock);
-      return FIB_ECANCELED;
-    }
     fib__claim_arm(self, FIB__CLAIM_ANY);
     t->joiner = self;
     pthread_mutex_unlock(&home->ids_lock);
@@ -212,6 +208,8 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
     return FIB_EPERM;
   if (id == self->id)
     return FIB_EDEADLK;
+  if (fib__cancelled(self)) /* a call that may wait: even if it need not */
+    return FIB_ECANCELED;
   struct fib_runtime *rt = self->rt;
   if (rt->group)
     return group_join(self, id, result, deadline_ns);

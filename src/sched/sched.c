@@ -385,8 +385,11 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     group_finish(rt, self); /* self may be freed from here on */
   } else {
     rt->unfinished--;
-    if (self->joiner)
-      fib__fiber_ready_front(self->joiner); /* it collects and frees us */
+    /* Its joiner collects and frees us; unless a deadline or a cancel has
+     * already readied it (it is then READY, about to find that its join
+     * failed): readied twice, it would be queued twice. */
+    if (self->joiner && self->joiner->state == FIB__FIBER_BLOCKED)
+      fib__fiber_ready_front(self->joiner);
     else if (self->detached)
       fib__fiber_free_record(rt, self);
   }
