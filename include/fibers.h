@@ -198,7 +198,37 @@ enum {
    * FP control state of the code that created it, as a new thread does.
    * In fib_runtime_opts.flags: the default for every fiber of that
    * runtime. */
-  FIB_SHARED_FP = 1u << 1
+  FIB_SHARED_FP = 1u << 1,
+  /* Compact stack, for fibers and coroutines that mostly sit suspended
+   * (a connection waiting for its next request). It runs on a stack its
+   * thread shares with the other compact ones of the same stack size and
+   * guard mode (a guarded stack like any other: an overflow is caught and
+   * reported as usual), and while it is suspended its live frames are kept
+   * in a heap buffer of just their size, copied out when it is suspended
+   * and back when it resumes. A suspended compact fiber costs what its
+   * frames need (a few hundred bytes) instead of a page of stack; each
+   * switch into or out of it copies them (and goes through a small
+   * switching stack when it leaves the shared stack).
+   *
+   * The hazard: while it is suspended, its stack's addresses hold another
+   * compact fiber's frames, or nothing. A pointer into a suspended compact
+   * fiber's stack (the address of one of its locals, handed to another
+   * fiber or kept in a global) must not be used until it runs again: pass
+   * values, or memory from the heap. Builds without NDEBUG fill a vacated
+   * stretch with 0xdb bytes, so such a pointer reads 0xdbdb...
+   * (non-canonical as an address: dereferenced, it faults); under
+   * AddressSanitizer that stretch is poisoned, so the access is reported.
+   *
+   * Also: a compact coroutine runs only on the thread that created it
+   * (fib_coro_resume elsewhere: FIB_EPERM); FIB_GUARD_NONE is refused
+   * (FIB_EINVAL): the shared stack is always guarded; at most 4 stack
+   * sizes (times guard modes) of compact fibers per thread (FIB_ENOMEM
+   * beyond); running out of memory while suspending one (its buffer must
+   * grow) is fatal, as nothing can hold its frames; the high-water mark
+   * (fib_stack_info.high_water) is the most bytes of frames it has had
+   * saved; debuggers' `fiber bt` cannot follow a suspended compact fiber
+   * (its frames are in the buffer). fib_attr only. */
+  FIB_COMPACT = 1u << 2
 };
 
 /*
@@ -208,7 +238,8 @@ enum {
 typedef struct fib_attr {
   size_t stack_size;    /* usable stack bytes; 0: the runtime's default */
   const char *name;     /* copied (fibers only); NULL: no name */
-  unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP */
+  unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP,
+                           FIB_COMPACT */
   fib_guard_mode guard; /* FIB_GUARD_AUTO: the runtime's (or the default) */
   /* Room for attributes to come without changing the struct's size; must
    * be zero (a non-zero word is refused with FIB_EINVAL). */
@@ -246,13 +277,15 @@ typedef enum fib_coro_state {
 
 /*
  * Create a suspended coroutine that will run fn(arg, first).
- * attr may be NULL; stack_size, guard and FIB_SHARED_FP are used.
+ * attr may be NULL; stack_size, guard, FIB_SHARED_FP and FIB_COMPACT are
+ * used.
  * Errors: FIB_EINVAL (NULL out or fn, stack size out of
  * [FIB_STACK_MIN, FIB_STACK_MAX], guard mode unknown or unavailable,
- * unknown flags),
+ * unknown flags, FIB_COMPACT with FIB_GUARD_NONE),
  * FIB_ENOMEM (no memory or mappings for the stack, the mprotect budget of
- * FIB_GUARD_MPROTECT is spent, or the thread's signal stack for overflow
- * reports could not be made).
+ * FIB_GUARD_MPROTECT is spent, the thread's signal stack for overflow
+ * reports could not be made, or FIB_COMPACT with a fifth stack size on
+ * this thread).
  */
 FIB_API int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
                             const fib_attr *attr);
@@ -262,7 +295,8 @@ FIB_API int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
  * it yielded or returned.
  * Errors: FIB_EINVAL (NULL co, or co is dead), FIB_EBUSY (co is running or
  * is waiting on a coroutine it resumed), FIB_EPERM (co is a fiber's own
- * context: see fib_coro_current).
+ * context: see fib_coro_current; or a FIB_COMPACT coroutine of another
+ * thread).
  */
 FIB_API int fib_coro_resume(fib_coro *co, void *in, void **out);
 

@@ -5,6 +5,10 @@
 #include "sanitize.h"
 #include "sys.h"
 
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
 fib_coro *fib_coro_current(void) {
   fib_coro *co = fib__coro_self();
   return co && !co->owner ? co : NULL; /* a fiber's own is not for users */
@@ -77,6 +81,278 @@ FIB__HOOK void san_finish(fib_coro *self) {
 }
 #endif
 
+/* ---- compact coroutines (FIB_COMPACT)
+ *
+ * A compact coroutine has no stack of its own. It runs on a stack its
+ * thread shares with every compact coroutine of the same class (usable
+ * size, guard mode): an ordinary guarded stack from the stack layer. Its
+ * record is on the heap, and while it is suspended its live frames, from
+ * its saved stack pointer up to the shared stack's top, are kept in a
+ * heap buffer of their size; they go back to the same addresses before it
+ * runs again, so pointers within its own frames stay right. (libaco's
+ * copying "shared stack" is the model; this one saves eagerly, on every
+ * switch out, so the shared stack holds nobody's frames but the running
+ * one's, and there is no owner to evict later.)
+ *
+ * Frames can be copied out only after the switch has saved the context
+ * onto them, and a coroutine's frames can be copied in only by code that
+ * is not running on the shared stack. So a switch out of a compact
+ * coroutine goes through a small per-thread switching stack (`helper`):
+ * the leaving side saves its context as any switch does, into a context
+ * made fresh on the helper stack; there helper_entry copies the leaving
+ * frames out and the arriving ones in, and jumps to the arriving context.
+ * A switch into a compact coroutine from elsewhere copies in first and
+ * switches directly. A finished compact coroutine's frames are dead:
+ * nothing is saved.
+ *
+ * Under AddressSanitizer the frames' shadow is saved and restored with
+ * them (their redzones stay true), and a vacated stretch is poisoned, so a
+ * pointer into a suspended compact coroutine's stack is reported when
+ * used. Without NDEBUG the stretch is filled with 0xdb bytes for the same
+ * reason (a pointer read from it is non-canonical and faults). */
+
+struct shared_stack {
+  struct fib__stack *st; /* NULL: slot free */
+  size_t usable;
+  fib_guard_mode mode;   /* as asked for (AUTO and MADVISE are two slots) */
+};
+#define SHARED_SLOTS 4
+
+struct compact_tl {
+  struct shared_stack shared[SHARED_SLOTS];
+  struct fib__stack *helper; /* the switching stack; NULL until needed */
+  /* The switch helper_entry is to finish (set by compact_switch): */
+  fib_coro *from, *to;       /* from: NULL if nothing is to be saved */
+  void **save_sp;            /* where from's context was saved */
+  void *load_sp;
+  int nofp;
+  int exit_hook;
+#if FIB__TSAN
+  void *helper_tsan;
+#endif
+};
+static FIB__TLS struct compact_tl tl_compact;
+
+struct compact {
+  fib_coro co;          /* first: the record the layers above see */
+  /* co.stack: the shared stack's geometry with this coroutine's own owner
+   * fields (id, kind, name), which the overflow report reads through
+   * fib__tl_running. Never given back to the stack layer. */
+  struct fib__stack desc;
+  struct compact_tl *home; /* its thread's */
+  char *top;            /* the shared stack's top: frames are [top-len, top) */
+  unsigned char *buf;   /* saved frames (then, under ASan, their shadow) */
+  size_t len, cap, peak;
+};
+
+static inline struct compact *compact_of(fib_coro *co) {
+  return (struct compact *)(void *)co;
+}
+
+/* Buffer bytes for `len` bytes of frames: under ASan, their shadow too. */
+static size_t saved_size(size_t len) {
+#if FIB__ASAN
+  return len + (len >> 3);
+#else
+  return len;
+#endif
+}
+
+#if FIB__ASAN
+static unsigned char *shadow_of(const void *p) {
+  static size_t scale, offset;
+  if (!scale)
+    __asan_get_shadow_mapping(&scale, &offset);
+  return (unsigned char *)(((uintptr_t)p >> scale) + offset);
+}
+
+/* Copies that ASan does not check: the frames hold redzones, which are
+ * poisoned by design. volatile keeps the compiler from turning the loop
+ * into a call to memcpy, which ASan intercepts. */
+__attribute__((no_sanitize("address"))) static void
+raw_copy(void *dst, const void *src, size_t n) {
+  volatile unsigned char *d = dst;
+  const volatile unsigned char *s = src;
+  for (size_t i = 0; i < n; i++)
+    d[i] = s[i];
+}
+
+__attribute__((no_sanitize("address"))) static void
+raw_fill(void *dst, unsigned char v, size_t n) {
+  volatile unsigned char *d = dst;
+  for (size_t i = 0; i < n; i++)
+    d[i] = v;
+}
+#else
+#define raw_copy memcpy
+#define raw_fill memset
+#endif
+
+/* Save c's frames, [lo, top), into its buffer; called on the helper
+ * stack, after its context was saved at lo. */
+static void copy_out(struct compact *c, char *lo) {
+  size_t len = (size_t)(c->top - lo), need = saved_size(len);
+  /* Right-sized: grown to fit, shrunk when it is far too big, so an idle
+   * coroutine keeps about what its frames need. */
+  if (need > c->cap || need < c->cap / 4) {
+    size_t cap = (need + 63) & ~(size_t)63;
+    unsigned char *buf = fib__sys_realloc(c->buf, cap);
+    if (!buf) {
+      if (need > c->cap) /* nowhere to put them: no caller to tell */
+        fib__fatal("out of memory saving a compact fiber's stack");
+    } else {
+      c->buf = buf;
+      c->cap = cap;
+    }
+  }
+  raw_copy(c->buf, lo, len);
+#if FIB__ASAN
+  raw_copy(c->buf + len, shadow_of(lo), len >> 3);
+#endif
+  c->len = len;
+  if (len > c->peak)
+    c->peak = len;
+#ifndef NDEBUG
+  raw_fill(lo, 0xdb, len); /* a stale pointer into it reads 0xdbdb... */
+#endif
+#if FIB__ASAN
+  ASAN_POISON_MEMORY_REGION(lo, len); /* and ASan reports its use */
+#endif
+}
+
+/* Put c's frames back where they were. */
+static void copy_in(struct compact *c) {
+  char *lo = c->top - c->len;
+  raw_copy(lo, c->buf, c->len);
+#if FIB__ASAN
+  raw_copy(shadow_of(lo), c->buf + c->len, c->len >> 3);
+#endif
+}
+
+/* Where a value meant for `p`, an address in the frames of `owner` (a
+ * suspended compact coroutine), is to go: its frames are in its buffer. */
+__attribute__((noinline)) static void **compact_slot(fib_coro *owner,
+                                                    void **p) {
+  struct compact *c = compact_of(owner);
+  char *lo = c->top - c->len;
+  if ((char *)p >= lo && (char *)p < c->top)
+    return (void **)(void *)(c->buf + ((char *)p - lo));
+  return p; /* its record (first), or elsewhere */
+}
+
+/* *where = value, for the value a switch delivers to the suspended
+ * `owner` (NULL: the thread's own context): straight through, unless the
+ * owner is compact and its frames are saved. */
+static inline void put_value(fib_coro *owner, void **where, void *value) {
+  if (__builtin_expect(owner && (owner->shared_fp & FIB__CORO_COMPACT), 0))
+    where = compact_slot(owner, where);
+  *where = value;
+}
+
+static void helper_entry(void *unused);
+
+/*
+ * A switch that involves a compact coroutine: `from` leaves (NULL: the
+ * thread's own context; `final`: it has finished, save_sp unused), `to`
+ * arrives (NULL: the thread's context), `nofp` picks the assembly
+ * variant. Returns 0 when `from` runs again, as coro_switch does.
+ */
+__attribute__((noinline)) static int compact_switch(int nofp, fib_coro *from,
+                                                    fib_coro *to,
+                                                    void **save_sp,
+                                                    void *load_sp, int final) {
+  int from_c = from && (from->shared_fp & FIB__CORO_COMPACT);
+  int to_c = to && (to->shared_fp & FIB__CORO_COMPACT);
+  if (from && to == from->resumer) /* going back: this switch restores it */
+    from->shared_fp &= ~FIB__CORO_RESUMER_COMPACT;
+  if (!from_c || (final && !to_c)) {
+    /* Not running on a shared stack, or leaving it for good for a context
+     * elsewhere: nothing to save, and the copy in cannot hit our frames. */
+    if (to_c)
+      copy_in(compact_of(to));
+#if FIB__SAN_HOOKS
+    san_start(from, to, final);
+#endif
+    if (final) {
+      if (nofp)
+        fib__ctx_jump_nofp(load_sp, NULL);
+      fib__ctx_jump(load_sp, NULL);
+    }
+    if (nofp)
+      (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
+    else
+      (void)fib__ctx_switch(save_sp, load_sp, NULL);
+#if FIB__SAN_HOOKS
+    san_finish(from);
+#endif
+    return 0;
+  }
+  /* Leaving the shared stack with frames to keep, or overwriting it: the
+   * copies run on the helper stack (made in compact_create). */
+  struct compact_tl *t = &tl_compact;
+  t->from = final ? NULL : from;
+  t->save_sp = save_sp;
+  t->to = to;
+  t->load_sp = load_sp;
+  t->nofp = nofp;
+  void *hsp = fib__ctx_make(fib__stack_top(t->helper), helper_entry);
+#if FIB__ASAN
+  tl_leaving_thread = 0;
+  __sanitizer_start_switch_fiber(final ? NULL : &from->san_fake,
+                                 t->helper->lo,
+                                 (size_t)(fib__stack_end(t->helper) -
+                                          t->helper->lo));
+#endif
+#if FIB__TSAN
+  if (!t->helper_tsan)
+    t->helper_tsan = __tsan_create_fiber(0);
+  __tsan_switch_to_fiber(t->helper_tsan, 0);
+#endif
+  if (final) /* a fresh context: either variant enters it */
+    fib__ctx_jump(hsp, NULL);
+  /* from's context is saved with the variant it will be resumed with */
+  if (nofp)
+    (void)fib__ctx_switch_nofp(save_sp, hsp, NULL);
+  else
+    (void)fib__ctx_switch(save_sp, hsp, NULL);
+#if FIB__SAN_HOOKS
+  san_finish(from);
+#endif
+  return 0;
+}
+
+/* On the helper stack: finish the switch compact_switch began. */
+static void helper_entry(void *unused) {
+  (void)unused;
+  struct compact_tl *t = &tl_compact; /* afresh: see the TLS rule */
+#if FIB__ASAN
+  __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+  fib_coro *from = t->from, *to = t->to;
+  if (from)
+    copy_out(compact_of(from), (char *)*t->save_sp);
+  if (to && (to->shared_fp & FIB__CORO_COMPACT))
+    copy_in(compact_of(to));
+#if FIB__ASAN
+  /* the helper's context is never resumed: no fake stack to keep */
+  if (to)
+    __sanitizer_start_switch_fiber(NULL, to->stack->lo,
+                                   (size_t)(fib__stack_end(to->stack) -
+                                            to->stack->lo));
+  else
+    __sanitizer_start_switch_fiber(NULL, tl_thread_stack_lo,
+                                   tl_thread_stack_size);
+#endif
+#if FIB__TSAN
+  if (to && !to->san_fiber)
+    fib__coro_announce(to, to->stack->owner_kind);
+  __tsan_switch_to_fiber(to ? to->san_fiber : tl_thread_tsan, 0);
+#endif
+  if (t->nofp)
+    fib__ctx_jump_nofp(t->load_sp, NULL);
+  fib__ctx_jump(t->load_sp, NULL);
+}
+
 /*
  * Every switch into or out of a coroutine goes through here (except the
  * first entry into a new one, which starts in coro_entry, and the last
@@ -95,6 +371,10 @@ FIB__HOOK void san_finish(fib_coro *self) {
 static inline __attribute__((always_inline)) int
 coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
             void *load_sp) {
+  /* One test for both: the common case is 0 (full FP state) */
+  if (__builtin_expect(fp->shared_fp > FIB__CORO_NOFP, 0))
+    return compact_switch(fp->shared_fp & FIB__CORO_NOFP, from, to, save_sp,
+                          load_sp, 0);
 #if FIB__SAN_HOOKS
   san_start(from, to, 0);
   if (fp->shared_fp)
@@ -115,6 +395,11 @@ coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
  * saved. `fp` picks the variant, as in coro_switch. */
 _Noreturn static inline __attribute__((always_inline)) void
 coro_jump(const fib_coro *fp, fib_coro *from, fib_coro *to, void *load_sp) {
+  if (__builtin_expect(fp->shared_fp > FIB__CORO_NOFP, 0)) {
+    (void)compact_switch(fp->shared_fp & FIB__CORO_NOFP, from, to, NULL,
+                         load_sp, 1);
+    __builtin_unreachable();
+  }
 #if FIB__SAN_HOOKS
   san_start(from, to, 1);
 #endif
@@ -144,7 +429,7 @@ static inline void enter(fib_coro *co) {
 static inline void leave(fib_coro *co, void *value) {
   fib_coro *prev = co->resumer;
   if (co->out)
-    *co->out = value;
+    put_value(prev, co->out, value);
   fib__coro_set_self(prev);
   if (prev)
     prev->status = FIB_CORO_RUNNING;
@@ -160,6 +445,139 @@ static void coro_entry(void *unused) {
   fib__coro_exit(result);
 }
 
+/* ---- compact coroutines: making and freeing them */
+
+static pthread_key_t compact_key;
+static pthread_once_t compact_key_once = PTHREAD_ONCE_INIT;
+
+/* Thread exit: the shared stacks and the helper go back. Compact
+ * coroutines of this thread that still exist can never run again. */
+static void compact_thread_exit(void *arg) {
+  struct compact_tl *t = arg;
+  for (int i = 0; i < SHARED_SLOTS; i++)
+    if (t->shared[i].st)
+      fib__stack_put(t->shared[i].st);
+  if (t->helper)
+    fib__stack_put(t->helper);
+#if FIB__TSAN
+  if (t->helper_tsan)
+    __tsan_destroy_fiber(t->helper_tsan);
+#endif
+  memset(t, 0, sizeof *t);
+  /* the pool's own exit hook may have run already */
+  fib__stack_pool_drain();
+}
+
+static void compact_key_create(void) {
+  (void)pthread_key_create(&compact_key, compact_thread_exit);
+}
+
+/* This thread's shared stack for (usable, mode), made if need be. */
+static int shared_stack(struct compact_tl *t, size_t usable,
+                        fib_guard_mode mode, struct shared_stack **out) {
+  struct shared_stack *free_slot = NULL;
+  for (int i = 0; i < SHARED_SLOTS; i++) {
+    struct shared_stack *sh = &t->shared[i];
+    if (sh->st && sh->usable == usable && sh->mode == mode) {
+      *out = sh;
+      return 0;
+    }
+    if (!sh->st && !free_slot)
+      free_slot = sh;
+  }
+  if (!free_slot)
+    return FIB_ENOMEM;
+  int err = fib__stack_get(&free_slot->st, usable, mode);
+  if (err)
+    return err;
+  free_slot->usable = usable;
+  free_slot->mode = mode;
+  free_slot->st->owner_kind = "compact stack";
+  *out = free_slot;
+  return 0;
+}
+
+static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
+                          size_t usable, fib_guard_mode mode, unsigned flags) {
+  if (mode == FIB_GUARD_NONE)
+    return FIB_EINVAL; /* the shared stack is always guarded */
+  struct compact_tl *t = &tl_compact;
+  if (!t->exit_hook) {
+    pthread_once(&compact_key_once, compact_key_create);
+    t->exit_hook = pthread_setspecific(compact_key, t) == 0;
+  }
+  int err = 0;
+  if (!t->helper) /* copies only: the smallest stack does */
+    err = fib__stack_get(&t->helper, FIB_STACK_MIN, FIB_GUARD_AUTO);
+  struct shared_stack *sh = NULL;
+  if (!err)
+    err = shared_stack(t, usable, mode, &sh);
+  if (err)
+    return err;
+  /* The first frame, made in a scratch buffer: it holds no address of
+   * the stack it is on, so it can be copied to the shared stack's top. */
+  _Alignas(16) char scratch[256];
+  char *sp = fib__ctx_make(scratch + sizeof scratch, coro_entry);
+  size_t len = (size_t)(scratch + sizeof scratch - sp);
+  struct compact *c = fib__sys_malloc(sizeof *c);
+  unsigned char *buf = fib__sys_malloc(saved_size(len));
+  if (!c || !buf) {
+    fib__sys_free(c);
+    fib__sys_free(buf);
+    return FIB_ENOMEM;
+  }
+  memcpy(buf, sp, len);
+#if FIB__ASAN
+  memset(buf + len, 0, len >> 3); /* its shadow: all addressable */
+#endif
+  c->desc = *sh->st;
+  c->desc.owner_id = 0;
+  c->desc.owner_kind = "coroutine";
+  c->desc.owner_name = NULL;
+  c->desc.pool_next = NULL;
+  c->desc.vg_id = 0;
+  c->home = t;
+  c->top = fib__stack_top(sh->st);
+  c->buf = buf;
+  c->len = c->cap = c->peak = len;
+
+  fib_coro *co = &c->co;
+  co->stack = &c->desc;
+  co->sp = c->top - len;
+  co->resumer_sp = NULL;
+  co->resumer = NULL;
+  co->fn = fn;
+  co->arg = arg;
+  co->status = FIB_CORO_SUSPENDED;
+  co->shared_fp =
+      FIB__CORO_COMPACT | ((flags & FIB_SHARED_FP) ? FIB__CORO_NOFP : 0);
+  co->canary = NULL;
+  co->owner = NULL;
+  co->out = NULL;
+  co->first = NULL;
+  co->in = &co->first;
+  co->san_fake = NULL;
+  co->san_fiber = NULL;
+  *out = co;
+  return 0;
+}
+
+/* A plain coroutine resumed by a compact one (`prev`, running on a shared
+ * stack): the switch saves prev's frames, and co's yield or return must
+ * put them back. Out of line: the resume fast path only tests a bit. */
+__attribute__((noinline)) static int
+resume_from_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
+  co->resumer = prev;
+  co->out = out;
+  if (co->in)
+    put_value(co, co->in, in);
+  enter(co);
+  co->shared_fp |= FIB__CORO_RESUMER_COMPACT;
+  return compact_switch(co->shared_fp & FIB__CORO_NOFP, prev, co,
+                        &co->resumer_sp, co->sp, 0);
+}
+
+
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
                      fib_guard_mode mode, unsigned flags) {
   /* The handler that reports overflows must be in place before any code
@@ -167,6 +585,8 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   int err = fib__overflow_prepare_thread();
   if (err)
     return err;
+  if (flags & FIB_COMPACT)
+    return compact_create(out, fn, arg, usable, mode, flags);
   struct fib__stack *s;
   err = fib__stack_get(&s, usable, mode);
   if (err)
@@ -197,6 +617,12 @@ void fib__coro_free(fib_coro *co) {
   if (co->san_fiber) /* it has been switched away from for good */
     __tsan_destroy_fiber(co->san_fiber);
 #endif
+  if (co->shared_fp & FIB__CORO_COMPACT) {
+    struct compact *c = compact_of(co);
+    fib__sys_free(c->buf);
+    fib__sys_free(c);
+    return;
+  }
   fib__stack_put(co->stack);
 }
 
@@ -209,7 +635,7 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
     attr = &no_attr;
   size_t usable =
       fib__stack_check(attr->stack_size, FIB_STACK_DEFAULT, attr->guard);
-  if (!usable || (attr->flags & ~FIB_SHARED_FP) ||
+  if (!usable || (attr->flags & ~(FIB_SHARED_FP | FIB_COMPACT)) ||
       !fib__all_zero(attr->reserved, sizeof attr->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
@@ -220,7 +646,7 @@ static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
   co->resumer = prev;
   co->out = out;
   if (co->in)
-    *co->in = in;
+    put_value(co, co->in, in);
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
   return coro_switch(co, prev, co, &co->resumer_sp, co->sp);
@@ -246,6 +672,8 @@ resume_suspended(fib_coro *co, void *in, void **out) {
   if (prev) {
     check_canary(prev); /* resuming another switches away from it */
     prev->status = FIB_CORO_NORMAL;
+    if (__builtin_expect(prev->shared_fp & FIB__CORO_COMPACT, 0))
+      return resume_from_compact(co, prev, in, out);
   } else if (!fib__tl_overflow_ready) {
     return resume_on_new_thread(co, in, out);
   }
@@ -257,6 +685,9 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
     return FIB_EINVAL;
   if (co->owner)
     return FIB_EPERM; /* a fiber's own: only its scheduler resumes it */
+  if (__builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0) &&
+      compact_of(co)->home != &tl_compact)
+    return FIB_EPERM; /* its frames belong at another thread's addresses */
   return resume_suspended(co, in, out);
 }
 
@@ -271,7 +702,7 @@ static inline void take_over(fib_coro *from, fib_coro *to) {
   to->resumer_sp = from->resumer_sp;
   to->out = from->out;
   if (to->in)
-    *to->in = NULL;
+    put_value(to, to->in, NULL);
   from->in = NULL;
 }
 
@@ -347,15 +778,22 @@ int fib_coro_stack(const fib_coro *co, fib_stack_info *out) {
   if (!co || !out || co->status == FIB_CORO_DEAD)
     return FIB_EINVAL;
   fib__stack_describe(co->stack, out);
+  if (co->shared_fp & FIB__CORO_COMPACT) /* the shared stack's residency */
+    out->high_water = compact_of((fib_coro *)co)->peak; /* says nothing */
   return 0;
 }
 
 int fib_self_stack(fib_stack_info *out) {
   if (!out)
     return FIB_EINVAL;
-  const fib_coro *co = fib__coro_self();
+  fib_coro *co = fib__coro_self();
   if (!co)
     return FIB_EPERM;
   fib__stack_describe(co->stack, out);
+  if (co->shared_fp & FIB__CORO_COMPACT) /* its frames: from here to the top */
+    out->high_water = (size_t)(compact_of(co)->top - (char *)&co) >
+                              compact_of(co)->peak
+                          ? (size_t)(compact_of(co)->top - (char *)&co)
+                          : compact_of(co)->peak;
   return 0;
 }

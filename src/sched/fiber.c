@@ -44,7 +44,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   size_t stack = rt->stack_size; /* the runtime's, rounded already */
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
-    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP;
+    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_COMPACT;
     if (!stack || (attr->flags & ~known_flags) ||
         !fib__all_zero(attr->reserved,
                        sizeof attr->reserved / sizeof(uintptr_t)))
@@ -67,7 +67,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     return FIB_ENOMEM;
   err = fib__coro_create(&f->co, fiber_main, f, stack,
                          attr->guard ? attr->guard : rt->guard,
-                         (attr->flags | rt->flags) & FIB_SHARED_FP);
+                         ((attr->flags | rt->flags) & FIB_SHARED_FP) |
+                             (attr->flags & FIB_COMPACT));
   if (err) {
     fib__fiber_drop_record(rt, f);
     return err;

@@ -240,7 +240,20 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
   fib__runtime_look_soon(rt);
 }
 
+/* A FIB_COMPACT fiber's frames leave its stack while it is suspended, so
+ * a wait whose records are on its stack (f->wait: wait queues, select,
+ * I/O) would have its wakers write into another fiber's frames. Refused
+ * loudly rather than corrupting (see FIB_COMPACT in fibers.h). */
+static inline void check_compact_wait(const struct fib__fiber *self) {
+  if (__builtin_expect(self->wait != NULL, 0) &&
+      __builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
+    fib__fatal("a FIB_COMPACT fiber blocked in a wait whose records are on "
+               "its stack (mutex, cond, sem, wait group, once, channel, "
+               "select, I/O)");
+}
+
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
+  check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
@@ -248,6 +261,7 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {
+  check_compact_wait(self);
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 1;
   self->wake = 0;
