@@ -8,6 +8,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#if FIB__VALGRIND
+#include <valgrind/memcheck.h>
+#endif
 
 fib_coro *fib_coro_current(void) {
   fib_coro *co = fib__coro_self();
@@ -218,11 +221,19 @@ static void copy_out(struct compact *c, char *lo) {
 #if FIB__ASAN
   ASAN_POISON_MEMORY_REGION(lo, len); /* and ASan reports its use */
 #endif
+#if FIB__VALGRIND
+  VALGRIND_MAKE_MEM_NOACCESS(lo, len); /* and so does memcheck */
+#endif
 }
 
 /* Put c's frames back where they were. */
 static void copy_in(struct compact *c) {
   char *lo = c->top - c->len;
+#if FIB__VALGRIND
+  /* memcheck took the stretch for dead stack (below the shared stack's
+   * last stack pointer): addressable again, its contents from the copy */
+  VALGRIND_MAKE_MEM_UNDEFINED(lo, c->len);
+#endif
   raw_copy(lo, c->buf, c->len);
 #if FIB__ASAN
   raw_copy(shadow_of(lo), c->buf + c->len, c->len >> 3);
@@ -369,18 +380,17 @@ static void helper_entry(void *unused) {
  *
  * Under a sanitizer the switch is bracketed by the hooks instead (start,
  * switch, finish: no tail call then); `from` and `to` are for the hooks,
- * `fp` picks the variant.
+ * `nofp` picks the variant. A switch that involves a compact coroutine
+ * goes through compact_switch instead: each caller tests the switch kind
+ * (fib_coro.shared_fp) once, before its bookkeeping, full FP state first,
+ * so the common case pays no more than the one test it always made.
  */
 static inline __attribute__((always_inline)) int
-coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
+coro_switch(int nofp, fib_coro *from, fib_coro *to, void **save_sp,
             void *load_sp) {
-  /* One test for both: the common case is 0 (full FP state) */
-  if (__builtin_expect(fp->shared_fp > FIB__CORO_NOFP, 0))
-    return compact_switch(fp->shared_fp & FIB__CORO_NOFP, from, to, save_sp,
-                          load_sp, 0);
 #if FIB__SAN_HOOKS
   san_start(from, to, 0);
-  if (fp->shared_fp)
+  if (nofp)
     (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
   else
     (void)fib__ctx_switch(save_sp, load_sp, NULL);
@@ -389,26 +399,21 @@ coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
 #else
   (void)from;
   (void)to;
-  return fp->shared_fp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
-                       : fib__ctx_switch_int(save_sp, load_sp, NULL);
+  return nofp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
+              : fib__ctx_switch_int(save_sp, load_sp, NULL);
 #endif
 }
 
 /* The last switch out of `from`, which has finished: nothing of it is
  * saved. `fp` picks the variant, as in coro_switch. */
 _Noreturn static inline __attribute__((always_inline)) void
-coro_jump(const fib_coro *fp, fib_coro *from, fib_coro *to, void *load_sp) {
-  if (__builtin_expect(fp->shared_fp > FIB__CORO_NOFP, 0)) {
-    (void)compact_switch(fp->shared_fp & FIB__CORO_NOFP, from, to, NULL,
-                         load_sp, 1);
-    __builtin_unreachable();
-  }
+coro_jump(int nofp, fib_coro *from, fib_coro *to, void *load_sp) {
 #if FIB__SAN_HOOKS
   san_start(from, to, 1);
 #endif
   (void)from;
   (void)to;
-  if (fp->shared_fp)
+  if (nofp)
     fib__ctx_jump_nofp(load_sp, NULL);
   fib__ctx_jump(load_sp, NULL);
 }
@@ -432,7 +437,7 @@ static inline void enter(fib_coro *co) {
 static inline void leave(fib_coro *co, void *value) {
   fib_coro *prev = co->resumer;
   if (co->out)
-    put_value(prev, co->out, value);
+    *co->out = value;
   fib__coro_set_self(prev);
   if (prev)
     prev->status = FIB_CORO_RUNNING;
@@ -565,20 +570,6 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
   return 0;
 }
 
-/* A plain coroutine resumed by a compact one (`prev`, running on a shared
- * stack): the switch saves prev's frames, and co's yield or return must
- * put them back. Out of line: the resume fast path only tests a bit. */
-__attribute__((noinline)) static int
-resume_from_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
-  co->resumer = prev;
-  co->out = out;
-  if (co->in)
-    put_value(co, co->in, in);
-  enter(co);
-  co->shared_fp |= FIB__CORO_RESUMER_COMPACT;
-  return compact_switch(co->shared_fp & FIB__CORO_NOFP, prev, co,
-                        &co->resumer_sp, co->sp, 0);
-}
 
 
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
@@ -644,15 +635,96 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
 }
 
-/* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
-static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
+/* ---- the compact halves of the switches below: out of line, reached
+ * after one test of the switch kind. Values go through put_value (the
+ * receiver's frames may be in its buffer), and the switch through
+ * compact_switch. */
+
+/* co (compact, or plain with a compact resumer `prev`), resumed by prev. */
+__attribute__((noinline)) static int
+resume_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
+  if ((co->shared_fp & FIB__CORO_COMPACT) &&
+      compact_of(co)->home != &tl_compact) {
+    if (prev) /* its frames belong at another thread's addresses */
+      prev->status = FIB_CORO_RUNNING;
+    return FIB_EPERM;
+  }
   co->resumer = prev;
   co->out = out;
   if (co->in)
     put_value(co, co->in, in);
   enter(co);
+  if (prev && (prev->shared_fp & FIB__CORO_COMPACT))
+    co->shared_fp |= FIB__CORO_RESUMER_COMPACT;
+  return compact_switch(co->shared_fp & FIB__CORO_NOFP, prev, co,
+                        &co->resumer_sp, co->sp, 0);
+}
+
+__attribute__((noinline)) static int yield_compact(fib_coro *co, void *value,
+                                                   void **in) {
+  fib_coro *prev = co->resumer;
+  co->in = in;
+  co->status = FIB_CORO_SUSPENDED;
+  if (co->out)
+    put_value(prev, co->out, value);
+  fib__coro_set_self(prev);
+  if (prev)
+    prev->status = FIB_CORO_RUNNING;
+  return compact_switch(co->shared_fp & FIB__CORO_NOFP, co, prev, &co->sp,
+                        co->resumer_sp, 0);
+}
+
+__attribute__((noinline, noreturn)) static void exit_compact(fib_coro *co,
+                                                            void *value) {
+  fib_coro *prev = co->resumer;
+  co->in = NULL;
+  co->status = FIB_CORO_DEAD;
+  if (co->out)
+    put_value(prev, co->out, value);
+  fib__coro_set_self(prev);
+  if (prev)
+    prev->status = FIB_CORO_RUNNING;
+  (void)compact_switch(co->shared_fp & FIB__CORO_NOFP, co, prev, NULL,
+                       co->resumer_sp, 1);
+  __builtin_unreachable();
+}
+
+/* transfer and finish_into between compact fibers (the scheduler pairs
+ * only equal kinds) */
+__attribute__((noinline)) static int
+transfer_compact(fib_coro *from, fib_coro *to, int final) {
+  to->resumer = from->resumer;
+  to->resumer_sp = from->resumer_sp;
+  to->out = from->out;
+  if (to->in)
+    put_value(to, to->in, NULL);
+  from->in = NULL;
+  from->status = final ? FIB_CORO_DEAD : FIB_CORO_SUSPENDED;
+  enter(to);
+  return compact_switch(to->shared_fp & FIB__CORO_NOFP, from, to,
+                        final ? NULL : &from->sp, to->sp, final);
+}
+
+/* The plain half of resume: `nofp` is a constant where it is inlined. */
+static inline __attribute__((always_inline)) int
+resume_plain(int nofp, fib_coro *co, fib_coro *prev, void *in, void **out) {
+  co->resumer = prev;
+  co->out = out;
+  if (co->in)
+    *co->in = in;
+  enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
-  return coro_switch(co, prev, co, &co->resumer_sp, co->sp);
+  return coro_switch(nofp, prev, co, &co->resumer_sp, co->sp);
+}
+
+/* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
+static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
+  int kind = co->shared_fp;
+  if (__builtin_expect(kind == 0, 1))
+    return resume_plain(0, co, prev, in, out);
+  if (kind == FIB__CORO_NOFP)
+    return resume_plain(1, co, prev, in, out);
+  return resume_compact(co, prev, in, out);
 }
 
 /* The first resume on a thread that never made a coroutine: put the
@@ -676,7 +748,7 @@ resume_suspended(fib_coro *co, void *in, void **out) {
     check_canary(prev); /* resuming another switches away from it */
     prev->status = FIB_CORO_NORMAL;
     if (__builtin_expect(prev->shared_fp & FIB__CORO_COMPACT, 0))
-      return resume_from_compact(co, prev, in, out);
+      return resume_compact(co, prev, in, out);
   } else if (!fib__tl_overflow_ready) {
     return resume_on_new_thread(co, in, out);
   }
@@ -688,9 +760,6 @@ int fib_coro_resume(fib_coro *co, void *in, void **out) {
     return FIB_EINVAL;
   if (co->owner)
     return FIB_EPERM; /* a fiber's own: only its scheduler resumes it */
-  if (__builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0) &&
-      compact_of(co)->home != &tl_compact)
-    return FIB_EPERM; /* its frames belong at another thread's addresses */
   return resume_suspended(co, in, out);
 }
 
@@ -705,36 +774,61 @@ static inline void take_over(fib_coro *from, fib_coro *to) {
   to->resumer_sp = from->resumer_sp;
   to->out = from->out;
   if (to->in)
-    put_value(to, to->in, NULL);
+    *to->in = NULL;
   from->in = NULL;
 }
 
-int fib__coro_transfer(fib_coro *from, fib_coro *to) {
-  check_canary(from);
+static inline __attribute__((always_inline)) int
+transfer_plain(int nofp, fib_coro *from, fib_coro *to) {
   take_over(from, to);
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
   /* Returns 0 when something resumes or transfers back to `from`. */
-  return coro_switch(to, from, to, &from->sp, to->sp);
+  return coro_switch(nofp, from, to, &from->sp, to->sp);
+}
+
+int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+  check_canary(from);
+  int kind = to->shared_fp;
+  if (__builtin_expect(kind == 0, 1))
+    return transfer_plain(0, from, to);
+  if (kind == FIB__CORO_NOFP)
+    return transfer_plain(1, from, to);
+  return transfer_compact(from, to, 0);
 }
 
 _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
   check_canary(from);
+  int kind = to->shared_fp;
+  if (kind > FIB__CORO_NOFP) {
+    (void)transfer_compact(from, to, 1);
+    __builtin_unreachable();
+  }
   take_over(from, to);
   from->status = FIB_CORO_DEAD;
   enter(to);
-  coro_jump(to, from, to, to->sp);
+  coro_jump(kind, from, to, to->sp);
+}
+
+static inline __attribute__((always_inline)) int
+yield_plain(int nofp, fib_coro *co, void *value, void **in) {
+  co->in = in;
+  co->status = FIB_CORO_SUSPENDED;
+  leave(co, value);
+  /* Returns 0 here when resumed; the resumer stored *in. */
+  return coro_switch(nofp, co, co->resumer, &co->sp, co->resumer_sp);
 }
 
 /* Suspend the running co; both yields inline it. */
 static inline __attribute__((always_inline)) int
 yield_running(fib_coro *co, void *value, void **in) {
   check_canary(co);
-  co->in = in;
-  co->status = FIB_CORO_SUSPENDED;
-  leave(co, value);
-  /* Returns 0 here when resumed; the resumer stored *in. */
-  return coro_switch(co, co, co->resumer, &co->sp, co->resumer_sp);
+  int kind = co->shared_fp;
+  if (__builtin_expect(kind == 0, 1))
+    return yield_plain(0, co, value, in);
+  if (kind == FIB__CORO_NOFP)
+    return yield_plain(1, co, value, in);
+  return yield_compact(co, value, in);
 }
 
 int fib_coro_yield(void *value, void **in) {
@@ -754,10 +848,12 @@ int fib__coro_yield(void *value, void **in) {
 _Noreturn void fib__coro_exit(void *value) {
   fib_coro *co = fib__coro_self();
   check_canary(co);
+  if (co->shared_fp > FIB__CORO_NOFP)
+    exit_compact(co, value);
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);
-  coro_jump(co, co, co->resumer, co->resumer_sp);
+  coro_jump(co->shared_fp, co, co->resumer, co->resumer_sp);
 }
 
 int fib_coro_status(const fib_coro *co) {

@@ -72,11 +72,14 @@ TEST(many_stacks_cost_few_system_calls_and_mappings) {
     printf("# %s: %d stacks: %ld system calls, %ld slabs, %ld mappings more\n",
            modes[m] == FIB_GUARD_NONE ? "none" : "madvise", MANY, calls,
            fib__stack_slab_count() - slabs, count_mappings() - maps);
-    if (modes[m] == FIB_GUARD_NONE) /* no guards: mmaps and populates */
-      CHECK(calls < MANY / 4);
-    CHECK(calls < MANY + MANY / 4);
-    CHECK(fib__stack_slab_count() - slabs <= 5); /* 16, 32, 64, 128 */
     const char *tool = getenv("FIB_TEST_TOOL");
+    if (tool && strncmp(tool, "valgrind", 8) == 0) /* it has no vectored */
+      printf("# valgrind: no process_madvise, one madvise per range\n");
+    else if (modes[m] == FIB_GUARD_NONE) /* no guards: mmaps and populates */
+      CHECK(calls < MANY / 4);
+    else
+      CHECK(calls < MANY + MANY / 4);
+    CHECK(fib__stack_slab_count() - slabs <= 5); /* 16, 32, 64, 128 */
     if (!tool || strcmp(tool, "none") == 0) /* the tools map memory too */
       CHECK(count_mappings() - maps <= 5);
     /* each stack is where its slab put it: whole, apart, the requested size */
