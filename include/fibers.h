@@ -141,7 +141,9 @@ FIB_API const char *fib_err_name(int err);
  * keeps page-table overhead per fiber small while leaving room for libc
  * calls such as printf. Overflow is caught by the guard region. A freed
  * stack is kept for reuse, with the pages it touched, in a pool per thread
- * (up to 256 stacks in all, found by size and guard mode). */
+ * (found by size and guard mode): 256 stacks for good, and beyond that what
+ * the program has been using, until a second passes in which it did not
+ * need them. */
 #define FIB_STACK_DEFAULT ((size_t)64 * 1024)
 
 /* Longest fiber name kept (longer names are truncated). */

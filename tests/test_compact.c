@@ -480,7 +480,8 @@ TEST(an_idle_compact_fiber_costs_its_frames_not_a_page) {
     return;
   }
   CHECK(plain > 4096);
-  CHECK(small < 1600); /* frames ~770 B, records ~520 B */
+  /* frames ~770 B at -O2 (more at -O0), records ~520 B: well under half */
+  CHECK(small < plain / 2);
 }
 
 TEST_MAIN(T(values_on_the_stack_survive_suspension),
