@@ -736,7 +736,9 @@ struct pool_class {
   uint32_t usable;         /* usable bytes of its stacks; 0: slot free */
   fib_guard_mode mode;     /* resolved: MADVISE, MPROTECT or NONE */
   uint32_t batch;          /* stacks its next miss takes from a slab:
-                              doubles with each miss, up to SLAB_BATCH_MAX */
+                              doubles with each miss, up to SLAB_BATCH_MAX;
+                              back to one when another class is asked for
+                              (classes taking turns get no batches) */
 };
 _Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a class's size fits its field");
 
@@ -931,10 +933,29 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
     return FIB_EINVAL;
   if (mode == FIB_GUARD_MPROTECT)
     return map_stack(out, usable, mode);
-  /* From a slab: a batch when the class is the hot one (the rest go on its
-   * list), growing while the misses go on; else just the one. */
-  int hot = class_is(&p->hot, usable, mode);
-  uint32_t want = hot && p->hot.batch ? p->hot.batch : 1;
+  /* From a slab: a batch for the hot class (the rest go on its list),
+   * growing while the misses go on. The request's class becomes the hot
+   * one if it was not (a program that spawns a million fibers before any
+   * finishes has never given a stack back to make it one). */
+  if (!class_is(&p->hot, usable, mode)) {
+    if (p->hot.usable) {
+      struct pool_class *c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
+      if (c->usable) { /* the least recently used gives way */
+        struct fib__stack *give = NULL;
+        evict(p, c, &give);
+        slab_give(give);
+      }
+      shift_cold(p, c);
+      p->cold[0] = p->hot;
+      p->cold[0].batch = 0;
+    }
+    p->hot.head = NULL;
+    p->hot.usable = (uint32_t)usable;
+    p->hot.mode = mode;
+    p->hot.batch = 0;
+  }
+  int hot = 1;
+  uint32_t want = p->hot.batch ? p->hot.batch : 1;
   struct fib__stack *list;
   int n = slab_take(usable, mode, want, &list);
   if (n < 0)
@@ -976,6 +997,7 @@ get_promote(struct pool *p, struct pool_class *c, struct fib__stack **out,
   uint32_t batch = c->batch;
   shift_cold(p, c);
   p->cold[0] = p->hot;
+  p->cold[0].batch = 0; /* classes taking turns: no batches */
   return take_hot(p, s, batch, out, usable, mode);
 }
 
@@ -998,6 +1020,7 @@ __attribute__((noinline)) static int get_slow(struct pool *p,
   struct fib__stack *s = c->head;
   uint32_t batch = c->batch;
   p->cold[0] = p->hot;
+  p->cold[0].batch = 0; /* classes taking turns: no batches */
   return take_hot(p, s, batch, out, usable, mode);
 }
 
