@@ -18,20 +18,43 @@ SHELL := /bin/bash
 CONFIGURE = set -o pipefail; $(2) $(CMAKE) $(FIB_CMAKE_ARGS) $(1) \
 	| { grep '^-- fibers:' || true; }
 
-.PHONY: all run test clean configure
+.PHONY: all run test clean configure test-bare
+
+# tools/deps.sh checks what each goal needs before it starts: what is
+# missing is installed with apt-get where this user may (root, sudo without
+# a password), else it stops naming the command to run. FIB_NO_INSTALL=1
+# in the environment: never install, only name it.
+DEPS = CC='$(CC)' CMAKE='$(CMAKE)' CTEST='$(CTEST)' $(SHELL) tools/deps.sh
+BUILD_ABS = $(abspath $(BUILD))
 
 all: configure
 	$(CMAKE) --build $(BUILD) -j $(JOBS)
 
 configure:
+	@$(DEPS) build
 	@$(call CONFIGURE,-S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) \
 	    -DCMAKE_C_COMPILER=$(CC))
 
-run: all
-	./$(BUILD)/examples/counters
+# Without CMake the demo is built with one compiler line (tools/build-demo.sh):
+# it needs nothing else, so `make run` never installs CMake.
+run:
+	@$(DEPS) run
+	@if command -v $(CMAKE) >/dev/null; then \
+	    $(MAKE) --no-print-directory all && $(BUILD_ABS)/examples/counters; \
+	else CC='$(CC)' $(SHELL) tools/build-demo.sh $(BUILD_ABS)/nocmake && \
+	    $(BUILD_ABS)/nocmake/counters; fi
 
-test: all
+# The set-up first, then the build (a sub-make: not a prerequisite, which
+# `make -j` could start beside it).
+test:
+	@$(DEPS) test
+	@$(MAKE) --no-print-directory all
 	cd $(BUILD) && $(CTEST) --output-on-failure -j $(JOBS)
+
+# Both commands on a machine without cmake, ctest and gdb (a PATH that
+# hides them): tests/tools/bare_machine.sh. Exit 77: it cannot run here.
+test-bare:
+	@$(SHELL) tests/tools/bare_machine.sh || [ $$? -eq 77 ]
 
 clean:
 	rm -rf $(BUILD) build-*

@@ -4,6 +4,8 @@
 // boost::context::fiber is built on.
 //
 //   switch    ns per one-way jump_fcontext (round trips / 2)
+//   switch_fp_flags  the same once the resumer's MXCSR status flags differ
+//             from the context's (one inexact FP operation in the resumer)
 //   create    ns per malloc'd 16 KiB stack + make_fcontext + jump in + the
 //             context finishing (jumping back for good) + free
 //   idle_rss  bytes per suspended context on a guarded stack
@@ -39,16 +41,29 @@ __attribute__((noinline)) ctxd::fcontext_t bench_switch_loop(ctxd::fcontext_t c,
   return c;
 }
 
-static void bench_switch(long n) {
+// switch_fp_flags: as bench_fibers.c's, the resumer's MXCSR precision
+// flag set after make_fcontext (which saved the clean MXCSR into the new
+// context), so every jump loads a changed MXCSR.
+static void raise_inexact() {
+  volatile double x = 1.0, y = 3.0;
+  x = x / y;
+  (void)x;
+}
+
+static void bench_switch(const char *name, long n) {
   char *stack = static_cast<char *>(std::malloc(kStack));
   ctxd::fcontext_t c = ctxd::make_fcontext(stack + kStack, kStack, switch_body);
+  bool dirty = std::string(name) == "switch_fp_flags";
+  if (dirty)
+    raise_inexact();
   c = bench_switch_loop(c, n / 10 + 1);
   double t0 = bench_now_ns();
   c = bench_switch_loop(c, n);
   double t1 = bench_now_ns();
   std::free(stack);
-  bench_report("switch", "boost_context", (t1 - t0) / (2.0 * double(n)), "ns",
-               n, "jump_fcontext round trip / 2");
+  bench_report(name, "boost_context", (t1 - t0) / (2.0 * double(n)), "ns", n,
+               dirty ? "as switch, the resumer's MXCSR precision flag set"
+                     : "jump_fcontext round trip / 2");
 }
 
 // ------------------------------------------------------------- create
@@ -132,7 +147,8 @@ static void bench_idle_rss(const char *name, long n) {
 }
 
 int main(int argc, char **argv) {
-  const char *benches = "switch create idle_rss_100k idle_rss_1m";
+  const char *benches =
+      "switch switch_fp_flags create idle_rss_100k idle_rss_1m";
   if (argc != 3) {
     bench_usage(argv[0], benches);
     return 2;
@@ -143,8 +159,8 @@ int main(int argc, char **argv) {
     bench_usage(argv[0], benches);
     return 2;
   }
-  if (b == "switch")
-    bench_switch(n);
+  if (b == "switch" || b == "switch_fp_flags")
+    bench_switch(b.c_str(), n);
   else if (b == "create")
     bench_create(n);
   else if (b == "idle_rss_100k" || b == "idle_rss_1m")

@@ -9,6 +9,13 @@
 //               touching 512 bytes of its stack
 //   skynet_1m   ms for the skynet tree (fiber + join per node); also prints
 //               skynet_1m_peak_rss
+//   skynet_1m_chan  the canonical skynet: children detached, each sends its
+//               sum through its parent's unbuffered_channel; also prints
+//               skynet_1m_chan_peak_rss
+//   spawn_alive_1m  ms to start n fibers that all wait on one gate (a
+//               condition_variable; Boost.Fiber has no wait group), open
+//               it and wait for all to finish; also prints
+//               spawn_alive_1m_peak_rss and spawn_alive_1m_idle_rss
 //   chan_unbuffered  ns per message: two fibers ping-pong through two
 //               boost::fibers::unbuffered_channel<long>
 //   chan_buffered    ns per message: producer -> consumer through a
@@ -140,6 +147,101 @@ static void bench_skynet(long n) {
                "VmHWM of the whole process");
 }
 
+// The canonical skynet: as bench_fibers.c's skynet_chan.
+using sky_chan = bf::unbuffered_channel<std::uint64_t>;
+
+static void skynet_chan(sky_chan &parent, std::uint64_t num, std::uint64_t size) {
+  std::uint64_t sum = num;
+  if (size > 1) {
+    sky_chan rc;
+    std::uint64_t sub = size / 10;
+    for (std::uint64_t i = 0; i < 10; i++)
+      bf::fiber([&rc, num, i, sub] { skynet_chan(rc, num + i * sub, sub); })
+          .detach();
+    sum = 0;
+    for (int i = 0; i < 10; i++) {
+      std::uint64_t v;
+      rc.pop(v);
+      sum += v;
+    }
+  }
+  parent.push(sum);
+}
+
+static void bench_skynet_chan(long n) {
+  std::uint64_t leaves = 1;
+  while (leaves < std::uint64_t(n))
+    leaves *= 10;
+  double t0 = bench_now_ns();
+  sky_chan c;
+  bf::fiber([&c, leaves] { skynet_chan(c, 0, leaves); }).detach();
+  std::uint64_t sum;
+  c.pop(sum);
+  double t1 = bench_now_ns();
+  if (sum != leaves * (leaves - 1) / 2) {
+    std::fprintf(stderr, "bench_boost_fiber: skynet_1m_chan sum wrong\n");
+    std::exit(1);
+  }
+  bench_report("skynet_1m_chan", "boost_fiber", (t1 - t0) / 1e6, "ms",
+               long(leaves), "unbuffered_channel per node, fibers detached");
+  bench_report("skynet_1m_chan_peak_rss", "boost_fiber",
+               double(bench_status_bytes("VmHWM")), "bytes", long(leaves),
+               "VmHWM of the whole process");
+  // The last senders may still be finishing: leave without unwinding the
+  // scheduler (as idle_rss does).
+  std::fflush(stdout);
+  _exit(0);
+}
+
+// spawn_alive_1m: the shape of bench_fibers.c's, with a counter and a
+// condition variable in place of a wait group.
+struct counter {
+  bf::mutex m;
+  bf::condition_variable cv;
+  long n = 0;
+  void done() {
+    std::unique_lock<bf::mutex> lk(m);
+    if (--n == 0)
+      cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock<bf::mutex> lk(m);
+    cv.wait(lk, [this] { return n == 0; });
+  }
+};
+
+static void bench_spawn_alive(long n) {
+  counter ready, gate, done;
+  ready.n = n;
+  done.n = n;
+  gate.n = 1;
+  double t0 = bench_now_ns();
+  long before = bench_rss_bytes();
+  for (long i = 0; i < n; i++)
+    bf::fiber([&] {
+      ready.done();
+      gate.wait();
+      done.done();
+    }).detach();
+  ready.wait(); // all n are at the gate
+  long after = bench_rss_bytes();
+  gate.done(); // open it: all n wake
+  done.wait();
+  double t1 = bench_now_ns();
+  bench_report("spawn_alive_1m", "boost_fiber", (t1 - t0) / 1e6, "ms", n,
+               "spawn n, all wait on one condition_variable, release, all "
+               "finish");
+  bench_report("spawn_alive_1m_peak_rss", "boost_fiber",
+               double(bench_status_bytes("VmHWM")), "bytes", n,
+               "VmHWM of the whole process");
+  bench_report("spawn_alive_1m_idle_rss", "boost_fiber",
+               double(after - before) / double(n), "bytes", n,
+               "RSS per fiber with all n waiting (default_stack, malloc'd, "
+               "no guard)");
+  std::fflush(stdout);
+  _exit(0); // as above: the last fibers may still be finishing
+}
+
 static void bench_unbuffered(long n) {
   long rounds = n / 2 > 0 ? n / 2 : 1;
   auto run = [](long r) {
@@ -217,7 +319,8 @@ static void bench_mutex(long n) {
 
 int main(int argc, char **argv) {
   const char *benches =
-      "spawn_join yield idle_rss_100k idle_rss_1m skynet_1m chan_unbuffered "
+      "spawn_join yield idle_rss_100k idle_rss_1m skynet_1m skynet_1m_chan "
+      "spawn_alive_1m chan_unbuffered "
       "chan_buffered mutex_handoff";
   if (argc != 3) {
     bench_usage(argv[0], benches);
@@ -237,6 +340,10 @@ int main(int argc, char **argv) {
     bench_idle_rss(b.c_str(), n);
   else if (b == "skynet_1m")
     bench_skynet(n);
+  else if (b == "skynet_1m_chan")
+    bench_skynet_chan(n);
+  else if (b == "spawn_alive_1m")
+    bench_spawn_alive(n);
   else if (b == "chan_unbuffered")
     bench_unbuffered(n);
   else if (b == "chan_buffered")

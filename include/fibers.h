@@ -111,7 +111,8 @@ FIB_API int fib_version(void);
   X(ENOSPC, "no space left on the device")                                   \
   X(EACCES, "permission denied")                                             \
   X(ENOENT, "no such file, directory or name")                               \
-  X(ENOSYS, "not supported by this kernel")
+  X(ENOSYS, "not supported by this kernel")                                  \
+  X(ENOTSUP, "not supported (yet) in this configuration")
 
 enum {
 #define FIB_ERRNO_ENUM(name, text) FIB_##name = -name,
@@ -201,6 +202,21 @@ enum {
    * In fib_runtime_opts.flags: the default for every fiber of that
    * runtime. */
   FIB_SHARED_FP = 1u << 1,
+  /* Keep the fiber on the worker that spawned it (fib_attr only). In a
+   * runtime with several workers (fib_runtime_opts.workers), a fiber that
+   * has never run may otherwise be taken by an idle worker, and so run on
+   * another thread than its parent's; once it has run, it never moves.
+   * The first fiber spawned in a runtime is always pinned: it runs on the
+   * thread that calls fib_run. No effect with one worker. */
+  FIB_PINNED = 1u << 2,
+  /* The runtime takes work from other threads (fib_runtime_opts.flags
+   * only): while fibers remain that nothing inside it can wake, fib_run
+   * waits for posts (fib_post, fib_call) or plain threads (which may use
+   * shared channels: see "Synchronisation") instead of returning
+   * FIB_EDEADLK. A runtime becomes so by itself once something is posted
+   * to it; this flag says so from the start, for a program whose first
+   * post or send may come after its fibers have all started waiting. */
+  FIB_ACCEPT_POSTS = 1u << 3,
   /* Compact stack, for fibers and coroutines that mostly sit suspended
    * (a connection waiting for its next request). It runs on a stack its
    * thread shares with the other compact ones of the same stack size and
@@ -229,8 +245,10 @@ enum {
    * grow) is fatal, as nothing can hold its frames; the high-water mark
    * (fib_stack_info.high_water) is the most bytes of frames it has had
    * saved; debuggers' `fiber bt` cannot follow a suspended compact fiber
-   * (its frames are in the buffer). fib_attr only. */
-  FIB_COMPACT = 1u << 2
+   * (its frames are in the buffer). fib_attr only. In a runtime with
+   * several workers a compact fiber stays on the worker that spawned it
+   * (as with FIB_PINNED); fib_attr.worker with it: FIB_EINVAL. */
+  FIB_COMPACT = 1u << 4
 };
 
 /*
@@ -243,9 +261,15 @@ typedef struct fib_attr {
   unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP,
                            FIB_COMPACT */
   fib_guard_mode guard; /* FIB_GUARD_AUTO: the runtime's (or the default) */
+  /* Fibers of a runtime with several workers (fib_runtime_opts.workers):
+   * the worker to run it on, plus one; it runs there and stays there, as
+   * with FIB_PINNED. 0: the spawner's worker (worker 0 from outside), and
+   * an idle worker may take it before it first runs. Beyond the last
+   * worker: FIB_EINVAL. Coroutines: must be 0. */
+  unsigned worker;
   /* Room for attributes to come without changing the struct's size; must
    * be zero (a non-zero word is refused with FIB_EINVAL). */
-  uintptr_t reserved[4];
+  uintptr_t reserved[3];
 } fib_attr;
 
 /* ------------------------------------------------------------ coroutines */
@@ -346,16 +370,34 @@ enum {
                        have it; epoll otherwise */
 };
 
+/* The most workers a runtime may have (fib_runtime_opts.workers). */
+#define FIB_WORKERS_MAX 256
+
 typedef struct fib_runtime_opts {
   size_t stack_size;    /* default usable stack; 0: FIB_STACK_DEFAULT */
   fib_guard_mode guard; /* default guard mode for its fibers */
-  unsigned flags;       /* FIB_SHARED_FP: for all its fibers */
+  unsigned flags;       /* FIB_SHARED_FP: for all its fibers;
+                           FIB_ACCEPT_POSTS */
   /* FIB_IO_AUTO, FIB_IO_EPOLL or FIB_IO_URING (else FIB_EINVAL). The
    * environment variable FIBERS_IO=epoll|io_uring overrides it. */
   unsigned io_backend;
-  unsigned reserved_io; /* must be zero */
-  /* Room for options to come (workers, a seed) without changing the
-   * struct's size; must be zero (else FIB_EINVAL). */
+  /* Worker threads that run its fibers: 0 or 1 for one (the thread that
+   * calls fib_run, and nothing else changes), up to FIB_WORKERS_MAX (else
+   * FIB_EINVAL). With n > 1, fib_run runs worker 0 on the calling thread
+   * and n - 1 threads of its own; a fiber runs on one worker at a time,
+   * fibers that have never run move to idle workers (FIB_PINNED keeps one
+   * where it is), and a fiber that has run stays on its worker for good.
+   * Spawn, join, detach, cancel, yield, sleep, exit, I/O and the
+   * primitives and channels work across workers as documented here; a
+   * primitive or channel is shared by the workers if it is initialised
+   * while a runtime with several workers exists (see "Synchronisation"
+   * below). Not yet with n > 1 (FIB_ENOTSUP): fib_run_once,
+   * fib_run_nowait and fib_run_join. Its fibers must only be spawned,
+   * cancelled or detached from outside while it is not running.
+   * docs/multicore.md says how it works and what it costs. */
+  unsigned workers;
+  /* Room for options to come (a seed) without changing the struct's
+   * size; must be zero (else FIB_EINVAL). */
   uintptr_t reserved[5];
 } fib_runtime_opts;
 
@@ -472,6 +514,30 @@ FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);
 /* The runtime whose fiber is running on this thread, or NULL. */
 FIB_API fib_runtime *fib_runtime_current(void);
 
+/*
+ * The thread-safe way into a runtime, from any thread, fiber or not, at
+ * any time, also while rt runs on another thread: run fn(arg) in a new,
+ * detached fiber of rt (of its worker 0, if it has several; idle workers
+ * may take it from there). Posts run in the order they were posted. A
+ * runtime that has been posted to wakes for posts, goes on waiting for
+ * more instead of returning FIB_EDEADLK while fibers remain, and its
+ * fib_run still returns once every fiber has finished: a post that comes
+ * after that runs in the next run.
+ * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted).
+ */
+FIB_API int fib_post(fib_runtime *rt, fib_fn fn, void *arg);
+
+/*
+ * fib_post, then wait until fn has returned; *result (if result is not
+ * NULL) receives its return value. A fiber caller parks (uncancellably:
+ * fn runs whatever happens, and the call waits for it), and its own
+ * runtime may be another one, on another thread; a plain thread blocks.
+ * A plain thread must not call into the runtime that only it runs (it
+ * would wait for itself).
+ * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted).
+ */
+FIB_API int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result);
+
 /* -------------------------------------------- inside a fiber (the current) */
 
 /*
@@ -581,7 +647,8 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * call is the _until call with no deadline. Waiting is FIFO per primitive:
  * the fiber that has waited longest is served first. A call that may wait:
  *   - outside a fiber (or inside a coroutine a fiber resumed) returns
- *     FIB_EPERM, even if it would not have had to wait;
+ *     FIB_EPERM, even if it would not have had to wait (except a send or
+ *     receive on a shared channel from a plain thread: see below);
  *   - in a cancelled fiber (fib_cancel) returns FIB_ECANCELED at once, even
  *     if it would not have had to wait, and without side effects (except
  *     fib_once: see there); a fiber cancelled while it waits gets
@@ -591,6 +658,24 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * post, add, done, close, select with a default case) work in a cancelled
  * fiber as usual; those that need no fiber also work outside one (e.g. from
  * main before fib_run).
+ *
+ * Two modes, fixed at init. A primitive or channel initialised while a
+ * runtime with several workers (fib_runtime_opts.workers) exists is
+ * shared: the fibers of any worker may use it at once (each call takes a
+ * short spin lock; it also serves the fibers of one-worker runtimes on
+ * the same thread). One initialised while none exists is local, as fast
+ * as the runtime allows, for the fibers of one thread; a call on it from
+ * a multi-worker runtime's thread returns FIB_ENOTSUP. So create the
+ * multi-worker runtime first, then its primitives. A fib_once (no init)
+ * works in both. A condition variable and its mutex, and the channels of
+ * one fib_select, must have the same mode (else FIB_EINVAL).
+ *
+ * A plain thread (one that runs no runtime) may also send on and receive
+ * from a shared channel, with or without a deadline: it blocks until the
+ * call completes, as a fiber would park; so an existing thread pool can
+ * feed fibers. The runtime whose fibers wait for it should have
+ * FIB_ACCEPT_POSTS, or its run may end with FIB_EDEADLK before the first
+ * send.
  */
 
 /*

@@ -630,6 +630,7 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
   size_t usable =
       fib__stack_check(attr->stack_size, FIB_STACK_DEFAULT, attr->guard);
   if (!usable || (attr->flags & ~(FIB_SHARED_FP | FIB_COMPACT)) ||
+      attr->worker ||
       !fib__all_zero(attr->reserved, sizeof attr->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);

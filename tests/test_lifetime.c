@@ -367,18 +367,24 @@ TEST(reserved_fields_must_be_zero) {
   fib_runtime *rt;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   opts.reserved[4] = 0;
-  opts.reserved_io = 1;
+  opts.workers = FIB_WORKERS_MAX + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
-  opts.reserved_io = 0;
+  opts.workers = 0;
   opts.io_backend = FIB_IO_URING + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   CHECK_OK(fib_runtime_create(&rt, NULL));
   fib_attr attr = {0};
-  attr.reserved[3] = 1;
+  attr.reserved[2] = 1;
   CHECK_EQ(fib_spawn(rt, nothing, NULL, &attr, NULL), FIB_EINVAL);
   fib_coro *co;
   CHECK_EQ(fib_coro_create(&co, nothing_coro, NULL, &attr), FIB_EINVAL);
-  attr.reserved[3] = 0;
+  attr.reserved[2] = 0;
+  attr.worker = 2; /* one worker: only 0 or 1 */
+  CHECK_EQ(fib_spawn(rt, nothing, NULL, &attr, NULL), FIB_EINVAL);
+  attr.worker = 1;
+  CHECK_EQ(fib_coro_create(&co, nothing_coro, NULL, &attr), FIB_EINVAL);
+  CHECK_OK(fib_spawn(rt, nothing, NULL, &attr, NULL));
+  attr.worker = 0;
   CHECK_OK(fib_spawn(rt, nothing, NULL, &attr, NULL));
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_runtime_destroy(rt));

@@ -169,6 +169,36 @@ TEST(fibers_changing_rounding_mode_do_not_leak_it) {
   CHECK_EQ(fegetround(), FE_TONEAREST);
 }
 
+/* Rounding and exception masks stay per context while the sticky
+ * exception flags differ from one context to the next (the switch loads
+ * the control state only when it differs, and never needs the flags: the
+ * ABI does not preserve them across a call). */
+static void *inexact_fiber(void *arg) {
+  int mode = (int)(intptr_t)arg;
+  CHECK_EQ(fesetround(mode), 0);
+  volatile double one = 1.0, three = 3.0, third;
+  for (int i = 0; i < 200; i++) {
+    feclearexcept(FE_ALL_EXCEPT);
+    if (mode != FE_TONEAREST) {
+      third = one / three; /* inexact in every mode: raises FE_INEXACT */
+      CHECK(fetestexcept(FE_INEXACT));
+    }
+    CHECK_OK(fib_yield());
+    CHECK_EQ(fegetround(), mode);
+  }
+  (void)third;
+  return NULL;
+}
+
+TEST(control_state_survives_differing_exception_flags) {
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, inexact_fiber, (void *)(intptr_t)FE_UPWARD, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, inexact_fiber, (void *)(intptr_t)FE_TONEAREST, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, inexact_fiber, (void *)(intptr_t)FE_DOWNWARD, NULL, NULL));
+  run_to_end(rt);
+  CHECK_EQ(fegetround(), FE_TONEAREST);
+}
+
 /* ---- FIB_SHARED_FP: the FP control state is the thread's, not saved */
 
 static void *set_round_up_and_yield(void *arg, void *first) {
@@ -399,6 +429,7 @@ TEST_MAIN(BTI_CASE T(callee_saved_registers_survive_coroutine_switches),
           T(fp_control_state_is_per_context),
           T(new_context_inherits_creators_rounding_mode),
           T(fibers_changing_rounding_mode_do_not_leak_it),
+          T(control_state_survives_differing_exception_flags),
           T(shared_fp_coroutine_shares_the_rounding_mode),
           T(shared_fp_keeps_callee_saved_registers),
           T(shared_fp_runtime_applies_to_its_fibers),

@@ -7,6 +7,11 @@
 //	            touching 512 bytes of its stack
 //	skynet_1m   ms for the classic skynet (channels, 10 children per node);
 //	            also prints skynet_1m_peak_rss (VmHWM)
+//	skynet_1m_chan  the same program under the name of our channel-shaped
+//	            row (Go has only this shape: a goroutine cannot be joined)
+//	spawn_alive_1m  ms to start n goroutines that all wait on one
+//	            sync.WaitGroup, release them and wait for all to finish;
+//	            also prints spawn_alive_1m_peak_rss and _idle_rss
 //	chan_unbuffered  ns per message: two goroutines ping-pong an int64
 //	            through two unbuffered channels
 //	chan_buffered    ns per message: producer -> consumer, chan of 64
@@ -158,7 +163,7 @@ func skynet(c chan int64, num, size, div int64) {
 	c <- sum
 }
 
-func benchSkynet(n int64) {
+func benchSkynet(name string, n int64) {
 	leaves := int64(1)
 	for leaves < n {
 		leaves *= 10
@@ -172,9 +177,42 @@ func benchSkynet(n int64) {
 		fmt.Fprintln(os.Stderr, "bench_go: skynet sum wrong")
 		os.Exit(1)
 	}
-	report("skynet_1m", float64(d.Nanoseconds())/1e6, "ms", leaves, "")
-	report("skynet_1m_peak_rss", float64(statusBytes("VmHWM")), "bytes", leaves,
+	report(name, float64(d.Nanoseconds())/1e6, "ms", leaves, "")
+	report(name+"_peak_rss", float64(statusBytes("VmHWM")), "bytes", leaves,
 		"VmHWM of the whole process")
+}
+
+// spawn_alive_1m: the shape of bench_fibers.c's. Each goroutine says it is
+// there (ready) and waits on the gate, a WaitGroup held at 1; when all n
+// are there RSS is read, one gate.Done() wakes all n, and main waits for
+// all to finish (done). Timed from the first `go` to the last Done, with
+// the idle RSS per goroutine read while all n wait.
+func benchSpawnAlive(n int64) {
+	var ready, gate, done sync.WaitGroup
+	runtime.GC()
+	t0 := time.Now()
+	before := rssBytes()
+	ready.Add(int(n))
+	done.Add(int(n))
+	gate.Add(1)
+	for i := int64(0); i < n; i++ {
+		go func() {
+			ready.Done()
+			gate.Wait()
+			done.Done()
+		}()
+	}
+	ready.Wait()
+	after := rssBytes()
+	gate.Done()
+	done.Wait()
+	d := time.Since(t0)
+	report("spawn_alive_1m", float64(d.Nanoseconds())/1e6, "ms", n,
+		"spawn n, all wait on one sync.WaitGroup, release, all finish")
+	report("spawn_alive_1m_peak_rss", float64(statusBytes("VmHWM")), "bytes", n,
+		"VmHWM of the whole process")
+	report("spawn_alive_1m_idle_rss", float64(after-before)/float64(n), "bytes",
+		n, "RSS per goroutine with all n waiting (2 KiB stacks, no guard)")
 }
 
 func runPingPong(rounds int64) time.Duration {
@@ -310,10 +348,25 @@ func main() {
 		benchYield(n)
 	case "idle_rss_100k", "idle_rss_1m":
 		benchIdle(b, n)
-	case "skynet_1m":
-		benchSkynet(n)
+	case "skynet_1m", "skynet_1m_chan":
+		benchSkynet(b, n)
+	case "skynet_1m_2w": // the multi-worker row: two Ps, as we have two workers
+		runtime.GOMAXPROCS(2)
+		benchSkynet(b, n)
+	case "spawn_alive_1m":
+		benchSpawnAlive(n)
 	case "chan_unbuffered":
 		benchUnbuffered(n)
+	case "chan_unbuffered_2w": // two Ps, as our row has two workers
+		runtime.GOMAXPROCS(2)
+		rounds := n / 2
+		if rounds < 1 {
+			rounds = 1
+		}
+		runPingPong(rounds/10 + 1)
+		d := runPingPong(rounds)
+		report(b, float64(d.Nanoseconds())/float64(2*rounds), "ns", 2*rounds,
+			"unbuffered chan ping-pong, GOMAXPROCS=2")
 	case "chan_buffered":
 		benchBuffered(n)
 	case "mutex_handoff":

@@ -129,7 +129,7 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
     if (err)
       return err;
   }
-  if (self->cancelled) /* a wait started after a cancel */
+  if (fib__cancelled(self)) /* a wait started after a cancel */
     return FIB_ECANCELED;
   struct fib_runtime *rt = self->rt;
   rt->poll = runtime_poll;

@@ -4,14 +4,18 @@
  * identity, sleep. Blocking ones park the caller (sched.c).
  */
 #include "fiber.h"
+#include "workers.h"
 #include "../sys.h"
 
 #include <string.h>
 
-/* rt, or the calling fiber's runtime when rt is NULL. */
+/* rt, or the calling fiber's runtime when rt is NULL. For a multi-worker
+ * runtime, the caller's own worker if it runs on one of rt's. */
 static struct fib_runtime *runtime_or_current(struct fib_runtime *rt) {
-  if (rt)
-    return rt;
+  if (rt) {
+    struct fib_runtime *here = fib__tl_runtime;
+    return rt->group && here && here->group == rt->group ? here : rt;
+  }
   rt = fib__tl_runtime;
   return rt && rt->current ? rt : NULL;
 }
@@ -27,9 +31,24 @@ static int lookup(struct fib_runtime *rt, fib_id id, struct fib__fiber **out) {
   return *out ? 0 : FIB_ESRCH;
 }
 
+/* The same in a multi-worker runtime: the id's home worker, locked, in
+ * *home (the caller unlocks it), whatever the result. */
+static int lookup_locked(struct fib_runtime *rt, fib_id id,
+                         struct fib__fiber **out, struct fib_runtime **home) {
+  *home = fib__id_home(rt, id ? id : 1);
+  pthread_mutex_lock(&(*home)->ids_lock);
+  *out = id ? fib__idmap_get(&(*home)->fibers, id) : NULL;
+  return *out ? 0 : FIB_ESRCH;
+}
+
 static void *fiber_main(void *arg, void *first) {
   (void)first;
   struct fib__fiber *f = arg;
+  if (f->rt->group) { /* it may not move from now on (workers.h) */
+    f->started = 1;
+    if (!f->pinned)
+      f->rt->unstarted--;
+  }
   fib__fiber_finish(f, f->fn(f->arg)); /* does not return */
 }
 
@@ -44,8 +63,11 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   size_t stack = rt->stack_size; /* the runtime's, rounded already */
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
-    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_COMPACT;
-    if (!stack || (attr->flags & ~known_flags) ||
+    unsigned known_flags =
+        FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED | FIB_COMPACT;
+    unsigned workers = rt->group ? rt->group->n : 1;
+    if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
+        ((attr->flags & FIB_COMPACT) && attr->worker) ||
         !fib__all_zero(attr->reserved,
                        sizeof attr->reserved / sizeof(uintptr_t)))
       return FIB_EINVAL;
@@ -56,10 +78,15 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   /* Everything that can fail comes first; the runtime is untouched on
    * failure. The reservations make parking with a deadline and registering
    * the id allocation-free later. */
-  size_t records = rt->fibers.count + 1;
-  int err = fib__idmap_reserve(&rt->fibers, records);
-  if (!err)
-    err = fib__timers_reserve(&rt->timers, records);
+  int err;
+  if (rt->group) { /* the id map is reserved below, under its lock */
+    err = fib__timers_reserve(&rt->timers, rt->owned + 1);
+  } else {
+    size_t records = rt->fibers.count + 1;
+    err = fib__idmap_reserve(&rt->fibers, records);
+    if (!err)
+      err = fib__timers_reserve(&rt->timers, records);
+  }
   if (err)
     return err;
   struct fib__fiber *f = fib__fiber_new_record(rt);
@@ -74,16 +101,30 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     return err;
   }
 
+  if (rt->group) {
+    pthread_mutex_lock(&rt->ids_lock);
+    err = fib__idmap_reserve(&rt->fibers, rt->fibers.count + 1);
+    if (err) {
+      pthread_mutex_unlock(&rt->ids_lock);
+      fib__coro_free(f->co);
+      fib__fiber_drop_record(rt, f);
+      return err;
+    }
+    /* See workers.h, Ids: worker k's ids are k + 1 modulo n. */
+    f->id = rt->last_id++ * rt->group->n + rt->worker + 1;
+  } else {
+    f->id = ++rt->last_id;
+  }
   f->rt = rt;
-  f->id = ++rt->last_id;
   f->detached = (attr->flags & FIB_DETACHED) != 0;
-  f->cancelled = 0;
+  fib__set_cancelled(f, 0);
   f->wake = 0;
   f->timer_armed = 0;
   f->joiner = NULL;
   f->wait = NULL;
   f->holds = NULL;
   f->result = NULL;
+
   f->fn = fn;
   f->arg = arg;
   f->name[0] = 0;
@@ -97,9 +138,31 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->co->stack->owner_name = f->name;
   fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
 
+  f->state = FIB__FIBER_READY;
+  if (rt->group) {
+    f->claim = FIB__CLAIM_NONE;
+    f->done = 0;
+    f->started = 0;
+    /* The first fiber of a runtime stays on the thread that runs it; a
+     * compact fiber's frames belong at its thread's shared stack, so it
+     * stays on the worker that made it (coro.c). */
+    f->pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
+                attr->worker;
+    fib__idmap_put(&rt->fibers, f->id, f);
+    pthread_mutex_unlock(&rt->ids_lock);
+    fib__group_count(&rt->spawned);
+    if (id) /* before it can run elsewhere and be gone */
+      *id = f->id;
+    struct fib_runtime *there = attr->worker ? rt->group->w[attr->worker - 1]
+                                             : rt;
+    if (there != rt)
+      fib__group_send(there, f); /* its owner queues it */
+    else
+      fib__group_place(rt, f, rt->current != NULL);
+    return 0;
+  }
   fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;
-  f->state = FIB__FIBER_READY;
   if (rt->current) /* spawned by one of its fibers: runs first (runq.h) */
     fib__runq_push_front(&rt->runq, &f->runq);
   else /* before fib_run, or from outside: strict FIFO */
@@ -109,6 +172,46 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   return 0;
 }
 
+/* fib_join in a multi-worker runtime: the target may finish on another
+ * worker at any moment, so its join fields are read and written under its
+ * home's ids_lock, and the joiner's claim is armed before the target can
+ * see it (workers.h). */
+static int group_join(struct fib__fiber *self, fib_id id, void **result,
+                      uint64_t deadline) {
+  struct fib_runtime *home;
+  struct fib__fiber *t;
+  int err = lookup_locked(self->rt, id, &t, &home);
+  if (!err && (t->detached || t->joiner))
+    err = FIB_EINVAL;
+  if (!err && !t->done) {
+    if (fib__cancelled(self)) {
+      pthread_mutex_unlock(&home->ids_lock);
+      return FIB_ECANCELED;
+    }
+    fib__claim_arm(self, FIB__CLAIM_ANY);
+    t->joiner = self;
+    pthread_mutex_unlock(&home->ids_lock);
+    if (deadline != FIB__NO_DEADLINE)
+      fib__fiber_arm(self, deadline);
+    (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
+    pthread_mutex_lock(&home->ids_lock);
+    if (self->wake) { /* timed out or cancelled: it goes on, unjoined */
+      t->joiner = NULL;
+      pthread_mutex_unlock(&home->ids_lock);
+      return self->wake;
+    }
+  }
+  if (!err) {
+    if (result)
+      *result = t->result;
+    fib__idmap_del(&home->fibers, t->id);
+  }
+  pthread_mutex_unlock(&home->ids_lock);
+  if (!err) /* unreachable by id now: freed outside the lock */
+    fib__fiber_drop_record(self->rt, t);
+  return err;
+}
+
 int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
   struct fib__fiber *self = fib__fiber_self();
   if (!self)
@@ -116,6 +219,8 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
   if (id == self->id)
     return FIB_EDEADLK;
   struct fib_runtime *rt = self->rt;
+  if (rt->group)
+    return group_join(self, id, result, deadline_ns);
   struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
   if (!t)
     return FIB_ESRCH;
@@ -141,6 +246,22 @@ int fib_join(fib_id id, void **result) {
 
 int fib_detach(fib_runtime *rt, fib_id id) {
   struct fib__fiber *t;
+  struct fib_runtime *here = runtime_or_current(rt);
+  if (here && here->group) {
+    struct fib_runtime *home;
+    int err = lookup_locked(here, id, &t, &home);
+    int freed = 0;
+    if (!err && (t->detached || t->joiner))
+      err = FIB_EINVAL;
+    else if (!err && t->done)
+      freed = (fib__idmap_del(&home->fibers, id), 1);
+    else if (!err)
+      t->detached = 1;
+    pthread_mutex_unlock(&home->ids_lock);
+    if (freed)
+      fib__fiber_drop_record(here, t);
+    return err;
+  }
   int err = lookup(rt, id, &t);
   if (err)
     return err;
@@ -155,19 +276,33 @@ int fib_detach(fib_runtime *rt, fib_id id) {
 
 int fib_cancel(fib_runtime *rt, fib_id id) {
   struct fib__fiber *t;
+  struct fib_runtime *here = runtime_or_current(rt);
+  if (here && here->group) {
+    /* Under the home's lock, so that t is not freed meanwhile; the
+     * canceller's half of the claim protocol (workers.h). */
+    struct fib_runtime *home;
+    int err = lookup_locked(here, id, &t, &home);
+    if (!err && !t->done) {
+      __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
+      if (fib__claim_take(t, 0))
+        fib__group_wake(t, FIB_ECANCELED, 0);
+    }
+    pthread_mutex_unlock(&home->ids_lock);
+    return err;
+  }
   int err = lookup(rt, id, &t);
   if (err)
     return err;
   if (t->state == FIB__FIBER_FINISHED)
     return 0; /* nothing left to cancel */
-  t->cancelled = 1;
+  fib__set_cancelled(t, 1);
   fib__fiber_interrupt(t); /* wakes it if it is parked, and cancellably */
   return 0;
 }
 
 int fib_cancelled(void) {
   struct fib_runtime *rt = fib__tl_runtime;
-  return rt && rt->current && rt->current->cancelled;
+  return rt && rt->current && fib__cancelled(rt->current);
 }
 
 void fib_exit(void *result) {
@@ -207,6 +342,17 @@ int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
   if (!out)
     return FIB_EINVAL;
   struct fib__fiber *f;
+  struct fib_runtime *here = runtime_or_current(rt);
+  if (here && here->group) { /* under the lock: not freed meanwhile */
+    struct fib_runtime *home;
+    int err = lookup_locked(here, id, &f, &home);
+    if (!err && (f->done || !f->co))
+      err = FIB_ESRCH;
+    if (!err)
+      fib__stack_describe(f->co->stack, out);
+    pthread_mutex_unlock(&home->ids_lock);
+    return err;
+  }
   int err = lookup(rt, id, &f);
   if (err)
     return err;

@@ -37,6 +37,8 @@
 #include "runq.h"
 #include "timers.h"
 
+#include <pthread.h>
+
 enum fib__fiber_state {
   FIB__FIBER_READY,    /* in the run queue */
   FIB__FIBER_RUNNING,  /* the runtime's current fiber */
@@ -71,7 +73,10 @@ struct fib__fiber {
   enum fib__fiber_state state;
   int detached;               /* nobody will join; free when FINISHED */
   int cancelled;              /* fib_cancel was called: blocking calls
-                                 return FIB_ECANCELED from now on */
+                                 return FIB_ECANCELED from now on (read
+                                 and written with fib__cancelled /
+                                 fib__set_cancelled: another worker may
+                                 set it) */
   int wake;                   /* why the last park ended (0 or error) */
   int timer_armed;            /* timer is in the runtime's heap */
   int nocancel;               /* written by every park: 1 while parked by
@@ -87,11 +92,40 @@ struct fib__fiber {
   fib_fn fn;
   void *arg;
   struct fib__timer timer;    /* armed while parked with a deadline */
+  /* Multi-worker runtimes only (workers.h); untouched with one worker: */
+  int claim;                  /* FIB__CLAIM_*: who may wake it (atomic) */
+  int remote_reason;          /* its wake reason, from a waker on another
+                                 worker's thread, while in an inbox */
+  int done;                   /* FINISHED, as its joiner sees it: written
+                                 under its home worker's ids_lock */
+  unsigned char pinned;       /* never moves to another worker */
+  unsigned char started;      /* has run: may not move (its stack may hold
+                                 thread-local addresses) */
   char name[FIB_NAME_MAX + 1];
 };
 
+/* fiber->cancelled: another worker may set it while its owner reads it.
+ * Relaxed: the flag carries no data; the claim protocol (workers.h) orders
+ * what must be ordered. On every target this is a plain load or store. */
+static inline int fib__cancelled(const struct fib__fiber *f) {
+  return __atomic_load_n(&f->cancelled, __ATOMIC_RELAXED);
+}
+static inline void fib__set_cancelled(struct fib__fiber *f, int v) {
+  __atomic_store_n(&f->cancelled, v, __ATOMIC_RELAXED);
+}
+
+struct fib__group; /* workers.h */
+struct fib__post;  /* post.c */
+
+/*
+ * A runtime, or one worker of a multi-worker runtime: each worker is this
+ * same scheduler, owned by the thread that runs it (see workers.h for what
+ * the workers share and how they reach each other).
+ */
 struct fib_runtime {
   struct fib__runq runq;         /* READY fibers, FIFO */
+  struct fib__group *group;      /* NULL: a one-worker runtime, and none
+                                    of the multi-worker code runs */
   struct fib__timers timers;     /* SLEEPING fibers by deadline */
   struct fib__idmap fibers;      /* every record not yet freed, by id */
   struct fib__fiber *current;    /* RUNNING fiber, or NULL in the loop */
@@ -142,6 +176,35 @@ struct fib_runtime {
   unsigned flags;                /* FIB_SHARED_FP for all its fibers */
   int running;                   /* inside fib_run */
   struct fib_runtime *next_live; /* the list of live runtimes (sched.c) */
+  /* Multi-worker runtimes only (workers.h): */
+  unsigned worker;               /* its index in group->w */
+  struct fib__runq_node *inbox;  /* fibers other workers readied for it
+                                    (atomic; a stack, newest first) */
+  int parked;                    /* futex word: 1 while it sleeps */
+  size_t owned;                  /* fibers it owns, not finished: its
+                                    timer heap's reservation */
+  size_t spawned, finished;      /* fibers spawned on it, and finished on
+                                    it (atomic: others sum them) */
+  size_t unstarted;              /* of its READY fibers, how many never ran
+                                    and may move (what it can offer) */
+  pthread_mutex_t ids_lock;      /* fibers, last_id, and the join fields
+                                    (joiner, done, detached) of the fibers
+                                    whose ids it handed out */
+  /* Posts (fib_post, fib_call: post.c), for every runtime: */
+  struct fib__post *posts;       /* posted calls, newest first (atomic) */
+  struct fib__post *posts_held;  /* taken but not yet spawned (no memory
+                                    then), oldest first; its own thread's */
+  int posted;                    /* set for good once a call was posted to
+                                    it, or one of its fibers waits for a
+                                    reply: wake-ups may come from other
+                                    threads (atomic) */
+  pthread_mutex_t offer_lock;    /* guards offer */
+  struct fib__list offer;        /* unstarted fibers others may take */
+  struct fib__list placed;       /* fibers spawned for it elsewhere
+                                    (fib_attr.worker): only it takes them;
+                                    under offer_lock */
+  size_t placed_len;             /* placed's length (atomic reads) */
+  size_t offer_len;              /* offer's length (atomic reads) */
 };
 
 /* Every runtime between create and destroy, newest first, linked through
@@ -186,13 +249,18 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline);
  * out). */
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
 
+/* The same, for a multi-worker runtime's fiber that has armed its claim
+ * itself (workers.h), before it let wakers on other threads find it. */
+int fib__fiber_suspend_armed(struct fib__fiber *self,
+                             enum fib__fiber_state state);
+
 /* Park the running fiber `self` in `state` (BLOCKED or SLEEPING) until
  * fib__fiber_ready, the deadline, or cancellation. Returns 0, FIB_ETIMEDOUT
  * or FIB_ECANCELED (at once, without parking, if already cancelled). */
 static inline int fib__fiber_park(struct fib__fiber *self,
                                   enum fib__fiber_state state,
                                   uint64_t deadline) {
-  if (self->cancelled)
+  if (fib__cancelled(self))
     return FIB_ECANCELED;
   if (deadline != FIB__NO_DEADLINE)
     fib__fiber_arm(self, deadline);
@@ -205,6 +273,10 @@ static inline int fib__fiber_park(struct fib__fiber *self,
  * does not wake it (it only sets `cancelled`, so the next cancellable
  * blocking call returns FIB_ECANCELED). For a wait that must complete. */
 void fib__fiber_park_nocancel(struct fib__fiber *self);
+
+/* The same for a fiber that has armed its claim (FIB__CLAIM_COMPLETE)
+ * itself, before a waker on another thread could find it. */
+void fib__fiber_park_nocancel_armed(struct fib__fiber *self);
 
 /* The runtime has something new to look at outside its run queue (a timer
  * armed, a fiber waiting on I/O): let the fibers ready now have one round
@@ -225,9 +297,17 @@ static inline void fib__fiber_unpark(struct fib__fiber *f) {
   f->state = FIB__FIBER_READY;
 }
 
+/* Multi-worker runtimes (workers.c): wake f if this waker wins its claim,
+ * through its owner's inbox if that is another worker. */
+void fib__group_ready(struct fib__fiber *f, int front);
+
 /* Make a parked fiber ready, at the back of the run queue; its park
  * returns 0. */
 static inline void fib__fiber_ready(struct fib__fiber *f) {
+  if (__builtin_expect(f->rt->group != NULL, 0)) {
+    fib__group_ready(f, 0);
+    return;
+  }
   fib__fiber_unpark(f);
   fib__runq_push(&f->rt->runq, &f->runq);
 }
@@ -235,6 +315,10 @@ static inline void fib__fiber_ready(struct fib__fiber *f) {
 /* The same, to run before the fibers already queued (runq.h's front): for
  * a joiner whose child has finished. */
 static inline void fib__fiber_ready_front(struct fib__fiber *f) {
+  if (__builtin_expect(f->rt->group != NULL, 0)) {
+    fib__group_ready(f, 1);
+    return;
+  }
   fib__fiber_unpark(f);
   fib__runq_push_front(&f->rt->runq, &f->runq);
 }

@@ -123,4 +123,45 @@ static inline struct fib__runq_node *fib__runq_pop(struct fib__runq *q) {
 
 static inline size_t fib__runq_len(const struct fib__runq *q) { return q->len; }
 
+/* Move up to `max` of l's nodes that `pick` accepts to `out`, in order. */
+static inline size_t fib__list_extract(
+    struct fib__list *l, int (*pick)(const struct fib__runq_node *, void *),
+    void *ctx, size_t max, struct fib__list *out,
+    struct fib__runq_node **last_front) {
+  size_t got = 0;
+  struct fib__runq_node *prev = NULL, *n = l->head;
+  while (n && got < max) {
+    struct fib__runq_node *next = n->next;
+    if (pick(n, ctx)) {
+      if (prev)
+        prev->next = next;
+      else
+        l->head = next;
+      if (l->tail == n)
+        l->tail = prev;
+      if (*last_front == n) /* push_front would link after a moved node */
+        *last_front = NULL;
+      fib__list_push(out, n);
+      got++;
+    } else {
+      prev = n;
+    }
+    n = next;
+  }
+  return got;
+}
+
+/* Take up to `max` nodes that `pick` accepts out of q, the back (the
+ * oldest) first; the others keep their order. For work stealing: how many
+ * were appended to `out`. */
+static inline size_t fib__runq_extract(
+    struct fib__runq *q, int (*pick)(const struct fib__runq_node *, void *),
+    void *ctx, size_t max, struct fib__list *out) {
+  size_t got = fib__list_extract(&q->back, pick, ctx, max, out, &q->last_front);
+  got += fib__list_extract(&q->front, pick, ctx, max - got, out,
+                           &q->last_front);
+  q->len -= got;
+  return got;
+}
+
 #endif

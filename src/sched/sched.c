@@ -15,6 +15,7 @@
 #include "fiber.h"
 #include "fibers/debug.h"
 #include "waitq.h"
+#include "workers.h"
 #include "../sys.h"
 
 #include <errno.h>
@@ -26,7 +27,7 @@
 
 FIB__TLS struct fib_runtime *fib__tl_runtime;
 
-/* fib_runtime_opts keeps its size (ABI): io_backend and reserved_io took
+/* fib_runtime_opts keeps its size (ABI): io_backend and workers took
  * one of the reserved words (LP64: every architecture we build for). */
 _Static_assert(sizeof(fib_runtime_opts) ==
                    sizeof(size_t) + 2 * sizeof(unsigned) + 6 * sizeof(uintptr_t),
@@ -43,8 +44,12 @@ _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
 
 struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
   struct fib__fiber *f = rt->spare;
-  if (!f)
-    return fib__sys_malloc(sizeof *f);
+  if (!f) {
+    f = fib__sys_malloc(sizeof *f);
+    if (f) /* a record between fibers has no claim armed: keep it so */
+      f->claim = FIB__CLAIM_NONE;
+    return f;
+  }
   rt->spare = FIBER_OF(f->runq.next);
   rt->spare_count--;
   return f;
@@ -60,6 +65,9 @@ void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
   rt->spare_count++;
 }
 
+/* One worker only: a multi-worker runtime's ids live in their home
+ * workers' maps, under their locks (fiber.c's group_join and fib_detach,
+ * group_finish below). */
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__idmap_del(&rt->fibers, f->id);
   if (f->co)
@@ -105,8 +113,8 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     opts = &defaults;
   size_t stack = fib__stack_check(opts->stack_size, FIB_STACK_DEFAULT,
                                   opts->guard);
-  if (!stack || (opts->flags & ~FIB_SHARED_FP) ||
-      opts->io_backend > FIB_IO_URING || opts->reserved_io ||
+  if (!stack || (opts->flags & ~(FIB_SHARED_FP | FIB_ACCEPT_POSTS)) ||
+      opts->io_backend > FIB_IO_URING || opts->workers > FIB_WORKERS_MAX ||
       !fib__all_zero(opts->reserved, sizeof opts->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   struct fib_runtime *rt = fib__sys_calloc(1, sizeof *rt);
@@ -117,8 +125,15 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   fib__idmap_init(&rt->fibers);
   rt->stack_size = stack;
   rt->guard = opts->guard;
-  rt->flags = opts->flags;
+  rt->flags = opts->flags & FIB_SHARED_FP;
+  rt->posted = (opts->flags & FIB_ACCEPT_POSTS) != 0;
   rt->io_pref = opts->io_backend; /* the I/O layer decides at first use */
+  if (opts->workers > 1 && fib__group_create(rt, opts->workers) != 0) {
+    fib__idmap_free(&rt->fibers);
+    fib__timers_free(&rt->timers);
+    fib__sys_free(rt);
+    return FIB_ENOMEM;
+  }
   live_add(rt);
   *out = rt;
   return 0;
@@ -142,26 +157,31 @@ int fib_runtime_destroy(fib_runtime *rt) {
    * freed below: the I/O layer cancels them and waits until they end. */
   if (rt->io_discard)
     rt->io_discard(rt);
-  size_t pos = 0;
-  struct fib__fiber *f;
   /* The unfinished fibers are discarded: first take every wait node they
    * left on a primitive's queue off it (the nodes live on the stacks freed
    * below), and only then give up what they hold, so that a mutex goes
    * to a live waiter, never to a discarded one. Walk without deleting
-   * (deleting would move entries), then free. */
-  while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
-    if (f->wait)
-      fib__wait_discard(f->wait);
-  pos = 0;
-  while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
-    discard_holds(f);
-  pos = 0;
-  while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
-    if (f->co)
-      fib__coro_free(f->co);
-  pos = 0;
-  while ((f = fib__idmap_next(&rt->fibers, &pos)) != NULL)
-    fib__sys_free(f);
+   * (deleting would move entries), then free. A multi-worker runtime's
+   * fibers are in its workers' maps. */
+  unsigned workers = rt->group ? rt->group->n : 1;
+  for (int pass = 0; pass < 4; pass++)
+    for (unsigned i = 0; i < workers; i++) {
+      struct fib_runtime *w = rt->group ? rt->group->w[i] : rt;
+      size_t pos = 0;
+      struct fib__fiber *f;
+      while ((f = fib__idmap_next(&w->fibers, &pos)) != NULL)
+        if (pass == 0 && f->wait)
+          fib__wait_discard(f->wait);
+        else if (pass == 1)
+          discard_holds(f);
+        else if (pass == 2 && f->co)
+          fib__coro_free(f->co);
+        else if (pass == 3)
+          fib__sys_free(f);
+    }
+  if (rt->group)
+    fib__group_free(rt);
+  struct fib__fiber *f;
   while ((f = rt->spare) != NULL) {
     rt->spare = FIBER_OF(f->runq.next);
     fib__sys_free(f);
@@ -172,7 +192,10 @@ int fib_runtime_destroy(fib_runtime *rt) {
   return 0;
 }
 
-fib_runtime *fib_runtime_current(void) { return fib__tl_runtime; }
+fib_runtime *fib_runtime_current(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  return rt && rt->group ? rt->group->w[0] : rt; /* the handle */
+}
 
 /* ---- park / ready */
 
@@ -181,8 +204,18 @@ void fib__fiber_disarm(struct fib__fiber *f) {
   f->timer_armed = 0;
 }
 
-/* Wake a parked fiber for `reason`: its park returns that. */
+/* Wake a parked fiber for `reason` (a deadline, a cancel): its park
+ * returns that. In a multi-worker runtime only if it wins the fiber's
+ * claim; a deadline that loses is dropped (the winner's wake-up comes). */
 static void wake(struct fib__fiber *f, int reason) {
+  /* Also a one-worker runtime's fiber parked on a shared primitive. */
+  if (f->rt->group || __atomic_load_n(&f->claim, __ATOMIC_RELAXED)) {
+    if (fib__claim_take(f, 0))
+      fib__group_wake(f, reason, 0);
+    else if (f->timer_armed)
+      fib__fiber_disarm(f);
+    return;
+  }
   fib__fiber_ready(f);
   f->wake = reason;
 }
@@ -252,12 +285,52 @@ static inline void check_compact_wait(const struct fib__fiber *self) {
                "select, I/O)");
 }
 
+/* A multi-worker runtime's park, its claim armed: the fiber's half of the
+ * cancel check (workers.h). A cancel it sees and takes back its claim
+ * from ends the park before it starts; one whose canceller took the claim
+ * first wakes it in the usual way. */
+static int group_suspend(struct fib__fiber *self) {
+  if (!self->nocancel && __atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST)) {
+    int c = FIB__CLAIM_ANY;
+    if (__atomic_compare_exchange_n(&self->claim, &c, FIB__CLAIM_NONE, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+      if (self->timer_armed)
+        fib__fiber_disarm(self);
+      self->state = FIB__FIBER_RUNNING;
+      self->wake = FIB_ECANCELED;
+      return 0;
+    }
+  }
+  return switch_away(self->rt, self);
+}
+
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
+  if (__builtin_expect(self->rt->group != NULL, 0)) {
+    fib__claim_arm(self, FIB__CLAIM_ANY);
+    return group_suspend(self);
+  }
   return switch_away(self->rt, self);
+}
+
+int fib__fiber_suspend_armed(struct fib__fiber *self,
+                             enum fib__fiber_state state) {
+  check_compact_wait(self);
+  self->state = state;
+  self->nocancel = 0;
+  self->wake = 0;
+  return group_suspend(self);
+}
+
+void fib__fiber_park_nocancel_armed(struct fib__fiber *self) {
+  check_compact_wait(self);
+  self->state = FIB__FIBER_BLOCKED;
+  self->nocancel = 1;
+  self->wake = 0;
+  (void)switch_away(self->rt, self);
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {
@@ -265,6 +338,8 @@ void fib__fiber_park_nocancel(struct fib__fiber *self) {
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 1;
   self->wake = 0;
+  if (self->rt->group)
+    fib__claim_arm(self, FIB__CLAIM_COMPLETE);
   (void)switch_away(self->rt, self);
   /* Only fib__fiber_ready wakes it: no timer, and fib__fiber_interrupt
    * passes it by. */
@@ -290,6 +365,27 @@ static void free_zombie(struct fib_runtime *rt) {
   }
 }
 
+/* A multi-worker runtime's fiber has finished. Under its home's ids_lock
+ * (which its joiner and fib_detach take too): mark it done, then wake its
+ * joiner if it wins the claim (the joiner may run on another worker at
+ * once and free this record: nothing touches it after the unlock), or
+ * free it if detached. */
+static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
+  struct fib_runtime *home = fib__id_home(rt, self->id);
+  rt->owned--;
+  pthread_mutex_lock(&home->ids_lock);
+  self->done = 1;
+  if (self->joiner) {
+    if (fib__claim_take(self->joiner, 1))
+      fib__group_wake(self->joiner, 0, 1);
+  } else if (self->detached) {
+    fib__idmap_del(&home->fibers, self->id);
+    fib__fiber_drop_record(rt, self);
+  }
+  pthread_mutex_unlock(&home->ids_lock);
+  fib__group_count(&rt->finished);
+}
+
 _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   struct fib_runtime *rt = self->rt;
   fib_coro *co = self->co;
@@ -300,12 +396,17 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   self->co = NULL;
   self->state = FIB__FIBER_FINISHED;
   self->result = result;
-  rt->unfinished--;
-  if (self->joiner)
-    fib__fiber_ready_front(self->joiner); /* it collects and frees us */
-  else if (self->detached)
-    fib__fiber_free_record(rt, self);
-  struct fib__fiber *next = self == rt->awaited ? NULL : take_next(rt, co);
+  int awaited = self == rt->awaited;
+  if (rt->group) {
+    group_finish(rt, self); /* self may be freed from here on */
+  } else {
+    rt->unfinished--;
+    if (self->joiner)
+      fib__fiber_ready_front(self->joiner); /* it collects and frees us */
+    else if (self->detached)
+      fib__fiber_free_record(rt, self);
+  }
+  struct fib__fiber *next = awaited ? NULL : take_next(rt, co);
   if (next)
     fib__coro_finish_into(co, next->co);
   rt->current = NULL;
@@ -330,6 +431,10 @@ static void expire_timers(struct fib_runtime *rt, uint64_t now) {
 static void idle_wait(struct fib_runtime *rt) {
   const struct fib__timer *first = fib__timers_first(&rt->timers);
   uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+  if (__atomic_load_n(&rt->posted, __ATOMIC_SEQ_CST)) {
+    fib__runtime_sleep(rt, deadline); /* wakeable from other threads */
+    return;
+  }
   if (rt->io_waiting) {
     (void)rt->poll(rt, deadline);
     return;
@@ -367,6 +472,11 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
   for (;;) {
     if (awaited && awaited->state == FIB__FIBER_FINISHED)
       return 0;
+    int posted = __atomic_load_n(&rt->posted, __ATOMIC_RELAXED);
+    if (rt->group)
+      fib__group_tend(rt);
+    else if (posted) /* fibers readied and calls posted from elsewhere */
+      fib__runtime_tend(rt);
     size_t ready = fib__runq_len(&rt->runq);
     /* Timers and I/O are looked at after each round of the fibers that
      * were ready (sleepers and ready sockets are never starved by fibers
@@ -382,10 +492,18 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       rt->until_loop = SIZE_MAX;
     }
     if (ready == 0) {
+      if (rt->group) { /* take, steal or sleep; 0: the run is over */
+        if (fib__group_idle(rt))
+          continue;
+        return rt->group->result;
+      }
       if (!outside) { /* every unfinished fiber waits for another */
         if (bounded) /* the program may yet ready one from outside */
           return count_result(rt->unfinished);
-        return rt->unfinished ? FIB_EDEADLK : 0;
+        if (!rt->unfinished)
+          return 0;
+        if (!posted) /* else a post or a reply may still come */
+          return FIB_EDEADLK;
       }
       if (mode == RUN_NOWAIT || budget != SIZE_MAX)
         return count_result(rt->unfinished); /* nowait, or a round ran */
@@ -400,6 +518,11 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       if (rt->until_loop > budget)
         rt->until_loop = budget;
     }
+    /* A worker of several, or a runtime that has been posted to, comes
+     * back here every few hand-offs, to take its inbox and posts and offer
+     * work to idle workers: no test for that on the hand-off path. */
+    if ((rt->group || posted) && rt->until_loop > FIB__GROUP_TURNS)
+      rt->until_loop = FIB__GROUP_TURNS;
 
     struct fib__fiber *f = FIBER_OF(fib__runq_pop(&rt->runq));
     if (rt->until_loop)
@@ -440,7 +563,20 @@ static int loop_leave(struct fib_runtime *rt, int result) {
   return result;
 }
 
+/* One worker of a multi-worker run, on its thread (workers.c). */
+static int worker_main(struct fib_runtime *w) {
+  int err = loop_enter(w);
+  return err ? err : loop_leave(w, run_loop(w, RUN_ALL, NULL));
+}
+
 static int run(struct fib_runtime *rt, enum run_mode mode) {
+  if (rt && rt->group) {
+    if (mode != RUN_ALL)
+      return FIB_ENOTSUP; /* bounded runs of N workers: not yet */
+    if (rt->running || fib__tl_runtime)
+      return FIB_EBUSY;
+    return fib__group_run(rt, worker_main);
+  }
   int err = loop_enter(rt);
   return err ? err : loop_leave(rt, run_loop(rt, mode, NULL));
 }
@@ -450,6 +586,8 @@ int fib_run_once(fib_runtime *rt) { return run(rt, RUN_ONCE); }
 int fib_run_nowait(fib_runtime *rt) { return run(rt, RUN_NOWAIT); }
 
 int fib_run_join(fib_runtime *rt, fib_id id, void **result) {
+  if (rt && rt->group)
+    return FIB_ENOTSUP; /* not yet with N workers */
   int err = loop_enter(rt);
   if (err)
     return err;

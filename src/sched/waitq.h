@@ -32,6 +32,8 @@
 #define FIB__SCHED_WAITQ_H
 
 #include "fiber.h"
+#include "spin.h"
+#include "workers.h"
 #include "../sys.h"
 
 #include <stddef.h>
@@ -170,7 +172,7 @@ static inline int fib__waiter(struct fib__fiber **self) {
   *self = f;
   if (!f)
     return FIB_EPERM;
-  return f->cancelled ? FIB_ECANCELED : 0;
+  return fib__cancelled(f) ? FIB_ECANCELED : 0;
 }
 
 /* Wait on q as one node (`elem`: channels' value or slot) until a waker
@@ -195,6 +197,129 @@ static inline int fib__waitq_wait(struct fib__waitq *q,
   if (err) {
     if (n.q)
       fib__waitq_unlink(&n);
+    return err;
+  }
+  return w.result;
+}
+
+/* ---- shared mode: a primitive shared by the workers of multi-worker
+ * runtimes (src/sync/). Its queue is guarded by the primitive's spin lock
+ * (held by the caller of each helper below), and a node's fiber is woken
+ * only by whoever wins its claim (workers.h): its deadline or a cancel
+ * may fire on its owner's thread at any moment, without that lock. A
+ * node whose claim is taken or not open is stale, as above. Each helper
+ * takes `shared` as a constant, so the primitives' local variant, where it
+ * is 0, compiles to the code above. */
+
+/* A plain thread (no runtime runs on it) waiting on a shared channel
+ * stands in a fiber record of its own on its stack, with rt == NULL, so
+ * that wakers treat its node like any other: they win its claim, fill in
+ * its wait, and wake it through its futex word (`remote_reason`: 1 once
+ * woken). fib__thread_wait is the waiting side (workers.c). */
+void fib__thread_waiter_wake(struct fib__fiber *f);
+
+/* Wait as a plain thread on q (shared mode, `lock` held: released once
+ * linked) until a waker completes the node or `deadline` passes. Returns
+ * the completer's result, or FIB_ETIMEDOUT with the node off the queue. */
+int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
+                     uint32_t *lock);
+
+/* The first live node, without claiming it (a look, e.g. select's test). */
+static inline struct fib__wnode *fib__waitq_peek(struct fib__waitq *q,
+                                                 int shared) {
+  if (!shared)
+    return fib__waitq_first(q);
+  struct fib__wnode *n;
+  while ((n = q->head) != NULL && !fib__claim_open(n->fiber))
+    fib__waitq_shift(q);
+  return n;
+}
+
+/* The first node whose fiber the caller may wake, now its one waker (in
+ * shared mode: the first whose claim it wins; those it loses are
+ * unlinked). The caller completes it with fib__waitq_complete. */
+static inline struct fib__wnode *fib__waitq_claim(struct fib__waitq *q,
+                                                  int shared) {
+  if (!shared)
+    return fib__waitq_first(q);
+  struct fib__wnode *n;
+  while ((n = q->head) != NULL && !fib__claim_take(n->fiber, 1))
+    fib__waitq_shift(q);
+  return n;
+}
+
+/* Wake a fiber whose claim the caller won: into its runtime's run queue
+ * if the caller runs on that runtime's (or worker's) thread, else through
+ * its inbox; or a plain thread, through its futex word. */
+static inline void fib__wake_claimed(struct fib__fiber *f) {
+  if (__builtin_expect(f->rt == NULL, 0)) { /* a plain thread's waiter */
+    fib__thread_waiter_wake(f);
+    return;
+  }
+  fib__group_wake(f, 0, 0); /* its runtime's queue, or inbox if remote */
+}
+
+/* Complete the node fib__waitq_claim returned (q's head). */
+static inline void fib__waitq_complete(struct fib__waitq *q, int result,
+                                       int shared) {
+  if (!shared) {
+    fib__waitq_complete_first(q, result);
+    return;
+  }
+  struct fib__wnode *n = q->head;
+  struct fib__fiber *f = n->fiber; /* n is on its stack: read it first */
+  n->wait->fired = n->idx;
+  n->wait->result = result;
+  fib__waitq_shift(q);
+  fib__wake_claimed(f);
+}
+
+/* Complete every live node of q (broadcast, close). */
+static inline void fib__waitq_complete_every(struct fib__waitq *q, int result,
+                                             int shared) {
+  while (fib__waitq_claim(q, shared))
+    fib__waitq_complete(q, result, shared);
+}
+
+/* fib__waitq_busy in either mode. */
+static inline int fib__waitq_busy_in(struct fib__waitq *q, int shared) {
+  if (!shared)
+    return fib__waitq_busy(q);
+  struct fib__wnode *n = q->head;
+  while (n) {
+    struct fib__wnode *next = n->next;
+    if (!fib__claim_open(n->fiber))
+      fib__waitq_unlink(n);
+    n = next;
+  }
+  return !fib__waitq_empty(q);
+}
+
+/* fib__waitq_wait in either mode; in shared mode `lock` (the primitive's,
+ * held by the caller) is released once the node is linked and the claim
+ * armed, and taken again to unlink the node after a deadline or cancel. */
+static inline int fib__waitq_wait_in(struct fib__waitq *q,
+                                     struct fib__fiber *self, void *elem,
+                                     uint64_t deadline, uint32_t *lock) {
+  if (!lock)
+    return fib__waitq_wait(q, self, elem, deadline);
+  struct fib__wnode n = {.fiber = self, .elem = elem};
+  struct fib__wait w = {.fiber = self, .nodes = &n, .count = 1};
+  n.wait = &w;
+  fib__waitq_push(q, &n);
+  self->wait = &w;
+  fib__claim_arm(self, FIB__CLAIM_ANY); /* before anyone can see n */
+  fib__spin_unlock(lock);
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
+  self->wait = NULL;
+  int err = self->wake;
+  if (err) {
+    fib__spin_lock(lock);
+    if (n.q)
+      fib__waitq_unlink(&n);
+    fib__spin_unlock(lock);
     return err;
   }
   return w.result;

@@ -30,6 +30,7 @@
 struct chan {
   uint32_t magic;
   uint32_t closed;
+  uint32_t lock;             /* shared mode (storage.h): guards the rest */
   size_t elem_size;
   size_t cap;                /* 0: unbuffered */
   size_t count;              /* values buffered, <= cap */
@@ -48,6 +49,24 @@ static struct chan *chan_of(const fib_chan *ch) {
   return fib__live(ch, CHAN_MAGIC);
 }
 
+/* Either mode; *shared says which. */
+static struct chan *chan_of_in(const fib_chan *ch, int *shared) {
+  return fib__live_in(ch, CHAN_MAGIC, shared);
+}
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define SHARED_PATH __attribute__((noinline))
+
+static ALWAYS_INLINE void lock_in(struct chan *c, int shared) {
+  if (shared)
+    fib__spin_lock(&c->lock);
+}
+
+static ALWAYS_INLINE void unlock_in(struct chan *c, int shared) {
+  if (shared)
+    fib__spin_unlock(&c->lock);
+}
+
 int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
   if (!ch || (elem_size && capacity > SIZE_MAX / elem_size))
     return FIB_EINVAL;
@@ -57,7 +76,7 @@ int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
     if (!buf)
       return FIB_ENOMEM; /* the storage is left as it was */
   }
-  struct chan *c = fib__start(ch, CHAN_MAGIC, sizeof *c);
+  struct chan *c = fib__start(ch, fib__mode_magic(CHAN_MAGIC), sizeof *c);
   c->elem_size = elem_size;
   c->cap = capacity;
   c->buf = c->head = c->tail = buf;
@@ -66,10 +85,14 @@ int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
 }
 
 int fib_chan_destroy(fib_chan *ch) {
-  struct chan *c = chan_of(ch);
+  int shared;
+  struct chan *c = chan_of_in(ch, &shared);
   if (!c)
     return FIB_EINVAL;
-  int err = fib__retire(&c->magic, &c->sendq, fib__waitq_busy(&c->recvq));
+  lock_in(c, shared);
+  int err = fib__retire_in(&c->magic, &c->sendq,
+                           fib__waitq_busy_in(&c->recvq, shared), shared);
+  unlock_in(c, shared);
   if (!err) {
     fib__sys_free(c->buf);
     c->buf = NULL;
@@ -78,20 +101,29 @@ int fib_chan_destroy(fib_chan *ch) {
 }
 
 size_t fib_chan_len(const fib_chan *ch) {
-  struct chan *c = chan_of(ch);
-  return c ? c->count : 0;
+  int shared;
+  struct chan *c = chan_of_in(ch, &shared);
+  return c ? __atomic_load_n(&c->count, __ATOMIC_RELAXED) : 0;
 }
 
 int fib_chan_close(fib_chan *ch) {
-  struct chan *c = chan_of(ch);
+  int shared;
+  struct chan *c = chan_of_in(ch, &shared);
   if (!c)
     return FIB_EINVAL;
-  if (c->closed)
-    return FIB_EPIPE;
-  c->closed = 1;
-  fib__waitq_complete_all(&c->recvq, FIB_EPIPE);
-  fib__waitq_complete_all(&c->sendq, FIB_EPIPE);
-  return 0;
+  int refused = shared ? 0 : fib__sync_refused();
+  if (refused)
+    return refused;
+  lock_in(c, shared);
+  int err = FIB_EPIPE;
+  if (!c->closed) {
+    c->closed = 1;
+    fib__waitq_complete_every(&c->recvq, FIB_EPIPE, shared);
+    fib__waitq_complete_every(&c->sendq, FIB_EPIPE, shared);
+    err = 0;
+  }
+  unlock_in(c, shared);
+  return err;
 }
 
 /* ---- the operations, when they need not wait */
@@ -141,12 +173,12 @@ static inline void ring_take(struct chan *c, void *out) {
   c->count--;
 }
 
-static int send_ready(struct chan *c) {
-  return c->closed || c->count < c->cap || fib__waitq_first(&c->recvq);
+static ALWAYS_INLINE int send_ready(struct chan *c, int shared) {
+  return c->closed || c->count < c->cap || fib__waitq_peek(&c->recvq, shared);
 }
 
-static int recv_ready(struct chan *c) {
-  return c->count || c->closed || fib__waitq_first(&c->sendq);
+static ALWAYS_INLINE int recv_ready(struct chan *c, int shared) {
+  return c->count || c->closed || fib__waitq_peek(&c->sendq, shared);
 }
 
 /* try_send / try_recv: 0 or FIB_EPIPE if the operation is done, or this
@@ -156,14 +188,15 @@ static int recv_ready(struct chan *c) {
 #define WOULD_WAIT 1
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-static ALWAYS_INLINE int try_send(struct chan *c, const void *elem) {
+static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
+                                  int shared) {
   if (c->closed)
     return FIB_EPIPE;
-  struct fib__wnode *n = fib__waitq_first(&c->recvq);
+  struct fib__wnode *n = fib__waitq_claim(&c->recvq, shared);
   if (n) { /* the buffer is empty: hand the value over */
     if (n->elem)
       copy(n->elem, elem, c->elem_size);
-    fib__waitq_complete_first(&c->recvq, 0);
+    fib__waitq_complete(&c->recvq, 0, shared);
     return 0;
   }
   if (c->count < c->cap) {
@@ -173,22 +206,22 @@ static ALWAYS_INLINE int try_send(struct chan *c, const void *elem) {
   return WOULD_WAIT;
 }
 
-static ALWAYS_INLINE int try_recv(struct chan *c, void *out) {
+static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
   struct fib__wnode *n;
   if (c->count) {
     ring_take(c, out);
-    n = fib__waitq_first(&c->sendq);
+    n = fib__waitq_claim(&c->sendq, shared);
     if (n) { /* a slot is free: the longest waiter's value goes in */
       ring_put(c, n->elem);
-      fib__waitq_complete_first(&c->sendq, 0);
+      fib__waitq_complete(&c->sendq, 0, shared);
     }
     return 0;
   }
-  n = fib__waitq_first(&c->sendq);
+  n = fib__waitq_claim(&c->sendq, shared);
   if (n) { /* unbuffered: take it from the sender */
     if (out)
       copy(out, n->elem, c->elem_size);
-    fib__waitq_complete_first(&c->sendq, 0);
+    fib__waitq_complete(&c->sendq, 0, shared);
     return 0;
   }
   return c->closed ? FIB_EPIPE : WOULD_WAIT;
@@ -206,19 +239,49 @@ static __attribute__((noinline)) int send_slow(struct chan *c,
                                                struct fib__fiber *self,
                                                const void *elem,
                                                uint64_t deadline_ns) {
-  int err = try_send(c, elem);
+  int err = try_send(c, elem, 0);
   if (err != WOULD_WAIT)
     return err;
   return fib__waitq_wait(&c->sendq, self, (void *)(uintptr_t)elem,
                          deadline_ns);
 }
 
-int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
-  struct chan *c = chan_of(ch);
-  if (!c || (!elem && c->elem_size))
+/* A shared channel's send (storage.h): the same under its lock. */
+/* A plain thread may use a shared channel (it blocks); a thread that
+ * runs a runtime may not, outside that runtime's fibers (FIB_EPERM). */
+static int plain_thread(void) { return fib__tl_runtime == NULL; }
+
+static SHARED_PATH int send_shared(struct chan *c, const void *elem,
+                                   uint64_t deadline_ns) {
+  if (!elem && c->elem_size)
     return FIB_EINVAL;
   struct fib__fiber *self;
   int err = fib__waiter(&self);
+  if (err && !(err == FIB_EPERM && plain_thread()))
+    return err;
+  lock_in(c, 1);
+  err = try_send(c, elem, 1);
+  if (err != WOULD_WAIT) {
+    unlock_in(c, 1);
+    return err;
+  }
+  if (!self) /* unlocks */
+    return fib__thread_wait(&c->sendq, (void *)(uintptr_t)elem, deadline_ns,
+                            &c->lock);
+  return fib__waitq_wait_in(&c->sendq, self, (void *)(uintptr_t)elem,
+                            deadline_ns, &c->lock); /* unlocks */
+}
+
+int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
+  struct chan *c = chan_of(ch);
+  if (!c) {
+    c = fib__live(ch, FIB__SHARED_MAGIC(CHAN_MAGIC));
+    return c ? send_shared(c, elem, deadline_ns) : FIB_EINVAL;
+  }
+  if (!elem && c->elem_size)
+    return FIB_EINVAL;
+  struct fib__fiber *self;
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (c->count < c->cap && !c->closed && fib__waitq_empty(&c->recvq)) {
@@ -236,18 +299,39 @@ static __attribute__((noinline)) int recv_slow(struct chan *c,
                                                struct fib__fiber *self,
                                                void *out,
                                                uint64_t deadline_ns) {
-  int err = try_recv(c, out);
+  int err = try_recv(c, out, 0);
   if (err != WOULD_WAIT)
     return err;
   return fib__waitq_wait(&c->recvq, self, out, deadline_ns);
 }
 
-int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
-  struct chan *c = chan_of(ch);
-  if (!c)
-    return FIB_EINVAL;
+/* A shared channel's receive (storage.h): the same under its lock. */
+static SHARED_PATH int recv_shared(struct chan *c, void *out,
+                                   uint64_t deadline_ns) {
   struct fib__fiber *self;
   int err = fib__waiter(&self);
+  if (err && !(err == FIB_EPERM && plain_thread()))
+    return err;
+  lock_in(c, 1);
+  err = try_recv(c, out, 1);
+  if (err != WOULD_WAIT) {
+    unlock_in(c, 1);
+    return err;
+  }
+  if (!self) /* unlocks */
+    return fib__thread_wait(&c->recvq, out, deadline_ns, &c->lock);
+  return fib__waitq_wait_in(&c->recvq, self, out, deadline_ns,
+                            &c->lock); /* unlocks */
+}
+
+int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
+  struct chan *c = chan_of(ch);
+  if (!c) {
+    c = fib__live(ch, FIB__SHARED_MAGIC(CHAN_MAGIC));
+    return c ? recv_shared(c, out, deadline_ns) : FIB_EINVAL;
+  }
+  struct fib__fiber *self;
+  int err = fib__sync_waiter(&self);
   if (err)
     return err;
   if (c->count && fib__waitq_empty(&c->sendq)) {
@@ -283,13 +367,179 @@ static size_t rand_below(size_t k) {
 
 #define SELECT_NODES_ON_STACK 8
 
+/* The channels of a shared select, each once, in address order: the
+ * order every select takes their locks in, so two selects cannot
+ * deadlock. */
+struct chan_set {
+  struct chan *on_stack[SELECT_NODES_ON_STACK];
+  struct chan **c;
+  size_t n;
+};
+
+static int chan_set_make(struct chan_set *set, fib_select_case *cases,
+                         size_t n, size_t live) {
+  set->c = set->on_stack;
+  set->n = 0;
+  if (live > SELECT_NODES_ON_STACK) {
+    set->c = fib__sys_malloc(live * sizeof *set->c);
+    if (!set->c)
+      return FIB_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (cases[i].op == FIB_SELECT_DEFAULT || !cases[i].chan)
+      continue;
+    struct chan *c = fib__live(cases[i].chan, FIB__SHARED_MAGIC(CHAN_MAGIC));
+    size_t at = set->n;
+    while (at && set->c[at - 1] > c)
+      at--;
+    if (at && set->c[at - 1] == c)
+      continue; /* already in */
+    memmove(&set->c[at + 1], &set->c[at], (set->n - at) * sizeof *set->c);
+    set->c[at] = c;
+    set->n++;
+  }
+  return 0;
+}
+
+static void chan_set_lock(struct chan_set *set) {
+  for (size_t i = 0; i < set->n; i++)
+    fib__spin_lock(&set->c[i]->lock);
+}
+
+static void chan_set_unlock(struct chan_set *set) {
+  for (size_t i = set->n; i-- > 0;)
+    fib__spin_unlock(&set->c[i]->lock);
+}
+
+/* Choose uniformly among the ready cases: the k-th ready one replaces the
+ * choice with probability 1/k (reservoir sampling, one pass). */
+static ALWAYS_INLINE size_t choose_ready(fib_select_case *cases, size_t n,
+                                         int shared) {
+  size_t chosen = SIZE_MAX, ready = 0;
+  for (size_t i = 0; i < n; i++) {
+    fib_select_case *k = &cases[i];
+    if (k->op == FIB_SELECT_DEFAULT || !k->chan)
+      continue;
+    struct chan *c = fib__live_in(k->chan, CHAN_MAGIC, &(int){0});
+    if (k->op == FIB_SELECT_SEND ? send_ready(c, shared)
+                                 : recv_ready(c, shared)) {
+      ready++;
+      if (ready == 1 || rand_below(ready) == 0)
+        chosen = i;
+    }
+  }
+  return chosen;
+}
+
+/* Link one node per case into its queue: the wait of select's fiber. */
+static void link_nodes(fib_select_case *cases, size_t n,
+                       struct fib__wnode *nodes, struct fib__wait *w) {
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    fib_select_case *k = &cases[i];
+    if (k->op == FIB_SELECT_DEFAULT || !k->chan)
+      continue;
+    struct chan *c = fib__live_in(k->chan, CHAN_MAGIC, &(int){0});
+    struct fib__wnode *nd = &nodes[m++];
+    nd->fiber = w->fiber;
+    nd->wait = w;
+    nd->idx = i;
+    nd->elem = k->elem;
+    fib__waitq_push(k->op == FIB_SELECT_SEND ? &c->sendq : &c->recvq, nd);
+  }
+  w->count = m;
+}
+
+/* fib_select over shared channels (all of them: storage.h). The same as
+ * the local select below, under the locks of all its channels at once;
+ * after the park, each channel's lock is taken alone to unlink a node. */
+static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
+                                     size_t def, size_t live,
+                                     struct fib__fiber *self,
+                                     uint64_t deadline_ns) {
+  struct chan_set set;
+  int err = chan_set_make(&set, cases, n, live);
+  if (err)
+    return err;
+  struct fib__wnode on_stack[SELECT_NODES_ON_STACK];
+  struct fib__wnode *nodes = on_stack;
+  if (live > SELECT_NODES_ON_STACK) {
+    nodes = fib__sys_malloc(live * sizeof *nodes);
+    if (!nodes) {
+      if (set.c != set.on_stack)
+        fib__sys_free(set.c);
+      return FIB_ENOMEM;
+    }
+  }
+  int result = 0;
+  chan_set_lock(&set);
+  for (;;) {
+    size_t chosen = choose_ready(cases, n, 1);
+    if (chosen == SIZE_MAX)
+      break;
+    fib_select_case *k = &cases[chosen];
+    struct chan *c = fib__live(k->chan, FIB__SHARED_MAGIC(CHAN_MAGIC));
+    /* A peer seen ready may have timed out since (its claim lost): then
+     * the case was not ready after all; look again. */
+    err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem, 1)
+                                   : try_recv(c, k->elem, 1);
+    if (err != WOULD_WAIT) {
+      k->err = err;
+      result = (int)chosen;
+      goto done;
+    }
+  }
+  if (def != SIZE_MAX) {
+    cases[def].err = 0;
+    result = (int)def;
+    goto done;
+  }
+  if (!live && deadline_ns == FIB__NO_DEADLINE) {
+    result = FIB_EDEADLK;
+    goto done;
+  }
+  struct fib__wait w = {.fiber = self, .nodes = nodes,
+                        .nodes_on_heap = nodes != on_stack};
+  link_nodes(cases, n, nodes, &w);
+  self->wait = &w;
+  fib__claim_arm(self, FIB__CLAIM_ANY); /* before the nodes can be seen */
+  chan_set_unlock(&set);
+  if (deadline_ns != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline_ns);
+  (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
+  self->wait = NULL;
+  for (size_t j = 0; j < w.count; j++) {
+    struct chan *c =
+        fib__live(cases[nodes[j].idx].chan, FIB__SHARED_MAGIC(CHAN_MAGIC));
+    fib__spin_lock(&c->lock);
+    if (nodes[j].q)
+      fib__waitq_unlink(&nodes[j]);
+    fib__spin_unlock(&c->lock);
+  }
+  result = self->wake;
+  if (!result) {
+    cases[w.fired].err = w.result;
+    result = (int)w.fired;
+  }
+  goto out;
+done:
+  chan_set_unlock(&set);
+out:
+  if (nodes != on_stack)
+    fib__sys_free(nodes);
+  if (set.c != set.on_stack)
+    fib__sys_free(set.c);
+  return result;
+}
+
 int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
   if ((n && !cases) || n > INT_MAX)
     return FIB_EINVAL;
-  size_t def = SIZE_MAX, live = 0;
+  size_t def = SIZE_MAX, live = 0, shared = 0;
   for (size_t i = 0; i < n; i++) {
     fib_select_case *k = &cases[i];
     struct chan *c;
+    int sh;
     switch (k->op) {
     case FIB_SELECT_DEFAULT:
       if (def != SIZE_MAX)
@@ -300,41 +550,38 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
     case FIB_SELECT_RECV:
       if (!k->chan)
         break; /* never ready */
-      c = chan_of(k->chan);
+      c = chan_of_in(k->chan, &sh);
       if (!c || (k->op == FIB_SELECT_SEND && !k->elem && c->elem_size))
         return FIB_EINVAL;
       live++;
+      shared += (size_t)sh;
       break;
     default:
       return FIB_EINVAL;
     }
   }
+  if (shared && shared != live)
+    return FIB_EINVAL; /* one mode for all its channels */
+  if (!shared) {
+    int refused = fib__sync_refused();
+    if (refused)
+      return refused;
+  }
   struct fib__fiber *self = fib__fiber_self();
   if (!self)
     return FIB_EPERM;
-  if (def == SIZE_MAX && self->cancelled)
+  if (def == SIZE_MAX && fib__cancelled(self))
     return FIB_ECANCELED;
+  if (shared)
+    return select_shared(cases, n, def, live, self, deadline_ns);
 
-  /* Choose uniformly among the ready cases: the k-th ready one replaces
-   * the choice with probability 1/k (reservoir sampling, one pass). */
-  size_t chosen = SIZE_MAX, ready = 0;
-  for (size_t i = 0; i < n; i++) {
-    fib_select_case *k = &cases[i];
-    if (k->op == FIB_SELECT_DEFAULT || !k->chan)
-      continue;
-    struct chan *c = chan_of(k->chan);
-    if (k->op == FIB_SELECT_SEND ? send_ready(c) : recv_ready(c)) {
-      ready++;
-      if (ready == 1 || rand_below(ready) == 0)
-        chosen = i;
-    }
-  }
+  size_t chosen = choose_ready(cases, n, 0);
   if (chosen != SIZE_MAX) {
     fib_select_case *k = &cases[chosen];
     struct chan *c = chan_of(k->chan);
     /* ready: it completes */
-    k->err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem)
-                                      : try_recv(c, k->elem);
+    k->err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem, 0)
+                                      : try_recv(c, k->elem, 0);
     return (int)chosen;
   }
   if (def != SIZE_MAX) {
@@ -354,24 +601,11 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
   }
   struct fib__wait w = {.fiber = self, .nodes = nodes,
                         .nodes_on_heap = nodes != on_stack};
-  size_t m = 0;
-  for (size_t i = 0; i < n; i++) {
-    fib_select_case *k = &cases[i];
-    if (k->op == FIB_SELECT_DEFAULT || !k->chan)
-      continue;
-    struct chan *c = chan_of(k->chan);
-    struct fib__wnode *nd = &nodes[m++];
-    nd->fiber = self;
-    nd->wait = &w;
-    nd->idx = i;
-    nd->elem = k->elem;
-    fib__waitq_push(k->op == FIB_SELECT_SEND ? &c->sendq : &c->recvq, nd);
-  }
-  w.count = m;
+  link_nodes(cases, n, nodes, &w);
   self->wait = &w;
   int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline_ns);
   self->wait = NULL;
-  for (size_t j = 0; j < m; j++)
+  for (size_t j = 0; j < w.count; j++)
     if (nodes[j].q)
       fib__waitq_unlink(&nodes[j]);
   if (nodes != on_stack)

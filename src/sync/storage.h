@@ -23,9 +23,10 @@
 #define FIB__DEAD_MAGIC 0xdeadf1b0u
 
 /* The record `priv` must fit the public struct `pub`, leaving room for a
- * lock word and a pointer (the ABI headroom fibers.h promises)... */
+ * pointer (the ABI headroom fibers.h promised was a lock word and a
+ * pointer: the lock word is now in the records, for the shared mode)... */
 #define FIB__CHECK_FITS(pub, priv)                                             \
-  _Static_assert(sizeof(pub) >= sizeof(priv) + 2 * sizeof(uint64_t),         \
+  _Static_assert(sizeof(pub) >= sizeof(priv) + sizeof(uint64_t),             \
                  #priv " fits " #pub " with room to spare");                   \
   _Static_assert(alignof(pub) >= alignof(priv), #priv " aligned in " #pub)
 
@@ -65,6 +66,66 @@ static inline int fib__retire(uint32_t *magic, struct fib__waitq *q,
     return FIB_EBUSY;
   *magic = FIB__DEAD_MAGIC;
   return 0;
+}
+
+/* ---- modes (sync.c, chan.c): a primitive is local (today's one-thread
+ * code) or shared (a spin lock and the claim protocol: usable by the
+ * workers of multi-worker runtimes), chosen at init: shared if a runtime
+ * with several workers exists then (fib__group_live, workers.c). The mode
+ * is in the magic number, so a local call tests one word as before. */
+
+/* The magic of the shared mode of the primitive whose magic is m. */
+#define FIB__SHARED_MAGIC(m) ((m) ^ 0x20202020u) /* "mutx" -> "MUTX" */
+
+/* The magic a primitive initialised now gets. */
+static inline uint32_t fib__mode_magic(uint32_t local) {
+  return __atomic_load_n(&fib__group_live, __ATOMIC_ACQUIRE)
+             ? FIB__SHARED_MAGIC(local)
+             : local;
+}
+
+/* The record in `storage` if it is a live primitive of kind `magic` in
+ * either mode (*shared says which), else NULL. */
+static inline void *fib__live_in(const void *storage, uint32_t magic,
+                                 int *shared) {
+  void *x = fib__live(storage, magic);
+  *shared = 0;
+  if (!x && (x = fib__live(storage, FIB__SHARED_MAGIC(magic))) != NULL)
+    *shared = 1;
+  return x;
+}
+
+/* fib__retire in either mode (shared: the caller holds the lock). */
+static inline int fib__retire_in(uint32_t *magic, struct fib__waitq *q,
+                                 int busy, int shared) {
+  if (fib__waitq_busy_in(q, shared) || busy)
+    return FIB_EBUSY;
+  *magic = FIB__DEAD_MAGIC;
+  return 0;
+}
+
+/* A local primitive is not for the workers of a multi-worker runtime:
+ * FIB_ENOTSUP for a call from one of their threads, else 0. One
+ * thread-local load, and the runtime's first line. */
+static inline int fib__sync_refused(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  return __builtin_expect(rt && rt->group, 0) ? FIB_ENOTSUP : 0;
+}
+
+/* fib__waiter for a local primitive: also FIB_ENOTSUP, as above. */
+static inline int fib__sync_waiter(struct fib__fiber **self) {
+  struct fib_runtime *rt = fib__tl_runtime; /* fib__waiter's, spelled out
+                                               to test rt->group on the
+                                               runtime it has loaded */
+  struct fib__fiber *f = rt ? rt->current : NULL;
+  if (f && fib__coro_self() != f->co)
+    f = NULL;
+  *self = f;
+  if (!f)
+    return FIB_EPERM;
+  if (__builtin_expect(rt->group != NULL, 0))
+    return FIB_ENOTSUP;
+  return fib__cancelled(f) ? FIB_ECANCELED : 0;
 }
 
 #endif

@@ -10,7 +10,13 @@
  *     caller-saved: the compiler already assumes the call clobbered them.
  *   - The control bits of MXCSR and the x87 control word are callee-saved
  *     too: a fiber that changes the rounding mode must not change it for
- *     the others. (stmxcsr/ldmxcsr are not cheap; they are kept anyway.)
+ *     the others. MXCSR's six status flags (bits 0-5, the sticky
+ *     exception flags) are not: a call may leave them set. So a switch
+ *     loads the resumed context's MXCSR only if its control bits differ
+ *     from the current ones, and its x87 control word only if it differs:
+ *     a load that changes MXCSR costs tens of cycles, and after any
+ *     inexact arithmetic the flags differ from one context to the next,
+ *     which made every switch pay it (one in a fiber was enough).
  *   - rsp + 8 is a multiple of 16 at a function's entry; a new context's
  *     entry sees exactly that.
  *
@@ -70,7 +76,7 @@
  * resume (and the CFA is described as rsp + FIB__FRAME_SIZE); restore it
  * and go on where it left off, with \value as its return value.
  */
-.macro  RESUME load_fp, value
+.macro  RESUME load_fp, value, old_frame
         movq    FIB__FRAME_R12(%rsp), %r12
         movq    FIB__FRAME_R13(%rsp), %r13
         movq    FIB__FRAME_R14(%rsp), %r14
@@ -78,8 +84,21 @@
         movq    FIB__FRAME_RBX(%rsp), %rbx
         movq    FIB__FRAME_RBP(%rsp), %rbp
 .if \load_fp
+.ifnb \old_frame                        /* the current state is saved there */
+        movl    FIB__FRAME_MXCSR(%rsp), %ecx
+        xorl    FIB__FRAME_MXCSR(\old_frame), %ecx
+        testl   $0xffc0, %ecx           /* control bits only: 6-15 */
+        jz      1f
+        ldmxcsr FIB__FRAME_MXCSR(%rsp)
+1:      movzwl  FIB__FRAME_X87CW(%rsp), %ecx
+        cmpw    FIB__FRAME_X87CW(\old_frame), %cx
+        je      2f
+        fldcw   FIB__FRAME_X87CW(%rsp)
+2:
+.else                                   /* a jump: nothing to compare with */
         ldmxcsr FIB__FRAME_MXCSR(%rsp)
         fldcw   FIB__FRAME_X87CW(%rsp)
+.endif
 .endif
         leaq    FIB__FRAME_RIP(%rsp), %rsp
         .cfi_adjust_cfa_offset -(FIB__FRAME_SIZE - 8)
@@ -107,8 +126,9 @@
         movq    %rbp, FIB__FRAME_RBP(%rsp)
 
         movq    %rsp, (%rdi)            /* the context we leave is saved */
+        movq    %rsp, %r8               /* its frame: the current FP state */
         movq    %rsi, %rsp              /* now on the resumed context's stack */
-        RESUME  \save_fp, %rdx
+        RESUME  \save_fp, %rdx, %r8
         .cfi_endproc
         .size   \name, . - \name
 .endm

@@ -1,0 +1,562 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * workers.c -- the N workers of one runtime: their threads, inboxes,
+ * offers and stealing, sleep and wake-up, the end of a run. The protocol
+ * and its orderings are described in workers.h; each atomic below says why
+ * it has the ordering it has.
+ */
+#include "workers.h"
+#include "spin.h"
+#include "waitq.h"
+#include "../sys.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FIBER_OF(node) ((struct fib__fiber *)(node))
+
+/* ---- creation */
+
+unsigned fib__group_live;
+
+static void worker_init(struct fib_runtime *w, struct fib__group *g,
+                        unsigned index) {
+  w->group = g;
+  w->worker = index;
+  pthread_mutex_init(&w->ids_lock, NULL);
+  pthread_mutex_init(&w->offer_lock, NULL);
+  w->offer.head = w->offer.tail = NULL;
+  w->placed.head = w->placed.tail = NULL;
+}
+
+int fib__group_create(struct fib_runtime *rt, unsigned n) {
+  struct fib__group *g = fib__sys_calloc(1, sizeof *g);
+  struct fib_runtime **w = fib__sys_calloc(n, sizeof *w);
+  pthread_t *threads = fib__sys_calloc(n, sizeof *threads);
+  if (!g || !w || !threads)
+    goto fail;
+  w[0] = rt;
+  for (unsigned i = 1; i < n; i++) {
+    w[i] = fib__sys_calloc(1, sizeof *w[i]);
+    if (!w[i])
+      goto fail;
+    fib__runq_init(&w[i]->runq);
+    fib__timers_init(&w[i]->timers);
+    fib__idmap_init(&w[i]->fibers);
+    w[i]->stack_size = rt->stack_size;
+    w[i]->guard = rt->guard;
+    w[i]->flags = rt->flags;
+    w[i]->io_pref = rt->io_pref;
+    w[i]->posted = rt->posted;
+  }
+  g->n = n;
+  g->w = w;
+  g->threads = threads;
+  pthread_mutex_init(&g->lock, NULL);
+  for (unsigned i = 0; i < n; i++)
+    worker_init(w[i], g, i);
+  __atomic_add_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
+  return 0;
+fail:
+  if (w)
+    for (unsigned i = 1; i < n; i++)
+      fib__sys_free(w[i]);
+  fib__sys_free(w);
+  fib__sys_free(threads);
+  fib__sys_free(g);
+  return FIB_ENOMEM;
+}
+
+void fib__group_free(struct fib_runtime *rt) {
+  struct fib__group *g = rt->group;
+  for (unsigned i = 0; i < g->n; i++) {
+    struct fib_runtime *w = g->w[i];
+    pthread_mutex_destroy(&w->ids_lock);
+    pthread_mutex_destroy(&w->offer_lock);
+    if (i == 0)
+      continue; /* the handle: sched.c frees the rest of it */
+    struct fib__fiber *f;
+    while ((f = w->spare) != NULL) {
+      w->spare = FIBER_OF(f->runq.next);
+      fib__sys_free(f);
+    }
+    fib__idmap_free(&w->fibers);
+    fib__timers_free(&w->timers);
+    fib__sys_free(w);
+  }
+  pthread_mutex_destroy(&g->lock);
+  __atomic_sub_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
+  fib__sys_free(g->threads);
+  fib__sys_free(g->w);
+  fib__sys_free(g);
+  rt->group = NULL;
+}
+
+/* ---- sleep and wake-up */
+
+/* Sleep on *word while it is 1, until `deadline` (CLOCK_MONOTONIC, the
+ * clock of fib_now_ns: FUTEX_WAIT_BITSET's default). Spurious returns are
+ * fine: the caller looks again. */
+static void futex_sleep(int *word, uint64_t deadline) {
+  struct timespec ts, *tp = NULL;
+  if (deadline != FIB__NO_DEADLINE) {
+    ts.tv_sec = (time_t)(deadline / 1000000000u);
+    ts.tv_nsec = (long)(deadline % 1000000000u);
+    tp = &ts;
+  }
+  (void)syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, 1, tp, NULL,
+                FUTEX_BITSET_MATCH_ANY);
+}
+
+/* Wake w if it sleeps, once. seq_cst: the load must not move before the
+ * caller's push (the StoreLoad half of the pair in workers.h); the
+ * exchange makes one waker of many do the system call. */
+static void wake_worker(struct fib_runtime *w) {
+  if (__atomic_load_n(&w->parked, __ATOMIC_SEQ_CST) &&
+      __atomic_exchange_n(&w->parked, 0, __ATOMIC_SEQ_CST))
+    (void)syscall(SYS_futex, &w->parked, FUTEX_WAKE_PRIVATE, 1, NULL, NULL,
+                  0);
+}
+
+/* Someone has offered fibers: wake one sleeping worker to take them (not
+ * all: the herd would find one list). */
+static void wake_one_idle(struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (__atomic_load_n(&g->w[i]->parked, __ATOMIC_SEQ_CST)) {
+      wake_worker(g->w[i]);
+      return;
+    }
+}
+
+/* The run is over with `result`: every worker leaves its loop. */
+static void end_run(struct fib__group *g, int result) {
+  g->result = result; /* under g->lock or before any reader: see callers */
+  /* release: a worker that sees `over` sees the result */
+  __atomic_store_n(&g->over, 1, __ATOMIC_SEQ_CST);
+  for (unsigned i = 0; i < g->n; i++)
+    wake_worker(g->w[i]);
+}
+
+/* ---- the inbox: an intrusive stack through the fibers' runq links */
+
+static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
+  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED)) /* woken from other
+                                   threads from now on: see post.c */
+    __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
+  struct fib__runq_node *head = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
+  do
+    f->runq.next = head;
+  /* seq_cst: release publishes the fiber (its remote_reason); the store
+   * half of the pair with wake_worker's load of `parked` */
+  while (!__atomic_compare_exchange_n(&w->inbox, &head, &f->runq, 1,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  wake_worker(w);
+}
+
+/* Move the inbox into the run queue, oldest first. 1 if it had fibers. */
+static int inbox_drain(struct fib_runtime *rt) {
+  if (!__atomic_load_n(&rt->inbox, __ATOMIC_RELAXED))
+    return 0;
+  /* acquire: the pushers' writes to the fibers happened before */
+  struct fib__runq_node *n =
+      __atomic_exchange_n(&rt->inbox, NULL, __ATOMIC_ACQUIRE);
+  struct fib__runq_node *fifo = NULL;
+  while (n) { /* newest first: reverse */
+    struct fib__runq_node *next = n->next;
+    n->next = fifo;
+    fifo = n;
+    n = next;
+  }
+  while (fifo) {
+    struct fib__fiber *f = FIBER_OF(fifo);
+    fifo = fifo->next;
+    int reason = f->remote_reason;
+    fib__fiber_unpark(f);
+    f->wake = reason;
+    fib__runq_push(&rt->runq, &f->runq);
+  }
+  return 1;
+}
+
+void fib__group_wake(struct fib__fiber *f, int reason, int front) {
+  struct fib_runtime *here = fib__tl_runtime;
+  if (f->rt == here) {
+    fib__fiber_unpark(f);
+    f->wake = reason;
+    if (front)
+      fib__runq_push_front(&here->runq, &f->runq);
+    else
+      fib__runq_push(&here->runq, &f->runq);
+    return;
+  }
+  f->remote_reason = reason;
+  inbox_push(f->rt, f);
+}
+
+void fib__group_ready(struct fib__fiber *f, int front) {
+  if (fib__claim_take(f, 1))
+    fib__group_wake(f, 0, front);
+}
+
+/* ---- a one-worker runtime woken from other threads (post.c) */
+
+void fib__runtime_wake(struct fib_runtime *rt) { wake_worker(rt); }
+
+void fib__runtime_tend(struct fib_runtime *rt) {
+  inbox_drain(rt);
+  fib__post_take(rt);
+}
+
+/* Something for rt came from another thread. */
+static int arrived(const struct fib_runtime *rt) {
+  return __atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+         __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST);
+}
+
+void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline) {
+  if (rt->posts_held) { /* spawns failed: try again soon */
+    uint64_t soon = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
+    deadline = soon < deadline ? soon : deadline;
+  }
+  /* The sleeper's half of the pair in workers.h. */
+  __atomic_store_n(&rt->parked, 1, __ATOMIC_SEQ_CST);
+  if (!arrived(rt)) {
+    if (rt->io_waiting) { /* no wake-up fd in the poller yet: nap */
+      uint64_t nap = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
+      (void)rt->poll(rt, nap < deadline ? nap : deadline);
+    } else {
+      futex_sleep(&rt->parked, deadline);
+    }
+  }
+  __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+}
+
+/* ---- plain threads waiting on shared channels (waitq.h) */
+
+void fib__thread_waiter_wake(struct fib__fiber *f) {
+  /* release: the waiter reads its wait's result after it sees 1. The
+   * waiter may return at once and its stack go: FUTEX_WAKE reads nothing
+   * at the address, so waking a dead word is harmless. */
+  __atomic_store_n(&f->remote_reason, 1, __ATOMIC_RELEASE);
+  (void)syscall(SYS_futex, &f->remote_reason, FUTEX_WAKE_PRIVATE, 1, NULL,
+                NULL, 0);
+}
+
+int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
+                     uint32_t *lock) {
+  struct fib__fiber me; /* only the fields a waker reads */
+  me.rt = NULL;
+  me.remote_reason = 0;
+  struct fib__wnode n = {.fiber = &me, .elem = elem};
+  struct fib__wait w = {.fiber = &me, .nodes = &n, .count = 1};
+  n.wait = &w;
+  fib__waitq_push(q, &n);
+  fib__claim_arm(&me, FIB__CLAIM_ANY);
+  fib__spin_unlock(lock);
+  for (;;) {
+    if (__atomic_load_n(&me.remote_reason, __ATOMIC_ACQUIRE))
+      return w.result;
+    if (deadline != FIB__NO_DEADLINE && fib_now_ns() >= deadline) {
+      int c = FIB__CLAIM_ANY;
+      if (__atomic_compare_exchange_n(&me.claim, &c, FIB__CLAIM_NONE, 0,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+        fib__spin_lock(lock); /* the deadline won: take the node back */
+        if (n.q)
+          fib__waitq_unlink(&n);
+        fib__spin_unlock(lock);
+        return FIB_ETIMEDOUT;
+      }
+      deadline = FIB__NO_DEADLINE; /* a waker won: its wake-up comes */
+    }
+    struct timespec ts, *tp = NULL;
+    if (deadline != FIB__NO_DEADLINE) {
+      ts.tv_sec = (time_t)(deadline / 1000000000u);
+      ts.tv_nsec = (long)(deadline % 1000000000u);
+      tp = &ts;
+    }
+    (void)syscall(SYS_futex, &me.remote_reason, FUTEX_WAIT_BITSET_PRIVATE, 0,
+                  tp, NULL, FUTEX_BITSET_MATCH_ANY);
+  }
+}
+
+/* ---- offers and stealing */
+
+/* Whether f may be offered: it has never run and is not pinned. */
+static int movable(const struct fib__runq_node *n, void *unused) {
+  (void)unused;
+  const struct fib__fiber *f = (const struct fib__fiber *)n;
+  return !f->started && !f->pinned;
+}
+
+/* Put half of rt's movable ready fibers on its offer list (oldest first:
+ * near a tree's root, the biggest pieces of work) and wake a sleeper. */
+static void offer(struct fib_runtime *rt) {
+  size_t want = rt->unstarted / 2;
+  if (!want)
+    return;
+  struct fib__list taken = {NULL, NULL};
+  size_t got = fib__runq_extract(&rt->runq, movable, NULL, want, &taken);
+  if (!got)
+    return;
+  rt->unstarted -= got;
+  rt->owned -= got;
+  pthread_mutex_lock(&rt->offer_lock);
+  if (rt->offer.head)
+    rt->offer.tail->next = taken.head;
+  else
+    rt->offer.head = taken.head;
+  rt->offer.tail = taken.tail;
+  /* relaxed: a hint for lock-free looks; the lock orders the list */
+  __atomic_store_n(&rt->offer_len, rt->offer_len + got, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&rt->offer_lock);
+  wake_one_idle(rt->group);
+}
+
+/* Take fibers from v's offer list into rt's run queue: all of them from
+ * its own, half from another's. 1 if any. */
+static int take_offer(struct fib_runtime *rt, struct fib_runtime *v) {
+  if (!__atomic_load_n(&v->offer_len, __ATOMIC_RELAXED))
+    return 0;
+  pthread_mutex_lock(&v->offer_lock);
+  size_t len = v->offer_len;
+  size_t take = v == rt ? len : len - len / 2;
+  /* Their deadlines will live in rt's timer heap: room first. */
+  if (!take || fib__timers_reserve(&rt->timers, rt->owned + take) != 0) {
+    pthread_mutex_unlock(&v->offer_lock);
+    return 0;
+  }
+  struct fib__runq_node *first = v->offer.head, *n = first;
+  for (size_t i = 1; i < take; i++)
+    n = n->next;
+  v->offer.head = n->next;
+  n->next = NULL;
+  __atomic_store_n(&v->offer_len, len - take, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&v->offer_lock);
+  while (first) {
+    struct fib__fiber *f = FIBER_OF(first);
+    first = first->next;
+    f->rt = rt; /* never ran, parked nowhere: nobody else reads it */
+    fib__runq_push(&rt->runq, &f->runq);
+  }
+  rt->owned += take;
+  rt->unstarted += take;
+  return 1;
+}
+
+/* Look at every offer list, rt's own first, then the others in turn. */
+static int steal(struct fib_runtime *rt) {
+  struct fib__group *g = rt->group;
+  for (unsigned k = 0; k < g->n; k++)
+    if (take_offer(rt, g->w[(rt->worker + k) % g->n]))
+      return 1;
+  return 0;
+}
+
+static int any_offer(const struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (__atomic_load_n(&g->w[i]->offer_len, __ATOMIC_SEQ_CST))
+      return 1;
+  return 0;
+}
+
+void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
+                      int inside) {
+  if (!f->pinned && __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    /* Someone is idle: help-first, the child goes where it can be taken. */
+    pthread_mutex_lock(&rt->offer_lock);
+    fib__list_push(&rt->offer, &f->runq);
+    __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&rt->offer_lock);
+    wake_one_idle(rt->group);
+    return;
+  }
+  rt->owned++;
+  if (!f->pinned)
+    rt->unstarted++;
+  if (inside)
+    fib__runq_push_front(&rt->runq, &f->runq);
+  else
+    fib__runq_push(&rt->runq, &f->runq);
+}
+
+void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
+  f->rt = w; /* never ran, parked nowhere: nobody else reads it yet */
+  pthread_mutex_lock(&w->offer_lock);
+  fib__list_push(&w->placed, &f->runq);
+  __atomic_store_n(&w->placed_len, w->placed_len + 1, __ATOMIC_SEQ_CST);
+  pthread_mutex_unlock(&w->offer_lock);
+  wake_worker(w);
+}
+
+/* Move the fibers placed on rt into its run queue. 1 if any. */
+static int take_placed(struct fib_runtime *rt) {
+  if (!__atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED))
+    return 0;
+  pthread_mutex_lock(&rt->offer_lock);
+  size_t n = rt->placed_len;
+  struct fib__runq_node *first = rt->placed.head;
+  /* Their deadlines will live in rt's timer heap: room first (if there
+   * is none now, they wait for a later turn). */
+  if (fib__timers_reserve(&rt->timers, rt->owned + n) != 0) {
+    pthread_mutex_unlock(&rt->offer_lock);
+    return 0;
+  }
+  rt->placed.head = NULL;
+  __atomic_store_n(&rt->placed_len, 0, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&rt->offer_lock);
+  while (first) {
+    struct fib__fiber *f = FIBER_OF(first);
+    first = first->next;
+    fib__runq_push(&rt->runq, &f->runq);
+  }
+  rt->owned += n;
+  return 1;
+}
+
+void fib__group_tend(struct fib_runtime *rt) {
+  inbox_drain(rt);
+  take_placed(rt);
+  fib__post_take(rt);
+  if (rt->unstarted > 1 &&
+      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED) &&
+      !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED))
+    offer(rt);
+}
+
+/* ---- idle */
+
+/* Every fiber spawned so far has finished. Read `finished` everywhere
+ * first, then `spawned`: a fiber counted finished was counted spawned
+ * before (its spawn happened before its end, and these are acquire loads
+ * of release stores), so the sums are equal only if none counted spawned
+ * is still running; a fiber that ends between the two passes makes them
+ * differ, and the check is simply made again at the next idle. */
+static int all_finished(const struct fib__group *g) {
+  size_t finished = 0, spawned = 0;
+  for (unsigned i = 0; i < g->n; i++)
+    finished += __atomic_load_n(&g->w[i]->finished, __ATOMIC_ACQUIRE);
+  for (unsigned i = 0; i < g->n; i++)
+    spawned += __atomic_load_n(&g->w[i]->spawned, __ATOMIC_ACQUIRE);
+  return finished == spawned;
+}
+
+/* Whether anything has come for an idle worker. */
+static int work_came(const struct fib_runtime *rt) {
+  return arrived(rt) || any_offer(rt->group) ||
+         __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
+         __atomic_load_n(&rt->group->over, __ATOMIC_SEQ_CST);
+}
+
+/* Nothing anywhere for anyone (the deadlock census, under g->lock). */
+static int all_quiet(const struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (arrived(g->w[i]) ||
+        __atomic_load_n(&g->w[i]->placed_len, __ATOMIC_SEQ_CST) ||
+        /* posted to: more may come from another thread, no deadlock */
+        __atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
+      return 0;
+  return !any_offer(g);
+}
+
+int fib__group_idle(struct fib_runtime *rt) {
+  struct fib__group *g = rt->group;
+  if (inbox_drain(rt) || take_placed(rt) || steal(rt))
+    return 1;
+  if (__atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
+    fib__post_take(rt);
+    return 1;
+  }
+  if (__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+    return 0;
+  if (all_finished(g)) {
+    pthread_mutex_lock(&g->lock);
+    if (!__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+      end_run(g, 0);
+    pthread_mutex_unlock(&g->lock);
+    return 0;
+  }
+  /* Idle: busy workers offer fibers from now on. Spin a little first:
+   * work often comes within microseconds (a child offered, a joiner
+   * readied), sooner than a futex sleep and wake-up would take. */
+  __atomic_fetch_add(&g->idle, 1, __ATOMIC_SEQ_CST);
+  for (unsigned i = 0; i < FIB__WORKER_SPINS; i++) {
+    if (work_came(rt))
+      goto found;
+    fib__cpu_relax();
+  }
+  /* Announce the sleep, then look once more (workers.h: the sleeper's
+   * half of the pair). */
+  __atomic_store_n(&rt->parked, 1, __ATOMIC_SEQ_CST);
+  if (!work_came(rt)) {
+    const struct fib__timer *first = fib__timers_first(&rt->timers);
+    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+    int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
+    if (blocked) {
+      pthread_mutex_lock(&g->lock);
+      if (++g->blocked == g->n && all_quiet(g) &&
+          !all_finished(g))
+        end_run(g, FIB_EDEADLK);
+      pthread_mutex_unlock(&g->lock);
+    }
+    if (rt->io_waiting) {
+      /* The poller has no wake-up fd yet: nap, then look again. */
+      uint64_t nap = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
+      (void)rt->poll(rt, nap < deadline ? nap : deadline);
+    } else {
+      futex_sleep(&rt->parked, deadline);
+    }
+    if (blocked) {
+      pthread_mutex_lock(&g->lock);
+      g->blocked--;
+      pthread_mutex_unlock(&g->lock);
+    }
+  }
+  __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+found:
+  __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
+  return 1;
+}
+
+/* ---- a run */
+
+static void *thread_main(void *arg) {
+  struct fib_runtime *w = arg;
+  struct fib__group *g = w->group;
+  int err = g->worker_main(w);
+  if (err && err != g->result) { /* it could not start: end the run */
+    pthread_mutex_lock(&g->lock);
+    end_run(g, err);
+    pthread_mutex_unlock(&g->lock);
+  }
+  return NULL;
+}
+
+int fib__group_run(struct fib_runtime *rt,
+                   int (*worker_main)(struct fib_runtime *w)) {
+  struct fib__group *g = rt->group;
+  g->worker_main = worker_main;
+  g->result = 0;
+  g->blocked = 0;
+  __atomic_store_n(&g->over, all_finished(g), __ATOMIC_SEQ_CST);
+  unsigned started = 1;
+  int err = 0;
+  for (; started < g->n; started++)
+    if (pthread_create(&g->threads[started], NULL, thread_main,
+                       g->w[started]) != 0) {
+      err = FIB_ENOMEM;
+      pthread_mutex_lock(&g->lock);
+      end_run(g, err);
+      pthread_mutex_unlock(&g->lock);
+      break;
+    }
+  int mine = worker_main(rt);
+  for (unsigned i = 1; i < started; i++)
+    pthread_join(g->threads[i], NULL);
+  if (err)
+    return err;
+  return mine ? mine : g->result;
+}

@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * workers.h -- a runtime with N workers (fib_runtime_opts.workers > 1).
+ *
+ * Each worker is today's one-thread scheduler (struct fib_runtime, fiber.h)
+ * run by a thread of its own; worker 0 is the handle the program holds and
+ * runs on the thread that calls fib_run. A one-worker runtime has no group
+ * (rt->group == NULL) and none of this code runs for it.
+ *
+ * Ownership. Every fiber has one owner worker (fiber->rt). Only the owner's
+ * thread touches the fiber's scheduling state (state, runq link, timer,
+ * wake reason) and its own run queue and timer heap, without atomics, as
+ * with one worker. What other workers may do to it:
+ *
+ *   - ready it (a child finished that it joins, fib_cancel): they win its
+ *     claim (below), set its wake reason and push it onto its owner's
+ *     inbox (an atomic stack); the owner moves the inbox into its run
+ *     queue at its next scheduling point, or is woken if it sleeps;
+ *   - take it, if it has never run and is not pinned: an owner puts such
+ *     fibers on its offer list while another worker is idle, and an idle
+ *     worker takes half of a list at a time (stealing). Such a fiber has
+ *     no stack contents and has cached no thread-local address, so moving
+ *     it is always safe. Fibers that have run never move.
+ *
+ * The claim. One parked fiber may have several would-be wakers on several
+ * threads: its owner's timer, a canceller, the child it joins. Exactly one
+ * wins: a parked fiber's `claim` word is FIB__CLAIM_ANY (a completer, a
+ * deadline or a cancel may wake it) or FIB__CLAIM_COMPLETE (only a
+ * completer: an uncancellable park), armed by the fiber itself before it
+ * can be found by a waker on another thread (before it sets a joiner slot)
+ * and before it checks for a cancel; a waker takes it with a CAS to
+ * FIB__CLAIM_NONE and only the winner readies the fiber. A loser leaves it
+ * alone: the winner's wake-up is on its way (a timer that loses is simply
+ * dropped). The cancel check is a Dekker pair: the fiber stores its claim
+ * then loads `cancelled`; fib_cancel stores `cancelled` then CASes the
+ * claim; both sequentially consistent, so at least one of them sees the
+ * other, and the CAS decides who acts.
+ *
+ * Sleep and wake-up of a worker. A worker with nothing to run announces
+ * itself idle (group->idle, which busy workers read, relaxed, in their
+ * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether
+ * to offer fibers), spins a little
+ * looking for work, then stores parked = 1,
+ * looks once more at its inbox and at every offer list, and only then
+ * sleeps on the futex word `parked` (until its earliest deadline). A
+ * waker pushes first, then loads `parked`; seq_cst on both sides, so
+ * either the sleeper sees the push or the waker sees parked == 1 and
+ * exchanges it to 0 before FUTEX_WAKE (once: a second waker finds 0). A
+ * worker with fibers in an I/O wait sleeps in the poller instead, for at
+ * most FIB__WORKER_IO_NAP_NS at a time (its poller has no wake-up fd yet).
+ *
+ * The end of a run: an idle worker that finds every fiber spawned so far
+ * finished (each worker counts what it spawned and what finished on it)
+ * sets `over` and wakes every worker. A deadlock: every worker asleep with no timer,
+ * no I/O wait, nothing in any inbox or offer list, while fibers remain
+ * (the census under group->lock); the last to fall asleep ends the run
+ * with FIB_EDEADLK.
+ *
+ * Ids: worker k hands out ids k + 1, k + 1 + n, k + 1 + 2n, ... from its
+ * own id map under its own ids_lock, so the worker whose map holds an id
+ * is (id - 1) % n, found without a lock and without a shared counter.
+ */
+#ifndef FIB__SCHED_WORKERS_H
+#define FIB__SCHED_WORKERS_H
+
+#include "fiber.h"
+
+#include <pthread.h>
+#include <stdint.h>
+
+/* fiber->claim */
+enum {
+  FIB__CLAIM_NONE = 0,    /* not parked, or its waker is chosen */
+  FIB__CLAIM_ANY = 1,     /* parked: completer, deadline or cancel */
+  FIB__CLAIM_COMPLETE = 2 /* parked uncancellably: its completer only */
+};
+
+/* How long a worker with I/O waits sleeps in its poller at a time. */
+#define FIB__WORKER_IO_NAP_NS 1000000u
+
+/* Hand-offs a worker's fibers make among themselves before it goes back
+ * to its loop (fib__group_tend): how long a fiber readied from another
+ * worker, or an idle worker, may wait for it. */
+#define FIB__GROUP_TURNS 64u
+
+/* How many times an idle worker looks for work before it sleeps: with a
+ * pause between looks, some tens of microseconds. */
+#define FIB__WORKER_SPINS 2000u
+
+struct fib__group {
+  unsigned n;             /* workers */
+  struct fib_runtime **w; /* w[0] is the handle; each its own record */
+  pthread_t *threads;     /* w[1..n-1]'s threads during a run */
+  int (*worker_main)(struct fib_runtime *w); /* what they run (sched.c):
+                             enter, loop, leave; 0 or why it could not */
+  unsigned idle;          /* workers looking for work or asleep (atomic) */
+  int over;               /* the run has ended (atomic) */
+  pthread_mutex_t lock;   /* guards what follows */
+  unsigned blocked;       /* asleep with no deadline and no I/O */
+  int result;             /* the run's result, once over */
+};
+
+/* The worker whose id map holds `id` (see Ids above). */
+static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
+                                               fib_id id) {
+  const struct fib__group *g = rt->group;
+  return g->w[(id - 1) % g->n];
+}
+
+/* How many multi-worker runtimes exist (atomic): primitives initialised
+ * while there is one are shared (src/sync/storage.h). */
+extern unsigned fib__group_live;
+
+/* ---- creation (sched.c's fib_runtime_create / destroy) */
+
+/* Make rt (worker 0, already set up as a one-worker runtime) the handle of
+ * a group of n workers. 0 or FIB_ENOMEM (rt unchanged). */
+int fib__group_create(struct fib_runtime *rt, unsigned n);
+
+/* Free the group and workers 1..n-1 (their fibers are already freed). */
+void fib__group_free(struct fib_runtime *rt);
+
+/* ---- a run */
+
+/* fib_run of a group: start workers 1..n-1 on threads of their own, run
+ * worker 0 here, wait for them. Returns 0 or FIB_EDEADLK, or an error
+ * from starting the threads (FIB_ENOMEM; nothing ran then). */
+int fib__group_run(struct fib_runtime *rt,
+                   int (*loop)(struct fib_runtime *w));
+
+/* Count a fiber spawned or finished on rt (its own counters: no shared
+ * line is written per spawn; release, for all_finished in workers.c). */
+static inline void fib__group_count(size_t *counter) {
+  __atomic_store_n(counter, *counter + 1, __ATOMIC_RELEASE);
+}
+
+/* The run loop found nothing ready on worker rt: take the inbox, steal,
+ * or sleep (until the earliest deadline, I/O or a wake-up). 1: go round
+ * again; 0: the run is over. */
+int fib__group_idle(struct fib_runtime *rt);
+
+/* A fiber spawned on rt for worker w (fib_attr.worker), never run: to
+ * w's `placed` list, which w moves into its run queue at its next turn. */
+void fib__group_send(struct fib_runtime *w, struct fib__fiber *f);
+
+/* The loop's turn at a scheduling point: move the inbox into the run
+ * queue, and offer fibers if a worker is idle. */
+void fib__group_tend(struct fib_runtime *rt);
+
+/* A fiber was spawned on rt (its owner), from one of its fibers when
+ * `inside`: queue it, on the offer list if a worker is idle and f may
+ * move, else as with one worker. */
+void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
+                      int inside);
+
+/* ---- any runtime that may be woken from another thread (post.c) */
+
+/* Take the posts (post.c): spawn a fiber for each. */
+void fib__post_take(struct fib_runtime *rt);
+
+/* A one-worker runtime that has been posted to, at its loop: move its
+ * inbox into its run queue, take its posts. */
+void fib__runtime_tend(struct fib_runtime *rt);
+
+/* Wake rt (a runtime, or a worker) if it sleeps on its futex word. */
+void fib__runtime_wake(struct fib_runtime *rt);
+
+/* A one-worker runtime that has been posted to has nothing to run: sleep
+ * until `deadline`, an I/O event, a post or a fiber readied from another
+ * thread. */
+void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline);
+
+/* ---- the claim */
+
+/* Arm self's claim before it can be found by another thread's waker. */
+static inline void fib__claim_arm(struct fib__fiber *self, int how) {
+  __atomic_store_n(&self->claim, how, __ATOMIC_SEQ_CST);
+}
+
+/* Try to become f's one waker: `any` is 1 for a completer (which may wake
+ * an uncancellable park), 0 for a deadline or a cancel. */
+static inline int fib__claim_take(struct fib__fiber *f, int any) {
+  int c = FIB__CLAIM_ANY;
+  if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
+                                  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    return 1;
+  /* acquire: the fiber's park (and what it published before) happened */
+  return any && c == FIB__CLAIM_COMPLETE &&
+         __atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+}
+
+/* Whether a waker could still claim f (a look, for wait queues). */
+static inline int fib__claim_open(const struct fib__fiber *f) {
+  return __atomic_load_n(&f->claim, __ATOMIC_ACQUIRE) != FIB__CLAIM_NONE;
+}
+
+/* Wake f, whose claim the caller won, with park returning `reason`: into
+ * the caller's run queue if the caller's thread owns it, else through its
+ * owner's inbox. `front`: run it first (a joiner) when local. */
+void fib__group_wake(struct fib__fiber *f, int reason, int front);
+
+#endif

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: MIT */
+/* test_post.c -- the thread-safe way into a runtime: fib_post and fib_call
+ * from plain threads, from fibers of other runtimes on other threads, and
+ * into runtimes with several workers; order, results, and a runtime that
+ * waits for posts instead of reporting a deadlock. */
+#include "fiber_helpers.h"
+
+#include <fibers.h>
+
+#include <pthread.h>
+#include <stdint.h>
+
+static fib_runtime *runtime_with(unsigned flags, unsigned workers) {
+  fib_runtime_opts opts = {0};
+  opts.flags = flags;
+  opts.workers = workers;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  return rt;
+}
+
+/* ---- posts from a plain thread, in order, to a runtime whose only fiber
+ * waits for what the posts do */
+
+struct feed {
+  fib_runtime *rt;
+  fib_sem sem;     /* posted functions post it; the runtime's fiber waits */
+  long next;       /* the order the posted functions ran in */
+  long count;
+  int bad_order;
+};
+
+struct item {
+  struct feed *f;
+  long seq;
+};
+
+static void *posted_fn(void *arg) {
+  struct item *it = arg;
+  /* Atomic: with several workers, posted fibers run on several threads. */
+  if (__atomic_fetch_add(&it->f->next, 1, __ATOMIC_RELAXED) != it->seq)
+    __atomic_store_n(&it->f->bad_order, 1, __ATOMIC_RELAXED);
+  CHECK_OK(fib_sem_post(&it->f->sem));
+  return NULL;
+}
+
+static void *poster_thread(void *arg) {
+  struct feed *f = arg;
+  struct item *items = calloc((size_t)f->count, sizeof *items);
+  CHECK(items != NULL);
+  for (long i = 0; i < f->count; i++) {
+    items[i].f = f;
+    items[i].seq = i;
+    CHECK_OK(fib_post(f->rt, posted_fn, &items[i]));
+    if (i % 64 == 0)
+      usleep(100); /* let the runtime fall asleep now and then */
+  }
+  return items; /* freed by the test once the runtime is done */
+}
+
+static void *waits_for_all(void *arg) {
+  struct feed *f = arg;
+  for (long i = 0; i < f->count; i++)
+    CHECK_OK(fib_sem_wait(&f->sem));
+  return NULL;
+}
+
+static void posts_from_a_thread(unsigned workers) {
+  struct feed f = {0};
+  f.count = scaled(5000);
+  f.rt = runtime_with(FIB_ACCEPT_POSTS, workers);
+  CHECK_OK(fib_sem_init(&f.sem, 0));
+  CHECK_OK(fib_spawn(f.rt, waits_for_all, &f, NULL, NULL));
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, poster_thread, &f));
+  CHECK_OK(fib_run(f.rt));
+  void *items;
+  CHECK_OK(pthread_join(t, &items));
+  free(items);
+  CHECK_EQ(f.next, f.count);
+  if (workers <= 1)
+    CHECK_EQ(f.bad_order, 0); /* one worker: posts run in post order */
+  CHECK_OK(fib_sem_destroy(&f.sem));
+  CHECK_OK(fib_runtime_destroy(f.rt));
+}
+
+TEST(posts_from_a_thread_run_in_order) { posts_from_a_thread(1); }
+
+TEST(posts_from_a_thread_reach_a_runtime_with_workers) {
+  posts_from_a_thread(2);
+}
+
+/* ---- fib_call from a plain thread */
+
+static void *triple(void *arg) { return (void *)((uintptr_t)arg * 3); }
+
+static void *stay_until_told(void *arg) {
+  fib_sem *stop = arg;
+  CHECK_OK(fib_sem_wait(stop));
+  return NULL;
+}
+
+struct runner {
+  fib_runtime *rt;
+  int result;
+};
+
+static void *run_thread(void *arg) {
+  struct runner *r = arg;
+  r->result = fib_run(r->rt);
+  return NULL;
+}
+
+static void *post_stop(void *arg) {
+  CHECK_OK(fib_sem_post(arg));
+  return NULL;
+}
+
+TEST(call_from_a_plain_thread_returns_the_result) {
+  for (unsigned workers = 1; workers <= 2; workers++) {
+    struct runner r = {runtime_with(FIB_ACCEPT_POSTS, workers), -1};
+    fib_sem stop;
+    CHECK_OK(fib_sem_init(&stop, 0));
+    CHECK_OK(fib_spawn(r.rt, stay_until_told, &stop, NULL, NULL));
+    pthread_t t;
+    CHECK_OK(pthread_create(&t, NULL, run_thread, &r));
+    for (uintptr_t i = 0; i < (uintptr_t)scaled(2000); i++) {
+      void *out;
+      CHECK_OK(fib_call(r.rt, triple, (void *)i, &out));
+      CHECK_EQ((uintptr_t)out, 3 * i);
+    }
+    CHECK_OK(fib_post(r.rt, post_stop, &stop));
+    CHECK_OK(pthread_join(t, NULL));
+    CHECK_OK(r.result);
+    CHECK_OK(fib_sem_destroy(&stop));
+    CHECK_OK(fib_runtime_destroy(r.rt));
+  }
+}
+
+/* ---- fib_call between runtimes on two threads, both ways */
+
+struct pair {
+  fib_runtime *other;
+  long calls;
+  long sum;
+};
+
+static void *add_one(void *arg) { return (void *)((uintptr_t)arg + 1); }
+
+static void *caller(void *arg) {
+  struct pair *p = arg;
+  for (long i = 0; i < p->calls; i++) {
+    void *out;
+    CHECK_OK(fib_call(p->other, add_one, (void *)(uintptr_t)i, &out));
+    p->sum += (long)(uintptr_t)out;
+  }
+  return NULL;
+}
+
+struct side {
+  fib_runtime *rt;
+  struct pair pair;
+  fib_sem *done_here;   /* posted when this side's caller is done */
+  fib_sem *done_there;  /* the other side's, waited on before ending */
+  int result;
+};
+
+static void *side_main(void *arg) {
+  struct side *s = arg;
+  caller(&s->pair);
+  CHECK_OK(fib_call(s->pair.other, post_stop, s->done_there, NULL));
+  return NULL;
+}
+
+static void *side_thread(void *arg) {
+  struct side *s = arg;
+  s->result = fib_run(s->rt);
+  return NULL;
+}
+
+TEST(calls_between_runtimes_on_two_threads) {
+  for (unsigned workers = 1; workers <= 2; workers++) {
+    fib_runtime *a = runtime_with(FIB_ACCEPT_POSTS, workers);
+    fib_runtime *b = runtime_with(FIB_ACCEPT_POSTS, 1);
+    fib_sem a_done, b_done; /* each side stays until the other is done */
+    CHECK_OK(fib_sem_init(&a_done, 0));
+    CHECK_OK(fib_sem_init(&b_done, 0));
+    long n = scaled(3000);
+    struct side sa = {a, {b, n, 0}, &a_done, &b_done, -1};
+    struct side sb = {b, {a, n, 0}, &b_done, &a_done, -1};
+    CHECK_OK(fib_spawn(a, side_main, &sa, NULL, NULL));
+    CHECK_OK(fib_spawn(a, stay_until_told, &a_done, NULL, NULL));
+    CHECK_OK(fib_spawn(b, side_main, &sb, NULL, NULL));
+    CHECK_OK(fib_spawn(b, stay_until_told, &b_done, NULL, NULL));
+    pthread_t ta, tb;
+    CHECK_OK(pthread_create(&ta, NULL, side_thread, &sa));
+    CHECK_OK(pthread_create(&tb, NULL, side_thread, &sb));
+    CHECK_OK(pthread_join(ta, NULL));
+    CHECK_OK(pthread_join(tb, NULL));
+    CHECK_OK(sa.result);
+    CHECK_OK(sb.result);
+    CHECK_EQ(sa.pair.sum, n * (n + 1) / 2);
+    CHECK_EQ(sb.pair.sum, n * (n + 1) / 2);
+    CHECK_OK(fib_sem_destroy(&a_done));
+    CHECK_OK(fib_sem_destroy(&b_done));
+    CHECK_OK(fib_runtime_destroy(a));
+    CHECK_OK(fib_runtime_destroy(b));
+  }
+}
+
+/* ---- a call into one's own runtime, and the errors */
+
+static void *calls_itself(void *arg) {
+  (void)arg;
+  void *out;
+  CHECK_OK(fib_call(fib_runtime_current(), triple, (void *)7, &out));
+  CHECK_EQ((uintptr_t)out, 21u);
+  return NULL;
+}
+
+TEST(a_fiber_may_call_into_its_own_runtime) {
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, calls_itself, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt)); /* the call marks it: no false deadlock */
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *wait_forever(void *arg) {
+  CHECK_OK(fib_sem_wait(arg));
+  return NULL;
+}
+
+TEST(errors_and_deadlock_rules) {
+  fib_runtime *rt = new_runtime();
+  CHECK_EQ(fib_post(NULL, triple, NULL), FIB_EINVAL);
+  CHECK_EQ(fib_post(rt, NULL, NULL), FIB_EINVAL);
+  CHECK_EQ(fib_call(rt, NULL, NULL, NULL), FIB_EINVAL);
+  fib_runtime_opts bad = {0};
+  bad.flags = 1u << 20;
+  fib_runtime *x;
+  CHECK_EQ(fib_runtime_create(&x, &bad), FIB_EINVAL);
+  /* Without posts, a fiber nothing can wake is a deadlock, as before. */
+  fib_sem s;
+  CHECK_OK(fib_sem_init(&s, 0));
+  CHECK_OK(fib_spawn(rt, wait_forever, &s, NULL, NULL));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  /* A post made before the run: it runs first, and the runtime is now
+   * one that waits for posts (the post readies the waiter). */
+  CHECK_OK(fib_post(rt, post_stop, &s));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_sem_destroy(&s));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- plain threads feeding fibers through shared channels */
+
+struct pool_feed {
+  fib_chan work;    /* threads -> fibers */
+  fib_chan results; /* fibers -> the test's thread */
+  long per_thread;
+};
+
+static void *feeder(void *arg) {
+  struct pool_feed *p = arg;
+  for (long i = 1; i <= p->per_thread; i++)
+    CHECK_OK(fib_chan_send(&p->work, &i));
+  return NULL;
+}
+
+static void *doubler(void *arg) {
+  struct pool_feed *p = arg;
+  long v;
+  int err;
+  while ((err = fib_chan_recv(&p->work, &v)) == 0) {
+    long twice = 2 * v;
+    CHECK_OK(fib_chan_send(&p->results, &twice));
+  }
+  CHECK_EQ(err, FIB_EPIPE);
+  return NULL;
+}
+
+TEST(plain_threads_send_and_receive_on_shared_channels) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = runtime_with(FIB_ACCEPT_POSTS, workers);
+    struct pool_feed p;
+    p.per_thread = scaled(3000);
+    CHECK_OK(fib_chan_init(&p.work, sizeof(long), 0)); /* shared: rt exists */
+    CHECK_OK(fib_chan_init(&p.results, sizeof(long), 16));
+    enum { THREADS = 3, FIBERS = 5 };
+    for (int i = 0; i < FIBERS; i++)
+      CHECK_OK(fib_spawn(rt, doubler, &p, NULL, NULL));
+    struct runner r = {rt, -1};
+    pthread_t run, feeders[THREADS];
+    CHECK_OK(pthread_create(&run, NULL, run_thread, &r));
+    for (int i = 0; i < THREADS; i++)
+      CHECK_OK(pthread_create(&feeders[i], NULL, feeder, &p));
+    long sum = 0, got = 0;
+    while (got < THREADS * p.per_thread) { /* this thread receives */
+      long v;
+      CHECK_OK(fib_chan_recv(&p.results, &v));
+      sum += v;
+      got++;
+    }
+    for (int i = 0; i < THREADS; i++)
+      CHECK_OK(pthread_join(feeders[i], NULL));
+    long n = p.per_thread;
+    CHECK_EQ(sum, THREADS * n * (n + 1));
+    /* Nothing more comes: a deadline ends a thread's wait. */
+    long v;
+    CHECK_EQ(fib_chan_recv_until(&p.results, &v, fib_now_ns() + 2 * MS),
+             FIB_ETIMEDOUT);
+    CHECK_OK(fib_chan_close(&p.work)); /* the doublers end */
+    CHECK_OK(pthread_join(run, NULL));
+    CHECK_OK(r.result);
+    CHECK_OK(fib_chan_destroy(&p.work));
+    CHECK_OK(fib_chan_destroy(&p.results));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+static void *close_later(void *arg) {
+  usleep(20000);
+  CHECK_OK(fib_chan_close(arg));
+  return NULL;
+}
+
+TEST(a_close_wakes_a_blocked_thread) {
+  fib_runtime *rt = runtime_with(0, 2); /* makes new channels shared */
+  fib_chan c;
+  CHECK_OK(fib_chan_init(&c, sizeof(int), 0));
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, close_later, &c));
+  int v;
+  CHECK_EQ(fib_chan_recv(&c, &v), FIB_EPIPE);
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_OK(fib_chan_destroy(&c));
+  CHECK_OK(fib_runtime_destroy(rt));
+  /* A local channel from a plain thread is still refused. */
+  CHECK_OK(fib_chan_init(&c, sizeof(int), 0));
+  CHECK_EQ(fib_chan_recv(&c, &v), FIB_EPERM);
+  CHECK_OK(fib_chan_destroy(&c));
+}
+
+TEST_MAIN(T(posts_from_a_thread_run_in_order),
+          T(posts_from_a_thread_reach_a_runtime_with_workers),
+          T(call_from_a_plain_thread_returns_the_result),
+          T(calls_between_runtimes_on_two_threads),
+          T(a_fiber_may_call_into_its_own_runtime),
+          T(errors_and_deadlock_rules),
+          T(plain_threads_send_and_receive_on_shared_channels),
+          T(a_close_wakes_a_blocked_thread))

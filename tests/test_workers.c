@@ -1,0 +1,897 @@
+/* SPDX-License-Identifier: MIT */
+/* test_workers.c -- a runtime with several workers (fib_runtime_opts.
+ * workers): trees of spawn and join with exact results, stealing of
+ * fibers that never ran, pinning, a fiber that has run never changing
+ * thread, join, detach, cancel and deadlines across workers, the end of a
+ * run and its deadlock, idle workers that sleep, and what is refused for
+ * now. Each case runs with 2 and with 4 workers where the count matters. */
+#include "fiber_helpers.h"
+
+#include <fibers.h>
+#include <fibers/io.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static fib_runtime *new_workers(unsigned n) {
+  fib_runtime_opts opts = {0};
+  opts.workers = n;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  return rt;
+}
+
+/* ---- a spawn/join tree: skynet's shape, each leaf doing a little work */
+
+struct tree {
+  uint64_t first;  /* the leaves' numbers: first .. first + count - 1 */
+  uint64_t count;
+  unsigned spin;   /* busy work per leaf, so that stealing pays */
+};
+
+/* Threads seen running leaves: a few slots, filled with CAS. */
+#define THREAD_SLOTS 8
+static pthread_t seen_threads[THREAD_SLOTS];
+static int seen_used[THREAD_SLOTS];
+
+static void note_thread(void) {
+  pthread_t me = pthread_self();
+  for (int i = 0; i < THREAD_SLOTS; i++) {
+    if (__atomic_load_n(&seen_used[i], __ATOMIC_ACQUIRE) == 2 &&
+        pthread_equal(seen_threads[i], me))
+      return;
+    int expected = 0;
+    if (__atomic_compare_exchange_n(&seen_used[i], &expected, 1, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      seen_threads[i] = me;
+      __atomic_store_n(&seen_used[i], 2, __ATOMIC_RELEASE);
+      return;
+    }
+    while (__atomic_load_n(&seen_used[i], __ATOMIC_ACQUIRE) != 2)
+      ; /* another thread is filling it in */
+    if (pthread_equal(seen_threads[i], me))
+      return;
+  }
+}
+
+static int threads_seen(void) {
+  int n = 0;
+  for (int i = 0; i < THREAD_SLOTS; i++)
+    n += __atomic_load_n(&seen_used[i], __ATOMIC_ACQUIRE) == 2;
+  return n;
+}
+
+/* Busy work the compiler cannot drop. */
+static void spin(unsigned n) {
+  volatile unsigned sink = 0;
+  for (unsigned i = 0; i < n; i++)
+    sink = sink + i;
+}
+
+static void *tree_node(void *arg) {
+  struct tree *t = arg;
+  if (t->count == 1) {
+    spin(t->spin);
+    note_thread();
+    return (void *)(uintptr_t)t->first;
+  }
+  struct tree kids[10];
+  fib_id ids[10];
+  int n = 0;
+  uint64_t per = (t->count + 9) / 10;
+  for (uint64_t at = 0; at < t->count; at += per, n++) {
+    kids[n].first = t->first + at;
+    kids[n].count = t->count - at < per ? t->count - at : per;
+    kids[n].spin = t->spin;
+    CHECK_OK(fib_spawn(NULL, tree_node, &kids[n], NULL, &ids[n]));
+  }
+  uint64_t sum = 0;
+  for (int i = 0; i < n; i++) {
+    void *r;
+    CHECK_OK(fib_join(ids[i], &r));
+    sum += (uint64_t)(uintptr_t)r;
+  }
+  return (void *)(uintptr_t)sum;
+}
+
+/* `roots` trees spawned from outside before the run; the first is the
+ * runtime's first fiber (pinned), the others may be taken. */
+static void tree_on(unsigned workers, unsigned roots, uint64_t leaves,
+                    unsigned spin) {
+  memset(seen_used, 0, sizeof seen_used);
+  fib_runtime *rt = new_workers(workers);
+  struct tree root[8];
+  fib_id ids[8];
+  for (unsigned i = 0; i < roots; i++) {
+    root[i] = (struct tree){0, leaves, spin};
+    CHECK_OK(fib_spawn(rt, tree_node, &root[i], NULL, &ids[i]));
+  }
+  CHECK_OK(fib_run(rt));
+  for (unsigned i = 0; i < roots; i++) { /* finished, never joined */
+    fib_stack_info info;
+    CHECK_EQ(fib_fiber_stack(rt, ids[i], &info), FIB_ESRCH);
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+struct root_job {
+  uint64_t leaves;
+  unsigned spin;
+  uint64_t sum;
+};
+
+static void *tree_root(void *arg) {
+  struct root_job *j = arg;
+  struct tree t = {0, j->leaves, j->spin};
+  fib_id id;
+  CHECK_OK(fib_spawn(NULL, tree_node, &t, NULL, &id));
+  void *r;
+  CHECK_OK(fib_join(id, &r));
+  j->sum = (uint64_t)(uintptr_t)r;
+  return NULL;
+}
+
+static void tree_sum(unsigned workers, uint64_t leaves, unsigned spin) {
+  memset(seen_used, 0, sizeof seen_used);
+  fib_runtime *rt = new_workers(workers);
+  struct root_job j = {leaves, spin, 0};
+  CHECK_OK(fib_spawn(rt, tree_root, &j, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_EQ(j.sum, leaves * (leaves - 1) / 2);
+}
+
+TEST(tree_sums_exactly_on_2_workers) {
+  tree_sum(2, (uint64_t)scaled(100000), 0);
+}
+
+TEST(tree_sums_exactly_on_4_workers) {
+  tree_sum(4, (uint64_t)scaled(100000), 0);
+}
+
+TEST(a_tree_with_work_at_the_leaves_uses_every_worker) {
+  /* Leaves that take a while: the idle workers must take some. */
+  tree_sum(2, (uint64_t)scaled(2000) + 10, 200000);
+  CHECK_EQ(threads_seen(), 2);
+  tree_sum(4, (uint64_t)scaled(4000) + 10, 200000);
+  CHECK(threads_seen() >= 2); /* four workers on two cores: at least two */
+}
+
+TEST(fibers_spawned_before_the_run_spread_too) {
+  tree_on(3, 6, (uint64_t)scaled(500) + 10, 100000);
+  CHECK(threads_seen() >= 2);
+}
+
+/* ---- pinning and no migration once started */
+
+struct placement {
+  pthread_t runner;     /* the thread that called fib_run */
+  int on_runner;        /* the first fiber ran there, every time */
+  int moved;            /* some fiber was seen on two threads */
+  int children_on_parent;
+  int children;
+};
+
+static void *stay_put(void *arg) {
+  struct placement *p = arg;
+  pthread_t first = pthread_self();
+  for (int i = 0; i < 50; i++) {
+    spin(20000);
+    CHECK_OK(fib_yield());
+    if (!pthread_equal(first, pthread_self()))
+      __atomic_store_n(&p->moved, 1, __ATOMIC_RELAXED);
+    if (i % 10 == 0)
+      CHECK_OK(fib_sleep_ns(100000));
+    if (!pthread_equal(first, pthread_self()))
+      __atomic_store_n(&p->moved, 1, __ATOMIC_RELAXED);
+  }
+  return NULL;
+}
+
+struct pinned_child {
+  struct placement *p;
+  pthread_t parent;
+};
+
+static void *pinned_child(void *arg) {
+  struct pinned_child *c = arg;
+  if (pthread_equal(c->parent, pthread_self()))
+    __atomic_add_fetch(&c->p->children_on_parent, 1, __ATOMIC_RELAXED);
+  __atomic_add_fetch(&c->p->children, 1, __ATOMIC_RELAXED);
+  return stay_put(c->p);
+}
+
+static void *first_fiber(void *arg) {
+  struct placement *p = arg;
+  p->on_runner = pthread_equal(p->runner, pthread_self());
+  fib_id ids[16];
+  struct pinned_child kids[8];
+  for (int i = 0; i < 8; i++) { /* movable ones */
+    CHECK_OK(fib_spawn(NULL, stay_put, p, NULL, &ids[i]));
+  }
+  fib_attr pin = {0};
+  pin.flags = FIB_PINNED;
+  for (int i = 0; i < 8; i++) {
+    kids[i].p = p;
+    kids[i].parent = pthread_self();
+    CHECK_OK(fib_spawn(NULL, pinned_child, &kids[i], &pin, &ids[8 + i]));
+  }
+  for (int i = 0; i < 16; i++) {
+    CHECK_OK(fib_join(ids[i], NULL));
+    if (!pthread_equal(p->runner, pthread_self()))
+      p->on_runner = 0;
+  }
+  return NULL;
+}
+
+TEST(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    struct placement p = {0};
+    p.runner = pthread_self();
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, first_fiber, &p, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_EQ(p.on_runner, 1);
+    CHECK_EQ(p.moved, 0);
+    CHECK_EQ(p.children, 8);
+    CHECK_EQ(p.children_on_parent, 8);
+  }
+}
+
+/* ---- placement: fib_attr.worker */
+
+struct placed {
+  pthread_t thread[4]; /* the thread each worker's placed fiber ran on */
+  int moved;
+};
+
+struct placed_arg {
+  struct placed *p;
+  unsigned worker;
+};
+
+static void *record_thread(void *arg) {
+  struct placed_arg *a = arg;
+  pthread_t me = pthread_self();
+  a->p->thread[a->worker] = me;
+  for (int i = 0; i < 20; i++) {
+    CHECK_OK(fib_sleep_ns(50000));
+    if (!pthread_equal(me, pthread_self()))
+      a->p->moved = 1;
+  }
+  return NULL;
+}
+
+static void *place_all(void *arg) {
+  struct placed *p = arg;
+  struct placed_arg args[4];
+  fib_id ids[4];
+  for (unsigned w = 0; w < 4; w++) {
+    args[w] = (struct placed_arg){p, w};
+    fib_attr attr = {0};
+    attr.worker = w + 1;
+    CHECK_OK(fib_spawn(NULL, record_thread, &args[w], &attr, &ids[w]));
+  }
+  fib_attr bad = {0};
+  bad.worker = 5;
+  CHECK_EQ(fib_spawn(NULL, record_thread, &args[0], &bad, NULL), FIB_EINVAL);
+  for (int w = 0; w < 4; w++)
+    CHECK_OK(fib_join(ids[w], NULL));
+  return NULL;
+}
+
+TEST(fibers_placed_on_a_worker_run_there) {
+  struct placed p = {0};
+  fib_runtime *rt = new_workers(4);
+  CHECK_OK(fib_spawn(rt, place_all, &p, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_EQ(p.moved, 0);
+  CHECK(pthread_equal(p.thread[0], pthread_self())); /* worker 0: here */
+  for (int a = 0; a < 4; a++) /* four workers, four threads */
+    for (int b = a + 1; b < 4; b++)
+      CHECK(!pthread_equal(p.thread[a], p.thread[b]));
+}
+
+/* ---- join, detach, cancel and deadlines across workers */
+
+static void *sleep_then_return(void *arg) {
+  uint64_t ns = (uint64_t)(uintptr_t)arg;
+  CHECK_OK(fib_sleep_ns(ns));
+  return arg;
+}
+
+static int detached_done;
+
+static void *detached_body(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_yield());
+  __atomic_add_fetch(&detached_done, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void *joins_and_deadlines(void *arg) {
+  (void)arg;
+  /* A join that times out leaves the child running and joinable. */
+  fib_id slow;
+  CHECK_OK(fib_spawn(NULL, sleep_then_return, (void *)(uintptr_t)(50 * MS),
+                     NULL, &slow));
+  CHECK_EQ(fib_join_until(slow, NULL, fib_now_ns() + 5 * MS), FIB_ETIMEDOUT);
+  void *r;
+  CHECK_OK(fib_join(slow, &r));
+  CHECK_EQ((uintptr_t)r, 50 * MS);
+  CHECK_EQ(fib_join(slow, NULL), FIB_ESRCH);
+  /* Many children, joined in reverse: each joined once, with its value. */
+  enum { N = 200 };
+  fib_id ids[N];
+  for (int i = 0; i < N; i++)
+    CHECK_OK(fib_spawn(NULL, sleep_then_return,
+                       (void *)(uintptr_t)(i % 7 * 100000), NULL, &ids[i]));
+  for (int i = N - 1; i >= 0; i--) {
+    CHECK_OK(fib_join(ids[i], &r));
+    CHECK_EQ((uintptr_t)r, (uintptr_t)(i % 7 * 100000));
+  }
+  /* Detached fibers run and vanish. */
+  fib_attr det = {0};
+  det.flags = FIB_DETACHED;
+  for (int i = 0; i < N; i++)
+    CHECK_OK(fib_spawn(NULL, detached_body, NULL, &det, NULL));
+  fib_id later;
+  CHECK_OK(fib_spawn(NULL, detached_body, NULL, NULL, &later));
+  CHECK_OK(fib_detach(NULL, later));
+  int err = fib_join(later, NULL); /* detached: alive, or already gone */
+  CHECK(err == FIB_EINVAL || err == FIB_ESRCH);
+  return NULL;
+}
+
+TEST(join_detach_and_deadlines_across_workers) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    detached_done = 0;
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, joins_and_deadlines, NULL, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_EQ(detached_done, 201);
+  }
+}
+
+static void *sleep_long(void *arg) {
+  (void)arg;
+  int err = fib_sleep_ns(60ull * 1000 * MS);
+  return (void *)(intptr_t)err;
+}
+
+static void *spin_until_cancelled(void *arg) {
+  (void)arg;
+  while (!fib_cancelled())
+    CHECK_OK(fib_yield());
+  return (void *)(intptr_t)fib_sleep_ns(MS); /* a cancelled fiber's call */
+}
+
+static void *cancels(void *arg) {
+  (void)arg;
+  int n = (int)scaled(400);
+  fib_id *ids = calloc((size_t)n, sizeof *ids);
+  CHECK(ids != NULL);
+  for (int i = 0; i < n; i++)
+    CHECK_OK(fib_spawn(NULL, i % 2 ? sleep_long : spin_until_cancelled, NULL,
+                       NULL, &ids[i]));
+  CHECK_OK(fib_sleep_ns(2 * MS)); /* let them start, wherever they run */
+  for (int i = 0; i < n; i++)
+    CHECK_OK(fib_cancel(NULL, ids[i]));
+  for (int i = 0; i < n; i++) {
+    void *r;
+    CHECK_OK(fib_join(ids[i], &r));
+    CHECK_EQ((intptr_t)r, FIB_ECANCELED);
+  }
+  free(ids);
+  /* A join cancelled from another fiber returns FIB_ECANCELED. */
+  return NULL;
+}
+
+TEST(cancel_wakes_fibers_on_every_worker) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, cancels, NULL, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* Joiners cancelled while children finish: every join ends once, either
+ * with the child's value or with FIB_ECANCELED, never both or neither. */
+struct race {
+  fib_id child;
+  int outcome; /* 1 joined, 2 cancelled */
+};
+
+static void *quick_child(void *arg) {
+  for (int i = 0; i < (int)(uintptr_t)arg; i++)
+    CHECK_OK(fib_yield());
+  return (void *)7;
+}
+
+static void *joiner(void *arg) {
+  struct race *r = arg;
+  void *v;
+  int err = fib_join(r->child, &v);
+  if (err == 0) {
+    CHECK_EQ((uintptr_t)v, 7u);
+    r->outcome = 1;
+  } else {
+    CHECK_EQ(err, FIB_ECANCELED);
+    r->outcome = 2;
+  }
+  return NULL;
+}
+
+static void *join_cancel_race(void *arg) {
+  (void)arg;
+  int n = (int)scaled(2000);
+  struct race *rs = calloc((size_t)n, sizeof *rs);
+  fib_id *js = calloc((size_t)n, sizeof *js);
+  CHECK(rs && js);
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(fib_spawn(NULL, quick_child, (void *)(uintptr_t)(i % 5), NULL,
+                       &rs[i].child));
+    CHECK_OK(fib_spawn(NULL, joiner, &rs[i], NULL, &js[i]));
+  }
+  for (int i = 0; i < n; i++) {
+    if (i % 3 == 0)
+      CHECK_OK(fib_yield());
+    CHECK_OK(fib_cancel(NULL, js[i]));
+  }
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(fib_join(js[i], NULL));
+    CHECK(rs[i].outcome == 1 || rs[i].outcome == 2);
+    if (rs[i].outcome == 2) /* the child was not joined: collect it */
+      CHECK_OK(fib_join(rs[i].child, NULL));
+    else
+      CHECK_EQ(fib_join(rs[i].child, NULL), FIB_ESRCH);
+  }
+  free(rs);
+  free(js);
+  return NULL;
+}
+
+TEST(a_join_racing_its_cancel_ends_exactly_once) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, join_cancel_race, NULL, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* ---- the end of a run */
+
+static fib_id cycle_ids[2];
+
+static void *join_the_other(void *arg) {
+  int me = (int)(uintptr_t)arg;
+  CHECK_OK(fib_sleep_ns(MS)); /* both exist before either joins */
+  return (void *)(intptr_t)fib_join(cycle_ids[1 - me], NULL);
+}
+
+TEST(a_join_cycle_across_workers_is_a_deadlock) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, join_the_other, (void *)0, NULL, &cycle_ids[0]));
+  CHECK_OK(fib_spawn(rt, join_the_other, (void *)1, NULL, &cycle_ids[1]));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  CHECK_OK(fib_runtime_destroy(rt)); /* discards both */
+}
+
+TEST(a_run_with_no_fibers_returns_at_once_and_runs_again) {
+  fib_runtime *rt = new_workers(3);
+  CHECK_OK(fib_run(rt));
+  struct root_job j = {1000, 0, 0};
+  CHECK_OK(fib_spawn(rt, tree_root, &j, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(j.sum, 1000u * 999u / 2);
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- idle workers sleep */
+
+static uint64_t cpu_ns(void) {
+  struct rusage u;
+  CHECK_OK(getrusage(RUSAGE_SELF, &u));
+  return (uint64_t)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000000u +
+         (uint64_t)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1000u;
+}
+
+struct idle_probe {
+  uint64_t cpu, wall;
+};
+
+/* Let the workers start and settle, then measure a quiet stretch: the
+ * process's CPU time while this fiber sleeps and nothing else runs. */
+static void *nap(void *arg) {
+  struct idle_probe *p = arg;
+  CHECK_OK(fib_sleep_ns(100 * MS));
+  uint64_t cpu0 = cpu_ns(), t0 = fib_now_ns();
+  CHECK_OK(fib_sleep_ns(300 * MS));
+  p->cpu = cpu_ns() - cpu0;
+  p->wall = fib_now_ns() - t0;
+  return NULL;
+}
+
+TEST(idle_workers_use_no_cpu) {
+  fib_runtime *rt = new_workers(4);
+  struct idle_probe p = {0, 0};
+  CHECK_OK(fib_spawn(rt, nap, &p, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK(p.wall >= 300 * MS);
+  /* Four workers spinning would burn ~4x wall (2x on two cores); asleep
+   * they burn ~0. A tenth of the wall time leaves room for the tools. */
+  if (p.cpu * 10 > p.wall)
+    CHECK_EQ(p.cpu, 0u); /* print the figure */
+}
+
+/* ---- I/O from several workers */
+
+struct pipe_pair {
+  int fd[2];
+  int rounds;
+};
+
+static void *pipe_reader(void *arg) {
+  struct pipe_pair *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    unsigned char b;
+    CHECK_EQ(fib_read(p->fd[0], &b, 1), 1);
+    CHECK_EQ(b, (unsigned char)i);
+  }
+  return NULL;
+}
+
+static void *pipe_writer(void *arg) {
+  struct pipe_pair *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    unsigned char b = (unsigned char)i;
+    CHECK_EQ(fib_write(p->fd[1], &b, 1), 1);
+    if (i % 3 == 0)
+      CHECK_OK(fib_sleep_ns(100000));
+  }
+  return NULL;
+}
+
+static void *pipes(void *arg) {
+  (void)arg;
+  enum { PAIRS = 8 };
+  struct pipe_pair ps[PAIRS];
+  fib_id ids[2 * PAIRS];
+  for (int i = 0; i < PAIRS; i++) {
+    CHECK_OK(pipe(ps[i].fd));
+    ps[i].rounds = (int)scaled(200);
+    CHECK_OK(fib_spawn(NULL, pipe_reader, &ps[i], NULL, &ids[2 * i]));
+    CHECK_OK(fib_spawn(NULL, pipe_writer, &ps[i], NULL, &ids[2 * i + 1]));
+  }
+  for (int i = 0; i < 2 * PAIRS; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  for (int i = 0; i < PAIRS; i++) {
+    CHECK_OK(fib_close(ps[i].fd[0]));
+    CHECK_OK(fib_close(ps[i].fd[1]));
+  }
+  return NULL;
+}
+
+TEST(io_waits_on_several_workers) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, pipes, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+/* ---- primitives and channels shared across workers */
+
+struct shared_prims {
+  fib_mutex m;
+  fib_cond cv;
+  fib_sem sem;
+  fib_wg wg;
+  fib_once once;
+  fib_chan unbuf, buf, done;
+  long counter;      /* under m */
+  long once_runs;
+  int turn;          /* under m: cond's ping-pong */
+  long received_sum; /* by the consumers, atomically */
+  int rounds;
+};
+
+static void once_body(void *arg) {
+  struct shared_prims *p = arg;
+  CHECK_OK(fib_sleep_ns(100000)); /* others wait for it meanwhile */
+  __atomic_add_fetch(&p->once_runs, 1, __ATOMIC_RELAXED);
+}
+
+static void *mutex_worker(void *arg) {
+  struct shared_prims *p = arg;
+  CHECK_OK(fib_once_call(&p->once, once_body, p));
+  for (int i = 0; i < p->rounds; i++) {
+    CHECK_OK(fib_mutex_lock(&p->m));
+    long seen = p->counter;
+    if (i % 7 == 0)
+      CHECK_OK(fib_yield()); /* hold it across a switch */
+    p->counter = seen + 1;   /* lost updates would show */
+    CHECK_OK(fib_mutex_unlock(&p->m));
+  }
+  CHECK_OK(fib_wg_done(&p->wg));
+  return NULL;
+}
+
+static void *producer(void *arg) {
+  struct shared_prims *p = arg;
+  for (int i = 1; i <= p->rounds; i++) {
+    long v = i;
+    CHECK_OK(fib_chan_send(i % 2 ? &p->unbuf : &p->buf, &v));
+  }
+  CHECK_OK(fib_sem_post(&p->sem));
+  return NULL;
+}
+
+static void *consumer(void *arg) {
+  struct shared_prims *p = arg;
+  for (;;) {
+    long a = 0, b = 0;
+    fib_select_case cases[3] = {
+        {.op = FIB_SELECT_RECV, .chan = &p->unbuf, .elem = &a},
+        {.op = FIB_SELECT_RECV, .chan = &p->buf, .elem = &b},
+        {.op = FIB_SELECT_RECV, .chan = &p->done, .elem = NULL}};
+    int r = fib_select_until(cases, 3, fib_now_ns() + 10 * MS);
+    if (r == FIB_ETIMEDOUT)
+      continue; /* deadlines racing hand-offs: nothing may be lost */
+    CHECK(r >= 0);
+    if (r == 2) {
+      CHECK_EQ(cases[2].err, FIB_EPIPE);
+      return NULL;
+    }
+    CHECK_OK(cases[r].err);
+    __atomic_add_fetch(&p->received_sum, r == 0 ? a : b, __ATOMIC_RELAXED);
+  }
+}
+
+static void *ping(void *arg) {
+  struct shared_prims *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    CHECK_OK(fib_mutex_lock(&p->m));
+    while (p->turn != 0)
+      CHECK_OK(fib_cond_wait(&p->cv, &p->m));
+    p->turn = 1;
+    CHECK_OK(fib_cond_broadcast(&p->cv));
+    CHECK_OK(fib_mutex_unlock(&p->m));
+  }
+  return NULL;
+}
+
+static void *pong(void *arg) {
+  struct shared_prims *p = arg;
+  for (int i = 0; i < p->rounds; i++) {
+    CHECK_OK(fib_mutex_lock(&p->m));
+    while (p->turn != 1)
+      CHECK_OK(fib_cond_wait(&p->cv, &p->m));
+    p->turn = 0;
+    CHECK_OK(fib_cond_signal(&p->cv));
+    CHECK_OK(fib_mutex_unlock(&p->m));
+  }
+  return NULL;
+}
+
+static void *shared_main(void *arg) {
+  struct shared_prims *p = arg;
+  enum { MUTEXERS = 16, PRODUCERS = 4, CONSUMERS = 6 };
+  CHECK_OK(fib_wg_add(&p->wg, MUTEXERS));
+  fib_attr det = {0};
+  det.flags = FIB_DETACHED;
+  for (int i = 0; i < MUTEXERS; i++)
+    CHECK_OK(fib_spawn(NULL, mutex_worker, p, &det, NULL));
+  fib_id cons[CONSUMERS];
+  for (int i = 0; i < CONSUMERS; i++)
+    CHECK_OK(fib_spawn(NULL, consumer, p, NULL, &cons[i]));
+  for (int i = 0; i < PRODUCERS; i++)
+    CHECK_OK(fib_spawn(NULL, producer, p, &det, NULL));
+  CHECK_OK(fib_wg_wait(&p->wg));
+  CHECK_EQ(p->counter, (long)MUTEXERS * p->rounds);
+  CHECK_EQ(p->once_runs, 1);
+  for (int i = 0; i < PRODUCERS; i++)
+    CHECK_OK(fib_sem_wait(&p->sem));
+  CHECK_OK(fib_chan_close(&p->done));
+  for (int i = 0; i < CONSUMERS; i++)
+    CHECK_OK(fib_join(cons[i], NULL));
+  long n = p->rounds;
+  CHECK_EQ(p->received_sum, PRODUCERS * n * (n + 1) / 2);
+  fib_id a, b;
+  CHECK_OK(fib_spawn(NULL, ping, p, NULL, &a));
+  CHECK_OK(fib_spawn(NULL, pong, p, NULL, &b));
+  CHECK_OK(fib_join(a, NULL));
+  CHECK_OK(fib_join(b, NULL));
+  return NULL;
+}
+
+TEST(primitives_and_channels_are_shared_across_workers) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    /* Initialised while a multi-worker runtime exists: shared. */
+    struct shared_prims *p = calloc(1, sizeof *p);
+    CHECK(p != NULL);
+    p->rounds = (int)scaled(2000);
+    CHECK_OK(fib_mutex_init(&p->m));
+    CHECK_OK(fib_cond_init(&p->cv));
+    CHECK_OK(fib_sem_init(&p->sem, 0));
+    CHECK_OK(fib_wg_init(&p->wg));
+    CHECK_OK(fib_chan_init(&p->unbuf, sizeof(long), 0));
+    CHECK_OK(fib_chan_init(&p->buf, sizeof(long), 8));
+    CHECK_OK(fib_chan_init(&p->done, 0, 0));
+    CHECK_OK(fib_spawn(rt, shared_main, p, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_mutex_destroy(&p->m));
+    CHECK_OK(fib_cond_destroy(&p->cv));
+    CHECK_OK(fib_sem_destroy(&p->sem));
+    CHECK_OK(fib_wg_destroy(&p->wg));
+    CHECK_OK(fib_chan_destroy(&p->unbuf));
+    CHECK_OK(fib_chan_destroy(&p->buf));
+    CHECK_OK(fib_chan_destroy(&p->done));
+    free(p);
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* Hand-offs racing deadlines and cancels: a mutex or a unit handed to a
+ * waiter whose deadline fires at the same moment is either taken (the
+ * call returns 0 and the fiber owns it) or not (an error, and it went to
+ * someone else): the counts balance exactly. */
+struct racers {
+  fib_mutex m;
+  fib_sem s;
+  long held;      /* under m */
+  long locks, timeouts, units, unit_timeouts;
+  int rounds;
+};
+
+static void *lock_racer(void *arg) {
+  struct racers *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    int err = fib_mutex_lock_until(&r->m, fib_now_ns() + (uint64_t)(i % 3) * 20000);
+    if (err == FIB_ETIMEDOUT) {
+      __atomic_add_fetch(&r->timeouts, 1, __ATOMIC_RELAXED);
+      continue;
+    }
+    CHECK_OK(err);
+    CHECK_EQ(r->held, 0);
+    r->held = 1;
+    if (i % 2)
+      CHECK_OK(fib_yield());
+    r->held = 0;
+    r->locks++;
+    CHECK_OK(fib_mutex_unlock(&r->m));
+  }
+  return NULL;
+}
+
+static void *unit_racer(void *arg) {
+  struct racers *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    int err = fib_sem_wait_until(&r->s, fib_now_ns() + (uint64_t)(i % 4) * 10000);
+    if (err == FIB_ETIMEDOUT)
+      __atomic_add_fetch(&r->unit_timeouts, 1, __ATOMIC_RELAXED);
+    else {
+      CHECK_OK(err);
+      __atomic_add_fetch(&r->units, 1, __ATOMIC_RELAXED);
+    }
+  }
+  return NULL;
+}
+
+static void *unit_poster(void *arg) {
+  struct racers *r = arg;
+  for (int i = 0; i < r->rounds; i++) {
+    CHECK_OK(fib_sem_post(&r->s));
+    if (i % 3 == 0)
+      CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+static void *racers_main(void *arg) {
+  struct racers *r = arg;
+  enum { N = 8 };
+  fib_id ids[3 * N];
+  for (int i = 0; i < N; i++) {
+    CHECK_OK(fib_spawn(NULL, lock_racer, r, NULL, &ids[3 * i]));
+    CHECK_OK(fib_spawn(NULL, unit_racer, r, NULL, &ids[3 * i + 1]));
+    CHECK_OK(fib_spawn(NULL, unit_poster, r, NULL, &ids[3 * i + 2]));
+  }
+  for (int i = 0; i < 3 * N; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  CHECK_EQ(r->locks + r->timeouts, (long)N * r->rounds);
+  /* every unit posted was taken by a wait that returned 0, or is left */
+  CHECK_EQ((long)fib_sem_value(&r->s) + r->units, (long)N * r->rounds);
+  CHECK_EQ(r->units + r->unit_timeouts, (long)N * r->rounds);
+  return NULL;
+}
+
+TEST(hand_offs_racing_deadlines_balance_exactly) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    struct racers *r = calloc(1, sizeof *r);
+    CHECK(r != NULL);
+    r->rounds = (int)scaled(3000);
+    CHECK_OK(fib_mutex_init(&r->m));
+    CHECK_OK(fib_sem_init(&r->s, 0));
+    CHECK_OK(fib_spawn(rt, racers_main, r, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_mutex_destroy(&r->m));
+    CHECK_OK(fib_sem_destroy(&r->s));
+    free(r);
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* A shared primitive also serves a one-worker runtime's fibers, deadlines
+ * and cancels included. */
+static void *one_worker_user(void *arg) {
+  fib_sem *s = arg;
+  CHECK_EQ(fib_sem_wait_until(s, fib_now_ns() + MS), FIB_ETIMEDOUT);
+  CHECK_OK(fib_sem_post(s));
+  CHECK_OK(fib_sem_wait(s));
+  return NULL;
+}
+
+/* ---- what is refused with several workers */
+
+static fib_mutex early_mutex;
+static fib_chan early_chan;
+
+static void *refused(void *arg) {
+  (void)arg;
+  /* Initialised before any multi-worker runtime existed: local. */
+  CHECK_EQ(fib_mutex_lock(&early_mutex), FIB_ENOTSUP);
+  int v = 1;
+  CHECK_EQ(fib_chan_send(&early_chan, &v), FIB_ENOTSUP);
+  return NULL;
+}
+
+TEST(local_primitives_and_bounded_runs_are_refused) {
+  CHECK_OK(fib_mutex_init(&early_mutex));
+  CHECK_OK(fib_chan_init(&early_chan, sizeof(int), 1));
+  fib_runtime *rt = new_workers(2);
+  CHECK_EQ(fib_run_once(rt), FIB_ENOTSUP);
+  CHECK_EQ(fib_run_nowait(rt), FIB_ENOTSUP);
+  fib_id id;
+  CHECK_OK(fib_spawn(rt, refused, NULL, NULL, &id));
+  CHECK_EQ(fib_run_join(rt, id, NULL), FIB_ENOTSUP);
+  CHECK_OK(fib_run(rt));
+  /* A shared one (made now) works for a one-worker runtime too. */
+  fib_sem s;
+  CHECK_OK(fib_sem_init(&s, 0));
+  fib_runtime *one = new_runtime();
+  CHECK_OK(fib_spawn(one, one_worker_user, &s, NULL, NULL));
+  CHECK_OK(fib_run(one));
+  CHECK_OK(fib_runtime_destroy(one));
+  CHECK_OK(fib_sem_destroy(&s));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_mutex_destroy(&early_mutex));
+  CHECK_OK(fib_chan_destroy(&early_chan));
+  CHECK_STR_EQ(fib_strerror(FIB_ENOTSUP),
+               "not supported (yet) in this configuration");
+}
+
+TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
+          T(a_tree_with_work_at_the_leaves_uses_every_worker),
+          T(fibers_spawned_before_the_run_spread_too),
+          T(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started),
+          T(fibers_placed_on_a_worker_run_there),
+          T(join_detach_and_deadlines_across_workers),
+          T(cancel_wakes_fibers_on_every_worker),
+          T(a_join_racing_its_cancel_ends_exactly_once),
+          T(a_join_cycle_across_workers_is_a_deadlock),
+          T(a_run_with_no_fibers_returns_at_once_and_runs_again),
+          T(idle_workers_use_no_cpu), T(io_waits_on_several_workers),
+          T(primitives_and_channels_are_shared_across_workers),
+          T(hand_offs_racing_deadlines_balance_exactly),
+          T(local_primitives_and_bounded_runs_are_refused))
