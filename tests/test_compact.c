@@ -250,6 +250,47 @@ TEST(a_runtime_mixing_compact_and_plain_fibers) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* Several workers: compact fibers stay on the worker (thread) that spawned
+ * them, whose shared stack their frames belong to. */
+static void *sleeper_checks_its_thread(void *arg) {
+  struct tally *t = arg;
+  pthread_t me = pthread_self();
+  volatile uint64_t a[16];
+  for (int i = 0; i < 16; i++)
+    a[i] = (uint64_t)i * 7;
+  uint64_t want = mix(a, 16);
+  for (int i = 0; i < 5; i++) {
+    CHECK_OK(fib_yield());
+    CHECK_OK(fib_sleep_ns(1000));
+    CHECK(pthread_equal(me, pthread_self()));
+    CHECK_EQ(mix(a, 16), want);
+  }
+  __atomic_add_fetch(&t->done, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void *spawn_compact_here(void *arg) {
+  for (int i = 0; i < 20; i++)
+    CHECK_OK(fib_spawn(NULL, sleeper_checks_its_thread, arg, &compact, NULL));
+  fib_attr elsewhere = {.flags = FIB_COMPACT, .worker = 2};
+  CHECK_EQ(fib_spawn(NULL, sleeper_checks_its_thread, arg, &elsewhere, NULL),
+           FIB_EINVAL);
+  return NULL;
+}
+
+TEST(compact_fibers_stay_on_their_worker) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {.workers = 2};
+  struct tally t = {0};
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  fib_attr plain = {.flags = FIB_DETACHED};
+  for (int i = 0; i < 4; i++) /* spawners, which idle workers may take */
+    CHECK_OK(fib_spawn(rt, spawn_compact_here, &t, i ? &plain : NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_EQ(t.done, 80);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 /* A runtime destroyed with compact fibers suspended frees them. */
 TEST(destroying_a_runtime_with_suspended_compact_fibers) {
   fib_runtime *rt;
@@ -489,6 +530,7 @@ TEST_MAIN(T(values_on_the_stack_survive_suspension),
           T(compact_and_plain_coroutines_mix),
           T(signals_arriving_while_compact_coroutines_run),
           T(a_runtime_mixing_compact_and_plain_fibers),
+          T(compact_fibers_stay_on_their_worker),
           T(destroying_a_runtime_with_suspended_compact_fibers),
           T(a_compact_fiber_blocking_in_a_wait_queue_is_fatal),
           T(refused_combinations),
