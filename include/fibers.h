@@ -142,7 +142,9 @@ FIB_API const char *fib_err_name(int err);
  * keeps page-table overhead per fiber small while leaving room for libc
  * calls such as printf. Overflow is caught by the guard region. A freed
  * stack is kept for reuse, with the pages it touched, in a pool per thread
- * (up to 256 stacks in all, found by size and guard mode). */
+ * (found by size and guard mode): 256 stacks for good, and beyond that what
+ * the program has been using, until a second passes in which it did not
+ * need them. */
 #define FIB_STACK_DEFAULT ((size_t)64 * 1024)
 
 /* Longest fiber name kept (longer names are truncated). */
@@ -214,7 +216,39 @@ enum {
    * FIB_EDEADLK. A runtime becomes so by itself once something is posted
    * to it; this flag says so from the start, for a program whose first
    * post or send may come after its fibers have all started waiting. */
-  FIB_ACCEPT_POSTS = 1u << 3
+  FIB_ACCEPT_POSTS = 1u << 3,
+  /* Compact stack, for fibers and coroutines that mostly sit suspended
+   * (a connection waiting for its next request). It runs on a stack its
+   * thread shares with the other compact ones of the same stack size and
+   * guard mode (a guarded stack like any other: an overflow is caught and
+   * reported as usual), and while it is suspended its live frames are kept
+   * in a heap buffer of just their size, copied out when it is suspended
+   * and back when it resumes. A suspended compact fiber costs what its
+   * frames need (a few hundred bytes) instead of a page of stack; each
+   * switch into or out of it copies them (and goes through a small
+   * switching stack when it leaves the shared stack).
+   *
+   * The hazard: while it is suspended, its stack's addresses hold another
+   * compact fiber's frames, or nothing. A pointer into a suspended compact
+   * fiber's stack (the address of one of its locals, handed to another
+   * fiber or kept in a global) must not be used until it runs again: pass
+   * values, or memory from the heap. Builds without NDEBUG fill a vacated
+   * stretch with 0xdb bytes, so such a pointer reads 0xdbdb...
+   * (non-canonical as an address: dereferenced, it faults); under
+   * AddressSanitizer that stretch is poisoned, so the access is reported.
+   *
+   * Also: a compact coroutine runs only on the thread that created it
+   * (fib_coro_resume elsewhere: FIB_EPERM); FIB_GUARD_NONE is refused
+   * (FIB_EINVAL): the shared stack is always guarded; at most 4 stack
+   * sizes (times guard modes) of compact fibers per thread (FIB_ENOMEM
+   * beyond); running out of memory while suspending one (its buffer must
+   * grow) is fatal, as nothing can hold its frames; the high-water mark
+   * (fib_stack_info.high_water) is the most bytes of frames it has had
+   * saved; debuggers' `fiber bt` cannot follow a suspended compact fiber
+   * (its frames are in the buffer). fib_attr only. In a runtime with
+   * several workers a compact fiber stays on the worker that spawned it
+   * (as with FIB_PINNED); fib_attr.worker with it: FIB_EINVAL. */
+  FIB_COMPACT = 1u << 4
 };
 
 /*
@@ -224,7 +258,8 @@ enum {
 typedef struct fib_attr {
   size_t stack_size;    /* usable stack bytes; 0: the runtime's default */
   const char *name;     /* copied (fibers only); NULL: no name */
-  unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP */
+  unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP,
+                           FIB_COMPACT */
   fib_guard_mode guard; /* FIB_GUARD_AUTO: the runtime's (or the default) */
   /* Fibers of a runtime with several workers (fib_runtime_opts.workers):
    * the worker to run it on, plus one; it runs there and stays there, as
@@ -268,13 +303,15 @@ typedef enum fib_coro_state {
 
 /*
  * Create a suspended coroutine that will run fn(arg, first).
- * attr may be NULL; stack_size, guard and FIB_SHARED_FP are used.
+ * attr may be NULL; stack_size, guard, FIB_SHARED_FP and FIB_COMPACT are
+ * used.
  * Errors: FIB_EINVAL (NULL out or fn, stack size out of
  * [FIB_STACK_MIN, FIB_STACK_MAX], guard mode unknown or unavailable,
- * unknown flags),
+ * unknown flags, FIB_COMPACT with FIB_GUARD_NONE),
  * FIB_ENOMEM (no memory or mappings for the stack, the mprotect budget of
- * FIB_GUARD_MPROTECT is spent, or the thread's signal stack for overflow
- * reports could not be made).
+ * FIB_GUARD_MPROTECT is spent, the thread's signal stack for overflow
+ * reports could not be made, or FIB_COMPACT with a fifth stack size on
+ * this thread).
  */
 FIB_API int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
                             const fib_attr *attr);
@@ -284,7 +321,8 @@ FIB_API int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
  * it yielded or returned.
  * Errors: FIB_EINVAL (NULL co, or co is dead), FIB_EBUSY (co is running or
  * is waiting on a coroutine it resumed), FIB_EPERM (co is a fiber's own
- * context: see fib_coro_current).
+ * context: see fib_coro_current; or a FIB_COMPACT coroutine of another
+ * thread).
  */
 FIB_API int fib_coro_resume(fib_coro *co, void *in, void **out);
 

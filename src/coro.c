@@ -5,6 +5,13 @@
 #include "sanitize.h"
 #include "sys.h"
 
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#if FIB__VALGRIND
+#include <valgrind/memcheck.h>
+#endif
+
 fib_coro *fib_coro_current(void) {
   fib_coro *co = fib__coro_self();
   return co && !co->owner ? co : NULL; /* a fiber's own is not for users */
@@ -77,6 +84,289 @@ FIB__HOOK void san_finish(fib_coro *self) {
 }
 #endif
 
+/* ---- compact coroutines (FIB_COMPACT)
+ *
+ * A compact coroutine has no stack of its own. It runs on a stack its
+ * thread shares with every compact coroutine of the same class (usable
+ * size, guard mode): an ordinary guarded stack from the stack layer. Its
+ * record is on the heap, and while it is suspended its live frames, from
+ * its saved stack pointer up to the shared stack's top, are kept in a
+ * heap buffer of their size; they go back to the same addresses before it
+ * runs again, so pointers within its own frames stay right. (libaco's
+ * copying "shared stack" is the model; this one saves eagerly, on every
+ * switch out, so the shared stack holds nobody's frames but the running
+ * one's, and there is no owner to evict later.)
+ *
+ * Frames can be copied out only after the switch has saved the context
+ * onto them, and a coroutine's frames can be copied in only by code that
+ * is not running on the shared stack. So a switch out of a compact
+ * coroutine goes through a small per-thread switching stack (`helper`):
+ * the leaving side saves its context as any switch does, into a context
+ * made fresh on the helper stack; there helper_entry copies the leaving
+ * frames out and the arriving ones in, and jumps to the arriving context.
+ * A switch into a compact coroutine from elsewhere copies in first and
+ * switches directly. A finished compact coroutine's frames are dead:
+ * nothing is saved.
+ *
+ * Under AddressSanitizer the frames' shadow is saved and restored with
+ * them (their redzones stay true), and a vacated stretch is poisoned, so a
+ * pointer into a suspended compact coroutine's stack is reported when
+ * used. Without NDEBUG the stretch is filled with 0xdb bytes for the same
+ * reason (a pointer read from it is non-canonical and faults). */
+
+struct shared_stack {
+  struct fib__stack *st; /* NULL: slot free */
+  size_t usable;
+  fib_guard_mode mode;   /* as asked for (AUTO and MADVISE are two slots) */
+};
+#define SHARED_SLOTS 4
+
+struct compact_tl {
+  struct shared_stack shared[SHARED_SLOTS];
+  struct fib__stack *helper; /* the switching stack; NULL until needed */
+  /* The switch helper_entry is to finish (set by compact_switch): */
+  fib_coro *from, *to;       /* from: NULL if nothing is to be saved */
+  void **save_sp;            /* where from's context was saved */
+  void *load_sp;
+  int nofp;
+  int exit_hook;
+#if FIB__TSAN
+  void *helper_tsan;
+#endif
+};
+static FIB__TLS struct compact_tl tl_compact;
+
+struct compact {
+  fib_coro co;          /* first: the record the layers above see */
+  /* co.stack: the shared stack's geometry with this coroutine's own owner
+   * fields (id, kind, name), which the overflow report reads through
+   * fib__tl_running. Never given back to the stack layer. */
+  struct fib__stack desc;
+  struct compact_tl *home; /* its thread's */
+  char *top;            /* the shared stack's top: frames are [top-len, top) */
+  unsigned char *buf;   /* saved frames (then, under ASan, their shadow) */
+  size_t len, cap, peak;
+};
+
+static inline struct compact *compact_of(fib_coro *co) {
+  return (struct compact *)(void *)co;
+}
+
+/* Buffer bytes for `len` bytes of frames: under ASan, their shadow too. */
+static size_t saved_size(size_t len) {
+#if FIB__ASAN
+  return len + (len >> 3);
+#else
+  return len;
+#endif
+}
+
+#if FIB__ASAN
+static unsigned char *shadow_of(const void *p) {
+  static size_t scale, offset;
+  if (!scale)
+    __asan_get_shadow_mapping(&scale, &offset);
+  return (unsigned char *)(((uintptr_t)p >> scale) + offset);
+}
+
+/* Copies that ASan does not check: the frames hold redzones, which are
+ * poisoned by design. volatile keeps the compiler from turning the loop
+ * into a call to memcpy, which ASan intercepts. */
+__attribute__((no_sanitize("address"))) static void
+raw_copy(void *dst, const void *src, size_t n) {
+  volatile unsigned char *d = dst;
+  const volatile unsigned char *s = src;
+  for (size_t i = 0; i < n; i++)
+    d[i] = s[i];
+}
+
+__attribute__((no_sanitize("address"), unused)) static void
+raw_fill(void *dst, unsigned char v, size_t n) {
+  volatile unsigned char *d = dst;
+  for (size_t i = 0; i < n; i++)
+    d[i] = v;
+}
+#else
+#define raw_copy memcpy
+#define raw_fill memset
+#endif
+
+/* Save c's frames, [lo, top), into its buffer; called on the helper
+ * stack, after its context was saved at lo. */
+static void copy_out(struct compact *c, char *lo) {
+  size_t len = (size_t)(c->top - lo), need = saved_size(len);
+  /* Right-sized: grown to fit, shrunk when it is far too big, so an idle
+   * coroutine keeps about what its frames need. */
+  if (need > c->cap || need < c->cap / 4) {
+    size_t cap = (need + 63) & ~(size_t)63;
+    unsigned char *buf = fib__sys_realloc(c->buf, cap);
+    if (!buf) {
+      if (need > c->cap) /* nowhere to put them: no caller to tell */
+        fib__fatal("out of memory saving a compact fiber's stack");
+    } else {
+      c->buf = buf;
+      c->cap = cap;
+    }
+  }
+  raw_copy(c->buf, lo, len);
+#if FIB__ASAN
+  raw_copy(c->buf + len, shadow_of(lo), len >> 3);
+#endif
+  c->len = len;
+  if (len > c->peak)
+    c->peak = len;
+#ifndef NDEBUG
+  raw_fill(lo, 0xdb, len); /* a stale pointer into it reads 0xdbdb... */
+#endif
+#if FIB__ASAN
+  ASAN_POISON_MEMORY_REGION(lo, len); /* and ASan reports its use */
+#endif
+#if FIB__VALGRIND
+  VALGRIND_MAKE_MEM_NOACCESS(lo, len); /* and so does memcheck */
+#endif
+}
+
+/* Put c's frames back where they were. */
+static void copy_in(struct compact *c) {
+  char *lo = c->top - c->len;
+#if FIB__VALGRIND
+  /* memcheck took the stretch for dead stack (below the shared stack's
+   * last stack pointer): addressable again, its contents from the copy */
+  VALGRIND_MAKE_MEM_UNDEFINED(lo, c->len);
+#endif
+  raw_copy(lo, c->buf, c->len);
+#if FIB__ASAN
+  raw_copy(shadow_of(lo), c->buf + c->len, c->len >> 3);
+  /* Below its frames, where they will grow: clean, as the stack below a
+   * running function is (another's vacated stretch was poisoned). */
+  ASAN_UNPOISON_MEMORY_REGION(c->desc.lo, (size_t)(lo - c->desc.lo));
+#endif
+}
+
+/* Where a value meant for `p`, an address in the frames of `owner` (a
+ * suspended compact coroutine), is to go: its frames are in its buffer. */
+__attribute__((noinline)) static void **compact_slot(fib_coro *owner,
+                                                    void **p) {
+  struct compact *c = compact_of(owner);
+  char *lo = c->top - c->len;
+  if ((char *)p >= lo && (char *)p < c->top)
+    return (void **)(void *)(c->buf + ((char *)p - lo));
+  return p; /* its record (first), or elsewhere */
+}
+
+/* *where = value, for the value a switch delivers to the suspended
+ * `owner` (NULL: the thread's own context): straight through, unless the
+ * owner is compact and its frames are saved. */
+static inline void put_value(fib_coro *owner, void **where, void *value) {
+  if (__builtin_expect(owner && (owner->shared_fp & FIB__CORO_COMPACT), 0))
+    where = compact_slot(owner, where);
+  *where = value;
+}
+
+static void helper_entry(void *unused);
+
+/*
+ * A switch that involves a compact coroutine: `from` leaves (NULL: the
+ * thread's own context; `final`: it has finished, save_sp unused), `to`
+ * arrives (NULL: the thread's context), `nofp` picks the assembly
+ * variant. Returns 0 when `from` runs again, as coro_switch does.
+ */
+__attribute__((noinline)) static int compact_switch(int nofp, fib_coro *from,
+                                                    fib_coro *to,
+                                                    void **save_sp,
+                                                    void *load_sp, int final) {
+  int from_c = from && (from->shared_fp & FIB__CORO_COMPACT);
+  int to_c = to && (to->shared_fp & FIB__CORO_COMPACT);
+  if (from && to == from->resumer) /* going back: this switch restores it */
+    from->shared_fp &= ~FIB__CORO_RESUMER_COMPACT;
+  if (!from_c || (final && !to_c)) {
+    /* Not running on a shared stack, or leaving it for good for a context
+     * elsewhere: nothing to save, and the copy in cannot hit our frames. */
+    if (to_c)
+      copy_in(compact_of(to));
+#if FIB__SAN_HOOKS
+    san_start(from, to, final);
+#endif
+    if (final) {
+      if (nofp)
+        fib__ctx_jump_nofp(load_sp, NULL);
+      fib__ctx_jump(load_sp, NULL);
+    }
+    if (nofp)
+      (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
+    else
+      (void)fib__ctx_switch(save_sp, load_sp, NULL);
+#if FIB__SAN_HOOKS
+    san_finish(from);
+#endif
+    return 0;
+  }
+  /* Leaving the shared stack with frames to keep, or overwriting it: the
+   * copies run on the helper stack (made in compact_create). */
+  struct compact_tl *t = &tl_compact;
+  t->from = final ? NULL : from;
+  t->save_sp = save_sp;
+  t->to = to;
+  t->load_sp = load_sp;
+  t->nofp = nofp;
+  void *hsp = fib__ctx_make(fib__stack_top(t->helper), helper_entry);
+#if FIB__ASAN
+  tl_leaving_thread = 0;
+  __sanitizer_start_switch_fiber(final ? NULL : &from->san_fake,
+                                 t->helper->lo,
+                                 (size_t)(fib__stack_end(t->helper) -
+                                          t->helper->lo));
+#endif
+#if FIB__TSAN
+  if (!t->helper_tsan)
+    t->helper_tsan = __tsan_create_fiber(0);
+  __tsan_switch_to_fiber(t->helper_tsan, 0);
+#endif
+  if (final) /* a fresh context: either variant enters it */
+    fib__ctx_jump(hsp, NULL);
+  /* from's context is saved with the variant it will be resumed with */
+  if (nofp)
+    (void)fib__ctx_switch_nofp(save_sp, hsp, NULL);
+  else
+    (void)fib__ctx_switch(save_sp, hsp, NULL);
+#if FIB__SAN_HOOKS
+  san_finish(from);
+#endif
+  return 0;
+}
+
+/* On the helper stack: finish the switch compact_switch began. */
+static void helper_entry(void *unused) {
+  (void)unused;
+  struct compact_tl *t = &tl_compact; /* afresh: see the TLS rule */
+#if FIB__ASAN
+  __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+  fib_coro *from = t->from, *to = t->to;
+  if (from)
+    copy_out(compact_of(from), (char *)*t->save_sp);
+  if (to && (to->shared_fp & FIB__CORO_COMPACT))
+    copy_in(compact_of(to));
+#if FIB__ASAN
+  /* the helper's context is never resumed: no fake stack to keep */
+  if (to)
+    __sanitizer_start_switch_fiber(NULL, to->stack->lo,
+                                   (size_t)(fib__stack_end(to->stack) -
+                                            to->stack->lo));
+  else
+    __sanitizer_start_switch_fiber(NULL, tl_thread_stack_lo,
+                                   tl_thread_stack_size);
+#endif
+#if FIB__TSAN
+  if (to && !to->san_fiber)
+    fib__coro_announce(to, to->stack->owner_kind);
+  __tsan_switch_to_fiber(to ? to->san_fiber : tl_thread_tsan, 0);
+#endif
+  if (t->nofp)
+    fib__ctx_jump_nofp(t->load_sp, NULL);
+  fib__ctx_jump(t->load_sp, NULL);
+}
+
 /*
  * Every switch into or out of a coroutine goes through here (except the
  * first entry into a new one, which starts in coro_entry, and the last
@@ -90,14 +380,17 @@ FIB__HOOK void san_finish(fib_coro *self) {
  *
  * Under a sanitizer the switch is bracketed by the hooks instead (start,
  * switch, finish: no tail call then); `from` and `to` are for the hooks,
- * `fp` picks the variant.
+ * `nofp` picks the variant. A switch that involves a compact coroutine
+ * goes through compact_switch instead: each caller tests the switch kind
+ * (fib_coro.shared_fp) once, before its bookkeeping, full FP state first,
+ * so the common case pays no more than the one test it always made.
  */
 static inline __attribute__((always_inline)) int
-coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
+coro_switch(int nofp, fib_coro *from, fib_coro *to, void **save_sp,
             void *load_sp) {
 #if FIB__SAN_HOOKS
   san_start(from, to, 0);
-  if (fp->shared_fp)
+  if (nofp)
     (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
   else
     (void)fib__ctx_switch(save_sp, load_sp, NULL);
@@ -106,21 +399,21 @@ coro_switch(const fib_coro *fp, fib_coro *from, fib_coro *to, void **save_sp,
 #else
   (void)from;
   (void)to;
-  return fp->shared_fp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
-                       : fib__ctx_switch_int(save_sp, load_sp, NULL);
+  return nofp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
+              : fib__ctx_switch_int(save_sp, load_sp, NULL);
 #endif
 }
 
 /* The last switch out of `from`, which has finished: nothing of it is
  * saved. `fp` picks the variant, as in coro_switch. */
 _Noreturn static inline __attribute__((always_inline)) void
-coro_jump(const fib_coro *fp, fib_coro *from, fib_coro *to, void *load_sp) {
+coro_jump(int nofp, fib_coro *from, fib_coro *to, void *load_sp) {
 #if FIB__SAN_HOOKS
   san_start(from, to, 1);
 #endif
   (void)from;
   (void)to;
-  if (fp->shared_fp)
+  if (nofp)
     fib__ctx_jump_nofp(load_sp, NULL);
   fib__ctx_jump(load_sp, NULL);
 }
@@ -160,6 +453,125 @@ static void coro_entry(void *unused) {
   fib__coro_exit(result);
 }
 
+/* ---- compact coroutines: making and freeing them */
+
+static pthread_key_t compact_key;
+static pthread_once_t compact_key_once = PTHREAD_ONCE_INIT;
+
+/* Thread exit: the shared stacks and the helper go back. Compact
+ * coroutines of this thread that still exist can never run again. */
+static void compact_thread_exit(void *arg) {
+  struct compact_tl *t = arg;
+  for (int i = 0; i < SHARED_SLOTS; i++)
+    if (t->shared[i].st)
+      fib__stack_put(t->shared[i].st);
+  if (t->helper)
+    fib__stack_put(t->helper);
+#if FIB__TSAN
+  if (t->helper_tsan)
+    __tsan_destroy_fiber(t->helper_tsan);
+#endif
+  memset(t, 0, sizeof *t);
+  /* the pool's own exit hook may have run already */
+  fib__stack_pool_drain();
+}
+
+static void compact_key_create(void) {
+  (void)pthread_key_create(&compact_key, compact_thread_exit);
+}
+
+/* This thread's shared stack for (usable, mode), made if need be. */
+static int shared_stack(struct compact_tl *t, size_t usable,
+                        fib_guard_mode mode, struct shared_stack **out) {
+  struct shared_stack *free_slot = NULL;
+  for (int i = 0; i < SHARED_SLOTS; i++) {
+    struct shared_stack *sh = &t->shared[i];
+    if (sh->st && sh->usable == usable && sh->mode == mode) {
+      *out = sh;
+      return 0;
+    }
+    if (!sh->st && !free_slot)
+      free_slot = sh;
+  }
+  if (!free_slot)
+    return FIB_ENOMEM;
+  int err = fib__stack_get(&free_slot->st, usable, mode);
+  if (err)
+    return err;
+  free_slot->usable = usable;
+  free_slot->mode = mode;
+  free_slot->st->owner_kind = "compact stack";
+  *out = free_slot;
+  return 0;
+}
+
+static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
+                          size_t usable, fib_guard_mode mode, unsigned flags) {
+  if (mode == FIB_GUARD_NONE)
+    return FIB_EINVAL; /* the shared stack is always guarded */
+  struct compact_tl *t = &tl_compact;
+  if (!t->exit_hook) {
+    pthread_once(&compact_key_once, compact_key_create);
+    t->exit_hook = pthread_setspecific(compact_key, t) == 0;
+  }
+  int err = 0;
+  if (!t->helper) /* copies only: the smallest stack does */
+    err = fib__stack_get(&t->helper, FIB_STACK_MIN, FIB_GUARD_AUTO);
+  struct shared_stack *sh = NULL;
+  if (!err)
+    err = shared_stack(t, usable, mode, &sh);
+  if (err)
+    return err;
+  /* The first frame, made in a scratch buffer: it holds no address of
+   * the stack it is on, so it can be copied to the shared stack's top. */
+  _Alignas(16) char scratch[256];
+  char *sp = fib__ctx_make(scratch + sizeof scratch, coro_entry);
+  size_t len = (size_t)(scratch + sizeof scratch - sp);
+  struct compact *c = fib__sys_malloc(sizeof *c);
+  unsigned char *buf = fib__sys_malloc(saved_size(len));
+  if (!c || !buf) {
+    fib__sys_free(c);
+    fib__sys_free(buf);
+    return FIB_ENOMEM;
+  }
+  memcpy(buf, sp, len);
+#if FIB__ASAN
+  memset(buf + len, 0, len >> 3); /* its shadow: all addressable */
+#endif
+  c->desc = *sh->st;
+  c->desc.owner_id = 0;
+  c->desc.owner_kind = "coroutine";
+  c->desc.owner_name = NULL;
+  c->desc.pool_next = NULL;
+  c->desc.vg_id = 0;
+  c->home = t;
+  c->top = fib__stack_top(sh->st);
+  c->buf = buf;
+  c->len = c->cap = c->peak = len;
+
+  fib_coro *co = &c->co;
+  co->stack = &c->desc;
+  co->sp = c->top - len;
+  co->resumer_sp = NULL;
+  co->resumer = NULL;
+  co->fn = fn;
+  co->arg = arg;
+  co->status = FIB_CORO_SUSPENDED;
+  co->shared_fp =
+      FIB__CORO_COMPACT | ((flags & FIB_SHARED_FP) ? FIB__CORO_NOFP : 0);
+  co->canary = NULL;
+  co->owner = NULL;
+  co->out = NULL;
+  co->first = NULL;
+  co->in = &co->first;
+  co->san_fake = NULL;
+  co->san_fiber = NULL;
+  *out = co;
+  return 0;
+}
+
+
+
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
                      fib_guard_mode mode, unsigned flags) {
   /* The handler that reports overflows must be in place before any code
@@ -167,6 +579,8 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   int err = fib__overflow_prepare_thread();
   if (err)
     return err;
+  if (flags & FIB_COMPACT)
+    return compact_create(out, fn, arg, usable, mode, flags);
   struct fib__stack *s;
   err = fib__stack_get(&s, usable, mode);
   if (err)
@@ -197,6 +611,12 @@ void fib__coro_free(fib_coro *co) {
   if (co->san_fiber) /* it has been switched away from for good */
     __tsan_destroy_fiber(co->san_fiber);
 #endif
+  if (co->shared_fp & FIB__CORO_COMPACT) {
+    struct compact *c = compact_of(co);
+    fib__sys_free(c->buf);
+    fib__sys_free(c);
+    return;
+  }
   fib__stack_put(co->stack);
 }
 
@@ -209,21 +629,103 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
     attr = &no_attr;
   size_t usable =
       fib__stack_check(attr->stack_size, FIB_STACK_DEFAULT, attr->guard);
-  if (!usable || (attr->flags & ~FIB_SHARED_FP) || attr->worker ||
+  if (!usable || (attr->flags & ~(FIB_SHARED_FP | FIB_COMPACT)) ||
+      attr->worker ||
       !fib__all_zero(attr->reserved, sizeof attr->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
 }
 
-/* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
-static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
+/* ---- the compact halves of the switches below: out of line, reached
+ * after one test of the switch kind. Values go through put_value (the
+ * receiver's frames may be in its buffer), and the switch through
+ * compact_switch. */
+
+/* co (compact, or plain with a compact resumer `prev`), resumed by prev. */
+__attribute__((noinline)) static int
+resume_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
+  if ((co->shared_fp & FIB__CORO_COMPACT) &&
+      compact_of(co)->home != &tl_compact) {
+    if (prev) /* its frames belong at another thread's addresses */
+      prev->status = FIB_CORO_RUNNING;
+    return FIB_EPERM;
+  }
+  co->resumer = prev;
+  co->out = out;
+  if (co->in)
+    put_value(co, co->in, in);
+  enter(co);
+  if (prev && (prev->shared_fp & FIB__CORO_COMPACT))
+    co->shared_fp |= FIB__CORO_RESUMER_COMPACT;
+  return compact_switch(co->shared_fp & FIB__CORO_NOFP, prev, co,
+                        &co->resumer_sp, co->sp, 0);
+}
+
+__attribute__((noinline)) static int yield_compact(fib_coro *co, void *value,
+                                                   void **in) {
+  fib_coro *prev = co->resumer;
+  co->in = in;
+  co->status = FIB_CORO_SUSPENDED;
+  if (co->out)
+    put_value(prev, co->out, value);
+  fib__coro_set_self(prev);
+  if (prev)
+    prev->status = FIB_CORO_RUNNING;
+  return compact_switch(co->shared_fp & FIB__CORO_NOFP, co, prev, &co->sp,
+                        co->resumer_sp, 0);
+}
+
+__attribute__((noinline, noreturn)) static void exit_compact(fib_coro *co,
+                                                            void *value) {
+  fib_coro *prev = co->resumer;
+  co->in = NULL;
+  co->status = FIB_CORO_DEAD;
+  if (co->out)
+    put_value(prev, co->out, value);
+  fib__coro_set_self(prev);
+  if (prev)
+    prev->status = FIB_CORO_RUNNING;
+  (void)compact_switch(co->shared_fp & FIB__CORO_NOFP, co, prev, NULL,
+                       co->resumer_sp, 1);
+  __builtin_unreachable();
+}
+
+/* transfer and finish_into between compact fibers (the scheduler pairs
+ * only equal kinds) */
+__attribute__((noinline)) static int
+transfer_compact(fib_coro *from, fib_coro *to, int final) {
+  to->resumer = from->resumer;
+  to->resumer_sp = from->resumer_sp;
+  to->out = from->out;
+  if (to->in)
+    put_value(to, to->in, NULL);
+  from->in = NULL;
+  from->status = final ? FIB_CORO_DEAD : FIB_CORO_SUSPENDED;
+  enter(to);
+  return compact_switch(to->shared_fp & FIB__CORO_NOFP, from, to,
+                        final ? NULL : &from->sp, to->sp, final);
+}
+
+/* The plain half of resume: `nofp` is a constant where it is inlined. */
+static inline __attribute__((always_inline)) int
+resume_plain(int nofp, fib_coro *co, fib_coro *prev, void *in, void **out) {
   co->resumer = prev;
   co->out = out;
   if (co->in)
     *co->in = in;
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
-  return coro_switch(co, prev, co, &co->resumer_sp, co->sp);
+  return coro_switch(nofp, prev, co, &co->resumer_sp, co->sp);
+}
+
+/* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
+static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
+  int kind = co->shared_fp;
+  if (__builtin_expect(kind == 0, 1))
+    return resume_plain(0, co, prev, in, out);
+  if (kind == FIB__CORO_NOFP)
+    return resume_plain(1, co, prev, in, out);
+  return resume_compact(co, prev, in, out);
 }
 
 /* The first resume on a thread that never made a coroutine: put the
@@ -246,6 +748,8 @@ resume_suspended(fib_coro *co, void *in, void **out) {
   if (prev) {
     check_canary(prev); /* resuming another switches away from it */
     prev->status = FIB_CORO_NORMAL;
+    if (__builtin_expect(prev->shared_fp & FIB__CORO_COMPACT, 0))
+      return resume_compact(co, prev, in, out);
   } else if (!fib__tl_overflow_ready) {
     return resume_on_new_thread(co, in, out);
   }
@@ -275,32 +779,57 @@ static inline void take_over(fib_coro *from, fib_coro *to) {
   from->in = NULL;
 }
 
-int fib__coro_transfer(fib_coro *from, fib_coro *to) {
-  check_canary(from);
+static inline __attribute__((always_inline)) int
+transfer_plain(int nofp, fib_coro *from, fib_coro *to) {
   take_over(from, to);
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
   /* Returns 0 when something resumes or transfers back to `from`. */
-  return coro_switch(to, from, to, &from->sp, to->sp);
+  return coro_switch(nofp, from, to, &from->sp, to->sp);
+}
+
+int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+  check_canary(from);
+  int kind = to->shared_fp;
+  if (__builtin_expect(kind == 0, 1))
+    return transfer_plain(0, from, to);
+  if (kind == FIB__CORO_NOFP)
+    return transfer_plain(1, from, to);
+  return transfer_compact(from, to, 0);
 }
 
 _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
   check_canary(from);
+  int kind = to->shared_fp;
+  if (kind > FIB__CORO_NOFP) {
+    (void)transfer_compact(from, to, 1);
+    __builtin_unreachable();
+  }
   take_over(from, to);
   from->status = FIB_CORO_DEAD;
   enter(to);
-  coro_jump(to, from, to, to->sp);
+  coro_jump(kind, from, to, to->sp);
+}
+
+static inline __attribute__((always_inline)) int
+yield_plain(int nofp, fib_coro *co, void *value, void **in) {
+  co->in = in;
+  co->status = FIB_CORO_SUSPENDED;
+  leave(co, value);
+  /* Returns 0 here when resumed; the resumer stored *in. */
+  return coro_switch(nofp, co, co->resumer, &co->sp, co->resumer_sp);
 }
 
 /* Suspend the running co; both yields inline it. */
 static inline __attribute__((always_inline)) int
 yield_running(fib_coro *co, void *value, void **in) {
   check_canary(co);
-  co->in = in;
-  co->status = FIB_CORO_SUSPENDED;
-  leave(co, value);
-  /* Returns 0 here when resumed; the resumer stored *in. */
-  return coro_switch(co, co, co->resumer, &co->sp, co->resumer_sp);
+  int kind = co->shared_fp;
+  if (__builtin_expect(kind == 0, 1))
+    return yield_plain(0, co, value, in);
+  if (kind == FIB__CORO_NOFP)
+    return yield_plain(1, co, value, in);
+  return yield_compact(co, value, in);
 }
 
 int fib_coro_yield(void *value, void **in) {
@@ -320,10 +849,12 @@ int fib__coro_yield(void *value, void **in) {
 _Noreturn void fib__coro_exit(void *value) {
   fib_coro *co = fib__coro_self();
   check_canary(co);
+  if (co->shared_fp > FIB__CORO_NOFP)
+    exit_compact(co, value);
   co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);
-  coro_jump(co, co, co->resumer, co->resumer_sp);
+  coro_jump(co->shared_fp, co, co->resumer, co->resumer_sp);
 }
 
 int fib_coro_status(const fib_coro *co) {
@@ -347,15 +878,22 @@ int fib_coro_stack(const fib_coro *co, fib_stack_info *out) {
   if (!co || !out || co->status == FIB_CORO_DEAD)
     return FIB_EINVAL;
   fib__stack_describe(co->stack, out);
+  if (co->shared_fp & FIB__CORO_COMPACT) /* the shared stack's residency */
+    out->high_water = compact_of((fib_coro *)co)->peak; /* says nothing */
   return 0;
 }
 
 int fib_self_stack(fib_stack_info *out) {
   if (!out)
     return FIB_EINVAL;
-  const fib_coro *co = fib__coro_self();
+  fib_coro *co = fib__coro_self();
   if (!co)
     return FIB_EPERM;
   fib__stack_describe(co->stack, out);
+  if (co->shared_fp & FIB__CORO_COMPACT) /* its frames: from here to the top */
+    out->high_water = (size_t)(compact_of(co)->top - (char *)&co) >
+                              compact_of(co)->peak
+                          ? (size_t)(compact_of(co)->top - (char *)&co)
+                          : compact_of(co)->peak;
   return 0;
 }

@@ -29,7 +29,12 @@ struct fib_coro {
   void *owner;
   void *arg;
   fib_coro_state status;
-  int shared_fp; /* switches skip the FP control state (FIB_SHARED_FP) */
+  /* How switches into and out of it go (FIB__CORO_* bits below): the
+   * assembly variant, and whether the compact path is needed. The
+   * scheduler transfers directly only between fibers whose values are
+   * equal (sched.c), so a transfer is never between a compact fiber and
+   * one that is not. */
+  int shared_fp;
   /* FIB_GUARD_NONE: the stack's canary word, checked at every switch away
    * (coro.c); NULL on a guarded stack. Kept here, not reached through
    * `stack`, so a guarded switch pays one load from this record, which the
@@ -52,6 +57,18 @@ struct fib_coro {
 
 _Static_assert(offsetof(struct fib_coro, stack) == 0, "stack first");
 
+/* fib_coro.shared_fp: */
+enum {
+  /* switches skip the FP control state (FIB_SHARED_FP) */
+  FIB__CORO_NOFP = 1,
+  /* FIB_COMPACT: it runs on its thread's shared stack, and its frames are
+   * copied out when it is suspended and back when it resumes (coro.c) */
+  FIB__CORO_COMPACT = 2,
+  /* a plain coroutine whose resumer is compact: its yield or return must
+   * put the resumer's frames back (set while such a resume lasts) */
+  FIB__CORO_RESUMER_COMPACT = 4
+};
+
 /* The coroutine running on this thread, NULL on the thread's own stack
  * (see the TLS rule in tls.h). It lives in the stack layer's
  * fib__tl_running, which the overflow handler reads: one store per switch
@@ -65,7 +82,7 @@ static inline void fib__coro_set_self(fib_coro *co) {
 }
 
 /* Create a suspended coroutine on a stack of `usable` bytes (already
- * rounded) guarded per `mode`; flags: FIB_SHARED_FP or 0.
+ * rounded) guarded per `mode`; flags: FIB_SHARED_FP, FIB_COMPACT or 0.
  * 0, FIB_EINVAL or FIB_ENOMEM. */
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
                      fib_guard_mode mode, unsigned flags);

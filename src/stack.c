@@ -13,10 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
 size_t fib__stack_round_size(size_t requested, size_t fallback) {
@@ -178,6 +183,7 @@ static int map_stack(struct fib__stack **out, size_t usable,
   s->owner_kind = "coroutine";
   s->owner_name = NULL;
   s->pool_next = NULL;
+  s->slab = NULL;
   s->vg_id = 0;
 #if FIB__VALGRIND
   /* Tell memcheck this is a stack, so a switch onto it is not taken for a
@@ -210,6 +216,504 @@ static int unmap_stack(struct fib__stack *s) {
   return 0;
 }
 
+/* ---- slabs: many stacks of one class in one mapping
+ *
+ * A fresh stack used to cost an mmap, a madvise for its guard, a page
+ * fault for its top page and, past the pool, a munmap: with a million
+ * fibers alive at once, four kernel entries per fiber. A slab is one
+ * mapping cut into `n` stacks of one class (usable size, guard mode) side
+ * by side, each with its guard at its bottom:
+ *
+ *     map
+ *      | guard | stack 0 ... |desc| guard | stack 1 ... |desc| ...
+ *
+ * Its guards are installed when it is mapped, all of them in one vectored
+ * madvise (process_madvise), before anyone has an address in it; the top
+ * pages of the stacks a pool takes together are populated together
+ * (MADV_POPULATE_WRITE, vectored again) instead of faulting one by one.
+ * Slabs start small and double (SLAB_FIRST up to SLAB_BYTES_MAX), so a
+ * program pays for slabs in proportion to the stacks it uses.
+ *
+ * Only MADVISE and NONE stacks come from slabs: an mprotect guard splits
+ * the mapping at every stack whatever we do (two mappings per stack), so
+ * an MPROTECT stack keeps a mapping of its own and the budget counts it as
+ * before.
+ *
+ * Slabs are the process's, under one mutex taken only on the slow paths:
+ * a pool takes stacks in batches (up to SLAB_BATCH_MAX at once) and gives
+ * them back in batches, when it trims or drains. A stack given back has
+ * its memory returned (MADV_DONTNEED, vectored: the guard markers stay) and
+ * waits in its slab's free list for the next pool that needs one; a slab
+ * whose stacks are all given back is unmapped. */
+
+/* The batch arrays live in the frame of whoever spawns, a fiber most of
+ * the time: kept to ~400 bytes so they stay in the page its frames already
+ * use (a 64-entry batch cost a parent fiber a second stack page). */
+enum {
+  SLAB_FIRST = 16,     /* stacks in a class's first slab */
+  SLAB_BATCH_MAX = 16, /* stacks a pool takes at once, at most */
+  SLAB_IOV = 16,       /* ranges per vectored madvise */
+};
+#define SLAB_BYTES_MAX ((size_t)64 << 20) /* a slab's size, at most (unless
+                                             one stack is bigger) */
+
+struct slab_class;
+
+struct fib__slab {
+  char *map;
+  size_t size;            /* bytes mapped: n * stride */
+  size_t stride;          /* guard + usable */
+  struct slab_class *cls;
+  struct fib__slab *prev, *next; /* in cls->slabs; those with stacks to hand
+                                    out come first */
+  uint32_t n;             /* stacks it holds */
+  uint32_t carved;        /* the top `carved` stacks have been handed out */
+  uint32_t out;           /* handed out and not given back: 0 = wholly free */
+  uint32_t free_head;     /* given back: index + 1, linked by link[]; 0 none */
+  int sealed;             /* test seam: hands out nothing more */
+  uint32_t link[];        /* the free list's links, one per stack */
+};
+
+struct slab_class {
+  size_t usable;
+  fib_guard_mode mode;
+  struct fib__slab *slabs;
+  size_t avail;           /* stacks its unsealed slabs could hand out now */
+  uint32_t next_n;        /* stacks in its next slab */
+  struct slab_class *next;
+};
+
+static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Under TSan, the lock is the allocator's, not the program's: taking it
+ * must not order two threads' fibers (it would hide their races, as a
+ * malloc that synchronised would), so TSan ignores its synchronisation
+ * and the accesses it protects, and a stack handed out is new memory to
+ * it (whoever ran on it before). */
+#if FIB__TSAN
+void AnnotateIgnoreSyncBegin(const char *file, int line);
+void AnnotateIgnoreSyncEnd(const char *file, int line);
+void AnnotateIgnoreReadsBegin(const char *file, int line);
+void AnnotateIgnoreReadsEnd(const char *file, int line);
+void AnnotateIgnoreWritesBegin(const char *file, int line);
+void AnnotateIgnoreWritesEnd(const char *file, int line);
+#endif
+
+static void slab_lock_enter(void) {
+#if FIB__TSAN
+  AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+  AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
+  pthread_mutex_lock(&slab_lock);
+}
+
+static void slab_lock_leave(void) {
+  pthread_mutex_unlock(&slab_lock);
+#if FIB__TSAN
+  AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+#endif
+}
+static struct slab_class *slab_classes; /* under slab_lock, never freed */
+static atomic_long slab_count;
+static pthread_once_t slab_fork_once = PTHREAD_ONCE_INIT;
+
+/* fork() from a thread while another holds the lock would leave the child
+ * a lock nobody unlocks: hold it across fork. */
+static void slab_lock_take(void) { slab_lock_enter(); }
+static void slab_lock_drop(void) { slab_lock_leave(); }
+static void slab_fork_hooks(void) {
+  (void)pthread_atfork(slab_lock_take, slab_lock_drop, slab_lock_drop);
+}
+
+/* A statistic: relaxed, so that it orders nothing (under TSan an
+ * ordering here would hide races between threads that make stacks). */
+long fib__stack_slab_count(void) {
+  return atomic_load_explicit(&slab_count, memory_order_relaxed);
+}
+
+static size_t slab_guard(fib_guard_mode mode) {
+  return mode == FIB_GUARD_NONE ? 0 : guard_size();
+}
+
+/* Whether the kernel takes vectored madvise (process_madvise on oneself):
+ * 0 unknown, 1 yes, -1 no (one madvise per range from then on). */
+static atomic_int vec_ok;
+/* Whether MADV_POPULATE_WRITE exists (Linux 5.14): 0 unknown, -1 no. */
+static atomic_int populate_ok;
+
+/* madvise(advice) over the n ranges; 0, or -1 with errno. One system call
+ * per SLAB_IOV ranges where the kernel can, else one per range. */
+static int madvise_ranges(struct iovec *iov, size_t n, int advice) {
+  size_t done = 0;
+  if (atomic_load_explicit(&vec_ok, memory_order_relaxed) >= 0) {
+    while (done < n) {
+      size_t k = n - done < SLAB_IOV ? n - done : SLAB_IOV;
+      size_t want = 0;
+      for (size_t i = 0; i < k; i++)
+        want += iov[done + i].iov_len;
+      long r = fib__sys_madvise_vec(iov + done, k, advice);
+      if (r == (long)want) {
+        atomic_store_explicit(&vec_ok, 1, memory_order_relaxed);
+        done += k;
+        continue;
+      }
+      if (r < 0 && errno == ENOMEM)
+        return -1; /* a real failure: no point in trying range by range */
+      if (r < 0 && atomic_load_explicit(&vec_ok, memory_order_relaxed) == 0 &&
+          (errno == EINVAL || errno == ENOSYS || errno == EBADF ||
+           errno == EPERM))
+        atomic_store_explicit(&vec_ok, -1, memory_order_relaxed);
+      break; /* the rest one by one (the advice is idempotent) */
+    }
+  }
+  for (; done < n; done++)
+    if (fib__sys_madvise(iov[done].iov_base, iov[done].iov_len, advice) != 0)
+      return -1;
+  return 0;
+}
+
+static char *slab_stack_map(const struct fib__slab *sl, uint32_t i) {
+  return sl->map + (size_t)i * sl->stride;
+}
+
+/* Map a slab for `cls` and install its guards; NULL if it cannot (errno
+ * set: EINVAL from the guard install means no guard markers here). Under
+ * slab_lock. */
+static struct fib__slab *slab_map(struct slab_class *cls) {
+  size_t guard = slab_guard(cls->mode), stride = guard + cls->usable;
+  uint32_t n = cls->next_n;
+  if ((size_t)n * stride > SLAB_BYTES_MAX)
+    n = SLAB_BYTES_MAX / stride > 0 ? (uint32_t)(SLAB_BYTES_MAX / stride) : 1;
+  struct fib__slab *sl =
+      fib__sys_malloc(sizeof *sl + (size_t)n * sizeof sl->link[0]);
+  if (!sl) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  char *map = fib__sys_mmap(NULL, (size_t)n * stride, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE |
+                                MAP_STACK);
+  if (map == MAP_FAILED) {
+    fib__sys_free(sl);
+    errno = ENOMEM;
+    return NULL;
+  }
+  if (guard) {
+    /* Every guard before anyone has an address in the slab: no stack is
+     * ever reachable unguarded. */
+    struct iovec iov[SLAB_IOV];
+    for (uint32_t i = 0; i < n; i += SLAB_IOV) {
+      uint32_t k = n - i < SLAB_IOV ? n - i : SLAB_IOV;
+      for (uint32_t j = 0; j < k; j++) {
+        iov[j].iov_base = map + (size_t)(i + j) * stride;
+        iov[j].iov_len = guard;
+      }
+      if (madvise_ranges(iov, k, MADV_GUARD_INSTALL) != 0) {
+        int err = errno;
+        fib__sys_munmap(map, (size_t)n * stride);
+        fib__sys_free(sl);
+        errno = err;
+        return NULL;
+      }
+    }
+  }
+  sl->map = map;
+  sl->size = (size_t)n * stride;
+  sl->stride = stride;
+  sl->cls = cls;
+  sl->n = n;
+  sl->carved = 0;
+  sl->out = 0;
+  sl->free_head = 0;
+  sl->sealed = 0;
+  sl->prev = NULL;
+  sl->next = cls->slabs;
+  if (cls->slabs)
+    cls->slabs->prev = sl;
+  cls->slabs = sl;
+  cls->avail += n;
+  if (cls->next_n < UINT32_MAX / 2)
+    cls->next_n *= 2;
+  atomic_fetch_add_explicit(&slab_count, 1, memory_order_relaxed);
+  return sl;
+}
+
+static void slab_unlink(struct fib__slab *sl) {
+  struct slab_class *cls = sl->cls;
+  if (sl->prev)
+    sl->prev->next = sl->next;
+  else
+    cls->slabs = sl->next;
+  if (sl->next)
+    sl->next->prev = sl->prev;
+  sl->prev = sl->next = NULL;
+}
+
+static void slab_to_front(struct fib__slab *sl) {
+  struct slab_class *cls = sl->cls;
+  if (cls->slabs == sl)
+    return;
+  slab_unlink(sl);
+  sl->next = cls->slabs;
+  if (cls->slabs)
+    cls->slabs->prev = sl;
+  cls->slabs = sl;
+}
+
+/* What a slab could hand out now. */
+static size_t slab_avail(const struct fib__slab *sl) {
+  return sl->sealed ? 0 : (size_t)(sl->n - sl->out);
+}
+
+/* Unmap a wholly free slab, unlinked already; 0, or -1 if munmap refused
+ * (then the caller links it back). Outside slab_lock. */
+static int slab_unmap(struct fib__slab *sl) {
+  if (fib__sys_munmap(sl->map, sl->size) != 0)
+    return -1;
+  atomic_fetch_sub_explicit(&slab_count, 1, memory_order_relaxed);
+#if FIB__TSAN /* its header was read under the lock TSan ignores */
+  AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
+  fib__sys_free(sl);
+#if FIB__TSAN
+  AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+#endif
+  return 0;
+}
+
+static struct slab_class *slab_class_of(size_t usable, fib_guard_mode mode) {
+  for (struct slab_class *c = slab_classes; c; c = c->next)
+    if (c->usable == usable && c->mode == mode)
+      return c;
+  struct slab_class *c = fib__sys_malloc(sizeof *c);
+  if (!c)
+    return NULL;
+  c->usable = usable;
+  c->mode = mode;
+  c->slabs = NULL;
+  c->avail = 0;
+  c->next_n = SLAB_FIRST;
+  c->next = slab_classes;
+  slab_classes = c;
+  return c;
+}
+
+/* The descriptor of a stack just taken from its slab. */
+static struct fib__stack *slab_stack_init(struct fib__slab *sl, uint32_t i) {
+  char *map = slab_stack_map(sl, i);
+#if FIB__TSAN
+  /* Fresh memory for TSan: its mmap resets the shadow, as from this
+   * thread, so the stack's last user (maybe another thread's fiber, the
+   * handing over unseen: see slab_lock_enter) races with nobody. The
+   * guard goes back in. Outside the seam: a TSan-only step, which tests
+   * counting calls must not see. */
+  if (mmap(map, sl->stride, PROT_READ | PROT_WRITE,
+           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK | MAP_FIXED,
+           -1, 0) == MAP_FAILED ||
+      (sl->stride > sl->cls->usable &&
+       madvise(map, sl->stride - sl->cls->usable, MADV_GUARD_INSTALL) != 0))
+    fib__fatal("TSan build: cannot renew a stack's memory");
+#endif
+  size_t guard = sl->stride - sl->cls->usable;
+  struct fib__stack *s =
+      (struct fib__stack *)((uintptr_t)(map + sl->stride - sizeof *s) &
+                            ~(uintptr_t)15);
+  s->map = map;
+  s->map_size = sl->stride;
+  s->guard_size = guard;
+  s->usable_size = sl->cls->usable;
+  s->lo = map + guard;
+  s->mode = sl->cls->mode;
+  s->owner_id = 0;
+  s->owner_kind = "coroutine";
+  s->owner_name = NULL;
+  s->pool_next = NULL;
+  s->slab = sl;
+  s->vg_id = 0;
+#if FIB__VALGRIND
+  s->vg_id = VALGRIND_STACK_REGISTER(s->lo, fib__stack_end(s));
+#endif
+  return s;
+}
+
+/*
+ * Take up to `want` stacks of (usable, mode) from the slabs (at least one,
+ * mapping a new slab if none has one to give), linked through pool_next.
+ * Returns how many, or FIB_ENOMEM / FIB_EINVAL (no guard markers).
+ */
+static int slab_take(size_t usable, fib_guard_mode mode, uint32_t want,
+                     struct fib__stack **list) {
+  struct {
+    struct fib__slab *sl;
+    uint32_t i;
+  } got[SLAB_BATCH_MAX];
+  if (want > SLAB_BATCH_MAX)
+    want = SLAB_BATCH_MAX;
+  pthread_once(&slab_fork_once, slab_fork_hooks);
+  slab_lock_enter();
+  struct slab_class *cls = slab_class_of(usable, mode);
+  if (!cls) {
+    slab_lock_leave();
+    return FIB_ENOMEM;
+  }
+  if (!cls->avail && !slab_map(cls)) {
+    int err = errno == EINVAL ? FIB_EINVAL : FIB_ENOMEM;
+    slab_lock_leave();
+    return err;
+  }
+  /* Slabs with stacks to hand out are at the front (a new one, or one that
+   * was given a stack back). Given-back stacks first: the memory of the
+   * uncarved ones has never been touched. */
+  uint32_t n = 0;
+  for (struct fib__slab *sl = cls->slabs; sl && n < want && cls->avail;
+       sl = sl->next) {
+    if (sl->sealed)
+      continue;
+    while (n < want && sl->free_head) {
+      uint32_t i = sl->free_head - 1;
+      sl->free_head = sl->link[i];
+      got[n].sl = sl;
+      got[n++].i = i;
+      sl->out++;
+      cls->avail--;
+    }
+    while (n < want && sl->carved < sl->n) {
+      /* From the top down, as separate mappings (placed top-down) came:
+       * a later stack lies below an earlier one. gdb, following `fiber bt`
+       * from the running fiber into a suspended one, takes a frame that
+       * lies below the running one for a corrupt stack and stops. */
+      got[n].sl = sl;
+      got[n++].i = sl->n - 1 - sl->carved++;
+      sl->out++;
+      cls->avail--;
+    }
+  }
+  slab_lock_leave();
+
+  /* Their top pages (descriptor, records, first frames) in one go rather
+   * than a fault each. Best effort: a failure only means the faults come
+   * after all. A lone stack is left to its fault (one kernel entry
+   * either way). */
+  if (n > 1 && atomic_load_explicit(&populate_ok, memory_order_relaxed) >= 0) {
+    size_t page = fib__sys_page_size();
+    struct iovec iov[SLAB_BATCH_MAX];
+    for (uint32_t k = 0; k < n; k++) {
+      iov[k].iov_base = slab_stack_map(got[k].sl, got[k].i) +
+                        got[k].sl->stride - page;
+      iov[k].iov_len = page;
+    }
+    if (madvise_ranges(iov, n, MADV_POPULATE_WRITE) != 0 && errno == EINVAL)
+      atomic_store_explicit(&populate_ok, -1, memory_order_relaxed);
+  }
+  struct fib__stack *head = NULL;
+  for (uint32_t k = n; k-- > 0;) {
+    struct fib__stack *s = slab_stack_init(got[k].sl, got[k].i);
+    s->pool_next = head;
+    head = s;
+  }
+  *list = head;
+  return (int)n;
+}
+
+/*
+ * Give back the stacks on `list` (through pool_next; all from slabs):
+ * their memory goes back to the kernel, they wait in their slabs for the
+ * next taker, and a slab left wholly free is unmapped.
+ */
+static void slab_give(struct fib__stack *list) {
+  while (list) {
+    struct fib__slab *sl[SLAB_IOV];
+    uint32_t idx[SLAB_IOV];
+    struct iovec iov[SLAB_IOV];
+    size_t n = 0;
+    for (; list && n < SLAB_IOV; list = list->pool_next, n++) {
+      struct fib__stack *s = list;
+      sl[n] = s->slab;
+      idx[n] = (uint32_t)((size_t)(s->map - s->slab->map) / s->slab->stride);
+      iov[n].iov_base = s->lo;
+      iov[n].iov_len = (size_t)(fib__stack_end(s) - s->lo);
+#if FIB__ASAN
+      /* Frames that never returned leave poisoned shadow behind; the
+       * next taker of this stretch must not inherit it. */
+      ASAN_UNPOISON_MEMORY_REGION(s->lo, iov[n].iov_len);
+#endif
+#if FIB__VALGRIND
+      VALGRIND_STACK_DEREGISTER(s->vg_id);
+#endif
+    }
+    /* Before the stacks are published again: once in a free list another
+     * thread may take one. The descriptors are gone after this. A failure
+     * leaves the memory in place: still correct, only not returned. */
+    (void)madvise_ranges(iov, n, MADV_DONTNEED);
+
+    struct fib__slab *unmap[SLAB_IOV];
+    size_t nunmap = 0;
+    slab_lock_enter();
+    for (size_t k = 0; k < n; k++) {
+      struct fib__slab *s = sl[k];
+      s->link[idx[k]] = s->free_head;
+      s->free_head = idx[k] + 1;
+      s->out--;
+      if (!s->sealed)
+        s->cls->avail++;
+      if (s->out == 0) { /* wholly free: back to the kernel */
+        s->cls->avail -= slab_avail(s);
+        slab_unlink(s);
+        unmap[nunmap++] = s;
+      } else {
+        slab_to_front(s);
+      }
+    }
+    slab_lock_leave();
+    for (size_t k = 0; k < nunmap; k++)
+      if (slab_unmap(unmap[k]) != 0) {
+        /* munmap refused (the mapping limit): keep it, every stack free;
+         * the next taker, or a later drain, finds it */
+        slab_lock_enter();
+        struct slab_class *cls = unmap[k]->cls;
+        unmap[k]->next = cls->slabs;
+        unmap[k]->prev = NULL;
+        if (cls->slabs)
+          cls->slabs->prev = unmap[k];
+        cls->slabs = unmap[k];
+        cls->avail += slab_avail(unmap[k]);
+        slab_lock_leave();
+      }
+  }
+}
+
+/* Unmap every wholly free slab (one whose munmap was refused before). */
+static void slab_reap(void) {
+  slab_lock_enter();
+  for (struct slab_class *c = slab_classes; c; c = c->next) {
+    struct fib__slab *sl = c->slabs;
+    while (sl) {
+      struct fib__slab *next = sl->next;
+      if (sl->out == 0 && fib__sys_munmap(sl->map, sl->size) == 0) {
+        c->avail -= slab_avail(sl);
+        slab_unlink(sl);
+        atomic_fetch_sub_explicit(&slab_count, 1, memory_order_relaxed);
+        fib__sys_free(sl);
+      }
+      sl = next;
+    }
+  }
+  slab_lock_leave();
+}
+
+void fib__stack_seal_slabs(void) {
+  slab_lock_enter();
+  for (struct slab_class *c = slab_classes; c; c = c->next) {
+    for (struct fib__slab *sl = c->slabs; sl; sl = sl->next)
+      sl->sealed = 1;
+    c->avail = 0;
+  }
+  slab_lock_leave();
+}
+
 /* ---- the per-thread pool
  *
  * A list for each class of stack, a class being a (usable size, guard
@@ -221,14 +725,20 @@ static int unmap_stack(struct fib__stack *s) {
  * place (get_slow).
  *
  * Pooled stacks keep their touched pages (no madvise on the spawn/exit
- * path); FIB__STACK_POOL_MAX bounds that memory, all classes together.
- * The pool lives in static TLS (tls.h), which glibc reserves sparingly for
- * dlopen'ed libraries: a handful of classes, not a table. */
+ * path). FIB__STACK_POOL_MAX stacks, all classes together, are kept for
+ * good; more are kept while the program uses them, and trimmed after a
+ * quiet period (see trim_check). The pool lives in static TLS (tls.h),
+ * which glibc reserves sparingly for dlopen'ed libraries: a handful of
+ * classes, not a table. */
 
 struct pool_class {
   struct fib__stack *head; /* LIFO through pool_next; NULL: empty */
   uint32_t usable;         /* usable bytes of its stacks; 0: slot free */
   fib_guard_mode mode;     /* resolved: MADVISE, MPROTECT or NONE */
+  uint32_t batch;          /* stacks its next miss takes from a slab:
+                              doubles with each miss, up to SLAB_BATCH_MAX;
+                              back to one when another class is asked for
+                              (classes taking turns get no batches) */
 };
 _Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a class's size fits its field");
 
@@ -238,7 +748,13 @@ struct pool {
    * a put), the free slots last: the last class in use is the least
    * recently used. */
   struct pool_class cold[FIB__STACK_POOL_CLASSES - 1];
-  size_t count; /* stacks on the class lists: <= FIB__STACK_POOL_MAX */
+  size_t count; /* stacks on the class lists */
+  /* The quiet-period trim (trim_check): the fewest stacks pooled since
+   * the window began, when it began (CLOCK_MONOTONIC_COARSE, ns), and the
+   * puts over the bound left before the next look at the clock. */
+  size_t low;
+  uint64_t window;
+  unsigned ticks;
   /* Stacks that munmap refused (a merged VMA that would split past the
    * mapping limit): kept, not lost, and tried again by the drain. Not
    * bounded: each one is a failed munmap. */
@@ -262,10 +778,16 @@ static void spill(struct pool *p, struct fib__stack *s) {
   p->spilled++;
 }
 
-/* Unmap, or if munmap refuses, keep it on the spill list. */
-static void release(struct pool *p, struct fib__stack *s) {
-  if (unmap_stack(s) != 0)
+/* A stack of its own mapping: unmap, or if munmap refuses, keep it on the
+ * spill list. A slab's stack: onto *give, for slab_give. */
+static void release(struct pool *p, struct fib__stack *s,
+                    struct fib__stack **give) {
+  if (s->slab) {
+    s->pool_next = *give;
+    *give = s;
+  } else if (unmap_stack(s) != 0) {
     spill(p, s);
+  }
 }
 
 /* A pooled stack handed out again: as map_stack leaves a fresh one. */
@@ -281,30 +803,87 @@ static void reuse(struct fib__stack *s) {
 #endif
 }
 
-/* Unmap a class's stacks and free its slot. */
-static void evict(struct pool *p, struct pool_class *c) {
-  struct fib__stack *s = c->head;
-  while (s) {
-    struct fib__stack *next = s->pool_next;
+/* Give back up to `max` stacks of class c (from the top of its list). */
+static size_t shed(struct pool *p, struct pool_class *c, size_t max,
+                   struct fib__stack **give) {
+  size_t n = 0;
+  while (c->head && n < max) {
+    struct fib__stack *s = c->head;
+    c->head = s->pool_next;
     p->count--;
-    release(p, s);
-    s = next;
+    release(p, s, give);
+    n++;
   }
+  return n;
+}
+
+/* Give back a class's stacks and free its slot. */
+static void evict(struct pool *p, struct pool_class *c,
+                  struct fib__stack **give) {
+  (void)shed(p, c, SIZE_MAX, give);
   memset(c, 0, sizeof *c);
 }
 
 static void pool_free_all(struct pool *p) {
-  struct fib__stack *retry = p->spill;
+  struct fib__stack *retry = p->spill, *give = NULL;
   p->spill = NULL;
   p->spilled = 0;
-  evict(p, &p->hot);
+  evict(p, &p->hot, &give);
   for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    evict(p, &p->cold[i]);
+    evict(p, &p->cold[i], &give);
   while (retry) {
     struct fib__stack *next = retry->pool_next;
-    release(p, retry);
+    release(p, retry, &give);
     retry = next;
   }
+  slab_give(give);
+  p->low = 0;
+  slab_reap(); /* slabs whose munmap was refused before */
+}
+
+/* ---- trimming after a quiet period
+ *
+ * Past FIB__STACK_POOL_MAX the pool keeps what it is given: a program
+ * that had a million fibers alive will likely have them again, and
+ * handing the stacks back only to take them again costs a fault per page.
+ * What it never dips into for a quiet period goes back: every
+ * `quiet_every` puts over the bound look at the clock, and once a window
+ * of `quiet_ns` has passed, the stacks above both the bound and the
+ * window's low-water mark (`low`, kept by every get) go back to their
+ * slabs, least recently used classes first. A program that stops freeing
+ * stacks altogether keeps its pool until it drains it or the thread exits
+ * (no timer thread does this behind its back). */
+
+static atomic_ullong quiet_ns = FIB__STACK_QUIET_NS;
+static atomic_uint quiet_every = 64;
+
+void fib__stack_set_quiet(uint64_t ns, unsigned every) {
+  atomic_store(&quiet_ns, every ? ns : FIB__STACK_QUIET_NS);
+  atomic_store(&quiet_every, every ? every : 64);
+  tl_pool.ticks = 0;
+}
+
+static uint64_t coarse_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+__attribute__((noinline)) static void trim_check(struct pool *p) {
+  p->ticks = atomic_load_explicit(&quiet_every, memory_order_relaxed);
+  uint64_t now = coarse_ns();
+  if (now - p->window < atomic_load_explicit(&quiet_ns, memory_order_relaxed))
+    return;
+  size_t excess = p->low > FIB__STACK_POOL_MAX ? p->low - FIB__STACK_POOL_MAX
+                                                : 0;
+  struct fib__stack *give = NULL;
+  for (int i = FIB__STACK_POOL_CLASSES - 2; i >= 0 && excess; i--)
+    excess -= shed(p, &p->cold[i], excess, &give);
+  if (excess)
+    (void)shed(p, &p->hot, excess, &give);
+  slab_give(give);
+  p->low = p->count;
+  p->window = now;
 }
 
 static void pool_thread_exit(void *arg) { pool_free_all(arg); }
@@ -352,21 +931,59 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
    * qemu-user's madvise that does nothing): refused, never absent. */
   if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
     return FIB_EINVAL;
-  return map_stack(out, usable, mode);
+  if (mode == FIB_GUARD_MPROTECT)
+    return map_stack(out, usable, mode);
+  /* From a slab: a batch for the hot class (the rest go on its list),
+   * growing while the misses go on. The request's class becomes the hot
+   * one if it was not (a program that spawns a million fibers before any
+   * finishes has never given a stack back to make it one). */
+  if (!class_is(&p->hot, usable, mode)) {
+    if (p->hot.usable) {
+      struct pool_class *c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
+      if (c->usable) { /* the least recently used gives way */
+        struct fib__stack *give = NULL;
+        evict(p, c, &give);
+        slab_give(give);
+      }
+      shift_cold(p, c);
+      p->cold[0] = p->hot;
+      p->cold[0].batch = 0;
+    }
+    p->hot.head = NULL;
+    p->hot.usable = (uint32_t)usable;
+    p->hot.mode = mode;
+    p->hot.batch = 0;
+  }
+  int hot = 1;
+  uint32_t want = p->hot.batch ? p->hot.batch : 1;
+  struct fib__stack *list;
+  int n = slab_take(usable, mode, want, &list);
+  if (n < 0)
+    return n;
+  if (hot) {
+    p->hot.batch = want < SLAB_BATCH_MAX ? 2 * want : SLAB_BATCH_MAX;
+    p->hot.head = list->pool_next;
+    p->count += (size_t)n - 1;
+  }
+  list->pool_next = NULL;
+  *out = list;
+  return 0;
 }
 
 /* The class of (usable, mode), whose list was `s`, has just become hot:
  * a stack from it, else from get_fresh. */
 static inline int take_hot(struct pool *p, struct fib__stack *s,
-                           struct fib__stack **out, size_t usable,
-                           fib_guard_mode mode) {
+                           uint32_t batch, struct fib__stack **out,
+                           size_t usable, fib_guard_mode mode) {
   p->hot.usable = (uint32_t)usable;
   p->hot.mode = mode;
+  p->hot.batch = batch;
   p->hot.head = s;
   if (!s)
     return get_fresh(p, out, usable, mode);
   p->hot.head = s->pool_next;
-  p->count--;
+  if (--p->count < p->low)
+    p->low = p->count;
   reuse(s);
   *out = s;
   return 0;
@@ -377,9 +994,11 @@ __attribute__((noinline)) static int
 get_promote(struct pool *p, struct pool_class *c, struct fib__stack **out,
             size_t usable, fib_guard_mode mode) {
   struct fib__stack *s = c->head;
+  uint32_t batch = c->batch;
   shift_cold(p, c);
   p->cold[0] = p->hot;
-  return take_hot(p, s, out, usable, mode);
+  p->cold[0].batch = 0; /* classes taking turns: no batches */
+  return take_hot(p, s, batch, out, usable, mode);
 }
 
 /* Not a stack of the hot class: another class becomes hot if there is
@@ -399,8 +1018,10 @@ __attribute__((noinline)) static int get_slow(struct pool *p,
   if (c != &p->cold[0])
     return get_promote(p, c, out, usable, mode);
   struct fib__stack *s = c->head;
+  uint32_t batch = c->batch;
   p->cold[0] = p->hot;
-  return take_hot(p, s, out, usable, mode);
+  p->cold[0].batch = 0; /* classes taking turns: no batches */
+  return take_hot(p, s, batch, out, usable, mode);
 }
 
 int fib__stack_get(struct fib__stack **out, size_t usable,
@@ -413,7 +1034,8 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   struct fib__stack *s = p->hot.head;
   if (s && p->hot.usable == usable && p->hot.mode == mode) {
     p->hot.head = s->pool_next;
-    p->count--;
+    if (--p->count < p->low) /* the quiet-period trim's low-water mark */
+      p->low = p->count;
     reuse(s);
     *out = s;
   } else {
@@ -453,34 +1075,25 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
        * use, the least recently used (the last) gives way, its stacks
        * unmapped. Never the hot one: a get asked for it last. */
       c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
-      if (c->usable)
-        evict(p, c);
+      if (c->usable) {
+        struct fib__stack *give = NULL;
+        evict(p, c, &give);
+        slab_give(give);
+      }
       shift_cold(p, c);
       c = &p->cold[0];
     }
     c->head = NULL;
     c->usable = (uint32_t)usable;
     c->mode = mode;
-  }
-  if (p->count >= FIB__STACK_POOL_MAX) {
-    /* Full: a stack of the least recently used other cold class that has
-     * any makes room; if there is none, this stack goes instead. */
-    struct pool_class *victim = NULL;
-    for (int i = FIB__STACK_POOL_CLASSES - 2; i >= 0 && !victim; i--)
-      if (p->cold[i].head && &p->cold[i] != c)
-        victim = &p->cold[i];
-    if (!victim) {
-      release(p, s);
-      return;
-    }
-    struct fib__stack *v = victim->head;
-    victim->head = v->pool_next;
-    p->count--;
-    release(p, v);
+    c->batch = 0;
   }
   s->pool_next = c->head;
   c->head = s;
   p->count++;
+  /* Over the bound: kept, and now and then a look at the clock. */
+  if (p->count > FIB__STACK_POOL_MAX && (p->ticks == 0 || --p->ticks == 0))
+    trim_check(p);
 }
 
 void fib__stack_put(struct fib__stack *s) {

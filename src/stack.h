@@ -3,10 +3,16 @@
  * stack.h -- the stack layer: guarded, lazily committed, pooled stacks, and
  * the overflow report (overflow.h).
  *
- * A stack is one anonymous mapping:
+ * A stack is a stretch of an anonymous mapping:
  *
  *     map                lo                                    hi
  *      | guard region    | usable stack (grows down) ...  |desc|
+ *
+ * FIB_GUARD_MADVISE and FIB_GUARD_NONE stacks are carved from slabs, one
+ * mapping holding many stacks of one class side by side (stack.c, "slabs"):
+ * a stack's `map` is then the start of its stretch of the slab. An
+ * FIB_GUARD_MPROTECT stack is a mapping of its own (its guard splits the
+ * mapping anyway).
  *
  * The guard region is never accessible (MADV_GUARD_INSTALL markers, or
  * PROT_NONE). A FIB_GUARD_NONE stack has no guard region (map == lo); a
@@ -37,6 +43,8 @@ struct fib__stack {
   const char *owner_kind; /* "fiber" or "coroutine" */
   const char *owner_name; /* may be NULL */
   struct fib__stack *pool_next; /* link while in the pool */
+  struct fib__slab *slab; /* the slab it was carved from; NULL: a mapping
+                             of its own (FIB_GUARD_MPROTECT) */
   unsigned vg_id;       /* valgrind's stack id (sanitize.h), or 0 */
 };
 
@@ -114,18 +122,35 @@ void fib__stack_cap_mprotect_budget(long cap);
 void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out);
 
 /* The per-thread pool keeps a list for each class of stack, a class being
- * a (usable size, guard mode) pair; at most FIB__STACK_POOL_MAX stacks in
- * all and FIB__STACK_POOL_CLASSES classes (a new class beyond that evicts
- * the least recently used one, unmapping its stacks). A stack freed on
- * another thread than the one that made it goes to the freeing thread's
- * pool: a stack belongs to no thread. */
+ * a (usable size, guard mode) pair, and at most FIB__STACK_POOL_CLASSES
+ * classes (a new class beyond that evicts the least recently used one,
+ * giving its stacks back). It holds FIB__STACK_POOL_MAX stacks in all for
+ * good; beyond that it keeps what the program has freed until a quiet
+ * period (FIB__STACK_QUIET_NS) shows they are not needed: then the stacks
+ * it never dipped into during that period go back to their slabs (their
+ * memory to the kernel), and a slab that is wholly free is unmapped. A
+ * stack freed on another thread than the one that made it goes to the
+ * freeing thread's pool: a stack belongs to no thread. */
 #define FIB__STACK_POOL_MAX 256
 #define FIB__STACK_POOL_CLASSES 8
+#define FIB__STACK_QUIET_NS 1000000000ull
 
 /* Stacks in this thread's pool (with any that munmap refused); how many
- * classes it holds; unmap them all. */
+ * classes it holds; give them all back (unmapping wholly free slabs). */
 size_t fib__stack_pool_size(void);
 size_t fib__stack_pool_classes(void);
 void fib__stack_pool_drain(void);
+
+/* Slabs mapped in the process now. */
+long fib__stack_slab_count(void);
+
+/* Test seams. Seal: the slabs mapped now hand out no more stacks (the next
+ * stack a pool lacks comes from a new slab, so a test reaches the system);
+ * they are still unmapped once wholly free. Quiet: the quiet period (0:
+ * the next check trims) and how many over-the-bound puts pass between two
+ * looks at the clock (0: back to the defaults). Process-wide / per
+ * thread. */
+void fib__stack_seal_slabs(void);
+void fib__stack_set_quiet(uint64_t ns, unsigned every);
 
 #endif

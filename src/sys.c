@@ -7,7 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440 /* the same number on every architecture */
+#endif
+/* The calling process, for pidfd calls (Linux 6.14): no descriptor to open,
+ * and none to go stale across fork. */
+#define FIB__PIDFD_SELF (-10000)
 
 static atomic_int fault_mask;   /* kinds counted; 0: injection off */
 static atomic_long fault_nth;   /* the call that fails */
@@ -71,6 +80,14 @@ int fib__sys_madvise(void *addr, size_t len, int advice) {
     return -1;
   }
   return madvise(addr, len, advice);
+}
+
+long fib__sys_madvise_vec(const struct iovec *iov, size_t n, int advice) {
+  if (should_fail(FIB__FAULT_MADVISE)) {
+    errno = injected_err();
+    return -1;
+  }
+  return syscall(SYS_process_madvise, FIB__PIDFD_SELF, iov, n, advice, 0);
 }
 
 int fib__sys_mprotect(void *addr, size_t len, int prot) {

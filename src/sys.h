@@ -19,6 +19,14 @@
 void *fib__sys_mmap(void *addr, size_t len, int prot, int flags);
 int fib__sys_munmap(void *addr, size_t len);
 int fib__sys_madvise(void *addr, size_t len, int advice);
+/* madvise over many ranges in one system call: process_madvise(2) on this
+ * process (PIDFD_SELF, Linux 6.14+, where every advice is allowed for
+ * oneself). Returns the bytes advised (all of them, or fewer if it stopped
+ * early) or -1 with errno: EINVAL, ENOSYS, EBADF or EPERM where the kernel
+ * cannot (the caller then falls back to one fib__sys_madvise per range).
+ * Counted as a FIB__FAULT_MADVISE call. */
+struct iovec;
+long fib__sys_madvise_vec(const struct iovec *iov, size_t n, int advice);
 int fib__sys_mprotect(void *addr, size_t len, int prot);
 int fib__sys_sigaltstack(const stack_t *ss, stack_t *old);
 void *fib__sys_malloc(size_t size);

@@ -51,7 +51,8 @@ endfunction()
 
 foreach(t ${fib_unit_tests})
   set(extra "")
-  if(t STREQUAL "test_overflow" OR t STREQUAL "test_safety")
+  if(t STREQUAL "test_overflow" OR t STREQUAL "test_safety" OR
+     t STREQUAL "test_slab" OR t STREQUAL "test_compact")
     list(APPEND extra handle_segv=0)
   endif()
   if(t IN_LIST fib_fake_stack_tests)

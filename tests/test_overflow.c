@@ -245,13 +245,21 @@ static void prepare_unguarded_stack_with(int prot) {
   for (int i = 0; i < TRIES; i++) {
     CHECK_OK(fib_coro_create(&co[i], idle_coro, NULL, &attr));
     CHECK_OK(fib_coro_stack(co[i], &st[i]));
-    int room = 0;
-    for (int j = 0; j < i && !room; j++)
-      room = st[j].hi == st[i].lo &&
-             mprotect((char *)st[j].hi - page, page, prot) == 0;
+    int room = 0, target = i;
+    /* an earlier stack right below this one, or (stacks carved from a
+     * slab come top down) this one right below an earlier one */
+    for (int j = 0; j < i && !room; j++) {
+      if (st[j].hi == st[i].lo)
+        room = mprotect((char *)st[j].hi - page, page, prot) == 0;
+      else if (st[i].hi == st[j].lo &&
+               mprotect((char *)st[i].hi - page, page, prot) == 0) {
+        room = 1;
+        target = j;
+      }
+    }
     if (room || map_room_below(st[i].lo, prot)) {
-      prepared_lo = st[i].lo;
-      CHECK_OK(fib_coro_destroy(co[i])); /* the others stay, never run */
+      prepared_lo = st[target].lo;
+      CHECK_OK(fib_coro_destroy(co[target])); /* the others stay, never run */
       return;
     }
   }

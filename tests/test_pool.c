@@ -249,41 +249,60 @@ TEST(spawned_fibers_get_the_size_and_mode_asked_for_from_a_mixed_pool) {
 
 /* ---- bounds */
 
-TEST(pool_bound_holds_across_classes) {
+TEST(pool_keeps_what_is_used_and_trims_after_a_quiet_period) {
   enum { EACH = FIB__STACK_POOL_MAX * 3 / 4 };
   static fib_coro *a[EACH], *b[EACH];
   fib_attr small = attr_of(FIB_STACK_MIN, FIB_GUARD_AUTO);
   fib_attr other = attr_of(FIB_STACK_MIN, FIB_GUARD_NONE);
   fib__stack_pool_drain();
+  fib__stack_set_quiet(UINT64_MAX / 2, 1); /* never quiet, a look per put */
   for (int i = 0; i < EACH; i++) {
     CHECK_OK(fib_coro_create(&a[i], noop, NULL, &small));
     CHECK_OK(fib_coro_create(&b[i], noop, NULL, &other));
   }
   for (int i = 0; i < EACH; i++) {
     CHECK_OK(fib_coro_destroy(a[i]));
-    CHECK(fib__stack_pool_size() <= FIB__STACK_POOL_MAX);
     CHECK_OK(fib_coro_destroy(b[i]));
-    CHECK(fib__stack_pool_size() <= FIB__STACK_POOL_MAX);
   }
-  CHECK_EQ(fib__stack_pool_size(), FIB__STACK_POOL_MAX); /* full, no more */
+  /* past the bound: what the program used is kept, not unmapped */
+  CHECK_EQ(fib__stack_pool_size(), 2 * EACH);
+  CHECK(2 * EACH > FIB__STACK_POOL_MAX);
 
-  /* The pool is full. Stacks of the kind now asked for take the room of
-   * the kind not asked for: after a while, a loop of `other` runs without
-   * a mapping even though the pool was full when it started. */
-  for (int i = 0; i < EACH; i++)
+  /* and used again without a system call, both kinds */
+  count_calls(STACK_CALLS);
+  for (int i = 0; i < EACH; i++) {
+    CHECK_OK(fib_coro_create(&a[i], noop, NULL, &small));
     CHECK_OK(fib_coro_create(&b[i], noop, NULL, &other));
-  for (int i = 0; i < EACH; i++)
+  }
+  for (int i = 0; i < EACH; i++) {
+    CHECK_OK(fib_coro_destroy(a[i]));
     CHECK_OK(fib_coro_destroy(b[i]));
-  CHECK_EQ(fib__stack_pool_size(), FIB__STACK_POOL_MAX);
+  }
+  CHECK_EQ(counted_calls(), 0);
+  CHECK_EQ(fib__stack_pool_size(), 2 * EACH);
+
+  /* Quiet now. The window that ends at the next put saw the pool empty
+   * (all taken above): nothing goes. The next window never went below
+   * 2 * EACH - 1 (one `other` stack taken and given back): the stacks
+   * above both the bound and that low-water mark go back, the least
+   * recently used class (`small`) first. */
+  fib__stack_set_quiet(0, 1);
+  (void)cycle(&other);
+  CHECK_EQ(fib__stack_pool_size(), 2 * EACH);
+  (void)cycle(&other);
+  CHECK_EQ(fib__stack_pool_size(), FIB__STACK_POOL_MAX + 1);
+  fib__stack_set_quiet(UINT64_MAX / 2, 1);
+  /* every `other` is still pooled: EACH of them come without a call */
   count_calls(STACK_CALLS);
   for (int i = 0; i < EACH; i++)
     CHECK_OK(fib_coro_create(&b[i], noop, NULL, &other));
+  CHECK_EQ(counted_calls(), 0);
   for (int i = 0; i < EACH; i++)
     CHECK_OK(fib_coro_destroy(b[i]));
-  CHECK_EQ(counted_calls(), 0);
-  CHECK_EQ(fib__stack_pool_size(), FIB__STACK_POOL_MAX);
+  fib__stack_set_quiet(0, 0);
   fib__stack_pool_drain();
   CHECK_EQ(fib__stack_pool_size(), 0);
+  CHECK_EQ(fib__stack_slab_count(), 0); /* every slab wholly free: unmapped */
 }
 
 /* Class i of the eviction test: sizes one page apart. */
@@ -336,6 +355,13 @@ static long mprotect_classes(void) {
   return fib__stack_auto_mode() == FIB_GUARD_MPROTECT ? 2 : 1;
 }
 
+/* The munmap calls that give back fill_three_classes(each)'s stacks: one
+ * per mprotect-guarded stack (a mapping each), one per slab for the other
+ * classes (their few stacks all come from one slab per class). */
+static long unmaps_of_three_classes(int each) {
+  return each * mprotect_classes() + (3 - mprotect_classes());
+}
+
 /* Pool `each` stacks of each of three classes (one mprotect-guarded, one
  * AUTO: mprotect-guarded too where the kernel, or qemu-user, has no guard
  * markers); returns how many are pooled. */
@@ -359,9 +385,12 @@ TEST(drain_empties_every_class) {
   CHECK_EQ(fib__stack_pool_size(), pooled);
   CHECK_EQ(fib__stack_pool_classes(), 3);
   CHECK_EQ(fib__stack_mprotect_count(), guarded + 5 * mprotect_classes());
+  CHECK_EQ(fib__stack_slab_count(), 3 - mprotect_classes());
   count_calls(FIB__FAULT_MUNMAP);
   fib__stack_pool_drain();
-  CHECK_EQ(counted_calls(), pooled); /* every stack unmapped */
+  /* every stack given back: its own mapping, or its slab once wholly free */
+  CHECK_EQ(counted_calls(), unmaps_of_three_classes(5));
+  CHECK_EQ(fib__stack_slab_count(), 0);
   CHECK_EQ(fib__stack_pool_size(), 0);
   CHECK_EQ(fib__stack_pool_classes(), 0);
   CHECK_EQ(fib__stack_mprotect_count(), guarded);
@@ -385,8 +414,11 @@ TEST(thread_exit_unmaps_every_class) {
   CHECK_EQ(pthread_join(t, NULL), 0);
   long unmapped = counted_calls();
   CHECK_EQ(pooled, 12);
-  /* every pooled stack (and the thread's signal stack, overflow.c) */
-  CHECK(unmapped >= pooled && unmapped <= pooled + 1);
+  /* every pooled stack, by its own mapping or its slab's (and the
+   * thread's signal stack, overflow.c) */
+  CHECK(unmapped >= unmaps_of_three_classes(4) &&
+        unmapped <= unmaps_of_three_classes(4) + 1);
+  CHECK_EQ(fib__stack_slab_count(), 0);
   CHECK_EQ(fib__stack_mprotect_count(), guarded);
 }
 
@@ -461,6 +493,9 @@ TEST(failed_creates_beside_a_mixed_pool_lose_nothing) {
   CHECK_EQ(fib__stack_mprotect_count(), guarded);
 }
 
+/* Stacks with a mapping of their own (mprotect guards): a refused munmap
+ * keeps the stack on the spill list. (A slab whose munmap is refused is
+ * kept with all its stacks free: test_slab.) */
 TEST(munmap_failures_during_eviction_lose_nothing) {
   enum { N = FIB__STACK_POOL_CLASSES };
   fib_attr attrs[N + 1];
@@ -468,7 +503,7 @@ TEST(munmap_failures_during_eviction_lose_nothing) {
   long maps = count_mappings();
   for (int i = 0; i <= N; i++)
     attrs[i] = attr_of(FIB_STACK_MIN + (size_t)i * fib__sys_page_size(),
-                       FIB_GUARD_NONE);
+                       FIB_GUARD_MPROTECT);
   for (int i = 0; i < N; i++)
     (void)cycle(&attrs[i]);
   CHECK_EQ(fib__stack_pool_size(), N);
@@ -513,7 +548,7 @@ TEST_MAIN(T(alternating_sizes_make_no_new_mappings),
           T(fibers_of_two_sizes_make_no_new_mappings),
           T(pooled_stacks_have_the_size_and_mode_asked_for),
           T(spawned_fibers_get_the_size_and_mode_asked_for_from_a_mixed_pool),
-          T(pool_bound_holds_across_classes),
+          T(pool_keeps_what_is_used_and_trims_after_a_quiet_period),
           T(a_class_beyond_the_limit_evicts_the_least_recently_used),
           T(drain_empties_every_class),
           T(thread_exit_unmaps_every_class),

@@ -63,9 +63,11 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   size_t stack = rt->stack_size; /* the runtime's, rounded already */
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
-    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED;
+    unsigned known_flags =
+        FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED | FIB_COMPACT;
     unsigned workers = rt->group ? rt->group->n : 1;
     if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
+        ((attr->flags & FIB_COMPACT) && attr->worker) ||
         !fib__all_zero(attr->reserved,
                        sizeof attr->reserved / sizeof(uintptr_t)))
       return FIB_EINVAL;
@@ -92,7 +94,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     return FIB_ENOMEM;
   err = fib__coro_create(&f->co, fiber_main, f, stack,
                          attr->guard ? attr->guard : rt->guard,
-                         (attr->flags | rt->flags) & FIB_SHARED_FP);
+                         ((attr->flags | rt->flags) & FIB_SHARED_FP) |
+                             (attr->flags & FIB_COMPACT));
   if (err) {
     fib__fiber_drop_record(rt, f);
     return err;
@@ -140,8 +143,11 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->claim = FIB__CLAIM_NONE;
     f->done = 0;
     f->started = 0;
-    /* The first fiber of a runtime stays on the thread that runs it. */
-    f->pinned = (attr->flags & FIB_PINNED) || f->id == 1 || attr->worker;
+    /* The first fiber of a runtime stays on the thread that runs it; a
+     * compact fiber's frames belong at its thread's shared stack, so it
+     * stays on the worker that made it (coro.c). */
+    f->pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
+                attr->worker;
     fib__idmap_put(&rt->fibers, f->id, f);
     pthread_mutex_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);

@@ -273,6 +273,18 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
   fib__runtime_look_soon(rt);
 }
 
+/* A FIB_COMPACT fiber's frames leave its stack while it is suspended, so
+ * a wait whose records are on its stack (f->wait: wait queues, select,
+ * I/O) would have its wakers write into another fiber's frames. Refused
+ * loudly rather than corrupting (see FIB_COMPACT in fibers.h). */
+static inline void check_compact_wait(const struct fib__fiber *self) {
+  if (__builtin_expect(self->wait != NULL, 0) &&
+      __builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
+    fib__fatal("a FIB_COMPACT fiber blocked in a wait whose records are on "
+               "its stack (mutex, cond, sem, wait group, once, channel, "
+               "select, I/O)");
+}
+
 /* A multi-worker runtime's park, its claim armed: the fiber's half of the
  * cancel check (workers.h). A cancel it sees and takes back its claim
  * from ends the park before it starts; one whose canceller took the claim
@@ -293,6 +305,7 @@ static int group_suspend(struct fib__fiber *self) {
 }
 
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
+  check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
@@ -305,6 +318,7 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
                              enum fib__fiber_state state) {
+  check_compact_wait(self);
   self->state = state;
   self->nocancel = 0;
   self->wake = 0;
@@ -312,6 +326,7 @@ int fib__fiber_suspend_armed(struct fib__fiber *self,
 }
 
 void fib__fiber_park_nocancel_armed(struct fib__fiber *self) {
+  check_compact_wait(self);
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 1;
   self->wake = 0;
@@ -319,6 +334,7 @@ void fib__fiber_park_nocancel_armed(struct fib__fiber *self) {
 }
 
 void fib__fiber_park_nocancel(struct fib__fiber *self) {
+  check_compact_wait(self);
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 1;
   self->wake = 0;
