@@ -4,6 +4,7 @@
  * identity, sleep. Blocking ones park the caller (sched.c).
  */
 #include "fiber.h"
+#include "spin.h"
 #include "workers.h"
 #include "../sys.h"
 
@@ -36,7 +37,7 @@ static int lookup(struct fib_runtime *rt, fib_id id, struct fib__fiber **out) {
 static int lookup_locked(struct fib_runtime *rt, fib_id id,
                          struct fib__fiber **out, struct fib_runtime **home) {
   *home = fib__id_home(rt, id ? id : 1);
-  pthread_mutex_lock(&(*home)->ids_lock);
+  fib__spin_lock(&(*home)->ids_lock);
   *out = id ? fib__idmap_get(&(*home)->fibers, id) : NULL;
   return *out ? 0 : FIB_ESRCH;
 }
@@ -102,10 +103,10 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   }
 
   if (rt->group) {
-    pthread_mutex_lock(&rt->ids_lock);
+    fib__spin_lock(&rt->ids_lock);
     err = fib__idmap_reserve(&rt->fibers, rt->fibers.count + 1);
     if (err) {
-      pthread_mutex_unlock(&rt->ids_lock);
+      fib__spin_unlock(&rt->ids_lock);
       fib__coro_free(f->co);
       fib__fiber_drop_record(rt, f);
       return err;
@@ -149,7 +150,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
                 attr->worker;
     fib__idmap_put(&rt->fibers, f->id, f);
-    pthread_mutex_unlock(&rt->ids_lock);
+    fib__spin_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
       *id = f->id;
@@ -186,14 +187,14 @@ static int group_join(struct fib__fiber *self, fib_id id, void **result,
   if (!err && !t->done) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     t->joiner = self;
-    pthread_mutex_unlock(&home->ids_lock);
+    fib__spin_unlock(&home->ids_lock);
     if (deadline != FIB__NO_DEADLINE)
       fib__fiber_arm(self, deadline);
     (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
-    pthread_mutex_lock(&home->ids_lock);
+    fib__spin_lock(&home->ids_lock);
     if (self->wake) { /* timed out or cancelled: it goes on, unjoined */
       t->joiner = NULL;
-      pthread_mutex_unlock(&home->ids_lock);
+      fib__spin_unlock(&home->ids_lock);
       return self->wake;
     }
   }
@@ -202,7 +203,7 @@ static int group_join(struct fib__fiber *self, fib_id id, void **result,
       *result = t->result;
     fib__idmap_del(&home->fibers, t->id);
   }
-  pthread_mutex_unlock(&home->ids_lock);
+  fib__spin_unlock(&home->ids_lock);
   if (!err) /* unreachable by id now: freed outside the lock */
     fib__fiber_drop_record(self->rt, t);
   return err;
@@ -255,7 +256,7 @@ int fib_detach(fib_runtime *rt, fib_id id) {
       freed = (fib__idmap_del(&home->fibers, id), 1);
     else if (!err)
       t->detached = 1;
-    pthread_mutex_unlock(&home->ids_lock);
+    fib__spin_unlock(&home->ids_lock);
     if (freed)
       fib__fiber_drop_record(here, t);
     return err;
@@ -285,7 +286,7 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
       if (fib__claim_take(t, 0))
         fib__group_wake(t, FIB_ECANCELED, 0);
     }
-    pthread_mutex_unlock(&home->ids_lock);
+    fib__spin_unlock(&home->ids_lock);
     return err;
   }
   int err = lookup(rt, id, &t);
@@ -348,7 +349,7 @@ int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
       err = FIB_ESRCH;
     if (!err)
       fib__stack_describe(f->co->stack, out);
-    pthread_mutex_unlock(&home->ids_lock);
+    fib__spin_unlock(&home->ids_lock);
     return err;
   }
   int err = lookup(rt, id, &f);

@@ -187,7 +187,8 @@ struct fib_runtime {
                                     it (atomic: others sum them) */
   size_t unstarted;              /* of its READY fibers, how many never ran
                                     and may move (what it can offer) */
-  pthread_mutex_t ids_lock;      /* fibers, last_id, and the join fields
+  uint32_t ids_lock;             /* spin lock (spin.h): fibers, last_id,
+                                    and the join fields
                                     (joiner, done, detached) of the fibers
                                     whose ids it handed out */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
@@ -198,7 +199,7 @@ struct fib_runtime {
                                     it, or one of its fibers waits for a
                                     reply: wake-ups may come from other
                                     threads (atomic) */
-  pthread_mutex_t offer_lock;    /* guards offer */
+  uint32_t offer_lock;           /* spin lock: guards offer, placed */
   struct fib__list offer;        /* unstarted fibers others may take */
   struct fib__list placed;       /* fibers spawned for it elsewhere
                                     (fib_attr.worker): only it takes them;

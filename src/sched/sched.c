@@ -15,6 +15,7 @@
 #include "fiber.h"
 #include "fibers/debug.h"
 #include "waitq.h"
+#include "spin.h"
 #include "workers.h"
 #include "../sys.h"
 
@@ -373,7 +374,7 @@ static void free_zombie(struct fib_runtime *rt) {
 static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   struct fib_runtime *home = fib__id_home(rt, self->id);
   rt->owned--;
-  pthread_mutex_lock(&home->ids_lock);
+  fib__spin_lock(&home->ids_lock);
   self->done = 1;
   if (self->joiner) {
     if (fib__claim_take(self->joiner, 1))
@@ -382,7 +383,7 @@ static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
     fib__idmap_del(&home->fibers, self->id);
     fib__fiber_drop_record(rt, self);
   }
-  pthread_mutex_unlock(&home->ids_lock);
+  fib__spin_unlock(&home->ids_lock);
   fib__group_count(&rt->finished);
 }
 

@@ -27,8 +27,6 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
                         unsigned index) {
   w->group = g;
   w->worker = index;
-  pthread_mutex_init(&w->ids_lock, NULL);
-  pthread_mutex_init(&w->offer_lock, NULL);
   w->offer.head = w->offer.tail = NULL;
   w->placed.head = w->placed.tail = NULL;
 }
@@ -75,8 +73,6 @@ void fib__group_free(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
   for (unsigned i = 0; i < g->n; i++) {
     struct fib_runtime *w = g->w[i];
-    pthread_mutex_destroy(&w->ids_lock);
-    pthread_mutex_destroy(&w->offer_lock);
     if (i == 0)
       continue; /* the handle: sched.c frees the rest of it */
     struct fib__fiber *f;
@@ -304,7 +300,7 @@ static void offer(struct fib_runtime *rt) {
     return;
   rt->unstarted -= got;
   rt->owned -= got;
-  pthread_mutex_lock(&rt->offer_lock);
+  fib__spin_lock(&rt->offer_lock);
   if (rt->offer.head)
     rt->offer.tail->next = taken.head;
   else
@@ -312,7 +308,7 @@ static void offer(struct fib_runtime *rt) {
   rt->offer.tail = taken.tail;
   /* relaxed: a hint for lock-free looks; the lock orders the list */
   __atomic_store_n(&rt->offer_len, rt->offer_len + got, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&rt->offer_lock);
+  fib__spin_unlock(&rt->offer_lock);
   wake_one_idle(rt->group);
 }
 
@@ -321,12 +317,12 @@ static void offer(struct fib_runtime *rt) {
 static int take_offer(struct fib_runtime *rt, struct fib_runtime *v) {
   if (!__atomic_load_n(&v->offer_len, __ATOMIC_RELAXED))
     return 0;
-  pthread_mutex_lock(&v->offer_lock);
+  fib__spin_lock(&v->offer_lock);
   size_t len = v->offer_len;
   size_t take = v == rt ? len : len - len / 2;
   /* Their deadlines will live in rt's timer heap: room first. */
   if (!take || fib__timers_reserve(&rt->timers, rt->owned + take) != 0) {
-    pthread_mutex_unlock(&v->offer_lock);
+    fib__spin_unlock(&v->offer_lock);
     return 0;
   }
   struct fib__runq_node *first = v->offer.head, *n = first;
@@ -335,7 +331,7 @@ static int take_offer(struct fib_runtime *rt, struct fib_runtime *v) {
   v->offer.head = n->next;
   n->next = NULL;
   __atomic_store_n(&v->offer_len, len - take, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&v->offer_lock);
+  fib__spin_unlock(&v->offer_lock);
   while (first) {
     struct fib__fiber *f = FIBER_OF(first);
     first = first->next;
@@ -367,10 +363,10 @@ void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
                       int inside) {
   if (!f->pinned && __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
     /* Someone is idle: help-first, the child goes where it can be taken. */
-    pthread_mutex_lock(&rt->offer_lock);
+    fib__spin_lock(&rt->offer_lock);
     fib__list_push(&rt->offer, &f->runq);
     __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&rt->offer_lock);
+    fib__spin_unlock(&rt->offer_lock);
     wake_one_idle(rt->group);
     return;
   }
@@ -385,10 +381,10 @@ void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
 
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
   f->rt = w; /* never ran, parked nowhere: nobody else reads it yet */
-  pthread_mutex_lock(&w->offer_lock);
+  fib__spin_lock(&w->offer_lock);
   fib__list_push(&w->placed, &f->runq);
   __atomic_store_n(&w->placed_len, w->placed_len + 1, __ATOMIC_SEQ_CST);
-  pthread_mutex_unlock(&w->offer_lock);
+  fib__spin_unlock(&w->offer_lock);
   wake_worker(w);
 }
 
@@ -396,18 +392,18 @@ void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
 static int take_placed(struct fib_runtime *rt) {
   if (!__atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED))
     return 0;
-  pthread_mutex_lock(&rt->offer_lock);
+  fib__spin_lock(&rt->offer_lock);
   size_t n = rt->placed_len;
   struct fib__runq_node *first = rt->placed.head;
   /* Their deadlines will live in rt's timer heap: room first (if there
    * is none now, they wait for a later turn). */
   if (fib__timers_reserve(&rt->timers, rt->owned + n) != 0) {
-    pthread_mutex_unlock(&rt->offer_lock);
+    fib__spin_unlock(&rt->offer_lock);
     return 0;
   }
   rt->placed.head = NULL;
   __atomic_store_n(&rt->placed_len, 0, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&rt->offer_lock);
+  fib__spin_unlock(&rt->offer_lock);
   while (first) {
     struct fib__fiber *f = FIBER_OF(first);
     first = first->next;
