@@ -85,16 +85,17 @@
         movq    FIB__FRAME_RBP(%rsp), %rbp
 .if \load_fp
 .ifnb \old_frame                        /* the current state is saved there */
-        movl    FIB__FRAME_MXCSR(%rsp), %ecx
-        xorl    FIB__FRAME_MXCSR(\old_frame), %ecx
-        testl   $0xffc0, %ecx           /* control bits only: 6-15 */
-        jz      1f
+        /* MXCSR and the x87 control word are the frame's first 6 bytes
+         * (frame.h): compare both at once, MXCSR's status flags (bits 0-5)
+         * and the padding (bytes 6-7) masked out. */
+        movq    FIB__FRAME_MXCSR(%rsp), %rcx
+        xorq    FIB__FRAME_MXCSR(\old_frame), %rcx
+        movabsq $0x0000ffff0000ffc0, %r9
+        testq   %r9, %rcx
+        jz      1f                      /* same control state: keep it */
         ldmxcsr FIB__FRAME_MXCSR(%rsp)
-1:      movzwl  FIB__FRAME_X87CW(%rsp), %ecx
-        cmpw    FIB__FRAME_X87CW(\old_frame), %cx
-        je      2f
         fldcw   FIB__FRAME_X87CW(%rsp)
-2:
+1:
 .else                                   /* a jump: nothing to compare with */
         ldmxcsr FIB__FRAME_MXCSR(%rsp)
         fldcw   FIB__FRAME_X87CW(%rsp)
