@@ -12,6 +12,11 @@
  * __libc_start_main), with a landing pad, since the loader jumps here with
  * `br`. Without crti/crtn there is no DT_INIT/_fini (the init/fini arrays
  * still run) and without crtbegin no __dso_handle: the tests need neither.
+ *
+ * pthread_atfork is here too, for the same reason: glibc's lives in
+ * libc_nonshared.a, unmarked (and it wants crtbegin's __dso_handle), and
+ * the library registers fork handlers. This one does what that one does:
+ * register with the main program's handle, which is 0.
  */
 #if !defined(__ARM_FEATURE_BTI_DEFAULT) || !__ARM_FEATURE_BTI_DEFAULT
 #error "bti_start.S is for -mbranch-protection=standard builds"
@@ -38,6 +43,17 @@ _start:
         brk     #0x3e8
         .cfi_endproc
         .size   _start, . - _start
+
+/* int pthread_atfork(prepare, parent, child): x0-x2 pass through */
+        .globl  pthread_atfork
+        .type   pthread_atfork, %function
+pthread_atfork:
+        .cfi_startproc
+        bti     c                               /* called through the PLT */
+        mov     x3, #0                          /* dso handle: the program */
+        b       __register_atfork
+        .cfi_endproc
+        .size   pthread_atfork, . - pthread_atfork
 
         .section .note.gnu.property, "a"
         .p2align 3
