@@ -64,7 +64,12 @@ struct fz_fiber {
   int call_deadline;/* ...with a deadline (it can wake by itself) */
   int call_relock;  /* ...a cond wait: may be in its relock, no deadline */
   const char *call; /* which, for reports */
+  int call_kind, call_idx; /* FZ_W_*: what it waits for, which one */
 };
+/* What a parked fiber waits for, for the deadlock check (fz_enter sets
+ * FZ_W_OTHER; an op that knows better says so after it). */
+enum { FZ_W_OTHER, FZ_W_MUTEX, FZ_W_SEM, FZ_W_WG, FZ_W_RECV, FZ_W_SEND,
+       FZ_W_JOIN, FZ_W_ONCE };
 
 struct fz_mutex {
   int destroyed, owner, in_lock;

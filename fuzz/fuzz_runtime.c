@@ -39,6 +39,66 @@ static int unfinished(void) {
   return n;
 }
 
+/* A live fiber (holding a mutex, running a once's fn) that could still
+ * let a waiter go on. */
+static int alive(int slot) { return slot >= 0 && !G.f[slot].finished; }
+
+/* Another fiber parked in a plain send or receive (kind) on f's channel. */
+static int peer_waits(const struct fz_fiber *f, int kind) {
+  for (int s = 0; s < G.nslots; s++)
+    if (!G.f[s].finished && G.f[s].in_call && G.f[s].call_kind == kind &&
+        G.f[s].call_idx == f->call_idx)
+      return 1;
+  return 0;
+}
+
+/* At a deadlock, what f waits for must be something nothing can give it
+ * now: else the runtime lost a wake-up. */
+static void check_cannot_go_on(const struct fz_fiber *f, const char *how) {
+  int i = f->call_idx;
+  const char *why = NULL;
+  switch (f->call_kind) {
+  case FZ_W_MUTEX:
+    if (!G.mm[i].destroyed && !alive(G.mm[i].owner))
+      why = "its mutex is held by no live fiber";
+    break;
+  case FZ_W_SEM:
+    if (fib_sem_value(&G.s[i]) > 0)
+      why = "its semaphore has units";
+    break;
+  case FZ_W_WG:
+    if (!G.mw[i].destroyed && G.mw[i].count == 0)
+      why = "its wait group is at zero";
+    break;
+  case FZ_W_RECV:
+    if (!G.mch[i].destroyed &&
+        (G.mch[i].closed || fib_chan_len(&G.ch[i]) > 0))
+      why = "its channel is closed or has values";
+    else if (peer_waits(f, FZ_W_SEND))
+      why = "a sender waits on its channel";
+    break;
+  case FZ_W_SEND:
+    if (!G.mch[i].destroyed &&
+        (G.mch[i].closed || fib_chan_len(&G.ch[i]) < (size_t)G.mch[i].cap))
+      why = "its channel is closed or has room";
+    else if (peer_waits(f, FZ_W_RECV))
+      why = "a receiver waits on its channel";
+    break;
+  case FZ_W_JOIN:
+    if (i >= 0 && G.f[i].finished)
+      why = "the fiber it joins has finished";
+    break;
+  case FZ_W_ONCE:
+    if (!G.mo[i].done && !alive(G.mo[i].runner))
+      why = "its once's fn is run by no live fiber";
+    else if (G.mo[i].done)
+      why = "its once is done";
+    break;
+  }
+  FZ_CHECK(!why, "%s, but fiber %d waits in %s and %s (a lost wake-up)",
+           how, f->slot, f->call, why);
+}
+
 /* Nothing can run: every fiber left must wait with no deadline (a cond
  * wait's relock has none, whatever the wait had). */
 static void check_stuck(const char *how) {
@@ -55,6 +115,9 @@ static void check_stuck(const char *how) {
                            : "waits with a deadline");
   }
   FZ_CHECK(n > 0, "%s with no fiber left", how);
+  for (int s = 0; s < G.nslots; s++)
+    if (!G.f[s].finished)
+      check_cannot_go_on(&G.f[s], how);
 }
 
 static void check_all_done(const char *how) {

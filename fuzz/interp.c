@@ -144,6 +144,7 @@ int fz_enter(struct fz_fiber *me, int has_deadline, const char *call) {
   me->call_deadline = has_deadline;
   me->call_relock = 0;
   me->call = call;
+  me->call_kind = FZ_W_OTHER;
   return me->cancelled;
 }
 
@@ -252,6 +253,8 @@ static void op_join(struct fz_fiber *me, unsigned a, unsigned b) {
   if (waits)
     tf->joiner = me->slot;
   fz_enter(me, has, join_call);
+  me->call_kind = FZ_W_JOIN;
+  me->call_idx = t;
   int r = (b & 3) ? fib_join_until(id, &res, dl) : fib_join(id, &res);
   int now = fz_leave(me);
   if (waits) {

@@ -109,6 +109,8 @@ void fz_op_chan_send(struct fz_fiber *me, unsigned a, unsigned b) {
   int dead = C->destroyed, closed = C->closed;
   size_t len = dead ? 0 : fib_chan_len(&G.ch[i]);
   int was = fz_enter(me, has, "fib_chan_send");
+  me->call_kind = FZ_W_SEND;
+  me->call_idx = i;
   C->busy++;
   int r = (b & 3) ? fib_chan_send_until(&G.ch[i], &v, dl)
                   : fib_chan_send(&G.ch[i], &v);
@@ -141,6 +143,8 @@ void fz_op_chan_recv(struct fz_fiber *me, unsigned a, unsigned b) {
   size_t len = dead ? 0 : fib_chan_len(&G.ch[i]);
   uint64_t v = 0;
   int was = fz_enter(me, has, "fib_chan_recv");
+  me->call_kind = FZ_W_RECV;
+  me->call_idx = i;
   C->busy++;
   int r = (b & 3) ? fib_chan_recv_until(&G.ch[i], &v, dl)
                   : fib_chan_recv(&G.ch[i], &v);

@@ -33,6 +33,8 @@ void fz_op_mutex_lock(struct fz_fiber *me, unsigned a, unsigned b) {
   uint64_t dl = fz_deadline(b, b >> 2, &has);
   int dead = M->destroyed, mine = M->owner == me->slot;
   int was = fz_enter(me, has, "fib_mutex_lock");
+  me->call_kind = FZ_W_MUTEX;
+  me->call_idx = i;
   M->in_lock++;
   int r = (b & 3) ? fib_mutex_lock_until(&G.m[i], dl) : fib_mutex_lock(&G.m[i]);
   M->in_lock--;
@@ -186,6 +188,8 @@ void fz_op_sem_wait(struct fz_fiber *me, unsigned a, unsigned b) {
   int dead = S->destroyed;
   int avail = !dead && fib_sem_value(&G.s[i]) > 0;
   int was = fz_enter(me, has, "fib_sem_wait");
+  me->call_kind = FZ_W_SEM;
+  me->call_idx = i;
   S->in_wait++;
   int r = (b & 3) ? fib_sem_wait_until(&G.s[i], dl) : fib_sem_wait(&G.s[i]);
   S->in_wait--;
@@ -250,6 +254,8 @@ void fz_op_wg_wait(struct fz_fiber *me, unsigned a, unsigned b) {
   int64_t count = W->count;
   uint64_t epoch = W->epoch;
   int was = fz_enter(me, has, "fib_wg_wait");
+  me->call_kind = FZ_W_WG;
+  me->call_idx = i;
   W->in_wait++;
   int r = (b & 3) ? fib_wg_wait_until(&G.w[i], dl) : fib_wg_wait(&G.w[i]);
   W->in_wait--;
@@ -299,6 +305,10 @@ static void once_call_as(struct fz_fiber *me, int slot, int i, unsigned b) {
   uint64_t dl = fz_deadline(b, b >> 2, &has);
   int waits = !O->done && O->runner != -1;
   int was = me ? fz_enter(me, has, "fib_once_call") : 0;
+  if (me && waits) {
+    me->call_kind = FZ_W_ONCE;
+    me->call_idx = i;
+  }
   struct once_arg x = {i, slot, b >> 4};
   int r = (b & 3) ? fib_once_call_until(&G.o[i], once_fn, &x, dl)
                   : fib_once_call(&G.o[i], once_fn, &x);
