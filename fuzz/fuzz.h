@@ -65,17 +65,21 @@ struct fz_fiber {
   int call_relock;  /* ...a cond wait: may be in its relock, no deadline */
   const char *call; /* which, for reports */
   int call_kind, call_idx; /* FZ_W_*: what it waits for, which one */
+  uint64_t call_bcasts;     /* FZ_W_COND: its cond's broadcasts then */
 };
 /* What a parked fiber waits for, for the deadlock check (fz_enter sets
  * FZ_W_OTHER; an op that knows better says so after it). */
 enum { FZ_W_OTHER, FZ_W_MUTEX, FZ_W_SEM, FZ_W_WG, FZ_W_RECV, FZ_W_SEND,
-       FZ_W_JOIN, FZ_W_ONCE };
+       FZ_W_JOIN, FZ_W_ONCE, FZ_W_COND };
 
 struct fz_mutex {
   int destroyed, owner, in_lock;
   int cond_users; /* fibers in fib_cond_wait with it: they will relock */
 };
-struct fz_cond { int destroyed, in_wait; uint64_t epoch; };
+struct fz_cond {
+  int destroyed, in_wait;
+  uint64_t epoch, bcasts; /* signals and broadcasts; broadcasts */
+};
 struct fz_sem { int destroyed, in_wait; uint64_t init, posts, takes; };
 struct fz_wg { int destroyed, in_wait; int64_t count; uint64_t epoch; };
 struct fz_once { int runner, done, completions; }; /* runner: slot, -1 */

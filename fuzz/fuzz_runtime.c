@@ -88,6 +88,11 @@ static void check_cannot_go_on(const struct fz_fiber *f, const char *how) {
     if (i >= 0 && G.f[i].finished)
       why = "the fiber it joins has finished";
     break;
+  case FZ_W_COND: /* woken by a broadcast since: it waits to relock */
+    if (G.mc[i & 0xff].bcasts != f->call_bcasts &&
+        !alive(G.mm[i >> 8].owner))
+      why = "a broadcast woke it, and its mutex is held by no live fiber";
+    break;
   case FZ_W_ONCE:
     if (!G.mo[i].done && !alive(G.mo[i].runner))
       why = "its once's fn is run by no live fiber";

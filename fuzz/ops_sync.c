@@ -102,6 +102,9 @@ void fz_op_cond_wait(struct fz_fiber *me, unsigned a, unsigned b) {
     M->cond_users++;
     C->in_wait++;
     me->call_relock = 1;
+    me->call_kind = FZ_W_COND;
+    me->call_idx = ci | mi << 8;
+    me->call_bcasts = C->bcasts;
   }
   int r = (b & 3) ? fib_cond_wait_until(&G.c[ci], &G.m[mi], dl)
                   : fib_cond_wait(&G.c[ci], &G.m[mi]);
@@ -141,8 +144,10 @@ void fz_op_cond_signal(struct fz_fiber *me, unsigned a, unsigned b) {
   fz_log(me->slot, OPN_CSIGNAL, (int)a, (int)b, r);
   fz_expect(r, C->destroyed ? A_EINVAL : A_OK, "fib_cond_signal/broadcast",
             me->slot);
-  if (r == 0)
+  if (r == 0) {
     C->epoch++;
+    C->bcasts += (a & 2) != 0;
+  }
 }
 
 /* ---- semaphore */
@@ -453,8 +458,10 @@ void fz_sync_wake_from_main(void) {
     int r = fib_cond_broadcast(&G.c[i]);
     fz_expect(r, G.mc[i].destroyed ? A_EINVAL : A_OK,
               "fib_cond_broadcast from main", FZ_MAIN);
-    if (r == 0)
+    if (r == 0) {
       G.mc[i].epoch++;
+      G.mc[i].bcasts++;
+    }
   }
   for (int i = 0; i < FZ_NS; i++)
     for (int k = 0; k < G.ms[i].in_wait; k++)
