@@ -181,3 +181,43 @@ test-valgrind:
 	$(CMAKE) --build build-valgrind -j $(JOBS) >/dev/null
 	cd build-valgrind && FIB_TEST_SCALE=$(VALGRIND_TEST_SCALE) \
 	    $(CTEST) --output-on-failure -j $(JOBS)
+
+# ---- fuzzing: the runtime under libFuzzer, with ASan + UBSan (clang; on
+# Debian its runtimes are in libclang-rt-dev). Builds fuzz/ (a CMake
+# project of its own, apart from the default build) in $(FUZZ_BUILD),
+# replays every input in fuzz/regressions/ and fuzz/corpus/ once (any
+# crash or failed check fails the goal), then fuzzes for $(FUZZ_SECONDS)
+# seconds from the committed corpus; what it learns goes to
+# $(FUZZ_BUILD)/corpus, a crash to $(FUZZ_BUILD)/crash-*. The findings
+# listed in fuzz/known-bugs are tolerated (each by name) until their fix
+# lands; FUZZ_STRICT=1 checks them too. See docs/testing.md.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?=
+FUZZ_STRICT ?=
+FUZZ_KNOWN = $(if $(FUZZ_STRICT),,$(shell grep -v '^\#' fuzz/known-bugs | \
+	grep . | paste -sd, -))
+FUZZ_ENV = FUZZ_KNOWN_BUGS='$(FUZZ_KNOWN)'
+FUZZ_INPUTS = $(wildcard fuzz/regressions/* fuzz/corpus/*)
+
+.PHONY: fuzz fuzz-build fuzz-replay
+
+fuzz-build:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz: needs clang" \
+	    "(Debian: apt-get install clang libclang-rt-dev)" >&2; exit 1; }
+	@$(call CONFIGURE,-S fuzz -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=$(FUZZ_CC))
+	$(CMAKE) --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_runtime >/dev/null
+
+# Each input once, as a regression test (no fuzzing).
+fuzz-replay: fuzz-build
+	$(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_runtime $(FUZZ_INPUTS) 2>&1 | \
+	    { grep -a -E '^(Running|Executed)' -v || true; }; \
+	    exit $${PIPESTATUS[0]}
+	@echo "make fuzz: $(words $(FUZZ_INPUTS)) inputs replayed, no failure"
+
+fuzz: fuzz-replay
+	@mkdir -p $(FUZZ_BUILD)/corpus
+	$(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_runtime -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=20 -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/ \
+	    $(FUZZ_ARGS) $(FUZZ_BUILD)/corpus fuzz/corpus
