@@ -344,6 +344,10 @@ static atomic_int vec_ok;
 /* Whether MADV_POPULATE_WRITE exists (Linux 5.14): 0 unknown, -1 no. */
 static atomic_int populate_ok;
 
+int fib__stack_vectored_madvise(void) {
+  return atomic_load_explicit(&vec_ok, memory_order_relaxed);
+}
+
 /* madvise(advice) over the n ranges; 0, or -1 with errno. One system call
  * per SLAB_IOV ranges where the kernel can, else one per range. */
 static int madvise_ranges(struct iovec *iov, size_t n, int advice) {
@@ -931,8 +935,10 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
    * qemu-user's madvise that does nothing): refused, never absent. */
   if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
     return FIB_EINVAL;
-  if (mode == FIB_GUARD_MPROTECT)
+  if (mode == FIB_GUARD_MPROTECT) {
+    p->hot.batch = 0; /* classes taking turns: no batches (as below) */
     return map_stack(out, usable, mode);
+  }
   /* From a slab: a batch for the hot class (the rest go on its list),
    * growing while the misses go on. The request's class becomes the hot
    * one if it was not (a program that spawns a million fibers before any

@@ -144,6 +144,11 @@ void fib__stack_pool_drain(void);
 /* Slabs mapped in the process now. */
 long fib__stack_slab_count(void);
 
+/* Whether vectored madvise (process_madvise on oneself) has worked here:
+ * 1 yes, -1 no (qemu-user, valgrind, kernels before 5.10: one madvise per
+ * range), 0 not tried yet. For tests that count system calls. */
+int fib__stack_vectored_madvise(void);
+
 /* Test seams. Seal: the slabs mapped now hand out no more stacks (the next
  * stack a pool lacks comes from a new slab, so a test reaches the system);
  * they are still unmapped once wholly free. Quiet: the quiet period (0:
