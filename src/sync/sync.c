@@ -578,7 +578,8 @@ int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
       fib__spin_unlock(&x->lock);
       return 0;
     case ONCE_NEW:
-      x->state = ONCE_RUNNING;
+      /* atomic: the fast path reads state without the lock */
+      __atomic_store_n(&x->state, ONCE_RUNNING, __ATOMIC_RELAXED);
       x->runner = self;
       if (self) {
         x->held.discard = once_discard;
