@@ -103,7 +103,12 @@ int fib_chan_destroy(fib_chan *ch) {
 size_t fib_chan_len(const fib_chan *ch) {
   int shared;
   struct chan *c = chan_of_in(ch, &shared);
-  return c ? __atomic_load_n(&c->count, __ATOMIC_RELAXED) : 0;
+  if (!c)
+    return 0;
+  lock_in(c, shared); /* shared: others write it under the lock */
+  size_t n = c->count;
+  unlock_in(c, shared);
+  return n;
 }
 
 int fib_chan_close(fib_chan *ch) {

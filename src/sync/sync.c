@@ -438,7 +438,12 @@ int fib_sem_trywait(fib_sem *s) {
 uint64_t fib_sem_value(const fib_sem *s) {
   int shared;
   struct sem *x = fib__live_in(s, SEM_MAGIC, &shared);
-  return x ? __atomic_load_n(&x->value, __ATOMIC_RELAXED) : 0;
+  if (!x)
+    return 0;
+  lock_in(&x->lock, shared); /* shared: others write it under the lock */
+  uint64_t v = x->value;
+  unlock_in(&x->lock, shared);
+  return v;
 }
 
 /* -------------------------------------------------------- wait group */
