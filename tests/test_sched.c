@@ -731,6 +731,10 @@ static void *cancelled_joiner(void *arg) {
   CHECK_OK(fib_yield()); /* t finishes */
   CHECK_OK(fib_cancel(NULL, fib_self()));
   CHECK_EQ(fib_join(t, NULL), FIB_ECANCELED);
+  /* The argument checks come first, as for every call that may wait
+   * (fuzz/regressions/join-unknown-id-when-cancelled). */
+  CHECK_EQ(fib_join(t + 1000, NULL), FIB_ESRCH);
+  CHECK_EQ(fib_join(fib_self(), NULL), FIB_EDEADLK);
   return (void *)(uintptr_t)t; /* still joinable: main collects it */
 }
 

@@ -184,6 +184,8 @@ static int group_join(struct fib__fiber *self, fib_id id, void **result,
   int err = lookup_locked(self->rt, id, &t, &home);
   if (!err && (t->detached || t->joiner))
     err = FIB_EINVAL;
+  if (!err && fib__cancelled(self)) /* as above */
+    err = FIB_ECANCELED;
   if (!err && !t->done) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     t->joiner = self;
@@ -215,8 +217,6 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
     return FIB_EPERM;
   if (id == self->id)
     return FIB_EDEADLK;
-  if (fib__cancelled(self)) /* a call that may wait: even if it need not */
-    return FIB_ECANCELED;
   struct fib_runtime *rt = self->rt;
   if (rt->group)
     return group_join(self, id, result, deadline_ns);
@@ -225,6 +225,10 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
     return FIB_ESRCH;
   if (t->detached || t->joiner || t == rt->awaited)
     return FIB_EINVAL;
+  /* After the argument checks, as every call that may wait does: a
+   * cancelled fiber's join fails even if it need not wait. */
+  if (fib__cancelled(self))
+    return FIB_ECANCELED;
   if (t->state != FIB__FIBER_FINISHED) {
     t->joiner = self;
     int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline_ns);
