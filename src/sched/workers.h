@@ -12,10 +12,11 @@
  * wake reason) and its own run queue and timer heap, without atomics, as
  * with one worker. What other workers may do to it:
  *
- *   - ready it (a child finished that it joins, fib_cancel): they win its
- *     claim (below), set its wake reason and push it onto its owner's
- *     inbox (an atomic stack); the owner moves the inbox into its run
- *     queue at its next scheduling point, or is woken if it sleeps;
+ *   - ready it (a child finished that it joins, fib_cancel, a hand-off
+ *     of a shared primitive, a reply to its fib_call): they win its claim
+ *     (below), set its wake reason and push it onto its owner's inbox (an
+ *     atomic stack); the owner moves the inbox into its run queue at its
+ *     next turn through its loop, or is woken if it sleeps;
  *   - take it, if it has never run and is not pinned: an owner puts such
  *     fibers on its offer list while another worker is idle, and an idle
  *     worker takes half of a list at a time (stealing). Such a fiber has
@@ -38,9 +39,8 @@
  *
  * Sleep and wake-up of a worker. A worker with nothing to run announces
  * itself idle (group->idle, which busy workers read, relaxed, in their
- * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether
- * to offer fibers), spins a little
- * looking for work, then stores parked = 1,
+ * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether to
+ * offer fibers), spins a little looking for work, then stores parked = 1,
  * looks once more at its inbox and at every offer list, and only then
  * sleeps on the futex word `parked` (until its earliest deadline). A
  * waker pushes first, then loads `parked`; seq_cst on both sides, so
@@ -51,10 +51,10 @@
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
- * sets `over` and wakes every worker. A deadlock: every worker asleep with no timer,
- * no I/O wait, nothing in any inbox or offer list, while fibers remain
- * (the census under group->lock); the last to fall asleep ends the run
- * with FIB_EDEADLK.
+ * sets `over` and wakes every worker. A deadlock: every worker asleep with
+ * no timer, no I/O wait, nothing in any inbox, offer or placed list, no
+ * post possible (posted), while fibers remain (the census under
+ * group->lock); the last to fall asleep ends the run with FIB_EDEADLK.
  *
  * Ids: worker k hands out ids k + 1, k + 1 + n, k + 1 + 2n, ... from its
  * own id map under its own ids_lock, so the worker whose map holds an id
