@@ -63,7 +63,7 @@ static void check(int err, const char *what) {
  * Values travel both ways, as in a program that uses them (and as
  * Boost.Context's jump_fcontext always hands over its transfer_t): the
  * body yields what it was resumed with, the loop resumes with what it got.
- * With NULL for `out` and `in` (as this benchmark had until issue 17),
+ * With NULL for `out` and `in` (as this benchmark once had),
  * fib_coro_resume and fib_coro_yield each skip a store with a forward
  * taken branch; the shared-FP switch is front-end bound (~110
  * instructions in ~20 cycles per round trip), and those two branches made
@@ -93,7 +93,7 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /*
- * The sanity check of issue 17 (bench/run.py reads it): the shared-FP
+ * A sanity check (bench/run.py reads it): the shared-FP
  * switch timed against the full one in the same process, in alternating
  * chunks, so that both sides of each pair see the same machine within a
  * millisecond. Two rows measured minutes apart drift with the machine's

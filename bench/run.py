@@ -54,7 +54,7 @@ BENCHES = [
      {"fibers": 20_000, "boost_context": 20_000, "ucontext": 2_000}),
     ("switch_shared_fp", "ns", {"fibers": 2_000_000}, {"fibers": 20_000}),
     # Shared-FP / full switch time, the two in alternating chunks in one
-    # process: the sanity check of issue 17 (see SANITY below).
+    # process: a sanity check (see SANITY below).
     ("switch_fp_paired", "ratio", {"fibers": 2_000_000}, {"fibers": 21_000}),
     # The full switch after one inexact FP operation in the resumer (its
     # MXCSR precision flag set, the coroutine's not): both switches save
@@ -98,7 +98,7 @@ BENCHES = [
     ("skynet_1m_2w", "ms",
      {"fibers": 1_000_000, "go": 1_000_000},
      {"fibers": 1_000, "go": 1_000}),
-    # Many alive at once (issue 15). skynet_1m above joins each child as
+    # Many alive at once. skynet_1m above joins each child as
     # soon as it is spawned, so only ~60 of ours are alive at a time (Go's
     # program is the channel one in both rows: a goroutine cannot be
     # joined); skynet_1m_chan is the canonical skynet, where each child
@@ -171,10 +171,10 @@ RATIO_TARGETS = [
     ("yield", "boost_fiber", 0.15),
     ("skynet_1m", "go", 0.25),
     ("skynet_1m_peak_rss", "go", 1.0),  # "lower peak memory than Go"
-    # Issue 12: several workers.
+    # Several workers.
     ("skynet_1m_2w", "go", 0.15),
     ("chan_unbuffered_2w", "go", 0.5),
-    # Issue 15: many alive at once.
+    # Many alive at once.
     ("skynet_1m_chan", "go", 0.5),
     ("skynet_1m_chan_peak_rss", "go", 1.0),
     ("spawn_alive_1m", "go", 0.5),
@@ -199,11 +199,11 @@ SELF_TARGETS = [
     # A program that mixes stack sizes is served by the pool as well as
     # one that uses a single size.
     ("create_mixed", "create", 1.2),
-    # Issue 12: two workers take at most 0.6 x one worker's time.
+    # Two workers take at most 0.6 x one worker's time.
     ("skynet_1m_2w", "skynet_1m", 0.6),
     ("yield_2w", "yield", 1.05),
 ]
-# Sanity checks of our own rows (issue 17: the shared-FP row read slower
+# Sanity checks of our own rows (the shared-FP row once read slower
 # than the library is). Both say "the shared-FP switch is not slower than
 # the full one"; they differ in how noise can reach them:
 #  - switch_fp_paired <= 1.0: each of 21 pairs times the two switches
@@ -218,7 +218,7 @@ SELF_TARGETS = [
 PAIRED_LIMIT = 1.0
 IDLE_TARGET_BYTES = 4400
 IDLE_TARGET_N = 1_000_000
-# Issue 15: idle RSS per fiber at 1M in the default guarded mode, read
+# Idle RSS per fiber at 1M in the default guarded mode, read
 # while all of spawn_alive_1m's fibers wait (no stack touched beyond their
 # own frames).
 ALIVE_IDLE_TARGET_BYTES = 4200

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # bare_machine.sh -- the README's two commands on a machine without cmake,
-# ctest and gdb (issue 16), run from the source root by `make test-bare`:
+# ctest and gdb, run from the source root by `make test-bare`:
 #   stop       may not install (FIB_NO_INSTALL=1): make test stops at once
 #              with the exact apt-get command, before building anything
 #   run        make run builds the demo without CMake (and installs
