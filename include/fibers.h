@@ -248,7 +248,17 @@ enum {
    * (its frames are in the buffer). fib_attr only. In a runtime with
    * several workers a compact fiber stays on the worker that spawned it
    * (as with FIB_PINNED); fib_attr.worker with it: FIB_EINVAL. */
-  FIB_COMPACT = 1u << 4
+  FIB_COMPACT = 1u << 4,
+  /* The seeded test mode (fib_runtime_opts.flags only): the runtime runs
+   * its fibers in an order drawn from a pseudo-random generator seeded with
+   * fib_runtime_opts.seed, on virtual time, so that a test explores other
+   * interleavings than the usual order and the same seed replays the same
+   * one. See "The seeded test mode" below. */
+  FIB_SEEDED = 1u << 5,
+  /* With FIB_SEEDED: also give way, at random, at the start of the calls
+   * that may wait (see "The seeded test mode"). fib_runtime_opts.flags
+   * only; without FIB_SEEDED: FIB_EINVAL. */
+  FIB_SEED_PREEMPT = 1u << 6
 };
 
 /*
@@ -396,10 +406,59 @@ typedef struct fib_runtime_opts {
    * cancelled or detached from outside while it is not running.
    * docs/multicore.md says how it works and what it costs. */
   unsigned workers;
-  /* Room for options to come (a seed) without changing the struct's
-   * size; must be zero (else FIB_EINVAL). */
-  uintptr_t reserved[5];
+  /* With FIB_SEEDED: the seed of the run's choices (any value). */
+  uint64_t seed;
+  /* Room for options to come without changing the struct's size; must be
+   * zero (else FIB_EINVAL). */
+  uintptr_t reserved[4];
 } fib_runtime_opts;
+
+/*
+ * The seeded test mode (FIB_SEEDED, or the environment variable
+ * FIBERS_SEED) makes a run reproducible and lets a test try many orders:
+ *
+ *   - Every scheduling choice comes from one pseudo-random generator
+ *     seeded with fib_runtime_opts.seed: which ready fiber runs next (any
+ *     of them, uniformly: this covers work-first or not and the order of
+ *     wake-ups that happen together), and which ready case fib_select
+ *     takes. With FIB_SEED_PREEMPT, each call that may wait (fib_join,
+ *     the primitives' waits and lock, channel send and receive, fib_select,
+ *     the calls of <fibers/io.h>) first gives way with probability 1/4, as
+ *     fib_yield does, even when it would not wait: a spurious preemption
+ *     point where another fiber may step in. The same program with the
+ *     same seed makes the same choices, so it runs the same interleaving.
+ *   - Time is virtual: while rt runs, fib_now_ns() on its thread returns
+ *     its own clock, which starts at 1 s, moves 1 us per fiber dispatch,
+ *     and jumps to the earliest deadline when no fiber is ready (after
+ *     operations that finish by themselves, fib_offload jobs, have
+ *     finished). Sleeps and deadlines of a minute cost no wait.
+ *   - I/O uses the real calls on epoll (FIB_IO_URING is not used: its
+ *     completions arrive in the kernel's order, not the seed's). A run is
+ *     reproducible when every descriptor's peer is a fiber of the same
+ *     runtime (a socketpair, a pipe, a loopback connection): their
+ *     readiness follows from the order the seed chose. A peer outside
+ *     (another thread or process) races the virtual clock.
+ *   - fib_runtime_opts.workers = n > 1 runs n logical workers on the
+ *     thread that calls fib_run, not n threads: the primitives and
+ *     channels work in their shared mode (their multi-worker code runs,
+ *     in the seed's order), fib_attr.worker is accepted and has no other
+ *     effect, and the seed's choice among every ready fiber covers the
+ *     orders n workers could take at those points. What it cannot show is
+ *     two fibers running at the same instant between such points (data
+ *     races): ThreadSanitizer on real workers finds those.
+ *   - Not deterministic: fib_post and fib_call from other threads, plain
+ *     threads on shared channels, signals.
+ *
+ * FIBERS_SEED=<n> (decimal, or hexadecimal with 0x) in the environment
+ * turns the mode on for every runtime created, with that seed, whatever
+ * opts says; FIBERS_SEED_PREEMPT=1 or 0 turns the preemption points on or
+ * off. A FIBERS_SEED that is not a number makes fib_runtime_create fail
+ * (FIB_EINVAL): a replay must not silently run another order. When the
+ * library aborts on a fatal error in a seeded run, its message names the
+ * seed. <fibers/seedtest.h> runs a test over many seeds and reports the
+ * first that fails with the line that replays it; docs/testing.md shows
+ * the whole workflow.
+ */
 
 /*
  * Create a runtime. opts may be NULL for the defaults.
@@ -515,6 +574,12 @@ FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);
 FIB_API fib_runtime *fib_runtime_current(void);
 
 /*
+ * Whether rt runs in the seeded test mode: 1 and its seed in *seed (if
+ * seed is not NULL), or 0. Errors: FIB_EINVAL (NULL rt).
+ */
+FIB_API int fib_runtime_seed(const fib_runtime *rt, uint64_t *seed);
+
+/*
  * The thread-safe way into a runtime, from any thread, fiber or not, at
  * any time, also while rt runs on another thread: run fn(arg) in a new,
  * detached fiber of rt (of its worker 0, if it has several; idle workers
@@ -608,7 +673,8 @@ FIB_API fib_id fib_self(void);
 FIB_API const char *fib_self_name(void);
 
 /* Monotonic clock (CLOCK_MONOTONIC) in nanoseconds: the time base of
- * deadlines. */
+ * deadlines. On the thread of a running seeded runtime (FIB_SEEDED), its
+ * virtual clock instead. */
 FIB_API uint64_t fib_now_ns(void);
 
 /*

@@ -120,12 +120,20 @@ void *fib__sys_realloc(void *p, size_t size) {
 
 void fib__sys_free(void *p) { free(p); }
 
+FIB__TLS const char *fib__fatal_note;
+
 _Noreturn void fib__fatal(const char *what) {
   static const char prefix[] = "fibers: fatal: ";
   /* write(2) only: this may run where stdio is unusable. */
   ssize_t r = write(STDERR_FILENO, prefix, sizeof prefix - 1);
   r = write(STDERR_FILENO, what, strlen(what));
   r = write(STDERR_FILENO, "\n", 1);
+  const char *note = fib__fatal_note;
+  if (note) {
+    r = write(STDERR_FILENO, "fibers: ", 8);
+    r = write(STDERR_FILENO, note, strlen(note));
+    r = write(STDERR_FILENO, "\n", 1);
+  }
   (void)r;
   abort();
 }

@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "tls.h"
+
 void *fib__sys_mmap(void *addr, size_t len, int prot, int flags);
 int fib__sys_munmap(void *addr, size_t len);
 int fib__sys_madvise(void *addr, size_t len, int advice);
@@ -80,5 +82,9 @@ int fib__sys_injected(int kind);
 /* Write "fibers: fatal: <what>\n" to stderr and abort(). For misuse that no
  * caller could handle. */
 _Noreturn void fib__fatal(const char *what);
+
+/* A second line fib__fatal writes, if not NULL: set by a seeded run on its
+ * thread, to say how to replay it. */
+extern FIB__TLS const char *fib__fatal_note;
 
 #endif

@@ -363,10 +363,10 @@ static void *nothing_coro(void *arg, void *first) {
 
 TEST(reserved_fields_must_be_zero) {
   fib_runtime_opts opts = {0};
-  opts.reserved[4] = 1;
+  opts.reserved[3] = 1;
   fib_runtime *rt;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
-  opts.reserved[4] = 0;
+  opts.reserved[3] = 0;
   opts.workers = FIB_WORKERS_MAX + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
   opts.workers = 0;

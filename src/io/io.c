@@ -6,6 +6,7 @@
  */
 #include "poller.h"
 #include "uring.h"
+#include "../sched/seed.h"
 #include "fibers/io.h"
 
 #include <errno.h>
@@ -91,6 +92,7 @@ static int learn(int fd, struct fib__fdrec *r) {
 /* The start of every call: the calling fiber (it may have to wait), and
  * fd's record, known. 0 or an error, before any side effect. */
 static int begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   int err = fib__waiter(self);
   if (err)
     return err;

@@ -546,6 +546,7 @@ static void job_discard(struct fib__hold *h) {
       (struct job *)((char *)h - offsetof(struct job, hold));
   fib__hold_drop(h);
   j->fiber->rt->io_waiting--;
+  j->fiber->rt->io_inflight--;
   j->fiber = NULL;
   struct job *free_job = NULL;
   struct port *free_port = NULL;
@@ -627,6 +628,7 @@ static int offload(struct fib__fiber *self, struct job *j,
   struct fib_runtime *rt = self->rt;
   fib__io_hooks(rt); /* io_uring too: its ring watches the epoll set */
   rt->io_waiting++;
+  rt->io_inflight++; /* virtual time waits for it (sched/seed.h) */
   fib__runtime_look_soon(rt);
   j->hold.discard = job_discard;
   fib__hold_add(self, &j->hold);
@@ -644,6 +646,7 @@ static int offload(struct fib__fiber *self, struct job *j,
   }
   fib__hold_drop(&j->hold);
   rt->io_waiting--;
+  rt->io_inflight--;
   return err;
 }
 

@@ -264,7 +264,7 @@ static unsigned env_choice(void) {
 }
 
 void fib__uring_choose(struct fib_runtime *rt) {
-  unsigned want = env_choice();
+  unsigned want = rt->seeded ? FIB_IO_EPOLL : env_choice(); /* fibers.h */
   if (want == FIB_IO_AUTO)
     want = rt->io_pref;
   if (want == FIB_IO_AUTO)

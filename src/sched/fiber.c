@@ -4,6 +4,7 @@
  * identity, sleep. Blocking ones park the caller (sched.c).
  */
 #include "fiber.h"
+#include "seed.h"
 #include "spin.h"
 #include "workers.h"
 #include "../sys.h"
@@ -66,7 +67,9 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
     unsigned known_flags =
         FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED | FIB_COMPACT;
-    unsigned workers = rt->group ? rt->group->n : 1;
+    unsigned workers = rt->group ? rt->group->n : rt->logical_workers;
+    if (!workers)
+      workers = 1;
     if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
         ((attr->flags & FIB_COMPACT) && attr->worker) ||
         !fib__all_zero(attr->reserved,
@@ -215,6 +218,7 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
   struct fib__fiber *self = fib__fiber_self();
   if (!self)
     return FIB_EPERM;
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   if (id == self->id)
     return FIB_EDEADLK;
   struct fib_runtime *rt = self->rt;

@@ -206,6 +206,17 @@ struct fib_runtime {
                                     under offer_lock */
   size_t placed_len;             /* placed's length (atomic reads) */
   size_t offer_len;              /* offer's length (atomic reads) */
+  /* The seeded test mode (seed.c; FIB_SEEDED), its own thread's only: */
+  int seeded;                    /* choices from `rng`, time from `vnow` */
+  int preempt;                   /* FIB_SEED_PREEMPT: preemption points */
+  unsigned logical_workers;      /* fib_runtime_opts.workers, run here */
+  uint64_t seed;                 /* as given: fib_runtime_seed */
+  uint64_t rng;                  /* the generator's state (splitmix64) */
+  uint64_t vnow;                 /* the virtual clock: fib_now_ns() */
+  size_t io_inflight;            /* operations that finish by themselves
+                                    (offload jobs): time waits for them */
+  char seed_note[80];            /* the line a fatal error adds: how to
+                                    replay this run */
 };
 
 /* Every runtime between create and destroy, newest first, linked through

@@ -123,6 +123,37 @@ static inline struct fib__runq_node *fib__runq_pop(struct fib__runq *q) {
 
 static inline size_t fib__runq_len(const struct fib__runq *q) { return q->len; }
 
+/* Take the k-th node (k < length) in pop order: the front, then the back.
+ * For the seeded mode's random choice (seed.c), which does not use the
+ * front's budget. O(k). */
+static inline struct fib__runq_node *fib__runq_take_nth(struct fib__runq *q,
+                                                        size_t k) {
+  struct fib__list *l = &q->front;
+  struct fib__runq_node *prev = NULL, *n = l->head;
+  if (!n) {
+    l = &q->back;
+    n = l->head;
+  }
+  for (; k; k--) {
+    prev = n;
+    n = n->next;
+    if (!n && l == &q->front) { /* past the front's end: into the back */
+      l = &q->back;
+      prev = NULL;
+      n = l->head;
+    }
+  }
+  if (prev)
+    prev->next = n->next;
+  else
+    l->head = n->next;
+  if (l->tail == n)
+    l->tail = prev; /* unused when head becomes NULL */
+  q->last_front = NULL;
+  q->len--;
+  return n;
+}
+
 /* Move up to `max` of l's nodes that `pick` accepts to `out`, in order. */
 static inline size_t fib__list_extract(
     struct fib__list *l, int (*pick)(const struct fib__runq_node *, void *),

@@ -14,6 +14,7 @@
  */
 #include "fiber.h"
 #include "fibers/debug.h"
+#include "seed.h"
 #include "waitq.h"
 #include "spin.h"
 #include "workers.h"
@@ -29,10 +30,12 @@
 FIB__TLS struct fib_runtime *fib__tl_runtime;
 
 /* fib_runtime_opts keeps its size (ABI): io_backend and workers took
- * one of the reserved words (LP64: every architecture we build for). */
+ * one of the reserved words, seed another (LP64: every architecture we
+ * build for). */
 _Static_assert(sizeof(fib_runtime_opts) ==
                    sizeof(size_t) + 2 * sizeof(unsigned) + 6 * sizeof(uintptr_t),
                "fib_runtime_opts changed size");
+_Static_assert(sizeof(uint64_t) == sizeof(uintptr_t), "seed: one word");
 
 #define FIBER_OF(node) ((struct fib__fiber *)(node))
 _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
@@ -114,7 +117,9 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     opts = &defaults;
   size_t stack = fib__stack_check(opts->stack_size, FIB_STACK_DEFAULT,
                                   opts->guard);
-  if (!stack || (opts->flags & ~(FIB_SHARED_FP | FIB_ACCEPT_POSTS)) ||
+  const unsigned known_flags =
+      FIB_SHARED_FP | FIB_ACCEPT_POSTS | FIB_SEEDED | FIB_SEED_PREEMPT;
+  if (!stack || (opts->flags & ~known_flags) ||
       opts->io_backend > FIB_IO_URING || opts->workers > FIB_WORKERS_MAX ||
       !fib__all_zero(opts->reserved, sizeof opts->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
@@ -129,7 +134,16 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   rt->flags = opts->flags & FIB_SHARED_FP;
   rt->posted = (opts->flags & FIB_ACCEPT_POSTS) != 0;
   rt->io_pref = opts->io_backend; /* the I/O layer decides at first use */
-  if (opts->workers > 1 && fib__group_create(rt, opts->workers) != 0) {
+  int err = fib__seed_setup(rt, opts);
+  if (err) {
+    fib__idmap_free(&rt->fibers);
+    fib__timers_free(&rt->timers);
+    fib__sys_free(rt);
+    return err;
+  }
+  /* A seeded runtime runs its workers as logical ones, on one thread. */
+  if (opts->workers > 1 && !rt->seeded &&
+      fib__group_create(rt, opts->workers) != 0) {
     fib__idmap_free(&rt->fibers);
     fib__timers_free(&rt->timers);
     fib__sys_free(rt);
@@ -182,6 +196,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
     }
   if (rt->group)
     fib__group_free(rt);
+  fib__seed_teardown(rt);
   struct fib__fiber *f;
   while ((f = rt->spare) != NULL) {
     rt->spare = FIBER_OF(f->runq.next);
@@ -196,6 +211,14 @@ int fib_runtime_destroy(fib_runtime *rt) {
 fib_runtime *fib_runtime_current(void) {
   struct fib_runtime *rt = fib__tl_runtime;
   return rt && rt->group ? rt->group->w[0] : rt; /* the handle */
+}
+
+int fib_runtime_seed(const fib_runtime *rt, uint64_t *seed) {
+  if (!rt)
+    return FIB_EINVAL;
+  if (rt->seeded && seed)
+    *seed = rt->seed;
+  return rt->seeded;
 }
 
 /* ---- park / ready */
@@ -433,6 +456,10 @@ static void expire_timers(struct fib_runtime *rt, uint64_t now) {
  * until an I/O event if fibers wait for one (then the I/O layer's poll
  * waits for both). */
 static void idle_wait(struct fib_runtime *rt) {
+  if (rt->seeded) { /* virtual time */
+    fib__seed_idle(rt);
+    return;
+  }
   const struct fib__timer *first = fib__timers_first(&rt->timers);
   uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
   if (__atomic_load_n(&rt->posted, __ATOMIC_SEQ_CST)) {
@@ -534,9 +561,17 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
     if ((rt->group || posted) && rt->until_loop > FIB__GROUP_TURNS)
       rt->until_loop = FIB__GROUP_TURNS;
 
-    struct fib__fiber *f = FIBER_OF(fib__runq_pop(&rt->runq));
-    if (rt->until_loop)
-      rt->until_loop--;
+    struct fib__fiber *f;
+    if (__builtin_expect(rt->seeded, 0)) {
+      /* Every choice here, none by direct hand-off; time moves on. */
+      f = fib__seed_take(rt);
+      rt->until_loop = 0;
+      rt->vnow += FIB__SEED_TICK_NS;
+    } else {
+      f = FIBER_OF(fib__runq_pop(&rt->runq));
+      if (rt->until_loop)
+        rt->until_loop--;
+    }
     size_t before = rt->until_loop;
     f->state = FIB__FIBER_RUNNING;
     rt->current = f;
@@ -564,12 +599,15 @@ static int loop_enter(struct fib_runtime *rt) {
     return err;
   rt->running = 1;
   fib__tl_runtime = rt;
+  if (rt->seeded)
+    fib__fatal_note = rt->seed_note;
   return 0;
 }
 
 static int loop_leave(struct fib_runtime *rt, int result) {
   rt->running = 0;
   fib__tl_runtime = NULL;
+  fib__fatal_note = NULL;
   return result;
 }
 

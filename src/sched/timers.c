@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* timers.c -- the deadline heap, and the clock deadlines are read on. */
 #include "timers.h"
+#include "fiber.h"
 #include "../sys.h"
 #include "fibers.h"
 
@@ -93,6 +94,9 @@ void fib__timers_remove(struct fib__timers *t, struct fib__timer *tm) {
 
 /* The clock deadlines are measured on (fibers.h). */
 uint64_t fib_now_ns(void) {
+  const struct fib_runtime *rt = fib__tl_runtime;
+  if (__builtin_expect(rt && rt->seeded, 0))
+    return rt->vnow; /* the seeded mode's virtual clock (seed.h) */
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;

@@ -18,6 +18,7 @@
  * other nodes stale at once (waitq.h); the fiber unlinks them when it runs.
  */
 #include "storage.h"
+#include "../sched/seed.h"
 #include "../sched/waitq.h"
 #include "../sys.h"
 
@@ -278,6 +279,7 @@ static SHARED_PATH int send_shared(struct chan *c, const void *elem,
 }
 
 int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   struct chan *c = chan_of(ch);
   if (!c) {
     c = fib__live(ch, FIB__SHARED_MAGIC(CHAN_MAGIC));
@@ -330,6 +332,7 @@ static SHARED_PATH int recv_shared(struct chan *c, void *out,
 }
 
 int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   struct chan *c = chan_of(ch);
   if (!c) {
     c = fib__live(ch, FIB__SHARED_MAGIC(CHAN_MAGIC));
@@ -351,24 +354,6 @@ int fib_chan_recv(fib_chan *ch, void *out) {
 }
 
 /* ---- select */
-
-/* xorshift64*, one state per thread (initial-exec TLS, tls.h): cheap, and
- * plenty for choosing among a handful of cases. Deterministic per thread. */
-static FIB__TLS uint64_t rng_state;
-
-static size_t rand_below(size_t k) {
-  uint64_t x = rng_state;
-  if (!x)
-    x = 0x9e3779b97f4a7c15u;
-  x ^= x >> 12;
-  x ^= x << 25;
-  x ^= x >> 27;
-  rng_state = x;
-  uint64_t r = x * 0x2545f4914f6cdd1du;
-  if (k <= UINT32_MAX) /* Lemire's multiply-shift on the high bits */
-    return (size_t)(((r >> 32) * (uint64_t)k) >> 32);
-  return (size_t)(r % k);
-}
 
 #define SELECT_NODES_ON_STACK 8
 
@@ -429,7 +414,7 @@ static ALWAYS_INLINE size_t choose_ready(fib_select_case *cases, size_t n,
     if (k->op == FIB_SELECT_SEND ? send_ready(c, shared)
                                  : recv_ready(c, shared)) {
       ready++;
-      if (ready == 1 || rand_below(ready) == 0)
+      if (ready == 1 || fib__rand_below(ready) == 0)
         chosen = i;
     }
   }
@@ -538,6 +523,7 @@ out:
 }
 
 int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   if ((n && !cases) || n > INT_MAX)
     return FIB_EINVAL;
   size_t def = SIZE_MAX, live = 0, shared = 0;

@@ -7,6 +7,7 @@
  * `magic` says which, and whether it is initialised (storage.h).
  */
 #include "storage.h"
+#include "../sched/seed.h"
 #include "../sched/waitq.h"
 
 #include <stddef.h>
@@ -105,6 +106,7 @@ static SHARED_PATH int mutex_lock_shared(struct mutex *x, uint64_t deadline) {
 }
 
 int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   struct mutex *x = fib__live(m, MUTEX_MAGIC);
   if (!x) {
     x = fib__live(m, FIB__SHARED_MAGIC(MUTEX_MAGIC));
@@ -278,6 +280,7 @@ static SHARED_PATH int cond_wait_shared(struct cond *x, struct mutex *mx,
 }
 
 int fib_cond_wait_until(fib_cond *c, fib_mutex *m, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   int shared, mshared;
   struct cond *x = fib__live_in(c, COND_MAGIC, &shared);
   struct mutex *mx = mutex_of(m, &mshared);
@@ -403,6 +406,7 @@ static SHARED_PATH int sem_wait_shared(struct sem *x, uint64_t deadline) {
 }
 
 int fib_sem_wait_until(fib_sem *s, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   struct sem *x = fib__live(s, SEM_MAGIC);
   if (!x) {
     x = fib__live(s, FIB__SHARED_MAGIC(SEM_MAGIC));
@@ -516,6 +520,7 @@ static SHARED_PATH int wg_wait_shared(struct wg *x, uint64_t deadline) {
 }
 
 int fib_wg_wait_until(fib_wg *g, uint64_t deadline_ns) {
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   struct wg *x = fib__live(g, WG_MAGIC);
   if (!x) {
     x = fib__live(g, FIB__SHARED_MAGIC(WG_MAGIC));
@@ -575,6 +580,7 @@ int fib_once_call_until(fib_once *o, void (*fn)(void *), void *arg,
   struct once *x = (struct once *)(void *)&o->opaque;
   if (__atomic_load_n(&x->state, __ATOMIC_ACQUIRE) == ONCE_DONE)
     return 0;
+  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
   for (;;) {
     struct fib__fiber *self = fib__fiber_self();
     fib__spin_lock(&x->lock);
