@@ -58,13 +58,23 @@ size_t fib__rand_below(size_t k);
  * may wait test it first, so the cost without any is one load. */
 extern unsigned fib__preempt_live;
 
+/* Whether some runtime has preemption points (then call the slow half). */
+static inline int fib__preempt_any(void) {
+  return __builtin_expect(
+      __atomic_load_n(&fib__preempt_live, __ATOMIC_RELAXED) != 0, 0);
+}
+
+/* The point's slow half: the running fiber of a runtime with
+ * FIB_SEED_PREEMPT gives way, or not, as its generator says. */
 void fib__preempt_slow(void);
 
-/* At the start of a call that may wait, after its argument checks: a
- * running fiber of a runtime with FIB_SEED_PREEMPT may give way here. */
+/* At the start of a call that may wait, before anything else: a running
+ * fiber of a runtime with FIB_SEED_PREEMPT may give way here. The hottest
+ * calls (a mutex's lock, a channel's send and receive) test
+ * fib__preempt_any() and make the point in a cold function of their own
+ * instead, so that their fast path makes no call and stays a leaf. */
 static inline void fib__preempt_point(void) {
-  if (__builtin_expect(__atomic_load_n(&fib__preempt_live, __ATOMIC_RELAXED),
-                       0))
+  if (fib__preempt_any())
     fib__preempt_slow();
 }
 

@@ -278,8 +278,8 @@ static SHARED_PATH int send_shared(struct chan *c, const void *elem,
                             deadline_ns, &c->lock); /* unlocks */
 }
 
-int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
-  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
+static ALWAYS_INLINE int chan_send_until_body(fib_chan *ch, const void *elem,
+                                              uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
   if (!c) {
     c = fib__live(ch, FIB__SHARED_MAGIC(CHAN_MAGIC));
@@ -296,6 +296,21 @@ int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
     return 0;
   }
   return send_slow(c, self, elem, deadline_ns);
+}
+
+/* The preemption point of the seeded test mode (sched/seed.h), out of
+ * the way: the fast path makes no call (seed.h). */
+static __attribute__((noinline, cold)) int
+chan_send_until_preempted(fib_chan *ch, const void *elem,
+                          uint64_t deadline_ns) {
+  fib__preempt_slow();
+  return chan_send_until_body(ch, elem, deadline_ns);
+}
+
+int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
+  if (fib__preempt_any())
+    return chan_send_until_preempted(ch, elem, deadline_ns);
+  return chan_send_until_body(ch, elem, deadline_ns);
 }
 
 int fib_chan_send(fib_chan *ch, const void *elem) {
@@ -331,8 +346,8 @@ static SHARED_PATH int recv_shared(struct chan *c, void *out,
                             &c->lock); /* unlocks */
 }
 
-int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
-  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
+static ALWAYS_INLINE int chan_recv_until_body(fib_chan *ch, void *out,
+                                              uint64_t deadline_ns) {
   struct chan *c = chan_of(ch);
   if (!c) {
     c = fib__live(ch, FIB__SHARED_MAGIC(CHAN_MAGIC));
@@ -347,6 +362,20 @@ int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
     return 0;
   }
   return recv_slow(c, self, out, deadline_ns);
+}
+
+/* The preemption point of the seeded test mode (sched/seed.h), out of
+ * the way: the fast path makes no call (seed.h). */
+static __attribute__((noinline, cold)) int
+chan_recv_until_preempted(fib_chan *ch, void *out, uint64_t deadline_ns) {
+  fib__preempt_slow();
+  return chan_recv_until_body(ch, out, deadline_ns);
+}
+
+int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
+  if (fib__preempt_any())
+    return chan_recv_until_preempted(ch, out, deadline_ns);
+  return chan_recv_until_body(ch, out, deadline_ns);
 }
 
 int fib_chan_recv(fib_chan *ch, void *out) {
