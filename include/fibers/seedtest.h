@@ -37,7 +37,7 @@
 #ifndef FIBERS_SEEDTEST_H
 #define FIBERS_SEEDTEST_H
 
-#include "../fibers.h"
+#include <fibers.h>
 
 #include <signal.h>
 #include <stdint.h>

@@ -40,6 +40,7 @@ pc=$(find "$prefix" -name fibers.pc -path '*/pkgconfig/*' | head -n 1)
 [ -n "$pc" ] || die "no fibers.pc installed under $prefix"
 libdir=$(dirname "$(dirname "$pc")")
 for f in "$prefix/include/fibers.h" "$prefix/include/fibers/debug.h" \
+         "$prefix/include/fibers/seedtest.h" \
          "$libdir/libfibers.a" "$libdir/libfibers.so" \
          "$libdir/cmake/fibers/fibersConfig.cmake" \
          "$libdir/cmake/fibers/fibersConfigVersion.cmake"; do
