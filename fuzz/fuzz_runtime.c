@@ -16,7 +16,13 @@
  *   byte 1  channel capacities, 2 bits each (0: unbuffered).
  *   byte 2  semaphores' initial values, 2 bits each: 0, 1, 2, UINT64_MAX-1.
  *   byte 3  runtime options: bit 0 FIB_SHARED_FP; bits 1-2 guard mode
- *           (AUTO, NONE, MPROTECT, AUTO); bit 3 stack size 32 KiB.
+ *           (AUTO, NONE, MPROTECT, AUTO); bit 3 stack size 32 KiB;
+ *           bit 4 FIB_SEEDED (the seed: bytes 0-2): the fuzzer steers
+ *           the order of the fibers too. Never FIB_SEED_PREEMPT: the model
+ *           takes each call's effect to begin when the call is made, and
+ *           a preemption point moves that beginning past whatever other
+ *           fibers do meanwhile (the programs' own yields already put a
+ *           switch wherever the fuzzer likes).
  *   then    programs of 3-byte instructions (op, a, b), separated by an
  *           instruction whose op byte is 0xff; interp.c has the ops.
  *
@@ -299,6 +305,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fib_runtime_opts opts = {0};
   opts.workers = 0; /* one thread: multi-worker fuzzing is out of scope */
   opts.flags = (h3 & 1) ? FIB_SHARED_FP : 0;
+  if (h3 & 16) {
+    opts.flags |= FIB_SEEDED;
+    opts.seed = data[0] | (uint64_t)data[1] << 8 | (uint64_t)data[2] << 16;
+  }
   opts.guard = guards[(h3 >> 1) & 3];
   opts.stack_size = (h3 & 8) ? 2 * FIB_STACK_MIN : 0;
   fz_expect(fib_runtime_create(&G.rt, &opts), A_OK, "fib_runtime_create",

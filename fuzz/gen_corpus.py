@@ -184,6 +184,12 @@ def scenarios():
         s["opts-%d" % opts] = inp(header(nfibers=2, opts=opts), mixed,
                                   prog(("coro_create", 0, 0),
                                        ("coro_resume", 0, 0)))
+    # The seeded mode (byte 3 bit 4) over every scenario above: the same
+    # programs in the order the seed (bytes 0-2) chooses.
+    for name, data in list(s.items()):
+        d = bytearray(data)
+        d[3] |= 16
+        s["seeded-%s" % name] = bytes(d)
     return s
 
 

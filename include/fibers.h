@@ -432,6 +432,10 @@ typedef struct fib_runtime_opts {
  *     and jumps to the earliest deadline when no fiber is ready (after
  *     operations that finish by themselves, fib_offload jobs, have
  *     finished). Sleeps and deadlines of a minute cost no wait.
+ *     fib_runtime_next_ns reports deadlines on that clock (outside a run
+ *     fib_now_ns() is the real one); fib_run_once and fib_run_nowait never
+ *     wait for a deadline for real: with nothing ready, they move the
+ *     clock to it and run what it readies.
  *   - I/O uses the real calls on epoll (FIB_IO_URING is not used: its
  *     completions arrive in the kernel's order, not the seed's). A run is
  *     reproducible when every descriptor's peer is a fiber of the same

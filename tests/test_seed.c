@@ -254,6 +254,22 @@ TEST(timeouts_race_by_the_virtual_clock) {
   }
 }
 
+/* A host loop of fib_run_nowait (or fib_run_once) gets there too: with
+ * nothing ready, they move the clock instead of waiting. */
+TEST(bounded_runs_move_the_clock) {
+  for (int once = 0; once < 2; once++) {
+    fib_runtime *rt = seeded_runtime(5, 0, 0);
+    for (int i = 0; i < 3; i++)
+      CHECK_OK(fib_spawn(rt, sleeper, (void *)(intptr_t)i, NULL, NULL));
+    int rounds = 0, n;
+    while ((n = once ? fib_run_once(rt) : fib_run_nowait(rt)) > 0)
+      CHECK(++rounds < 100);
+    CHECK_EQ(n, 0);
+    CHECK(woke_at[2] >= 3 * 60 * 1000 * MS);
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
 /* A fiber that polls the clock between yields sees time pass. */
 static void *clock_watcher(void *arg) {
   uint64_t end = fib_now_ns() + 10 * MS;
@@ -735,6 +751,7 @@ TEST_MAIN(T(the_same_seed_replays_the_same_interleaving),
           T(the_seed_is_ignored_without_the_flag),
           T(sleeps_of_minutes_take_no_real_time),
           T(timeouts_race_by_the_virtual_clock),
+          T(bounded_runs_move_the_clock),
           T(time_moves_while_fibers_run),
           T(virtual_time_waits_for_offload_jobs),
           T(select_takes_the_case_the_seed_chooses),

@@ -118,6 +118,14 @@ struct fib__fiber *fib__seed_take(struct fib_runtime *rt) {
   return (struct fib__fiber *)fib__runq_take_nth(&rt->runq, k);
 }
 
+int fib__seed_jump(struct fib_runtime *rt) {
+  const struct fib__timer *first = fib__timers_first(&rt->timers);
+  if (!first || rt->io_inflight || first->deadline <= rt->vnow)
+    return 0;
+  rt->vnow = first->deadline;
+  return 1;
+}
+
 void fib__seed_idle(struct fib_runtime *rt) {
   int posted = __atomic_load_n(&rt->posted, __ATOMIC_SEQ_CST);
   if (rt->io_waiting)
@@ -126,10 +134,8 @@ void fib__seed_idle(struct fib_runtime *rt) {
     fib__runtime_tend(rt);
   if (fib__runq_len(&rt->runq))
     return;
-  const struct fib__timer *first = fib__timers_first(&rt->timers);
-  if (first && !rt->io_inflight) {
-    if (first->deadline > rt->vnow)
-      rt->vnow = first->deadline; /* the loop expires it */
+  if (rt->timers.count && !rt->io_inflight) {
+    (void)fib__seed_jump(rt); /* the loop expires the timer */
     return;
   }
   /* Only what comes from outside can go on: an offload job finishing, a

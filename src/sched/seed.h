@@ -49,6 +49,10 @@ struct fib__fiber *fib__seed_take(struct fib_runtime *rt);
  * the clock to the earliest deadline, else wait for real. */
 void fib__seed_idle(struct fib_runtime *rt);
 
+/* Move the clock to the earliest deadline, if there is one ahead and no
+ * operation in flight that must finish first. 1 if it moved. */
+int fib__seed_jump(struct fib_runtime *rt);
+
 /* A number below k (k > 0) for a choice among equals (select's ready
  * cases): from the running seeded runtime's generator, else from a cheap
  * per-thread one. */
