@@ -95,9 +95,9 @@ void fib__group_free(struct fib_runtime *rt) {
 
 /* ---- sleep and wake-up */
 
-/* Sleep on *word while it is FIB__PARKED_FUTEX, until `deadline` (CLOCK_MONOTONIC, the
- * clock of fib_now_ns: FUTEX_WAIT_BITSET's default). Spurious returns are
- * fine: the caller looks again. */
+/* Sleep on *word while it is FIB__PARKED_FUTEX, until `deadline`
+ * (CLOCK_MONOTONIC, the clock of fib_now_ns: FUTEX_WAIT_BITSET's default).
+ * Spurious returns are fine: the caller looks again. */
 static void futex_sleep(int *word, uint64_t deadline) {
   struct timespec ts, *tp = NULL;
   if (deadline != FIB__NO_DEADLINE) {
