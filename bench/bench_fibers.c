@@ -18,6 +18,12 @@
  *   spawn_join  ns per fib_spawn + fib_join of a fiber that returns at once
  *   yield       ns per hop: two fibers fib_yield() to each other through the
  *               scheduler
+ *   call_rtt    ns per fib_call from a plain thread into a runtime that a
+ *               thread of its own runs (asleep on its futex word between
+ *               calls)
+ *   call_rtt_io the same with a fiber of the runtime in a socket read, so
+ *               it sleeps in its I/O poller between calls: each call wakes
+ *               it through the poller's wake-up eventfd
  *   idle_rss    bytes of RSS per suspended fiber that touched 512 bytes of
  *               its stack, n fibers alive (64 KiB default guarded stacks)
  *   skynet_1m   ms for the skynet tree with n leaves (10 children each,
@@ -45,8 +51,10 @@
  */
 #include "bench_common.h"
 #include "fibers.h"
+#include "fibers/io.h"
 
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include <stdint.h>
 
@@ -335,7 +343,21 @@ static void *run_runtime(void *arg) {
   return NULL;
 }
 
-static void bench_call_rtt(long n) {
+/* A fiber that keeps its runtime in an I/O wait: it reads a socket until
+ * the bench writes to it. */
+static void *read_one(void *arg) {
+  char b;
+  if (fib_read(*(int *)arg, &b, 1) != 1) {
+    fprintf(stderr, "bench_fibers: fib_read failed\n");
+    exit(1);
+  }
+  return NULL;
+}
+
+/* call_rtt; with `io`, the runtime also has a fiber in a socket read, so it
+ * sleeps in its poller between calls and each call wakes it there (the
+ * wake-up eventfd: docs/multicore.md), not on its futex word. */
+static void bench_call_rtt_on(long n, int io, const char *name) {
   fib_runtime *rt;
   fib_runtime_opts opts = {0};
   opts.flags = FIB_ACCEPT_POSTS;
@@ -343,6 +365,14 @@ static void bench_call_rtt(long n) {
   fib_sem stop;
   check(fib_sem_init(&stop, 0), "fib_sem_init");
   check(fib_spawn(rt, keep_alive, &stop, NULL, NULL), "fib_spawn");
+  int sv[2] = {-1, -1};
+  if (io) {
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+      fprintf(stderr, "bench_fibers: socketpair failed\n");
+      exit(1);
+    }
+    check(fib_spawn(rt, read_one, &sv[0], NULL, NULL), "fib_spawn");
+  }
   pthread_t t;
   if (pthread_create(&t, NULL, run_runtime, rt) != 0) {
     fprintf(stderr, "bench_fibers: pthread_create failed\n");
@@ -355,12 +385,24 @@ static void bench_call_rtt(long n) {
     check(fib_call(rt, call_nothing, NULL, NULL), "fib_call");
   double t1 = bench_now_ns();
   check(fib_call(rt, stop_it, &stop, NULL), "fib_call");
+  if (io && write(sv[1], "x", 1) != 1) {
+    fprintf(stderr, "bench_fibers: write failed\n");
+    exit(1);
+  }
   pthread_join(t, NULL);
   check(fib_sem_destroy(&stop), "fib_sem_destroy");
   check(fib_runtime_destroy(rt), "fib_runtime_destroy");
-  bench_report("call_rtt", "fibers", (t1 - t0) / (double)n, "ns", n,
-               "fib_call from a plain thread, runtime on another thread");
+  if (io) {
+    close(sv[0]);
+    close(sv[1]);
+  }
+  bench_report(name, "fibers", (t1 - t0) / (double)n, "ns", n,
+               io ? "fib_call from a plain thread, runtime on another thread "
+                    "asleep in its I/O poller"
+                  : "fib_call from a plain thread, runtime on another thread");
 }
+
+static void bench_call_rtt(long n) { bench_call_rtt_on(n, 0, "call_rtt"); }
 
 /* ----------------------------------------------------------- idle_rss */
 
@@ -787,7 +829,7 @@ static void bench_mutex(long n) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
-      "yield_2w call_rtt chan_unbuffered_2w "
+      "yield_2w call_rtt call_rtt_io chan_unbuffered_2w "
       "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
@@ -822,6 +864,8 @@ int main(int argc, char **argv) {
     bench_yield_on(n, 2, "yield_2w");
   else if (!strcmp(b, "call_rtt"))
     bench_call_rtt(n);
+  else if (!strcmp(b, "call_rtt_io"))
+    bench_call_rtt_on(n, 1, "call_rtt_io");
   else if (!strcmp(b, "chan_unbuffered_2w"))
     bench_chan_2w(n);
   else if (!strcmp(b, "idle_rss_100k") || !strcmp(b, "idle_rss_1m"))

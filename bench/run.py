@@ -79,6 +79,9 @@ BENCHES = [
     # from a plain thread.
     ("yield_2w", "ns", {"fibers": 2_000_000}, {"fibers": 10_000}),
     ("call_rtt", "ns", {"fibers": 200_000}, {"fibers": 2_000}),
+    # The same into a runtime asleep in its I/O poller (a fiber of it reads
+    # a socket): the wake-up eventfd's round trip, beside call_rtt's futex.
+    ("call_rtt_io", "ns", {"fibers": 100_000}, {"fibers": 2_000}),
     # A message between two workers (one fiber on each), beside Go with
     # GOMAXPROCS=2 (goroutines may or may not share a P there).
     ("chan_unbuffered_2w", "ns",

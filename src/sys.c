@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -119,6 +120,14 @@ void *fib__sys_realloc(void *p, size_t size) {
 }
 
 void fib__sys_free(void *p) { free(p); }
+
+int fib__sys_eventfd(unsigned initval, int flags) {
+  if (should_fail(FIB__FAULT_EVENTFD)) {
+    errno = injected_err();
+    return -1;
+  }
+  return eventfd(initval, flags);
+}
 
 FIB__TLS const char *fib__fatal_note;
 

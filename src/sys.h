@@ -3,10 +3,10 @@
  * sys.h -- the seam between the library and the system.
  *
  * Every mmap, munmap, madvise, mprotect, sigaltstack and heap allocation the
- * library makes goes through these wrappers, so a test can make the Nth such
- * call fail (fib__fault_inject) and check that the failure is reported and
- * nothing is lost. The check costs one relaxed atomic load per call, next to
- * a system call or malloc.
+ * library makes, and the poller's wake-up eventfd, go through these
+ * wrappers, so a test can make the Nth such call fail (fib__fault_inject)
+ * and check that the failure is reported and nothing is lost. The check
+ * costs one relaxed atomic load per call, next to a system call or malloc.
  */
 #ifndef FIB__SYS_H
 #define FIB__SYS_H
@@ -35,6 +35,9 @@ void *fib__sys_malloc(size_t size);
 void *fib__sys_calloc(size_t n, size_t size);
 void *fib__sys_realloc(void *p, size_t size);
 void fib__sys_free(void *p);
+/* eventfd(2): the descriptor, or -1 with errno. Counted as
+ * FIB__FAULT_EVENTFD. */
+int fib__sys_eventfd(unsigned initval, int flags);
 
 /* The page size (sysconf, read once). Not a seam: it cannot fail. */
 size_t fib__sys_page_size(void);
@@ -60,7 +63,11 @@ enum {
   /* Each io_uring_setup attempt (src/io/uring.c, fib__sys_injected). Not in
    * FIB__FAULT_ALL: its failure is no error, the runtime falls back to
    * epoll (a test that counts ALL calls is not disturbed by it). */
-  FIB__FAULT_IO_URING = 1 << 6
+  FIB__FAULT_IO_URING = 1 << 6,
+  /* Each eventfd the poller makes for its wake-up (fib__sys_eventfd). Not
+   * in FIB__FAULT_ALL either: its failure is no error, a sleeper without
+   * one naps in its poller instead (workers.h). */
+  FIB__FAULT_EVENTFD = 1 << 7
 };
 
 /*

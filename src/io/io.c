@@ -40,6 +40,12 @@ static int runtime_poll(struct fib_runtime *rt, uint64_t deadline) {
   return p ? fib__poller_poll(p, deadline) : 0;
 }
 
+int fib__io_wake_fd(void) {
+  int err;
+  struct fib__poller *p = fib__poller_get(&err);
+  return p ? fib__poller_wake_fd(p) : err;
+}
+
 /* fib_runtime_destroy's hook (rt->io_discard): before the stacks of rt's
  * parked fibers are freed, let go of what still points into them: io_uring
  * operations the kernel owns, and wait nodes left in the poller of a
@@ -57,11 +63,13 @@ void fib__io_hooks(struct fib_runtime *rt) {
 #ifdef FIB__HAVE_IO_URING
   if (fib__uring_on()) {
     rt->poll = fib__uring_poll;
+    rt->io_wake_fd = fib__io_wake_fd;
     rt->io_discard = fib__io_discard;
     return;
   }
 #endif
   rt->poll = runtime_poll;
+  rt->io_wake_fd = fib__io_wake_fd;
   rt->io_discard = fib__io_discard;
   rt->io_backend = "epoll";
 }
@@ -167,6 +175,7 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
     return FIB_ECANCELED;
   struct fib_runtime *rt = self->rt;
   rt->poll = runtime_poll;
+  rt->io_wake_fd = fib__io_wake_fd;
   rt->io_discard = fib__io_discard;
   rt->io_backend = "epoll";
   rt->io_waiting++;

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 static FIB__TLS struct fib__poller *tl_poller;
@@ -42,6 +43,8 @@ static void poller_release(struct fib__poller *p) {
   fib__sys_free(p->recs);
   if (p->epfd >= 0)
     close(p->epfd);
+  if (p->wake_fd >= 0)
+    close(p->wake_fd);
   fib__sys_free(p);
 }
 
@@ -61,6 +64,9 @@ static void poller_free(void *arg) {
    * would touch a run queue another thread may be running. */
   close(p->epfd);
   p->epfd = -1;
+  if (p->wake_fd >= 0) /* nobody sleeps here any more: nobody writes it */
+    close(p->wake_fd);
+  p->wake_fd = -1;
   pthread_mutex_lock(&orphans_lock);
   p->next_orphan = orphans;
   orphans = p;
@@ -113,6 +119,7 @@ struct fib__poller *fib__poller_get(int *err) {
     *err = FIB_ENOMEM;
     return NULL;
   }
+  p->wake_fd = -1;
   p->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (p->epfd < 0) {
     *err = -errno;
@@ -162,7 +169,27 @@ struct fib__fdrec *fib__poller_rec(struct fib__poller *p, int fd, int *err) {
   return r;
 }
 
-/* An event's tag: the descriptor and the generation it was watched in. */
+int fib__poller_wake_fd(struct fib__poller *p) {
+  if (p->wake_fd >= 0)
+    return p->wake_fd;
+  int fd = fib__sys_eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0)
+    return -errno;
+  /* Level-triggered: the sleeper reads it back to 0 as it wakes, so it is
+   * readable only between a waker's write and that read. */
+  struct epoll_event ev = {.events = EPOLLIN,
+                           .data.u64 = FIB__POLLER_WAKE_TAG};
+  if (epoll_ctl(p->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  p->wake_fd = fd;
+  return fd;
+}
+
+/* An event's tag: the descriptor and the generation it was watched in
+ * (never FIB__POLLER_WAKE_TAG: a descriptor's number is below 2^31). */
 static uint64_t tag(int fd, uint32_t gen) {
   return (uint64_t)gen << 32 | (uint32_t)fd;
 }
@@ -261,6 +288,8 @@ int fib__poller_poll(struct fib__poller *p, uint64_t deadline) {
     n = epoll_wait(p->epfd, evs, EVENTS_PER_WAIT, timeout_ms(deadline));
   while (n < 0 && errno == EINTR && deadline == FIB__NO_DEADLINE);
   for (int i = 0; i < n; i++) {
+    if (evs[i].data.u64 == FIB__POLLER_WAKE_TAG)
+      continue; /* a wake-up: it has ended the wait; the sleeper reads it */
     int fd = (int)(uint32_t)evs[i].data.u64;
     uint32_t gen = (uint32_t)(evs[i].data.u64 >> 32);
     struct fib__fdrec *r =

@@ -71,11 +71,36 @@ struct fib__poller {
    * idle wait would find nothing new, and is skipped (one system call per
    * idle transition: docs/io.md). */
   int just_waited;
+  /* The wake-up eventfd (-1: none yet): another thread writes it to wake
+   * a worker, or a runtime that has been posted to, asleep in this
+   * poller (workers.h, FIB__PARKED_POLLER). Made at the first such sleep
+   * (fib__poller_wake_fd), so a thread whose runtimes no other thread can
+   * wake has none; EFD_CLOEXEC | EFD_NONBLOCK; closed with the poller. In
+   * the epoll set once, with the tag FIB__POLLER_WAKE_TAG, which no
+   * descriptor record's tag can equal; it has no record in `recs`. So its
+   * events never reach a user's waiters, nor a user's events (whatever
+   * number the user's descriptor has, before or after) the wake-up: the
+   * event only ends the sleep's epoll_wait; the sleeper reads the
+   * eventfd back to 0 (workers.c), and the event is otherwise ignored. */
+  int wake_fd;
 };
+
+/* The epoll tag of the wake-up eventfd: a descriptor record's tag is its
+ * generation and its number (poller.c), and no number is 0xffffffff. */
+#define FIB__POLLER_WAKE_TAG UINT64_MAX
 
 /* The thread's poller, made on first use. NULL if it cannot be made (*err:
  * FIB_ENOMEM, or the kernel's error from epoll_create1). */
 struct fib__poller *fib__poller_get(int *err);
+
+/* p's wake-up eventfd, made and put in the epoll set on first use: the
+ * descriptor, or a negative errno (EMFILE, ENOMEM, ...: then nothing was
+ * kept, and a later call tries again). */
+int fib__poller_wake_fd(struct fib__poller *p);
+
+/* rt->io_wake_fd (io.c): the calling thread's poller's wake-up eventfd,
+ * the poller made if need be; or a negative errno. */
+int fib__io_wake_fd(void);
 
 /* The thread's poller if it exists, else NULL. */
 struct fib__poller *fib__poller_peek(void);

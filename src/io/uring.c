@@ -523,6 +523,7 @@ static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
 
   struct fib_runtime *rt = self->rt;
   rt->poll = fib__uring_poll;
+  rt->io_wake_fd = fib__io_wake_fd;
   rt->io_discard = fib__io_discard;
   rt->io_waiting++;
   fib__runtime_look_soon(rt);

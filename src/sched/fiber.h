@@ -160,6 +160,10 @@ struct fib_runtime {
   unsigned io_mode;              /* the I/O layer's choice, made at the
                                     first I/O call: FIB_IO_EPOLL or
                                     FIB_IO_URING; 0 before */
+  int (*io_wake_fd)(void);       /* set by the I/O layer with `poll`: the
+                                    wake-up eventfd of this thread's
+                                    poller, made on first use, or a
+                                    negative errno (workers.h) */
   void (*io_discard)(struct fib_runtime *rt); /* set by the I/O layer
                                     while its fibers may be parked in an
                                     operation the kernel owns (io_uring:
@@ -180,7 +184,14 @@ struct fib_runtime {
   unsigned worker;               /* its index in group->w */
   struct fib__runq_node *inbox;  /* fibers other workers readied for it
                                     (atomic; a stack, newest first) */
-  int parked;                    /* futex word: 1 while it sleeps */
+  int parked;                    /* how it sleeps, FIB__PARKED_* (atomic;
+                                    workers.h): 0 awake; its futex word
+                                    while FIB__PARKED_FUTEX. Also for a
+                                    one-worker runtime posted to */
+  int wake_fd;                   /* the eventfd a waker writes while it
+                                    sleeps in its poller (FIB__PARKED_POLLER):
+                                    written by the sleeper before it
+                                    announces that sleep */
   size_t owned;                  /* fibers it owns, not finished: its
                                     timer heap's reservation */
   size_t spawned, finished;      /* fibers spawned on it, and finished on

@@ -11,8 +11,10 @@
  * one) takes the whole stack at its next turn through its loop and spawns
  * a detached fiber per post, oldest first. A runtime that has been posted
  * to (`posted`, set for good) goes back to its loop at least every
- * FIB__GROUP_TURNS hand-offs, sleeps on its futex word instead of
- * clock_nanosleep, and does not end a run as deadlocked: more posts, or
+ * FIB__GROUP_TURNS hand-offs, sleeps where a poster can wake it (its
+ * futex word, or its poller with the wake-up eventfd: workers.h) instead
+ * of clock_nanosleep or a plain poll, and does not end a run as
+ * deadlocked: more posts, or
  * the reply a fiber of it waits for, may come from another thread.
  *
  * A fiber in fib_call waits uncancellably: its reply lives on its stack,

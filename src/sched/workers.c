@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -94,9 +95,9 @@ void fib__group_free(struct fib_runtime *rt) {
 
 /* ---- sleep and wake-up */
 
-/* Sleep on *word while it is 1, until `deadline` (CLOCK_MONOTONIC, the
- * clock of fib_now_ns: FUTEX_WAIT_BITSET's default). Spurious returns are
- * fine: the caller looks again. */
+/* Sleep on *word while it is FIB__PARKED_FUTEX, until `deadline`
+ * (CLOCK_MONOTONIC, the clock of fib_now_ns: FUTEX_WAIT_BITSET's default).
+ * Spurious returns are fine: the caller looks again. */
 static void futex_sleep(int *word, uint64_t deadline) {
   struct timespec ts, *tp = NULL;
   if (deadline != FIB__NO_DEADLINE) {
@@ -104,28 +105,119 @@ static void futex_sleep(int *word, uint64_t deadline) {
     ts.tv_nsec = (long)(deadline % 1000000000u);
     tp = &ts;
   }
-  (void)syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, 1, tp, NULL,
-                FUTEX_BITSET_MATCH_ANY);
+  (void)syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, FIB__PARKED_FUTEX,
+                tp, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
-/* Wake w if it sleeps, once. seq_cst: the load must not move before the
- * caller's push (the StoreLoad half of the pair in workers.h); the
- * exchange makes one waker of many do the system call. */
+/* Wake w if it sleeps, once per sleep, the way it sleeps (workers.h).
+ * The load is seq_cst: it must not move before the caller's push (the
+ * StoreLoad half of the pair in workers.h). The CAS makes one waker of
+ * many do the system call; seq_cst too, as the load. For a poller sleep,
+ * its success (acquire) also makes the sleeper's wake_fd, written before
+ * it announced the sleep, visible here; and the store of AWAKE (release)
+ * tells the sleeper the write is over (it waits for it in sleep_end). */
 static void wake_worker(struct fib_runtime *w) {
-  if (__atomic_load_n(&w->parked, __ATOMIC_SEQ_CST) &&
-      __atomic_exchange_n(&w->parked, 0, __ATOMIC_SEQ_CST))
-    (void)syscall(SYS_futex, &w->parked, FUTEX_WAKE_PRIVATE, 1, NULL, NULL,
-                  0);
+  int how = __atomic_load_n(&w->parked, __ATOMIC_SEQ_CST);
+  if (how == FIB__PARKED_FUTEX) {
+    if (__atomic_compare_exchange_n(&w->parked, &how, FIB__PARKED_AWAKE, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+      (void)syscall(SYS_futex, &w->parked, FUTEX_WAKE_PRIVATE, 1, NULL, NULL,
+                    0);
+  } else if (how == FIB__PARKED_POLLER) {
+    if (__atomic_compare_exchange_n(&w->parked, &how, FIB__PARKED_WAKING, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+      int saved = errno; /* the waker may be the program's own thread */
+      uint64_t one = 1;
+      /* Cannot say EAGAIN: the counter is 0 (or 1) until the sleeper,
+       * which waits for us, reads it. */
+      while (write(w->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+      errno = saved;
+      __atomic_store_n(&w->parked, FIB__PARKED_AWAKE, __ATOMIC_RELEASE);
+    }
+  }
+  /* AWAKE: it will look before it sleeps; WAKING: a waker is on it; NAP:
+   * it looks again within FIB__WORKER_IO_NAP_NS. */
+}
+
+/* Whether w sleeps and a waker could wake it now. */
+static int wakeable(const struct fib_runtime *w) {
+  int how = __atomic_load_n(&w->parked, __ATOMIC_SEQ_CST);
+  return how == FIB__PARKED_FUTEX || how == FIB__PARKED_POLLER;
 }
 
 /* Someone has offered fibers: wake one sleeping worker to take them (not
  * all: the herd would find one list). */
 static void wake_one_idle(struct fib__group *g) {
   for (unsigned i = 0; i < g->n; i++)
-    if (__atomic_load_n(&g->w[i]->parked, __ATOMIC_SEQ_CST)) {
+    if (wakeable(g->w[i])) {
       wake_worker(g->w[i]);
       return;
     }
+}
+
+/* ---- a sleep: announce it, sleep, end it (the sleeper's half of the pair
+ * in workers.h; fib__runtime_sleep and fib__group_idle) */
+
+/* How rt is to sleep, and announce it: on its futex word if none of its
+ * fibers waits on I/O; else in its poller, with the poller's wake-up
+ * eventfd (made now if this is the first such sleep), or napping if there
+ * can be none. seq_cst: the store half of the sleeper's pair (the caller
+ * looks for work next); it also publishes wake_fd to the waker that takes
+ * the sleep. */
+static int sleep_announce(struct fib_runtime *rt) {
+  int how = FIB__PARKED_FUTEX;
+  if (rt->io_waiting) {
+    int fd = rt->io_wake_fd ? rt->io_wake_fd() : -ENOSYS;
+    how = fd >= 0 ? FIB__PARKED_POLLER : FIB__PARKED_NAP;
+    if (fd >= 0)
+      rt->wake_fd = fd; /* no waker reads it until the store below */
+  }
+  __atomic_store_n(&rt->parked, how, __ATOMIC_SEQ_CST);
+  return how;
+}
+
+/* Sleep as announced, until `deadline` or a wake-up (spurious returns
+ * are fine: the caller looks again). */
+static void sleep_wait(struct fib_runtime *rt, int how, uint64_t deadline) {
+  if (how == FIB__PARKED_FUTEX) {
+    futex_sleep(&rt->parked, deadline);
+  } else if (how == FIB__PARKED_POLLER) {
+    (void)rt->poll(rt, deadline);
+  } else { /* no wake-up fd: nap, then look again */
+    uint64_t nap = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
+    (void)rt->poll(rt, nap < deadline ? nap : deadline);
+  }
+}
+
+/* The sleep is over (woken, a deadline, or work found before it began). */
+static void sleep_end(struct fib_runtime *rt, int how) {
+  if (how != FIB__PARKED_POLLER) {
+    /* seq_cst, as before the eventfd: a FUTEX waker may have stored
+     * AWAKE already; nobody acts on a NAP */
+    __atomic_store_n(&rt->parked, FIB__PARKED_AWAKE, __ATOMIC_SEQ_CST);
+    return;
+  }
+  int v = FIB__PARKED_POLLER;
+  /* seq_cst as the waker's CAS: exactly one of the two takes the sleep */
+  if (__atomic_compare_exchange_n(&rt->parked, &v, FIB__PARKED_AWAKE, 0,
+                                  __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+    return; /* nobody woke it: the eventfd was not written */
+  /* A waker took it: wait until its write is over (acquire: pairs with its
+   * release store of AWAKE; a few hundred nanoseconds, unless the waker's
+   * thread was preempted in between), then read the eventfd back to 0 so
+   * that no later poll wakes for it. */
+  for (unsigned i = 0; __atomic_load_n(&rt->parked, __ATOMIC_ACQUIRE) ==
+                       FIB__PARKED_WAKING;
+       i++) {
+    if (i < 100)
+      fib__cpu_relax();
+    else
+      sched_yield();
+  }
+  uint64_t n;
+  while (read(rt->wake_fd, &n, sizeof n) < 0 && errno == EINTR)
+    ;
 }
 
 /* The run is over with `result`: every worker leaves its loop. */
@@ -218,17 +310,10 @@ void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline) {
     uint64_t soon = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
     deadline = soon < deadline ? soon : deadline;
   }
-  /* The sleeper's half of the pair in workers.h. */
-  __atomic_store_n(&rt->parked, 1, __ATOMIC_SEQ_CST);
-  if (!arrived(rt)) {
-    if (rt->io_waiting) { /* no wake-up fd in the poller yet: nap */
-      uint64_t nap = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
-      (void)rt->poll(rt, nap < deadline ? nap : deadline);
-    } else {
-      futex_sleep(&rt->parked, deadline);
-    }
-  }
-  __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+  int how = sleep_announce(rt);
+  if (!arrived(rt))
+    sleep_wait(rt, how, deadline);
+  sleep_end(rt, how);
 }
 
 /* ---- plain threads waiting on shared channels (waitq.h) */
@@ -486,7 +571,7 @@ int fib__group_idle(struct fib_runtime *rt) {
   }
   /* Announce the sleep, then look once more (workers.h: the sleeper's
    * half of the pair). */
-  __atomic_store_n(&rt->parked, 1, __ATOMIC_SEQ_CST);
+  int how = sleep_announce(rt);
   if (!work_came(rt)) {
     const struct fib__timer *first = fib__timers_first(&rt->timers);
     uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
@@ -498,20 +583,14 @@ int fib__group_idle(struct fib_runtime *rt) {
         end_run(g, FIB_EDEADLK);
       pthread_mutex_unlock(&g->lock);
     }
-    if (rt->io_waiting) {
-      /* The poller has no wake-up fd yet: nap, then look again. */
-      uint64_t nap = fib_now_ns() + FIB__WORKER_IO_NAP_NS;
-      (void)rt->poll(rt, nap < deadline ? nap : deadline);
-    } else {
-      futex_sleep(&rt->parked, deadline);
-    }
+    sleep_wait(rt, how, deadline);
     if (blocked) {
       pthread_mutex_lock(&g->lock);
       g->blocked--;
       pthread_mutex_unlock(&g->lock);
     }
   }
-  __atomic_store_n(&rt->parked, 0, __ATOMIC_SEQ_CST);
+  sleep_end(rt, how);
 found:
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
   return 1;

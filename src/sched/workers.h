@@ -40,14 +40,38 @@
  * Sleep and wake-up of a worker. A worker with nothing to run announces
  * itself idle (group->idle, which busy workers read, relaxed, in their
  * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether to
- * offer fibers), spins a little looking for work, then stores parked = 1,
- * looks once more at its inbox and at every offer list, and only then
- * sleeps on the futex word `parked` (until its earliest deadline). A
- * waker pushes first, then loads `parked`; seq_cst on both sides, so
- * either the sleeper sees the push or the waker sees parked == 1 and
- * exchanges it to 0 before FUTEX_WAKE (once: a second waker finds 0). A
- * worker with fibers in an I/O wait sleeps in the poller instead, for at
- * most FIB__WORKER_IO_NAP_NS at a time (its poller has no wake-up fd yet).
+ * offer fibers), spins a little looking for work, then announces how it
+ * is about to sleep in `parked` (FIB__PARKED_*, below), looks once more
+ * at its inbox and at every offer list, and only then sleeps, until its
+ * earliest deadline: on the futex word `parked` if none of its fibers
+ * waits on I/O, else in its I/O poller (epoll_wait, or the io_uring wait,
+ * which watches the thread's epoll set). A waker pushes first, then loads
+ * `parked`; seq_cst on both sides, so either the sleeper sees the push or
+ * the waker sees it asleep. The waker then wakes it the way it sleeps,
+ * once per sleep: it takes the sleep with a CAS (a second waker's CAS
+ * fails) and does a FUTEX_WAKE, or writes the eventfd that sits in the
+ * sleeper's epoll set (the poller's wake-up fd, poller.h, Go's
+ * netpollBreak). The eventfd is written only for a sleep that announced
+ * it, at most once per sleep, and the sleeper reads it back to 0 before
+ * the sleep ends: it is never written on the busy path, and never left
+ * readable to wake a later poll. A one-worker runtime that has been
+ * posted to (post.c) sleeps and is woken the same way, as worker 0 of a
+ * group is for posts. The same protocol for either: fib__runtime_sleep,
+ * fib__group_idle.
+ *
+ * The eventfd belongs to the sleeper's thread's poller and is made at its
+ * first sleep in the poller with wake-ups possible from elsewhere (a
+ * worker of a group, a runtime posted to): a one-worker runtime that is
+ * never posted to has none. If it cannot be made (EMFILE), the sleeper
+ * naps in its poller instead, FIB__WORKER_IO_NAP_NS at a time
+ * (FIB__PARKED_NAP: wakers leave it alone, and it looks again after each
+ * nap), and tries to make it again at its next sleep.
+ *
+ * A waker of a poller sleep writes the eventfd between its CAS (POLLER to
+ * WAKING) and its store of AWAKE; a sleeper that finds its sleep taken
+ * waits for that store before it reads the eventfd and goes on, so no
+ * write is in flight once the sleep is over: the eventfd, which closes
+ * with the poller at the thread's exit, is never written after.
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
@@ -75,7 +99,22 @@ enum {
   FIB__CLAIM_COMPLETE = 2 /* parked uncancellably: its completer only */
 };
 
-/* How long a worker with I/O waits sleeps in its poller at a time. */
+/* fib_runtime.parked: whether and how a worker (or a runtime that has
+ * been posted to) sleeps, and so how it is woken. */
+enum {
+  FIB__PARKED_AWAKE = 0,  /* running or looking for work: wake nothing */
+  FIB__PARKED_FUTEX = 1,  /* on the futex word `parked` (so this value is
+                             the one FUTEX_WAIT compares): FUTEX_WAKE */
+  FIB__PARKED_POLLER = 2, /* in its poller: write its wake_fd */
+  FIB__PARKED_WAKING = 3, /* a waker took the poller sleep and writes the
+                             eventfd; it stores AWAKE once written */
+  FIB__PARKED_NAP = 4     /* in its poller without a wake-up fd (it could
+                             not be made): back within
+                             FIB__WORKER_IO_NAP_NS, wakers leave it be */
+};
+
+/* How long a sleeper without a wake-up fd naps in its poller at a time;
+ * also how soon a runtime whose posts could not be spawned tries again. */
 #define FIB__WORKER_IO_NAP_NS 1000000u
 
 /* Hand-offs a worker's fibers make among themselves before it goes back
@@ -162,7 +201,8 @@ void fib__post_take(struct fib_runtime *rt);
  * inbox into its run queue, take its posts. */
 void fib__runtime_tend(struct fib_runtime *rt);
 
-/* Wake rt (a runtime, or a worker) if it sleeps on its futex word. */
+/* Wake rt (a runtime, or a worker) if it sleeps, on its futex word or in
+ * its poller. */
 void fib__runtime_wake(struct fib_runtime *rt);
 
 /* A one-worker runtime that has been posted to has nothing to run: sleep
