@@ -150,6 +150,11 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     return FIB_ENOMEM;
   }
   live_add(rt);
+  /* Workers 1..n-1 are runtimes of their own, with fibers in their own id
+   * maps: in the list too, so that a debugger finds every fiber (the gdb
+   * script shows them right after the handle). */
+  for (unsigned i = 1; rt->group && i < rt->group->n; i++)
+    live_add(rt->group->w[i]);
   *out = rt;
   return 0;
 }
@@ -168,6 +173,8 @@ int fib_runtime_destroy(fib_runtime *rt) {
   if (rt->running)
     return FIB_EBUSY;
   live_remove(rt);
+  for (unsigned i = 1; rt->group && i < rt->group->n; i++)
+    live_remove(rt->group->w[i]);
   /* Operations the kernel still owns (io_uring) write into the stacks
    * freed below: the I/O layer cancels them and waits until they end. */
   if (rt->io_discard)

@@ -29,9 +29,11 @@ common=(-batch -nx -iex 'set debuginfod enabled off'
 
 # live, default guards (MADV_GUARD_INSTALL where the kernel has it)
 live=$("$gdb" "${common[@]}" \
-        -ex 'break debug_stop' -ex 'run' \
+        -ex 'break debug_stop' -ex 'break debug_stop_workers' -ex 'run' \
         -ex 'info fibers' \
         -ex 'fiber bt 1 1' -ex 'fiber bt 2' -ex 'fiber bt 3' \
+        -ex 'continue' \
+        -ex 'echo ==== workers\n' -ex 'info fibers' -ex 'fiber bt 2 2' \
         -ex 'continue' \
         "$target" 2>&1 < /dev/null)
 echo "---- live:"
@@ -45,6 +47,7 @@ if [ "$core_too" = core ]; then
           -ex 'break debug_stop' -ex 'run mprotect' \
           -ex "generate-core-file $core" \
           -ex 'continue' \
+          -ex 'break debug_stop_workers' -ex 'continue' -ex 'continue' \
           "$target" 2>&1 < /dev/null)
   echo "---- live, dumping the core:"
   echo "$dump"
@@ -109,7 +112,31 @@ check() { # what output
     fail=1
   fi
 }
-check live "$live"
+# The 2-worker runtime: its worker 1 is a runtime of the listing too
+# (numbered after the handle), and its fibers are found and unwound.
+check_workers() { # output after the second stop
+  local out=$1
+  for row in '1 1 running "eta"' '2 2 blocked "zeta"'; do
+    set -- $row
+    if ! grep -qE "^$1 +0x[0-9a-f]+ +$2 $3 +$4 +0x[0-9a-f]+-0x[0-9a-f]+ 65536 +[0-9]+$" <<<"$out"; then
+      echo "FAIL (workers): no listing line for runtime $1 fiber $2 $3 $4"
+      fail=1
+    fi
+  done
+  grep -q '^2 fibers$' <<<"$out" || { echo "FAIL (workers): not 2 fibers"; fail=1; }
+  local frames
+  frames=$(echo "$out" | awk '
+    /^fiber [0-9]+ / { on = ($2 == 2); next }
+    on && /^#/ { print $4 }
+    on && !/^#/ { on = 0 }' | tr '\n' ' ')
+  echo "---- workers, fiber 2 frames: $frames"
+  if ! [[ $frames =~ ^(.* )?zeta_wait\ (.* )?coro_entry\ $tramp\ $ ]]; then
+    echo "FAIL (workers): zeta's backtrace does not go zeta_wait ... coro_entry trampoline"
+    fail=1
+  fi
+}
+check live "${live%%==== workers*}"
+check_workers "${live#*==== workers}"
 [ "$core_too" = core ] && check core "$post"
 for out in "$live" ${dump:+"$dump"}; do
   if ! grep -qE '^\[Inferior 1 \(process [0-9]+\) exited normally\]' <<<"$out"; then

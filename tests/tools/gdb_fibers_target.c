@@ -12,7 +12,13 @@
  * Runtime B (created, never run while stopped):
  *   1 "epsilon"  ready, never started; unguarded (FIB_GUARD_NONE), so its
  *                high-water mark must leave out the canary at its bottom
- * After debug_stop everything finishes and the program exits 0.
+ * After debug_stop everything finishes. Then runtime C, with 2 workers
+ * (each a runtime in the listing: C's handle, then its worker 1):
+ *   C 1 "eta"   on worker 1 (fib_attr.worker): running, calls
+ *               debug_stop_workers() once zeta waits
+ *   W 2 "zeta"  spawned by eta, so its record is in worker 1's map: blocked
+ *               in zeta_wait (fib_sem_wait), whichever worker it runs on
+ * and the program exits 0.
  * `gdb_fibers_target mprotect` uses mprotect guards instead of the default.
  */
 #include <fibers.h>
@@ -27,6 +33,8 @@ static volatile int sink;
 
 void debug_stop(void); /* global: the breakpoint's name is stable */
 __attribute__((noinline)) void debug_stop(void) { sink++; }
+void debug_stop_workers(void);
+__attribute__((noinline)) void debug_stop_workers(void) { sink++; }
 
 __attribute__((noinline)) static void alpha_wait(void) {
   if (fib_sem_wait(&sem) != 0)
@@ -80,6 +88,60 @@ static void *epsilon(void *arg) {
   return NULL;
 }
 
+/* Runtime C: a fiber of worker 1's map waiting while gdb looks. */
+static fib_sem zeta_sem;
+static int zeta_waits; /* atomic: zeta and eta may run on two threads */
+
+__attribute__((noinline)) static void zeta_wait(void) {
+  __atomic_store_n(&zeta_waits, 1, __ATOMIC_SEQ_CST);
+  if (fib_sem_wait(&zeta_sem) != 0)
+    sink = -1;
+}
+
+static void *zeta(void *arg) {
+  (void)arg;
+  zeta_wait();
+  return NULL;
+}
+
+static void *eta(void *arg) {
+  (void)arg;
+  fib_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.name = "zeta";
+  fib_id zeta_id;
+  if (fib_spawn(NULL, zeta, NULL, &attr, &zeta_id) != 0) {
+    sink = -1;
+    return NULL;
+  }
+  while (!__atomic_load_n(&zeta_waits, __ATOMIC_SEQ_CST))
+    fib_yield();
+  fib_sleep_ns(20 * 1000000u); /* from the flag into the wait */
+  debug_stop_workers();
+  fib_sem_post(&zeta_sem);
+  if (fib_join(zeta_id, NULL) != 0)
+    sink = -1;
+  return NULL;
+}
+
+static int run_workers(void) {
+  fib_runtime_opts opts;
+  memset(&opts, 0, sizeof opts);
+  opts.workers = 2;
+  fib_runtime *c;
+  if (fib_runtime_create(&c, &opts) != 0)
+    return 1;
+  int bad = fib_sem_init(&zeta_sem, 0) != 0; /* shared: C exists */
+  fib_attr attr;
+  memset(&attr, 0, sizeof attr);
+  attr.name = "eta";
+  attr.worker = 2;
+  bad = bad || fib_spawn(c, eta, NULL, &attr, NULL) != 0 || fib_run(c) != 0;
+  fib_runtime_destroy(c);
+  fib_sem_destroy(&zeta_sem);
+  return bad;
+}
+
 static int check(int err, const char *what) {
   if (err)
     fprintf(stderr, "gdb_fibers_target: %s: %s\n", what, fib_strerror(err));
@@ -117,5 +179,6 @@ int main(int argc, char **argv) {
   bad |= check(fib_run(a), "run a") || check(fib_run(b), "run b");
   bad |= check(fib_runtime_destroy(a), "destroy a") ||
          check(fib_runtime_destroy(b), "destroy b");
+  bad |= run_workers();
   return bad || sink < 0;
 }
