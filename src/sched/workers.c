@@ -417,10 +417,15 @@ void fib__group_tend(struct fib_runtime *rt) {
   inbox_drain(rt);
   take_placed(rt);
   fib__post_take(rt);
-  if (rt->unstarted > 1 &&
-      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED) &&
-      !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED))
+  if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    /* Nobody idle to take what is on offer (a thief took half and got
+     * busy): take it back, or it waits until some worker goes idle, which
+     * fibers that wait for each other by yielding never let happen. */
+    take_offer(rt, rt);
+  } else if (rt->unstarted > 1 &&
+             !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
     offer(rt);
+  }
 }
 
 /* ---- idle */
