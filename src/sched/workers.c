@@ -140,8 +140,14 @@ static void end_run(struct fib__group *g, int result) {
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
 static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
-  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED)) /* woken from other
-                                   threads from now on: see post.c */
+  /* Woken from outside its group (a plain thread, another runtime): w is
+   * woken from other threads from now on (see post.c), and its run never
+   * ends in a deadlock. Not from a worker of its own group: such a wake
+   * is part of the run, and would hide every later deadlock from the
+   * census (all_quiet). */
+  struct fib_runtime *here = fib__tl_runtime;
+  if (!(w->group && here && here->group == w->group) &&
+      !__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   struct fib__runq_node *head = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
   do
