@@ -14,11 +14,19 @@
 
 #define MS 1000000ull
 
-/* A runtime with the default options. */
-HARNESS_UNUSED static fib_runtime *new_runtime(void) {
+/* A runtime with the default options, but for its workers: as many as
+ * FIB_TEST_WORKERS asks (harness.h; one by default). Every runtime of a
+ * suite that tests/CMakeLists.txt runs with several workers is made here
+ * or through new_runtime_with, so that one variable reaches them all. */
+HARNESS_UNUSED static fib_runtime *new_runtime_with(fib_runtime_opts opts) {
   fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  opts.workers = test_workers();
+  CHECK_OK(fib_runtime_create(&rt, &opts));
   return rt;
+}
+
+HARNESS_UNUSED static fib_runtime *new_runtime(void) {
+  return new_runtime_with((fib_runtime_opts){0});
 }
 
 /* Run rt until no fiber is left, then destroy it. */

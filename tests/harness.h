@@ -4,7 +4,8 @@
  * NDEBUG, each case in its own process with a time limit, a real skip.
  *
  *   TEST(name) { CHECK(...); CHECK_EQ(a, b); if (...) SKIP("why"); }
- *   TEST_MAIN(T(name), T_TIMEOUT(slow_one, 600), T(other))
+ *   TEST_MAIN(T(name), T_TIMEOUT(slow_one, 600), T(other),
+ *             T_ONE_WORKER(ordered, "checks one thread's exact order"))
  *
  * `./test_x` runs every case, each in a forked child (a crash or a hang
  * fails that case only), and ends with "N passed, N skipped, N failed".
@@ -23,6 +24,15 @@
  *   FIB_TEST_TIMEOUT  (default 1) multiplies every case's time limit
  *                     (HARNESS_TIMEOUT_S unless T_TIMEOUT gives one):
  *                     slow tools set it above 1; 0 means no limit.
+ *   FIB_TEST_WORKERS  (default 1) how many workers the runtimes that the
+ *                     tests make through fiber_helpers.h's new_runtime()
+ *                     have (fib_runtime_opts.workers); tests/CMakeLists.txt
+ *                     registers the cases of some suites again with 2 and
+ *                     4 (<area>.<case>@w2, @w4). A case marked
+ *                     T_ONE_WORKER(name, "why") makes sense with one
+ *                     worker only: CMake registers no copy of it, and run
+ *                     by hand with FIB_TEST_WORKERS above 1 it is skipped,
+ *                     saying why.
  */
 #ifndef FIB__TEST_HARNESS_H
 #define FIB__TEST_HARNESS_H
@@ -148,6 +158,13 @@ HARNESS_UNUSED static void harness_int_failed(const char *file, int line,
       check_failed(__FILE__, __LINE__, "%s returned %d", #call, check_err_);   \
   } while (0)
 
+/* FIB_TEST_WORKERS, at least 1. */
+HARNESS_UNUSED static unsigned test_workers(void) {
+  const char *s = getenv("FIB_TEST_WORKERS");
+  long v = s ? strtol(s, NULL, 10) : 1;
+  return v > 1 ? (unsigned)v : 1;
+}
+
 HARNESS_UNUSED static double test_scale(void) {
   const char *s = getenv("FIB_TEST_SCALE");
   double v = s ? atof(s) : 1.0;
@@ -272,14 +289,28 @@ HARNESS_UNUSED static void run_child(void (*fn)(void *), void *arg,
 struct test_case {
   const char *name;
   void (*fn)(void);
-  unsigned timeout_s; /* 0: HARNESS_TIMEOUT_S */
+  unsigned timeout_s;     /* 0: HARNESS_TIMEOUT_S */
+  const char *one_worker; /* why it runs with one worker only; NULL: any */
 };
 
 #define TEST(name) static void name(void)
-#define T(name) {#name, name, 0}
+#define T(name) {#name, name, 0, NULL}
 /* A case that needs more than HARNESS_TIMEOUT_S seconds (tests/CMakeLists.txt
  * reads the number too, for CTest's own limit). */
-#define T_TIMEOUT(name, seconds) {#name, name, seconds}
+#define T_TIMEOUT(name, seconds) {#name, name, seconds, NULL}
+/* A case whose point holds with one worker only (it checks one thread's
+ * exact interleaving, or calls what several workers refuse): why, in a
+ * string without parentheses (tests/CMakeLists.txt reads the entry and
+ * registers no N-worker copy of the case). */
+#define T_ONE_WORKER(name, why) {#name, name, 0, why}
+
+/* Run the case, or skip it if it is for one worker and more are asked. */
+HARNESS_UNUSED static void harness_call(const struct test_case *c) {
+  if (c->one_worker && test_workers() > 1)
+    SKIP("one worker only (FIB_TEST_WORKERS=%u): %s", test_workers(),
+         c->one_worker);
+  c->fn();
+}
 
 HARNESS_UNUSED static double harness_now(void) {
   struct timespec ts;
@@ -331,7 +362,7 @@ HARNESS_UNUSED static int harness_run_here(const struct test_case *c) {
     signal(SIGALRM, harness_on_alarm);
     alarm((unsigned)(limit + 0.999));
   }
-  c->fn();
+  harness_call(c);
   alarm(0);
   printf("ok %s\n", c->name);
   return 0;
@@ -372,7 +403,7 @@ harness_run_child(const struct test_case *c, size_t number) {
     check_failed(__FILE__, __LINE__, "fork: %s", strerror(errno));
   if (pid == 0) {
     setpgid(0, 0);
-    c->fn();
+    harness_call(c);
     fflush(NULL);
     _exit(0);
   }

@@ -9,6 +9,7 @@
 #include "sys.h"
 
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 /* ASan's allocator bypasses glibc's arenas, where mallinfo2 looks: ask it
@@ -183,6 +184,8 @@ TEST(timeouts_and_cancellation_take_the_waiter_off) {
 
 static void *cancelled_self(void *arg) {
   (void)arg;
+  while (fib_chan_len(&ch) == 0) /* fill has run (on one worker: first) */
+    CHECK_OK(fib_yield());
   CHECK_OK(fib_cancel(NULL, fib_self()));
   int v = 1;
   /* a value is buffered and there is room, yet: cancelled */
@@ -204,10 +207,12 @@ static void *fill(void *arg) {
 }
 
 TEST(cancelled_fiber_gets_ecanceled_at_once) {
+  fib_runtime *rt = new_runtime();
+  /* after the runtime: shared, if it has several workers; a plain thread
+   * may then send on it, so only a local one refuses */
   CHECK_OK(fib_chan_init(&ch, sizeof(int), 2));
-  CHECK_EQ(fib_chan_send(&ch, &(int){1}), FIB_EPERM); /* not in a fiber */
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  if (test_workers() == 1)
+    CHECK_EQ(fib_chan_send(&ch, &(int){1}), FIB_EPERM); /* not in a fiber */
   CHECK_OK(fib_spawn(rt, fill, NULL, NULL, NULL)); /* runs first */
   CHECK_OK(fib_spawn(rt, cancelled_self, NULL, NULL, NULL));
   CHECK_OK(fib_run(rt));
@@ -393,25 +398,29 @@ TEST(select_chooses_uniformly_among_ready_cases) {
 /* ---- stress: a chain of thousands of fibers, and many producers and
  * consumers on one buffered channel */
 
+static fib_wg relays; /* they are done with the chain */
+
 static void *relay(void *arg) {
   fib_chan *in = arg, *out = in + 1;
   long v;
   while (fib_chan_recv(in, &v) == 0)
     CHECK_OK(fib_chan_send(out, &(long){v + 1}));
   CHECK_OK(fib_chan_close(out));
+  CHECK_OK(fib_wg_done(&relays));
   return NULL;
 }
 
 static long stress_n;
 static fib_chan work;
-static long sum_in, sum_out;
+/* atomic: producers and consumers may run on several workers */
+static atomic_long sum_in, sum_out;
 static fib_wg producers;
 
 static void *producer(void *arg) {
   long base = (long)(intptr_t)arg;
   for (long i = 0; i < 20; i++) {
     long v = base * 20 + i;
-    sum_in += v;
+    atomic_fetch_add_explicit(&sum_in, v, memory_order_relaxed);
     CHECK_OK(fib_chan_send(&work, &v));
   }
   CHECK_OK(fib_wg_done(&producers));
@@ -422,7 +431,7 @@ static void *consumer(void *arg) {
   (void)arg;
   long v;
   while (fib_chan_recv(&work, &v) == 0)
-    sum_out += v;
+    atomic_fetch_add_explicit(&sum_out, v, memory_order_relaxed);
   return NULL;
 }
 
@@ -433,6 +442,8 @@ static void *stress_main(void *arg) {
   CHECK(chain != NULL);
   for (long i = 0; i <= n; i++)
     CHECK_OK(fib_chan_init(&chain[i], sizeof(long), (size_t)(i % 3)));
+  CHECK_OK(fib_wg_init(&relays));
+  CHECK_OK(fib_wg_add(&relays, n));
   for (long i = 0; i < n; i++)
     CHECK_OK(fib_spawn(NULL, relay, &chain[i],
                        &(fib_attr){.flags = FIB_DETACHED}, NULL));
@@ -444,7 +455,8 @@ static void *stress_main(void *arg) {
   }
   CHECK_OK(fib_chan_close(&chain[0]));
   CHECK_EQ(fib_chan_recv(&chain[n], NULL), FIB_EPIPE);
-  CHECK_OK(fib_yield()); /* the relays finish */
+  CHECK_OK(fib_wg_wait(&relays)); /* the relays finish */
+  CHECK_OK(fib_wg_destroy(&relays));
   for (long i = 0; i <= n; i++)
     CHECK_OK(fib_chan_destroy(&chain[i]));
   free(chain);
@@ -462,8 +474,8 @@ static void *stress_main(void *arg) {
   CHECK_OK(fib_chan_close(&work));
   for (int i = 0; i < 8; i++)
     CHECK_OK(fib_join(cons[i], NULL));
-  CHECK_EQ(sum_out, sum_in);
-  CHECK_EQ(sum_in, (20 * n) * (20 * n - 1) / 2);
+  CHECK_EQ(atomic_load(&sum_out), atomic_load(&sum_in));
+  CHECK_EQ(atomic_load(&sum_in), (20 * n) * (20 * n - 1) / 2);
   CHECK_OK(fib_chan_destroy(&work));
   CHECK_OK(fib_wg_destroy(&producers));
   return NULL;
@@ -553,14 +565,19 @@ TEST(nothing_leaks) {
   CHECK_EQ(allocated_bytes(), before);
 }
 
-TEST_MAIN(T(unbuffered_is_a_rendezvous), T(buffered_fifo_full_and_empty),
-          T(close_drains_then_reports_closed),
-          T(timeouts_and_cancellation_take_the_waiter_off),
+TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
+                       "counts the sender's steps after three yields: on another worker it lags"), T(buffered_fifo_full_and_empty),
+          T_ONE_WORKER(close_drains_then_reports_closed,
+                       "steps its waiters through the channel by yields, each of which lets them park only on one worker"),
+          T_ONE_WORKER(timeouts_and_cancellation_take_the_waiter_off,
+                       "steps its waiters through the channel by yields, each of which lets them park only on one worker"),
           T(cancelled_fiber_gets_ecanceled_at_once),
           T(select_default_ready_closed_timeout_and_misuse),
           T(select_over_many_cases_waits_and_cleans_up),
           T(select_send_case_completed_by_a_receiver),
           T(select_cancelled_while_waiting),
           T(select_chooses_uniformly_among_ready_cases),
-          T(stress_thousands_of_fibers), T(misuse_gets_error_codes),
-          T(init_fails_cleanly_under_malloc_failure), T(nothing_leaks))
+          T(stress_thousands_of_fibers), T_ONE_WORKER(misuse_gets_error_codes,
+                       "makes no runtime"),
+          T_ONE_WORKER(init_fails_cleanly_under_malloc_failure,
+                       "makes no runtime"), T(nothing_leaks))

@@ -10,6 +10,7 @@
 
 #include "coro.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -27,32 +28,42 @@ TEST(coro_yield_in_a_fiber_body_is_refused) {
    * fib_run reported a false deadlock. */
   fib_runtime *rt;
   fib_id id;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, yield_in_body, NULL, NULL, &id));
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
-static fib_coro *victim_context;
+/* Atomic, and each side waits for the other: with several workers the
+ * two fibers may run side by side, and the victim must outlive the pokes
+ * (with one worker neither loop turns: one yield each). */
+static _Atomic(fib_coro *) victim_context;
+static atomic_int victim_poked;
 
 static void *park_forever_ish(void *arg) {
   (void)arg;
-  victim_context = fib__coro_self(); /* what a user could once obtain */
-  CHECK_OK(fib_yield());
+  atomic_store(&victim_context, fib__coro_self()); /* what a user could once
+                                                      obtain */
+  do
+    CHECK_OK(fib_yield());
+  while (!atomic_load(&victim_poked));
   return NULL;
 }
 
 static void *poke_other_context(void *arg) {
   (void)arg;
-  CHECK(victim_context != NULL);
-  CHECK_EQ(fib_coro_resume(victim_context, NULL, NULL), FIB_EPERM);
-  CHECK_EQ(fib_coro_destroy(victim_context), FIB_EPERM);
+  while (!atomic_load(&victim_context))
+    CHECK_OK(fib_yield());
+  fib_coro *victim = atomic_load(&victim_context);
+  CHECK_EQ(fib_coro_resume(victim, NULL, NULL), FIB_EPERM);
+  CHECK_EQ(fib_coro_destroy(victim), FIB_EPERM);
+  atomic_store(&victim_poked, 1);
   return NULL;
 }
 
 TEST(resume_or_destroy_of_a_fibers_context_is_refused) {
   fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, park_forever_ish, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, poke_other_context, NULL, NULL, NULL));
   CHECK_OK(fib_run(rt));
@@ -168,6 +179,8 @@ static void *use_everything(void *arg) {
 }
 
 TEST(destroy_after_deadlock_leaves_every_primitive_valid) {
+  /* after the runtime: shared, if it has several workers */
+  fib_runtime *rt = new_runtime();
   CHECK_OK(fib_mutex_init(&mtx));
   CHECK_OK(fib_chan_init(&chan, sizeof(int), 0));
   CHECK_OK(fib_cond_init(&cond));
@@ -177,8 +190,6 @@ TEST(destroy_after_deadlock_leaves_every_primitive_valid) {
   for (int i = 0; i < 12; i++)
     CHECK_OK(fib_chan_init(&many[i], 0, 0));
 
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
   CHECK_OK(fib_spawn(rt, hold_then_wait_on_chan, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, wait_for_mutex, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, send_on_chan, NULL, NULL, NULL));
@@ -192,7 +203,7 @@ TEST(destroy_after_deadlock_leaves_every_primitive_valid) {
   /* The primitives are as if the discarded fibers had never used them. */
   CHECK_OK(fib_wg_add(&wg, -1));
   CHECK_EQ(fib_chan_len(&chan), 0);
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, use_everything, NULL, NULL, NULL));
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_runtime_destroy(rt));
@@ -211,7 +222,7 @@ TEST(destroy_right_after_a_timeout_unlinks_the_stale_wait) {
    * the queue until it runs again (waitq.h): destroy must take it off. */
   CHECK_OK(fib_sem_init(&sem, 0));
   fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, wait_on_sem, NULL, NULL, NULL));
   CHECK_EQ(fib_run_nowait(rt), 1); /* parked in fib_sem_wait */
   CHECK_OK(fib_cancel(rt, 1));     /* ready, its node still linked */
@@ -239,11 +250,11 @@ static void *lock_count_unlock(void *arg) {
 }
 
 TEST(destroy_hands_a_held_mutex_to_a_waiter_of_another_runtime) {
-  CHECK_OK(fib_mutex_init(&mtx));
-  CHECK_OK(fib_sem_init(&sem, 0));
   fib_runtime *a, *b;
-  CHECK_OK(fib_runtime_create(&a, NULL));
-  CHECK_OK(fib_runtime_create(&b, NULL));
+  a = new_runtime();
+  b = new_runtime();
+  CHECK_OK(fib_mutex_init(&mtx)); /* after: shared, with several workers */
+  CHECK_OK(fib_sem_init(&sem, 0));
   CHECK_OK(fib_spawn(a, hold_mutex_and_park, NULL, NULL, NULL));
   CHECK_EQ(fib_run(a), FIB_EDEADLK);
   CHECK_OK(fib_spawn(b, lock_count_unlock, NULL, NULL, NULL));
@@ -266,10 +277,9 @@ static void *lock_and_return(void *arg) {
 }
 
 TEST(a_fiber_that_finishes_holding_a_mutex_gives_it_up) {
-  CHECK_OK(fib_mutex_init(&mtx));
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_mutex_init(&mtx)); /* after: shared, with several workers */
   b_got_it = 0;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
   CHECK_OK(fib_spawn(rt, lock_and_return, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, lock_count_unlock, NULL, NULL, NULL));
   CHECK_OK(fib_run(rt)); /* used to end in a false FIB_EDEADLK */
@@ -298,7 +308,7 @@ static void *call_once(void *arg) {
 
 TEST(a_fiber_that_exits_inside_once_lets_a_waiter_run_it) {
   fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, call_once, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, call_once, NULL, NULL, NULL));
   CHECK_OK(fib_run(rt)); /* the waiter used to wait forever */
@@ -324,9 +334,8 @@ static void *call_once_parking(void *arg) {
 TEST(destroy_with_a_fiber_inside_once_resets_it) {
   memset(&once, 0, sizeof once);
   once_runs = 0;
-  CHECK_OK(fib_sem_init(&sem, 0));
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_sem_init(&sem, 0)); /* after: shared, with several workers */
   CHECK_OK(fib_spawn(rt, call_once_parking, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, call_once_parking, NULL, NULL, NULL));
   CHECK_EQ(fib_run(rt), FIB_EDEADLK);
@@ -372,15 +381,17 @@ TEST(reserved_fields_must_be_zero) {
   opts.workers = 0;
   opts.io_backend = FIB_IO_URING + 1;
   CHECK_EQ(fib_runtime_create(&rt, &opts), FIB_EINVAL);
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   fib_attr attr = {0};
   attr.reserved[2] = 1;
   CHECK_EQ(fib_spawn(rt, nothing, NULL, &attr, NULL), FIB_EINVAL);
   fib_coro *co;
   CHECK_EQ(fib_coro_create(&co, nothing_coro, NULL, &attr), FIB_EINVAL);
   attr.reserved[2] = 0;
-  attr.worker = 2; /* one worker: only 0 or 1 */
+  attr.worker = test_workers() + 1; /* one worker: only 0 or 1 */
   CHECK_EQ(fib_spawn(rt, nothing, NULL, &attr, NULL), FIB_EINVAL);
+  attr.worker = test_workers();
+  CHECK_OK(fib_spawn(rt, nothing, NULL, &attr, NULL)); /* the last one */
   attr.worker = 1;
   CHECK_EQ(fib_coro_create(&co, nothing_coro, NULL, &attr), FIB_EINVAL);
   CHECK_OK(fib_spawn(rt, nothing, NULL, &attr, NULL));
@@ -394,9 +405,11 @@ TEST_MAIN(T(coro_yield_in_a_fiber_body_is_refused),
           T(resume_or_destroy_of_a_fibers_context_is_refused),
           T(coroutines_a_fiber_resumes_still_work),
           T(destroy_after_deadlock_leaves_every_primitive_valid),
-          T(destroy_right_after_a_timeout_unlinks_the_stale_wait),
+          T_ONE_WORKER(destroy_right_after_a_timeout_unlinks_the_stale_wait,
+                       "drives its run with fib_run_nowait, which several workers refuse"),
           T(destroy_hands_a_held_mutex_to_a_waiter_of_another_runtime),
           T(a_fiber_that_finishes_holding_a_mutex_gives_it_up),
           T(a_fiber_that_exits_inside_once_lets_a_waiter_run_it),
           T(destroy_with_a_fiber_inside_once_resets_it),
-          T(wait_group_add_at_the_limits), T(reserved_fields_must_be_zero))
+          T_ONE_WORKER(wait_group_add_at_the_limits,
+                       "makes no runtime"), T(reserved_fields_must_be_zero))

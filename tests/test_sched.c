@@ -6,6 +6,7 @@
 #include <fibers.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -270,10 +271,20 @@ TEST(detached_fibers_are_freed_when_they_finish) {
 }
 
 static fib_id partner_id;
+/* Each joiner's result: with several workers the partner may run on
+ * another worker and reach the join first; then the first joiner is the
+ * one refused, or, if the target has been joined and freed already, gets
+ * FIB_ESRCH. Either way exactly one join gets the result. */
+static atomic_int partner_err, first_err;
+static atomic_intptr_t joined_value;
 
 static void *join_partner(void *arg) {
   (void)arg;
-  CHECK_EQ(fib_join(partner_id, NULL), FIB_EINVAL); /* someone else joins */
+  void *r = NULL;
+  int err = fib_join(partner_id, &r);
+  if (err == 0)
+    atomic_store(&joined_value, (intptr_t)r);
+  atomic_store(&partner_err, err);
   return NULL;
 }
 
@@ -281,19 +292,31 @@ static void *first_joiner(void *arg) {
   fib_id target = *(fib_id *)arg;
   partner_id = target;
   CHECK_OK(fib_spawn(NULL, join_partner, NULL, NULL, NULL));
-  void *r;
-  CHECK_OK(fib_join(target, &r)); /* blocks; the partner runs meanwhile */
-  CHECK_EQ((intptr_t)r, 49);
+  void *r = NULL;
+  int err = fib_join(target, &r); /* blocks; the partner runs meanwhile */
+  if (err == 0)
+    atomic_store(&joined_value, (intptr_t)r);
+  atomic_store(&first_err, err);
   return NULL;
 }
 
 TEST(second_joiner_is_refused) {
   fib_runtime *rt;
   fib_id target;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, square, (void *)7, NULL, &target));
   CHECK_OK(fib_spawn(rt, first_joiner, &target, NULL, NULL));
   run_to_end(rt);
+  CHECK_EQ(atomic_load(&joined_value), 49);
+  if (test_workers() == 1) {
+    CHECK_OK(atomic_load(&first_err));
+    CHECK_EQ(atomic_load(&partner_err), FIB_EINVAL); /* someone else joins */
+  } else {
+    int first = atomic_load(&first_err), partner = atomic_load(&partner_err);
+    CHECK((first == 0) != (partner == 0)); /* one join got the result */
+    int refused = first ? first : partner;
+    CHECK(refused == FIB_EINVAL || refused == FIB_ESRCH);
+  }
 }
 
 static fib_id cycle_ids[2];
@@ -321,11 +344,11 @@ static void *spawn_more(void *arg) {
 TEST(run_can_be_called_again_with_new_fibers) {
   fib_runtime *rt;
   fib_id a, b;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, spawn_more, NULL, NULL, &a));
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_spawn(rt, spawn_more, NULL, NULL, &b));
-  CHECK_EQ(b, a + 1);
+  CHECK_EQ(b, a + test_workers()); /* worker 0's next id (multicore.md) */
   CHECK_OK(fib_run(rt));
   CHECK_OK(fib_run(rt)); /* nothing to do */
   CHECK_OK(fib_runtime_destroy(rt));
@@ -364,7 +387,7 @@ TEST(self_id_and_name) {
   CHECK_EQ(fib_self(), 0);
   CHECK_PTR_EQ(fib_self_name(), NULL);
   CHECK_PTR_EQ(fib_runtime_current(), NULL);
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, check_ids, NULL, NULL, &first));
   CHECK_EQ(first, 1);
   run_to_end(rt);
@@ -450,7 +473,7 @@ TEST(only_sleepers_left_means_the_thread_sleeps) {
                  (unsigned long long)cpu);
 }
 
-static int busy_stop;
+static atomic_int busy_stop; /* the yielders may run on other workers */
 
 static void *busy_yielder(void *arg) {
   (void)arg;
@@ -577,7 +600,7 @@ TEST(cancel_rules) {
   fib_id done, self_canceller;
   CHECK_EQ(fib_cancel(NULL, 1), FIB_EPERM);
   CHECK_EQ(fib_cancelled(), 0);
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   CHECK_EQ(fib_cancel(rt, 99), FIB_ESRCH);
   CHECK_OK(fib_spawn(rt, spawn_more, NULL, NULL, &done));
   CHECK_OK(fib_spawn(rt, cancel_self, NULL, NULL, &self_canceller));
@@ -594,6 +617,8 @@ struct timed {
   uint64_t deadline;
   uint64_t woke;
   int cancelled;
+  pthread_t thread; /* where it woke: its worker's, whose timer heap it was
+                       on (a fiber that has run never moves) */
 };
 
 static void *timed_sleeper(void *arg) {
@@ -608,6 +633,7 @@ static void *timed_sleeper(void *arg) {
   else
     CHECK_OK(err);
   t->woke = fib_now_ns();
+  t->thread = pthread_self();
   return NULL;
 }
 
@@ -628,7 +654,7 @@ TEST(timer_heap_stays_ordered_when_sleepers_are_cancelled) {
   fib_attr detached = {.flags = FIB_DETACHED};
   uint64_t base = 20000000;
   unsigned seed = 12345;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
+  rt = new_runtime();
   for (int i = 0; i < SLEEPERS; i++) {
     seed = seed * 1103515245u + 12345u;
     timed[i].deadline = base + (seed >> 8) % 30000000;
@@ -640,27 +666,60 @@ TEST(timer_heap_stays_ordered_when_sleepers_are_cancelled) {
     if (timed[i].cancelled)
       continue; /* it checked that its sleep returned FIB_ECANCELED */
     CHECK(timed[i].woke >= timed[i].deadline);
+    /* in deadline order on each worker (with one worker: all of them);
+     * the workers' heaps are apart, and their threads wake independently */
     for (int j = 0; j < SLEEPERS; j++)
-      if (!timed[j].cancelled && timed[j].deadline < timed[i].deadline)
+      if (!timed[j].cancelled && timed[j].deadline < timed[i].deadline &&
+          pthread_equal(timed[j].thread, timed[i].thread))
         CHECK(timed[j].woke <= timed[i].woke);
   }
+}
+
+/* Fibers that wait for each other by yielding keep every worker busy.
+ * One that a busy worker offered to an idle one, which then took only
+ * half of the offer and got busy too, must still run: with several
+ * workers the rest of the offer list used to wait for a worker to go
+ * idle, which none ever did here, and the run never ended. With one
+ * worker there are no offers: all start in the first round. */
+static atomic_long started_count;
+
+static void *wait_until_all_started(void *arg) {
+  long total = (long)(intptr_t)arg;
+  atomic_fetch_add(&started_count, 1);
+  uint64_t give_up = fib_now_ns() + 20000 * MS;
+  while (atomic_load(&started_count) < total && fib_now_ns() < give_up)
+    CHECK_OK(fib_yield());
+  CHECK_EQ(atomic_load(&started_count), total);
+  return NULL;
+}
+
+TEST(fibers_that_wait_for_each_other_by_yielding_all_start) {
+  long total = 4000;
+  fib_attr detached = {.flags = FIB_DETACHED};
+  fib_runtime *rt = new_runtime();
+  for (long i = 0; i < total; i++)
+    CHECK_OK(fib_spawn(rt, wait_until_all_started, (void *)(intptr_t)total,
+                       &detached, NULL));
+  run_to_end(rt);
+  CHECK_EQ(atomic_load(&started_count), total);
 }
 
 /* ---- several runtimes, several threads */
 
 #define THREADS 4
 
+/* Atomic: with several workers a runtime's fibers count in parallel. */
 static void *count_up(void *arg) {
-  long *counter = arg;
+  atomic_long *counter = arg;
   for (int i = 0; i < 10000; i++) {
-    (*counter)++;
+    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
     CHECK_OK(fib_yield());
   }
   return NULL;
 }
 
 static void *thread_main(void *arg) {
-  long *counter = arg;
+  atomic_long *counter = arg;
   fib_runtime *rt = new_runtime();
   for (int i = 0; i < 10; i++)
     CHECK_OK(fib_spawn(rt, count_up, counter, NULL, NULL));
@@ -670,12 +729,12 @@ static void *thread_main(void *arg) {
 
 TEST(runtimes_on_different_threads_run_independently) {
   pthread_t t[THREADS];
-  long counters[THREADS] = {0};
+  atomic_long counters[THREADS] = {0};
   for (int i = 0; i < THREADS; i++)
     CHECK_EQ(pthread_create(&t[i], NULL, thread_main, &counters[i]), 0);
   for (int i = 0; i < THREADS; i++) {
     CHECK_EQ(pthread_join(t[i], NULL), 0);
-    CHECK_EQ(counters[i], 10 * 10000);
+    CHECK_EQ(atomic_load(&counters[i]), 10 * 10000);
   }
 }
 
@@ -750,22 +809,31 @@ TEST(a_cancelled_fiber_joining_a_finished_one_gets_ecanceled) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
-TEST_MAIN(T(round_robin_in_spawn_order),
+TEST_MAIN(T_ONE_WORKER(round_robin_in_spawn_order,
+                       "checks one run queue's exact round-robin order"),
           T(a_joiner_whose_deadline_races_its_targets_end_runs_once),
-          T(a_cancelled_fiber_joining_a_finished_one_gets_ecanceled),
-          T(fibers_spawned_by_a_fiber_run_first_in_spawn_order),
-          T(joiner_runs_first_when_its_child_finishes),
-          T(front_of_the_queue_cannot_starve_the_back),
-          T(fiber_spawned_inside_a_fiber_runs_next),
+          T_ONE_WORKER(a_cancelled_fiber_joining_a_finished_one_gets_ecanceled,
+                       "drives its run with fib_run_join, which several workers refuse"),
+          T_ONE_WORKER(fibers_spawned_by_a_fiber_run_first_in_spawn_order,
+                       "checks one run queue's exact order"),
+          T_ONE_WORKER(joiner_runs_first_when_its_child_finishes,
+                       "checks one run queue's exact order"),
+          T_ONE_WORKER(front_of_the_queue_cannot_starve_the_back,
+                       "measures one run queue's front precedence: with several workers the two fibers run side by side"),
+          T_ONE_WORKER(fiber_spawned_inside_a_fiber_runs_next,
+                       "checks one run queue's exact order"),
           T(join_returns_each_result_once),
           T(exit_from_a_nested_call_finishes_the_fiber),
-          T(detached_fibers_are_freed_when_they_finish),
+          T_ONE_WORKER(detached_fibers_are_freed_when_they_finish,
+                       "counts on four yields letting three fibers finish: on other workers they may still run"),
           T(second_joiner_is_refused),
           T(run_reports_a_deadlock_and_destroy_cleans_up),
           T(run_can_be_called_again_with_new_fibers),
           T(self_id_and_name),
-          T(sleepers_wake_in_deadline_order),
-          T(equal_deadlines_wake_in_the_order_they_slept),
+          T_ONE_WORKER(sleepers_wake_in_deadline_order,
+                       "checks one timer heap's order over all sleepers: each worker has its own"),
+          T_ONE_WORKER(equal_deadlines_wake_in_the_order_they_slept,
+                       "checks one timer heap's tie-break over all sleepers: each worker has its own"),
           T(only_sleepers_left_means_the_thread_sleeps),
           T(sleeper_is_not_starved_by_yielding_fibers),
           T(join_until_times_out_and_leaves_the_target_joinable),
@@ -773,4 +841,5 @@ TEST_MAIN(T(round_robin_in_spawn_order),
           T(cancelling_a_blocked_joiner_leaves_the_target_joinable),
           T(cancel_rules),
           T(timer_heap_stays_ordered_when_sleepers_are_cancelled),
+          T(fibers_that_wait_for_each_other_by_yielding_all_start),
           T(runtimes_on_different_threads_run_independently))

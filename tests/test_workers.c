@@ -484,6 +484,40 @@ TEST(a_join_cycle_across_workers_is_a_deadlock) {
   CHECK_OK(fib_runtime_destroy(rt)); /* discards both */
 }
 
+/* A wake-up from one worker to another goes through the owner's inbox;
+ * it must not count as work from outside the run (as a plain thread's or
+ * another runtime's would: then more may come, and there is no deadlock).
+ * It did: the woken worker was marked as taking work from other threads
+ * for good, and a run that deadlocked afterwards slept forever instead of
+ * returning FIB_EDEADLK. */
+static fib_sem woke_across, never_posted;
+
+static void *wait_twice(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sem_wait(&woke_across)); /* posted from worker 1 */
+  return (void *)(intptr_t)fib_sem_wait(&never_posted);
+}
+
+static void *post_across_then_wait(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sleep_ns(10 * MS)); /* the other is parked by then */
+  CHECK_OK(fib_sem_post(&woke_across));
+  return (void *)(intptr_t)fib_sem_wait(&never_posted);
+}
+
+TEST(a_deadlock_after_a_wake_up_across_workers_is_reported) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_sem_init(&woke_across, 0));
+  CHECK_OK(fib_sem_init(&never_posted, 0));
+  CHECK_OK(fib_spawn(rt, wait_twice, NULL, &(fib_attr){.worker = 1}, NULL));
+  CHECK_OK(fib_spawn(rt, post_across_then_wait, NULL,
+                     &(fib_attr){.worker = 2}, NULL));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  CHECK_OK(fib_runtime_destroy(rt)); /* discards both */
+  CHECK_OK(fib_sem_destroy(&woke_across));
+  CHECK_OK(fib_sem_destroy(&never_posted));
+}
+
 TEST(a_run_with_no_fibers_returns_at_once_and_runs_again) {
   fib_runtime *rt = new_workers(3);
   CHECK_OK(fib_run(rt));
@@ -890,6 +924,7 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(cancel_wakes_fibers_on_every_worker),
           T(a_join_racing_its_cancel_ends_exactly_once),
           T(a_join_cycle_across_workers_is_a_deadlock),
+          T_TIMEOUT(a_deadlock_after_a_wake_up_across_workers_is_reported, 10),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),
           T(idle_workers_use_no_cpu), T(io_waits_on_several_workers),
           T(primitives_and_channels_are_shared_across_workers),

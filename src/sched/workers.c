@@ -232,8 +232,14 @@ static void end_run(struct fib__group *g, int result) {
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
 static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
-  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED)) /* woken from other
-                                   threads from now on: see post.c */
+  /* Woken from outside its group (a plain thread, another runtime): w is
+   * woken from other threads from now on (see post.c), and its run never
+   * ends in a deadlock. Not from a worker of its own group: such a wake
+   * is part of the run, and would hide every later deadlock from the
+   * census (all_quiet). */
+  struct fib_runtime *here = fib__tl_runtime;
+  if (!(w->group && here && here->group == w->group) &&
+      !__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   struct fib__runq_node *head = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
   do
@@ -502,10 +508,15 @@ void fib__group_tend(struct fib_runtime *rt) {
   inbox_drain(rt);
   take_placed(rt);
   fib__post_take(rt);
-  if (rt->unstarted > 1 &&
-      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED) &&
-      !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED))
+  if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    /* Nobody idle to take what is on offer (a thief took half and got
+     * busy): take it back, or it waits until some worker goes idle, which
+     * fibers that wait for each other by yielding never let happen. */
+    take_offer(rt, rt);
+  } else if (rt->unstarted > 1 &&
+             !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
     offer(rt);
+  }
 }
 
 /* ---- idle */

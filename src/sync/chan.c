@@ -582,7 +582,7 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
   }
   if (shared && shared != live)
     return FIB_EINVAL; /* one mode for all its channels */
-  if (!shared) {
+  if (!shared && live) { /* no channel at all is no local one either */
     int refused = fib__sync_refused();
     if (refused)
       return refused;
