@@ -336,7 +336,8 @@ static inline void fib__fiber_ready(struct fib__fiber *f) {
 }
 
 /* The same, to run before the fibers already queued (runq.h's front): for
- * a joiner whose child has finished. */
+ * a joiner whose child has finished, and a channel waiter a partner has
+ * completed. */
 static inline void fib__fiber_ready_front(struct fib__fiber *f) {
   if (__builtin_expect(f->rt->group != NULL, 0)) {
     fib__group_ready(f, 1);
