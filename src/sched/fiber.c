@@ -93,16 +93,37 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   }
   if (err)
     return err;
-  struct fib__fiber *f = fib__fiber_new_record(rt);
-  if (!f)
-    return FIB_ENOMEM;
-  err = fib__coro_create(&f->co, fiber_main, f, stack,
-                         attr->guard ? attr->guard : rt->guard,
-                         ((attr->flags | rt->flags) & FIB_SHARED_FP) |
-                             (attr->flags & FIB_COMPACT));
-  if (err) {
-    fib__fiber_drop_record(rt, f);
-    return err;
+  struct fib__fiber *f;
+  fib_guard_mode guard = attr->guard ? attr->guard : rt->guard;
+  unsigned co_flags = ((attr->flags | rt->flags) & FIB_SHARED_FP) |
+                      (attr->flags & FIB_COMPACT);
+  if ((attr->flags & (FIB_DETACHED | FIB_COMPACT)) == FIB_DETACHED &&
+      !rt->group) {
+    /* Nobody joins it, so its record is not needed once it finishes: it
+     * goes on its stack, in the top page the coroutine record is in (no
+     * allocation, and ~190 bytes less per idle fiber). Not with several
+     * workers, which hand records between threads. */
+    fib_coro *co;
+    void *rec;
+    err = fib__coro_create_rec(&co, fiber_main, NULL, stack, guard, co_flags,
+                               sizeof *f, &rec);
+    if (err)
+      return err;
+    f = rec;
+    f->co = co;
+    co->arg = f;
+    f->in_stack = 1;
+    f->claim = FIB__CLAIM_NONE;
+  } else {
+    f = fib__fiber_new_record(rt);
+    if (!f)
+      return FIB_ENOMEM;
+    f->in_stack = 0;
+    err = fib__coro_create(&f->co, fiber_main, f, stack, guard, co_flags);
+    if (err) {
+      fib__fiber_drop_record(rt, f);
+      return err;
+    }
   }
 
   if (rt->group) {

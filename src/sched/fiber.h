@@ -101,6 +101,10 @@ struct fib__fiber {
   unsigned char pinned;       /* never moves to another worker */
   unsigned char started;      /* has run: may not move (its stack may hold
                                  thread-local addresses) */
+  unsigned char in_stack;     /* the record is on its own stack, below its
+                                 coroutine record (a fiber detached from
+                                 spawn, one worker, not compact): never in
+                                 the spares, gone with the stack */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -240,7 +244,9 @@ extern struct fib_runtime *volatile fib__runtimes;
 extern FIB__TLS struct fib_runtime *fib__tl_runtime;
 
 /* Fiber records: taken from the runtime's spares or malloc; given back
- * (free_record also forgets the id and frees the stack, if any). */
+ * (free_record also forgets the id and frees the stack, if any). A record
+ * on its fiber's stack (in_stack) is not given back: it goes with the
+ * stack. */
 struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);

@@ -60,6 +60,8 @@ struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
 }
 
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
+  if (f->in_stack) /* its memory goes with its stack */
+    return;
   if (rt->spare_count >= SPARE_MAX) {
     fib__sys_free(f);
     return;
@@ -74,6 +76,11 @@ void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
  * group_finish below). */
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__idmap_del(&rt->fibers, f->id);
+  if (f->in_stack) { /* f is on the stack: nothing to read after its free */
+    if (f->co)
+      fib__coro_free(f->co);
+    return;
+  }
   if (f->co)
     fib__coro_free(f->co);
   fib__fiber_drop_record(rt, f);
@@ -189,8 +196,10 @@ int fib_runtime_destroy(fib_runtime *rt) {
           fib__wait_discard(f->wait);
         else if (pass == 1)
           discard_holds(f);
-        else if (pass == 2 && f->co)
+        else if (pass == 2 && f->co && !f->in_stack)
           fib__coro_free(f->co);
+        else if (pass == 3 && f->in_stack)
+          fib__coro_free(f->co); /* and f with it (never FINISHED here) */
         else if (pass == 3)
           fib__sys_free(f);
     }
@@ -430,7 +439,8 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
      * failed): readied twice, it would be queued twice. */
     if (self->joiner && self->joiner->state == FIB__FIBER_BLOCKED)
       fib__fiber_ready_front(self->joiner);
-    else if (self->detached)
+    else if (self->detached) /* one on its stack stays readable until
+                                  the stack is freed (the zombie) */
       fib__fiber_free_record(rt, self);
   }
   struct fib__fiber *next = awaited ? NULL : take_next(rt, co);
