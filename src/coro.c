@@ -574,9 +574,10 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
 
 /* A coroutine on a stack of its own, with `rec_size` bytes for the layer
  * above between its record and its first frame (0: none). */
-static int stack_create(fib_coro **out, fib_coro_fn fn, void *arg,
-                        size_t usable, fib_guard_mode mode, unsigned flags,
-                        size_t rec_size, void **rec) {
+static inline __attribute__((always_inline)) int
+stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+             fib_guard_mode mode, unsigned flags, size_t rec_size,
+             void **rec) {
   struct fib__stack *s;
   int err = fib__stack_get(&s, usable, mode);
   if (err)

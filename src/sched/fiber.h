@@ -244,9 +244,9 @@ extern struct fib_runtime *volatile fib__runtimes;
 extern FIB__TLS struct fib_runtime *fib__tl_runtime;
 
 /* Fiber records: taken from the runtime's spares or malloc; given back
- * (free_record also forgets the id and frees the stack, if any). A record
- * on its fiber's stack (in_stack) is not given back: it goes with the
- * stack. */
+ * (free_record also forgets the id and frees the stack, if any). Not for
+ * a record on its fiber's stack (in_stack), which goes with the stack:
+ * its finish only forgets the id, destroy frees its stack. */
 struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);

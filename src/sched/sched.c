@@ -50,8 +50,10 @@ struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
   struct fib__fiber *f = rt->spare;
   if (!f) {
     f = fib__sys_malloc(sizeof *f);
-    if (f) /* a record between fibers has no claim armed: keep it so */
+    if (f) { /* a record between fibers has no claim armed: keep it so */
       f->claim = FIB__CLAIM_NONE;
+      f->in_stack = 0; /* for good: a heap record */
+    }
     return f;
   }
   rt->spare = FIBER_OF(f->runq.next);
@@ -60,8 +62,6 @@ struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
 }
 
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
-  if (f->in_stack) /* its memory goes with its stack */
-    return;
   if (rt->spare_count >= SPARE_MAX) {
     fib__sys_free(f);
     return;
@@ -76,11 +76,6 @@ void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
  * group_finish below). */
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__idmap_del(&rt->fibers, f->id);
-  if (f->in_stack) { /* f is on the stack: nothing to read after its free */
-    if (f->co)
-      fib__coro_free(f->co);
-    return;
-  }
   if (f->co)
     fib__coro_free(f->co);
   fib__fiber_drop_record(rt, f);
@@ -439,8 +434,9 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
      * failed): readied twice, it would be queued twice. */
     if (self->joiner && self->joiner->state == FIB__FIBER_BLOCKED)
       fib__fiber_ready_front(self->joiner);
-    else if (self->detached) /* one on its stack stays readable until
-                                  the stack is freed (the zombie) */
+    else if (self->in_stack) /* freed with its stack (the zombie) */
+      fib__idmap_del(&rt->fibers, self->id);
+    else if (self->detached)
       fib__fiber_free_record(rt, self);
   }
   struct fib__fiber *next = awaited ? NULL : take_next(rt, co);
