@@ -503,11 +503,15 @@ FIB_API int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg,
  * Run rt's fibers on the calling thread until every one has finished.
  * A fiber runs until it yields, blocks, sleeps or finishes. Ready fibers
  * run in FIFO order (spawned before fib_run, yielded, woken), except that
- * fibers spawned by a running fiber, and a joiner whose child has just
- * finished, run first (work-first: fork/join trees run depth-first with
- * few fibers alive); fibers spawned together keep their order. That
- * precedence is bounded: after 64 such turns in a row, the longest-waiting
- * fiber goes once. Sleepers whose deadline has passed, and fibers whose
+ * fibers spawned by a running fiber, a joiner whose child has just
+ * finished, and a fiber waiting in a channel send or receive (or
+ * fib_select) that another fiber's receive or send has just completed, run
+ * first (work-first: trees of fibers that report through join or a channel
+ * run depth-first with few fibers alive); fibers put first while one fiber
+ * runs keep their order among themselves (fibers spawned together run in
+ * spawn order). That precedence is bounded: after 64 such turns in a row,
+ * the longest-waiting fiber goes once. Fibers woken by fib_chan_close, and
+ * by the other primitives, go to the back. Sleepers whose deadline has passed, and fibers whose
  * descriptor is ready (<fibers/io.h>), are looked at after each round of
  * the fibers that were ready, so a fiber that keeps yielding delays them
  * by one round at most. When no fiber is ready, the thread sleeps until

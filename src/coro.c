@@ -572,22 +572,22 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
 
 
 
-int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
-                     fib_guard_mode mode, unsigned flags) {
-  /* The handler that reports overflows must be in place before any code
-   * runs on a guarded stack; this is a flag check after the first time. */
-  int err = fib__overflow_prepare_thread();
-  if (err)
-    return err;
-  if (flags & FIB_COMPACT)
-    return compact_create(out, fn, arg, usable, mode, flags);
+/* A coroutine on a stack of its own, with `rec_size` bytes for the layer
+ * above between its record and its first frame (0: none). */
+static inline __attribute__((always_inline)) int
+stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+             fib_guard_mode mode, unsigned flags, size_t rec_size,
+             void **rec) {
   struct fib__stack *s;
-  err = fib__stack_get(&s, usable, mode);
+  int err = fib__stack_get(&s, usable, mode);
   if (err)
     return err;
 
   fib_coro *co = (fib_coro *)(fib__stack_top(s) - ((sizeof *co + 15) & ~15u));
-  co->sp = fib__ctx_make(co, coro_entry);
+  char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
+  if (rec)
+    *rec = first;
+  co->sp = fib__ctx_make(first, coro_entry);
   co->resumer_sp = NULL;
   co->resumer = NULL;
   co->stack = s;
@@ -604,6 +604,28 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->san_fiber = NULL; /* TSan: see fib__coro_announce */
   *out = co;
   return 0;
+}
+
+int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+                     fib_guard_mode mode, unsigned flags) {
+  /* The handler that reports overflows must be in place before any code
+   * runs on a guarded stack; this is a flag check after the first time. */
+  int err = fib__overflow_prepare_thread();
+  if (err)
+    return err;
+  if (flags & FIB_COMPACT)
+    return compact_create(out, fn, arg, usable, mode, flags);
+  return stack_create(out, fn, arg, usable, mode, flags, 0, NULL);
+}
+
+int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
+                         size_t usable, fib_guard_mode mode, unsigned flags,
+                         size_t rec_size, void **rec) {
+  int err = fib__overflow_prepare_thread();
+  if (err)
+    return err;
+  return stack_create(out, fn, arg, usable, mode, flags & ~FIB_COMPACT,
+                      rec_size, rec);
 }
 
 void fib__coro_free(fib_coro *co) {

@@ -87,6 +87,16 @@ static inline void fib__coro_set_self(fib_coro *co) {
 int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
                      fib_guard_mode mode, unsigned flags);
 
+/* The same, not compact, with room for the layer above's record of
+ * `rec_size` bytes on the stack too, just below the coroutine record (the
+ * first frame starts below it): *rec gets its address, 16-byte aligned.
+ * The record lives and dies with the stack (fib__coro_free), for an owner
+ * whose record is not needed once the coroutine is done: no allocation of
+ * its own, and it shares the stack's top page. */
+int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
+                         size_t usable, fib_guard_mode mode, unsigned flags,
+                         size_t rec_size, void **rec);
+
 /*
  * Symmetric transfer, for the scheduler: suspend the running coroutine
  * `from` and run `to` in its place. `to` takes over from's resumer, so a

@@ -60,6 +60,181 @@ static void *unbuffered_main(void *arg) {
 
 TEST(unbuffered_is_a_rendezvous) { run_main(unbuffered_main, NULL); }
 
+/* ---- who runs next: a waiter a partner completes goes first (fib_run) */
+
+static int order_log[16], order_n;
+
+static void order_note(int who) { order_log[order_n++] = who; }
+
+static void check_order(const int *want, int n) {
+  CHECK_EQ(order_n, n);
+  for (int i = 0; i < n && i < order_n; i++)
+    CHECK_EQ(order_log[i], want[i]);
+}
+
+static void *order_stepper(void *arg) { /* 2, yield, 2 */
+  (void)arg;
+  order_note(2);
+  CHECK_OK(fib_yield());
+  order_note(2);
+  return NULL;
+}
+
+static void *order_receiver(void *arg) { /* waits, then 1 */
+  (void)arg;
+  int v = -1;
+  CHECK_OK(fib_chan_recv(&ch, &v));
+  CHECK_EQ(v, 7);
+  order_note(1);
+  return NULL;
+}
+
+static void *order_sender(void *arg) { /* hands 7 over: 3, yield, 3 */
+  (void)arg;
+  CHECK_OK(fib_chan_send(&ch, &(int){7}));
+  order_note(3);
+  CHECK_OK(fib_yield());
+  order_note(3);
+  return NULL;
+}
+
+/* Spawned from outside, in this order, so they start FIFO. */
+static void run_in_order(fib_fn a, fib_fn b, fib_fn c) {
+  order_n = 0;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, a, NULL, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, b, NULL, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, c, NULL, NULL, NULL));
+  run_to_end(rt);
+  CHECK_OK(fib_chan_destroy(&ch));
+}
+
+TEST(receiver_handed_a_value_runs_next) {
+  /* The receiver waits; the stepper yields; the send readies the receiver
+   * at the front, so it runs before the stepper, which was queued first
+   * (at the back it would run after: 2 3 2 1 3). */
+  run_in_order(order_receiver, order_stepper, order_sender);
+  check_order((int[]){2, 3, 1, 2, 3}, 5);
+}
+
+static void *order_late_receiver(void *arg) { /* takes 7: 1, yield, 1 */
+  (void)arg;
+  int v = -1;
+  CHECK_OK(fib_chan_recv(&ch, &v));
+  CHECK_EQ(v, 7);
+  order_note(1);
+  CHECK_OK(fib_yield());
+  order_note(1);
+  return NULL;
+}
+
+static void *order_waiting_sender(void *arg) { /* waits, then 3 */
+  (void)arg;
+  CHECK_OK(fib_chan_send(&ch, &(int){7}));
+  order_note(3);
+  return NULL;
+}
+
+TEST(sender_whose_value_is_taken_runs_next) {
+  /* The sender waits; the receive readies it at the front: it runs when
+   * the receiver yields, before the stepper (at the back: 2 1 2 3 1). */
+  run_in_order(order_waiting_sender, order_stepper, order_late_receiver);
+  check_order((int[]){2, 1, 3, 2, 1}, 5);
+}
+
+static void *order_closed_receiver(void *arg) { /* waits, then 1 */
+  (void)arg;
+  int v;
+  CHECK_EQ(fib_chan_recv(&ch, &v), FIB_EPIPE);
+  order_note(1);
+  return NULL;
+}
+
+static void *order_closer(void *arg) { /* closes: 4, yield, 4 */
+  (void)arg;
+  CHECK_OK(fib_chan_close(&ch));
+  order_note(4);
+  CHECK_OK(fib_yield());
+  order_note(4);
+  return NULL;
+}
+
+TEST(close_wakes_its_waiters_at_the_back) {
+  run_in_order(order_closed_receiver, order_stepper, order_closer);
+  check_order((int[]){2, 4, 2, 1, 4}, 5);
+}
+
+static void *order_select_receiver(void *arg) { /* select waits, then 1 */
+  (void)arg;
+  int v = -1;
+  fib_select_case k[2] = {{.op = FIB_SELECT_RECV, .chan = &ch, .elem = &v},
+                          {.op = FIB_SELECT_RECV, .chan = &ch2}};
+  CHECK_EQ(fib_select(k, 2), 0);
+  CHECK_EQ(v, 7);
+  order_note(1);
+  return NULL;
+}
+
+TEST(select_handed_a_value_runs_next) {
+  CHECK_OK(fib_chan_init(&ch2, sizeof(int), 0));
+  run_in_order(order_select_receiver, order_stepper, order_sender);
+  check_order((int[]){2, 3, 1, 2, 3}, 5);
+  CHECK_OK(fib_chan_destroy(&ch2));
+}
+
+/* Two fibers that ping-pong through channels put each other at the front
+ * at every message; the front's budget still gives a fiber waiting at the
+ * back a turn every 64 front turns. */
+#define PING_ROUNDS 5000
+static long ping_msgs, ping_steps, ping_max_gap, ping_last;
+
+static void *ping(void *arg) {
+  int first = arg != NULL;
+  for (int i = 0; i < PING_ROUNDS; i++) {
+    int v = i;
+    if (first) {
+      CHECK_OK(fib_chan_send(&ch, &v));
+      CHECK_OK(fib_chan_recv(&ch2, &v));
+    } else {
+      CHECK_OK(fib_chan_recv(&ch, &v));
+      CHECK_OK(fib_chan_send(&ch2, &v));
+    }
+    CHECK_EQ(v, i);
+    ping_msgs++;
+    if (ping_msgs - ping_last > ping_max_gap)
+      ping_max_gap = ping_msgs - ping_last;
+  }
+  return NULL;
+}
+
+static void *ping_yielder(void *arg) {
+  (void)arg;
+  while (ping_msgs < 2 * PING_ROUNDS) {
+    ping_steps++;
+    ping_last = ping_msgs;
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+TEST(channel_ping_pong_cannot_starve_a_yielder) {
+  ping_msgs = ping_steps = ping_max_gap = ping_last = 0;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  CHECK_OK(fib_chan_init(&ch2, sizeof(int), 0));
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, ping, (void *)1, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, ping, NULL, NULL, NULL));
+  CHECK_OK(fib_spawn(rt, ping_yielder, NULL, NULL, NULL));
+  run_to_end(rt);
+  /* Each message is one front turn for its receiver; 64 in a row at
+   * most, then the yielder goes once. */
+  CHECK(ping_max_gap <= 70);
+  CHECK(ping_steps >= 2 * PING_ROUNDS / 70);
+  CHECK_OK(fib_chan_destroy(&ch));
+  CHECK_OK(fib_chan_destroy(&ch2));
+}
+
 /* ---- buffered */
 
 static void *buffered_main(void *arg) {
@@ -566,11 +741,20 @@ TEST(nothing_leaks) {
 }
 
 TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
-                       "counts the sender's steps after three yields: on another worker it lags"), T(buffered_fifo_full_and_empty),
+                       "counts the sender's steps after three yields: on "
+                       "another worker it lags"),
+          T_ONE_WORKER(receiver_handed_a_value_runs_next, "exact order on one run queue"),
+          T_ONE_WORKER(sender_whose_value_is_taken_runs_next, "exact order on one run queue"),
+          T_ONE_WORKER(close_wakes_its_waiters_at_the_back, "exact order on one run queue"),
+          T_ONE_WORKER(select_handed_a_value_runs_next, "exact order on one run queue"),
+          T_ONE_WORKER(channel_ping_pong_cannot_starve_a_yielder, "exact order on one run queue"),
+          T(buffered_fifo_full_and_empty),
           T_ONE_WORKER(close_drains_then_reports_closed,
-                       "steps its waiters through the channel by yields, each of which lets them park only on one worker"),
+                       "steps its waiters through the channel by yields, each of which "
+                       "lets them park only on one worker"),
           T_ONE_WORKER(timeouts_and_cancellation_take_the_waiter_off,
-                       "steps its waiters through the channel by yields, each of which lets them park only on one worker"),
+                       "steps its waiters through the channel by yields, each of which "
+                       "lets them park only on one worker"),
           T(cancelled_fiber_gets_ecanceled_at_once),
           T(select_default_ready_closed_timeout_and_misuse),
           T(select_over_many_cases_waits_and_cleans_up),

@@ -5,6 +5,8 @@
 
 #include <fibers.h>
 
+#include "sys.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -268,6 +270,84 @@ static void *detacher(void *arg) {
 
 TEST(detached_fibers_are_freed_when_they_finish) {
   run_main(detacher, NULL);
+}
+
+/* A fiber detached from spawn keeps its record on its own stack (no
+ * allocation): spawning it needs no malloc once the id map and timer heap
+ * have room, while a joinable one does. Its record stays usable through
+ * blocking, cancellation and its finish. */
+static fib_sem stack_rec_sem;
+static int stack_rec_woke, stack_rec_cancelled;
+
+static void *stack_rec_waiter(void *arg) {
+  int err = fib_sem_wait(&stack_rec_sem);
+  if (arg) { /* the one cancelled by id */
+    CHECK_EQ(err, FIB_ECANCELED);
+    stack_rec_cancelled++;
+  } else {
+    CHECK_OK(err);
+    stack_rec_woke++;
+  }
+  CHECK_EQ(fib_self_name()[0], 'w'); /* the name is in the record */
+  return NULL;
+}
+
+static void *stack_rec_main(void *arg) {
+  (void)arg;
+  fib_attr detached = {.flags = FIB_DETACHED, .name = "waiter"};
+  /* Room in the id map and the timer heap for what follows, and no
+   * spare records (detached fibers leave none). */
+  for (int i = 0; i < 8; i++)
+    CHECK_OK(fib_spawn(NULL, nothing, NULL, &detached, NULL));
+  CHECK_OK(fib_yield()); /* they have run and finished */
+  fib__fault_inject(FIB__FAULT_MALLOC, 1, 1); /* every malloc fails */
+  fib_id cancel_me = 0;
+  for (int i = 0; i < 4; i++)
+    CHECK_OK(fib_spawn(NULL, stack_rec_waiter, i == 2 ? (void *)1 : NULL,
+                       &detached, i == 2 ? &cancel_me : NULL));
+  long mallocs = fib__fault_calls();
+  fib_id joinable;
+  CHECK_EQ(fib_spawn(NULL, nothing, NULL, NULL, &joinable), FIB_ENOMEM);
+  fib__fault_inject(0, 0, 0);
+  CHECK_EQ(mallocs, 0);
+  CHECK_OK(fib_yield()); /* all four wait */
+  CHECK_EQ(fib_join(cancel_me, NULL), FIB_EINVAL); /* detached */
+  CHECK_OK(fib_cancel(NULL, cancel_me));
+  for (int i = 0; i < 3; i++)
+    CHECK_OK(fib_sem_post(&stack_rec_sem));
+  CHECK_OK(fib_yield());
+  CHECK_EQ(stack_rec_woke, 3);
+  CHECK_EQ(stack_rec_cancelled, 1);
+  CHECK_EQ(fib_cancel(NULL, cancel_me), FIB_ESRCH); /* gone with its stack */
+  return NULL;
+}
+
+TEST(detached_fiber_record_lives_on_its_stack) {
+  stack_rec_woke = stack_rec_cancelled = 0;
+  CHECK_OK(fib_sem_init(&stack_rec_sem, 0));
+  run_main(stack_rec_main, NULL);
+  CHECK_OK(fib_sem_destroy(&stack_rec_sem));
+}
+
+/* A runtime destroyed with detached fibers parked: their records, on
+ * their stacks, are read before those stacks are freed (ASan and valgrind
+ * runs of this case check it). */
+static void *stack_rec_parked(void *arg) {
+  (void)arg;
+  (void)fib_sem_wait(&stack_rec_sem); /* never posted */
+  return NULL;
+}
+
+TEST(destroy_discards_detached_fibers_with_their_records) {
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_sem_init(&stack_rec_sem, 0)); /* after: shared by workers */
+  fib_attr detached = {.flags = FIB_DETACHED};
+  for (int i = 0; i < 5; i++)
+    CHECK_OK(fib_spawn(rt, stack_rec_parked, NULL, i & 1 ? &detached : NULL,
+                       NULL));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_sem_destroy(&stack_rec_sem)); /* nobody left on it */
 }
 
 static fib_id partner_id;
@@ -825,7 +905,11 @@ TEST_MAIN(T_ONE_WORKER(round_robin_in_spawn_order,
           T(join_returns_each_result_once),
           T(exit_from_a_nested_call_finishes_the_fiber),
           T_ONE_WORKER(detached_fibers_are_freed_when_they_finish,
-                       "counts on four yields letting three fibers finish: on other workers they may still run"),
+                       "counts on four yields letting three fibers finish: "
+                       "on other workers they may still run"),
+          T_ONE_WORKER(detached_fiber_record_lives_on_its_stack,
+                       "the record on the stack is the one-worker path"),
+          T(destroy_discards_detached_fibers_with_their_records),
           T(second_joiner_is_refused),
           T(run_reports_a_deadlock_and_destroy_cleans_up),
           T(run_can_be_called_again_with_new_fibers),

@@ -54,6 +54,31 @@ static void *fiber_main(void *arg, void *first) {
   fib__fiber_finish(f, f->fn(f->arg)); /* does not return */
 }
 
+/* A fiber detached from spawn: nobody joins it, so its record is not
+ * needed once it finishes, and it goes on its stack, in the top page the
+ * coroutine record is in (no allocation, and ~190 bytes less per idle
+ * fiber). Not with several workers, which hand records between threads,
+ * nor for a compact fiber, whose frames leave the stack. Out of line: the
+ * joinable spawn's path stays as it was. */
+static __attribute__((noinline)) int
+record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
+                struct fib__fiber **out) {
+  fib_coro *co;
+  void *rec;
+  int err = fib__coro_create_rec(
+      &co, fiber_main, NULL, stack, attr->guard ? attr->guard : rt->guard,
+      (attr->flags | rt->flags) & FIB_SHARED_FP, sizeof **out, &rec);
+  if (err)
+    return err;
+  struct fib__fiber *f = rec;
+  f->co = co;
+  co->arg = f;
+  f->in_stack = 1;
+  f->claim = FIB__CLAIM_NONE;
+  *out = f;
+  return 0;
+}
+
 int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
               fib_id *id) {
   rt = runtime_or_current(rt);
@@ -63,6 +88,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     return FIB_EINVAL;
   static const fib_attr no_attr;
   size_t stack = rt->stack_size; /* the runtime's, rounded already */
+  int on_stack = 0; /* its record goes on its stack (record_on_stack) */
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
     unsigned known_flags =
@@ -75,6 +101,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
         !fib__all_zero(attr->reserved,
                        sizeof attr->reserved / sizeof(uintptr_t)))
       return FIB_EINVAL;
+    on_stack = (attr->flags & (FIB_DETACHED | FIB_COMPACT)) == FIB_DETACHED &&
+               !rt->group;
   } else {
     attr = &no_attr;
   }
@@ -93,16 +121,23 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   }
   if (err)
     return err;
-  struct fib__fiber *f = fib__fiber_new_record(rt);
-  if (!f)
-    return FIB_ENOMEM;
-  err = fib__coro_create(&f->co, fiber_main, f, stack,
-                         attr->guard ? attr->guard : rt->guard,
-                         ((attr->flags | rt->flags) & FIB_SHARED_FP) |
-                             (attr->flags & FIB_COMPACT));
-  if (err) {
-    fib__fiber_drop_record(rt, f);
-    return err;
+  struct fib__fiber *f;
+  if (on_stack) {
+    err = record_on_stack(rt, attr, stack, &f);
+    if (err)
+      return err;
+  } else {
+    f = fib__fiber_new_record(rt);
+    if (!f)
+      return FIB_ENOMEM;
+    err = fib__coro_create(&f->co, fiber_main, f, stack,
+                           attr->guard ? attr->guard : rt->guard,
+                           ((attr->flags | rt->flags) & FIB_SHARED_FP) |
+                               (attr->flags & FIB_COMPACT));
+    if (err) {
+      fib__fiber_drop_record(rt, f);
+      return err;
+    }
   }
 
   if (rt->group) {

@@ -101,6 +101,10 @@ struct fib__fiber {
   unsigned char pinned;       /* never moves to another worker */
   unsigned char started;      /* has run: may not move (its stack may hold
                                  thread-local addresses) */
+  unsigned char in_stack;     /* the record is on its own stack, below its
+                                 coroutine record (a fiber detached from
+                                 spawn, one worker, not compact): never in
+                                 the spares, gone with the stack */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -240,7 +244,9 @@ extern struct fib_runtime *volatile fib__runtimes;
 extern FIB__TLS struct fib_runtime *fib__tl_runtime;
 
 /* Fiber records: taken from the runtime's spares or malloc; given back
- * (free_record also forgets the id and frees the stack, if any). */
+ * (free_record also forgets the id and frees the stack, if any). Not for
+ * a record on its fiber's stack (in_stack), which goes with the stack:
+ * its finish only forgets the id, destroy frees its stack. */
 struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
@@ -336,7 +342,8 @@ static inline void fib__fiber_ready(struct fib__fiber *f) {
 }
 
 /* The same, to run before the fibers already queued (runq.h's front): for
- * a joiner whose child has finished. */
+ * a joiner whose child has finished, and a channel waiter a partner has
+ * completed. */
 static inline void fib__fiber_ready_front(struct fib__fiber *f) {
   if (__builtin_expect(f->rt->group != NULL, 0)) {
     fib__group_ready(f, 1);

@@ -9,16 +9,18 @@
  * O(1) each way, owned by one thread.
  *
  * The front (work-first order, as in Cilk and Go's runnext): a fiber spawned
- * by a running fiber, and a joiner whose child has just finished, run before
- * the fibers already queued. Trees of fibers (fork/join, skynet) then run
+ * by a running fiber, a joiner whose child has just finished, and a fiber
+ * whose channel send or receive a partner has just completed, run before
+ * the fibers already queued. Trees of fibers (fork/join, and those that
+ * report through channels, as the canonical skynet does) then run
  * depth-first: few fibers are alive at once, their stacks come hot from the
- * pool, and a result reaches its joiner at once. Fibers pushed to the front
+ * pool, and a result reaches its joiner or receiver at once. Fibers pushed to the front
  * while one fiber runs keep their order among themselves (a fiber that
  * spawns a, b, c runs them in that order).
  *
  * Fairness: the front can only grow while fibers run without giving way
- * for good, but a fiber that spawns-and-joins in a loop would keep the back
- * waiting forever. So after FIB__RUNQ_FRONT_BUDGET front pops in a row with
+ * for good, but a fiber that spawns-and-joins in a loop, or two fibers that
+ * ping-pong through a channel, would keep the back waiting forever. So after FIB__RUNQ_FRONT_BUDGET front pops in a row with
  * fibers waiting at the back, the back's first fiber goes first once.
  */
 #ifndef FIB__SCHED_RUNQ_H

@@ -50,8 +50,10 @@ struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
   struct fib__fiber *f = rt->spare;
   if (!f) {
     f = fib__sys_malloc(sizeof *f);
-    if (f) /* a record between fibers has no claim armed: keep it so */
+    if (f) { /* a record between fibers has no claim armed: keep it so */
       f->claim = FIB__CLAIM_NONE;
+      f->in_stack = 0; /* for good: a heap record */
+    }
     return f;
   }
   rt->spare = FIBER_OF(f->runq.next);
@@ -196,8 +198,10 @@ int fib_runtime_destroy(fib_runtime *rt) {
           fib__wait_discard(f->wait);
         else if (pass == 1)
           discard_holds(f);
-        else if (pass == 2 && f->co)
+        else if (pass == 2 && f->co && !f->in_stack)
           fib__coro_free(f->co);
+        else if (pass == 3 && f->in_stack)
+          fib__coro_free(f->co); /* and f with it (never FINISHED here) */
         else if (pass == 3)
           fib__sys_free(f);
     }
@@ -437,6 +441,8 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
      * failed): readied twice, it would be queued twice. */
     if (self->joiner && self->joiner->state == FIB__FIBER_BLOCKED)
       fib__fiber_ready_front(self->joiner);
+    else if (self->in_stack) /* freed with its stack (the zombie) */
+      fib__idmap_del(&rt->fibers, self->id);
     else if (self->detached)
       fib__fiber_free_record(rt, self);
   }

@@ -135,15 +135,25 @@ static inline int fib__waitq_busy(struct fib__waitq *q) {
 }
 
 /* Complete the node fib__waitq_first(q) returned: its fiber's park
- * returns 0 and it finds `result` in its wait. */
-static inline void fib__waitq_complete_first(struct fib__waitq *q,
-                                             int result) {
+ * returns 0 and it finds `result` in its wait. It is readied at the back
+ * of the run queue, or with `front` (a constant where it is inlined) at
+ * the front, to run next (runq.h). */
+static inline void fib__waitq_complete_first_at(struct fib__waitq *q,
+                                                int result, int front) {
   struct fib__wnode *n = q->head;
   struct fib__wait *w = n->wait;
   w->fired = n->idx;
   w->result = result;
   fib__waitq_shift(q);
-  fib__fiber_ready(n->fiber);
+  if (front)
+    fib__fiber_ready_front(n->fiber);
+  else
+    fib__fiber_ready(n->fiber);
+}
+
+static inline void fib__waitq_complete_first(struct fib__waitq *q,
+                                             int result) {
+  fib__waitq_complete_first_at(q, result, 0);
 }
 
 /* Complete every live node of q with `result` (broadcast, close). */
@@ -249,21 +259,23 @@ static inline struct fib__wnode *fib__waitq_claim(struct fib__waitq *q,
 }
 
 /* Wake a fiber whose claim the caller won: into its runtime's run queue
- * if the caller runs on that runtime's (or worker's) thread, else through
- * its inbox; or a plain thread, through its futex word. */
-static inline void fib__wake_claimed(struct fib__fiber *f) {
+ * (at the front with `front`) if the caller runs on that runtime's (or
+ * worker's) thread, else through its inbox; or a plain thread, through its
+ * futex word. */
+static inline void fib__wake_claimed(struct fib__fiber *f, int front) {
   if (__builtin_expect(f->rt == NULL, 0)) { /* a plain thread's waiter */
     fib__thread_waiter_wake(f);
     return;
   }
-  fib__group_wake(f, 0, 0); /* its runtime's queue, or inbox if remote */
+  fib__group_wake(f, 0, front); /* its runtime's queue, or inbox if remote */
 }
 
-/* Complete the node fib__waitq_claim returned (q's head). */
-static inline void fib__waitq_complete(struct fib__waitq *q, int result,
-                                       int shared) {
+/* Complete the node fib__waitq_claim returned (q's head), its fiber
+ * readied at the back, or at the front with `front`. */
+static inline void fib__waitq_complete_at(struct fib__waitq *q, int result,
+                                          int shared, int front) {
   if (!shared) {
-    fib__waitq_complete_first(q, result);
+    fib__waitq_complete_first_at(q, result, front);
     return;
   }
   struct fib__wnode *n = q->head;
@@ -271,7 +283,12 @@ static inline void fib__waitq_complete(struct fib__waitq *q, int result,
   n->wait->fired = n->idx;
   n->wait->result = result;
   fib__waitq_shift(q);
-  fib__wake_claimed(f);
+  fib__wake_claimed(f, front);
+}
+
+static inline void fib__waitq_complete(struct fib__waitq *q, int result,
+                                       int shared) {
+  fib__waitq_complete_at(q, result, shared, 0);
 }
 
 /* Complete every live node of q (broadcast, close). */

@@ -13,6 +13,13 @@
  * (no copy through the buffer), and a receive that frees a slot pulls the
  * longest-waiting sender's value in, so FIFO order holds.
  *
+ * A waiter that a send or receive completes is readied at the front of the
+ * run queue, to run next (runq.h; Go's runnext): the receiver a value was
+ * handed to uses it at once, before the fibers queued earlier are run.
+ * That keeps trees of fibers that report through channels (the canonical
+ * skynet) depth-first, with few alive at once, as join does. Close wakes
+ * its waiters at the back.
+ *
  * fib_select links one node per case, all pointing at one fib__wait: the
  * first peer to complete any of them readies the fiber, which makes the
  * other nodes stale at once (waitq.h); the fiber unlinks them when it runs.
@@ -199,10 +206,10 @@ static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
   if (c->closed)
     return FIB_EPIPE;
   struct fib__wnode *n = fib__waitq_claim(&c->recvq, shared);
-  if (n) { /* the buffer is empty: hand the value over */
+  if (n) { /* the buffer is empty: hand the value over; it runs next */
     if (n->elem)
       copy(n->elem, elem, c->elem_size);
-    fib__waitq_complete(&c->recvq, 0, shared);
+    fib__waitq_complete_at(&c->recvq, 0, shared, 1);
     return 0;
   }
   if (c->count < c->cap) {
@@ -219,7 +226,7 @@ static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
     n = fib__waitq_claim(&c->sendq, shared);
     if (n) { /* a slot is free: the longest waiter's value goes in */
       ring_put(c, n->elem);
-      fib__waitq_complete(&c->sendq, 0, shared);
+      fib__waitq_complete_at(&c->sendq, 0, shared, 1);
     }
     return 0;
   }
@@ -227,7 +234,7 @@ static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
   if (n) { /* unbuffered: take it from the sender */
     if (out)
       copy(out, n->elem, c->elem_size);
-    fib__waitq_complete(&c->sendq, 0, shared);
+    fib__waitq_complete_at(&c->sendq, 0, shared, 1);
     return 0;
   }
   return c->closed ? FIB_EPIPE : WOULD_WAIT;
