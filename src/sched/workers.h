@@ -182,6 +182,19 @@ int fib__group_idle(struct fib_runtime *rt);
  * w's `placed` list, which w moves into its run queue at its next turn. */
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f);
 
+/* A fiber in fib_move_to has switched away to rt's loop (rt->outgoing):
+ * hand it to the worker it asked for. */
+void fib__group_send_out(struct fib_runtime *rt);
+
+/* The forced mode (rt->force_migrate): the loop is about to run f. 1 if
+ * f went to another worker instead (it is migratable, not in a guard, and
+ * has run here since it last moved); 0: run it. */
+int fib__group_force(struct fib_runtime *rt, struct fib__fiber *f);
+
+/* FIBERS_FORCE_MIGRATE: 1 set to 1, 0 unset, empty or 0, -1 anything
+ * else. */
+int fib__group_force_env(void);
+
 /* The loop's turn at a scheduling point: move the inbox into the run
  * queue, and offer fibers if a worker is idle. */
 void fib__group_tend(struct fib_runtime *rt);
