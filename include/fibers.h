@@ -40,8 +40,10 @@
  *
  * Thread safety: a runtime and its fibers belong to the OS thread that runs
  * them (between fib_runtime_create() and fib_run() any one thread may use
- * it); a fiber never moves to another thread. Different runtimes may run
- * on different threads at the same time.
+ * it). A fiber that has run changes thread only in a runtime with several
+ * workers, and only if it asked for that (FIB_MIGRATABLE, fib_move_to):
+ * see "Thread-local storage under migration" at FIB_MIGRATABLE. Different
+ * runtimes may run on different threads at the same time.
  * A coroutine runs on whichever thread resumes it, but only one at a time.
  */
 #ifndef FIBERS_H
@@ -205,9 +207,10 @@ enum {
   /* Keep the fiber on the worker that spawned it (fib_attr only). In a
    * runtime with several workers (fib_runtime_opts.workers), a fiber that
    * has never run may otherwise be taken by an idle worker, and so run on
-   * another thread than its parent's; once it has run, it never moves.
-   * The first fiber spawned in a runtime is always pinned: it runs on the
-   * thread that calls fib_run. No effect with one worker. */
+   * another thread than its parent's; once it has run, it moves only if
+   * it is FIB_MIGRATABLE or calls fib_move_to. The first fiber spawned in
+   * a runtime is always pinned: it runs on the thread that calls fib_run.
+   * With FIB_MIGRATABLE: FIB_EINVAL. No effect with one worker. */
   FIB_PINNED = 1u << 2,
   /* The runtime takes work from other threads (fib_runtime_opts.flags
    * only): while fibers remain that nothing inside it can wake, fib_run
@@ -258,7 +261,54 @@ enum {
   /* With FIB_SEEDED: also give way, at random, at the start of the calls
    * that may wait (see "The seeded test mode"). fib_runtime_opts.flags
    * only; without FIB_SEEDED: FIB_EINVAL. */
-  FIB_SEED_PREEMPT = 1u << 6
+  FIB_SEED_PREEMPT = 1u << 6,
+  /* The fiber may move to another worker after it has run (fib_attr
+   * only). In a runtime with several workers, an idle worker may then take
+   * it whenever it is ready to run (after a fib_yield, or once whatever it
+   * waited for has happened), as it takes fibers that have never run, so
+   * that a long-lived fiber's work spreads over the workers too. It moves
+   * only at those points, never while it runs; fib_nomigrate_begin keeps
+   * it where it is for a while, and an I/O call (<fibers/io.h>) runs on
+   * one worker from start to end. With FIB_PINNED or FIB_COMPACT:
+   * FIB_EINVAL. With fib_attr.worker: it starts on that worker, and may
+   * move once it has run. The first fiber too may have it (it starts on
+   * the thread that calls fib_run). No effect with one worker, nor with
+   * the seeded mode's logical workers.
+   *
+   * Thread-local storage under migration. Code that runs in a fiber that
+   * may move (FIB_MIGRATABLE, or one that calls fib_move_to) must not keep,
+   * across a call that may suspend it (any call that may wait, fib_yield,
+   * fib_move_to):
+   *   - the address of a thread-local variable (_Thread_local, or
+   *     __thread), nor a value that stands for the thread (pthread_self);
+   *   - errno: read it right after the call that set it, before anything
+   *     that may suspend; glibc declares errno's address function const,
+   *     so the compiler may compute &errno once per function and reuse it
+   *     after the fiber has moved, even across a loop;
+   *   - a pthread mutex (or any lock that belongs to a thread) held: after
+   *     a move, the unlock would come from another thread.
+   * The compiler may keep a thread-local's address (on aarch64 and
+   * riscv64, also the thread pointer) in a register across any call,
+   * because in C a function never changes thread; so the rule covers
+   * thread-locals read directly in the same function before and after the
+   * suspension, not only pointers the code keeps on purpose. Read them in
+   * a function of their own that the compiler cannot inline or merge
+   * (noinline, with an empty asm volatile), or hold fib_nomigrate_begin
+   * around the code that uses them. The library keeps the rule itself:
+   * its calls return with the state of the thread they return on
+   * (fib_self, fib_self_stack, fib_runtime_current, ...), and none of them
+   * reports through errno or any other thread-local. docs/multicore.md
+   * explains more.
+   *
+   * FIBERS_FORCE_MIGRATE=1 in the environment (a test mode, for CI) makes
+   * every runtime with several workers created from then on treat each of
+   * its fibers as FIB_MIGRATABLE, except the first fiber and those with
+   * FIB_PINNED, fib_attr.worker or FIB_COMPACT, and move each such fiber
+   * to another worker (in turn) every time it gives way or waits, where
+   * the guard and I/O calls allow, so that code that breaks the rules
+   * above fails in tests. Any other value than 1, 0 or empty makes
+   * fib_runtime_create fail (FIB_EINVAL). */
+  FIB_MIGRATABLE = 1u << 7
 };
 
 /*
@@ -269,13 +319,14 @@ typedef struct fib_attr {
   size_t stack_size;    /* usable stack bytes; 0: the runtime's default */
   const char *name;     /* copied (fibers only); NULL: no name */
   unsigned flags;       /* FIB_DETACHED (fibers only), FIB_SHARED_FP,
-                           FIB_COMPACT */
+                           FIB_PINNED, FIB_COMPACT, FIB_MIGRATABLE */
   fib_guard_mode guard; /* FIB_GUARD_AUTO: the runtime's (or the default) */
   /* Fibers of a runtime with several workers (fib_runtime_opts.workers):
    * the worker to run it on, plus one; it runs there and stays there, as
-   * with FIB_PINNED. 0: the spawner's worker (worker 0 from outside), and
-   * an idle worker may take it before it first runs. Beyond the last
-   * worker: FIB_EINVAL. Coroutines: must be 0. */
+   * with FIB_PINNED (with FIB_MIGRATABLE: it starts there). 0: the
+   * spawner's worker (worker 0 from outside), and an idle worker may take
+   * it before it first runs. Beyond the last worker: FIB_EINVAL.
+   * Coroutines: must be 0. */
   unsigned worker;
   /* Room for attributes to come without changing the struct's size; must
    * be zero (a non-zero word is refused with FIB_EINVAL). */
@@ -396,7 +447,8 @@ typedef struct fib_runtime_opts {
    * FIB_EINVAL). With n > 1, fib_run runs worker 0 on the calling thread
    * and n - 1 threads of its own; a fiber runs on one worker at a time,
    * fibers that have never run move to idle workers (FIB_PINNED keeps one
-   * where it is), and a fiber that has run stays on its worker for good.
+   * where it is), and a fiber that has run stays on its worker unless it
+   * is FIB_MIGRATABLE or moves itself (fib_move_to).
    * Spawn, join, detach, cancel, yield, sleep, exit, I/O and the
    * primitives and channels work across workers as documented here; a
    * primitive or channel is shared by the workers if it is initialised
@@ -673,6 +725,39 @@ FIB_API int fib_detach(fib_runtime *rt, fib_id id);
  * can handle: the process aborts with a one-line message.
  */
 FIB_API FIB_NORETURN void fib_exit(void *result);
+
+/*
+ * Move the calling fiber to worker `worker` (0 .. fib_runtime_opts.workers
+ * - 1) of its runtime: it gives way, is handed to that worker, and the
+ * call returns 0 running there, on that worker's thread. Explicit
+ * placement, for any fiber but a compact one, FIB_MIGRATABLE or not
+ * (FIB_PINNED and the first fiber too): a fiber that is not
+ * FIB_MIGRATABLE stays on its new worker, one that is may be moved on
+ * later. Mind the rule for thread-local storage (FIB_MIGRATABLE). Already
+ * on that worker, or a runtime with one worker (worker 0), or the seeded
+ * mode's logical workers: returns 0 at once, without giving way. Not a
+ * wait: a cancelled fiber moves too.
+ * Errors: FIB_EPERM (not in a fiber, or inside a coroutine it resumed),
+ * FIB_EINVAL (worker beyond the last, or a FIB_COMPACT fiber, whose
+ * frames belong to its thread), FIB_EBUSY (inside fib_nomigrate_begin).
+ */
+FIB_API int fib_move_to(unsigned worker);
+
+/*
+ * A guard against migration: between fib_nomigrate_begin and the matching
+ * fib_nomigrate_end the runtime does not move the calling fiber to another
+ * worker, even a FIB_MIGRATABLE one (nor the forced test mode), and
+ * fib_move_to returns FIB_EBUSY. Guards nest (a counter); the fiber may
+ * wait inside one, and stays on its worker meanwhile. For code that keeps
+ * a thread-local address or a pthread mutex across a suspension. Works,
+ * and only counts, in any runtime. A fiber that finishes inside a guard
+ * needs no end.
+ * Errors: FIB_EPERM (not in a fiber, or inside a coroutine it resumed);
+ * begin: FIB_EOVERFLOW (nested UINT_MAX deep); end: FIB_EINVAL (no guard
+ * begun).
+ */
+FIB_API int fib_nomigrate_begin(void);
+FIB_API int fib_nomigrate_end(void);
 
 /* The current fiber's id, or 0 outside a fiber. */
 FIB_API fib_id fib_self(void);

@@ -68,17 +68,30 @@ FIB__HOOK void san_start(fib_coro *from, fib_coro *to, int final) {
   (void)final;
 }
 
+#if FIB__ASAN
+/* The switch that just ended left this thread's own stack (lo, size): note
+ * them, for the switches back to it. Out of line: it runs after the
+ * switch, in a fiber that may have moved to another thread since the
+ * caller last computed a thread-local address (the TLS rule). */
+__attribute__((noinline)) static void san_note_thread_stack(const void *lo,
+                                                            size_t size) {
+  if (tl_leaving_thread) {
+    tl_thread_stack_lo = lo;
+    tl_thread_stack_size = size;
+  }
+  __asm__ volatile("");
+}
+#endif
+
 /* First thing after a switch into `self` (NULL: the thread's context). */
 FIB__HOOK void san_finish(fib_coro *self) {
 #if FIB__ASAN
   const void *lo;
   size_t size;
+  /* tl_thread_fake only for the thread's own context, which never moves */
   __sanitizer_finish_switch_fiber(self ? self->san_fake : tl_thread_fake, &lo,
                                   &size);
-  if (tl_leaving_thread) {
-    tl_thread_stack_lo = lo;
-    tl_thread_stack_size = size;
-  }
+  san_note_thread_stack(lo, size);
 #endif
   (void)self;
 }

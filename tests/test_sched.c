@@ -707,6 +707,9 @@ static void *timed_sleeper(void *arg) {
    * runs, so slow spawning (valgrind, qemu) cannot eat the margin before
    * the canceller runs in the same round */
   t->deadline += fib_now_ns();
+  /* Wakes on the thread whose heap held its timer, also when migration is
+   * forced (FIBERS_FORCE_MIGRATE): that is the order checked */
+  CHECK_OK(fib_nomigrate_begin());
   int err = fib_sleep_until(t->deadline);
   if (t->cancelled)
     CHECK_EQ(err, FIB_ECANCELED);
@@ -714,6 +717,7 @@ static void *timed_sleeper(void *arg) {
     CHECK_OK(err);
   t->woke = fib_now_ns();
   t->thread = pthread_self();
+  CHECK_OK(fib_nomigrate_end());
   return NULL;
 }
 

@@ -181,7 +181,12 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
   rt->io_waiting++;
   fib__runtime_look_soon(rt);
   uint32_t gen = r->gen;
+  /* Its record and its wait are this worker's poller's, and so is
+   * io_waiting: the fiber must not move until the call is over (it makes
+   * no other switch). */
+  self->nomigrate++;
   int err = park(self, r, dirs, deadline, got);
+  self->nomigrate--;
   rt->io_waiting--;
   /* Woken by readiness, but fib_close closed fd before we ran (and the
    * number may be someone else's now): the call is over. */

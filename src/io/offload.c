@@ -632,6 +632,9 @@ static int offload(struct fib__fiber *self, struct job *j,
   fib__runtime_look_soon(rt);
   j->hold.discard = job_discard;
   fib__hold_add(self, &j->hold);
+  /* The job answers to this thread's port, and io_waiting is this
+   * worker's: the fiber must not move until the job is over. */
+  self->nomigrate++;
   j->parked = 1;
   err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline);
   j->parked = 0;
@@ -645,6 +648,7 @@ static int offload(struct fib__fiber *self, struct job *j,
     }
   }
   fib__hold_drop(&j->hold);
+  self->nomigrate--;
   rt->io_waiting--;
   rt->io_inflight--;
   return err;

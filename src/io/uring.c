@@ -528,6 +528,9 @@ static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
   rt->io_waiting++;
   fib__runtime_look_soon(rt);
   u->parked = 1;
+  /* The operation is in this thread's ring, and io_waiting is this
+   * worker's: the fiber must not move until it is over. */
+  self->nomigrate++;
   /* The caller found self not cancelled (fib__io_begin) and has not
    * switched since: park without park's own check. */
   if (deadline != FIB__NO_DEADLINE)
@@ -542,6 +545,7 @@ static int op_wait(struct ring *r, struct fib__fiber *self, struct uop *u,
     fib__fiber_park_nocancel(self);
   }
   u->parked = 0;
+  self->nomigrate--;
   rt->io_waiting--;
   if (u->withdrawn)
     return u->why; /* it never reached the kernel */

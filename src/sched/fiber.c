@@ -9,6 +9,7 @@
 #include "workers.h"
 #include "../sys.h"
 
+#include <limits.h>
 #include <string.h>
 
 /* rt, or the calling fiber's runtime when rt is NULL. For a multi-worker
@@ -91,13 +92,15 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   int on_stack = 0; /* its record goes on its stack (record_on_stack) */
   if (attr) {
     stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
-    unsigned known_flags =
-        FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED | FIB_COMPACT;
+    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED |
+                           FIB_COMPACT | FIB_MIGRATABLE;
     unsigned workers = rt->group ? rt->group->n : rt->logical_workers;
     if (!workers)
       workers = 1;
     if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
         ((attr->flags & FIB_COMPACT) && attr->worker) ||
+        ((attr->flags & FIB_MIGRATABLE) &&
+         (attr->flags & (FIB_PINNED | FIB_COMPACT))) ||
         !fib__all_zero(attr->reserved,
                        sizeof attr->reserved / sizeof(uintptr_t)))
       return FIB_EINVAL;
@@ -163,6 +166,8 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->wait = NULL;
   f->holds = NULL;
   f->result = NULL;
+  f->nomigrate = 0;
+  f->move_to = 0;
 
   f->fn = fn;
   f->arg = arg;
@@ -187,6 +192,12 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
      * stays on the worker that made it (coro.c). */
     f->pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
                 attr->worker;
+    /* Once it has run it may move if asked for, or in the forced mode if
+     * it is not pinned (the first fiber, FIB_PINNED, fib_attr.worker and
+     * compact fibers stay). */
+    f->migratable = (attr->flags & FIB_MIGRATABLE) ||
+                    (rt->force_migrate && !f->pinned);
+    f->force_due = 0;
     fib__idmap_put(&rt->fibers, f->id, f);
     fib__spin_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);
@@ -353,6 +364,51 @@ void fib_exit(void *result) {
                    ? "fib_exit called inside a coroutine resumed by a fiber"
                    : "fib_exit called outside a fiber");
   fib__fiber_finish(fib__tl_runtime->current, result);
+}
+
+/* ---- migration (workers.h): explicit moves and the guard */
+
+int fib_move_to(unsigned worker) {
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  struct fib_runtime *rt = self->rt;
+  unsigned n = rt->group ? rt->group->n : rt->logical_workers;
+  if (worker >= (n ? n : 1) || (self->co->shared_fp & FIB__CORO_COMPACT))
+    return FIB_EINVAL;
+  if (self->nomigrate)
+    return FIB_EBUSY;
+  if (!rt->group || worker == rt->worker)
+    return 0; /* there already (or logical workers: one thread) */
+  /* Switch away to the loop (never straight to another fiber, which could
+   * hand the CPU back to us here): only once we are off this stack may it
+   * publish us to the target (fib__group_send_out). */
+  self->move_to = worker + 1;
+  self->state = FIB__FIBER_READY;
+  rt->outgoing = self;
+  return fib__coro_yield(NULL, NULL);
+  /* Running on the target's thread now: nothing read before the switch
+   * that belongs to the old thread is used after it. */
+}
+
+int fib_nomigrate_begin(void) {
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (self->nomigrate == UINT_MAX)
+    return FIB_EOVERFLOW;
+  self->nomigrate++; /* only its owner's thread reads it: no atomics */
+  return 0;
+}
+
+int fib_nomigrate_end(void) {
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (!self->nomigrate)
+    return FIB_EINVAL;
+  self->nomigrate--;
+  return 0;
 }
 
 fib_id fib_self(void) {

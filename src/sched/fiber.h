@@ -98,13 +98,29 @@ struct fib__fiber {
                                  worker's thread, while in an inbox */
   int done;                   /* FINISHED, as its joiner sees it: written
                                  under its home worker's ids_lock */
-  unsigned char pinned;       /* never moves to another worker */
-  unsigned char started;      /* has run: may not move (its stack may hold
+  unsigned char pinned;       /* does not move before it first runs: it
+                                 starts on the worker it was spawned on or
+                                 placed on (FIB_PINNED, fib_attr.worker,
+                                 FIB_COMPACT, the first fiber) */
+  unsigned char started;      /* has run: from now on it moves only if
+                                 `migratable` (its stack may hold
                                  thread-local addresses) */
   unsigned char in_stack;     /* the record is on its own stack, below its
                                  coroutine record (a fiber detached from
                                  spawn, one worker, not compact): never in
                                  the spares, gone with the stack */
+  unsigned char migratable;   /* once started, the runtime may move it
+                                 while READY (FIB_MIGRATABLE, or the forced
+                                 mode: workers.h); never a compact one */
+  unsigned char force_due;    /* forced mode: it has run on its worker
+                                 since it last moved, so the loop moves it
+                                 the next time it is about to run it */
+  unsigned nomigrate;         /* fib_nomigrate_begin depth: the runtime
+                                 does not move it while non-zero (also held
+                                 by the library around I/O waits, whose
+                                 records are its worker's) */
+  unsigned move_to;           /* fib_move_to: the worker it asked for,
+                                 plus one, while it goes there; 0 else */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -202,6 +218,15 @@ struct fib_runtime {
                                     it (atomic: others sum them) */
   size_t unstarted;              /* of its READY fibers, how many never ran
                                     and may move (what it can offer) */
+  size_t migratable;             /* of the fibers it owns, how many may move
+                                    once started (fiber->migratable): while
+                                    any, its READY ones are offered too */
+  int force_migrate;             /* FIBERS_FORCE_MIGRATE: move every
+                                    migratable fiber at each turn (workers.h) */
+  unsigned force_next;           /* the forced mode's next target, in turn */
+  struct fib__fiber *outgoing;   /* a fiber in fib_move_to that has
+                                    switched away to the loop, which hands it
+                                    to its target (its own thread's) */
   uint32_t ids_lock;             /* spin lock (spin.h): fibers, last_id,
                                     and the join fields
                                     (joiner, done, detached) of the fibers
@@ -242,6 +267,12 @@ extern struct fib_runtime *volatile fib__runtimes;
 
 /* The runtime fib_run is running on this thread (see tls.h's rule). */
 extern FIB__TLS struct fib_runtime *fib__tl_runtime;
+
+/* fib__tl_runtime read in a call of its own, for code that may run after
+ * a switch of a fiber that may have moved to another thread since it last
+ * read a thread-local: no thread pointer or address computed before the
+ * switch can be reused for it, even when the caller is inlined (LTO). */
+struct fib_runtime *fib__tl_runtime_now(void);
 
 /* Fiber records: taken from the runtime's spares or malloc; given back
  * (free_record also forgets the id and frees the stack, if any). Not for

@@ -29,6 +29,15 @@
 
 FIB__TLS struct fib_runtime *fib__tl_runtime;
 
+/* noinline: the thread pointer is read in this call's own body; the empty
+ * volatile asm makes the call neither const nor pure to the optimiser, so
+ * no two calls are merged (QEMU's coroutine-tls.h does the same). */
+__attribute__((noinline)) struct fib_runtime *fib__tl_runtime_now(void) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  __asm__ volatile("" : "+r"(rt));
+  return rt;
+}
+
 /* fib_runtime_opts keeps its size (ABI): io_backend and workers took
  * one of the reserved words, seed another (LP64: every architecture we
  * build for). */
@@ -136,7 +145,8 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   rt->flags = opts->flags & FIB_SHARED_FP;
   rt->posted = (opts->flags & FIB_ACCEPT_POSTS) != 0;
   rt->io_pref = opts->io_backend; /* the I/O layer decides at first use */
-  int err = fib__seed_setup(rt, opts);
+  int force = fib__group_force_env();
+  int err = force < 0 ? FIB_EINVAL : fib__seed_setup(rt, opts);
   if (err) {
     fib__idmap_free(&rt->fibers);
     fib__timers_free(&rt->timers);
@@ -144,6 +154,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     return err;
   }
   /* A seeded runtime runs its workers as logical ones, on one thread. */
+  rt->force_migrate = force && opts->workers > 1 && !rt->seeded;
   if (opts->workers > 1 && !rt->seeded &&
       fib__group_create(rt, opts->workers) != 0) {
     fib__idmap_free(&rt->fibers);
@@ -408,6 +419,8 @@ static void free_zombie(struct fib_runtime *rt) {
 static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   struct fib_runtime *home = fib__id_home(rt, self->id);
   rt->owned--;
+  if (self->migratable)
+    rt->migratable--;
   fib__spin_lock(&home->ids_lock);
   self->done = 1;
   if (self->joiner) {
@@ -578,6 +591,10 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
      * work to idle workers: no test for that on the hand-off path. */
     if ((rt->group || posted) && rt->until_loop > FIB__GROUP_TURNS)
       rt->until_loop = FIB__GROUP_TURNS;
+    /* The forced mode: every dispatch comes through here, none by direct
+     * hand-off, so that each can move the fiber (fib__group_force). */
+    if (__builtin_expect(rt->force_migrate, 0))
+      rt->until_loop = 0;
 
     struct fib__fiber *f;
     if (__builtin_expect(rt->seeded, 0)) {
@@ -589,6 +606,8 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       f = FIBER_OF(fib__runq_pop(&rt->runq));
       if (rt->until_loop)
         rt->until_loop--;
+      if (__builtin_expect(rt->force_migrate, 0) && fib__group_force(rt, f))
+        continue; /* it went to another worker */
     }
     size_t before = rt->until_loop;
     f->state = FIB__FIBER_RUNNING;
@@ -598,6 +617,8 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
      * if it finished, it did its own bookkeeping but left its stack. */
     rt->current = NULL;
     free_zombie(rt);
+    if (__builtin_expect(rt->outgoing != NULL, 0)) /* fib_move_to */
+      fib__group_send_out(rt);
     if (bounded) { /* this dispatch and the hand-offs the fibers made (an
                       over-count if a timer was armed meanwhile) */
       size_t used = 1 + (before > rt->until_loop ? before - rt->until_loop : 0);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -51,6 +52,7 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
     w[i]->flags = rt->flags;
     w[i]->io_pref = rt->io_pref;
     w[i]->posted = rt->posted;
+    w[i]->force_migrate = rt->force_migrate;
   }
   g->n = n;
   g->w = w;
@@ -91,6 +93,14 @@ void fib__group_free(struct fib_runtime *rt) {
   fib__sys_free(g->w);
   fib__sys_free(g);
   rt->group = NULL;
+}
+
+int fib__group_force_env(void) {
+  const char *e = getenv("FIBERS_FORCE_MIGRATE");
+  if (!e || !*e || strcmp(e, "0") == 0)
+    return 0;
+  return strcmp(e, "1") == 0 ? 1 : -1; /* a test mode that silently did
+                                          not run would pass for nothing */
 }
 
 /* ---- sleep and wake-up */
@@ -277,7 +287,9 @@ static int inbox_drain(struct fib_runtime *rt) {
 }
 
 void fib__group_wake(struct fib__fiber *f, int reason, int front) {
-  struct fib_runtime *here = fib__tl_runtime;
+  /* The waker may be a fiber that has just come back from a park, and
+   * moved: out of line, so no thread pointer from before it is reused. */
+  struct fib_runtime *here = fib__tl_runtime_now();
   if (f->rt == here) {
     fib__fiber_unpark(f);
     f->wake = reason;
@@ -372,25 +384,52 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
 
 /* ---- offers and stealing */
 
-/* Whether f may be offered: it has never run and is not pinned. */
+/* Whether f may be offered: it has never run and is not pinned, or it
+ * has run, is migratable and not inside fib_nomigrate_begin (nor an I/O
+ * wait, which holds the same guard). */
 static int movable(const struct fib__runq_node *n, void *unused) {
   (void)unused;
   const struct fib__fiber *f = (const struct fib__fiber *)n;
-  return !f->started && !f->pinned;
+  if (!f->started)
+    return !f->pinned;
+  return f->migratable && !f->nomigrate;
+}
+
+/* f, one of rt's, leaves it (offered, or sent to another worker): its
+ * counts go with it. */
+static void disown(struct fib_runtime *rt, const struct fib__fiber *f) {
+  rt->owned--;
+  if (!f->started && !f->pinned)
+    rt->unstarted--;
+  if (f->migratable)
+    rt->migratable--;
+}
+
+/* f has come to rt (taken from an offer list or its placed list). */
+static void adopt(struct fib_runtime *rt, const struct fib__fiber *f) {
+  rt->owned++;
+  if (!f->started && !f->pinned)
+    rt->unstarted++;
+  if (f->migratable)
+    rt->migratable++;
 }
 
 /* Put half of rt's movable ready fibers on its offer list (oldest first:
- * near a tree's root, the biggest pieces of work) and wake a sleeper. */
+ * near a tree's root, the biggest pieces of work) and wake a sleeper.
+ * With migratable fibers among its own, any ready one may be movable, so
+ * half of the queue is the aim; else half of the never-run ones. */
 static void offer(struct fib_runtime *rt) {
-  size_t want = rt->unstarted / 2;
+  size_t want = rt->migratable ? fib__runq_len(&rt->runq) / 2
+                               : rt->unstarted / 2;
   if (!want)
     return;
   struct fib__list taken = {NULL, NULL};
   size_t got = fib__runq_extract(&rt->runq, movable, NULL, want, &taken);
   if (!got)
     return;
-  rt->unstarted -= got;
-  rt->owned -= got;
+  struct fib__runq_node *n = taken.head;
+  for (size_t i = 0; i < got; i++, n = n->next)
+    disown(rt, FIBER_OF(n));
   fib__spin_lock(&rt->offer_lock);
   if (rt->offer.head)
     rt->offer.tail->next = taken.head;
@@ -426,11 +465,13 @@ static int take_offer(struct fib_runtime *rt, struct fib_runtime *v) {
   while (first) {
     struct fib__fiber *f = FIBER_OF(first);
     first = first->next;
-    f->rt = rt; /* never ran, parked nowhere: nobody else reads it */
+    /* READY, parked nowhere (never ran, or switched out for good on its
+     * old worker's thread before that worker offered it, under the lock
+     * we took): nobody else reads it */
+    f->rt = rt;
+    adopt(rt, f);
     fib__runq_push(&rt->runq, &f->runq);
   }
-  rt->owned += take;
-  rt->unstarted += take;
   return 1;
 }
 
@@ -461,9 +502,7 @@ void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
     wake_one_idle(rt->group);
     return;
   }
-  rt->owned++;
-  if (!f->pinned)
-    rt->unstarted++;
+  adopt(rt, f);
   if (inside)
     fib__runq_push_front(&rt->runq, &f->runq);
   else
@@ -498,9 +537,44 @@ static int take_placed(struct fib_runtime *rt) {
   while (first) {
     struct fib__fiber *f = FIBER_OF(first);
     first = first->next;
+    adopt(rt, f);
     fib__runq_push(&rt->runq, &f->runq);
   }
-  rt->owned += n;
+  return 1;
+}
+
+/* ---- moving fibers that have run (FIB_MIGRATABLE, fib_move_to, the
+ * forced mode) */
+
+/* f, READY and owned by rt, whose thread runs this (so f is switched out:
+ * nothing of it runs anywhere), goes to worker w: the same road as a
+ * fiber spawned for w (its placed list, under w's offer lock, whose
+ * release publishes f's saved context and fields to w). */
+static void move_fiber(struct fib_runtime *rt, struct fib__fiber *f,
+                       struct fib_runtime *w) {
+  disown(rt, f);
+  fib__group_send(w, f);
+}
+
+void fib__group_send_out(struct fib_runtime *rt) {
+  struct fib__fiber *f = rt->outgoing;
+  struct fib_runtime *w = rt->group->w[f->move_to - 1];
+  rt->outgoing = NULL;
+  f->move_to = 0;
+  move_fiber(rt, f, w);
+}
+
+int fib__group_force(struct fib_runtime *rt, struct fib__fiber *f) {
+  if (!f->migratable || f->nomigrate)
+    return 0;
+  if (!f->force_due) { /* it is to run here once first */
+    f->force_due = 1;
+    return 0;
+  }
+  f->force_due = 0;
+  const struct fib__group *g = rt->group;
+  unsigned k = rt->worker + 1 + rt->force_next++ % (g->n - 1);
+  move_fiber(rt, f, g->w[k % g->n]);
   return 1;
 }
 
@@ -513,7 +587,8 @@ void fib__group_tend(struct fib_runtime *rt) {
      * busy): take it back, or it waits until some worker goes idle, which
      * fibers that wait for each other by yielding never let happen. */
     take_offer(rt, rt);
-  } else if (rt->unstarted > 1 &&
+  } else if ((rt->unstarted > 1 ||
+              (rt->migratable && fib__runq_len(&rt->runq) > 1)) &&
              !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
     offer(rt);
   }

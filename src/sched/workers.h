@@ -17,11 +17,48 @@
  *     (below), set its wake reason and push it onto its owner's inbox (an
  *     atomic stack); the owner moves the inbox into its run queue at its
  *     next turn through its loop, or is woken if it sleeps;
- *   - take it, if it has never run and is not pinned: an owner puts such
- *     fibers on its offer list while another worker is idle, and an idle
- *     worker takes half of a list at a time (stealing). Such a fiber has
- *     no stack contents and has cached no thread-local address, so moving
- *     it is always safe. Fibers that have run never move.
+ *   - take it, if it has never run and is not pinned, or if it has run,
+ *     is migratable (FIB_MIGRATABLE, or the forced mode) and is not
+ *     inside a guard (fib_nomigrate_begin, or an I/O wait): an owner puts
+ *     such READY fibers on its offer list while another worker is idle,
+ *     and an idle worker takes half of a list at a time (stealing). A
+ *     fiber that never ran has no stack contents and has cached no
+ *     thread-local address; one that has run asked to move, and keeps the
+ *     TLS rule (fibers.h). Other fibers that have run never move unless
+ *     they ask (below).
+ *
+ * Migration. A fiber's owner changes only while it is READY and switched
+ * out, and only by a hand-over its old owner's thread makes (offer, or
+ * the placed list below) under the receiving list's spin lock, whose
+ * release publishes the fiber's saved context and fields; the new owner
+ * sets nothing but adopts it at its next turn. So `rt` is written only
+ * while nobody else may read it: a parked fiber (the one state in which
+ * wakers on other threads find it) never moves, and a waker reads `rt`
+ * only after it has won the claim. What moves with the fiber, and what
+ * does not:
+ *   - its owner (`rt`), and its share of the owners' counts: `owned` (the
+ *     timer heap's reservation: the new owner reserves room before it
+ *     takes the fiber), `unstarted`, `migratable` (disown/adopt in
+ *     workers.c). `spawned` and `finished` stay where they were counted:
+ *     the end of a run looks only at their sums;
+ *   - not its timer: a READY fiber has none armed (heap entries are per
+ *     worker), and a fiber that waits with a deadline is parked, so it
+ *     does not move;
+ *   - not its id: the id's home worker (ids) never changes;
+ *   - compact fibers never move (their frames belong at their thread's
+ *     shared stack): they are pinned and never migratable, and fib_move_to
+ *     refuses them;
+ *   - an I/O wait's records (the poller's, the ring's, the offload port)
+ *     are its worker's thread's: the wait holds the fiber's guard
+ *     (`nomigrate`) from before it parks until it is done.
+ * Explicit moves (fib_move_to): the fiber marks itself (move_to),
+ * switches away to its loop (never straight to another fiber) through
+ * rt->outgoing, and the loop, off its stack, hands it to the target's
+ * placed list. The forced mode (FIBERS_FORCE_MIGRATE): every dispatch
+ * goes through the loop (no direct hand-off), and the loop sends a
+ * migratable fiber that has run on it since it last moved to the next
+ * worker in turn instead of running it (fib__group_force), so every turn
+ * it gives way or waits ends with a move where the guard allows.
  *
  * The claim. One parked fiber may have several would-be wakers on several
  * threads: its owner's timer, a canceller, the child it joins. Exactly one
@@ -178,9 +215,24 @@ static inline void fib__group_count(size_t *counter) {
  * again; 0: the run is over. */
 int fib__group_idle(struct fib_runtime *rt);
 
-/* A fiber spawned on rt for worker w (fib_attr.worker), never run: to
- * w's `placed` list, which w moves into its run queue at its next turn. */
+/* A fiber spawned on rt for worker w (fib_attr.worker), never run, or a
+ * READY fiber that moves to w (switched out, already disowned by its old
+ * owner): to w's `placed` list, which w moves into its run queue at its
+ * next turn. */
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f);
+
+/* A fiber in fib_move_to has switched away to rt's loop (rt->outgoing):
+ * hand it to the worker it asked for. */
+void fib__group_send_out(struct fib_runtime *rt);
+
+/* The forced mode (rt->force_migrate): the loop is about to run f. 1 if
+ * f went to another worker instead (it is migratable, not in a guard, and
+ * has run here since it last moved); 0: run it. */
+int fib__group_force(struct fib_runtime *rt, struct fib__fiber *f);
+
+/* FIBERS_FORCE_MIGRATE: 1 set to 1, 0 unset, empty or 0, -1 anything
+ * else. */
+int fib__group_force_env(void);
 
 /* The loop's turn at a scheduling point: move the inbox into the run
  * queue, and offer fibers if a worker is idle. */
