@@ -850,6 +850,44 @@ TEST(a_cancel_racing_a_child_either_joins_or_cancels) {
   cancel_race(4, cancel_join_main, "join");
 }
 
+/* ---- the deadlock census after cross-worker wake-ups */
+
+static fib_id cycle[2];
+
+static void *return_one(void *arg) {
+  (void)arg;
+  return (void *)1;
+}
+
+static void *join_the_other(void *arg) {
+  unsigned me = (unsigned)(uintptr_t)arg;
+  CHECK_OK(fib_sleep_ns(MS)); /* both exist before either joins */
+  return (void *)(intptr_t)fib_join(cycle[1 - me], NULL);
+}
+
+/* Joins of children on the other worker wake this one through its inbox;
+ * then two fibers join each other: still a deadlock, found. */
+static void *wake_then_deadlock(void *arg) {
+  struct e2e *e = arg;
+  for (long i = 0; i < e->rounds; i++) {
+    fib_id child = spawn_on(1, e->workers, return_one, NULL);
+    CHECK_EQ((uintptr_t)join_watched(child), 1u);
+  }
+  cycle[0] = spawn_on(0, e->workers, join_the_other, (void *)0);
+  cycle[1] = spawn_on(1, e->workers, join_the_other, (void *)1);
+  return NULL;
+}
+
+TEST(a_deadlock_after_cross_worker_wake_ups_is_found) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    struct e2e e = {.workers = workers, .rounds = 100};
+    CHECK_OK(fib_spawn(rt, wake_then_deadlock, &e, NULL, NULL));
+    CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+    CHECK_OK(fib_runtime_destroy(rt)); /* discards the two */
+  }
+}
+
 TEST_MAIN(T(inbox_delivers_every_push_once_in_order_per_pusher),
           T(exactly_one_waker_wins_each_claim),
           T(the_cancel_check_never_loses_a_cancel),
@@ -858,4 +896,5 @@ TEST_MAIN(T(inbox_delivers_every_push_once_in_order_per_pusher),
           T(channel_ping_pong_across_workers_loses_nothing),
           T(mutex_counter_across_workers_is_exact),
           T(a_cancel_racing_a_send_either_delivers_or_cancels),
-          T(a_cancel_racing_a_child_either_joins_or_cancels))
+          T(a_cancel_racing_a_child_either_joins_or_cancels),
+          T_TIMEOUT(a_deadlock_after_cross_worker_wake_ups_is_found, 10))

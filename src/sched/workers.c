@@ -141,8 +141,13 @@ static void end_run(struct fib__group *g, int result) {
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
 static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
-  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED)) /* woken from other
-                                   threads from now on: see post.c */
+  /* Woken from outside its group (a plain thread, another runtime): it
+   * may be again from now on, so it is posted (see post.c). Not for a
+   * push from a worker of its own group, which the deadlock census sees:
+   * a posted worker would turn every later deadlock into a hang. */
+  const struct fib_runtime *here = fib__tl_runtime;
+  int sibling = w->group && here && here->group == w->group;
+  if (!sibling && !__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   fib__inbox_push(&w->inbox, &f->runq); /* publishes remote_reason */
   wake_worker(w);
