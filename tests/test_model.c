@@ -12,11 +12,12 @@
  *     Dekker pair, where losing the pair would leave no winner at all;
  *   - the sleep and wake-up of a runtime (static in workers.c, so through
  *     the public calls): fib_post and fib_call from plain threads in
- *     bursts, with pauses long enough for the runtime to fall asleep
- *     between them, into one, two and four workers;
+ *     bursts that start together after a random pause, often long enough
+ *     for the runtime to fall asleep, into one, two and four workers;
  *   - end to end with real workers: channel ping-pong and a mutex-guarded
- *     counter across workers, and fib_cancel racing the completion of a
- *     fib_chan_recv_until and of a fib_join on other workers.
+ *     counter across workers, fib_cancel racing the completion of a
+ *     fib_chan_recv_until and of a fib_join on other workers, and the
+ *     deadlock census after cross-worker wake-ups.
  *
  * A lost wake-up would leave a worker asleep until some deadline. Every
  * wait here has a generous one (the watchdog), and a wait that lasts
@@ -369,7 +370,7 @@ TEST(the_cancel_check_never_loses_a_cancel) {
   struct dekker d = {0};
   d.f = calloc(1, sizeof *d.f);
   CHECK(d.f != NULL);
-  d.rounds = (unsigned)scaled(1000000);
+  d.rounds = (unsigned)scaled(500000);
   d.bar.parties = 2;
   pthread_t a, b;
   CHECK_OK(pthread_create(&a, NULL, dekker_fiber, &d));
