@@ -300,7 +300,7 @@ TEST(exactly_one_waker_wins_each_claim) {
   struct claim_model m = {0};
   m.f = calloc(1, sizeof *m.f);
   CHECK(m.f != NULL);
-  m.rounds = (unsigned)scaled(100000);
+  m.rounds = (unsigned)scaled(50000);
   m.bar.parties = WAKERS;
   pthread_t t[WAKERS];
   struct claim_racer args[WAKERS];
@@ -705,8 +705,8 @@ static void *counter_main(void *arg) {
 
 TEST(mutex_counter_across_workers_is_exact) {
   struct e2e e;
-  run_e2e(2, scaled(10000), counter_main, &e);
-  run_e2e(4, scaled(5000), counter_main, &e);
+  run_e2e(2, scaled(6000), counter_main, &e);
+  run_e2e(4, scaled(3000), counter_main, &e);
 }
 
 /* ---- fib_cancel racing a completion on another worker */
