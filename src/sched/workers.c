@@ -6,6 +6,7 @@
  * it has the ordering it has.
  */
 #include "workers.h"
+#include "inbox.h"
 #include "spin.h"
 #include "waitq.h"
 #include "../sys.h"
@@ -242,39 +243,25 @@ static void end_run(struct fib__group *g, int result) {
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
 static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
-  /* Woken from outside its group (a plain thread, another runtime): w is
-   * woken from other threads from now on (see post.c), and its run never
-   * ends in a deadlock. Not from a worker of its own group: such a wake
-   * is part of the run, and would hide every later deadlock from the
-   * census (all_quiet). */
-  struct fib_runtime *here = fib__tl_runtime;
-  if (!(w->group && here && here->group == w->group) &&
-      !__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
+  /* Woken from outside its group (a plain thread, another runtime): it
+   * may be again from now on, so it is posted (see post.c). Not for a
+   * push from a worker of its own group, which the deadlock census sees:
+   * a posted worker would turn every later deadlock into a hang. (The
+   * thread's runtime read afresh: the pusher may be a fiber that has just
+   * moved to another worker.) */
+  const struct fib_runtime *here = fib__tl_runtime_now();
+  int sibling = w->group && here && here->group == w->group;
+  if (!sibling && !__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
-  struct fib__runq_node *head = __atomic_load_n(&w->inbox, __ATOMIC_RELAXED);
-  do
-    f->runq.next = head;
-  /* seq_cst: release publishes the fiber (its remote_reason); the store
-   * half of the pair with wake_worker's load of `parked` */
-  while (!__atomic_compare_exchange_n(&w->inbox, &head, &f->runq, 1,
-                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  fib__inbox_push(&w->inbox, &f->runq); /* publishes remote_reason */
   wake_worker(w);
 }
 
 /* Move the inbox into the run queue, oldest first. 1 if it had fibers. */
 static int inbox_drain(struct fib_runtime *rt) {
-  if (!__atomic_load_n(&rt->inbox, __ATOMIC_RELAXED))
+  struct fib__runq_node *fifo = fib__inbox_take(&rt->inbox);
+  if (!fifo)
     return 0;
-  /* acquire: the pushers' writes to the fibers happened before */
-  struct fib__runq_node *n =
-      __atomic_exchange_n(&rt->inbox, NULL, __ATOMIC_ACQUIRE);
-  struct fib__runq_node *fifo = NULL;
-  while (n) { /* newest first: reverse */
-    struct fib__runq_node *next = n->next;
-    n->next = fifo;
-    fifo = n;
-    n = next;
-  }
   while (fifo) {
     struct fib__fiber *f = FIBER_OF(fifo);
     fifo = fifo->next;
