@@ -237,8 +237,15 @@ struct fib_runtime {
                                     then), oldest first; its own thread's */
   int posted;                    /* set for good once a call was posted to
                                     it, or one of its fibers waits for a
-                                    reply: wake-ups may come from other
-                                    threads (atomic) */
+                                    reply, or another thread pushed onto
+                                    its inbox: wake-ups may come from
+                                    other threads (atomic) */
+  unsigned wakers;               /* threads between their push onto its
+                                    inbox or posts and the end of the
+                                    wake-up that follows (atomic):
+                                    fib_runtime_destroy waits for them,
+                                    because what they pushed may have run
+                                    to the end of the run already */
   uint32_t offer_lock;           /* spin lock: guards offer, placed */
   struct fib__list offer;        /* unstarted fibers others may take */
   struct fib__list placed;       /* fibers spawned for it elsewhere

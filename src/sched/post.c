@@ -53,6 +53,7 @@ static void push_post(struct fib_runtime *rt, struct fib__post *p) {
   /* The flag first: a sleeper that reads it as 0 has not yet chosen how
    * to sleep (workers.h: seq_cst, the sleeper's half looks again). */
   __atomic_store_n(&rt->posted, 1, __ATOMIC_SEQ_CST);
+  fib__waker_enter(rt);
   struct fib__post *head = __atomic_load_n(&rt->posts, __ATOMIC_RELAXED);
   do
     p->next = head;
@@ -61,6 +62,7 @@ static void push_post(struct fib_runtime *rt, struct fib__post *p) {
   while (!__atomic_compare_exchange_n(&rt->posts, &head, p, 1,
                                       __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
   fib__runtime_wake(rt);
+  fib__waker_leave(rt); /* rt may be gone from here on: workers.h */
 }
 
 static void *post_main(void *arg) {

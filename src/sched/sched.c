@@ -188,6 +188,9 @@ int fib_runtime_destroy(fib_runtime *rt) {
   live_remove(rt);
   for (unsigned i = 1; rt->group && i < rt->group->n; i++)
     live_remove(rt->group->w[i]);
+  /* Threads still waking it (workers.h, fib__waker_enter) finish first. */
+  for (unsigned i = 0; i < (rt->group ? rt->group->n : 1); i++)
+    fib__runtime_unwaked(rt->group ? rt->group->w[i] : rt);
   /* Operations the kernel still owns (io_uring) write into the stacks
    * freed below: the I/O layer cancels them and waits until they end. */
   if (rt->io_discard)

@@ -253,8 +253,17 @@ static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
   int sibling = w->group && here && here->group == w->group;
   if (!sibling && !__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
+  fib__waker_enter(w);
   fib__inbox_push(&w->inbox, &f->runq); /* publishes remote_reason */
   wake_worker(w);
+  fib__waker_leave(w); /* w may be gone from here on */
+}
+
+void fib__runtime_unwaked(struct fib_runtime *rt) {
+  /* seq_cst (acquire at least): pairs with fib__waker_leave; a waker
+   * holds it for a push, a load and at most a system call */
+  while (__atomic_load_n(&rt->wakers, __ATOMIC_SEQ_CST))
+    sched_yield();
 }
 
 /* Move the inbox into the run queue, oldest first. 1 if it had fibers. */

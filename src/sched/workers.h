@@ -257,6 +257,25 @@ void fib__runtime_tend(struct fib_runtime *rt);
  * its poller. */
 void fib__runtime_wake(struct fib_runtime *rt);
 
+/* Around a push onto rt's inbox or posts and the wake-up after it, by a
+ * thread that may not be rt's: what it pushed may run, end the run and
+ * let the program destroy rt before the wake-up has stopped touching rt,
+ * so fib_runtime_destroy waits until no such thread is left
+ * (fib__runtime_unwaked). seq_cst: either destroy sees the count, or the
+ * push came after destroy began (a program that destroys a runtime while
+ * another thread posts to it is wrong anyway). */
+static inline void fib__waker_enter(struct fib_runtime *rt) {
+  __atomic_add_fetch(&rt->wakers, 1, __ATOMIC_SEQ_CST);
+}
+
+/* release: the wake-up's accesses to rt happen before destroy frees it */
+static inline void fib__waker_leave(struct fib_runtime *rt) {
+  __atomic_sub_fetch(&rt->wakers, 1, __ATOMIC_RELEASE);
+}
+
+/* fib_runtime_destroy: wait for the threads still waking rt. */
+void fib__runtime_unwaked(struct fib_runtime *rt);
+
 /* A one-worker runtime that has been posted to has nothing to run: sleep
  * until `deadline`, an I/O event, a post or a fiber readied from another
  * thread. */
