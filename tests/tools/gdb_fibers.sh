@@ -47,7 +47,6 @@ if [ "$core_too" = core ]; then
           -ex 'break debug_stop' -ex 'run mprotect' \
           -ex "generate-core-file $core" \
           -ex 'continue' \
-          -ex 'break debug_stop_workers' -ex 'continue' -ex 'continue' \
           "$target" 2>&1 < /dev/null)
   echo "---- live, dumping the core:"
   echo "$dump"

@@ -216,8 +216,15 @@ class _FiberUnwinder(Unwinder):
         level = pending.level() if hasattr(pending, "level") else 0
         if level != 0:
             return None
+        # gdb ends a backtrace whose next frame is "inner" (at a lower
+        # stack address) than the one before, and the fiber's stack may lie
+        # below the stack this thread stopped on: the innermost frame's id
+        # takes the lower of the two. Only its identity changes.
         sp = pending.read_register("sp")
         pc = pending.read_register("pc")
+        fiber_sp = dict(self.regs)["sp"]
+        if fiber_sp < int(sp):
+            sp = gdb.Value(fiber_sp).cast(sp.type)
         info = pending.create_unwind_info(FrameId(sp, pc))
         for name, value in self.regs:
             reg = pending.read_register(name)
