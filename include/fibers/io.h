@@ -41,10 +41,10 @@
  * Close descriptors the runtime has seen with fib_close, not close(2): it
  * wakes the fibers waiting on the descriptor (their calls return
  * FIB_EBADF) and makes the runtime forget it before the number can be
- * reused. (A number closed behind the runtime's back and reused for a new
- * descriptor would not be watched: the fibers waiting on the new one
- * would wait until their deadline.) Descriptors that fib_accept returns
- * are new to the runtime, whatever their number.
+ * reused, on every thread (below). (A number closed behind the runtime's
+ * back and reused for a new descriptor would not be watched: the fibers
+ * waiting on the new one would wait until their deadline.) Descriptors
+ * that fib_accept returns are new to the runtime, whatever their number.
  *
  * SIGPIPE: no call here ever raises it. Writes to sockets are sent with
  * MSG_NOSIGNAL; a write to a pipe whose reader has gone returns FIB_EPIPE
@@ -57,8 +57,17 @@
  * nothing wait again.
  *
  * Threads: the descriptors a thread's fibers wait on are watched by that
- * thread; the runtime on that thread runs them. Use a descriptor from one
- * thread's fibers at a time.
+ * thread (each worker of a runtime with several watches its own); the
+ * runtime on that thread runs them. A descriptor may be used from fibers
+ * on several threads (a reader on one worker and a writer on another, a
+ * fiber that moves between workers) and closed with fib_close on any of
+ * them: the fibers then waiting on it on other threads are woken with
+ * FIB_EBADF too, by their own thread at its next look at its I/O (within
+ * one poll: the close wakes a thread that sleeps), and the number's next
+ * descriptor is learned and watched afresh on every thread that had seen
+ * the old one. As with one thread, a call that is under way on one thread
+ * while fib_close closes the descriptor on another may also see the close
+ * as the kernel does (EBADF, or the operation made just before it).
  */
 #ifndef FIBERS_IO_H
 #define FIBERS_IO_H
@@ -148,7 +157,16 @@ FIB_API int fib_connect_until(int fd, const struct sockaddr *addr,
 /*
  * close(2) for a descriptor the fibers may have waited on: the fibers
  * waiting on it now get FIB_EBADF, the runtime forgets it, then it is
- * closed. Works anywhere (a fiber, main); returns close's result.
+ * closed. Works anywhere (a fiber, main, another thread); returns close's
+ * result. The fibers waiting on it on the calling thread are woken before
+ * it returns; those waiting on other threads (other workers) are woken by
+ * their thread at its next poll, with FIB_EBADF as well (on io_uring:
+ * their operations are cancelled, and one the kernel completed first
+ * returns its result). Every thread's record of the descriptor is stale
+ * from the close on: the next call there on the number learns the new
+ * descriptor and watches it. If a thread's close-notice eventfd could
+ * not be made (EMFILE when its poller was made), its waiters are not
+ * woken and wait for their deadline; its record is still refreshed.
  */
 FIB_API int fib_close(int fd);
 

@@ -75,8 +75,17 @@ void fib__io_hooks(struct fib_runtime *rt) {
 }
 
 /* What the first call on a descriptor learns: its kind, and O_NONBLOCK set
- * (regular files are left as they are). */
+ * (regular files are left as they are); and its close generation, with
+ * the poller's bit set in its slot (poller.h). A record that was known is
+ * stale: fib_close closed its descriptor on another thread (and the
+ * number may be a new descriptor's now). Its waiters get FIB_EBADF, and
+ * it starts afresh: the new descriptor is learned and, at its first wait,
+ * added to the epoll set. */
 static int learn(int fd, struct fib__fdrec *r) {
+  struct fib__poller *p = fib__poller_peek(); /* (begin need not keep it) */
+  if (r->kind != FIB__FD_UNKNOWN)
+    fib__poller_stale(p, fd);
+  fib__poller_enlist(p, r);
   struct stat st;
   if (fstat(fd, &st) != 0)
     return -errno;
@@ -110,7 +119,10 @@ static int begin(int fd, struct fib__fiber **self, struct fib__fdrec **rec) {
   struct fib__fdrec *r = fib__poller_rec(p, fd, &err);
   if (!r)
     return err;
-  if (r->kind == FIB__FD_UNKNOWN && (err = learn(fd, r)) != 0)
+  /* A known record is checked against its slot (closed since, on any
+   * thread?): the record's pointer, a relaxed load through it, a compare. */
+  if (__builtin_expect(r->kind == FIB__FD_UNKNOWN || fib__fdrec_stale(r), 0) &&
+      (err = learn(fd, r)) != 0)
     return err;
   *rec = r;
   return 0;
@@ -188,9 +200,10 @@ static int wait_for(struct fib__fiber *self, int fd, struct fib__fdrec *r,
   int err = park(self, r, dirs, deadline, got);
   self->nomigrate--;
   rt->io_waiting--;
-  /* Woken by readiness, but fib_close closed fd before we ran (and the
-   * number may be someone else's now): the call is over. */
-  if (!err && r->gen != gen)
+  /* Woken by readiness, but fib_close closed fd before we ran, on this
+   * thread (the record's generation) or another (the slot's), and the
+   * number may be someone else's now: the call is over. */
+  if (!err && (r->gen != gen || fib__fdrec_stale(r)))
     err = FIB_EBADF;
   return err;
 }
@@ -463,15 +476,19 @@ ssize_t fib_sendmsg(int fd, const struct msghdr *msg, int flags) {
 
 /* A descriptor fib_accept made: new to the runtime whatever its number
  * (one closed behind the runtime's back may have had it), a non-blocking
- * socket. */
+ * socket. Its generation is bumped, as by a close, so that any thread's
+ * record of the number goes stale. */
 static int adopt_socket(int fd, int stream) {
   int err;
   struct fib__poller *p = fib__poller_peek();
   struct fib__fdrec *r = p ? fib__poller_rec(p, fd, &err) : NULL;
-  if (!r)
+  if (!r) {
+    fib__fdgen_close(fd, p, NULL);
     return fd; /* its first call will learn it */
+  }
   if (r->watched || r->kind != FIB__FD_UNKNOWN)
     fib__poller_forget(p, fd, FIB_EBADF, 0);
+  fib__fdgen_close(fd, p, r);
   r->kind = FIB__FD_SOCKET;
   r->stream = (unsigned char)stream; /* the listener's type */
   return fd;
@@ -591,6 +608,9 @@ int fib_close(int fd) {
   struct fib__poller *p = fib__poller_peek();
   if (p)
     fib__poller_forget(p, fd, FIB_EBADF, 1);
+  /* Before close(2) frees the number: every record of it on other threads
+   * is stale from now on, and their pollers are told (poller.h). */
+  fib__fdgen_close(fd, p, NULL);
   /* close(2) frees the number even when it reports an error (EINTR
    * included, on Linux): never retry it. */
   return close(fd) == 0 ? 0 : -errno;

@@ -248,6 +248,7 @@ static struct port *port_unref_locked(struct port *p) {
 static void port_free(struct port *p) {
   if (!p)
     return;
+  fib__fdgen_close(p->efd, fib__poller_peek(), NULL); /* as fib_close */
   close(p->efd);
   fib__sys_free(p);
 }
@@ -386,6 +387,11 @@ static struct port *port_get(int *err) {
   }
   struct fib__fdrec *r = fib__poller_rec(pl, p->efd, err);
   if (r) {
+    /* A new descriptor whatever its number: a record of the number left by
+     * a close on another thread would say it is watched already. */
+    if (r->watched || r->kind != FIB__FD_UNKNOWN)
+      fib__poller_forget(pl, p->efd, FIB_EBADF, 0);
+    fib__fdgen_close(p->efd, pl, r);
     r->kind = FIB__FD_OTHER;
     r->on_event = port_event;
     r->on_event_arg = p;

@@ -15,6 +15,24 @@
  * with, so an event for a descriptor that has since been closed is
  * dropped, never delivered to the number's next owner.
  *
+ * Closes on other threads. The records are the thread's, but a
+ * descriptor may be used from several threads (the workers of one
+ * runtime: a migratable fiber, or a reader and a writer on two workers),
+ * and fib_close runs on one of them. So the process also keeps one word
+ * per descriptor number (its *slot*, in a table shared by every thread,
+ * below): the number's close generation, bumped by every fib_close of it
+ * (and by the library's own closes, and by fib_accept handing it out), and
+ * the pollers that have learned the descriptor under that generation, one
+ * bit each. A record remembers the generation it learned the descriptor
+ * under (`cgen`); each call compares it with the slot's (one relaxed load
+ * through the pointer the record keeps), and a record left behind by a
+ * close on another thread is started afresh and the descriptor learned
+ * and watched again (io.c, begin), so the number's next owner is watched.
+ * The close also tells each other poller whose bit it cleared, through
+ * that poller's *notice* list and eventfd: the owner, at its next poll,
+ * wakes the fibers still waiting in its stale record with FIB_EBADF
+ * (fib__poller_poll; on io_uring it cancels their operations too).
+ *
  * Waiting (the park/ready contract of sched/waitq.h): a fiber that the
  * kernel told EAGAIN waits on the record's readers or writers queue. An
  * event wakes every fiber waiting in its direction; each tries again. An
@@ -38,6 +56,11 @@ enum fib__fd_kind {
 
 struct fib__fdrec {
   enum fib__fd_kind kind;
+  uint32_t cgen;             /* the close generation the descriptor was
+                                learned under (io.c, learn): while its
+                                slot says the same, no close has come */
+  uint64_t *slot;            /* the number's slot (fib__fdgen_slot), set
+                                when the record is made; never freed */
   int watched;               /* in the epoll set */
   uint32_t gen;              /* bumped each time the record starts afresh */
   unsigned ready;            /* FIB_IO_* edges seen while nobody waited */
@@ -83,7 +106,59 @@ struct fib__poller {
    * event only ends the sleep's epoll_wait; the sleeper reads the
    * eventfd back to 0 (workers.c), and the event is otherwise ignored. */
   int wake_fd;
+  /* Notices of closes on other threads (fib__fdgen_close): `bit` is this
+   * poller's bit in the slots (0: none, when the notice eventfd could not
+   * be made: its stale records are then found only by the calls, io.c),
+   * `index` its place in the registry of pollers (poller.c), `note_fd`
+   * the eventfd a closer writes after it has added the number to `notes`
+   * (in the epoll set with FIB__POLLER_NOTE_TAG, level-triggered; made
+   * with the poller; -1: none). `notes`, `nnotes`, `notes_cap` and
+   * `notes_all` (a notice was lost for want of memory: look at every
+   * record) are guarded by the registry's lock; the rest is the owner's. */
+  uint32_t bit;
+  unsigned index;
+  int note_fd;
+  int *notes;
+  size_t nnotes, notes_cap;
+  int notes_all;
 };
+
+/* The epoll tag of the notice eventfd (FIB__POLLER_WAKE_TAG's twin). */
+#define FIB__POLLER_NOTE_TAG (UINT64_MAX - 1)
+
+/* ---- the process's slots: close generations by descriptor number */
+
+/* A slot: the close generation in its high 32 bits, the bits of the
+ * pollers that learned the descriptor under it in its low 32 (a poller
+ * whose index is 31 or more uses bit 31, which they share). */
+#define FIB__FDGEN_GEN(word) ((uint32_t)((word) >> 32))
+
+/* fd's slot, its chunk of the table made if need be (chunks are never
+ * freed, so a record may keep the pointer); NULL: no memory. */
+uint64_t *fib__fdgen_slot(int fd);
+
+/* Whether the descriptor r describes has been closed (fib__fdgen_close)
+ * since r learned it. Relaxed: see fib__fdgen_close for what orders it. */
+static inline int fib__fdrec_stale(const struct fib__fdrec *r) {
+  return FIB__FDGEN_GEN(__atomic_load_n(r->slot, __ATOMIC_RELAXED)) != r->cgen;
+}
+
+/* fd is being closed, or has been handed out anew (fib_accept, an eventfd
+ * of the library's own), by the calling thread, whose poller is `self`
+ * (NULL: none): bump its generation and clear its bits, and send a notice
+ * to each other poller whose bit was set. With `keep`, self's bit is set
+ * in the new word and the new generation stored in keep->cgen (a record
+ * of self's that now describes the new descriptor). */
+void fib__fdgen_close(int fd, struct fib__poller *self, struct fib__fdrec *keep);
+
+/* p learns the descriptor of r (io.c, learn): r's generation is the
+ * slot's, and p's bit is set in it. */
+void fib__poller_enlist(struct fib__poller *p, struct fib__fdrec *r);
+
+/* r (fd's record in p, known) was found stale: wake its waiters with
+ * FIB_EBADF, start it afresh, and on io_uring cancel the thread's ring's
+ * operations on fd (all were issued on the closed descriptor). */
+void fib__poller_stale(struct fib__poller *p, int fd);
 
 /* The epoll tag of the wake-up eventfd: a descriptor record's tag is its
  * generation and its number (poller.c), and no number is 0xffffffff. */

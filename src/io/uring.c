@@ -793,6 +793,17 @@ static int is_fd_op(const struct uop *u, const void *fd) {
   return u->fd == *(const int *)fd;
 }
 
+void fib__uring_cancel_fd(int fd) {
+  struct ring *r = ring_peek();
+  if (!r || fd < 0 || (size_t)fd >= r->nbyfd)
+    return;
+  for (struct uop *u = r->byfd[fd]; u; u = u->fnext)
+    if (!u->why) {
+      u->why = FIB_EBADF;
+      cancel_queue(r, u);
+    }
+}
+
 void fib__uring_close(int fd) {
   struct ring *r = ring_peek();
   if (!r || fd < 0 || (size_t)fd >= r->nbyfd || !r->byfd[fd])

@@ -69,6 +69,13 @@ int fib__uring_wait_fd(int fd, unsigned events, uint64_t deadline);
  * completed first) and wait until the kernel has ended them all. */
 void fib__uring_close(int fd);
 
+/* fd was closed on another thread (poller.h, fib__poller_stale): ask the
+ * kernel to cancel every operation on it in this thread's ring (their
+ * callers get FIB_EBADF, or their result if they completed first),
+ * without waiting for the cancels: close(2) has been made already, and
+ * the fibers wake when the CQEs come. */
+void fib__uring_cancel_fd(int fd);
+
 /* fib_runtime_destroy's part for io_uring (called by fib__io_discard):
  * cancel the operations of rt's fibers in this thread's ring and wait
  * until the kernel has let go of their buffers. */
