@@ -51,6 +51,8 @@ struct fib__wait {
   int nodes_on_heap;        /* nodes came from fib__sys_malloc */
   struct fib__wnode *nodes; /* its nodes, an array of count */
   size_t count;
+  void *heap_extra;         /* another block the call allocated (a shared
+                               select's channel set), or NULL */
 };
 
 struct fib__wnode {
@@ -171,6 +173,7 @@ static inline void fib__wait_discard(struct fib__wait *w) {
       fib__waitq_unlink(&w->nodes[i]);
   if (w->nodes_on_heap)
     fib__sys_free(w->nodes);
+  fib__sys_free(w->heap_extra);
   w->fiber->wait = NULL;
 }
 

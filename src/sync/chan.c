@@ -525,7 +525,8 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
     goto done;
   }
   struct fib__wait w = {.fiber = self, .nodes = nodes,
-                        .nodes_on_heap = nodes != on_stack};
+                        .nodes_on_heap = nodes != on_stack,
+                        .heap_extra = set.c != set.on_stack ? set.c : NULL};
   link_nodes(cases, n, nodes, &w);
   self->wait = &w;
   fib__claim_arm(self, FIB__CLAIM_ANY); /* before the nodes can be seen */
