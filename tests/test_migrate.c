@@ -547,6 +547,44 @@ static void *move_main(void *arg) {
   return NULL;
 }
 
+/* In the forced mode, which moves a fiber each time it gives way, an
+ * explicit move still returns on the worker asked for (it runs there
+ * before the mode moves it on). */
+static void *forced_mover(void *arg) {
+  struct mover *m = arg;
+  for (unsigned i = 0; i < 4 * m->workers; i++) {
+    unsigned k = (i * 3 + 1) % m->workers;
+    CHECK_OK(fib_move_to(k));
+    CHECK(pthread_equal(current_thread(), m->w.thread[k]));
+    CHECK_OK(fib_yield()); /* the mode moves it on from here */
+  }
+  m->done++;
+  return NULL;
+}
+
+static void *forced_move_main(void *arg) {
+  struct mover *m = arg;
+  learn_threads(&m->w, m->workers);
+  fib_id id;
+  CHECK_OK(fib_spawn(NULL, forced_mover, m, NULL, &id));
+  CHECK_OK(fib_join(id, NULL));
+  return NULL;
+}
+
+TEST(move_to_lands_there_in_the_forced_mode_too) {
+  force(1);
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    struct mover m = {0};
+    m.workers = workers;
+    m.rt = new_workers(workers);
+    CHECK_OK(fib_spawn(m.rt, forced_move_main, &m, NULL, NULL));
+    CHECK_OK(fib_run(m.rt));
+    CHECK_OK(fib_runtime_destroy(m.rt));
+    CHECK_EQ(m.done, 1);
+  }
+  force(0);
+}
+
 TEST(move_to_lands_on_the_worker_asked_for) {
   force(0);
   for (unsigned workers = 2; workers <= 4; workers += 2) {
@@ -635,4 +673,5 @@ TEST_MAIN(T(migratable_fibers_that_have_run_are_taken_by_idle_workers),
           T(forced_mode_exact_results_on_2_workers),
           T(forced_mode_exact_results_on_4_workers),
           T(pinned_first_placed_compact_and_guarded_fibers_stay_when_forced),
-          T(move_to_lands_on_the_worker_asked_for), T(errors))
+          T(move_to_lands_on_the_worker_asked_for),
+          T(move_to_lands_there_in_the_forced_mode_too), T(errors))

@@ -557,6 +557,8 @@ void fib__group_send_out(struct fib_runtime *rt) {
   struct fib_runtime *w = rt->group->w[f->move_to - 1];
   rt->outgoing = NULL;
   f->move_to = 0;
+  f->force_due = 0; /* the forced mode lets it run there first: the call
+                       returns on the worker it asked for */
   move_fiber(rt, f, w);
 }
 
