@@ -530,7 +530,7 @@ static void bench_idle_cpu(long ms) {
   });
   while (waiting < 2)
     boost::this_fiber::sleep_for(std::chrono::milliseconds(1));
-  boost::this_fiber::sleep_for(std::chrono::milliseconds(50));
+  boost::this_fiber::sleep_for(std::chrono::milliseconds(20));
   struct rusage ru0, ru1;
   getrusage(RUSAGE_SELF, &ru0);
   double c0 = cpu_now_ns(), w0 = bench_now_ns();

@@ -1013,7 +1013,7 @@ static void bench_post_rate(const char *name, long n, unsigned workers) {
  * poller); worker 1 a fiber in a receive on a shared channel that nobody
  * sends on until the end, and a sleeper an hour from its deadline (so it
  * sleeps on its futex word with a deadline). Once all three are in their
- * waits and the workers have had 50 ms to settle, the process's CPU time
+ * waits and the workers have had 20 ms to settle, the process's CPU time
  * (CLOCK_PROCESS_CPUTIME_ID: both workers and this thread, which only
  * sleeps) is read over n ms. Then this thread sends on the channel (a
  * plain thread on a shared channel), whose receiver cancels the sleeper,
@@ -1092,7 +1092,7 @@ static void bench_idle_cpu(long ms) {
   }
   while (g_idle_waiting < 3)
     sleep_ns(1e6);
-  sleep_ns(50e6); /* the waits begin, the workers stop spinning */
+  sleep_ns(20e6); /* the waits begin; the workers' spin (tens of us) ends */
   struct rusage ru0, ru1;
   getrusage(RUSAGE_SELF, &ru0);
   double c0 = cpu_now_ns(), w0 = bench_now_ns();

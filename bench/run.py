@@ -94,10 +94,10 @@ BENCHES = [
     # Boost.Fiber work_stealing on two threads.
     ("fanout_2w", "ns",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 1_000_000},
-     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+     {"fibers": 2_000, "go": 2_000, "boost_fiber": 2_000}),
     ("fanout_2w_buf", "ns",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 1_000_000},
-     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+     {"fibers": 2_000, "go": 2_000, "boost_fiber": 2_000}),
     # fib_post throughput from a plain thread, posts run per second, into
     # a runtime of one worker and of two (ours only: the round trip is
     # call_rtt above).
@@ -108,7 +108,7 @@ BENCHES = [
     # ms; also in ms (idle_cpu_2w_ms). No warm-up (NO_WARMUP).
     ("idle_cpu_2w", "%",
      {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000},
-     {"fibers": 100, "go": 100, "boost_fiber": 100}),
+     {"fibers": 50, "go": 50, "boost_fiber": 50}),
     ("idle_rss_100k", "bytes",
      {i: 100_000 for i in IMPLS}, {i: 1_000 for i in IMPLS}),
     ("idle_rss_1m", "bytes",

@@ -441,7 +441,7 @@ func benchIdleCPU(ms int64) {
 	for atomic.LoadInt32(&waiting) < 3 {
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
 	c0, v0 := cpuNs()
 	t0 := time.Now()
 	time.Sleep(time.Duration(ms) * time.Millisecond)
