@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 // bench_boost_fiber.cpp -- Boost.Fiber peer (impl "boost_fiber"): the
-// default round_robin scheduler on one thread, default stack allocator
+// default round_robin scheduler on one thread (work_stealing on two for the
+// _2w rows), default stack allocator
 // (boost::fibers::default_stack, an unguarded malloc'd fixedsize_stack).
 //
 //   spawn_join  ns per boost::fibers::fiber(fn) + join()
@@ -22,6 +23,13 @@
 //               buffered_channel<long>(64)
 //   mutex_handoff    ns per lock: two fibers loop lock / yield / unlock on
 //               one boost::fibers::mutex
+//   skynet_1m_2w, chan_unbuffered_2w  as skynet_1m and chan_unbuffered, on
+//               the work_stealing scheduler with two threads (below)
+//   fanout_2w, fanout_2w_buf  ns per message through a pipeline: producer
+//               -> 4 stages -> collector, unbuffered_channel or
+//               buffered_channel(64), work_stealing on two threads
+//   idle_cpu_2w  % of one core used while every fiber waits, work_stealing
+//               on two threads; also prints idle_cpu_2w_ms
 //   (select4: Boost.Fiber has no select over channels; run.py reports it
 //   missing)
 #include "bench_common.h"
@@ -29,8 +37,13 @@
 #include <boost/context/stack_traits.hpp>
 #include <boost/fiber/all.hpp>
 
+#include <sys/resource.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace bf = boost::fibers;
@@ -317,11 +330,238 @@ static void bench_mutex(long n) {
                2 * per, "2 fibers: lock, yield, unlock on boost::fibers::mutex");
 }
 
+// ---------------------------------------------- several threads: work_stealing
+//
+// The rows beside our two-worker ones (skynet_1m_2w, chan_unbuffered_2w,
+// fanout_2w, fanout_2w_buf, idle_cpu_2w) run Boost.Fiber's work_stealing
+// scheduler on two threads, the main thread and one more, with suspend =
+// true: an idle thread waits on a condition variable until it is notified
+// or its next deadline. Boost's default, suspend = false, keeps an idle
+// thread looking for work; on the 2-vCPU machine of docs/performance.md,
+// shared with other jobs, those spinning threads took the CPU from the
+// working ones and every row was several times slower (docs/multicore.md
+// has the figures), so the rows use the faster setting.
+// BENCH_BOOST_SPIN=1 in the environment selects the default instead.
+// A work_stealing group is one per process (its registry is static), which
+// suits a program that runs one benchmark. The second thread installs the
+// scheduler (whose constructor waits until both have) and waits, as a
+// fiber, for the end; fibers spawned on either thread may be stolen by the
+// other. The program leaves with _exit once it has reported, as the rows
+// above do: the helper's scheduler would otherwise be torn down while
+// the main thread's may still steal from it.
+static bf::mutex g_ws_mtx;
+static bf::condition_variable g_ws_cv;
+static bool g_ws_done;
+
+static bool ws_suspend() {
+  const char *s = std::getenv("BENCH_BOOST_SPIN");
+  return !(s && *s == '1');
+}
+
+static const char *ws_note() {
+  return ws_suspend() ? "work_stealing(2, suspend=true)"
+                      : "work_stealing(2), default suspend=false (spinning)";
+}
+
+static void ws_start() {
+  bool suspend = ws_suspend();
+  std::thread([suspend] {
+    bf::use_scheduling_algorithm<bf::algo::work_stealing>(2, suspend);
+    std::unique_lock<bf::mutex> lk(g_ws_mtx);
+    g_ws_cv.wait(lk, [] { return g_ws_done; });
+  }).detach();
+  bf::use_scheduling_algorithm<bf::algo::work_stealing>(2, suspend);
+}
+
+static void ws_exit() {
+  std::fflush(stdout);
+  _exit(0);
+}
+
+static void bench_skynet_2w(long n) {
+  ws_start();
+  std::uint64_t leaves = 1;
+  while (leaves < std::uint64_t(n))
+    leaves *= 10;
+  double t0 = bench_now_ns();
+  std::uint64_t sum = 0;
+  bf::fiber root([&] { sum = skynet(0, leaves); });
+  root.join();
+  double t1 = bench_now_ns();
+  if (sum != leaves * (leaves - 1) / 2) {
+    std::fprintf(stderr, "bench_boost_fiber: skynet_1m_2w sum wrong\n");
+    std::exit(1);
+  }
+  bench_report("skynet_1m_2w", "boost_fiber", (t1 - t0) / 1e6, "ms",
+               long(leaves), ws_note());
+  ws_exit();
+}
+
+static void bench_unbuffered_2w(long n) {
+  ws_start();
+  long rounds = n / 2 > 0 ? n / 2 : 1;
+  auto run = [](long r) {
+    bf::unbuffered_channel<long> a, b;
+    long last = -1;
+    double t0 = bench_now_ns();
+    bf::fiber pinger([&] {
+      long v = 0;
+      for (long i = 0; i < r; i++) {
+        a.push(v);
+        b.pop(v);
+      }
+      last = v;
+    });
+    bf::fiber ponger([&] {
+      long v;
+      for (long i = 0; i < r; i++) {
+        a.pop(v);
+        b.push(v + 1);
+      }
+    });
+    pinger.join();
+    ponger.join();
+    double t = bench_now_ns() - t0;
+    if (last != r) {
+      std::fprintf(stderr, "bench_boost_fiber: chan_unbuffered_2w: %ld "
+                   "round trips counted, expected %ld\n", last, r);
+      std::exit(1);
+    }
+    return t;
+  };
+  (void)run(rounds / 10 + 1);
+  double t = run(rounds);
+  std::string note = std::string("unbuffered_channel ping-pong, ") + ws_note();
+  bench_report("chan_unbuffered_2w", "boost_fiber",
+               t / (2.0 * double(rounds)), "ns", 2 * rounds, note.c_str());
+  ws_exit();
+}
+
+// fanout_2w (unbuffered_channel), fanout_2w_buf (buffered_channel of 64):
+// bench_fibers.c's pipeline, producer -> 4 stages -> collector (main).
+template <class Chan> static double run_fanout(long n, Chan &in, Chan &out) {
+  enum { STAGES = 4 };
+  std::atomic<long> passed{0};
+  double t0 = bench_now_ns();
+  bf::fiber producer([&] {
+    for (long i = 0; i < n; i++)
+      in.push(i);
+    in.close();
+  });
+  bf::fiber stages[STAGES];
+  for (auto &s : stages)
+    s = bf::fiber([&] {
+      long v, p = 0;
+      while (in.pop(v) == bf::channel_op_status::success) {
+        out.push(3 * v + 1);
+        p++;
+      }
+      passed += p;
+    });
+  std::uint64_t sum = 0;
+  for (long i = 0; i < n; i++) {
+    long v;
+    out.pop(v);
+    sum += std::uint64_t(v);
+  }
+  producer.join();
+  for (auto &s : stages)
+    s.join();
+  double t = bench_now_ns() - t0;
+  std::uint64_t un = std::uint64_t(n);
+  if (sum != 3 * un * (un - 1) / 2 + un || passed != n) {
+    std::fprintf(stderr, "bench_boost_fiber: fanout: wrong sum or count\n");
+    std::exit(1);
+  }
+  return t;
+}
+
+static void bench_fanout(const std::string &name, long n) {
+  ws_start();
+  bool buffered = name == "fanout_2w_buf";
+  auto run = [buffered](long m) {
+    if (buffered) {
+      bf::buffered_channel<long> in(64), out(64);
+      return run_fanout(m, in, out);
+    }
+    bf::unbuffered_channel<long> in, out;
+    return run_fanout(m, in, out);
+  };
+  (void)run(n / 10 + 1);
+  double t = run(n);
+  std::string note = std::string("1 producer -> 4 stages -> 1 collector, ") +
+                     (buffered ? "buffered_channel(64), " : "unbuffered_channel, ") +
+                     ws_note();
+  bench_report(name.c_str(), "boost_fiber", t / double(n), "ns", n, note.c_str());
+  ws_exit();
+}
+
+// idle_cpu_2w: bench_fibers.c's, without the socket read (Boost.Fiber has
+// no I/O of its own: a read would block its thread): a fiber in a receive
+// on a channel nobody sends on until the end, and one waiting on a
+// condition variable with a deadline an hour away (a sleep that can be cut
+// short). The main fiber measures the CPU time over n ms, asleep in
+// this_fiber::sleep_for.
+static double cpu_now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) * 1e9 + double(ts.tv_nsec);
+}
+
+static void bench_idle_cpu(long ms) {
+  ws_start();
+  bf::unbuffered_channel<long> ch;
+  bf::mutex m;
+  bf::condition_variable cv;
+  bool cancel = false, cancelled = false;
+  std::atomic<int> waiting{0};
+  long got = 0;
+  bf::fiber receiver([&] {
+    waiting++;
+    ch.pop(got);
+    std::unique_lock<bf::mutex> lk(m);
+    cancel = true;
+    cv.notify_all();
+  });
+  bf::fiber sleeper([&] {
+    waiting++;
+    std::unique_lock<bf::mutex> lk(m);
+    cancelled = cv.wait_for(lk, std::chrono::hours(1), [&] { return cancel; });
+  });
+  while (waiting < 2)
+    boost::this_fiber::sleep_for(std::chrono::milliseconds(1));
+  boost::this_fiber::sleep_for(std::chrono::milliseconds(20));
+  struct rusage ru0, ru1;
+  getrusage(RUSAGE_SELF, &ru0);
+  double c0 = cpu_now_ns(), w0 = bench_now_ns();
+  boost::this_fiber::sleep_for(std::chrono::milliseconds(ms));
+  double c1 = cpu_now_ns(), w1 = bench_now_ns();
+  getrusage(RUSAGE_SELF, &ru1);
+  ch.push(42);
+  receiver.join();
+  sleeper.join();
+  if (got != 42 || !cancelled) {
+    std::fprintf(stderr, "bench_boost_fiber: idle_cpu_2w: a wait ended wrongly\n");
+    std::exit(1);
+  }
+  double cpu = c1 - c0, wall = w1 - w0;
+  char note[240];
+  std::snprintf(note, sizeof note,
+                "%s: a channel receive, a condition wait an hour long, the "
+                "main fiber asleep (no socket read: no I/O layer); %.3f ms CPU "
+                "in %.0f ms, %ld voluntary context switches",
+                ws_note(), cpu / 1e6, wall / 1e6, ru1.ru_nvcsw - ru0.ru_nvcsw);
+  bench_report("idle_cpu_2w", "boost_fiber", 100.0 * cpu / wall, "%", ms, note);
+  bench_report("idle_cpu_2w_ms", "boost_fiber", cpu / 1e6, "ms", ms, note);
+  ws_exit();
+}
+
 int main(int argc, char **argv) {
   const char *benches =
       "spawn_join yield idle_rss_100k idle_rss_1m skynet_1m skynet_1m_chan "
       "spawn_alive_1m chan_unbuffered "
-      "chan_buffered mutex_handoff";
+      "chan_buffered mutex_handoff skynet_1m_2w chan_unbuffered_2w fanout_2w "
+      "fanout_2w_buf idle_cpu_2w";
   if (argc != 3) {
     bench_usage(argv[0], benches);
     return 2;
@@ -350,6 +590,14 @@ int main(int argc, char **argv) {
     bench_buffered(n);
   else if (b == "mutex_handoff")
     bench_mutex(n);
+  else if (b == "skynet_1m_2w")
+    bench_skynet_2w(n);
+  else if (b == "chan_unbuffered_2w")
+    bench_unbuffered_2w(n);
+  else if (b == "fanout_2w" || b == "fanout_2w_buf")
+    bench_fanout(b, n);
+  else if (b == "idle_cpu_2w")
+    bench_idle_cpu(n);
   else {
     bench_usage(argv[0], benches);
     return 2;

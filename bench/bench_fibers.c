@@ -54,8 +54,10 @@
 #include "fibers/io.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 static void check(int err, const char *what) {
@@ -826,6 +828,306 @@ static void bench_mutex(long n) {
                2 * per, "2 fibers: lock, fib_yield, unlock (FIFO hand-off)");
 }
 
+/* ------------------------------------------------ several workers: more */
+
+/*
+ * fanout_2w, fanout_2w_buf: a fan-out/fan-in pipeline on a runtime with
+ * two workers. One producer sends 0 .. n-1 into channel `in`;
+ * FAN_STAGES stage fibers each receive from `in`, compute 3v + 1 and send
+ * it on `out`; the collector (the runtime's first fiber) receives the n
+ * results and sums them. Both channels are shared (initialised once the
+ * runtime exists), unbuffered or of FAN_BUF slots. The fibers are spawned
+ * the ordinary way, not placed: which worker runs which is the runtime's
+ * choice (never-run fibers go to an idle worker), as it is the Go and
+ * Boost.Fiber schedulers' in their programs of the same shape; the note
+ * says where the stages ran. Verified: the sum, and the count of values
+ * every stage passed on.
+ */
+enum { FAN_STAGES = 4, FAN_BUF = 64 };
+static fib_chan g_fan_in, g_fan_out;
+static long g_fan_n;
+static pthread_t g_main_thread;
+static _Atomic long g_fan_passed, g_fan_on_main;
+
+static void *fan_producer(void *arg) {
+  (void)arg;
+  for (long i = 0; i < g_fan_n; i++)
+    check(fib_chan_send(&g_fan_in, &i), "fib_chan_send");
+  check(fib_chan_close(&g_fan_in), "fib_chan_close");
+  return NULL;
+}
+
+static void *fan_stage(void *arg) {
+  (void)arg;
+  /* Read before the first wait: a fiber that has run does not move (it is
+   * not FIB_MIGRATABLE), so this is the thread it runs on throughout. */
+  if (pthread_equal(pthread_self(), g_main_thread))
+    g_fan_on_main++;
+  long v, passed = 0;
+  int err;
+  while ((err = fib_chan_recv(&g_fan_in, &v)) == 0) {
+    v = 3 * v + 1;
+    check(fib_chan_send(&g_fan_out, &v), "fib_chan_send");
+    passed++;
+  }
+  if (err != FIB_EPIPE)
+    check(err, "fib_chan_recv");
+  g_fan_passed += passed;
+  return NULL;
+}
+
+static void *fan_collector(void *arg) {
+  (void)arg;
+  fib_id ids[FAN_STAGES + 1];
+  check(fib_spawn(NULL, fan_producer, NULL, NULL, &ids[0]), "fib_spawn");
+  for (int i = 1; i <= FAN_STAGES; i++)
+    check(fib_spawn(NULL, fan_stage, NULL, NULL, &ids[i]), "fib_spawn");
+  uint64_t sum = 0;
+  for (long i = 0; i < g_fan_n; i++) {
+    long v;
+    check(fib_chan_recv(&g_fan_out, &v), "fib_chan_recv");
+    sum += (uint64_t)v;
+  }
+  for (int i = 0; i <= FAN_STAGES; i++)
+    check(fib_join(ids[i], NULL), "fib_join");
+  g_result = (double)sum;
+  return NULL;
+}
+
+static double run_fanout(long n, size_t cap) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {0};
+  opts.workers = 2;
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
+  check(fib_chan_init(&g_fan_in, sizeof(long), cap), "fib_chan_init");
+  check(fib_chan_init(&g_fan_out, sizeof(long), cap), "fib_chan_init");
+  g_fan_n = n;
+  g_fan_passed = 0;
+  g_fan_on_main = 0;
+  g_result = -1;
+  check(fib_spawn(rt, fan_collector, NULL, NULL, NULL), "fib_spawn");
+  double t0 = bench_now_ns();
+  check(fib_run(rt), "fib_run");
+  double t1 = bench_now_ns();
+  check(fib_chan_destroy(&g_fan_in), "fib_chan_destroy");
+  check(fib_chan_destroy(&g_fan_out), "fib_chan_destroy");
+  check(fib_runtime_destroy(rt), "fib_runtime_destroy");
+  /* sum of 3v + 1 over v = 0 .. n-1 */
+  double expect = 3.0 * (double)n * (double)(n - 1) / 2 + (double)n;
+  if (g_result != expect || g_fan_passed != n) {
+    fprintf(stderr,
+            "bench_fibers: fanout: sum %.0f (expected %.0f), %ld passed on "
+            "(expected %ld)\n",
+            g_result, expect, (long)g_fan_passed, n);
+    exit(1);
+  }
+  return t1 - t0;
+}
+
+static void bench_fanout(const char *name, long n) {
+  size_t cap = strcmp(name, "fanout_2w_buf") ? 0 : FAN_BUF;
+  g_main_thread = pthread_self();
+  (void)run_fanout(n / 10 + 1, cap);
+  double t = run_fanout(n, cap);
+  char note[200];
+  snprintf(note, sizeof note,
+           "1 producer -> %d stages -> 1 collector, %s shared channels, "
+           "2 workers; %ld of %d stages ran on worker 0",
+           FAN_STAGES, cap ? "64-slot" : "unbuffered", (long)g_fan_on_main,
+           FAN_STAGES);
+  bench_report(name, "fibers", t / (double)n, "ns", n, note);
+}
+
+/*
+ * post_rate, post_rate_2w: fib_post throughput, in posts run per second.
+ * The program's main thread (no runtime) posts n small calls, as fast as
+ * fib_post takes them, to a runtime run by a thread of its own (one
+ * worker, or two); each post's fiber adds its argument to a sum and
+ * counts itself, and the one that completes the count notes the time and
+ * lets the runtime's keep-alive fiber finish. Timed from the first post to
+ * the last post's fiber run. Verified: the count and the sum of the
+ * arguments.
+ */
+static _Atomic long g_post_count;
+static _Atomic uint64_t g_post_sum;
+static long g_post_n;
+static double g_post_t_end;
+static fib_sem g_post_stop;
+
+static void *post_one(void *arg) {
+  g_post_sum += (uint64_t)(uintptr_t)arg;
+  if (++g_post_count == g_post_n) {
+    g_post_t_end = bench_now_ns();
+    check(fib_sem_post(&g_post_stop), "fib_sem_post");
+  }
+  return NULL;
+}
+
+static double run_post_rate(long n, unsigned workers) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {0};
+  opts.flags = FIB_ACCEPT_POSTS;
+  opts.workers = workers;
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
+  check(fib_sem_init(&g_post_stop, 0), "fib_sem_init");
+  check(fib_spawn(rt, keep_alive, &g_post_stop, NULL, NULL), "fib_spawn");
+  g_post_count = 0;
+  g_post_sum = 0;
+  g_post_n = n;
+  pthread_t t;
+  if (pthread_create(&t, NULL, run_runtime, rt) != 0) {
+    fprintf(stderr, "bench_fibers: pthread_create failed\n");
+    exit(1);
+  }
+  double t0 = bench_now_ns();
+  for (long i = 0; i < n; i++)
+    check(fib_post(rt, post_one, (void *)(uintptr_t)i), "fib_post");
+  pthread_join(t, NULL);
+  check(fib_sem_destroy(&g_post_stop), "fib_sem_destroy");
+  check(fib_runtime_destroy(rt), "fib_runtime_destroy");
+  uint64_t expect = (uint64_t)n * (uint64_t)(n - 1) / 2;
+  if (g_post_count != n || g_post_sum != expect) {
+    fprintf(stderr,
+            "bench_fibers: post_rate: %ld run (expected %ld), sum %llu "
+            "(expected %llu)\n",
+            (long)g_post_count, n, (unsigned long long)g_post_sum,
+            (unsigned long long)expect);
+    exit(1);
+  }
+  return g_post_t_end - t0;
+}
+
+static void bench_post_rate(const char *name, long n, unsigned workers) {
+  (void)run_post_rate(n / 10 + 1, workers);
+  double t = run_post_rate(n, workers);
+  bench_report(name, "fibers", (double)n / (t / 1e9), "msgs/s", n,
+               workers > 1 ? "fib_post from a plain thread into a runtime of "
+                             "2 workers, a fiber per post"
+                           : "fib_post from a plain thread into a runtime on "
+                             "another thread, a fiber per post");
+}
+
+/*
+ * idle_cpu_2w: the CPU a runtime of two workers uses while every fiber
+ * waits. Worker 0 has a fiber in a socket read (so it sleeps in its I/O
+ * poller); worker 1 a fiber in a receive on a shared channel that nobody
+ * sends on until the end, and a sleeper an hour from its deadline (so it
+ * sleeps on its futex word with a deadline). Once all three are in their
+ * waits and the workers have had 20 ms to settle, the process's CPU time
+ * (CLOCK_PROCESS_CPUTIME_ID: both workers and this thread, which only
+ * sleeps) is read over n ms. Then this thread sends on the channel (a
+ * plain thread on a shared channel), whose receiver cancels the sleeper,
+ * and writes the socket. Verified: the byte and the value arrive, the
+ * sleep ends cancelled, and the run ends with 0. Reported as % of one
+ * core and as ms (idle_cpu_2w_ms), with the voluntary context switches of
+ * the window (the wake-ups) in the note.
+ */
+static _Atomic int g_idle_waiting;
+static fib_chan g_idle_ch;
+static fib_id g_idle_sleeper;
+static int g_idle_sleep_err = 1;
+static char g_idle_byte;
+
+static void *idle_reader(void *arg) {
+  g_idle_waiting++;
+  if (fib_read(*(int *)arg, &g_idle_byte, 1) != 1) {
+    fprintf(stderr, "bench_fibers: idle_cpu_2w: fib_read failed\n");
+    exit(1);
+  }
+  return NULL;
+}
+
+static void *idle_receiver(void *arg) {
+  (void)arg;
+  long v;
+  g_idle_waiting++;
+  check(fib_chan_recv(&g_idle_ch, &v), "fib_chan_recv");
+  if (v != 42)
+    check(FIB_EINVAL, "idle_cpu_2w: wrong value received");
+  check(fib_cancel(NULL, g_idle_sleeper), "fib_cancel");
+  return NULL;
+}
+
+static void *idle_sleeper(void *arg) {
+  (void)arg;
+  g_idle_waiting++;
+  g_idle_sleep_err = fib_sleep_ns(3600ull * 1000000000ull);
+  return NULL;
+}
+
+static double cpu_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static void sleep_ns(double ns) {
+  struct timespec ts = {(time_t)(ns / 1e9), (long)((long long)ns % 1000000000)};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+}
+
+static void bench_idle_cpu(long ms) {
+  fib_runtime *rt;
+  fib_runtime_opts opts = {0};
+  opts.workers = 2;
+  check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
+  check(fib_chan_init(&g_idle_ch, sizeof(long), 0), "fib_chan_init");
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    fprintf(stderr, "bench_fibers: socketpair failed\n");
+    exit(1);
+  }
+  fib_attr on[2] = {{0}, {0}};
+  on[0].worker = 1;
+  on[1].worker = 2;
+  check(fib_spawn(rt, idle_reader, &sv[0], &on[0], NULL), "fib_spawn");
+  check(fib_spawn(rt, idle_receiver, NULL, &on[1], NULL), "fib_spawn");
+  check(fib_spawn(rt, idle_sleeper, NULL, &on[1], &g_idle_sleeper),
+        "fib_spawn");
+  pthread_t t;
+  if (pthread_create(&t, NULL, run_runtime, rt) != 0) {
+    fprintf(stderr, "bench_fibers: pthread_create failed\n");
+    exit(1);
+  }
+  while (g_idle_waiting < 3)
+    sleep_ns(1e6);
+  sleep_ns(20e6); /* the waits begin; the workers' spin (tens of us) ends */
+  struct rusage ru0, ru1;
+  getrusage(RUSAGE_SELF, &ru0);
+  double c0 = cpu_now_ns(), w0 = bench_now_ns();
+  sleep_ns((double)ms * 1e6);
+  double c1 = cpu_now_ns(), w1 = bench_now_ns();
+  getrusage(RUSAGE_SELF, &ru1);
+  long v = 42;
+  check(fib_chan_send(&g_idle_ch, &v), "fib_chan_send");
+  if (write(sv[1], "x", 1) != 1) {
+    fprintf(stderr, "bench_fibers: write failed\n");
+    exit(1);
+  }
+  pthread_join(t, NULL);
+  if (g_idle_byte != 'x' || g_idle_sleep_err != FIB_ECANCELED) {
+    fprintf(stderr,
+            "bench_fibers: idle_cpu_2w: read %d, sleep ended with %s "
+            "(expected FIB_ECANCELED)\n",
+            g_idle_byte, fib_err_name(g_idle_sleep_err));
+    exit(1);
+  }
+  check(fib_chan_destroy(&g_idle_ch), "fib_chan_destroy");
+  check(fib_runtime_destroy(rt), "fib_runtime_destroy");
+  close(sv[0]);
+  close(sv[1]);
+  double cpu = c1 - c0, wall = w1 - w0;
+  char note[200];
+  snprintf(note, sizeof note,
+           "2 workers: a socket read on one, a channel receive and an "
+           "hour's sleep on the other; %.3f ms CPU in %.0f ms, %ld voluntary "
+           "context switches",
+           cpu / 1e6, wall / 1e6, ru1.ru_nvcsw - ru0.ru_nvcsw);
+  bench_report("idle_cpu_2w", "fibers", 100.0 * cpu / wall, "%", ms, note);
+  bench_report("idle_cpu_2w_ms", "fibers", cpu / 1e6, "ms", ms, note);
+}
+
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
@@ -833,7 +1135,7 @@ int main(int argc, char **argv) {
       "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
-      "select4";
+      "select4 fanout_2w fanout_2w_buf post_rate post_rate_2w idle_cpu_2w";
   if (argc != 3) {
     bench_usage(argv[0], benches);
     return 2;
@@ -883,6 +1185,14 @@ int main(int argc, char **argv) {
     bench_chan(b, n);
   else if (!strcmp(b, "mutex_handoff"))
     bench_mutex(n);
+  else if (!strcmp(b, "fanout_2w") || !strcmp(b, "fanout_2w_buf"))
+    bench_fanout(b, n);
+  else if (!strcmp(b, "post_rate"))
+    bench_post_rate(b, n, 1);
+  else if (!strcmp(b, "post_rate_2w"))
+    bench_post_rate(b, n, 2);
+  else if (!strcmp(b, "idle_cpu_2w"))
+    bench_idle_cpu(n);
   else {
     bench_usage(argv[0], benches);
     return 2;

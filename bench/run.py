@@ -83,10 +83,32 @@ BENCHES = [
     # a socket): the wake-up eventfd's round trip, beside call_rtt's futex.
     ("call_rtt_io", "ns", {"fibers": 100_000}, {"fibers": 2_000}),
     # A message between two workers (one fiber on each), beside Go with
-    # GOMAXPROCS=2 (goroutines may or may not share a P there).
+    # GOMAXPROCS=2 and Boost.Fiber's work_stealing on two threads (there
+    # the two may or may not share a thread).
     ("chan_unbuffered_2w", "ns",
-     {"fibers": 1_000_000, "go": 1_000_000},
-     {"fibers": 10_000, "go": 10_000}),
+     {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 1_000_000},
+     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
+    # Fan-out / fan-in on two workers: producer -> 4 stages -> collector
+    # through two shared channels, unbuffered and of 64 slots; ns per
+    # message, n messages. The peers in the same shape: Go GOMAXPROCS=2,
+    # Boost.Fiber work_stealing on two threads.
+    ("fanout_2w", "ns",
+     {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 1_000_000},
+     {"fibers": 2_000, "go": 2_000, "boost_fiber": 2_000}),
+    ("fanout_2w_buf", "ns",
+     {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 1_000_000},
+     {"fibers": 2_000, "go": 2_000, "boost_fiber": 2_000}),
+    # fib_post throughput from a plain thread, posts run per second, into
+    # a runtime of one worker and of two (ours only: the round trip is
+    # call_rtt above).
+    ("post_rate", "msgs/s", {"fibers": 500_000}, {"fibers": 10_000}),
+    ("post_rate_2w", "msgs/s", {"fibers": 500_000}, {"fibers": 10_000}),
+    # CPU used by a two-worker runtime whose fibers all wait (a socket
+    # read, a channel receive, an hour's sleep), as % of one core over n
+    # ms; also in ms (idle_cpu_2w_ms). No warm-up (NO_WARMUP).
+    ("idle_cpu_2w", "%",
+     {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000},
+     {"fibers": 50, "go": 50, "boost_fiber": 50}),
     ("idle_rss_100k", "bytes",
      {i: 100_000 for i in IMPLS}, {i: 1_000 for i in IMPLS}),
     ("idle_rss_1m", "bytes",
@@ -97,10 +119,12 @@ BENCHES = [
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 10_000},
      {"fibers": 1_000, "go": 1_000, "boost_fiber": 1_000}),
     # The same tree on two workers (docs/multicore.md), beside Go with
-    # GOMAXPROCS=2; compared with our own one-worker row too (SELF_TARGETS).
+    # GOMAXPROCS=2 and Boost.Fiber's work_stealing on two threads (fiber +
+    # join, as its skynet_1m); compared with our own one-worker row too
+    # (SELF_TARGETS).
     ("skynet_1m_2w", "ms",
-     {"fibers": 1_000_000, "go": 1_000_000},
-     {"fibers": 1_000, "go": 1_000}),
+     {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 10_000},
+     {"fibers": 1_000, "go": 1_000, "boost_fiber": 1_000}),
     # Many alive at once. skynet_1m above joins each child as
     # soon as it is spawned, so only ~60 of ours are alive at a time (Go's
     # program is the channel one in both rows: a goroutine cannot be
@@ -133,7 +157,11 @@ BENCHES = [
 EXTRA = {"skynet_1m": ["skynet_1m_peak_rss"],
          "skynet_1m_chan": ["skynet_1m_chan_peak_rss"],
          "spawn_alive_1m": ["spawn_alive_1m_peak_rss",
-                            "spawn_alive_1m_idle_rss"]}
+                            "spawn_alive_1m_idle_rss"],
+         "idle_cpu_2w": ["idle_cpu_2w_ms"]}
+# The unit of such a result, where it is not its benchmark's (and not
+# bytes, which every *_rss is).
+EXTRA_UNITS = {"idle_cpu_2w_ms": "ms"}
 # Why a peer runs at a smaller size in the full run.
 CAPS = {
     ("ucontext", "switch"): "swapcontext makes a syscall per switch",
@@ -144,6 +172,8 @@ CAPS = {
     ("boost_fiber", "skynet_1m"):
         "capped at 10k leaves: ~300 us per fiber here (a fresh 128 KiB mmap'd "
         "stack each); 1M would take ~6 min per run",
+    ("boost_fiber", "skynet_1m_2w"):
+        "capped at 10k leaves, as skynet_1m: a fresh 128 KiB stack per fiber",
     ("boost_fiber", "skynet_1m_chan"):
         "capped at 100k leaves: a malloc'd 128 KiB stack per fiber, ~11 KB "
         "resident each with the tree alive; 1M would need ~11 GB and ~30 s "
@@ -157,6 +187,9 @@ CAPS = {
 SMALL_WARMUP = {"idle_rss_100k", "idle_rss_1m", "skynet_1m", "skynet_1m_2w",
                 "skynet_1m_chan",
                 "spawn_alive_1m"}
+# Benchmarks with no warm-up run: idle_cpu_2w measures waiting, which a
+# warm-up cannot warm, and takes its n in ms.
+NO_WARMUP = {"idle_cpu_2w"}
 # Not available yet, with the reason (reported as missing, never skipped).
 NOT_YET = {
     ("boost_fiber", "select4"):
@@ -177,6 +210,11 @@ RATIO_TARGETS = [
     # Several workers.
     ("skynet_1m_2w", "go", 0.15),
     ("chan_unbuffered_2w", "go", 0.5),
+    ("chan_unbuffered_2w", "boost_fiber", 0.5),
+    ("fanout_2w", "go", 0.5),
+    ("fanout_2w", "boost_fiber", 0.5),
+    ("fanout_2w_buf", "go", 0.5),
+    ("fanout_2w_buf", "boost_fiber", 0.5),
     # Many alive at once.
     ("skynet_1m_chan", "go", 0.5),
     ("skynet_1m_chan_peak_rss", "go", 1.0),
@@ -225,6 +263,9 @@ IDLE_TARGET_N = 1_000_000
 # while all of spawn_alive_1m's fibers wait (no stack touched beyond their
 # own frames).
 ALIVE_IDLE_TARGET_BYTES = 4200
+# A two-worker runtime whose fibers all wait uses about no CPU: at most
+# this % of one core over the full run's 10 s (idle_cpu_2w).
+IDLE_CPU_TARGET_PCT = 0.5
 
 BENCH_RE = re.compile(r"^BENCH (\{.*\})\s*$")
 
@@ -348,7 +389,8 @@ def measure(impls, mode, runs, timeout, only):
         for b in [bench] + EXTRA.get(bench, []):
             for name in names:
                 cells[(b, name)] = Cell(b, name, "bytes"
-                                        if b.endswith("_rss") else unit)
+                                        if b.endswith("_rss") else
+                                        EXTRA_UNITS.get(b, unit))
                 order.append((b, name))
         for name in names:
             if (name, bench) in NOT_YET:
@@ -361,7 +403,7 @@ def measure(impls, mode, runs, timeout, only):
                 active.append(name)
         t0 = time.time()
         # Warm-up: one run each, discarded.
-        for name in active:
+        for name in active if bench not in NO_WARMUP else []:
             n = sizes[name]
             if bench in SMALL_WARMUP and mode == FULL:
                 n = max(1000, n // 100)
@@ -405,7 +447,9 @@ def fmt(v):
         return "%.0f" % v
     if v >= 10:
         return "%.1f" % v
-    return "%.2f" % v
+    if v >= 0.1 or v == 0:
+        return "%.2f" % v
+    return "%.2g" % v
 
 
 def print_table(cells, order, mode, out):
@@ -499,6 +543,14 @@ def print_targets(cells, mode, out):
         w("  %-19s <= %d B with %d fibers  %-6s %.0f B/fiber%s, n %d\n"
           % ("spawn_alive_1m_idle_rss", ALIVE_IDLE_TARGET_BYTES,
              IDLE_TARGET_N, "MET" if ok else "MISSED", med, beside, c.n))
+    c = cells.get(("idle_cpu_2w", "fibers"))
+    if c and c.values:
+        med = c.stats()[0]
+        ms = cells.get(("idle_cpu_2w_ms", "fibers"))
+        w("  %-19s <= %.2f %% of a core       %-6s %.3g %% (%.3g ms CPU in "
+          "%d ms)\n" % ("idle_cpu_2w", IDLE_CPU_TARGET_PCT,
+                        "MET" if med <= IDLE_CPU_TARGET_PCT else "MISSED",
+                        med, ms.stats()[0] if ms and ms.values else 0, c.n))
     w("\n")
 
 

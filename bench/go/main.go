@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Go peer of the fibers benchmark suite (impl "go"), GOMAXPROCS=1.
+// Go peer of the fibers benchmark suite (impl "go"), GOMAXPROCS=1 except
+// where a row says otherwise.
 //
 //	spawn_join  ns per `go f()` plus a channel hand-off back to the spawner
 //	yield       ns per hop: two goroutines calling runtime.Gosched()
@@ -19,6 +20,11 @@
 //	            Unlock on one sync.Mutex
 //	select4     ns per (send + select): one goroutine sends on one of 4
 //	            1-slot channels in turn, then selects over all 4
+//	skynet_1m_2w, chan_unbuffered_2w, fanout_2w, fanout_2w_buf,
+//	idle_cpu_2w  with GOMAXPROCS=2, beside our rows on two workers: the
+//	            skynet tree, the ping-pong, a producer -> 4 stages ->
+//	            collector pipeline (unbuffered; 64 slots), and the CPU
+//	            used while every goroutine waits
 //
 // Usage: bench_go <bench> <n>; prints one BENCH line like the C programs.
 package main
@@ -32,6 +38,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -330,6 +338,130 @@ func benchSelect(n int64) {
 		"buffered send + select over 4 receives")
 }
 
+// fanout_2w, fanout_2w_buf: bench_fibers.c's pipeline. One producer sends
+// 0 .. n-1 into `in`, fanStages goroutines each turn v into 3v + 1 on
+// `out`, and the collector (main) sums the n results; unbuffered, or 64
+// slots. GOMAXPROCS=2, as ours has two workers.
+const fanStages = 4
+
+func runFanout(n int64, capacity int) time.Duration {
+	in, out := make(chan int64, capacity), make(chan int64, capacity)
+	var passed int64
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	go func() {
+		for i := int64(0); i < n; i++ {
+			in <- i
+		}
+		close(in)
+	}()
+	wg.Add(fanStages)
+	for s := 0; s < fanStages; s++ {
+		go func() {
+			var p int64
+			for v := range in {
+				out <- 3*v + 1
+				p++
+			}
+			atomic.AddInt64(&passed, p)
+			wg.Done()
+		}()
+	}
+	var sum int64
+	for i := int64(0); i < n; i++ {
+		sum += <-out
+	}
+	wg.Wait()
+	d := time.Since(t0)
+	if sum != 3*n*(n-1)/2+n || passed != n {
+		fmt.Fprintln(os.Stderr, "bench_go: fanout: wrong sum or count")
+		os.Exit(1)
+	}
+	return d
+}
+
+func benchFanout(name string, n int64) {
+	capacity := 0
+	if name == "fanout_2w_buf" {
+		capacity = 64
+	}
+	runFanout(n/10+1, capacity)
+	d := runFanout(n, capacity)
+	report(name, float64(d.Nanoseconds())/float64(n), "ns", n,
+		fmt.Sprintf("1 producer -> %d stages -> 1 collector, chan of %d, "+
+			"GOMAXPROCS=2", fanStages, capacity))
+}
+
+// idle_cpu_2w: bench_fibers.c's. With GOMAXPROCS=2: a goroutine in a read
+// of a pipe (the netpoller), one in a receive on a channel nobody sends on
+// until the end, one waiting for a timer an hour away (or a cancel). CPU
+// time (getrusage: user + system) over n ms once all three wait.
+func cpuNs() (int64, int64) {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano(), ru.Nvcsw
+}
+
+func benchIdleCPU(ms int64) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench_go: pipe:", err)
+		os.Exit(1)
+	}
+	ch, cancel := make(chan int64), make(chan struct{})
+	var waiting int32
+	var wg sync.WaitGroup
+	var got [1]byte
+	var gotN int
+	var v int64
+	cancelled := false
+	wg.Add(3)
+	go func() {
+		atomic.AddInt32(&waiting, 1)
+		gotN, _ = r.Read(got[:])
+		wg.Done()
+	}()
+	go func() {
+		atomic.AddInt32(&waiting, 1)
+		v = <-ch
+		close(cancel)
+		wg.Done()
+	}()
+	go func() {
+		atomic.AddInt32(&waiting, 1)
+		t := time.NewTimer(time.Hour)
+		select {
+		case <-t.C:
+		case <-cancel:
+			cancelled = true
+			t.Stop()
+		}
+		wg.Done()
+	}()
+	for atomic.LoadInt32(&waiting) < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond)
+	c0, v0 := cpuNs()
+	t0 := time.Now()
+	time.Sleep(time.Duration(ms) * time.Millisecond)
+	wall := time.Since(t0)
+	c1, v1 := cpuNs()
+	ch <- 42
+	w.Write([]byte("x"))
+	wg.Wait()
+	if gotN != 1 || got[0] != 'x' || v != 42 || !cancelled {
+		fmt.Fprintln(os.Stderr, "bench_go: idle_cpu_2w: a wait ended wrongly")
+		os.Exit(1)
+	}
+	cpu := float64(c1 - c0)
+	note := fmt.Sprintf("GOMAXPROCS=2: a pipe read, a channel receive, an "+
+		"hour's timer; %.3f ms CPU in %.0f ms, %d voluntary context switches",
+		cpu/1e6, float64(wall.Nanoseconds())/1e6, v1-v0)
+	report("idle_cpu_2w", 100*cpu/float64(wall.Nanoseconds()), "%", ms, note)
+	report("idle_cpu_2w_ms", cpu/1e6, "ms", ms, note)
+}
+
 func main() {
 	runtime.GOMAXPROCS(1)
 	if len(os.Args) != 3 {
@@ -367,6 +499,12 @@ func main() {
 		d := runPingPong(rounds)
 		report(b, float64(d.Nanoseconds())/float64(2*rounds), "ns", 2*rounds,
 			"unbuffered chan ping-pong, GOMAXPROCS=2")
+	case "fanout_2w", "fanout_2w_buf": // two Ps, as ours has two workers
+		runtime.GOMAXPROCS(2)
+		benchFanout(b, n)
+	case "idle_cpu_2w":
+		runtime.GOMAXPROCS(2)
+		benchIdleCPU(n)
 	case "chan_buffered":
 		benchBuffered(n)
 	case "mutex_handoff":
