@@ -174,6 +174,14 @@ static void *root(void *arg) {
 }
 
 static void run_on(unsigned workers) {
+#if !defined(__x86_64__)
+  /* Seen under qemu on aarch64: after a move, an inlined fib_sleep_ns
+   * found the old thread's runtime (FIB_EPERM), the thread pointer read
+   * once for the whole function. docs/internals.md, the TLS rule. */
+  SKIP("LTO of the library into a program whose fibers migrate is not "
+       "supported on this architecture: the compiler reuses a thread-pointer "
+       "read across the inlined library calls");
+#endif
   CHECK_EQ(setenv("FIBERS_FORCE_MIGRATE", "1", 1), 0);
   counter = stale_errno = stale_tls = direct_reads = 0;
   fib_runtime_opts opts = {0};
