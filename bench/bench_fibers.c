@@ -26,6 +26,8 @@
  *               it through the poller's wake-up eventfd
  *   idle_rss    bytes of RSS per suspended fiber that touched 512 bytes of
  *               its stack, n fibers alive (64 KiB default guarded stacks)
+ *   idle_rss_compact_1m  the same with FIB_COMPACT fibers: their frames
+ *               saved on the heap while they wait in fib_join
  *   skynet_1m   ms for the skynet tree with n leaves (10 children each,
  *               each joined): also prints skynet_1m_peak_rss (VmHWM, bytes)
  *   skynet_1m_2w  the same on a runtime with two workers
@@ -414,6 +416,7 @@ static void bench_call_rtt(long n) { bench_call_rtt_on(n, 0, "call_rtt"); }
  */
 static long g_created;
 static const char *g_bench_name;
+static const fib_attr *g_idle_attr; /* NULL: default guarded stacks */
 
 static void *idle_worker(void *arg) {
   BENCH_TOUCH_STACK(512);
@@ -429,7 +432,8 @@ static void *idle_measure(void *arg) {
   g_created = 0;
   for (long i = 0; i < g_n; i++) {
     fib_id id;
-    int err = fib_spawn(NULL, idle_worker, (void *)(uintptr_t)prev, NULL, &id);
+    int err =
+        fib_spawn(NULL, idle_worker, (void *)(uintptr_t)prev, g_idle_attr, &id);
     if (err) {
       spawn_err = err;
       break;
@@ -455,8 +459,10 @@ static void *idle_measure(void *arg) {
 }
 
 static void bench_idle_rss(const char *name, long n) {
+  static const fib_attr compact = {.flags = FIB_COMPACT};
   g_n = n;
   g_bench_name = name;
+  g_idle_attr = strstr(name, "compact") ? &compact : NULL;
   run_one(idle_measure);
   fprintf(stderr, "bench_fibers: idle_rss: the measurer did not exit\n");
   exit(1);
@@ -830,7 +836,7 @@ int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
       "yield_2w call_rtt call_rtt_io chan_unbuffered_2w "
-      "idle_rss_100k idle_rss_1m skynet_1m skynet_1m_2w skynet_1m_chan "
+      "idle_rss_100k idle_rss_1m idle_rss_compact_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
       "select4";
@@ -868,7 +874,8 @@ int main(int argc, char **argv) {
     bench_call_rtt_on(n, 1, "call_rtt_io");
   else if (!strcmp(b, "chan_unbuffered_2w"))
     bench_chan_2w(n);
-  else if (!strcmp(b, "idle_rss_100k") || !strcmp(b, "idle_rss_1m"))
+  else if (!strcmp(b, "idle_rss_100k") || !strcmp(b, "idle_rss_1m") ||
+           !strcmp(b, "idle_rss_compact_1m"))
     bench_idle_rss(b, n);
   else if (!strcmp(b, "skynet_1m"))
     bench_skynet(n);

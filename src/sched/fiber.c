@@ -114,10 +114,9 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (rt->group) { /* the id map is reserved below, under its lock */
     err = fib__timers_reserve(&rt->timers, rt->owned + 1);
   } else {
-    size_t records = rt->fibers.count + 1;
-    err = fib__idmap_reserve(&rt->fibers, records);
+    err = fib__idmap_reserve(&rt->fibers);
     if (!err)
-      err = fib__timers_reserve(&rt->timers, records);
+      err = fib__timers_reserve(&rt->timers, rt->fibers.count + 1);
   }
   if (err)
     return err;
@@ -142,18 +141,18 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 
   if (rt->group) {
     fib__spin_lock(&rt->ids_lock);
-    err = fib__idmap_reserve(&rt->fibers, rt->fibers.count + 1);
+    err = fib__idmap_reserve(&rt->fibers);
     if (err) {
       fib__spin_unlock(&rt->ids_lock);
       fib__coro_free(f->co);
       fib__fiber_drop_record(rt, f);
       return err;
     }
-    /* See workers.h, Ids: worker k's ids are k + 1 modulo n. */
-    f->id = rt->last_id++ * rt->group->n + rt->worker + 1;
-  } else {
-    f->id = ++rt->last_id;
   }
+  /* Its id names its slot in the map (idmap.h); with several workers,
+   * worker k's map hands out low words k + 1 modulo n (workers.h, Ids),
+   * and the record is found by id only once the lock is released below. */
+  f->id = fib__idmap_put(&rt->fibers, f);
   f->rt = rt;
   f->detached = (attr->flags & FIB_DETACHED) != 0;
   fib__set_cancelled(f, 0);
@@ -187,7 +186,6 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
      * stays on the worker that made it (coro.c). */
     f->pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
                 attr->worker;
-    fib__idmap_put(&rt->fibers, f->id, f);
     fib__spin_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
@@ -200,7 +198,6 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
       fib__group_place(rt, f, rt->current != NULL);
     return 0;
   }
-  fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;
   if (rt->current) /* spawned by one of its fibers: runs first (runq.h) */
     fib__runq_push_front(&rt->runq, &f->runq);

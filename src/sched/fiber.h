@@ -175,7 +175,6 @@ struct fib_runtime {
                                     calls it before it frees the stacks, to
                                     cancel those operations and wait until
                                     the kernel has let go */
-  fib_id last_id;                /* ids are handed out in order from 1 */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most SPARE_MAX */
   size_t spare_count;
@@ -202,8 +201,8 @@ struct fib_runtime {
                                     it (atomic: others sum them) */
   size_t unstarted;              /* of its READY fibers, how many never ran
                                     and may move (what it can offer) */
-  uint32_t ids_lock;             /* spin lock (spin.h): fibers, last_id,
-                                    and the join fields
+  uint32_t ids_lock;             /* spin lock (spin.h): fibers and the
+                                    join fields
                                     (joiner, done, detached) of the fibers
                                     whose ids it handed out */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */

@@ -130,7 +130,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
     return FIB_ENOMEM;
   fib__runq_init(&rt->runq);
   fib__timers_init(&rt->timers);
-  fib__idmap_init(&rt->fibers);
+  fib__idmap_init(&rt->fibers, 1, 1);
   rt->stack_size = stack;
   rt->guard = opts->guard;
   rt->flags = opts->flags & FIB_SHARED_FP;
@@ -184,9 +184,9 @@ int fib_runtime_destroy(fib_runtime *rt) {
   /* The unfinished fibers are discarded: first take every wait node they
    * left on a primitive's queue off it (the nodes live on the stacks freed
    * below), and only then give up what they hold, so that a mutex goes
-   * to a live waiter, never to a discarded one. Walk without deleting
-   * (deleting would move entries), then free. A multi-worker runtime's
-   * fibers are in its workers' maps. */
+   * to a live waiter, never to a discarded one. Walk without deleting,
+   * then free the maps. A multi-worker runtime's fibers are in its
+   * workers' maps. */
   unsigned workers = rt->group ? rt->group->n : 1;
   for (int pass = 0; pass < 4; pass++)
     for (unsigned i = 0; i < workers; i++) {
