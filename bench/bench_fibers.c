@@ -409,17 +409,20 @@ static void bench_call_rtt(long n) { bench_call_rtt_on(n, 0, "call_rtt"); }
 /* ----------------------------------------------------------- idle_rss */
 
 /*
- * The measuring fiber (id 1) spawns n workers and yields once: every worker
- * runs, touches 512 bytes of its stack and blocks in fib_join on the one
- * spawned before it (the first joins the measurer). Then the measurer reads
- * RSS with all n suspended, and returns: the chain of joins unwinds.
+ * The measuring fiber (id 1) spawns n workers and yields until every
+ * worker has run, touched 512 bytes of its stack and blocked in fib_join
+ * on the one spawned before it (the first joins the measurer). Then the
+ * measurer reads RSS with all n suspended, and leaves.
  */
 static long g_created;
 static const char *g_bench_name;
 static const fib_attr *g_idle_attr; /* NULL: default guarded stacks */
 
+static long g_parked; /* workers that have run up to their join */
+
 static void *idle_worker(void *arg) {
   BENCH_TOUCH_STACK(512);
+  g_parked++;
   (void)fib_join((fib_id)(uintptr_t)arg, NULL);
   return NULL;
 }
@@ -441,7 +444,10 @@ static void *idle_measure(void *arg) {
     prev = id;
     g_created++;
   }
-  check(fib_yield(), "fib_yield"); /* every worker runs and parks */
+  /* Until every worker has run and parked: the spawned ones run first,
+   * but the queue's front budget lets the measurer in every 64 turns. */
+  while (g_parked < g_created)
+    check(fib_yield(), "fib_yield");
   long after = bench_rss_bytes();
   long pte = bench_status_bytes("VmPTE") - pte_before;
   char note[160];
