@@ -126,6 +126,13 @@ static inline void fib__coro_announce(fib_coro *co, const char *name) {
 int fib__coro_resume(fib_coro *co, void *in, void **out);
 int fib__coro_yield(void *value, void **in);
 
+/* Who runs on co's stack, for the overflow report (struct fib__stack's
+ * owner fields): `name` must live as long as co. A compact coroutine
+ * keeps them in its record and names itself on its shared stack each
+ * time it is switched in. */
+void fib__coro_set_owner(fib_coro *co, uint64_t id, const char *kind,
+                         const char *name);
+
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);
 

@@ -171,9 +171,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->name[FIB_NAME_MAX] = 0;
   }
   f->co->owner = f;
-  f->co->stack->owner_id = f->id;
-  f->co->stack->owner_kind = "fiber";
-  f->co->stack->owner_name = f->name;
+  fib__coro_set_owner(f->co, f->id, "fiber", f->name);
   fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
 
   f->state = FIB__FIBER_READY;
