@@ -168,17 +168,18 @@ static FIB__TLS struct compact_tl tl_compact;
 struct compact {
   fib_coro co; /* first: the record the layers above see; co.stack is its
                   shared stack's struct shared_desc */
-  /* Who it is, for the overflow report: copied into the shared
-   * descriptor each time it is switched in (fib__coro_set_owner). */
-  uint64_t owner_id;
-  const char *owner_kind;
-  const char *owner_name;
   unsigned char *buf; /* saved frames (then, under ASan, their shadow) */
   uint32_t len;       /* bytes of frames saved (< FIB_STACK_MAX) */
   uint32_t cap;       /* buf's size; 0: buf is the thread's shared first
                          frame (compact_tl.first), not ours */
   uint32_t peak;      /* the most bytes of frames it has had saved */
+  /* Who it is, for the overflow report, copied into the shared
+   * descriptor each time it is switched in: where its id and name are in
+   * its owner's record (co.owner; fib__coro_set_owner), or NO_FIELD.
+   * Offsets, not copies: the record stays 120 bytes. */
+  uint16_t id_at, name_at;
 };
+#define NO_FIELD UINT16_MAX
 _Static_assert(FIB_STACK_MAX <= UINT32_MAX, "frame lengths fit 32 bits");
 
 static inline struct compact *compact_of(fib_coro *co) {
@@ -237,9 +238,10 @@ raw_fill(void *dst, unsigned char v, size_t n) {
 static void copy_out(struct compact *c, char *lo) {
   size_t len = (size_t)(compact_top(c) - lo), need = saved_size(len);
   /* Right-sized: grown to fit, shrunk when it is far too big, so an idle
-   * coroutine keeps about what its frames need (to malloc's 16 bytes). */
+   * coroutine keeps about what its frames need: to the end of malloc's
+   * chunk (glibc: 8 bytes of header, sizes in steps of 16). */
   if (need > c->cap || need < c->cap / 4) {
-    size_t cap = (need + 15) & ~(size_t)15;
+    size_t cap = ((need + 8 + 15) & ~(size_t)15) - 8;
     /* the shared first frame is not ours to resize */
     unsigned char *buf = fib__sys_realloc(c->cap ? c->buf : NULL, cap);
     if (!buf) {
@@ -272,9 +274,16 @@ static void copy_out(struct compact *c, char *lo) {
  * stack's owner. */
 static void copy_in(struct compact *c) {
   struct fib__stack *d = c->co.stack;
-  d->owner_id = c->owner_id;
-  d->owner_kind = c->owner_kind;
-  d->owner_name = c->owner_name;
+  const char *owner = c->co.owner;
+  d->owner_id = 0;
+  d->owner_kind = "coroutine";
+  d->owner_name = NULL;
+  if (owner && c->id_at != NO_FIELD) {
+    memcpy(&d->owner_id, owner + c->id_at, sizeof d->owner_id);
+    d->owner_kind = "fiber";
+  }
+  if (owner && c->name_at != NO_FIELD)
+    d->owner_name = owner + c->name_at;
   char *lo = compact_top(c) - c->len;
 #if FIB__VALGRIND
   /* memcheck took the stretch for dead stack (below the shared stack's
@@ -513,14 +522,15 @@ static void coro_entry(void *unused) {
 static pthread_key_t compact_key;
 static pthread_once_t compact_key_once = PTHREAD_ONCE_INIT;
 
-/* Thread exit: the shared stacks and the helper go back. Compact
- * coroutines of this thread that still exist can never run again. */
 /* Drop a reference to a shared descriptor: the last one frees it. */
 static void shared_desc_drop(struct shared_desc *sd) {
   /* acq_rel: the last dropper sees every other's use of it done */
   if (__atomic_sub_fetch(&sd->refs, 1, __ATOMIC_ACQ_REL) == 0)
     fib__sys_free(sd);
 }
+
+/* Thread exit: the shared stacks and the helper go back. Compact
+ * coroutines of this thread that still exist can never run again. */
 
 static void compact_thread_exit(void *arg) {
   struct compact_tl *t = arg;
@@ -632,9 +642,7 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
   }
   struct shared_desc *sd = sh->sd;
   __atomic_add_fetch(&sd->refs, 1, __ATOMIC_RELAXED); /* ours */
-  c->owner_id = 0;
-  c->owner_kind = "coroutine";
-  c->owner_name = NULL;
+  c->id_at = c->name_at = NO_FIELD;
   c->buf = buf ? buf : t->first;
   c->len = c->peak = (uint32_t)len;
   /* 0: the cache's, not ours: copy_out takes a buffer of its own */
@@ -655,8 +663,10 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
   co->out = NULL;
   co->first = NULL;
   co->in = &co->first;
+#if FIB__SAN_HOOKS
   co->san_fake = NULL;
   co->san_fiber = NULL;
+#endif
   *out = co;
   return 0;
 }
@@ -691,8 +701,10 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->out = NULL;
   co->first = NULL;
   co->in = &co->first;
+#if FIB__SAN_HOOKS
   co->san_fake = NULL;
   co->san_fiber = NULL; /* TSan: see fib__coro_announce */
+#endif
   *out = co;
   return 0;
 }
@@ -719,16 +731,23 @@ int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
                       rec_size, rec);
 }
 
-void fib__coro_set_owner(fib_coro *co, uint64_t id, const char *kind,
+/* Where p lies in the record at `base` (of at most NO_FIELD bytes), or
+ * NO_FIELD. */
+static uint16_t field_at(const void *base, const void *p) {
+  uintptr_t b = (uintptr_t)base, a = (uintptr_t)p;
+  return base && p && a >= b && a - b < NO_FIELD ? (uint16_t)(a - b)
+                                                  : NO_FIELD;
+}
+
+void fib__coro_set_owner(fib_coro *co, const uint64_t *id, const char *kind,
                          const char *name) {
   if (co->shared_fp & FIB__CORO_COMPACT) { /* copy_in names it */
     struct compact *c = compact_of(co);
-    c->owner_id = id;
-    c->owner_kind = kind;
-    c->owner_name = name;
+    c->id_at = field_at(co->owner, id);
+    c->name_at = field_at(co->owner, name);
     return;
   }
-  co->stack->owner_id = id;
+  co->stack->owner_id = *id;
   co->stack->owner_kind = kind;
   co->stack->owner_name = name;
 }

@@ -88,8 +88,10 @@ struct fib__fiber {
                                  nodes may stay linked after a timeout
                                  until then); NULL otherwise */
   struct fib__hold *holds;    /* what it holds (struct fib__hold) */
-  void *result;               /* valid when FINISHED */
-  fib_fn fn;
+  union {                     /* one word: never both in use */
+    fib_fn fn;                  /* until it starts */
+    void *result;               /* valid when FINISHED */
+  };
   void *arg;
   struct fib__timer timer;    /* armed while parked with a deadline */
   /* Multi-worker runtimes only (workers.h); untouched with one worker: */
