@@ -235,7 +235,7 @@ static int group_join(struct fib__fiber *self, fib_id id, void **result,
   if (!err) {
     if (result)
       *result = t->result;
-    fib__idmap_del(&home->fibers, t->id);
+    fib__idmap_forget(&home->fibers, t->id);
   }
   fib__spin_unlock(&home->ids_lock);
   if (!err) /* unreachable by id now: freed outside the lock */
@@ -305,7 +305,7 @@ int fib_detach(fib_runtime *rt, fib_id id) {
     if (!err && (t->detached || t->joiner))
       err = FIB_EINVAL;
     else if (!err && t->done)
-      freed = (fib__idmap_del(&home->fibers, id), 1);
+      freed = (fib__idmap_forget(&home->fibers, id), 1);
     else if (!err)
       t->detached = 1;
     fib__spin_unlock(&home->ids_lock);

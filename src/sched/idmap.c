@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* idmap.c -- the dense table of fiber records by id: growth and deletion. */
+/* idmap.c -- the dense table of fiber records by id: growth, iteration. */
 #include "idmap.h"
 #include "../sys.h"
 #include "fibers.h"
@@ -41,21 +41,6 @@ int fib__idmap_grow(struct fib__idmap *m) {
   m->slots = slots;
   m->mask = new_cap - 1;
   return 0;
-}
-
-void fib__idmap_del(struct fib__idmap *m, uint64_t id) {
-  size_t i = fib__idmap_index(m, id);
-  if (i == SIZE_MAX || m->slots[i].id != id)
-    return;
-  uint64_t gen = (id >> 32) + 1;
-  m->slots[i].id = 0;
-  m->count--;
-  if (gen > UINT32_MAX) { /* every id of this slot is spent: retire it */
-    m->slots[i].value = NULL;
-    return;
-  }
-  m->slots[i].value = (void *)(uintptr_t)(gen << 32 | m->free);
-  m->free = i + 1;
 }
 
 void *fib__idmap_next(const struct fib__idmap *m, size_t *pos) {

@@ -87,9 +87,29 @@ static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
   return i != SIZE_MAX && m->slots[i].id == id ? m->slots[i].value : NULL;
 }
 
-/* Forget `id` (nothing if it is not in the map): its slot is free for the
- * next put, under the next generation. */
-void fib__idmap_del(struct fib__idmap *m, uint64_t id);
+/* Forget `id`, which is in the map: its slot is free for the next put,
+ * under the next generation. Inline: on every join and detached finish. */
+static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
+  uint32_t low = (uint32_t)id;
+  size_t i = m->stride == 1 ? (size_t)low - 1
+                            : (size_t)((low - m->first) / m->stride);
+  uint64_t gen = (id >> 32) + 1;
+  m->slots[i].id = 0;
+  m->count--;
+  if (__builtin_expect(gen > UINT32_MAX, 0)) { /* every id spent: retired */
+    m->slots[i].value = NULL;
+    return;
+  }
+  m->slots[i].value = (void *)(uintptr_t)(gen << 32 | m->free);
+  m->free = i + 1;
+}
+
+/* The same for any id: nothing if it is not in the map. */
+static inline void fib__idmap_del(struct fib__idmap *m, uint64_t id) {
+  size_t i = fib__idmap_index(m, id);
+  if (i != SIZE_MAX && m->slots[i].id == id)
+    fib__idmap_forget(m, id);
+}
 
 /* Iterate: returns the value in slot *pos or later, advancing *pos past it;
  * NULL at the end. Deleting the value just returned is allowed. */

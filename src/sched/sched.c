@@ -75,7 +75,7 @@ void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
  * workers' maps, under their locks (fiber.c's group_join and fib_detach,
  * group_finish below). */
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
-  fib__idmap_del(&rt->fibers, f->id);
+  fib__idmap_forget(&rt->fibers, f->id);
   if (f->co)
     fib__coro_free(f->co);
   fib__fiber_drop_record(rt, f);
@@ -418,7 +418,7 @@ static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
     if (fib__claim_take(self->joiner, 1))
       fib__group_wake(self->joiner, 0, 1);
   } else if (self->detached) {
-    fib__idmap_del(&home->fibers, self->id);
+    fib__idmap_forget(&home->fibers, self->id);
     fib__fiber_drop_record(rt, self);
   }
   fib__spin_unlock(&home->ids_lock);
@@ -446,7 +446,7 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     if (self->joiner && self->joiner->state == FIB__FIBER_BLOCKED)
       fib__fiber_ready_front(self->joiner);
     else if (self->in_stack) /* freed with its stack (the zombie) */
-      fib__idmap_del(&rt->fibers, self->id);
+      fib__idmap_forget(&rt->fibers, self->id);
     else if (self->detached)
       fib__fiber_free_record(rt, self);
   }
