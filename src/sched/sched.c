@@ -276,8 +276,11 @@ static inline struct fib__fiber *take_next(struct fib_runtime *rt,
   struct fib__fiber *next = FIBER_OF(fib__runq_take(&rt->runq, l));
   /* With many fibers ready their records (on their stacks, or near them)
    * are cold: start fetching the one switched to after this one (and so
-   * its page's translation). A prefetch of NULL is harmless. */
-  __builtin_prefetch(l->head);
+   * its page's translation). Not NULL: a prefetch of an unmapped address
+   * is a page walk that finds nothing, and costs a yield between two
+   * fibers ~15 % here. */
+  if (l->head)
+    __builtin_prefetch(l->head);
   rt->until_loop--;
   next->state = FIB__FIBER_RUNNING;
   rt->current = next;

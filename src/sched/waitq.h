@@ -299,10 +299,11 @@ static inline void fib__waitq_complete_every(struct fib__waitq *q, int result,
     /* The nodes are on their fibers' stacks, one cold page each when many
      * wait: fetch ahead while this one is completed, the node after next
      * and the next one's fiber (the next node's line was fetched by the
-     * turn before). A prefetch of NULL is harmless. */
+     * turn before). Never NULL: that prefetch is a futile page walk. */
     struct fib__wnode *m = n->next;
     if (m) {
-      __builtin_prefetch(m->next, 1);
+      if (m->next)
+        __builtin_prefetch(m->next, 1);
       __builtin_prefetch(m->fiber, 1);
     }
     fib__waitq_complete(q, result, shared);
