@@ -747,17 +747,11 @@ static uint16_t field_at(const void *base, const void *p) {
                                                   : NO_FIELD;
 }
 
-void fib__coro_set_owner(fib_coro *co, const uint64_t *id, const char *kind,
-                         const char *name) {
-  if (co->shared_fp & FIB__CORO_COMPACT) { /* copy_in names it */
-    struct compact *c = compact_of(co);
-    c->id_at = field_at(co->owner, id);
-    c->name_at = field_at(co->owner, name);
-    return;
-  }
-  co->stack->owner_id = *id;
-  co->stack->owner_kind = kind;
-  co->stack->owner_name = name;
+void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
+                                 const char *name) {
+  struct compact *c = compact_of(co); /* copy_in names it */
+  c->id_at = field_at(co->owner, id);
+  c->name_at = field_at(co->owner, name);
 }
 
 void fib__coro_free(fib_coro *co) {

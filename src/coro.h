@@ -134,8 +134,18 @@ int fib__coro_yield(void *value, void **in);
  * record (set first) and live as long as co. A compact coroutine keeps
  * where they are in that record and names itself on its shared stack each
  * time it is switched in, as a "fiber" (`kind` is for the others). */
-void fib__coro_set_owner(fib_coro *co, const uint64_t *id, const char *kind,
-                         const char *name);
+void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
+                                 const char *name);
+static inline void fib__coro_set_owner(fib_coro *co, const uint64_t *id,
+                                       const char *kind, const char *name) {
+  if (__builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0)) {
+    fib__coro_set_owner_compact(co, id, name);
+    return;
+  }
+  co->stack->owner_id = *id;
+  co->stack->owner_kind = kind;
+  co->stack->owner_name = name;
+}
 
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);
