@@ -282,8 +282,10 @@ static inline struct fib__fiber *take_next(struct fib_runtime *rt,
    * fibers the one after is the yielder itself, and the check and the
    * prefetch cost its hop ~3 instructions. Not NULL: a prefetch of an
    * unmapped address is a page walk that finds nothing. */
-  if (ahead && l->head)
+  if (ahead && l->head) {
     __builtin_prefetch(l->head);
+    fib__prefetch_stride(next, l->head); /* and further on */
+  }
   rt->until_loop--;
   next->state = FIB__FIBER_RUNNING;
   rt->current = next;

@@ -305,6 +305,7 @@ static inline void fib__waitq_complete_every(struct fib__waitq *q, int result,
       if (m->next)
         __builtin_prefetch(m->next, 1);
       __builtin_prefetch(m->fiber, 1);
+      fib__prefetch_stride(n, m); /* and further on (fiber.h) */
     }
     fib__waitq_complete(q, result, shared);
   }
