@@ -270,8 +270,10 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
 #define FIB__STRIDE_MAX ((intptr_t)1 << 22)
 static inline void fib__prefetch_stride(const void *a, const void *b) {
   intptr_t d = (intptr_t)b - (intptr_t)a;
+  /* in integers: the address may lie outside any object */
   if (d > -FIB__STRIDE_MAX && d < FIB__STRIDE_MAX)
-    __builtin_prefetch((const char *)b + FIB__AHEAD * d);
+    __builtin_prefetch((const void *)((uintptr_t)b +
+                                      (uintptr_t)(FIB__AHEAD * d)));
 }
 
 /* The running fiber if it may block: on this thread's runtime, and not
