@@ -71,15 +71,17 @@ struct fib__fiber {
   struct fib_runtime *rt;
   fib_id id;
   enum fib__fiber_state state;
-  int detached;               /* nobody will join; free when FINISHED */
   int cancelled;              /* fib_cancel was called: blocking calls
                                  return FIB_ECANCELED from now on (read
                                  and written with fib__cancelled /
                                  fib__set_cancelled: another worker may
                                  set it) */
   int wake;                   /* why the last park ended (0 or error) */
-  int timer_armed;            /* timer is in the runtime's heap */
-  int nocancel;               /* written by every park: 1 while parked by
+  /* Flags as bytes, side by side (a compact fiber's idle cost counts
+   * every 16 bytes of this record): */
+  unsigned char detached;     /* nobody will join; free when FINISHED */
+  unsigned char timer_armed;  /* timer is in the runtime's heap */
+  unsigned char nocancel;     /* written by every park: 1 while parked by
                                  fib__fiber_park_nocancel (fib_cancel
                                  must not wake it) */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
@@ -98,7 +100,7 @@ struct fib__fiber {
   int claim;                  /* FIB__CLAIM_*: who may wake it (atomic) */
   int remote_reason;          /* its wake reason, from a waker on another
                                  worker's thread, while in an inbox */
-  int done;                   /* FINISHED, as its joiner sees it: written
+  unsigned char done;         /* FINISHED, as its joiner sees it: written
                                  under its home worker's ids_lock */
   unsigned char pinned;       /* never moves to another worker */
   unsigned char started;      /* has run: may not move (its stack may hold
