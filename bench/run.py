@@ -115,6 +115,10 @@ BENCHES = [
      {"fibers": 1_000_000, "boost_context": 1_000_000, "ucontext": 1_000_000,
       "boost_fiber": 100_000, "go": 1_000_000},
      {i: 2_000 for i in IMPLS}),
+    # The same with FIB_COMPACT fibers (ours only): their frames on the
+    # heap while they wait, no stack page each.
+    ("idle_rss_compact_1m", "bytes", {"fibers": 1_000_000},
+     {"fibers": 2_000}),
     ("skynet_1m", "ms",
      {"fibers": 1_000_000, "go": 1_000_000, "boost_fiber": 10_000},
      {"fibers": 1_000, "go": 1_000, "boost_fiber": 1_000}),
@@ -184,7 +188,8 @@ CAPS = {
 }
 # Benchmarks whose warm-up runs at a hundredth of the size (they are
 # dominated by page faults, which a warm-up cannot warm).
-SMALL_WARMUP = {"idle_rss_100k", "idle_rss_1m", "skynet_1m", "skynet_1m_2w",
+SMALL_WARMUP = {"idle_rss_100k", "idle_rss_1m", "idle_rss_compact_1m",
+                "skynet_1m", "skynet_1m_2w",
                 "skynet_1m_chan",
                 "spawn_alive_1m"}
 # Benchmarks with no warm-up run: idle_cpu_2w measures waiting, which a
@@ -266,6 +271,8 @@ ALIVE_IDLE_TARGET_BYTES = 4200
 # A two-worker runtime whose fibers all wait uses about no CPU: at most
 # this % of one core over the full run's 10 s (idle_cpu_2w).
 IDLE_CPU_TARGET_PCT = 0.5
+# Idle RSS per FIB_COMPACT fiber at 1M (idle_rss_compact_1m).
+COMPACT_IDLE_TARGET_BYTES = 1000
 
 BENCH_RE = re.compile(r"^BENCH (\{.*\})\s*$")
 
@@ -533,6 +540,14 @@ def print_targets(cells, mode, out):
             not c.partial
         w("  %-19s <= %d B with %d fibers  %-6s %.0f B/fiber, %d created\n"
           % ("idle_rss_1m", IDLE_TARGET_BYTES, IDLE_TARGET_N,
+             "MET" if ok else "MISSED", med, c.n))
+    c = cells.get(("idle_rss_compact_1m", "fibers"))
+    if c and c.values:
+        med = c.stats()[0]
+        ok = med <= COMPACT_IDLE_TARGET_BYTES and c.n >= IDLE_TARGET_N and \
+            not c.partial
+        w("  %-19s <= %d B with %d fibers  %-6s %.0f B/fiber, %d created\n"
+          % ("idle_rss_compact_1m", COMPACT_IDLE_TARGET_BYTES, IDLE_TARGET_N,
              "MET" if ok else "MISSED", med, c.n))
     c = cells.get(("spawn_alive_1m_idle_rss", "fibers"))
     if c and c.values:

@@ -416,8 +416,15 @@ FIB_API int fib_coro_destroy(fib_coro *co);
 
 typedef struct fib_runtime fib_runtime;
 
-/* A fiber's identity: unique within its runtime for the runtime's life,
- * assigned from 1 in spawn order. 0 is never a fiber. */
+/* A fiber's identity: unique within its runtime for the runtime's life
+ * (never handed out twice: once a fiber is joined, or has finished
+ * detached, its id finds nothing, FIB_ESRCH). 0 is never a fiber. An id is
+ * a handle: its low 32 bits name a slot of the runtime's table of fibers,
+ * its high 32 bits a generation of that slot. A new fiber takes the slot
+ * freed last, with the next generation, or else the next unused slot, so
+ * the fibers spawned before any is freed get 1, 2, 3, ... in spawn order
+ * (with N workers: worker k's get k + 1, k + 1 + N, ...), and ids are not
+ * in spawn order after that. */
 typedef uint64_t fib_id;
 
 /* The body of a fiber. Its return value is what fib_join() receives. */

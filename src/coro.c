@@ -127,12 +127,32 @@ FIB__HOOK void san_finish(fib_coro *self) {
  * used. Without NDEBUG the stretch is filled with 0xdb bytes for the same
  * reason (a pointer read from it is non-canonical and faults). */
 
+/* What the compact coroutines of one shared stack point to as their
+ * stack (co.stack): a copy of its descriptor, whose owner fields are those
+ * of the coroutine running on it (copy_in writes them), for the overflow
+ * report. On the heap, counted: it outlives its thread's exit while
+ * compact coroutines of that thread exist (they can never run again, but
+ * fib_coro_stack and fib_fiber_stack may still describe them). */
+struct shared_desc {
+  struct fib__stack desc;  /* first: what co.stack points to */
+  char *top;               /* the shared stack's top: frames are
+                              [top - len, top) */
+  struct compact_tl *home; /* its thread's */
+  unsigned refs;           /* compact coroutines, + 1 while its thread
+                              lives (atomic: one may be freed elsewhere) */
+};
+
 struct shared_stack {
   struct fib__stack *st; /* NULL: slot free */
+  struct shared_desc *sd;
   size_t usable;
   fib_guard_mode mode;   /* as asked for (AUTO and MADVISE are two slots) */
 };
 #define SHARED_SLOTS 4
+
+/* The first frame of a compact coroutine (fib__ctx_make's, and under ASan
+ * its shadow), at most: held in the thread's cache below. */
+#define FIRST_FRAME_MAX 256
 
 struct compact_tl {
   struct shared_stack shared[SHARED_SLOTS];
@@ -146,23 +166,45 @@ struct compact_tl {
 #if FIB__TSAN
   void *helper_tsan;
 #endif
+  /* The first frame of the first compact coroutine made here, shared by
+   * every one made since with the same bytes (the same FP control state;
+   * others get a buffer of their own): until it first runs, such a
+   * coroutine's buffer is this one (cap 0), so a coroutine made and not
+   * yet run holds no buffer of its own. Never changes once set. */
+  _Alignas(16) unsigned char first[FIRST_FRAME_MAX];
+  size_t first_len; /* 0: none yet */
 };
 static FIB__TLS struct compact_tl tl_compact;
 
+/* A compact coroutine: one allocation, kept small (a million idle ones
+ * are what the mode is for). */
 struct compact {
-  fib_coro co;          /* first: the record the layers above see */
-  /* co.stack: the shared stack's geometry with this coroutine's own owner
-   * fields (id, kind, name), which the overflow report reads through
-   * fib__tl_running. Never given back to the stack layer. */
-  struct fib__stack desc;
-  struct compact_tl *home; /* its thread's */
-  char *top;            /* the shared stack's top: frames are [top-len, top) */
-  unsigned char *buf;   /* saved frames (then, under ASan, their shadow) */
-  size_t len, cap, peak;
+  fib_coro co; /* first: the record the layers above see; co.stack is its
+                  shared stack's struct shared_desc */
+  unsigned char *buf; /* saved frames (then, under ASan, their shadow) */
+  uint32_t len;       /* bytes of frames saved (< FIB_STACK_MAX) */
+  uint32_t cap;       /* buf's size; 0: buf is the thread's shared first
+                         frame (compact_tl.first), not ours */
+  uint32_t peak;      /* the most bytes of frames it has had saved */
+  /* Who it is, for the overflow report, copied into the shared
+   * descriptor each time it is switched in: where its id and name are in
+   * its owner's record (co.owner; fib__coro_set_owner), or NO_FIELD.
+   * Offsets, not copies: the record stays 120 bytes. */
+  uint16_t id_at, name_at;
 };
+#define NO_FIELD UINT16_MAX
+_Static_assert(FIB_STACK_MAX <= UINT32_MAX, "frame lengths fit 32 bits");
 
 static inline struct compact *compact_of(fib_coro *co) {
   return (struct compact *)(void *)co;
+}
+
+static inline struct shared_desc *shared_of(const struct compact *c) {
+  return (struct shared_desc *)(void *)c->co.stack;
+}
+
+static inline char *compact_top(const struct compact *c) {
+  return shared_of(c)->top;
 }
 
 /* Buffer bytes for `len` bytes of frames: under ASan, their shadow too. */
@@ -207,27 +249,29 @@ raw_fill(void *dst, unsigned char v, size_t n) {
 /* Save c's frames, [lo, top), into its buffer; called on the helper
  * stack, after its context was saved at lo. */
 static void copy_out(struct compact *c, char *lo) {
-  size_t len = (size_t)(c->top - lo), need = saved_size(len);
+  size_t len = (size_t)(compact_top(c) - lo), need = saved_size(len);
   /* Right-sized: grown to fit, shrunk when it is far too big, so an idle
-   * coroutine keeps about what its frames need. */
+   * coroutine keeps about what its frames need: to the end of malloc's
+   * chunk (glibc: 8 bytes of header, sizes in steps of 16). */
   if (need > c->cap || need < c->cap / 4) {
-    size_t cap = (need + 63) & ~(size_t)63;
-    unsigned char *buf = fib__sys_realloc(c->buf, cap);
+    size_t cap = ((need + 8 + 15) & ~(size_t)15) - 8;
+    /* the shared first frame is not ours to resize */
+    unsigned char *buf = fib__sys_realloc(c->cap ? c->buf : NULL, cap);
     if (!buf) {
       if (need > c->cap) /* nowhere to put them: no caller to tell */
         fib__fatal("out of memory saving a compact fiber's stack");
     } else {
       c->buf = buf;
-      c->cap = cap;
+      c->cap = (uint32_t)cap;
     }
   }
   raw_copy(c->buf, lo, len);
 #if FIB__ASAN
   raw_copy(c->buf + len, shadow_of(lo), len >> 3);
 #endif
-  c->len = len;
+  c->len = (uint32_t)len;
   if (len > c->peak)
-    c->peak = len;
+    c->peak = (uint32_t)len;
 #ifndef NDEBUG
   raw_fill(lo, 0xdb, len); /* a stale pointer into it reads 0xdbdb... */
 #endif
@@ -239,9 +283,21 @@ static void copy_out(struct compact *c, char *lo) {
 #endif
 }
 
-/* Put c's frames back where they were. */
+/* Put c's frames back where they were, and name it as the shared
+ * stack's owner. */
 static void copy_in(struct compact *c) {
-  char *lo = c->top - c->len;
+  struct fib__stack *d = c->co.stack;
+  const char *owner = c->co.owner;
+  d->owner_id = 0;
+  d->owner_kind = "coroutine";
+  d->owner_name = NULL;
+  if (owner && c->id_at != NO_FIELD) {
+    memcpy(&d->owner_id, owner + c->id_at, sizeof d->owner_id);
+    d->owner_kind = "fiber";
+  }
+  if (owner && c->name_at != NO_FIELD)
+    d->owner_name = owner + c->name_at;
+  char *lo = compact_top(c) - c->len;
 #if FIB__VALGRIND
   /* memcheck took the stretch for dead stack (below the shared stack's
    * last stack pointer): addressable again, its contents from the copy */
@@ -252,7 +308,7 @@ static void copy_in(struct compact *c) {
   raw_copy(shadow_of(lo), c->buf + c->len, c->len >> 3);
   /* Below its frames, where they will grow: clean, as the stack below a
    * running function is (another's vacated stretch was poisoned). */
-  ASAN_UNPOISON_MEMORY_REGION(c->desc.lo, (size_t)(lo - c->desc.lo));
+  ASAN_UNPOISON_MEMORY_REGION(d->lo, (size_t)(lo - d->lo));
 #endif
 }
 
@@ -261,8 +317,8 @@ static void copy_in(struct compact *c) {
 __attribute__((noinline)) static void **compact_slot(fib_coro *owner,
                                                     void **p) {
   struct compact *c = compact_of(owner);
-  char *lo = c->top - c->len;
-  if ((char *)p >= lo && (char *)p < c->top)
+  char *lo = compact_top(c) - c->len;
+  if ((char *)p >= lo && (char *)p < compact_top(c))
     return (void **)(void *)(c->buf + ((char *)p - lo));
   return p; /* its record (first), or elsewhere */
 }
@@ -338,14 +394,22 @@ __attribute__((noinline)) static int compact_switch(int nofp, fib_coro *from,
   if (final) /* a fresh context: either variant enters it */
     fib__ctx_jump(hsp, NULL);
   /* from's context is saved with the variant it will be resumed with */
+#if FIB__SAN_HOOKS
   if (nofp)
     (void)fib__ctx_switch_nofp(save_sp, hsp, NULL);
   else
     (void)fib__ctx_switch(save_sp, hsp, NULL);
-#if FIB__SAN_HOOKS
   san_finish(from);
-#endif
   return 0;
+#else
+  /* A tail call (the value handed back is NULL: 0): this function's
+   * frame is gone before the context is saved, so the frames helper_entry
+   * copies out, which every switch away of a suspended compact coroutine
+   * keeps, do not include it. */
+  if (nofp)
+    return fib__ctx_switch_nofp_int(save_sp, hsp, NULL);
+  return fib__ctx_switch_int(save_sp, hsp, NULL);
+#endif
 }
 
 /* On the helper stack: finish the switch compact_switch began. */
@@ -471,13 +535,23 @@ static void coro_entry(void *unused) {
 static pthread_key_t compact_key;
 static pthread_once_t compact_key_once = PTHREAD_ONCE_INIT;
 
+/* Drop a reference to a shared descriptor: the last one frees it. */
+static void shared_desc_drop(struct shared_desc *sd) {
+  /* acq_rel: the last dropper sees every other's use of it done */
+  if (__atomic_sub_fetch(&sd->refs, 1, __ATOMIC_ACQ_REL) == 0)
+    fib__sys_free(sd);
+}
+
 /* Thread exit: the shared stacks and the helper go back. Compact
  * coroutines of this thread that still exist can never run again. */
+
 static void compact_thread_exit(void *arg) {
   struct compact_tl *t = arg;
   for (int i = 0; i < SHARED_SLOTS; i++)
-    if (t->shared[i].st)
+    if (t->shared[i].st) {
       fib__stack_put(t->shared[i].st);
+      shared_desc_drop(t->shared[i].sd); /* the thread's reference */
+    }
   if (t->helper)
     fib__stack_put(t->helper);
 #if FIB__TSAN
@@ -508,12 +582,24 @@ static int shared_stack(struct compact_tl *t, size_t usable,
   }
   if (!free_slot)
     return FIB_ENOMEM;
+  struct shared_desc *sd = fib__sys_malloc(sizeof *sd);
+  if (!sd)
+    return FIB_ENOMEM;
   int err = fib__stack_get(&free_slot->st, usable, mode);
-  if (err)
+  if (err) {
+    fib__sys_free(sd);
     return err;
+  }
   free_slot->usable = usable;
   free_slot->mode = mode;
   free_slot->st->owner_kind = "compact stack";
+  sd->desc = *free_slot->st;
+  sd->desc.pool_next = NULL;
+  sd->desc.vg_id = 0;
+  sd->top = fib__stack_top(free_slot->st);
+  sd->home = t;
+  sd->refs = 1; /* the thread's, dropped at its exit */
+  free_slot->sd = sd;
   *out = free_slot;
   return 0;
 }
@@ -536,35 +622,48 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
   if (err)
     return err;
   /* The first frame, made in a scratch buffer: it holds no address of
-   * the stack it is on, so it can be copied to the shared stack's top. */
-  _Alignas(16) char scratch[256];
-  char *sp = fib__ctx_make(scratch + sizeof scratch, coro_entry);
+   * the stack it is on, so it can be copied to the shared stack's top.
+   * If it is the one the thread's cache holds (the same FP control
+   * state), that one serves until the coroutine first runs. */
+  _Alignas(16) unsigned char scratch[FIRST_FRAME_MAX];
+  unsigned char *sp = fib__ctx_make(scratch + sizeof scratch, coro_entry);
   size_t len = (size_t)(scratch + sizeof scratch - sp);
+  unsigned char *buf = NULL; /* NULL: the cache's */
+  if (!t->first_len && saved_size(len) <= sizeof t->first) {
+    /* Set once: coroutines not yet run read it, so it never changes. */
+    memcpy(t->first, sp, len);
+#if FIB__ASAN
+    memset(t->first + len, 0, len >> 3); /* its shadow: all addressable */
+#endif
+    t->first_len = len;
+  }
+  if (t->first_len != len || memcmp(t->first, sp, len) != 0) {
+    buf = fib__sys_malloc(saved_size(len)); /* another FP control state */
+    if (!buf)
+      return FIB_ENOMEM;
+  }
   struct compact *c = fib__sys_malloc(sizeof *c);
-  unsigned char *buf = fib__sys_malloc(saved_size(len));
-  if (!c || !buf) {
-    fib__sys_free(c);
+  if (!c) {
     fib__sys_free(buf);
     return FIB_ENOMEM;
   }
-  memcpy(buf, sp, len);
+  if (buf) {
+    memcpy(buf, sp, len);
 #if FIB__ASAN
-  memset(buf + len, 0, len >> 3); /* its shadow: all addressable */
+    memset(buf + len, 0, len >> 3);
 #endif
-  c->desc = *sh->st;
-  c->desc.owner_id = 0;
-  c->desc.owner_kind = "coroutine";
-  c->desc.owner_name = NULL;
-  c->desc.pool_next = NULL;
-  c->desc.vg_id = 0;
-  c->home = t;
-  c->top = fib__stack_top(sh->st);
-  c->buf = buf;
-  c->len = c->cap = c->peak = len;
+  }
+  struct shared_desc *sd = sh->sd;
+  __atomic_add_fetch(&sd->refs, 1, __ATOMIC_RELAXED); /* ours */
+  c->id_at = c->name_at = NO_FIELD;
+  c->buf = buf ? buf : t->first;
+  c->len = c->peak = (uint32_t)len;
+  /* 0: the cache's, not ours: copy_out takes a buffer of its own */
+  c->cap = buf ? (uint32_t)saved_size(len) : 0;
 
   fib_coro *co = &c->co;
-  co->stack = &c->desc;
-  co->sp = c->top - len;
+  co->stack = &sd->desc;
+  co->sp = sd->top - len;
   co->resumer_sp = NULL;
   co->resumer = NULL;
   co->fn = fn;
@@ -577,13 +676,23 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
   co->out = NULL;
   co->first = NULL;
   co->in = &co->first;
+#if FIB__SAN_HOOKS
   co->san_fake = NULL;
   co->san_fiber = NULL;
+#endif
   *out = co;
   return 0;
 }
 
 
+
+/* Where a coroutine record sits on its own stack: this far below the
+ * stack's descriptor, as when every build's record carried the sanitizer
+ * words (112 bytes). Placing the smaller record 96 bytes below made a
+ * yield between two fibers ~1 ns (~8 %) slower here: the layout the
+ * switch's cache lines were tuned for stays. */
+#define CORO_SLOT 112
+_Static_assert(sizeof(fib_coro) <= CORO_SLOT, "the record fits its slot");
 
 /* A coroutine on a stack of its own, with `rec_size` bytes for the layer
  * above between its record and its first frame (0: none). */
@@ -596,7 +705,7 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   if (err)
     return err;
 
-  fib_coro *co = (fib_coro *)(fib__stack_top(s) - ((sizeof *co + 15) & ~15u));
+  fib_coro *co = (fib_coro *)(fib__stack_top(s) - CORO_SLOT);
   char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
   if (rec)
     *rec = first;
@@ -613,8 +722,10 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->out = NULL;
   co->first = NULL;
   co->in = &co->first;
+#if FIB__SAN_HOOKS
   co->san_fake = NULL;
   co->san_fiber = NULL; /* TSan: see fib__coro_announce */
+#endif
   *out = co;
   return 0;
 }
@@ -641,6 +752,21 @@ int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
                       rec_size, rec);
 }
 
+/* Where p lies in the record at `base` (of at most NO_FIELD bytes), or
+ * NO_FIELD. */
+static uint16_t field_at(const void *base, const void *p) {
+  uintptr_t b = (uintptr_t)base, a = (uintptr_t)p;
+  return base && p && a >= b && a - b < NO_FIELD ? (uint16_t)(a - b)
+                                                  : NO_FIELD;
+}
+
+void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
+                                 const char *name) {
+  struct compact *c = compact_of(co); /* copy_in names it */
+  c->id_at = field_at(co->owner, id);
+  c->name_at = field_at(co->owner, name);
+}
+
 void fib__coro_free(fib_coro *co) {
 #if FIB__TSAN
   if (co->san_fiber) /* it has been switched away from for good */
@@ -648,7 +774,9 @@ void fib__coro_free(fib_coro *co) {
 #endif
   if (co->shared_fp & FIB__CORO_COMPACT) {
     struct compact *c = compact_of(co);
-    fib__sys_free(c->buf);
+    if (c->cap)
+      fib__sys_free(c->buf);
+    shared_desc_drop(shared_of(c));
     fib__sys_free(c);
     return;
   }
@@ -680,7 +808,7 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
 __attribute__((noinline)) static int
 resume_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
   if ((co->shared_fp & FIB__CORO_COMPACT) &&
-      compact_of(co)->home != &tl_compact) {
+      shared_of(compact_of(co))->home != &tl_compact) {
     if (prev) /* its frames belong at another thread's addresses */
       prev->status = FIB_CORO_RUNNING;
     return FIB_EPERM;
@@ -926,9 +1054,9 @@ int fib_self_stack(fib_stack_info *out) {
     return FIB_EPERM;
   fib__stack_describe(co->stack, out);
   if (co->shared_fp & FIB__CORO_COMPACT) /* its frames: from here to the top */
-    out->high_water = (size_t)(compact_of(co)->top - (char *)&co) >
+    out->high_water = (size_t)(compact_top(compact_of(co)) - (char *)&co) >
                               compact_of(co)->peak
-                          ? (size_t)(compact_of(co)->top - (char *)&co)
+                          ? (size_t)(compact_top(compact_of(co)) - (char *)&co)
                           : compact_of(co)->peak;
   return 0;
 }

@@ -11,6 +11,7 @@
 
 #include "stack.h"
 
+#include <fenv.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
@@ -411,6 +412,72 @@ TEST(a_pointer_into_a_suspended_compact_stack_reads_the_debug_fill) {
 #endif
 }
 
+/* ---- their first frame and their records */
+
+static void *reports_rounding(void *arg, void *first) {
+  (void)arg;
+  (void)first;
+  return (void *)(intptr_t)fegetround();
+}
+
+/* Until it first runs, a compact coroutine's first frame may be one its
+ * thread shares among those made with the same FP control state: one made
+ * under another rounding mode still starts in its own creator's. */
+TEST(compact_coroutines_start_in_their_creators_fp_control_state) {
+  fib_coro *a, *b, *c;
+  CHECK_OK(fib_coro_create(&a, reports_rounding, NULL, &compact));
+  CHECK_EQ(fesetround(FE_UPWARD), 0);
+  CHECK_OK(fib_coro_create(&b, reports_rounding, NULL, &compact));
+  CHECK_EQ(fesetround(FE_TONEAREST), 0);
+  CHECK_OK(fib_coro_create(&c, reports_rounding, NULL, &compact));
+  void *out = NULL;
+  CHECK_OK(fib_coro_resume(b, NULL, &out));
+  CHECK_EQ((intptr_t)out, FE_UPWARD);
+  CHECK_OK(fib_coro_resume(a, NULL, &out));
+  CHECK_EQ((intptr_t)out, FE_TONEAREST);
+  CHECK_OK(fib_coro_resume(c, NULL, &out));
+  CHECK_EQ((intptr_t)out, FE_TONEAREST);
+  CHECK_EQ(fegetround(), FE_TONEAREST);
+  CHECK_OK(fib_coro_destroy(a));
+  CHECK_OK(fib_coro_destroy(b));
+  CHECK_OK(fib_coro_destroy(c));
+}
+
+static void *yield_once(void *arg, void *first) {
+  (void)first;
+  volatile char pad[256];
+  pad[0] = (char)(intptr_t)arg;
+  CHECK_OK(fib_coro_yield(NULL, NULL));
+  return (void *)(intptr_t)pad[0];
+}
+
+static void *make_two_and_leave(void *arg) {
+  fib_coro **co = arg;
+  CHECK_OK(fib_coro_create(&co[0], yield_once, (void *)7, &compact));
+  CHECK_OK(fib_coro_resume(co[0], NULL, NULL)); /* suspended, frames saved */
+  CHECK_OK(fib_coro_create(&co[1], yield_once, (void *)8, &compact));
+  return NULL; /* co[1] never ran */
+}
+
+/* The shared stack goes back to the pool when its thread exits; what its
+ * compact coroutines point to as their stack stays valid until the last
+ * of them is freed (they can never run again). */
+TEST(compact_coroutines_outlive_their_thread_for_stack_and_destroy) {
+  fib_coro *co[2];
+  pthread_t t;
+  CHECK_EQ(pthread_create(&t, NULL, make_two_and_leave, co), 0);
+  CHECK_EQ(pthread_join(t, NULL), 0);
+  for (int i = 0; i < 2; i++) {
+    fib_stack_info info;
+    CHECK_OK(fib_coro_stack(co[i], &info));
+    CHECK_EQ(info.size, (size_t)FIB_STACK_DEFAULT);
+    CHECK(info.lo != NULL);
+    CHECK_EQ(fib_coro_resume(co[i], NULL, NULL), FIB_EPERM);
+  }
+  CHECK_OK(fib_coro_destroy(co[1]));
+  CHECK_OK(fib_coro_destroy(co[0]));
+}
+
 /* ---- overflow on the shared stack */
 
 static volatile int stop_recursing;
@@ -536,5 +603,7 @@ TEST_MAIN(T(values_on_the_stack_survive_suspension),
           T(refused_combinations),
           T(under_asan_a_pointer_into_a_suspended_compact_stack_is_reported),
           T(a_pointer_into_a_suspended_compact_stack_reads_the_debug_fill),
+          T(compact_coroutines_start_in_their_creators_fp_control_state),
+          T(compact_coroutines_outlive_their_thread_for_stack_and_destroy),
           T(an_overflow_on_the_shared_stack_is_caught_and_named),
           T(an_idle_compact_fiber_costs_its_frames_not_a_page))

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 /* ---- order */
@@ -205,6 +206,84 @@ static void *join_all(void *arg) {
 
 TEST(join_returns_each_result_once) {
   run_main(join_all, NULL);
+}
+
+/* ---- ids */
+
+static void *nothing_to_do(void *arg) { return arg; }
+
+TEST(ids_start_at_one_in_spawn_order_while_none_is_freed) {
+  fib_runtime *rt = new_runtime();
+  /* from outside: worker 0's, which hands out 1, 1 + n, 1 + 2n, ... */
+  uint64_t n = test_workers() > 1 ? test_workers() : 1;
+  for (uint64_t i = 0; i < 5; i++) {
+    fib_id id;
+    CHECK_OK(fib_spawn(rt, nothing_to_do, NULL, NULL, &id));
+    CHECK_EQ(id, 1 + i * n);
+  }
+  run_to_end(rt);
+}
+
+/* Spawn and join 3,000 children one after the other: every id is new (a
+ * stale one never names the fiber that reuses its slot), and the slots
+ * are reused, so the table stays small. */
+#define ID_ROUNDS 3000
+static fib_id seen_ids[ID_ROUNDS];
+
+static void *spawn_join_many(void *arg) {
+  (void)arg;
+  for (int i = 0; i < ID_ROUNDS; i++) {
+    fib_id id;
+    CHECK_OK(fib_spawn(NULL, nothing_to_do, (void *)(intptr_t)i, NULL, &id));
+    CHECK(id != 0);
+    CHECK_EQ(join_int(id), i);
+    seen_ids[i] = id;
+    /* gone for good: every call that names it finds nothing */
+    CHECK_EQ(fib_join(id, NULL), FIB_ESRCH);
+    CHECK_EQ(fib_cancel(NULL, id), FIB_ESRCH);
+    CHECK_EQ(fib_detach(NULL, id), FIB_ESRCH);
+    fib_stack_info info;
+    CHECK_EQ(fib_fiber_stack(NULL, id, &info), FIB_ESRCH);
+    if (i > 0) /* nor does the previous one, whose slot this one may have */
+      CHECK_EQ(fib_join(seen_ids[i - 1], NULL), FIB_ESRCH);
+  }
+  return NULL;
+}
+
+static int cmp_ids(const void *a, const void *b) {
+  fib_id x = *(const fib_id *)a, y = *(const fib_id *)b;
+  return x < y ? -1 : x > y;
+}
+
+TEST(a_freed_fibers_id_is_never_handed_out_again) {
+  run_main(spawn_join_many, NULL);
+  uint32_t most_low = 0;
+  for (int i = 0; i < ID_ROUNDS; i++)
+    if ((uint32_t)seen_ids[i] > most_low)
+      most_low = (uint32_t)seen_ids[i];
+  qsort(seen_ids, ID_ROUNDS, sizeof seen_ids[0], cmp_ids);
+  for (int i = 1; i < ID_ROUNDS; i++)
+    CHECK(seen_ids[i] != seen_ids[i - 1]);
+  /* slots reused: the low words stay within a few slots per worker */
+  CHECK(most_low <= 8u * (unsigned)(test_workers() + 1));
+}
+
+static void *spawn_detached_and_look(void *arg) {
+  (void)arg;
+  fib_attr det = {.flags = FIB_DETACHED};
+  fib_id a, b;
+  CHECK_OK(fib_spawn(NULL, nothing_to_do, NULL, &det, &a));
+  while (fib_cancel(NULL, a) != FIB_ESRCH) /* until it has finished */
+    CHECK_OK(fib_yield());
+  CHECK_OK(fib_spawn(NULL, nothing_to_do, NULL, NULL, &b));
+  CHECK(b != a);
+  CHECK_EQ(fib_detach(NULL, a), FIB_ESRCH);
+  CHECK_EQ(join_int(b), 0);
+  return NULL;
+}
+
+TEST(a_finished_detached_fibers_id_finds_nothing) {
+  run_main(spawn_detached_and_look, NULL);
 }
 
 /* Called through a volatile pointer so the compiler cannot see that the
@@ -907,6 +986,9 @@ TEST_MAIN(T_ONE_WORKER(round_robin_in_spawn_order,
           T_ONE_WORKER(fiber_spawned_inside_a_fiber_runs_next,
                        "checks one run queue's exact order"),
           T(join_returns_each_result_once),
+          T(ids_start_at_one_in_spawn_order_while_none_is_freed),
+          T(a_freed_fibers_id_is_never_handed_out_again),
+          T(a_finished_detached_fibers_id_finds_nothing),
           T(exit_from_a_nested_call_finishes_the_fiber),
           T_ONE_WORKER(detached_fibers_are_freed_when_they_finish,
                        "counts on four yields letting three fibers finish: "

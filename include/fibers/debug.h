@@ -25,7 +25,7 @@ extern "C" {
  * `size` covers the fields it uses. Offsets are in bytes.
  *
  * Finding fibers: *runtimes is the first live runtime (a list through
- * rt_next); a runtime's fibers are in an open-addressing table (rt_slots:
+ * rt_next); a runtime's fibers are in a table (rt_slots:
  * pointer to slot_size-byte slots, rt_mask: capacity - 1), a slot with
  * a non-zero id (slot_id) holds the fiber record (slot_value). A fiber's
  * coroutine is NULL once it has finished.

@@ -117,10 +117,9 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   if (rt->group) { /* the id map is reserved below, under its lock */
     err = fib__timers_reserve(&rt->timers, rt->owned + 1);
   } else {
-    size_t records = rt->fibers.count + 1;
-    err = fib__idmap_reserve(&rt->fibers, records);
+    err = fib__idmap_reserve(&rt->fibers);
     if (!err)
-      err = fib__timers_reserve(&rt->timers, records);
+      err = fib__timers_reserve(&rt->timers, rt->fibers.count + 1);
   }
   if (err)
     return err;
@@ -145,18 +144,18 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 
   if (rt->group) {
     fib__spin_lock(&rt->ids_lock);
-    err = fib__idmap_reserve(&rt->fibers, rt->fibers.count + 1);
+    err = fib__idmap_reserve(&rt->fibers);
     if (err) {
       fib__spin_unlock(&rt->ids_lock);
       fib__coro_free(f->co);
       fib__fiber_drop_record(rt, f);
       return err;
     }
-    /* See workers.h, Ids: worker k's ids are k + 1 modulo n. */
-    f->id = rt->last_id++ * rt->group->n + rt->worker + 1;
-  } else {
-    f->id = ++rt->last_id;
   }
+  /* Its id names its slot in the map (idmap.h); with several workers,
+   * worker k's map hands out low words k + 1 modulo n (workers.h, Ids),
+   * and the record is found by id only once the lock is released below. */
+  f->id = fib__idmap_put(&rt->fibers, f);
   f->rt = rt;
   f->detached = (attr->flags & FIB_DETACHED) != 0;
   fib__set_cancelled(f, 0);
@@ -165,7 +164,6 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->joiner = NULL;
   f->wait = NULL;
   f->holds = NULL;
-  f->result = NULL;
   f->nomigrate = 0;
   f->move_to = 0;
 
@@ -177,9 +175,7 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->name[FIB_NAME_MAX] = 0;
   }
   f->co->owner = f;
-  f->co->stack->owner_id = f->id;
-  f->co->stack->owner_kind = "fiber";
-  f->co->stack->owner_name = f->name;
+  fib__coro_set_owner(f->co, &f->id, "fiber", f->name);
   fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
 
   f->state = FIB__FIBER_READY;
@@ -198,7 +194,6 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->migratable = (attr->flags & FIB_MIGRATABLE) ||
                     (rt->force_migrate && !f->pinned);
     f->force_due = 0;
-    fib__idmap_put(&rt->fibers, f->id, f);
     fib__spin_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
@@ -211,7 +206,6 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
       fib__group_place(rt, f, rt->current != NULL);
     return 0;
   }
-  fib__idmap_put(&rt->fibers, f->id, f);
   rt->unfinished++;
   if (rt->current) /* spawned by one of its fibers: runs first (runq.h) */
     fib__runq_push_front(&rt->runq, &f->runq);
@@ -252,12 +246,33 @@ static int group_join(struct fib__fiber *self, fib_id id, void **result,
   if (!err) {
     if (result)
       *result = t->result;
-    fib__idmap_del(&home->fibers, t->id);
+    fib__idmap_forget(&home->fibers, t->id);
   }
   fib__spin_unlock(&home->ids_lock);
   if (!err) /* unreachable by id now: freed outside the lock */
     fib__fiber_drop_record(self->rt, t);
   return err;
+}
+
+/* fib_join_until's wait, one worker: park until t finishes, then collect
+ * it. Out of line and tail-called, so that what stays on the stack while
+ * the joiner waits is this small frame (few values live across the park)
+ * rather than the caller's: a compact fiber's suspension saves fewer
+ * bytes. */
+static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
+                                               struct fib__fiber *t,
+                                               void **result,
+                                               uint64_t deadline) {
+  t->joiner = self;
+  int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline);
+  if (err) { /* timed out or cancelled: the target goes on, unjoined */
+    t->joiner = NULL;
+    return err;
+  }
+  if (result)
+    *result = t->result;
+  fib__fiber_free_record(t->rt, t);
+  return 0;
 }
 
 int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
@@ -279,14 +294,8 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
    * cancelled fiber's join fails even if it need not wait. */
   if (fib__cancelled(self))
     return FIB_ECANCELED;
-  if (t->state != FIB__FIBER_FINISHED) {
-    t->joiner = self;
-    int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline_ns);
-    if (err) { /* timed out or cancelled: the target goes on, unjoined */
-      t->joiner = NULL;
-      return err;
-    }
-  }
+  if (t->state != FIB__FIBER_FINISHED)
+    return join_wait(self, t, result, deadline_ns); /* a tail call */
   if (result)
     *result = t->result;
   fib__fiber_free_record(rt, t);
@@ -307,7 +316,7 @@ int fib_detach(fib_runtime *rt, fib_id id) {
     if (!err && (t->detached || t->joiner))
       err = FIB_EINVAL;
     else if (!err && t->done)
-      freed = (fib__idmap_del(&home->fibers, id), 1);
+      freed = (fib__idmap_forget(&home->fibers, id), 1);
     else if (!err)
       t->detached = 1;
     fib__spin_unlock(&home->ids_lock);

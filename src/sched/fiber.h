@@ -71,15 +71,17 @@ struct fib__fiber {
   struct fib_runtime *rt;
   fib_id id;
   enum fib__fiber_state state;
-  int detached;               /* nobody will join; free when FINISHED */
   int cancelled;              /* fib_cancel was called: blocking calls
                                  return FIB_ECANCELED from now on (read
                                  and written with fib__cancelled /
                                  fib__set_cancelled: another worker may
                                  set it) */
   int wake;                   /* why the last park ended (0 or error) */
-  int timer_armed;            /* timer is in the runtime's heap */
-  int nocancel;               /* written by every park: 1 while parked by
+  /* Flags as bytes, side by side (a compact fiber's idle cost counts
+   * every 16 bytes of this record): */
+  unsigned char detached;     /* nobody will join; free when FINISHED */
+  unsigned char timer_armed;  /* timer is in the runtime's heap */
+  unsigned char nocancel;     /* written by every park: 1 while parked by
                                  fib__fiber_park_nocancel (fib_cancel
                                  must not wake it) */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
@@ -88,15 +90,17 @@ struct fib__fiber {
                                  nodes may stay linked after a timeout
                                  until then); NULL otherwise */
   struct fib__hold *holds;    /* what it holds (struct fib__hold) */
-  void *result;               /* valid when FINISHED */
-  fib_fn fn;
+  union {                     /* one word: never both in use */
+    fib_fn fn;                  /* until it starts */
+    void *result;               /* valid when FINISHED */
+  };
   void *arg;
   struct fib__timer timer;    /* armed while parked with a deadline */
   /* Multi-worker runtimes only (workers.h); untouched with one worker: */
   int claim;                  /* FIB__CLAIM_*: who may wake it (atomic) */
   int remote_reason;          /* its wake reason, from a waker on another
                                  worker's thread, while in an inbox */
-  int done;                   /* FINISHED, as its joiner sees it: written
+  unsigned char done;         /* FINISHED, as its joiner sees it: written
                                  under its home worker's ids_lock */
   unsigned char pinned;       /* does not move before it first runs: it
                                  starts on the worker it was spawned on or
@@ -191,7 +195,6 @@ struct fib_runtime {
                                     calls it before it frees the stacks, to
                                     cancel those operations and wait until
                                     the kernel has let go */
-  fib_id last_id;                /* ids are handed out in order from 1 */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most SPARE_MAX */
   size_t spare_count;
@@ -227,8 +230,8 @@ struct fib_runtime {
   struct fib__fiber *outgoing;   /* a fiber in fib_move_to that has
                                     switched away to the loop, which hands it
                                     to its target (its own thread's) */
-  uint32_t ids_lock;             /* spin lock (spin.h): fibers, last_id,
-                                    and the join fields
+  uint32_t ids_lock;             /* spin lock (spin.h): fibers and the
+                                    join fields
                                     (joiner, done, detached) of the fibers
                                     whose ids it handed out */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
@@ -294,6 +297,24 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
 
 /* No deadline, for fib__fiber_park. */
 #define FIB__NO_DEADLINE UINT64_MAX
+
+/* Many fibers alive at once usually lie at one distance from each other:
+ * their stacks come one after another from a slab, and their records and
+ * wait nodes sit at the same depth on each. No hardware prefetcher
+ * follows that across pages, and a list through them (the run queue, a
+ * wait queue) is walked one dependent miss at a time. Given two in a row,
+ * `a` then `b`, start fetching the one FIB__AHEAD further on at that
+ * distance, if the distance is one a slab's stacks can have (an address
+ * that is not mapped costs a futile page walk, nothing else). */
+#define FIB__AHEAD 8
+#define FIB__STRIDE_MAX ((intptr_t)1 << 22)
+static inline void fib__prefetch_stride(const void *a, const void *b) {
+  intptr_t d = (intptr_t)b - (intptr_t)a;
+  /* in integers: the address may lie outside any object */
+  if (d > -FIB__STRIDE_MAX && d < FIB__STRIDE_MAX)
+    __builtin_prefetch((const void *)((uintptr_t)b +
+                                      (uintptr_t)(FIB__AHEAD * d)));
+}
 
 /* The running fiber if it may block: on this thread's runtime, and not
  * inside a coroutine the fiber resumed. NULL otherwise. */

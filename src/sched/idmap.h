@@ -4,8 +4,19 @@
  *
  * Ids are handles that stay safe after the fiber is gone: a lookup of a
  * joined or freed fiber finds nothing instead of touching freed memory.
- * Open addressing with linear probing and backward-shift deletion (no
- * tombstones); the table is kept at most half full.
+ * An id names a slot of a dense table and a generation of that slot:
+ *
+ *   id = generation << 32 | (index * stride + first)
+ *
+ * so a lookup is an index and one comparison (no hashing), and the table
+ * grows by copying, never by rehashing. A freed slot is reused first (the
+ * most recently freed first: its line is warm), with its generation one
+ * higher, so an id is never handed out twice: a slot whose generation
+ * would wrap is retired instead (never reused; 16 bytes per 2^32 reuses
+ * of one slot). The low word is never 0, so 0 is never an id.
+ *
+ * stride and first: a runtime with n workers gives worker k the low words
+ * k + 1, k + 1 + n, ... (workers.h, Ids); one worker: 1, 2, 3, ...
  */
 #ifndef FIB__SCHED_IDMAP_H
 #define FIB__SCHED_IDMAP_H
@@ -13,32 +24,95 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The layout a debugger reads (fibers/debug.h): a slot with a non-zero id
+ * holds the record. A free slot has id 0 and, in `value`, its next
+ * generation (high word) and the next free slot plus one (low word). */
 struct fib__idmap_slot {
-  uint64_t id; /* 0: empty */
+  uint64_t id; /* 0: free, retired, or never used */
   void *value;
 };
 
 struct fib__idmap {
   struct fib__idmap_slot *slots;
-  size_t mask; /* capacity - 1; capacity is a power of two */
-  size_t count;
+  size_t mask;     /* capacity - 1 (the name the debugger layout has);
+                      capacity is 0 while slots is NULL */
+  size_t count;    /* slots holding a record */
+  size_t top;      /* slots ever used: [top, capacity) never were */
+  size_t free;     /* the first free slot to reuse, plus one; 0: none */
+  uint32_t stride; /* low word = index * stride + first */
+  uint32_t first;
 };
 
-void fib__idmap_init(struct fib__idmap *m);
+/* An empty map whose ids have low words first, first + stride, ...
+ * (1 <= first <= stride). */
+void fib__idmap_init(struct fib__idmap *m, uint32_t stride, uint32_t first);
 void fib__idmap_free(struct fib__idmap *m);
-/* Make room for `n` entries in all, so that puts cannot fail. 0 or
+/* Make room for one more entry, so that the next put cannot fail. 0 or
  * FIB_ENOMEM. Inline: on every spawn, and nearly always a comparison. */
-int fib__idmap_grow(struct fib__idmap *m, size_t n);
-static inline int fib__idmap_reserve(struct fib__idmap *m, size_t n) {
-  return m->slots && 2 * n <= m->mask + 1 ? 0 : fib__idmap_grow(m, n);
+int fib__idmap_grow(struct fib__idmap *m);
+static inline int fib__idmap_reserve(struct fib__idmap *m) {
+  return m->free || (m->slots && m->top <= m->mask) ? 0 : fib__idmap_grow(m);
 }
-/* Insert (id must be new, non-zero, and room reserved). */
-void fib__idmap_put(struct fib__idmap *m, uint64_t id, void *value);
-void *fib__idmap_get(const struct fib__idmap *m, uint64_t id);
-void fib__idmap_del(struct fib__idmap *m, uint64_t id);
+
+/* The slot an id names, or SIZE_MAX if it can name none of this map. */
+static inline size_t fib__idmap_index(const struct fib__idmap *m,
+                                      uint64_t id) {
+  uint32_t low = (uint32_t)id;
+  size_t i = m->stride == 1 ? (size_t)low - 1
+                            : (size_t)((low - m->first) / m->stride);
+  return low >= m->first && i < m->top ? i : SIZE_MAX;
+}
+
+/* Insert `value` (room reserved): returns its new id. */
+static inline uint64_t fib__idmap_put(struct fib__idmap *m, void *value) {
+  size_t i;
+  uint64_t gen = 0;
+  if (m->free) {
+    i = m->free - 1;
+    uint64_t link = (uint64_t)(uintptr_t)m->slots[i].value;
+    m->free = (uint32_t)link;
+    gen = link >> 32;
+  } else {
+    i = m->top++;
+  }
+  uint64_t id = gen << 32 | (uint32_t)(i * m->stride + m->first);
+  m->slots[i].id = id;
+  m->slots[i].value = value;
+  m->count++;
+  return id;
+}
+
+static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
+  size_t i = fib__idmap_index(m, id);
+  return i != SIZE_MAX && m->slots[i].id == id ? m->slots[i].value : NULL;
+}
+
+/* Forget `id`, which is in the map: its slot is free for the next put,
+ * under the next generation. Inline: on every join and detached finish. */
+static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
+  uint32_t low = (uint32_t)id;
+  size_t i = m->stride == 1 ? (size_t)low - 1
+                            : (size_t)((low - m->first) / m->stride);
+  uint64_t gen = (id >> 32) + 1;
+  m->slots[i].id = 0;
+  m->count--;
+  if (__builtin_expect(gen > UINT32_MAX, 0)) { /* every id spent: retired */
+    m->slots[i].value = NULL;
+    return;
+  }
+  m->slots[i].value = (void *)(uintptr_t)(gen << 32 | m->free);
+  m->free = i + 1;
+}
+
+/* The same for any id: nothing if it is not in the map. */
+static inline void fib__idmap_del(struct fib__idmap *m, uint64_t id) {
+  size_t i = fib__idmap_index(m, id);
+  if (i != SIZE_MAX && m->slots[i].id == id)
+    fib__idmap_forget(m, id);
+}
 
 /* Iterate: returns the value in slot *pos or later, advancing *pos past it;
- * NULL at the end. The map must not change during the walk. */
+ * NULL at the end. Deleting the value just returned is allowed. */
 void *fib__idmap_next(const struct fib__idmap *m, size_t *pos);
 
 #endif

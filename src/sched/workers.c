@@ -30,6 +30,8 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
                         unsigned index) {
   w->group = g;
   w->worker = index;
+  /* Still empty: its ids from now on are index + 1 modulo n (Ids). */
+  fib__idmap_init(&w->fibers, g->n, index + 1);
   w->offer.head = w->offer.tail = NULL;
   w->placed.head = w->placed.tail = NULL;
 }
@@ -47,7 +49,6 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
       goto fail;
     fib__runq_init(&w[i]->runq);
     fib__timers_init(&w[i]->timers);
-    fib__idmap_init(&w[i]->fibers);
     w[i]->stack_size = rt->stack_size;
     w[i]->guard = rt->guard;
     w[i]->flags = rt->flags;

@@ -117,9 +117,11 @@
  * post possible (posted), while fibers remain (the census under
  * group->lock); the last to fall asleep ends the run with FIB_EDEADLK.
  *
- * Ids: worker k hands out ids k + 1, k + 1 + n, k + 1 + 2n, ... from its
- * own id map under its own ids_lock, so the worker whose map holds an id
- * is (id - 1) % n, found without a lock and without a shared counter.
+ * Ids: worker k hands out ids whose low words are k + 1, k + 1 + n,
+ * k + 1 + 2n, ... (its map's slots 0, 1, 2, ..., each with a generation
+ * in the high word: idmap.h) from its own id map under its own ids_lock,
+ * so the worker whose map holds an id is (low word - 1) % n, found
+ * without a lock and without a shared counter.
  */
 #ifndef FIB__SCHED_WORKERS_H
 #define FIB__SCHED_WORKERS_H
@@ -180,7 +182,7 @@ struct fib__group {
 static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
                                                fib_id id) {
   const struct fib__group *g = rt->group;
-  return g->w[(id - 1) % g->n];
+  return g->w[((uint32_t)id - 1u) % g->n];
 }
 
 /* How many multi-worker runtimes exist (atomic): primitives initialised
