@@ -245,7 +245,8 @@ enum {
    * (FIB_EINVAL): the shared stack is always guarded; at most 4 stack
    * sizes (times guard modes) of compact fibers per thread (FIB_ENOMEM
    * beyond); running out of memory while suspending one (its buffer must
-   * grow) is fatal, as nothing can hold its frames; the high-water mark
+   * be made, at its first suspension, or grow) is fatal, as nothing can
+   * hold its frames; the high-water mark
    * (fib_stack_info.high_water) is the most bytes of frames it has had
    * saved; debuggers' `fiber bt` cannot follow a suspended compact fiber
    * (its frames are in the buffer). fib_attr only. In a runtime with
