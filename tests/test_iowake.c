@@ -34,32 +34,6 @@
  * sleeps), with room for the tools; naps would make ~QUIET_NS / 1 ms. */
 #define QUIET_SWITCHES 40
 
-/* The back end these cases run on (see test_io.c): a kernel or sandbox
- * that refuses io_uring gets epoll, and the epoll run covers the case. */
-static void *probe_fiber(void *arg) {
-  int *sv = arg;
-  (void)fib_wait_fd_until(sv[0], FIB_IO_READ, 0); /* first I/O: choose */
-  return NULL;
-}
-
-static void require_backend(void) {
-  const char *io = getenv("FIBERS_IO");
-  if (!io || strcmp(io, "io_uring") != 0)
-    return;
-  int sv[2];
-  make_socketpair(sv);
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, NULL));
-  CHECK_OK(fib_spawn(rt, probe_fiber, sv, NULL, NULL));
-  CHECK_OK(fib_run(rt));
-  int refused = strcmp(fib_runtime_io_backend(rt), "io_uring") != 0;
-  CHECK_OK(fib_runtime_destroy(rt));
-  CHECK_EQ(close(sv[0]), 0);
-  CHECK_EQ(close(sv[1]), 0);
-  if (refused)
-    SKIP("FIBERS_IO=io_uring, but this kernel refuses io_uring: the epoll "
-         "run covers this case");
-}
 
 static long voluntary_switches(void) {
   struct rusage u;
