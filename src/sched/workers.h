@@ -285,9 +285,15 @@ void fib__runtime_sleep(struct fib_runtime *rt, uint64_t deadline);
 
 /* ---- the claim */
 
-/* Arm self's claim before it can be found by another thread's waker. */
+/* Arm self's claim before it can be found by another thread's waker.
+ * An exchange, not a store: it is the store half of the cancel check's
+ * store/load pair, and a read-modify-write orders it before the load
+ * that follows on every machine and emulator (qemu-user's aarch64 turns
+ * a seq_cst store and load into stlr/ldar emulations that an x86 host's
+ * store buffer lets pass each other: test_model's cancel check lost a
+ * cancel there). */
 static inline void fib__claim_arm(struct fib__fiber *self, int how) {
-  __atomic_store_n(&self->claim, how, __ATOMIC_SEQ_CST);
+  (void)__atomic_exchange_n(&self->claim, how, __ATOMIC_SEQ_CST);
 }
 
 /* Try to become f's one waker: `any` is 1 for a completer (which may wake
