@@ -185,7 +185,10 @@ static int sleep_announce(struct fib_runtime *rt) {
     if (fd >= 0)
       rt->wake_fd = fd; /* no waker reads it until the store below */
   }
-  __atomic_store_n(&rt->parked, how, __ATOMIC_SEQ_CST);
+  /* An exchange rather than a store, as fib__claim_arm: the store half
+   * of a store/load pair must not pass the load after it, also under an
+   * emulator (workers.h) */
+  (void)__atomic_exchange_n(&rt->parked, how, __ATOMIC_SEQ_CST);
   return how;
 }
 
