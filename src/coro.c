@@ -709,6 +709,13 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
   if (rec)
     *rec = first;
+#if FIB__VALGRIND
+  /* valgrind takes the bytes below the last stack pointer a finished
+   * fiber had on this (pooled) stack as gone; the record and first frame
+   * written here may lie lower than that (a record on the stack) */
+  VALGRIND_MAKE_MEM_UNDEFINED(first - 1024, (size_t)(fib__stack_top(s) -
+                                                     (first - 1024)));
+#endif
   co->sp = fib__ctx_make(first, coro_entry);
   co->resumer_sp = NULL;
   co->resumer = NULL;
