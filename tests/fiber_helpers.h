@@ -10,9 +10,22 @@
 
 #include <fibers.h>
 
+#include <pthread.h>
 #include <stdint.h>
 
 #define MS 1000000ull
+
+/* The thread running the caller now. glibc declares pthread_self const,
+ * so within one function the compiler may call it once and reuse the
+ * answer after the fiber has moved to another worker (the rule in
+ * fibers.h, FIB_MIGRATABLE): every look goes through this call, which
+ * cannot be merged. */
+__attribute__((noinline)) HARNESS_UNUSED static pthread_t
+current_thread(void) {
+  pthread_t t = pthread_self();
+  __asm__ volatile("" : "+r"(t));
+  return t;
+}
 
 /* A runtime with the default options, but for its workers: as many as
  * FIB_TEST_WORKERS asks (harness.h; one by default). Every runtime of a

@@ -33,13 +33,6 @@ static fib_runtime *two_workers(void) {
   return rt;
 }
 
-/* The thread running the caller now, read out of line (a fiber that
- * moves must not reuse a pthread_self() from before: fibers.h). */
-__attribute__((noinline)) static pthread_t current_thread(void) {
-  pthread_t t = pthread_self();
-  __asm__ volatile("" : "+r"(t));
-  return t;
-}
 
 /* What the new descriptor at the closed number is. */
 enum { NEW_SOCKET, NEW_PIPE };

@@ -30,15 +30,6 @@ static void force(int on) {
     CHECK_EQ(unsetenv("FIBERS_FORCE_MIGRATE"), 0);
 }
 
-/* The thread running the caller now. glibc declares pthread_self const,
- * so within one function the compiler may call it once and reuse the
- * answer after the fiber has moved (the rule in fibers.h, FIB_MIGRATABLE):
- * every look here goes through this call, which cannot be merged. */
-__attribute__((noinline)) static pthread_t current_thread(void) {
-  pthread_t t = pthread_self();
-  __asm__ volatile("" : "+r"(t));
-  return t;
-}
 
 /* Busy work the compiler cannot drop. */
 static void spin(unsigned n) {

@@ -174,15 +174,6 @@ struct placement {
   int children;
 };
 
-/* The thread running the caller now. glibc declares pthread_self const,
- * so within one function the compiler may call it once and reuse the
- * answer after a switch: every look here goes through this call, which
- * cannot be merged. */
-__attribute__((noinline)) static pthread_t current_thread(void) {
-  pthread_t t = pthread_self();
-  __asm__ volatile("" : "+r"(t));
-  return t;
-}
 
 static void *stay_put(void *arg) {
   struct placement *p = arg;
