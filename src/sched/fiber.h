@@ -235,8 +235,8 @@ struct fib_runtime {
                                     (joiner, done, detached) of the fibers
                                     whose ids it handed out */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
-  struct fib__post *posts;       /* posted calls, newest first (atomic) */
-  struct fib__post *posts_held;  /* taken but not yet spawned (no memory
+  struct fib__runq_node *posts;      /* posted calls (inbox.h's stack) */
+  struct fib__runq_node *posts_held; /* taken but not yet spawned (no memory
                                     then), oldest first; its own thread's */
   int posted;                    /* set for good once a call was posted to
                                     it, or one of its fibers waits for a

@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * inbox.h -- a worker's inbox (workers.h): an intrusive lock-free stack of
- * run-queue links in one word. Any thread pushes one node at a time with a
- * CAS; its one owner takes the whole stack at once (an exchange with NULL,
- * so there is no pop and no ABA) and reverses it, so that the nodes come
- * out oldest first: in push order for each pusher.
+ * inbox.h -- an intrusive lock-free stack of links in one word: a
+ * worker's inbox of fibers (workers.h) and a runtime's posted calls
+ * (post.c). Any thread pushes one node at a time with a CAS; its one owner
+ * takes the whole stack at once (an exchange with NULL, so there is no pop
+ * and no ABA) and reverses it, so that the nodes come out oldest first: in
+ * push order for each pusher.
  *
  * The stack only moves nodes; what a push means (waking the owner, the
- * fiber's wake reason) is workers.c's. Apart so that tests/test_model.c
- * hammers this very code on plain threads.
+ * fiber's wake reason, the call to make) is its user's. Apart so that
+ * tests/test_model.c hammers this very code on plain threads.
  */
 #ifndef FIB__SCHED_INBOX_H
 #define FIB__SCHED_INBOX_H
@@ -23,7 +24,7 @@ static inline void fib__inbox_push(struct fib__runq_node **head,
     n->next = old;
   /* seq_cst: release publishes the node (and what the pusher wrote before,
    * e.g. the fiber's remote_reason); the store half of the pair with
-   * wake_worker's load of `parked` (workers.h) */
+   * the wake-up's load of `parked` (workers.h) */
   while (!__atomic_compare_exchange_n(head, &old, n, 1, __ATOMIC_SEQ_CST,
                                       __ATOMIC_RELAXED));
 }

@@ -5,8 +5,8 @@
  * also waits for its return value (a fiber parks, a plain thread blocks on
  * a futex).
  *
- * A post is a small node pushed onto the runtime's `posts` stack (atomic,
- * lock-free, like the workers' inboxes of workers.h); the poster then
+ * A post is a small node pushed onto the runtime's `posts` stack (the
+ * lock-free stack of inbox.h, as the workers' inboxes); the poster then
  * wakes the runtime if it sleeps. The runtime (worker 0 of a multi-worker
  * one) takes the whole stack at its next turn through its loop and spawns
  * a detached fiber per post, oldest first. A runtime that has been posted
@@ -22,6 +22,7 @@
  * marked `posted` first, since the reply wakes the caller from the thread
  * that ran the function, through the caller's owner's inbox.
  */
+#include "inbox.h"
 #include "workers.h"
 #include "../sys.h"
 
@@ -38,7 +39,7 @@ struct fib__reply {
 };
 
 struct fib__post {
-  struct fib__post *next;
+  struct fib__runq_node link; /* first: the node is the post */
   fib_fn fn;
   void *arg;
   struct fib__reply *reply;  /* fib_call's, or NULL */
@@ -54,13 +55,7 @@ static void push_post(struct fib_runtime *rt, struct fib__post *p) {
    * to sleep (workers.h: seq_cst, the sleeper's half looks again). */
   __atomic_store_n(&rt->posted, 1, __ATOMIC_SEQ_CST);
   fib__waker_enter(rt);
-  struct fib__post *head = __atomic_load_n(&rt->posts, __ATOMIC_RELAXED);
-  do
-    p->next = head;
-  /* seq_cst: release publishes the node; the store half of the pair
-   * with the wake-up's load of `parked` */
-  while (!__atomic_compare_exchange_n(&rt->posts, &head, p, 1,
-                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+  fib__inbox_push(&rt->posts, &p->link);
   fib__runtime_wake(rt);
   fib__waker_leave(rt); /* rt may be gone from here on: workers.h */
 }
@@ -88,27 +83,15 @@ static void *post_main(void *arg) {
 
 void fib__post_take(struct fib_runtime *rt) {
   /* The ones held back last time first, then the new ones, oldest first. */
-  struct fib__post *fifo = rt->posts_held, **end = &fifo;
+  struct fib__runq_node *fifo = rt->posts_held, **end = &fifo;
   rt->posts_held = NULL;
   while (*end)
     end = &(*end)->next;
-  if (__atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
-    /* acquire: the posters' nodes */
-    struct fib__post *p =
-        __atomic_exchange_n(&rt->posts, NULL, __ATOMIC_ACQUIRE);
-    struct fib__post *fresh = NULL;
-    while (p) { /* newest first: reverse */
-      struct fib__post *next = p->next;
-      p->next = fresh;
-      fresh = p;
-      p = next;
-    }
-    *end = fresh;
-  }
+  *end = fib__inbox_take(&rt->posts);
   static const fib_attr detached = {.flags = FIB_DETACHED};
   while (fifo) {
     /* Read first: once spawned, it may run on another worker and go. */
-    struct fib__post *next = fifo->next;
+    struct fib__runq_node *next = fifo->next;
     if (fib_spawn(rt, post_main, fifo, &detached, NULL) != 0) {
       /* No memory now: hold the rest back for a later turn (the sleep is
        * short while any are held). Nothing is lost, the order is kept. */
