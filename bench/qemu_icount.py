@@ -38,6 +38,7 @@ and qemu-user (.ci/run installs them). Usage:
 Python 3 standard library only.
 """
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -122,6 +123,7 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+@functools.lru_cache(maxsize=None)
 def one_insn_option(qemu):
     """-one-insn-per-tb since qemu 8.1; -singlestep before."""
     r = subprocess.run([qemu, "-h"], stdout=subprocess.PIPE,
