@@ -114,6 +114,28 @@ bench-deps:
 	apt-get install -y g++ libboost-context-dev libboost-fiber-dev golang-go \
 	    redis-server redis-tools wrk nginx-light
 
+# Instructions per operation on aarch64 and riscv64: bench_fibers
+# cross-built in $(BENCH_BUILD)-<arch> and counted under qemu-user with one
+# instruction per block (valgrind does not run there). Not part of `make
+# bench`; the cross compilers and qemu-user as for make test-aarch64.
+# ICOUNT_ARGS="--arch aarch64 riscv64 x86_64" adds the native build under
+# qemu-x86_64 (make bench-build first), to set beside callgrind's counts.
+ICOUNT_ARGS ?=
+ICOUNT_BUILDS = $(addprefix bench-icount-build-,$(CROSS_ARCHES))
+
+.PHONY: bench-icount $(ICOUNT_BUILDS)
+
+$(ICOUNT_BUILDS): bench-icount-build-%:
+	@$(call CONFIGURE,-S . -B $(BENCH_BUILD)-$* \
+	    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFIB_BUILD_BENCH=ON \
+	    -DFIB_BUILD_TESTS=OFF -DFIB_BUILD_EXAMPLES=OFF \
+	    -DCMAKE_TOOLCHAIN_FILE=cmake/toolchains/$*-linux-gnu.cmake)
+	$(CMAKE) --build $(BENCH_BUILD)-$* -j $(JOBS) --target bench_fibers
+
+bench-icount: $(ICOUNT_BUILDS)
+	$(BENCH_PY) bench/qemu_icount.py --build-dir $(BENCH_BUILD) --no-build \
+	    $(ICOUNT_ARGS)
+
 # ---- network benchmarks: the network examples against redis-server, nginx,
 # Go and a plain epoll loop, driven by redis-benchmark, wrk and echo_client
 # on loopback, server on CPU 0, client on CPU 1. Installs nothing (make
