@@ -225,8 +225,7 @@ __attribute__((noinline)) static void bump_counter(void) {
  * runtime could make all its bumps before the other began, and clang's
  * TSan then missed the race in most runs (clang 14; gcc's in none seen).
  * Meeting after the last bump as well made clang's TSan miss it in every
- * run,
- * so they meet once. */
+ * run, so they meet once. */
 static pthread_barrier_t bumpers_meet;
 
 static void *bumper(void *arg) {
