@@ -389,15 +389,16 @@ static int group_suspend(struct fib__fiber *self) {
 }
 
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
+  struct fib_runtime *rt = self->rt;
   check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
-  if (__builtin_expect(self->rt->group != NULL, 0)) {
+  if (__builtin_expect(rt->group != NULL, 0)) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     return group_suspend(self);
   }
-  return switch_away(self->rt, self, 1);
+  return switch_away(rt, self, 1);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
@@ -430,28 +431,38 @@ void fib__fiber_park_nocancel(struct fib__fiber *self) {
 }
 
 int fib_yield(void) {
-  struct fib__fiber *f = fib__fiber_self();
+  /* fib__fiber_self, spelled out to keep the coroutine; the runtime is
+   * read from its own thread-local, equal to f->rt (fiber.h), but not
+   * behind two dependent loads: the run queue's loads start at once. */
+  fib_coro *co = fib__coro_self();
+  struct fib__fiber *f = co ? co->owner : NULL;
   if (!f)
     return FIB_EPERM;
-  struct fib_runtime *rt = f->rt;
-  f->state = FIB__FIBER_READY;
-  /* The common hop, push-at-the-back and pop in one (runq.h's rotate):
-   * nothing at the front, another fiber at the back's head, with our FP
-   * variant, and no reason to go back to the loop. The same outcome as the
-   * general path below, without its choice of list, length and budget
-   * bookkeeping (a yield leaves the length as it was). */
-  struct fib__runq_node *h = rt->runq.back.head;
-  if (__builtin_expect(!rt->runq.front.head && h && rt->until_loop, 1)) {
+  struct fib_runtime *rt = fib__tl_runtime;
+  /* The common cases, with nothing at the front and no reason to go back
+   * to the loop, each with the outcome of the general path below but
+   * without its choice of list, length and budget bookkeeping (a yield
+   * leaves the length as it was): */
+  if (__builtin_expect(!rt->runq.front.head && rt->until_loop, 1)) {
+    struct fib__runq_node *h = rt->runq.back.head;
+    if (!h) { /* nobody else is ready: it would pop itself and go on */
+      rt->until_loop--;
+      return 0;
+    }
+    /* another fiber at the back's head, with our FP variant: push at the
+     * back and pop in one (runq.h's rotate) */
     struct fib__fiber *next = FIBER_OF(h);
     fib_coro *to = next->co;
-    if (__builtin_expect(to->shared_fp == f->co->shared_fp, 1)) {
+    if (__builtin_expect(to->shared_fp == co->shared_fp, 1)) {
+      f->state = FIB__FIBER_READY;
       fib__runq_rotate(&rt->runq, &f->runq);
       rt->until_loop--;
       next->state = FIB__FIBER_RUNNING;
       rt->current = next;
-      return fib__coro_transfer(f->co, to);
+      return fib__coro_transfer(co, to);
     }
   }
+  f->state = FIB__FIBER_READY;
   fib__runq_push(&rt->runq, &f->runq);
   return switch_away(rt, f, 0);
 }
