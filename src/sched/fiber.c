@@ -112,10 +112,20 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f = fib__fiber_new_record(rt);
     if (!f)
       return FIB_ENOMEM;
-    err = fib__coro_create(&f->co, fiber_main, f, stack,
-                           attr->guard ? attr->guard : rt->guard,
-                           ((attr->flags | rt->flags) & FIB_SHARED_FP) |
-                               (attr->flags & FIB_COMPACT));
+    fib_guard_mode guard = attr->guard ? attr->guard : rt->guard;
+    unsigned fp = (attr->flags | rt->flags) & FIB_SHARED_FP;
+    /* The last fiber to finish left its coroutine to be freed (zombie):
+     * if its stack is of our class, it is ours at once, without a trip
+     * through the stack pool (a spawn after a join, in a loop or a tree) */
+    fib_coro *z = rt->zombie;
+    if (z && !(attr->flags & FIB_COMPACT) &&
+        fib__coro_renew(&f->co, z, fiber_main, f, stack, guard, fp) == 0) {
+      rt->zombie = NULL;
+      err = 0;
+    } else {
+      err = fib__coro_create(&f->co, fiber_main, f, stack, guard,
+                             fp | (attr->flags & FIB_COMPACT));
+    }
     if (err) {
       fib__fiber_drop_record(rt, f);
       return err;
