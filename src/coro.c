@@ -780,18 +780,18 @@ void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
   c->name_at = field_at(co->owner, name);
 }
 
-int fib__coro_renew(fib_coro **out, fib_coro *dead, fib_coro_fn fn,
-                    void *arg, size_t usable, fib_guard_mode mode,
-                    unsigned flags) {
+fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
+                          size_t usable, fib_guard_mode mode, unsigned flags) {
   if ((dead->shared_fp & FIB__CORO_COMPACT) ||
       fib__stack_renew(dead->stack, usable, mode))
-    return 1;
+    return NULL;
 #if FIB__TSAN
   if (dead->san_fiber) /* as fib__coro_free */
     __tsan_destroy_fiber(dead->san_fiber);
 #endif
-  stack_init(out, dead->stack, fn, arg, flags, 0, NULL);
-  return 0;
+  fib_coro *co;
+  stack_init(&co, dead->stack, fn, arg, flags, 0, NULL);
+  return co;
 }
 
 void fib__coro_free(fib_coro *co) {

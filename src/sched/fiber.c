@@ -119,7 +119,7 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
      * through the stack pool (a spawn after a join, in a loop or a tree) */
     fib_coro *z = rt->zombie;
     if (z && !(attr->flags & FIB_COMPACT) &&
-        fib__coro_renew(&f->co, z, fiber_main, f, stack, guard, fp) == 0) {
+        (f->co = fib__coro_renew(z, fiber_main, f, stack, guard, fp))) {
       rt->zombie = NULL;
       err = 0;
     } else {

@@ -483,7 +483,8 @@ static void free_zombie(struct fib_runtime *rt) {
  * joiner if it wins the claim (the joiner may run on another worker at
  * once and free this record: nothing touches it after the unlock), or
  * free it if detached. */
-static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
+static __attribute__((noinline)) void group_finish(struct fib_runtime *rt,
+                                                  struct fib__fiber *self) {
   struct fib_runtime *home = fib__id_home(rt, self->id);
   rt->owned--;
   if (self->migratable)
