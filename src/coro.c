@@ -694,17 +694,11 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
 #define CORO_SLOT 112
 _Static_assert(sizeof(fib_coro) <= CORO_SLOT, "the record fits its slot");
 
-/* A coroutine on a stack of its own, with `rec_size` bytes for the layer
- * above between its record and its first frame (0: none). */
-static inline __attribute__((always_inline)) int
-stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
-             fib_guard_mode mode, unsigned flags, size_t rec_size,
-             void **rec) {
-  struct fib__stack *s;
-  int err = fib__stack_get(&s, usable, mode);
-  if (err)
-    return err;
-
+/* A coroutine on the stack s, just taken, with `rec_size` bytes for the
+ * layer above between its record and its first frame (0: none). */
+static inline __attribute__((always_inline)) void
+stack_init(fib_coro **out, struct fib__stack *s, fib_coro_fn fn, void *arg,
+           unsigned flags, size_t rec_size, void **rec) {
   fib_coro *co = (fib_coro *)(fib__stack_top(s) - CORO_SLOT);
   char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
   if (rec)
@@ -734,6 +728,18 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   co->san_fiber = NULL; /* TSan: see fib__coro_announce */
 #endif
   *out = co;
+}
+
+/* A coroutine on a stack of its own (stack_init). */
+static inline __attribute__((always_inline)) int
+stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+             fib_guard_mode mode, unsigned flags, size_t rec_size,
+             void **rec) {
+  struct fib__stack *s;
+  int err = fib__stack_get(&s, usable, mode);
+  if (err)
+    return err;
+  stack_init(out, s, fn, arg, flags, rec_size, rec);
   return 0;
 }
 
@@ -772,6 +778,20 @@ void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
   struct compact *c = compact_of(co); /* copy_in names it */
   c->id_at = field_at(co->owner, id);
   c->name_at = field_at(co->owner, name);
+}
+
+fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
+                          size_t usable, fib_guard_mode mode, unsigned flags) {
+  if ((dead->shared_fp & FIB__CORO_COMPACT) ||
+      fib__stack_renew(dead->stack, usable, mode))
+    return NULL;
+#if FIB__TSAN
+  if (dead->san_fiber) /* as fib__coro_free */
+    __tsan_destroy_fiber(dead->san_fiber);
+#endif
+  fib_coro *co;
+  stack_init(&co, dead->stack, fn, arg, flags, 0, NULL);
+  return co;
 }
 
 void fib__coro_free(fib_coro *co) {

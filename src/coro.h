@@ -150,6 +150,15 @@ static inline void fib__coro_set_owner(fib_coro *co, const uint64_t *id,
 /* Give the stack (and the record on it) back. co must not be running. */
 void fib__coro_free(fib_coro *co);
 
+/* fib__coro_create (flags: FIB_SHARED_FP or 0) on the stack of `dead`, a
+ * coroutine that has finished and that its owner would free now, if that
+ * stack is of the class asked for (usable, mode) and `dead` is not
+ * compact: the new coroutine, and `dead` is gone (its stack is the new
+ * one's, not pooled and taken again). NULL: not of that class, nothing
+ * done (free it). Six arguments: all in registers. */
+fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
+                          size_t usable, fib_guard_mode mode, unsigned flags);
+
 /* Finish the running coroutine `from` and run `to` in its place, as
  * fib__coro_transfer does (from's value, if its resumer wants one, is
  * NULL). For the scheduler: a finished fiber hands over directly. */

@@ -1061,6 +1061,19 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   return 0;
 }
 
+int fib__stack_renew(struct fib__stack *s, size_t usable,
+                     fib_guard_mode mode) {
+  if (mode == FIB_GUARD_AUTO)
+    mode = fib__stack_auto_mode();
+  if (s->usable_size != usable || s->mode != mode)
+    return 1;
+  /* LeakSanitizer's root region stays registered: it is in use throughout */
+  reuse(s);
+  if (mode == FIB_GUARD_NONE)
+    *(uint64_t *)(void *)s->lo = FIB__STACK_CANARY;
+  return 0;
+}
+
 /* Not the hot class, or the pool is full. */
 __attribute__((noinline)) static void put_slow(struct pool *p,
                                                struct fib__stack *s) {

@@ -82,6 +82,12 @@ int fib__stack_get(struct fib__stack **out, size_t usable, fib_guard_mode mode);
 /* Give a stack back: to this thread's pool if there is room, else unmap. */
 void fib__stack_put(struct fib__stack *s);
 
+/* s, which this thread would put back now, for a new user at once, if it
+ * is of the class fib__stack_get(usable, mode) would take from: s as that
+ * get would hand it out (what a put and that get do to it, without the
+ * round trip through the pool), and 0. 1: another class, s untouched. */
+int fib__stack_renew(struct fib__stack *s, size_t usable, fib_guard_mode mode);
+
 /* The highest usable address below the descriptor, 16-byte aligned. */
 static inline char *fib__stack_top(struct fib__stack *s) {
   return (char *)((uintptr_t)s & ~(uintptr_t)15);

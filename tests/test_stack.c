@@ -214,6 +214,73 @@ TEST(unguarded_mode_is_accepted_where_guard_modes_are) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* A spawn takes the stack of the fiber that finished last (not yet given
+ * back to the pool) when it is of its class: every fiber still gets the
+ * size and guard it asked for, and an unguarded one its canary. */
+struct renew_case {
+  fib_attr attr;
+  size_t size;
+  int unguarded;
+};
+
+static void *renew_main(void *arg) {
+  (void)arg;
+  static const struct renew_case cases[] = {
+      {{0}, FIB_STACK_DEFAULT, 0},
+      {{.guard = FIB_GUARD_NONE}, FIB_STACK_DEFAULT, 1},
+      {{.guard = FIB_GUARD_NONE}, FIB_STACK_DEFAULT, 1},
+      {{.stack_size = 2 * FIB_STACK_DEFAULT}, 2 * FIB_STACK_DEFAULT, 0},
+      {{.flags = FIB_SHARED_FP}, FIB_STACK_DEFAULT, 0},
+      {{.flags = FIB_COMPACT}, FIB_STACK_DEFAULT, 0},
+      {{0}, FIB_STACK_DEFAULT, 0},
+      {{.guard = FIB_GUARD_MPROTECT}, FIB_STACK_DEFAULT, 0},
+      {{0}, FIB_STACK_DEFAULT, 0},
+  };
+  for (int round = 0; round < 3; round++)
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+      fib_stack_info info;
+      memset(&info, 0, sizeof info);
+      fib_id id;
+      CHECK_OK(fib_spawn(NULL, report_own_stack, &info, &cases[i].attr, &id));
+      CHECK_OK(fib_join(id, NULL));
+      CHECK_EQ(info.size, cases[i].size);
+      if (cases[i].unguarded) {
+        check_unguarded(&info);
+      } else {
+        CHECK(info.guard != FIB_GUARD_NONE);
+        CHECK(info.guard_size > 0);
+      }
+      /* and with no attributes, the path a spawn takes most */
+      memset(&info, 0, sizeof info);
+      CHECK_OK(fib_spawn(NULL, report_own_stack, &info, NULL, &id));
+      CHECK_OK(fib_join(id, NULL));
+      CHECK_EQ(info.size, (size_t)FIB_STACK_DEFAULT);
+      CHECK(info.guard != FIB_GUARD_NONE);
+    }
+  return NULL;
+}
+
+TEST(a_spawn_takes_a_finished_fibers_stack_only_of_its_class) {
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, renew_main, NULL, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  /* and a runtime whose fibers are all unguarded */
+  fib_runtime_opts opts = {.guard = FIB_GUARD_NONE};
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  fib_attr none = {.guard = FIB_GUARD_NONE};
+  for (int i = 0; i < 4; i++) {
+    fib_stack_info info;
+    memset(&info, 0, sizeof info);
+    CHECK_OK(fib_spawn(rt, report_own_stack, &info, i & 1 ? &none : NULL,
+                       NULL));
+    CHECK_OK(fib_run(rt));
+    check_unguarded(&info);
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 TEST(unguarded_stacks_cost_no_mappings_and_pool_apart) {
   static fib_coro *cos[MANY];
   fib__stack_pool_drain();
@@ -449,6 +516,7 @@ TEST_MAIN(T(madvise_guards_cost_no_mappings),
           T(pool_reuses_stacks_and_is_bounded),
           T(unguarded_mode_is_accepted_where_guard_modes_are),
           T(unguarded_stacks_cost_no_mappings_and_pool_apart),
+          T(a_spawn_takes_a_finished_fibers_stack_only_of_its_class),
           T(auto_never_gives_an_unguarded_stack),
           T(spawn_survives_each_failing_call_madvise),
           T(spawn_survives_each_failing_call_mprotect),

@@ -76,40 +76,20 @@ record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
   co->arg = f;
   f->in_stack = 1;
   f->claim = FIB__CLAIM_NONE;
+  f->timer_armed = 0; /* as every new record (spawn) */
+  f->wait = NULL;
+  f->holds = NULL;
   *out = f;
   return 0;
 }
 
-int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
-              fib_id *id) {
-  rt = runtime_or_current(rt);
-  if (!rt)
-    return FIB_EPERM;
-  if (!fn)
-    return FIB_EINVAL;
-  static const fib_attr no_attr;
-  size_t stack = rt->stack_size; /* the runtime's, rounded already */
-  int on_stack = 0; /* its record goes on its stack (record_on_stack) */
-  if (attr) {
-    stack = fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
-    unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED |
-                           FIB_COMPACT | FIB_MIGRATABLE;
-    unsigned workers = rt->group ? rt->group->n : rt->logical_workers;
-    if (!workers)
-      workers = 1;
-    if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
-        ((attr->flags & FIB_COMPACT) && attr->worker) ||
-        ((attr->flags & FIB_MIGRATABLE) &&
-         (attr->flags & (FIB_PINNED | FIB_COMPACT))) ||
-        !fib__all_zero(attr->reserved,
-                       sizeof attr->reserved / sizeof(uintptr_t)))
-      return FIB_EINVAL;
-    on_stack = (attr->flags & (FIB_DETACHED | FIB_COMPACT)) == FIB_DETACHED &&
-               !rt->group;
-  } else {
-    attr = &no_attr;
-  }
-
+/* fib_spawn once its arguments are checked: `attr` is never NULL (the
+ * zero attributes stand for none), `stack` the usable size, `on_stack`
+ * record_on_stack's choice. Inlined twice, once with the zero attributes,
+ * where every test of them folds away. */
+static inline __attribute__((always_inline)) int
+spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
+      size_t stack, int on_stack, fib_id *id) {
   /* Everything that can fail comes first; the runtime is untouched on
    * failure. The reservations make parking with a deadline and registering
    * the id allocation-free later. */
@@ -132,10 +112,20 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f = fib__fiber_new_record(rt);
     if (!f)
       return FIB_ENOMEM;
-    err = fib__coro_create(&f->co, fiber_main, f, stack,
-                           attr->guard ? attr->guard : rt->guard,
-                           ((attr->flags | rt->flags) & FIB_SHARED_FP) |
-                               (attr->flags & FIB_COMPACT));
+    fib_guard_mode guard = attr->guard ? attr->guard : rt->guard;
+    unsigned fp = (attr->flags | rt->flags) & FIB_SHARED_FP;
+    /* The last fiber to finish left its coroutine to be freed (zombie):
+     * if its stack is of our class, it is ours at once, without a trip
+     * through the stack pool (a spawn after a join, in a loop or a tree) */
+    fib_coro *z = rt->zombie;
+    if (z && !(attr->flags & FIB_COMPACT) &&
+        (f->co = fib__coro_renew(z, fiber_main, f, stack, guard, fp))) {
+      rt->zombie = NULL;
+      err = 0;
+    } else {
+      err = fib__coro_create(&f->co, fiber_main, f, stack, guard,
+                             fp | (attr->flags & FIB_COMPACT));
+    }
     if (err) {
       fib__fiber_drop_record(rt, f);
       return err;
@@ -160,10 +150,11 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->detached = (attr->flags & FIB_DETACHED) != 0;
   fib__set_cancelled(f, 0);
   f->wake = 0;
-  f->timer_armed = 0;
+  /* timer_armed, wait and holds are 0 / NULL already: so is every record
+   * made (fib__fiber_new_record, record_on_stack), and a fiber leaves them
+   * so when it finishes (it is not parked then, and its holds are given
+   * up), before its record can be used again */
   f->joiner = NULL;
-  f->wait = NULL;
-  f->holds = NULL;
   f->nomigrate = 0;
   f->move_to = 0;
 
@@ -216,12 +207,44 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   return 0;
 }
 
+int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
+              fib_id *id) {
+  rt = runtime_or_current(rt);
+  if (!rt)
+    return FIB_EPERM;
+  if (!fn)
+    return FIB_EINVAL;
+  static const fib_attr no_attr;
+  if (!attr) /* the runtime's stack size is rounded already */
+    return spawn(rt, fn, arg, &no_attr, rt->stack_size, 0, id);
+  size_t stack =
+      fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
+  unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED |
+                         FIB_COMPACT | FIB_MIGRATABLE;
+  unsigned workers = rt->group ? rt->group->n : rt->logical_workers;
+  if (!workers)
+    workers = 1;
+  if (!stack || (attr->flags & ~known_flags) || attr->worker > workers ||
+      ((attr->flags & FIB_COMPACT) && attr->worker) ||
+      ((attr->flags & FIB_MIGRATABLE) &&
+       (attr->flags & (FIB_PINNED | FIB_COMPACT))) ||
+      !fib__all_zero(attr->reserved,
+                     sizeof attr->reserved / sizeof(uintptr_t)))
+    return FIB_EINVAL;
+  /* its record goes on its stack (record_on_stack) */
+  int on_stack = (attr->flags & (FIB_DETACHED | FIB_COMPACT)) ==
+                     FIB_DETACHED &&
+                 !rt->group;
+  return spawn(rt, fn, arg, attr, stack, on_stack, id);
+}
+
 /* fib_join in a multi-worker runtime: the target may finish on another
  * worker at any moment, so its join fields are read and written under its
  * home's ids_lock, and the joiner's claim is armed before the target can
  * see it (workers.h). */
-static int group_join(struct fib__fiber *self, fib_id id, void **result,
-                      uint64_t deadline) {
+static __attribute__((noinline)) int group_join(struct fib__fiber *self,
+                                                fib_id id, void **result,
+                                                uint64_t deadline) {
   struct fib_runtime *home;
   struct fib__fiber *t;
   int err = lookup_locked(self->rt, id, &t, &home);
@@ -264,22 +287,27 @@ static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
                                                void **result,
                                                uint64_t deadline) {
   t->joiner = self;
-  int err = fib__fiber_park(self, FIB__FIBER_BLOCKED, deadline);
+  /* park without its cancel check: the caller has just made it */
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend(self, FIB__FIBER_BLOCKED);
+  int err = self->wake;
   if (err) { /* timed out or cancelled: the target goes on, unjoined */
     t->joiner = NULL;
     return err;
   }
   if (result)
     *result = t->result;
-  fib__fiber_free_record(t->rt, t);
+  fib__fiber_collect(self->rt, t);
   return 0;
 }
 
-int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
-  struct fib__fiber *self = fib__fiber_self();
-  if (!self)
-    return FIB_EPERM;
-  fib__preempt_point(); /* seeded test mode (sched/seed.h) */
+/* fib_join_until after its preemption point. Inlined in the call, whose
+ * common path then saves no registers: what it calls is a tail call or
+ * out of line. */
+static inline __attribute__((always_inline)) int
+join_body(struct fib__fiber *self, fib_id id, void **result,
+          uint64_t deadline_ns) {
   if (id == self->id)
     return FIB_EDEADLK;
   struct fib_runtime *rt = self->rt;
@@ -298,8 +326,25 @@ int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
     return join_wait(self, t, result, deadline_ns); /* a tail call */
   if (result)
     *result = t->result;
-  fib__fiber_free_record(rt, t);
+  fib__fiber_collect(rt, t);
   return 0;
+}
+
+/* The preemption point of the seeded test mode (sched/seed.h), out of the
+ * way, as the channels do: the common path makes no call for it. */
+static __attribute__((noinline, cold)) int
+join_preempted(fib_id id, void **result, uint64_t deadline_ns) {
+  fib__preempt_slow();
+  return join_body(fib__fiber_self(), id, result, deadline_ns);
+}
+
+int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
+  struct fib__fiber *self = fib__fiber_self();
+  if (!self)
+    return FIB_EPERM;
+  if (fib__preempt_any())
+    return join_preempted(id, result, deadline_ns);
+  return join_body(self, id, result, deadline_ns);
 }
 
 int fib_join(fib_id id, void **result) {

@@ -31,6 +31,7 @@
 #define FIB__SCHED_FIBER_H
 
 #include "../coro.h"
+#include "../sys.h"
 #include "../tls.h"
 #include "fibers.h"
 #include "idmap.h"
@@ -196,7 +197,8 @@ struct fib_runtime {
                                     cancel those operations and wait until
                                     the kernel has let go */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
-                                    through runq.next), at most SPARE_MAX */
+                                    through runq.next), at most
+                                    FIB__SPARE_MAX */
   size_t spare_count;
   size_t stack_size;             /* defaults for new fibers */
   fib_guard_mode guard;
@@ -288,9 +290,44 @@ struct fib_runtime *fib__tl_runtime_now(void);
  * (free_record also forgets the id and frees the stack, if any). Not for
  * a record on its fiber's stack (in_stack), which goes with the stack:
  * its finish only forgets the id, destroy frees its stack. */
-struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt);
+struct fib__fiber *fib__fiber_new_record_slow(void);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
+
+/* Freed fiber records kept per runtime, so spawn and join do not go to
+ * malloc in the steady state. The spares' halves are inline: on every
+ * spawn and join. */
+#define FIB__SPARE_MAX 64
+
+static inline struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
+  struct fib__fiber *f = rt->spare;
+  if (__builtin_expect(!f, 0))
+    return fib__fiber_new_record_slow();
+  rt->spare = (struct fib__fiber *)(void *)f->runq.next; /* runq is first */
+  rt->spare_count--;
+  return f;
+}
+
+/* fib__fiber_drop_record's body, inline for join. */
+static inline void fib__fiber_keep_record(struct fib_runtime *rt,
+                                          struct fib__fiber *f) {
+  if (__builtin_expect(rt->spare_count >= FIB__SPARE_MAX, 0)) {
+    fib__sys_free(f);
+    return;
+  }
+  f->runq.next = (struct fib__runq_node *)(void *)rt->spare;
+  rt->spare = f;
+  rt->spare_count++;
+}
+
+/* A FINISHED fiber's record, one worker: forget its id and keep the
+ * record (its coroutine is gone: fib__fiber_free_record without the
+ * test). For a join. */
+static inline void fib__fiber_collect(struct fib_runtime *rt,
+                                      struct fib__fiber *f) {
+  fib__idmap_forget(&rt->fibers, f->id);
+  fib__fiber_keep_record(rt, f);
+}
 
 /* ---- park / ready: the API of the blocking primitives (waitq.h,
  * src/sync/). The calls on the hot path of every hand-off are inline. */
@@ -317,11 +354,16 @@ static inline void fib__prefetch_stride(const void *a, const void *b) {
 }
 
 /* The running fiber if it may block: on this thread's runtime, and not
- * inside a coroutine the fiber resumed. NULL otherwise. */
+ * inside a coroutine the fiber resumed. NULL otherwise. A fiber's own
+ * coroutine names its record (fib_coro.owner, set at spawn, kept until
+ * the coroutine is freed), and only the runtime that runs on this thread
+ * switches into it, with f->rt naming that runtime (a fiber moves only
+ * while it is not running): so the running coroutine answers both
+ * questions, one thread-local read (not fib__tl_runtime as well) and one
+ * load from the record a switch has just touched. */
 static inline struct fib__fiber *fib__fiber_self(void) {
-  struct fib_runtime *rt = fib__tl_runtime;
-  struct fib__fiber *f = rt ? rt->current : NULL;
-  return f && fib__coro_self() == f->co ? f : NULL;
+  fib_coro *co = fib__coro_self();
+  return co ? (struct fib__fiber *)co->owner : NULL;
 }
 
 /* Arm `self`'s timer for a park with a deadline (sched.c; out of line so

@@ -123,6 +123,20 @@ static inline struct fib__runq_node *fib__runq_pop(struct fib__runq *q) {
   return l ? fib__runq_take(q, l) : NULL;
 }
 
+/* push(n) then pop, for a yield, when the front is empty and the back is
+ * not: the back's head comes off and n goes behind the rest; the length
+ * does not change. (An empty front has no last_front: every pop clears
+ * it, and so does an extract that empties the front.) */
+static inline void fib__runq_rotate(struct fib__runq *q,
+                                    struct fib__runq_node *n) {
+  struct fib__runq_node *h = q->back.head;
+  n->next = NULL;
+  q->back.tail->next = n; /* first: h may be the only node */
+  q->back.tail = n;
+  q->back.head = h->next;
+  q->front_streak = 0;
+}
+
 static inline size_t fib__runq_len(const struct fib__runq *q) { return q->len; }
 
 /* Take the k-th node (k < length) in pop order: the front, then the back.

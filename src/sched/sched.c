@@ -51,33 +51,23 @@ _Static_assert(offsetof(struct fib__fiber, runq) == 0, "runq link first");
 
 /* ---- records */
 
-/* Freed fiber records kept per runtime, so spawn and join do not go to
- * malloc in the steady state. */
-#define SPARE_MAX 64
-
-struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
-  struct fib__fiber *f = rt->spare;
-  if (!f) {
-    f = fib__sys_malloc(sizeof *f);
-    if (f) { /* a record between fibers has no claim armed: keep it so */
-      f->claim = FIB__CLAIM_NONE;
-      f->in_stack = 0; /* for good: a heap record */
-    }
-    return f;
+/* A record when the runtime has no spare (fiber.h's new_record). */
+struct fib__fiber *fib__fiber_new_record_slow(void) {
+  struct fib__fiber *f = fib__sys_malloc(sizeof *f);
+  if (f) { /* a record between fibers has no claim armed: keep it so */
+    f->claim = FIB__CLAIM_NONE;
+    f->in_stack = 0; /* for good: a heap record */
+    /* not parked, in no wait, holding nothing: what a finished fiber
+     * leaves, so spawn need not set them (fiber.c) */
+    f->timer_armed = 0;
+    f->wait = NULL;
+    f->holds = NULL;
   }
-  rt->spare = FIBER_OF(f->runq.next);
-  rt->spare_count--;
   return f;
 }
 
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f) {
-  if (rt->spare_count >= SPARE_MAX) {
-    fib__sys_free(f);
-    return;
-  }
-  f->runq.next = (struct fib__runq_node *)rt->spare; /* runq is first */
-  rt->spare = f;
-  rt->spare_count++;
+  fib__fiber_keep_record(rt, f);
 }
 
 /* One worker only: a multi-worker runtime's ids live in their home
@@ -87,7 +77,7 @@ void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f) {
   fib__idmap_forget(&rt->fibers, f->id);
   if (f->co)
     fib__coro_free(f->co);
-  fib__fiber_drop_record(rt, f);
+  fib__fiber_keep_record(rt, f);
 }
 
 /* ---- the list of live runtimes, for debuggers */
@@ -307,16 +297,49 @@ static inline struct fib__fiber *take_next(struct fib_runtime *rt,
 }
 
 /*
- * The running fiber `self` has put itself in the run queue or parked: run
- * the next ready fiber, directly by a coroutine transfer when take_next
- * allows, otherwise through the scheduler loop. Returns 0 when `self` runs
- * again (callers return it, so the switch stays a tail call: see
- * fib__ctx_switch_int).
+ * A fiber `f` that its waker readies to run next (fib__fiber_ready_front),
+ * when the waker is about to switch away for good (a finishing child
+ * waking its joiner): if f would be the very next pop, and the hand-off
+ * may be direct (take_next's conditions), make it current and RUNNING
+ * now, with the queue's bookkeeping as if it had been pushed to the front
+ * and popped, and return 1: the caller transfers to it. 0: ready it the
+ * usual way. One worker only.
+ */
+static inline int hand_to_front(struct fib_runtime *rt, const fib_coro *from,
+                                struct fib__fiber *f) {
+  struct fib__runq *q = &rt->runq;
+  /* pushed now, f would go after last_front; popped, the back would go
+   * first once the front's budget is spent (runq.h) */
+  if (q->last_front || rt->until_loop == 0 ||
+      f->co->shared_fp != from->shared_fp)
+    return 0;
+  if (q->back.head) {
+    if (q->front_streak >= FIB__RUNQ_FRONT_BUDGET)
+      return 0;
+    q->front_streak++;
+  }
+  if (f->timer_armed)
+    fib__fiber_disarm(f);
+  f->wake = 0;
+  rt->until_loop--;
+  f->state = FIB__FIBER_RUNNING;
+  rt->current = f;
+  return 1;
+}
+
+/*
+ * The running fiber `self` has put itself in the run queue (`parked` 0: a
+ * yield) or parked (1): run the next ready fiber, directly by a coroutine
+ * transfer when take_next allows, otherwise through the scheduler loop.
+ * Returns 0 when `self` runs again (callers return it, so the switch stays
+ * a tail call: see fib__ctx_switch_int).
  */
 static inline int switch_away(struct fib_runtime *rt,
-                              struct fib__fiber *self, int ahead) {
-  struct fib__fiber *next = take_next(rt, self->co, ahead);
-  if (next == self)
+                              struct fib__fiber *self, int parked) {
+  /* a parked fiber is not in the queue: the next is another, and the one
+   * after it is worth fetching (take_next) */
+  struct fib__fiber *next = take_next(rt, self->co, parked);
+  if (!parked && next == self)
     return 0; /* it was the only ready fiber: carry on */
   if (next)
     return fib__coro_transfer(self->co, next->co);
@@ -366,15 +389,16 @@ static int group_suspend(struct fib__fiber *self) {
 }
 
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
+  struct fib_runtime *rt = self->rt;
   check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
   self->wake = 0;
-  if (__builtin_expect(self->rt->group != NULL, 0)) {
+  if (__builtin_expect(rt->group != NULL, 0)) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     return group_suspend(self);
   }
-  return switch_away(self->rt, self, 1);
+  return switch_away(rt, self, 1);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
@@ -407,12 +431,40 @@ void fib__fiber_park_nocancel(struct fib__fiber *self) {
 }
 
 int fib_yield(void) {
-  struct fib__fiber *f = fib__fiber_self();
+  /* fib__fiber_self, spelled out to keep the coroutine; the runtime is
+   * read from its own thread-local, equal to f->rt (fiber.h), but not
+   * behind two dependent loads: the run queue's loads start at once. */
+  fib_coro *co = fib__coro_self();
+  struct fib__fiber *f = co ? co->owner : NULL;
   if (!f)
     return FIB_EPERM;
+  struct fib_runtime *rt = fib__tl_runtime;
+  /* The common cases, with nothing at the front and no reason to go back
+   * to the loop, each with the outcome of the general path below but
+   * without its choice of list, length and budget bookkeeping (a yield
+   * leaves the length as it was): */
+  if (__builtin_expect(!rt->runq.front.head && rt->until_loop, 1)) {
+    struct fib__runq_node *h = rt->runq.back.head;
+    if (!h) { /* nobody else is ready: it would pop itself and go on */
+      rt->until_loop--;
+      return 0;
+    }
+    /* another fiber at the back's head, with our FP variant: push at the
+     * back and pop in one (runq.h's rotate) */
+    struct fib__fiber *next = FIBER_OF(h);
+    fib_coro *to = next->co;
+    if (__builtin_expect(to->shared_fp == co->shared_fp, 1)) {
+      f->state = FIB__FIBER_READY;
+      fib__runq_rotate(&rt->runq, &f->runq);
+      rt->until_loop--;
+      next->state = FIB__FIBER_RUNNING;
+      rt->current = next;
+      return fib__coro_transfer(co, to);
+    }
+  }
   f->state = FIB__FIBER_READY;
-  fib__runq_push(&f->rt->runq, &f->runq);
-  return switch_away(f->rt, f, 0);
+  fib__runq_push(&rt->runq, &f->runq);
+  return switch_away(rt, f, 0);
 }
 
 /* ---- finishing */
@@ -431,7 +483,8 @@ static void free_zombie(struct fib_runtime *rt) {
  * joiner if it wins the claim (the joiner may run on another worker at
  * once and free this record: nothing touches it after the unlock), or
  * free it if detached. */
-static void group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
+static __attribute__((noinline)) void group_finish(struct fib_runtime *rt,
+                                                  struct fib__fiber *self) {
   struct fib_runtime *home = fib__id_home(rt, self->id);
   rt->owned--;
   if (self->migratable)
@@ -454,8 +507,10 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   fib_coro *co = self->co;
   if (__builtin_expect(self->holds != NULL, 0))
     discard_holds(self); /* a mutex it never unlocked goes to its waiter */
-  free_zombie(rt); /* the previous one: we are on another stack */
+  fib_coro *prev = rt->zombie; /* the previous one: we are on another stack */
   rt->zombie = co; /* ours, once we are off it */
+  if (prev)
+    fib__coro_free(prev);
   self->co = NULL;
   self->state = FIB__FIBER_FINISHED;
   self->result = result;
@@ -467,9 +522,12 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     /* Its joiner collects and frees us; unless a deadline or a cancel has
      * already readied it (it is then READY, about to find that its join
      * failed): readied twice, it would be queued twice. */
-    if (self->joiner && self->joiner->state == FIB__FIBER_BLOCKED)
-      fib__fiber_ready_front(self->joiner);
-    else if (self->in_stack) /* freed with its stack (the zombie) */
+    struct fib__fiber *j = self->joiner;
+    if (j && j->state == FIB__FIBER_BLOCKED) {
+      if (!awaited && hand_to_front(rt, co, j))
+        fib__coro_finish_into(co, j->co);
+      fib__fiber_ready_front(j);
+    } else if (self->in_stack) /* freed with its stack (the zombie) */
       fib__idmap_forget(&rt->fibers, self->id);
     else if (self->detached)
       fib__fiber_free_record(rt, self);

@@ -197,9 +197,20 @@ static inline int fib__waiter(struct fib__fiber **self) {
 static inline int fib__waitq_wait(struct fib__waitq *q,
                                   struct fib__fiber *self, void *elem,
                                   uint64_t deadline) {
-  struct fib__wnode n = {.fiber = self, .elem = elem};
-  struct fib__wait w = {.fiber = self, .nodes = &n, .count = 1};
+  /* Field by field, not an initializer that zeroes the rest: the push
+   * sets the links, and the completer `fired` and `result` (read only
+   * when it completed the wait). On every channel or lock wait. */
+  struct fib__wnode n;
+  struct fib__wait w;
+  n.fiber = self;
   n.wait = &w;
+  n.idx = 0;
+  n.elem = elem;
+  w.fiber = self;
+  w.nodes_on_heap = 0;
+  w.nodes = &n;
+  w.count = 1;
+  w.heap_extra = NULL;
   fib__waitq_push(q, &n);
   self->wait = &w;
   if (deadline != FIB__NO_DEADLINE)

@@ -439,6 +439,13 @@ static void chan_set_unlock(struct chan_set *set) {
 
 /* Choose uniformly among the ready cases: the k-th ready one replaces the
  * choice with probability 1/k (reservoir sampling, one pass). */
+/* The record of a case's channel, which fib_select_until has checked
+ * (live, and of the select's one mode) before it looks at any: the
+ * storage is the record (fib__live), with no magic to test again. */
+static inline struct chan *chan_checked(fib_chan *ch) {
+  return (struct chan *)(void *)ch;
+}
+
 static ALWAYS_INLINE size_t choose_ready(fib_select_case *cases, size_t n,
                                          int shared) {
   size_t chosen = SIZE_MAX, ready = 0;
@@ -446,7 +453,7 @@ static ALWAYS_INLINE size_t choose_ready(fib_select_case *cases, size_t n,
     fib_select_case *k = &cases[i];
     if (k->op == FIB_SELECT_DEFAULT || !k->chan)
       continue;
-    struct chan *c = fib__live_in(k->chan, CHAN_MAGIC, &(int){0});
+    struct chan *c = chan_checked(k->chan);
     if (k->op == FIB_SELECT_SEND ? send_ready(c, shared)
                                  : recv_ready(c, shared)) {
       ready++;
@@ -465,7 +472,7 @@ static void link_nodes(fib_select_case *cases, size_t n,
     fib_select_case *k = &cases[i];
     if (k->op == FIB_SELECT_DEFAULT || !k->chan)
       continue;
-    struct chan *c = fib__live_in(k->chan, CHAN_MAGIC, &(int){0});
+    struct chan *c = chan_checked(k->chan);
     struct fib__wnode *nd = &nodes[m++];
     nd->fiber = w->fiber;
     nd->wait = w;

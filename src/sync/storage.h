@@ -114,16 +114,12 @@ static inline int fib__sync_refused(void) {
 
 /* fib__waiter for a local primitive: also FIB_ENOTSUP, as above. */
 static inline int fib__sync_waiter(struct fib__fiber **self) {
-  struct fib_runtime *rt = fib__tl_runtime; /* fib__waiter's, spelled out
-                                               to test rt->group on the
-                                               runtime it has loaded */
-  struct fib__fiber *f = rt ? rt->current : NULL;
-  if (f && fib__coro_self() != f->co)
-    f = NULL;
+  struct fib__fiber *f = fib__fiber_self();
   *self = f;
   if (!f)
     return FIB_EPERM;
-  if (__builtin_expect(rt->group != NULL, 0))
+  /* f->rt is this thread's runtime (fib__fiber_self) */
+  if (__builtin_expect(f->rt->group != NULL, 0))
     return FIB_ENOTSUP;
   return fib__cancelled(f) ? FIB_ECANCELED : 0;
 }
