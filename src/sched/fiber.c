@@ -330,20 +330,18 @@ join_body(struct fib__fiber *self, fib_id id, void **result,
   return 0;
 }
 
-/* The preemption point of the seeded test mode (sched/seed.h), out of the
- * way, as the channels do: the common path makes no call for it. */
-static __attribute__((noinline, cold)) int
-join_preempted(fib_id id, void **result, uint64_t deadline_ns) {
-  fib__preempt_slow();
-  return join_body(fib__fiber_self(), id, result, deadline_ns);
-}
+/* The preemption point of the seeded test mode, out of the way (seed.h). */
+FIB__PREEMPTED(int, join_preempted, join_body,
+               (struct fib__fiber *self, fib_id id, void **result,
+                uint64_t deadline_ns),
+               (self, id, result, deadline_ns))
 
 int fib_join_until(fib_id id, void **result, uint64_t deadline_ns) {
   struct fib__fiber *self = fib__fiber_self();
   if (!self)
     return FIB_EPERM;
   if (fib__preempt_any())
-    return join_preempted(id, result, deadline_ns);
+    return join_preempted(self, id, result, deadline_ns);
   return join_body(self, id, result, deadline_ns);
 }
 

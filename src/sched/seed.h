@@ -82,4 +82,14 @@ static inline void fib__preempt_point(void) {
     fib__preempt_slow();
 }
 
+/* For those hottest calls: defines NAME, a cold out-of-line function of
+ * PARAMS that makes the point and then tail-calls BODY(ARGS), the call's
+ * real body. The public call tail-calls NAME when fib__preempt_any(), and
+ * BODY otherwise, so its fast path stays a leaf. */
+#define FIB__PREEMPTED(ret, name, body, params, args)                       \
+  static __attribute__((noinline, cold)) ret name params {                  \
+    fib__preempt_slow();                                                     \
+    return body args;                                                        \
+  }
+
 #endif

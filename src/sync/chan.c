@@ -305,14 +305,10 @@ static ALWAYS_INLINE int chan_send_until_body(fib_chan *ch, const void *elem,
   return send_slow(c, self, elem, deadline_ns);
 }
 
-/* The preemption point of the seeded test mode (sched/seed.h), out of
- * the way: the fast path makes no call (seed.h). */
-static __attribute__((noinline, cold)) int
-chan_send_until_preempted(fib_chan *ch, const void *elem,
-                          uint64_t deadline_ns) {
-  fib__preempt_slow();
-  return chan_send_until_body(ch, elem, deadline_ns);
-}
+/* The preemption point of the seeded test mode, out of the way (seed.h). */
+FIB__PREEMPTED(int, chan_send_until_preempted, chan_send_until_body,
+               (fib_chan *ch, const void *elem, uint64_t deadline_ns),
+               (ch, elem, deadline_ns))
 
 int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   if (fib__preempt_any())
@@ -371,13 +367,10 @@ static ALWAYS_INLINE int chan_recv_until_body(fib_chan *ch, void *out,
   return recv_slow(c, self, out, deadline_ns);
 }
 
-/* The preemption point of the seeded test mode (sched/seed.h), out of
- * the way: the fast path makes no call (seed.h). */
-static __attribute__((noinline, cold)) int
-chan_recv_until_preempted(fib_chan *ch, void *out, uint64_t deadline_ns) {
-  fib__preempt_slow();
-  return chan_recv_until_body(ch, out, deadline_ns);
-}
+/* The preemption point of the seeded test mode, out of the way (seed.h). */
+FIB__PREEMPTED(int, chan_recv_until_preempted, chan_recv_until_body,
+               (fib_chan *ch, void *out, uint64_t deadline_ns),
+               (ch, out, deadline_ns))
 
 int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
   if (fib__preempt_any())

@@ -119,13 +119,9 @@ static ALWAYS_INLINE int mutex_lock_until_body(fib_mutex *m,
   return mutex_lock(x, self, deadline_ns, 0);
 }
 
-/* The preemption point of the seeded test mode (sched/seed.h), out of
- * the way: the fast path makes no call (seed.h). */
-static __attribute__((noinline, cold)) int
-mutex_lock_until_preempted(fib_mutex *m, uint64_t deadline_ns) {
-  fib__preempt_slow();
-  return mutex_lock_until_body(m, deadline_ns);
-}
+/* The preemption point of the seeded test mode, out of the way (seed.h). */
+FIB__PREEMPTED(int, mutex_lock_until_preempted, mutex_lock_until_body,
+               (fib_mutex *m, uint64_t deadline_ns), (m, deadline_ns))
 
 int fib_mutex_lock_until(fib_mutex *m, uint64_t deadline_ns) {
   if (fib__preempt_any())
