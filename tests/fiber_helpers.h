@@ -42,6 +42,16 @@ HARNESS_UNUSED static fib_runtime *new_runtime(void) {
   return new_runtime_with((fib_runtime_opts){0});
 }
 
+/* A runtime of exactly n workers, whatever FIB_TEST_WORKERS says: for the
+ * suites about workers themselves. */
+HARNESS_UNUSED static fib_runtime *new_workers(unsigned n) {
+  fib_runtime_opts opts = {0};
+  opts.workers = n;
+  fib_runtime *rt;
+  CHECK_OK(fib_runtime_create(&rt, &opts));
+  return rt;
+}
+
 /* Run rt until no fiber is left, then destroy it. */
 HARNESS_UNUSED static void run_to_end(fib_runtime *rt) {
   CHECK_OK(fib_run(rt));

@@ -24,16 +24,6 @@
  * wake-up's few milliseconds, so a wait that reaches it was lost. */
 #define LONG_WAIT (3000 * MS)
 
-
-static fib_runtime *two_workers(void) {
-  fib_runtime_opts o = {0};
-  o.workers = 2;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, &o));
-  return rt;
-}
-
-
 /* What the new descriptor at the closed number is. */
 enum { NEW_SOCKET, NEW_PIPE };
 
@@ -110,7 +100,7 @@ static void *closer1(void *arg) { /* worker 1 */
 static void placed_round(int kind) {
   struct placed s = {0};
   s.kind = kind;
-  fib_runtime *rt = two_workers();
+  fib_runtime *rt = new_workers(2);
   CHECK_OK(fib_chan_init(&s.to_closer, sizeof(int), 1));
   CHECK_OK(fib_chan_init(&s.to_user, sizeof(int), 1));
   CHECK_OK(fib_spawn(rt, user0, &s, &(fib_attr){.worker = 1}, NULL));
@@ -177,7 +167,7 @@ TEST(close_on_another_worker_wakes_its_waiters_with_ebadf) {
   make_socketpair(sv);
   w.x = sv[0];
   w.peer = sv[1];
-  fib_runtime *rt = two_workers();
+  fib_runtime *rt = new_workers(2);
   CHECK_OK(fib_spawn(rt, reader0, &w, &(fib_attr){.worker = 1}, NULL));
   CHECK_OK(fib_spawn(rt, waiter0, &w, &(fib_attr){.worker = 1}, NULL));
   CHECK_OK(fib_spawn(rt, closer_later, &w, &(fib_attr){.worker = 2}, NULL));
@@ -262,7 +252,7 @@ static void mover_round(int forced, int kind) {
   m.kind = kind;
   if (forced)
     CHECK_EQ(setenv("FIBERS_FORCE_MIGRATE", "1", 1), 0);
-  fib_runtime *rt = two_workers();
+  fib_runtime *rt = new_workers(2);
   CHECK_EQ(unsetenv("FIBERS_FORCE_MIGRATE"), 0);
   CHECK_OK(fib_spawn(rt, first, &m, NULL, NULL));
   run_to_end(rt);

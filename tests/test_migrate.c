@@ -14,14 +14,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-static fib_runtime *new_workers(unsigned n) {
-  fib_runtime_opts opts = {0};
-  opts.workers = n;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, &opts));
-  return rt;
-}
-
 /* The forced mode for the runtimes this case creates from now on. */
 static void force(int on) {
   if (on)

@@ -535,14 +535,6 @@ TEST(posts_and_calls_wake_sleeping_workers_every_time) {
 
 /* ---- end to end: fibers on different workers */
 
-static fib_runtime *new_workers(unsigned n) {
-  fib_runtime_opts opts = {0};
-  opts.workers = n;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, &opts));
-  return rt;
-}
-
 /* Spawn fn(arg) on worker w (mod the count) of the current runtime. */
 static fib_id spawn_on(unsigned w, unsigned workers, fib_fn fn, void *arg) {
   fib_attr attr = {0};

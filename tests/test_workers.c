@@ -15,14 +15,6 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-static fib_runtime *new_workers(unsigned n) {
-  fib_runtime_opts opts = {0};
-  opts.workers = n;
-  fib_runtime *rt;
-  CHECK_OK(fib_runtime_create(&rt, &opts));
-  return rt;
-}
-
 /* ---- a spawn/join tree: skynet's shape, each leaf doing a little work */
 
 struct tree {
