@@ -130,7 +130,9 @@
         movq    %rbp, FIB__FRAME_RBP(%rsp)
 
         movq    %rsp, (%rdi)            /* the context we leave is saved */
+.if \save_fp
         movq    %rsp, %r8               /* its frame: the current FP state */
+.endif
         movq    %rsi, %rsp              /* now on the resumed context's stack */
         RESUME  \save_fp, %rdx, %r8
         .cfi_endproc
@@ -139,6 +141,10 @@
 
         SWITCH  fib__ctx_switch, 1
         SWITCH  fib__ctx_switch_nofp, 0
+        /* the same at other addresses, for the switch back to a resumer
+         * (its indirect jump has one kind of target: context.h) */
+        SWITCH  fib__ctx_switch_back, 1
+        SWITCH  fib__ctx_switch_back_nofp, 0
 
 /*
  * void fib__ctx_jump(void *load_sp, void *value)       (never returns)
