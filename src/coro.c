@@ -518,6 +518,13 @@ static inline void enter(fib_coro *co) {
 /* Where a value nobody asked for goes (fib_coro.first). */
 static inline void **sink(fib_coro *co) { return &co->first; }
 
+/* Where `to`, taking over from `from`, delivers its value: where from's
+ * was to go, but never from's sink, which is in from's record: from may be
+ * finished, and its stack and record reused, before `to` yields. */
+static inline void **out_for(fib_coro *from, fib_coro *to) {
+  return from->out == sink(from) ? sink(to) : from->out;
+}
+
 /* `co` stops running: give the thread back to its resumer, whose status
  * is RUNNING still (see fib_coro.status). */
 static inline void leave(fib_coro *co, void *value) {
@@ -883,7 +890,7 @@ __attribute__((noinline)) static int
 transfer_compact(fib_coro *from, fib_coro *to, int final) {
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
-  to->out = from->out;
+  to->out = out_for(from, to);
   put_value(to, to->in, NULL);
   from->in = sink(from);
   from->status = final ? FIB_CORO_DEAD : FIB_CORO_SUSPENDED;
@@ -993,7 +1000,7 @@ int fib__coro_resume(fib_coro *co, void *in, void **out) {
 static inline void take_over(fib_coro *from, fib_coro *to) {
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
-  to->out = from->out;
+  to->out = out_for(from, to);
   *to->in = NULL;
   from->in = sink(from);
 }
