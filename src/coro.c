@@ -987,9 +987,18 @@ resume_hot(fib_coro *co, void *in, void **out, int owned) {
   return resume_checked(co, in, out, owned);
 }
 
+#if FIB__CORO_ASM
+/* The rest of fib_coro_resume, whose hot path is in switch.S. */
+__attribute__((visibility("hidden"))) int
+fib__coro_resume_checked(fib_coro *co, void *in, void **out);
+int fib__coro_resume_checked(fib_coro *co, void *in, void **out) {
+  return resume_checked(co, in, out, 1);
+}
+#else
 int fib_coro_resume(fib_coro *co, void *in, void **out) {
   return resume_hot(co, in, out, 1);
 }
+#endif
 
 int fib__coro_resume(fib_coro *co, void *in, void **out) {
   return resume_hot(co, in, out, 0);
@@ -1088,7 +1097,16 @@ yield_hot(void *value, void **in, int owned) {
   return yield_checked(value, in, owned);
 }
 
+#if FIB__CORO_ASM
+/* The rest of fib_coro_yield, whose hot path is in switch.S. */
+__attribute__((visibility("hidden"))) int
+fib__coro_yield_checked(void *value, void **in);
+int fib__coro_yield_checked(void *value, void **in) {
+  return yield_checked(value, in, 1);
+}
+#else
 int fib_coro_yield(void *value, void **in) { return yield_hot(value, in, 1); }
+#endif
 
 int fib__coro_yield(void *value, void **in) {
   return yield_hot(value, in, 0);

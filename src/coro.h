@@ -13,6 +13,7 @@
 #include "fibers.h"
 #include "sanitize.h"
 #include "overflow.h"
+#include "coro_layout.h"
 
 struct fib_coro {
   struct fib__stack *stack; /* the stack it runs on (owns it); first, so a
@@ -107,6 +108,31 @@ enum {
 #endif
 #define FIB__CORO_KIND(shared_fp, slow)                                     \
   ((uint32_t)(shared_fp) | (uint32_t)(slow) << 16)
+
+/* What the assembly hot paths assume (coro_layout.h). */
+_Static_assert(offsetof(fib_coro, sp) == FIB__CORO_OFF_SP, "sp");
+_Static_assert(offsetof(fib_coro, resumer_sp) == FIB__CORO_OFF_RESUMER_SP,
+               "resumer_sp");
+_Static_assert(offsetof(fib_coro, resumer) == FIB__CORO_OFF_RESUMER,
+               "resumer");
+_Static_assert(offsetof(fib_coro, status) == FIB__CORO_OFF_STATUS, "status");
+_Static_assert(sizeof(fib_coro_state) == 4, "status: a 32-bit word");
+_Static_assert(offsetof(fib_coro, kind) == FIB__CORO_OFF_KIND, "kind");
+_Static_assert(offsetof(fib_coro, out) == FIB__CORO_OFF_OUT, "out");
+_Static_assert(offsetof(fib_coro, in) == FIB__CORO_OFF_IN, "in");
+_Static_assert(offsetof(fib_coro, first) == FIB__CORO_OFF_FIRST, "first");
+_Static_assert(FIB_CORO_SUSPENDED == 0 && FIB_CORO_RUNNING == 1,
+               "the statuses the hot paths store");
+_Static_assert(FIB__CORO_RESUME_SLOW ==
+                   ~FIB__CORO_KIND(FIB__CORO_NOFP, FIB__CORO_CANARY),
+               "resume mask");
+_Static_assert(FIB__CORO_RESUMER_SLOW ==
+                   FIB__CORO_KIND(FIB__CORO_COMPACT, FIB__CORO_CANARY),
+               "resumer mask");
+_Static_assert(FIB__CORO_YIELD_SLOW == ~FIB__CORO_KIND(FIB__CORO_NOFP, 0),
+               "yield mask");
+_Static_assert(FIB__CORO_KIND_NOFP == FIB__CORO_KIND(FIB__CORO_NOFP, 0),
+               "nofp bit");
 
 /* Set when the layer above makes co its own record's coroutine. */
 static inline void fib__coro_set_owner_record(fib_coro *co, void *owner) {

@@ -39,6 +39,7 @@
  * includes it never claims SHSTK.
  */
 #include "frame.h"
+#include "switch.h"
 
 #if defined(__CET__) && (__CET__ & 1)
 #define ENDBR endbr64
@@ -71,47 +72,6 @@
  * thread's FP control state. A context must always be entered and left by
  * the same variant; the coroutine layer guarantees it.
  */
-/*
- * The second half of a switch: rsp points at the frame of the context to
- * resume (and the CFA is described as rsp + FIB__FRAME_SIZE); restore it
- * and go on where it left off, with \value as its return value.
- */
-.macro  RESUME load_fp, value, old_frame
-        movq    FIB__FRAME_R12(%rsp), %r12
-        movq    FIB__FRAME_R13(%rsp), %r13
-        movq    FIB__FRAME_R14(%rsp), %r14
-        movq    FIB__FRAME_R15(%rsp), %r15
-        movq    FIB__FRAME_RBX(%rsp), %rbx
-        movq    FIB__FRAME_RBP(%rsp), %rbp
-.if \load_fp
-.ifnb \old_frame                        /* the current state is saved there */
-        /* Two compares, each loading exactly what one store of the save
-         * above wrote: a load that spans both (one 8-byte compare) cannot
-         * be forwarded from the two stores still in flight and waits for
-         * them to reach the cache, which cost ~4.5 ns per switch here. */
-        movl    FIB__FRAME_MXCSR(%rsp), %ecx
-        xorl    FIB__FRAME_MXCSR(\old_frame), %ecx
-        testl   $0xffc0, %ecx           /* control bits only: 6-15 */
-        jz      1f                      /* same: keep it */
-        ldmxcsr FIB__FRAME_MXCSR(%rsp)
-1:      movzwl  FIB__FRAME_X87CW(%rsp), %ecx
-        cmpw    FIB__FRAME_X87CW(\old_frame), %cx
-        je      2f                      /* same: keep it */
-        fldcw   FIB__FRAME_X87CW(%rsp)
-2:
-.else                                   /* a jump: nothing to compare with */
-        ldmxcsr FIB__FRAME_MXCSR(%rsp)
-        fldcw   FIB__FRAME_X87CW(%rsp)
-.endif
-.endif
-        leaq    FIB__FRAME_RIP(%rsp), %rsp
-        .cfi_adjust_cfa_offset -(FIB__FRAME_SIZE - 8)
-        popq    %rcx                    /* where the resumed context goes on */
-        .cfi_adjust_cfa_offset -8
-        .cfi_register rip, rcx
-        movq    \value, %rax            /* the value, as its return value */
-        notrack jmp *%rcx
-.endm
 
 .macro  SWITCH name, save_fp
         FUNC    \name
