@@ -12,9 +12,11 @@
  * Why in assembly: inline, the switch needs no call, no endbr64 and no
  * arguments set up, and the indirect jump that ends each copy has one
  * kind of target (a resume's goes into coroutines, a yield's back to
- * resumers). 6 instructions fewer per one-way switch than the C hot path
- * with its tail call into fib__ctx_switch (callgrind: 63 -> 57 with the
- * FP control state, 53 -> 47 without).
+ * resumers). The shared-FP variant falls through and the full one is the
+ * taken branch: the shared-FP switch is front-end bound, the full one
+ * waits on its FP control state anyway. 6 instructions fewer per one-way
+ * switch than the C hot path with its tail call into fib__ctx_switch
+ * (callgrind: 63 -> 57 with the FP control state, 53 -> 47 without).
  *
  * The record's offsets and the kind masks are coro_layout.h's (checked
  * against struct fib_coro in coro.h); the frame is the switch's
@@ -113,10 +115,10 @@
         movl    $1, CO(STATUS)(%rdi)    /* FIB_CORO_RUNNING */
         movq    %rdi, %fs:(%r8)         /* the thread's running coroutine */
         testl   $FIB__CORO_KIND_NOFP, %eax
-        jnz     .Lresume_nofp
-        SWITCH_INLINE 1, CO(RESUMER_SP)(%rdi), CO(SP)(%rdi)
-.Lresume_nofp:
+        jz      .Lresume_fp
         SWITCH_INLINE 0, CO(RESUMER_SP)(%rdi), CO(SP)(%rdi)
+.Lresume_fp:
+        SWITCH_INLINE 1, CO(RESUMER_SP)(%rdi), CO(SP)(%rdi)
 .Lresume_from_coro:
         testl   $FIB__CORO_RESUMER_SLOW, CO(KIND)(%rcx)
         jz      .Lresume_go
@@ -149,17 +151,20 @@
         movq    CO(RESUMER)(%rax), %r9
         movq    %r9, %fs:(%r8)          /* the resumer runs again */
         testl   $FIB__CORO_KIND_NOFP, %ecx
-        jnz     .Lyield_nofp
-        SWITCH_INLINE 1, CO(SP)(%rax), CO(RESUMER_SP)(%rax)
-.Lyield_nofp:
+        jz      .Lyield_fp
         SWITCH_INLINE 0, CO(SP)(%rax), CO(RESUMER_SP)(%rax)
+.Lyield_fp:
+        SWITCH_INLINE 1, CO(SP)(%rax), CO(RESUMER_SP)(%rax)
 .Lyield_checked:
         jmp     fib__coro_yield_checked
         .cfi_endproc
         .size   fib_coro_yield, . - fib_coro_yield
+#endif /* FIB__CORO_ASM */
+
 #if defined(__CET__) && (__CET__ & 1)
-/* GNU property note: IBT-compatible (endbr64 at both entries), SHSTK not
- * claimed (the switch leaves the shadow stack unbalanced: see
+/* GNU property note, also when the file assembles to nothing (sanitizer
+ * builds): IBT-compatible (endbr64 at both entries), SHSTK not claimed
+ * (the switch leaves the shadow stack unbalanced: see
  * arch/x86_64/switch.S). One object without it would drop IBT from the
  * whole link. */
         .section .note.gnu.property, "a"
@@ -173,7 +178,6 @@
         .long   1                       /* GNU_PROPERTY_X86_FEATURE_1_IBT */
         .p2align 3
 #endif
-#endif /* FIB__CORO_ASM */
 
 /* No executable stack needed. */
         .section .note.GNU-stack, "", @progbits

@@ -48,7 +48,11 @@
         popq    %rcx                    /* where the resumed context goes on */
         .cfi_adjust_cfa_offset -8
         .cfi_register rip, rcx
+.ifc \value, $0
+        xorl    %eax, %eax              /* 0, as its return value */
+.else
         movq    \value, %rax            /* the value, as its return value */
+.endif
         notrack jmp *%rcx
 .endm
 
