@@ -347,7 +347,7 @@ __attribute__((noinline)) static int compact_switch(int nofp, fib_coro *from,
   int from_c = from && (from->shared_fp & FIB__CORO_COMPACT);
   int to_c = to && (to->shared_fp & FIB__CORO_COMPACT);
   if (from && to == from->resumer) /* going back: this switch restores it */
-    from->shared_fp &= ~FIB__CORO_RESUMER_COMPACT;
+    from->kind &= ~FIB__CORO_KIND(FIB__CORO_RESUMER_COMPACT, 0);
   if (!from_c || (final && !to_c)) {
     /* Not running on a shared stack, or leaving it for good for a context
      * elsewhere: nothing to save, and the copy in cannot hit our frames. */
@@ -457,15 +457,17 @@ static void helper_entry(void *unused) {
  *
  * Under a sanitizer the switch is bracketed by the hooks instead (start,
  * switch, finish: no tail call then); `from` and `to` are for the hooks,
- * `nofp` picks the variant. A switch that involves a compact coroutine
+ * `nofp` picks the variant, `back` the copy for a switch back to a resumer
+ * (fib__ctx_switch_back). A switch that involves a compact coroutine
  * goes through compact_switch instead: each caller tests the switch kind
  * (fib_coro.shared_fp) once, before its bookkeeping, full FP state first,
  * so the common case pays no more than the one test it always made.
  */
 static inline __attribute__((always_inline)) int
-coro_switch(int nofp, fib_coro *from, fib_coro *to, void **save_sp,
+coro_switch(int nofp, int back, fib_coro *from, fib_coro *to, void **save_sp,
             void *load_sp) {
 #if FIB__SAN_HOOKS
+  (void)back;
   san_start(from, to, 0);
   if (nofp)
     (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
@@ -476,6 +478,9 @@ coro_switch(int nofp, fib_coro *from, fib_coro *to, void **save_sp,
 #else
   (void)from;
   (void)to;
+  if (back) /* a yield's or a return's: see fib__ctx_switch_back */
+    return nofp ? fib__ctx_switch_back_nofp_int(save_sp, load_sp, NULL)
+                : fib__ctx_switch_back_int(save_sp, load_sp, NULL);
   return nofp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
               : fib__ctx_switch_int(save_sp, load_sp, NULL);
 #endif
@@ -510,14 +515,21 @@ static inline void enter(fib_coro *co) {
   fib__coro_set_self(co);
 }
 
-/* `co` stops running: give the thread back to its resumer. */
+/* Where a value nobody asked for goes (fib_coro.first). */
+static inline void **sink(fib_coro *co) { return &co->first; }
+
+/* Where `to`, taking over from `from`, delivers its value: where from's
+ * was to go, but never from's sink, which is in from's record: from may be
+ * finished, and its stack and record reused, before `to` yields. */
+static inline void **out_for(fib_coro *from, fib_coro *to) {
+  return from->out == sink(from) ? sink(to) : from->out;
+}
+
+/* `co` stops running: give the thread back to its resumer, whose status
+ * is RUNNING still (see fib_coro.status). */
 static inline void leave(fib_coro *co, void *value) {
-  fib_coro *prev = co->resumer;
-  if (co->out)
-    *co->out = value;
-  fib__coro_set_self(prev);
-  if (prev)
-    prev->status = FIB_CORO_RUNNING;
+  *co->out = value;
+  fib__coro_set_self(co->resumer);
 }
 
 static void coro_entry(void *unused) {
@@ -669,13 +681,12 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
   co->fn = fn;
   co->arg = arg;
   co->status = FIB_CORO_SUSPENDED;
-  co->shared_fp =
-      FIB__CORO_COMPACT | ((flags & FIB_SHARED_FP) ? FIB__CORO_NOFP : 0);
+  co->kind = FIB__CORO_KIND(
+      FIB__CORO_COMPACT | ((flags & FIB_SHARED_FP) ? FIB__CORO_NOFP : 0), 0);
   co->canary = NULL;
   co->owner = NULL;
-  co->out = NULL;
   co->first = NULL;
-  co->in = &co->first;
+  co->out = co->in = sink(co);
 #if FIB__SAN_HOOKS
   co->san_fake = NULL;
   co->san_fiber = NULL;
@@ -717,12 +728,12 @@ stack_init(fib_coro **out, struct fib__stack *s, fib_coro_fn fn, void *arg,
   co->fn = fn;
   co->arg = arg;
   co->status = FIB_CORO_SUSPENDED;
-  co->shared_fp = (flags & FIB_SHARED_FP) != 0;
   co->canary = fib__stack_canary(s);
+  co->kind = FIB__CORO_KIND((flags & FIB_SHARED_FP) ? FIB__CORO_NOFP : 0,
+                            co->canary ? FIB__CORO_CANARY : 0);
   co->owner = NULL;
-  co->out = NULL;
   co->first = NULL;
-  co->in = &co->first;
+  co->out = co->in = sink(co);
 #if FIB__SAN_HOOKS
   co->san_fake = NULL;
   co->san_fiber = NULL; /* TSan: see fib__coro_announce */
@@ -810,13 +821,26 @@ void fib__coro_free(fib_coro *co) {
   fib__stack_put(co->stack);
 }
 
-int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
-                    const fib_attr *attr) {
-  if (!out || !fn)
-    return FIB_EINVAL;
-  static const fib_attr no_attr;
-  if (!attr)
-    attr = &no_attr;
+/* The default stack's usable size, rounded: the page size never changes,
+ * so it is computed once (racing threads store the same value). */
+static size_t default_usable_cached;
+
+__attribute__((noinline, cold)) static size_t default_usable_first(void) {
+  size_t usable = fib__stack_round_size(0, FIB_STACK_DEFAULT);
+  __atomic_store_n(&default_usable_cached, usable, __ATOMIC_RELAXED);
+  return usable;
+}
+
+static inline size_t default_usable(void) {
+  size_t usable = __atomic_load_n(&default_usable_cached, __ATOMIC_RELAXED);
+  return __builtin_expect(usable != 0, 1) ? usable : default_usable_first();
+}
+
+/* fib_coro_create with attributes: each one checked. Out of line, so
+ * that the default path below is a tail call with no frame of its own. */
+__attribute__((noinline)) static int create_attr(fib_coro **out,
+                                                 fib_coro_fn fn, void *arg,
+                                                 const fib_attr *attr) {
   size_t usable =
       fib__stack_check(attr->stack_size, FIB_STACK_DEFAULT, attr->guard);
   if (!usable || (attr->flags & ~(FIB_SHARED_FP | FIB_COMPACT)) ||
@@ -824,6 +848,17 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
       !fib__all_zero(attr->reserved, sizeof attr->reserved / sizeof(uintptr_t)))
     return FIB_EINVAL;
   return fib__coro_create(out, fn, arg, usable, attr->guard, attr->flags);
+}
+
+int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
+                    const fib_attr *attr) {
+  if (!out || !fn)
+    return FIB_EINVAL;
+  /* No attributes: the defaults, which need no check. */
+  if (!attr)
+    return fib__coro_create(out, fn, arg, default_usable(), FIB_GUARD_AUTO,
+                            0);
+  return create_attr(out, fn, arg, attr);
 }
 
 /* ---- the compact halves of the switches below: out of line, reached
@@ -835,18 +870,14 @@ int fib_coro_create(fib_coro **out, fib_coro_fn fn, void *arg,
 __attribute__((noinline)) static int
 resume_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
   if ((co->shared_fp & FIB__CORO_COMPACT) &&
-      shared_of(compact_of(co))->home != &tl_compact) {
-    if (prev) /* its frames belong at another thread's addresses */
-      prev->status = FIB_CORO_RUNNING;
-    return FIB_EPERM;
-  }
+      shared_of(compact_of(co))->home != &tl_compact)
+    return FIB_EPERM; /* its frames belong at another thread's addresses */
   co->resumer = prev;
-  co->out = out;
-  if (co->in)
-    put_value(co, co->in, in);
+  co->out = out ? out : sink(co);
+  put_value(co, co->in, in);
   enter(co);
   if (prev && (prev->shared_fp & FIB__CORO_COMPACT))
-    co->shared_fp |= FIB__CORO_RESUMER_COMPACT;
+    co->kind |= FIB__CORO_KIND(FIB__CORO_RESUMER_COMPACT, 0);
   return compact_switch(co->shared_fp & FIB__CORO_NOFP, prev, co,
                         &co->resumer_sp, co->sp, 0);
 }
@@ -854,13 +885,10 @@ resume_compact(fib_coro *co, fib_coro *prev, void *in, void **out) {
 __attribute__((noinline)) static int yield_compact(fib_coro *co, void *value,
                                                    void **in) {
   fib_coro *prev = co->resumer;
-  co->in = in;
+  co->in = in ? in : sink(co);
   co->status = FIB_CORO_SUSPENDED;
-  if (co->out)
-    put_value(prev, co->out, value);
+  put_value(prev, co->out, value);
   fib__coro_set_self(prev);
-  if (prev)
-    prev->status = FIB_CORO_RUNNING;
   return compact_switch(co->shared_fp & FIB__CORO_NOFP, co, prev, &co->sp,
                         co->resumer_sp, 0);
 }
@@ -868,13 +896,9 @@ __attribute__((noinline)) static int yield_compact(fib_coro *co, void *value,
 __attribute__((noinline, noreturn)) static void exit_compact(fib_coro *co,
                                                             void *value) {
   fib_coro *prev = co->resumer;
-  co->in = NULL;
   co->status = FIB_CORO_DEAD;
-  if (co->out)
-    put_value(prev, co->out, value);
+  put_value(prev, co->out, value);
   fib__coro_set_self(prev);
-  if (prev)
-    prev->status = FIB_CORO_RUNNING;
   (void)compact_switch(co->shared_fp & FIB__CORO_NOFP, co, prev, NULL,
                        co->resumer_sp, 1);
   __builtin_unreachable();
@@ -886,10 +910,9 @@ __attribute__((noinline)) static int
 transfer_compact(fib_coro *from, fib_coro *to, int final) {
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
-  to->out = from->out;
-  if (to->in)
-    put_value(to, to->in, NULL);
-  from->in = NULL;
+  to->out = out_for(from, to);
+  put_value(to, to->in, NULL);
+  from->in = sink(from);
   from->status = final ? FIB_CORO_DEAD : FIB_CORO_SUSPENDED;
   enter(to);
   return compact_switch(to->shared_fp & FIB__CORO_NOFP, from, to,
@@ -900,12 +923,11 @@ transfer_compact(fib_coro *from, fib_coro *to, int final) {
 static inline __attribute__((always_inline)) int
 resume_plain(int nofp, fib_coro *co, fib_coro *prev, void *in, void **out) {
   co->resumer = prev;
-  co->out = out;
-  if (co->in)
-    *co->in = in;
+  co->out = out ? out : sink(co);
+  *co->in = in;
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
-  return coro_switch(nofp, prev, co, &co->resumer_sp, co->sp);
+  return coro_switch(nofp, 0, prev, co, &co->resumer_sp, co->sp);
 }
 
 /* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
@@ -928,16 +950,21 @@ resume_on_new_thread(fib_coro *co, void *in, void **out) {
   return resume(co, NULL, in, out);
 }
 
-/* Resume co after the caller's checks; both resumes inline it. */
-static inline __attribute__((always_inline)) int
-resume_suspended(fib_coro *co, void *in, void **out) {
+/* Resume co: every case, each check in the documented order. `owned`:
+ * refuse a fiber's own (the public call). Out of line: the hot path below
+ * sends here whatever it does not take itself. */
+__attribute__((noinline)) static int resume_checked(fib_coro *co, void *in,
+                                                    void **out, int owned) {
+  if (!co)
+    return FIB_EINVAL;
+  if (owned && co->owner)
+    return FIB_EPERM; /* a fiber's own: only its scheduler resumes it */
   if (co->status != FIB_CORO_SUSPENDED)
     return co->status == FIB_CORO_DEAD ? FIB_EINVAL : FIB_EBUSY;
 
   fib_coro *prev = fib__coro_self();
   if (prev) {
     check_canary(prev); /* resuming another switches away from it */
-    prev->status = FIB_CORO_NORMAL;
     if (__builtin_expect(prev->shared_fp & FIB__CORO_COMPACT, 0))
       return resume_compact(co, prev, in, out);
   } else if (!fib__tl_overflow_ready) {
@@ -946,16 +973,55 @@ resume_suspended(fib_coro *co, void *in, void **out) {
   return resume(co, prev, in, out);
 }
 
-int fib_coro_resume(fib_coro *co, void *in, void **out) {
-  if (!co)
-    return FIB_EINVAL;
-  if (co->owner)
-    return FIB_EPERM; /* a fiber's own: only its scheduler resumes it */
-  return resume_suspended(co, in, out);
+/*
+ * The hot path of both resumes: a suspended plain coroutine (not a
+ * fiber's own, for the public call: `owned` adds FIB__CORO_OWNED to what
+ * is refused here) resumed from the thread's own context on a thread
+ * ready for overflow reports, or from a running plain coroutine on a
+ * guarded stack. One test of co's kind, one of the resumer's; anything
+ * else goes to resume_checked, which makes every check in full.
+ */
+static inline __attribute__((always_inline)) int
+resume_hot(fib_coro *co, void *in, void **out, int owned) {
+  if (__builtin_expect(co != NULL, 1)) {
+    fib_coro *prev = fib__coro_self();
+    uint32_t kind = co->kind;
+    uint32_t other = kind & ~FIB__CORO_KIND(FIB__CORO_NOFP,
+                                            owned ? FIB__CORO_CANARY
+                                                  : FIB__CORO_CANARY |
+                                                        FIB__CORO_OWNED);
+    if (__builtin_expect(co->status == FIB_CORO_SUSPENDED && !other, 1)) {
+      /* From the thread's own context (laid out straight), or from a
+       * coroutine, which switches away: its canary and stack kind count. */
+      int prev_ok = __builtin_expect(prev == NULL, 1)
+                        ? fib__tl_overflow_ready
+                        : !(prev->kind & FIB__CORO_KIND(FIB__CORO_COMPACT,
+                                                        FIB__CORO_CANARY));
+      if (__builtin_expect(prev_ok, 1)) {
+        if (kind & FIB__CORO_NOFP)
+          return resume_plain(1, co, prev, in, out);
+        return resume_plain(0, co, prev, in, out);
+      }
+    }
+  }
+  return resume_checked(co, in, out, owned);
 }
 
+#if FIB__CORO_ASM
+/* The rest of fib_coro_resume, whose hot path is in switch.S. */
+__attribute__((visibility("hidden"))) int
+fib__coro_resume_checked(fib_coro *co, void *in, void **out);
+int fib__coro_resume_checked(fib_coro *co, void *in, void **out) {
+  return resume_checked(co, in, out, 1);
+}
+#else
+int fib_coro_resume(fib_coro *co, void *in, void **out) {
+  return resume_hot(co, in, out, 1);
+}
+#endif
+
 int fib__coro_resume(fib_coro *co, void *in, void **out) {
-  return resume_suspended(co, in, out);
+  return resume_hot(co, in, out, 0);
 }
 
 /* `to` runs in place of `from`: it takes over from's resumer, and where
@@ -963,10 +1029,9 @@ int fib__coro_resume(fib_coro *co, void *in, void **out) {
 static inline void take_over(fib_coro *from, fib_coro *to) {
   to->resumer = from->resumer;
   to->resumer_sp = from->resumer_sp;
-  to->out = from->out;
-  if (to->in)
-    *to->in = NULL;
-  from->in = NULL;
+  to->out = out_for(from, to);
+  *to->in = NULL;
+  from->in = sink(from);
 }
 
 static inline __attribute__((always_inline)) int
@@ -975,7 +1040,7 @@ transfer_plain(int nofp, fib_coro *from, fib_coro *to) {
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
   /* Returns 0 when something resumes or transfers back to `from`. */
-  return coro_switch(nofp, from, to, &from->sp, to->sp);
+  return coro_switch(nofp, 0, from, to, &from->sp, to->sp);
 }
 
 int fib__coro_transfer(fib_coro *from, fib_coro *to) {
@@ -1003,14 +1068,14 @@ _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
 
 static inline __attribute__((always_inline)) int
 yield_plain(int nofp, fib_coro *co, void *value, void **in) {
-  co->in = in;
+  co->in = in ? in : sink(co);
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
   /* Returns 0 here when resumed; the resumer stored *in. */
-  return coro_switch(nofp, co, co->resumer, &co->sp, co->resumer_sp);
+  return coro_switch(nofp, 1, co, co->resumer, &co->sp, co->resumer_sp);
 }
 
-/* Suspend the running co; both yields inline it. */
+/* Suspend the running co (the caller has checked it may yield). */
 static inline __attribute__((always_inline)) int
 yield_running(fib_coro *co, void *value, void **in) {
   check_canary(co);
@@ -1022,18 +1087,49 @@ yield_running(fib_coro *co, void *value, void **in) {
   return yield_compact(co, value, in);
 }
 
-int fib_coro_yield(void *value, void **in) {
+/* Every case of both yields; `owned`: refuse a fiber's own body. */
+__attribute__((noinline)) static int yield_checked(void *value, void **in,
+                                                   int owned) {
   fib_coro *co = fib__coro_self();
   /* Outside any coroutine, or in a fiber's own body: a yield there would
    * go back to the scheduler loop and strand the fiber (fib_yield is the
    * fiber's way to give way). */
-  if (!co || co->owner)
+  if (!co || (owned && co->owner))
     return FIB_EPERM;
   return yield_running(co, value, in);
 }
 
+/* The hot path of both yields: a plain coroutine on a guarded stack (and,
+ * for the public call, not a fiber's own) in one test of its kind. */
+static inline __attribute__((always_inline)) int
+yield_hot(void *value, void **in, int owned) {
+  fib_coro *co = fib__coro_self();
+  if (__builtin_expect(co != NULL, 1)) {
+    uint32_t kind = co->kind;
+    uint32_t other =
+        kind & ~FIB__CORO_KIND(FIB__CORO_NOFP, owned ? 0 : FIB__CORO_OWNED);
+    if (__builtin_expect(!other, 1)) {
+      if (kind & FIB__CORO_NOFP)
+        return yield_plain(1, co, value, in);
+      return yield_plain(0, co, value, in);
+    }
+  }
+  return yield_checked(value, in, owned);
+}
+
+#if FIB__CORO_ASM
+/* The rest of fib_coro_yield, whose hot path is in switch.S. */
+__attribute__((visibility("hidden"))) int
+fib__coro_yield_checked(void *value, void **in);
+int fib__coro_yield_checked(void *value, void **in) {
+  return yield_checked(value, in, 1);
+}
+#else
+int fib_coro_yield(void *value, void **in) { return yield_hot(value, in, 1); }
+#endif
+
 int fib__coro_yield(void *value, void **in) {
-  return yield_running(fib__coro_self(), value, in);
+  return yield_hot(value, in, 0);
 }
 
 _Noreturn void fib__coro_exit(void *value) {
@@ -1041,14 +1137,18 @@ _Noreturn void fib__coro_exit(void *value) {
   check_canary(co);
   if (co->shared_fp > FIB__CORO_NOFP)
     exit_compact(co, value);
-  co->in = NULL;
   co->status = FIB_CORO_DEAD;
   leave(co, value);
   coro_jump(co->shared_fp, co, co->resumer, co->resumer_sp);
 }
 
 int fib_coro_status(const fib_coro *co) {
-  return co ? (int)co->status : FIB_EINVAL;
+  if (!co)
+    return FIB_EINVAL;
+  /* RUNNING is stored for the resumers too (see fib_coro.status) */
+  if (co->status == FIB_CORO_RUNNING && co != fib__coro_self())
+    return FIB_CORO_NORMAL;
+  return (int)co->status;
 }
 
 int fib_coro_destroy(fib_coro *co) {
@@ -1056,7 +1156,7 @@ int fib_coro_destroy(fib_coro *co) {
     return FIB_EINVAL;
   if (co->owner)
     return FIB_EPERM; /* a fiber's own: freed with the fiber */
-  if (co->status == FIB_CORO_RUNNING || co->status == FIB_CORO_NORMAL)
+  if (co->status == FIB_CORO_RUNNING) /* running, or normal */
     return FIB_EBUSY;
   fib__coro_free(co);
   return 0;

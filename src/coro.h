@@ -13,6 +13,7 @@
 #include "fibers.h"
 #include "sanitize.h"
 #include "overflow.h"
+#include "coro_layout.h"
 
 struct fib_coro {
   struct fib__stack *stack; /* the stack it runs on (owns it); first, so a
@@ -28,13 +29,31 @@ struct fib_coro {
    * hand it out. Kept in the cache line a yield reads anyway. */
   void *owner;
   void *arg;
+  /* SUSPENDED, RUNNING or DEAD. RUNNING stays while it waits on a
+   * coroutine it resumed: NORMAL is RUNNING and not the thread's current
+   * coroutine (fib_coro_status), so a resume and a yield write one status,
+   * their own, and never the resumer's. */
   fib_coro_state status;
-  /* How switches into and out of it go (FIB__CORO_* bits below): the
-   * assembly variant, and whether the compact path is needed. The
-   * scheduler transfers directly only between fibers whose values are
-   * equal (sched.c), so a transfer is never between a compact fiber and
-   * one that is not. */
-  int shared_fp;
+  union {
+    struct {
+      /* How switches into and out of it go (FIB__CORO_NOFP, _COMPACT,
+       * _RESUMER_COMPACT below): the assembly variant, and whether the
+       * compact path is needed. The scheduler transfers directly only
+       * between fibers whose values are equal (sched.c), so a transfer is
+       * never between a compact fiber and one that is not. */
+      uint16_t shared_fp;
+      /* What else sends a switch off the hot path (FIB__CORO_OWNED,
+       * _CANARY below): kept apart from shared_fp, which the scheduler
+       * compares. */
+      uint16_t slow;
+    };
+    /* Both at once (FIB__CORO_KIND below): one load and one test of a
+     * word no switch writes decide whether a switch takes the hot path.
+     * Written whole, never by halves: a 32-bit load of what two 16-bit
+     * stores still in flight wrote waits for them to reach the cache
+     * (it made create ~20 % slower here). */
+    uint32_t kind;
+  };
   /* FIB_GUARD_NONE: the stack's canary word, checked at every switch away
    * (coro.c); NULL on a guarded stack. Kept here, not reached through
    * `stack`, so a guarded switch pays one load from this record, which the
@@ -44,8 +63,11 @@ struct fib_coro {
    * so the side that wakes up has nothing left to do (see coro.c): */
   void **out;  /* where the resumer wants the yielded/returned value */
   void **in;   /* where the suspended coroutine wants the next resume's
-                  value (NULL: nowhere); &first before the first resume */
-  void *first; /* the first resume's value, for the entry */
+                  value; &first before the first resume */
+  /* The first resume's value, for the entry; once the entry has read
+   * it, the sink: `in` and `out` point here when the caller wants no
+   * value (NULL), so a switch stores without a test, never NULL. */
+  void *first;
   /* Below the fields a switch touches, which it keeps in two cache lines
    * (the record sits 192 bytes below a page end); set once, never read by
    * a switch. */
@@ -71,6 +93,52 @@ enum {
    * put the resumer's frames back (set while such a resume lasts) */
   FIB__CORO_RESUMER_COMPACT = 4
 };
+
+/* fib_coro.slow: */
+enum {
+  /* owner is set: a fiber's own, refused by the public calls */
+  FIB__CORO_OWNED = 1,
+  /* canary is set (FIB_GUARD_NONE): checked at every switch away */
+  FIB__CORO_CANARY = 2
+};
+
+/* A shared_fp bit or a slow bit as a bit of fib_coro.kind. */
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "fib_coro.kind puts shared_fp in its low half: little-endian only"
+#endif
+#define FIB__CORO_KIND(shared_fp, slow)                                     \
+  ((uint32_t)(shared_fp) | (uint32_t)(slow) << 16)
+
+/* What the assembly hot paths assume (coro_layout.h). */
+_Static_assert(offsetof(fib_coro, sp) == FIB__CORO_OFF_SP, "sp");
+_Static_assert(offsetof(fib_coro, resumer_sp) == FIB__CORO_OFF_RESUMER_SP,
+               "resumer_sp");
+_Static_assert(offsetof(fib_coro, resumer) == FIB__CORO_OFF_RESUMER,
+               "resumer");
+_Static_assert(offsetof(fib_coro, status) == FIB__CORO_OFF_STATUS, "status");
+_Static_assert(sizeof(fib_coro_state) == 4, "status: a 32-bit word");
+_Static_assert(offsetof(fib_coro, kind) == FIB__CORO_OFF_KIND, "kind");
+_Static_assert(offsetof(fib_coro, out) == FIB__CORO_OFF_OUT, "out");
+_Static_assert(offsetof(fib_coro, in) == FIB__CORO_OFF_IN, "in");
+_Static_assert(offsetof(fib_coro, first) == FIB__CORO_OFF_FIRST, "first");
+_Static_assert(FIB_CORO_SUSPENDED == 0 && FIB_CORO_RUNNING == 1,
+               "the statuses the hot paths store");
+_Static_assert(FIB__CORO_RESUME_SLOW ==
+                   ~FIB__CORO_KIND(FIB__CORO_NOFP, FIB__CORO_CANARY),
+               "resume mask");
+_Static_assert(FIB__CORO_RESUMER_SLOW ==
+                   FIB__CORO_KIND(FIB__CORO_COMPACT, FIB__CORO_CANARY),
+               "resumer mask");
+_Static_assert(FIB__CORO_YIELD_SLOW == ~FIB__CORO_KIND(FIB__CORO_NOFP, 0),
+               "yield mask");
+_Static_assert(FIB__CORO_KIND_NOFP == FIB__CORO_KIND(FIB__CORO_NOFP, 0),
+               "nofp bit");
+
+/* Set when the layer above makes co its own record's coroutine. */
+static inline void fib__coro_set_owner_record(fib_coro *co, void *owner) {
+  co->owner = owner;
+  co->kind |= FIB__CORO_KIND(0, FIB__CORO_OWNED);
+}
 
 /* The coroutine running on this thread, NULL on the thread's own stack
  * (see the TLS rule in tls.h). It lives in the stack layer's

@@ -50,6 +50,7 @@
 
 #define FIB__SAN_HOOKS (FIB__ASAN || FIB__TSAN)
 
+#ifndef __ASSEMBLER__ /* the rest is C; switch.S reads FIB__SAN_HOOKS */
 #if FIB__ASAN
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
@@ -66,5 +67,6 @@
 #ifndef FIB__VALGRIND
 #define FIB__VALGRIND 0
 #endif
+#endif /* __ASSEMBLER__ */
 
 #endif

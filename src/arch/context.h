@@ -59,6 +59,16 @@ int fib__ctx_switch_int(void **save_sp, void *load_sp, void *value)
 int fib__ctx_switch_nofp_int(void **save_sp, void *load_sp, void *value)
     __asm__("fib__ctx_switch_nofp");
 
+/* The same switches once more, at other addresses, for the switch back
+ * to a resumer (a yield): each switch ends in an indirect jump, and a jump
+ * that always goes to one kind of place (into coroutines, or back to
+ * their resumers) is predicted better than one that alternates between
+ * the two. The shared-FP round trip was ~10 % faster here with them. */
+int fib__ctx_switch_back_int(void **save_sp, void *load_sp, void *value)
+    __asm__("fib__ctx_switch_back");
+int fib__ctx_switch_back_nofp_int(void **save_sp, void *load_sp, void *value)
+    __asm__("fib__ctx_switch_back_nofp");
+
 /* The largest interval between two stack probes that the compiler's
  * -fstack-clash-protection makes on this architecture: a guard region at
  * least this large cannot be jumped by a probed frame. */

@@ -165,7 +165,7 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     strncpy(f->name, attr->name, FIB_NAME_MAX);
     f->name[FIB_NAME_MAX] = 0;
   }
-  f->co->owner = f;
+  fib__coro_set_owner_record(f->co, f);
   fib__coro_set_owner(f->co, &f->id, "fiber", f->name);
   fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
 

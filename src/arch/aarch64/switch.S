@@ -152,6 +152,10 @@
 
         SWITCH  fib__ctx_switch, 1
         SWITCH  fib__ctx_switch_nofp, 0
+        /* the same at other addresses, for the switch back to a resumer
+         * (its indirect jump has one kind of target: context.h) */
+        SWITCH  fib__ctx_switch_back, 1
+        SWITCH  fib__ctx_switch_back_nofp, 0
 
 /*
  * void fib__ctx_jump(void *load_sp, void *value)       (never returns)

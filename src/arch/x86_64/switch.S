@@ -39,6 +39,7 @@
  * includes it never claims SHSTK.
  */
 #include "frame.h"
+#include "switch.h"
 
 #if defined(__CET__) && (__CET__ & 1)
 #define ENDBR endbr64
@@ -71,44 +72,6 @@
  * thread's FP control state. A context must always be entered and left by
  * the same variant; the coroutine layer guarantees it.
  */
-/*
- * The second half of a switch: rsp points at the frame of the context to
- * resume (and the CFA is described as rsp + FIB__FRAME_SIZE); restore it
- * and go on where it left off, with \value as its return value.
- */
-.macro  RESUME load_fp, value, old_frame
-        movq    FIB__FRAME_R12(%rsp), %r12
-        movq    FIB__FRAME_R13(%rsp), %r13
-        movq    FIB__FRAME_R14(%rsp), %r14
-        movq    FIB__FRAME_R15(%rsp), %r15
-        movq    FIB__FRAME_RBX(%rsp), %rbx
-        movq    FIB__FRAME_RBP(%rsp), %rbp
-.if \load_fp
-.ifnb \old_frame                        /* the current state is saved there */
-        /* MXCSR and the x87 control word are the frame's first 6 bytes
-         * (frame.h): compare both at once, MXCSR's status flags (bits 0-5)
-         * and the padding (bytes 6-7) masked out. */
-        movq    FIB__FRAME_MXCSR(%rsp), %rcx
-        xorq    FIB__FRAME_MXCSR(\old_frame), %rcx
-        movabsq $0x0000ffff0000ffc0, %r9
-        testq   %r9, %rcx
-        jz      1f                      /* same control state: keep it */
-        ldmxcsr FIB__FRAME_MXCSR(%rsp)
-        fldcw   FIB__FRAME_X87CW(%rsp)
-1:
-.else                                   /* a jump: nothing to compare with */
-        ldmxcsr FIB__FRAME_MXCSR(%rsp)
-        fldcw   FIB__FRAME_X87CW(%rsp)
-.endif
-.endif
-        leaq    FIB__FRAME_RIP(%rsp), %rsp
-        .cfi_adjust_cfa_offset -(FIB__FRAME_SIZE - 8)
-        popq    %rcx                    /* where the resumed context goes on */
-        .cfi_adjust_cfa_offset -8
-        .cfi_register rip, rcx
-        movq    \value, %rax            /* the value, as its return value */
-        notrack jmp *%rcx
-.endm
 
 .macro  SWITCH name, save_fp
         FUNC    \name
@@ -127,7 +90,9 @@
         movq    %rbp, FIB__FRAME_RBP(%rsp)
 
         movq    %rsp, (%rdi)            /* the context we leave is saved */
+.if \save_fp
         movq    %rsp, %r8               /* its frame: the current FP state */
+.endif
         movq    %rsi, %rsp              /* now on the resumed context's stack */
         RESUME  \save_fp, %rdx, %r8
         .cfi_endproc
@@ -136,6 +101,10 @@
 
         SWITCH  fib__ctx_switch, 1
         SWITCH  fib__ctx_switch_nofp, 0
+        /* the same at other addresses, for the switch back to a resumer
+         * (its indirect jump has one kind of target: context.h) */
+        SWITCH  fib__ctx_switch_back, 1
+        SWITCH  fib__ctx_switch_back_nofp, 0
 
 /*
  * void fib__ctx_jump(void *load_sp, void *value)       (never returns)
