@@ -714,13 +714,6 @@ stack_init(fib_coro **out, struct fib__stack *s, fib_coro_fn fn, void *arg,
   char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
   if (rec)
     *rec = first;
-#if FIB__VALGRIND
-  /* valgrind takes the bytes below the last stack pointer a finished
-   * fiber had on this (pooled) stack as gone; the record and first frame
-   * written here may lie lower than that (a record on the stack) */
-  VALGRIND_MAKE_MEM_UNDEFINED(first - 1024, (size_t)(fib__stack_top(s) -
-                                                     (first - 1024)));
-#endif
   co->sp = fib__ctx_make(first, coro_entry);
   co->resumer_sp = NULL;
   co->resumer = NULL;
@@ -793,15 +786,22 @@ void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
 
 fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
                           size_t usable, fib_guard_mode mode, unsigned flags) {
-  if ((dead->shared_fp & FIB__CORO_COMPACT) ||
-      fib__stack_renew(dead->stack, usable, mode))
+  if (dead->shared_fp & FIB__CORO_COMPACT)
+    return NULL;
+  /* Read first: dead's record lies on the stack, which the renewal hands
+   * out as fresh (valgrind: undefined). */
+  struct fib__stack *s = dead->stack;
+#if FIB__TSAN
+  void *san_fiber = dead->san_fiber;
+#endif
+  if (fib__stack_renew(s, usable, mode))
     return NULL;
 #if FIB__TSAN
-  if (dead->san_fiber) /* as fib__coro_free */
-    __tsan_destroy_fiber(dead->san_fiber);
+  if (san_fiber) /* as fib__coro_free */
+    __tsan_destroy_fiber(san_fiber);
 #endif
   fib_coro *co;
-  stack_init(&co, dead->stack, fn, arg, flags, 0, NULL);
+  stack_init(&co, s, fn, arg, flags, 0, NULL);
   return co;
 }
 

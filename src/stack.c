@@ -16,6 +16,9 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+#if FIB__VALGRIND
+#include <valgrind/memcheck.h>
+#endif
 
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* Linux 6.13; older headers lack it */
@@ -807,6 +810,20 @@ static void reuse(struct fib__stack *s) {
 #endif
 }
 
+/* What a stack handed out (got or renewed) is to memcheck: fresh,
+ * never-written memory, undefined. It took the bytes below the last stack
+ * pointer of whoever ran on these addresses before (a pooled stack's
+ * previous user, or another stack of a slab) as gone, no access; the next
+ * user's first frame and records (a fiber record may lie on its stack)
+ * can be lower than that. */
+static inline void hand_out(struct fib__stack *s) {
+#if FIB__VALGRIND
+  VALGRIND_MAKE_MEM_UNDEFINED(s->lo, (size_t)(fib__stack_top(s) - s->lo));
+#else
+  (void)s;
+#endif
+}
+
 /* Give back up to `max` stacks of class c (from the top of its list). */
 static size_t shed(struct pool *p, struct pool_class *c, size_t max,
                    struct fib__stack **give) {
@@ -1049,6 +1066,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
     if (err)
       return err;
   }
+  hand_out(*out);
   if (mode == FIB_GUARD_NONE) /* fresh, or from the pool: set it afresh */
     *(uint64_t *)(void *)(*out)->lo = FIB__STACK_CANARY;
 #if FIB__ASAN
@@ -1069,6 +1087,7 @@ int fib__stack_renew(struct fib__stack *s, size_t usable,
     return 1;
   /* LeakSanitizer's root region stays registered: it is in use throughout */
   reuse(s);
+  hand_out(s);
   if (mode == FIB_GUARD_NONE)
     *(uint64_t *)(void *)s->lo = FIB__STACK_CANARY;
   return 0;
