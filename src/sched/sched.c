@@ -199,7 +199,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
       struct fib__fiber *f;
       while ((f = fib__idmap_next(&w->fibers, &pos)) != NULL)
         if (pass == 0 && f->wait)
-          fib__wait_discard(f->wait);
+          fib__wait_discard(f, f->wait);
         else if (pass == 1)
           discard_holds(f);
         else if (pass == 2 && f->co && !f->in_stack)
@@ -241,6 +241,11 @@ int fib_runtime_seed(const fib_runtime *rt, uint64_t *seed) {
 void fib__fiber_disarm(struct fib__fiber *f) {
   fib__timers_remove(&f->rt->timers, &f->timer);
   f->timer_armed = 0;
+}
+
+void fib__fiber_ready_front_timed(struct fib__fiber *f) {
+  fib__fiber_unpark(f);
+  fib__runq_push_front(&f->rt->runq, &f->runq);
 }
 
 /* Wake a parked fiber for `reason` (a deadline, a cancel): its park
@@ -399,6 +404,16 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
     return group_suspend(self);
   }
   return switch_away(rt, self, 1);
+}
+
+int fib__fiber_suspend_local(struct fib__fiber *self) {
+  /* check_compact_wait without its first test: self->wait is set */
+  if (__builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
+    check_compact_wait(self);
+  self->state = FIB__FIBER_BLOCKED;
+  self->nocancel = 0;
+  self->wake = 0;
+  return switch_away(self->rt, self, 1);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
