@@ -167,7 +167,8 @@ static inline void copy(void *dst, const void *src, size_t len) {
  * every send and receive set up a stack frame (the others go to the slow
  * half). */
 static inline int copy_inline(size_t len) {
-  return len == 8 || len == 4 || len == 0;
+  /* a word first: one compare, not a bit test of a mask */
+  return __builtin_expect(len == 8, 1) || len == 4 || len == 0;
 }
 
 /* The ring's fields are read before the copy and written after it: the
@@ -276,6 +277,21 @@ static __attribute__((noinline)) int recv_wait(struct chan *c,
   return fib__waitq_wait_local(&c->recvq, self, out, deadline_ns);
 }
 
+/* The same with no deadline, for fib_chan_send and fib_chan_recv: no
+ * deadline to pass and test. */
+static __attribute__((noinline)) int send_wait_forever(struct chan *c,
+                                                       struct fib__fiber *self,
+                                                       const void *elem) {
+  return fib__waitq_wait_local(&c->sendq, self, (void *)(uintptr_t)elem,
+                               FIB__NO_DEADLINE);
+}
+
+static __attribute__((noinline)) int recv_wait_forever(struct chan *c,
+                                                       struct fib__fiber *self,
+                                                       void *out) {
+  return fib__waitq_wait_local(&c->recvq, self, out, FIB__NO_DEADLINE);
+}
+
 static __attribute__((noinline)) int send_slow(struct chan *c,
                                                struct fib__fiber *self,
                                                const void *elem,
@@ -334,6 +350,8 @@ static ALWAYS_INLINE int chan_send_until_body(fib_chan *ch, const void *elem,
       }
       /* nobody to hand the value to and no room: wait, without the slow
        * half's second look at the same fields */
+      if (deadline_ns == FIB__NO_DEADLINE)
+        return send_wait_forever(c, self, elem);
       return send_wait(c, self, elem, deadline_ns);
     }
   } else if (n->fiber->state == FIB__FIBER_BLOCKED &&
@@ -417,8 +435,11 @@ static ALWAYS_INLINE int chan_recv_until_body(fib_chan *ch, void *out,
       ring_take(c, out);
       return 0;
     }
-    if (!c->closed) /* nothing to take: wait (as in send) */
+    if (!c->closed) { /* nothing to take: wait (as in send) */
+      if (deadline_ns == FIB__NO_DEADLINE)
+        return recv_wait_forever(c, self, out);
       return recv_wait(c, self, out, deadline_ns);
+    }
   } else if (!c->count && n->fiber->state == FIB__FIBER_BLOCKED &&
              !n->fiber->timer_armed && copy_inline(c->elem_size)) {
     /* unbuffered: take the value from the live sender, as try_recv
