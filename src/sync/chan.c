@@ -253,11 +253,15 @@ static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
 
 /* ---- send and receive
  *
- * Each call is split: the common case of a buffered channel (room to put,
- * or a value to take, and nobody on the other side to serve) is done
- * inline in the call, which then needs no stack frame; everything else
- * (a hand-off to a waiting peer, close, waiting) is in an out-of-line
- * helper. Stale nodes make the inline test fail, never pass wrongly. */
+ * Each call is split: the common cases are done inline in the call, which
+ * then needs no stack frame (it makes no call but a last one): room to
+ * put or a value to take with nobody on the other side to serve; a
+ * hand-off to a live waiter with no timer armed, of a word-sized or empty
+ * element; and, with nobody on the other side and no room or value, the
+ * decision to wait (a tail call to the wait). Everything else (a waiter's
+ * timer, other sizes, batching a waiting sender into a buffer, close) is
+ * in the out-of-line slow half. Stale nodes make the inline tests fail,
+ * never pass wrongly. */
 
 /* The waits, out of line from the hand-offs: the wait's node and record
  * are on the stack, and a frame set up for them on entry to the slow half
