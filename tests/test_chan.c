@@ -60,6 +60,78 @@ static void *unbuffered_main(void *arg) {
 
 TEST(unbuffered_is_a_rendezvous) { run_main(unbuffered_main, NULL); }
 
+/* ---- hand-offs of every element size, to waiters with and without a
+ * deadline (word sizes and others are copied by different paths) */
+
+struct odd {
+  size_t size;
+  uint64_t deadline; /* FIB__NO_DEADLINE's value: none */
+  unsigned char got[16];
+  int err;
+};
+
+static void *odd_receiver(void *arg) {
+  struct odd *o = arg;
+  o->err = o->deadline == UINT64_MAX ? fib_chan_recv(&ch, o->got)
+                                     : fib_chan_recv_until(&ch, o->got,
+                                                           o->deadline);
+  return NULL;
+}
+
+static void *odd_sender(void *arg) {
+  struct odd *o = arg;
+  unsigned char v[16];
+  for (size_t i = 0; i < sizeof v; i++)
+    v[i] = (unsigned char)(0x40 + i);
+  o->err = o->deadline == UINT64_MAX ? fib_chan_send(&ch, v)
+                                     : fib_chan_send_until(&ch, v,
+                                                           o->deadline);
+  return NULL;
+}
+
+static void *odd_sizes_main(void *arg) {
+  (void)arg;
+  static const size_t sizes[] = {0, 1, 3, 4, 8, 16};
+  uint64_t t0 = fib_now_ns();
+  for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++)
+    for (int timed = 0; timed < 2; timed++) {
+      size_t size = sizes[k];
+      struct odd o = {.size = size};
+      o.deadline = timed ? fib_now_ns() + 10000000000u : UINT64_MAX;
+      unsigned char v[16], got[16];
+      for (size_t i = 0; i < sizeof v; i++) {
+        v[i] = (unsigned char)(0x40 + i);
+        got[i] = 0xee;
+      }
+      CHECK_OK(fib_chan_init(&ch, size, 0));
+      /* a waiting receiver, handed the value by a send */
+      memset(o.got, 0xee, sizeof o.got);
+      fib_id r = spawn(odd_receiver, &o);
+      CHECK_OK(fib_yield()); /* it waits (a rendezvous works either way) */
+      CHECK_OK(fib_chan_send(&ch, v));
+      CHECK_OK(fib_join(r, NULL));
+      CHECK_OK(o.err);
+      CHECK(memcmp(o.got, v, size) == 0);
+      CHECK_EQ(o.got[size < 16 ? size : 15], size < 16 ? 0xee : v[15]);
+      /* a waiting sender, whose value a receive takes */
+      fib_id s = spawn(odd_sender, &o);
+      CHECK_OK(fib_yield());
+      CHECK_OK(fib_chan_recv(&ch, got));
+      CHECK_OK(fib_join(s, NULL));
+      CHECK_OK(o.err);
+      CHECK(memcmp(got, v, size) == 0);
+      CHECK_EQ(got[size < 16 ? size : 15], size < 16 ? 0xee : v[15]);
+      CHECK_OK(fib_chan_destroy(&ch));
+    }
+  /* no deadline was left armed: the run did not wait for one */
+  CHECK(fib_now_ns() - t0 < 5000000000u);
+  return NULL;
+}
+
+TEST(hand_offs_of_every_size_with_and_without_a_deadline) {
+  run_main(odd_sizes_main, NULL);
+}
+
 /* ---- who runs next: a waiter a partner completes goes first (fib_run) */
 
 static int order_log[16], order_n;
@@ -116,6 +188,24 @@ TEST(receiver_handed_a_value_runs_next) {
    * (at the back it would run after: 2 3 2 1 3). */
   run_in_order(order_receiver, order_stepper, order_sender);
   check_order((int[]){2, 3, 1, 2, 3}, 5);
+}
+
+static void *order_timed_receiver(void *arg) { /* waits (deadline), 1 */
+  (void)arg;
+  int v = -1;
+  CHECK_OK(fib_chan_recv_until(&ch, &v, fib_now_ns() + 10000000000u));
+  CHECK_EQ(v, 7);
+  order_note(1);
+  return NULL;
+}
+
+TEST(receiver_with_a_deadline_handed_a_value_runs_next) {
+  /* The same with the receiver's timer armed: the hand-off takes it off
+   * the timers too (the run would wait for the deadline otherwise). */
+  uint64_t t0 = fib_now_ns();
+  run_in_order(order_timed_receiver, order_stepper, order_sender);
+  check_order((int[]){2, 3, 1, 2, 3}, 5);
+  CHECK(fib_now_ns() - t0 < 5000000000u);
 }
 
 static void *order_late_receiver(void *arg) { /* takes 7: 1, yield, 1 */
@@ -744,6 +834,9 @@ TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
                        "counts the sender's steps after three yields: on "
                        "another worker it lags"),
           T_ONE_WORKER(receiver_handed_a_value_runs_next, "exact order on one run queue"),
+          T(hand_offs_of_every_size_with_and_without_a_deadline),
+          T_ONE_WORKER(receiver_with_a_deadline_handed_a_value_runs_next,
+                       "exact order on one run queue"),
           T_ONE_WORKER(sender_whose_value_is_taken_runs_next, "exact order on one run queue"),
           T_ONE_WORKER(close_wakes_its_waiters_at_the_back, "exact order on one run queue"),
           T_ONE_WORKER(select_handed_a_value_runs_next, "exact order on one run queue"),

@@ -379,6 +379,12 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline);
  * out). */
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
 
+/* The same in BLOCKED for a fiber of a one-worker runtime inside a wait
+ * queue call (self->wait set): a local primitive's wait, whose caller has
+ * found rt->group NULL (storage.h's fib__sync_waiter), so the park tests
+ * neither again. */
+int fib__fiber_suspend_local(struct fib__fiber *self);
+
 /* The same, for a multi-worker runtime's fiber that has armed its claim
  * itself (workers.h), before it let wakers on other threads find it. */
 int fib__fiber_suspend_armed(struct fib__fiber *self,
@@ -451,6 +457,24 @@ static inline void fib__fiber_ready_front(struct fib__fiber *f) {
     return;
   }
   fib__fiber_unpark(f);
+  fib__runq_push_front(&f->rt->runq, &f->runq);
+}
+
+/* fib__fiber_ready_front with its timer armed (sched.c). */
+void fib__fiber_ready_front_timed(struct fib__fiber *f);
+
+/* fib__fiber_ready_front for a fiber of a one-worker runtime (a waiter on
+ * a local primitive: it passed storage.h's fib__sync_waiter, and a
+ * runtime's worker count does not change). The timer's case is a call of
+ * its own, so that the common case makes none and the hand-off that
+ * inlines this needs no stack frame. */
+static inline void fib__fiber_ready_front_local(struct fib__fiber *f) {
+  if (__builtin_expect(f->timer_armed, 0)) {
+    fib__fiber_ready_front_timed(f);
+    return;
+  }
+  f->wake = 0;
+  f->state = FIB__FIBER_READY;
   fib__runq_push_front(&f->rt->runq, &f->runq);
 }
 

@@ -199,7 +199,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
       struct fib__fiber *f;
       while ((f = fib__idmap_next(&w->fibers, &pos)) != NULL)
         if (pass == 0 && f->wait)
-          fib__wait_discard(f->wait);
+          fib__wait_discard(f, f->wait);
         else if (pass == 1)
           discard_holds(f);
         else if (pass == 2 && f->co && !f->in_stack)
@@ -241,6 +241,11 @@ int fib_runtime_seed(const fib_runtime *rt, uint64_t *seed) {
 void fib__fiber_disarm(struct fib__fiber *f) {
   fib__timers_remove(&f->rt->timers, &f->timer);
   f->timer_armed = 0;
+}
+
+void fib__fiber_ready_front_timed(struct fib__fiber *f) {
+  fib__fiber_unpark(f);
+  fib__runq_push_front(&f->rt->runq, &f->runq);
 }
 
 /* Wake a parked fiber for `reason` (a deadline, a cancel): its park
@@ -397,6 +402,41 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   if (__builtin_expect(rt->group != NULL, 0)) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     return group_suspend(self);
+  }
+  return switch_away(rt, self, 1);
+}
+
+int fib__fiber_suspend_local(struct fib__fiber *self) {
+  fib_coro *co = self->co;
+  /* check_compact_wait without its first test: self->wait is set */
+  if (__builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0))
+    check_compact_wait(self);
+  self->state = FIB__FIBER_BLOCKED;
+  self->nocancel = 0;
+  /* No `wake = 0`: whatever readies a local wait writes it (unpark, the
+   * hand-off's fib__waitq_hand_first, wake()'s reason), and nothing else
+   * runs a BLOCKED fiber of a one-worker runtime. */
+  struct fib_runtime *rt = self->rt;
+  struct fib__runq *q = &rt->runq;
+  struct fib__runq_node *h = q->front.head;
+  /* The common case, the partner a hand-off has just readied at the
+   * front and nothing at the back: take_next's outcome without its
+   * choice of list and the back's budget bookkeeping (an empty back has
+   * no streak to count). */
+  if (h && !q->back.head && rt->until_loop &&
+      FIBER_OF(h)->co->shared_fp == co->shared_fp) {
+    struct fib__fiber *next = FIBER_OF(h);
+    q->front.head = h->next;
+    q->len--;
+    q->last_front = NULL;
+    if (h->next) { /* as take_next: the one after, cold when many wait */
+      __builtin_prefetch(h->next);
+      fib__prefetch_stride(next, h->next);
+    }
+    rt->until_loop--;
+    next->state = FIB__FIBER_RUNNING;
+    rt->current = next;
+    return fib__coro_transfer(co, next->co);
   }
   return switch_away(rt, self, 1);
 }

@@ -45,11 +45,16 @@ struct fib__wnode;
  * at it, so that a runtime destroyed with the fiber parked can unlink the
  * nodes (which live on the stack it frees): fib__wait_discard. */
 struct fib__wait {
-  struct fib__fiber *fiber; /* the parked fiber */
+  struct fib__fiber *fiber; /* the parked fiber (not set when nodes is
+                               NULL) */
   size_t fired;             /* index of the node that completed it */
   int result;               /* what the completer reports (0, FIB_EPIPE) */
   int nodes_on_heap;        /* nodes came from fib__sys_malloc */
-  struct fib__wnode *nodes; /* its nodes, an array of count */
+  struct fib__wnode *nodes; /* its nodes, an array of count; NULL: one
+                               node, the `n` of the fib__wait_one this is
+                               the `w` of, and none of the fields below
+                               or above is set (fib__waitq_wait_local:
+                               four stores fewer on every wait) */
   size_t count;
   void *heap_extra;         /* another block the call allocated (a shared
                                select's channel set), or NULL */
@@ -66,6 +71,12 @@ struct fib__wnode {
 
 struct fib__waitq {
   struct fib__wnode *head, *tail; /* NULL when empty */
+};
+
+/* A call's wait with its one node (w.nodes NULL says so). */
+struct fib__wait_one {
+  struct fib__wait w; /* first: a struct fib__wait * to it is one to this */
+  struct fib__wnode n;
 };
 
 static inline void fib__waitq_init(struct fib__waitq *q) {
@@ -139,7 +150,8 @@ static inline int fib__waitq_busy(struct fib__waitq *q) {
 /* Complete the node fib__waitq_first(q) returned: its fiber's park
  * returns 0 and it finds `result` in its wait. It is readied at the back
  * of the run queue, or with `front` (a constant where it is inlined) at
- * the front, to run next (runq.h). */
+ * the front, to run next (runq.h); `front` is for local primitives only
+ * (their waiters are fibers of one-worker runtimes: not asked again). */
 static inline void fib__waitq_complete_first_at(struct fib__waitq *q,
                                                 int result, int front) {
   struct fib__wnode *n = q->head;
@@ -148,9 +160,25 @@ static inline void fib__waitq_complete_first_at(struct fib__waitq *q,
   w->result = result;
   fib__waitq_shift(q);
   if (front)
-    fib__fiber_ready_front(n->fiber);
+    fib__fiber_ready_front_local(n->fiber);
   else
     fib__fiber_ready(n->fiber);
+}
+
+/* fib__waitq_complete_first_at(q, 0, 1) when the caller has found q's
+ * head node's fiber `f` claimable with no timer armed (a local
+ * primitive's, so of a one-worker runtime): what is left of it, with no
+ * call that would make the caller set up a stack frame. */
+static inline void fib__waitq_hand_first(struct fib__waitq *q,
+                                         struct fib__fiber *f) {
+  struct fib__wnode *n = q->head;
+  struct fib__wait *w = n->wait;
+  w->fired = n->idx;
+  w->result = 0;
+  fib__waitq_shift(q);
+  f->wake = 0;
+  f->state = FIB__FIBER_READY;
+  fib__runq_push_front(&f->rt->runq, &f->runq);
 }
 
 static inline void fib__waitq_complete_first(struct fib__waitq *q,
@@ -167,14 +195,21 @@ static inline void fib__waitq_complete_all(struct fib__waitq *q, int result) {
 /* The fiber of `w` is discarded (fib_runtime_destroy) in the middle of
  * its call: take its nodes off their queues and free what the call
  * allocated. Nothing of the call runs again. */
-static inline void fib__wait_discard(struct fib__wait *w) {
-  for (size_t i = 0; i < w->count; i++)
-    if (w->nodes[i].q)
-      fib__waitq_unlink(&w->nodes[i]);
-  if (w->nodes_on_heap)
-    fib__sys_free(w->nodes);
-  fib__sys_free(w->heap_extra);
-  w->fiber->wait = NULL;
+static inline void fib__wait_discard(struct fib__fiber *f,
+                                     struct fib__wait *w) {
+  if (!w->nodes) { /* a fib__wait_one */
+    struct fib__wnode *n = &((struct fib__wait_one *)(void *)w)->n;
+    if (n->q)
+      fib__waitq_unlink(n);
+  } else {
+    for (size_t i = 0; i < w->count; i++)
+      if (w->nodes[i].q)
+        fib__waitq_unlink(&w->nodes[i]);
+    if (w->nodes_on_heap)
+      fib__sys_free(w->nodes);
+    fib__sys_free(w->heap_extra);
+  }
+  f->wait = NULL;
 }
 
 /* The start of every call that may wait, even one that will not have to:
@@ -224,6 +259,34 @@ static inline int fib__waitq_wait(struct fib__waitq *q,
     return err;
   }
   return w.result;
+}
+
+/* fib__waitq_wait for a local primitive (storage.h: its caller's
+ * fib__sync_waiter has found the runtime one-worker): the wait and its node
+ * in one record that says so (fib__wait_one), and a park that does not ask
+ * about workers again. */
+static inline int fib__waitq_wait_local(struct fib__waitq *q,
+                                        struct fib__fiber *self, void *elem,
+                                        uint64_t deadline) {
+  struct fib__wait_one one;
+  one.n.fiber = self;
+  one.n.wait = &one.w;
+  one.n.idx = 0;
+  one.n.elem = elem;
+  one.w.nodes = NULL; /* the rest of one.w is the completer's to write */
+  fib__waitq_push(q, &one.n);
+  self->wait = &one.w;
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend_local(self);
+  self->wait = NULL;
+  int err = self->wake;
+  if (err) {
+    if (one.n.q)
+      fib__waitq_unlink(&one.n);
+    return err;
+  }
+  return one.w.result;
 }
 
 /* ---- shared mode: a primitive shared by the workers of multi-worker

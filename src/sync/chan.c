@@ -152,38 +152,50 @@ static __attribute__((noinline, cold)) void copy_bytes(void *dst,
 /* Constant-size copies for the common element sizes: the compiler turns
  * them into one load and store instead of a call to memcpy. */
 static inline void copy(void *dst, const void *src, size_t len) {
-  switch (len) {
-  case 8:
+  /* Tests in this order, not a switch: a switch let the compiler test 4
+   * before 8, two instructions more on every copy of a word. */
+  if (len == 8)
     memcpy(dst, src, 8);
-    break;
-  case 4:
+  else if (len == 4)
     memcpy(dst, src, 4);
-    break;
-  case 0:
-    break;
-  default:
+  else if (len)
     copy_bytes(dst, src, len);
-  }
 }
+
+/* Whether copy() of len bytes makes no call: a hand-off done inline in
+ * send or receive only copies such sizes, so that no call there makes
+ * every send and receive set up a stack frame (the others go to the slow
+ * half). */
+static inline int copy_inline(size_t len) {
+  /* a word first: one compare, not a bit test of a mask */
+  return __builtin_expect(len == 8, 1) || len == 4 || len == 0;
+}
+
+/* The ring's fields are read before the copy and written after it: the
+ * copy's store may alias anything as far as the compiler knows, and would
+ * make it load them all again (the caller's bytes are never the
+ * channel's record). */
 
 /* Append a value to the ring (count < cap). */
 static inline void ring_put(struct chan *c, const void *elem) {
-  copy(c->tail, elem, c->elem_size);
-  c->tail += c->elem_size;
-  if (c->tail == c->end)
-    c->tail = c->buf;
-  c->count++;
+  unsigned char *at = c->tail;
+  size_t size = c->elem_size, count = c->count;
+  copy(at, elem, size);
+  at += size;
+  c->tail = at == c->end ? c->buf : at;
+  c->count = count + 1;
 }
 
 /* Take the oldest value out of the ring (count > 0) into out (NULL:
  * drop it). */
 static inline void ring_take(struct chan *c, void *out) {
+  unsigned char *at = c->head;
+  size_t size = c->elem_size, count = c->count;
   if (out)
-    copy(out, c->head, c->elem_size);
-  c->head += c->elem_size;
-  if (c->head == c->end)
-    c->head = c->buf;
-  c->count--;
+    copy(out, at, size);
+  at += size;
+  c->head = at == c->end ? c->buf : at;
+  c->count = count - 1;
 }
 
 static ALWAYS_INLINE int send_ready(struct chan *c, int shared) {
@@ -199,7 +211,6 @@ static ALWAYS_INLINE int recv_ready(struct chan *c, int shared) {
  * each is used by its call's slow half and by select, and a call here
  * would cost a frame on every hand-off. */
 #define WOULD_WAIT 1
-#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
                                   int shared) {
@@ -242,11 +253,48 @@ static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
 
 /* ---- send and receive
  *
- * Each call is split: the common case of a buffered channel (room to put,
- * or a value to take, and nobody on the other side to serve) is done
- * inline in the call, which then needs no stack frame; everything else
- * (a hand-off to a waiting peer, close, waiting) is in an out-of-line
- * helper. Stale nodes make the inline test fail, never pass wrongly. */
+ * Each call is split: the common cases are done inline in the call, which
+ * then needs no stack frame (it makes no call but a last one): room to
+ * put or a value to take with nobody on the other side to serve; a
+ * hand-off to a live waiter with no timer armed, of a word-sized or empty
+ * element; and, with nobody on the other side and no room or value, the
+ * decision to wait (a tail call to the wait). Everything else (a waiter's
+ * timer, other sizes, batching a waiting sender into a buffer, close) is
+ * in the out-of-line slow half. Stale nodes make the inline tests fail,
+ * never pass wrongly. */
+
+/* The waits, out of line from the hand-offs: the wait's node and record
+ * are on the stack, and a frame set up for them on entry to the slow half
+ * would cost every hand-off too (the slow half tail-calls these). */
+static __attribute__((noinline)) int send_wait(struct chan *c,
+                                               struct fib__fiber *self,
+                                               const void *elem,
+                                               uint64_t deadline_ns) {
+  return fib__waitq_wait_local(&c->sendq, self, (void *)(uintptr_t)elem,
+                               deadline_ns);
+}
+
+static __attribute__((noinline)) int recv_wait(struct chan *c,
+                                               struct fib__fiber *self,
+                                               void *out,
+                                               uint64_t deadline_ns) {
+  return fib__waitq_wait_local(&c->recvq, self, out, deadline_ns);
+}
+
+/* The same with no deadline, for fib_chan_send and fib_chan_recv: no
+ * deadline to pass and test. */
+static __attribute__((noinline)) int send_wait_forever(struct chan *c,
+                                                       struct fib__fiber *self,
+                                                       const void *elem) {
+  return fib__waitq_wait_local(&c->sendq, self, (void *)(uintptr_t)elem,
+                               FIB__NO_DEADLINE);
+}
+
+static __attribute__((noinline)) int recv_wait_forever(struct chan *c,
+                                                       struct fib__fiber *self,
+                                                       void *out) {
+  return fib__waitq_wait_local(&c->recvq, self, out, FIB__NO_DEADLINE);
+}
 
 static __attribute__((noinline)) int send_slow(struct chan *c,
                                                struct fib__fiber *self,
@@ -255,8 +303,7 @@ static __attribute__((noinline)) int send_slow(struct chan *c,
   int err = try_send(c, elem, 0);
   if (err != WOULD_WAIT)
     return err;
-  return fib__waitq_wait(&c->sendq, self, (void *)(uintptr_t)elem,
-                         deadline_ns);
+  return send_wait(c, self, elem, deadline_ns);
 }
 
 /* A shared channel's send (storage.h): the same under its lock. */
@@ -298,8 +345,30 @@ static ALWAYS_INLINE int chan_send_until_body(fib_chan *ch, const void *elem,
   int err = fib__sync_waiter(&self);
   if (err)
     return err;
-  if (c->count < c->cap && !c->closed && fib__waitq_empty(&c->recvq)) {
-    ring_put(c, elem);
+  struct fib__wnode *n = c->recvq.head;
+  if (!n) {
+    if (!c->closed) {
+      if (c->count < c->cap) {
+        ring_put(c, elem);
+        return 0;
+      }
+      /* nobody to hand the value to and no room: wait, without the slow
+       * half's second look at the same fields */
+      if (deadline_ns == FIB__NO_DEADLINE)
+        return send_wait_forever(c, self, elem);
+      return send_wait(c, self, elem, deadline_ns);
+    }
+  } else if (n->fiber->state == FIB__FIBER_BLOCKED &&
+             !n->fiber->timer_armed && copy_inline(c->elem_size)) {
+    /* A live receiver waits, so the buffer is empty and the channel open
+     * (the invariants above): hand the value over here, as try_send
+     * would, without a call and the slow half's second look. (With a
+     * timer to disarm, in the slow half: a call here would cost every
+     * call a stack frame.) */
+    struct fib__fiber *f = n->fiber;
+    if (n->elem)
+      copy(n->elem, elem, c->elem_size);
+    fib__waitq_hand_first(&c->recvq, f);
     return 0;
   }
   return send_slow(c, self, elem, deadline_ns);
@@ -316,8 +385,12 @@ int fib_chan_send_until(fib_chan *ch, const void *elem, uint64_t deadline_ns) {
   return chan_send_until_body(ch, elem, deadline_ns);
 }
 
+/* The body again, with no deadline, rather than a jump to the call above:
+ * on every send. */
 int fib_chan_send(fib_chan *ch, const void *elem) {
-  return fib_chan_send_until(ch, elem, FIB__NO_DEADLINE);
+  if (fib__preempt_any())
+    return chan_send_until_preempted(ch, elem, FIB__NO_DEADLINE);
+  return chan_send_until_body(ch, elem, FIB__NO_DEADLINE);
 }
 
 static __attribute__((noinline)) int recv_slow(struct chan *c,
@@ -327,7 +400,7 @@ static __attribute__((noinline)) int recv_slow(struct chan *c,
   int err = try_recv(c, out, 0);
   if (err != WOULD_WAIT)
     return err;
-  return fib__waitq_wait(&c->recvq, self, out, deadline_ns);
+  return recv_wait(c, self, out, deadline_ns);
 }
 
 /* A shared channel's receive (storage.h): the same under its lock. */
@@ -360,8 +433,25 @@ static ALWAYS_INLINE int chan_recv_until_body(fib_chan *ch, void *out,
   int err = fib__sync_waiter(&self);
   if (err)
     return err;
-  if (c->count && fib__waitq_empty(&c->sendq)) {
-    ring_take(c, out);
+  struct fib__wnode *n = c->sendq.head;
+  if (!n) {
+    if (c->count) {
+      ring_take(c, out);
+      return 0;
+    }
+    if (!c->closed) { /* nothing to take: wait (as in send) */
+      if (deadline_ns == FIB__NO_DEADLINE)
+        return recv_wait_forever(c, self, out);
+      return recv_wait(c, self, out, deadline_ns);
+    }
+  } else if (!c->count && n->fiber->state == FIB__FIBER_BLOCKED &&
+             !n->fiber->timer_armed && copy_inline(c->elem_size)) {
+    /* unbuffered: take the value from the live sender, as try_recv
+     * would (as in send) */
+    struct fib__fiber *f = n->fiber;
+    if (out)
+      copy(out, n->elem, c->elem_size);
+    fib__waitq_hand_first(&c->sendq, f);
     return 0;
   }
   return recv_slow(c, self, out, deadline_ns);
@@ -378,8 +468,11 @@ int fib_chan_recv_until(fib_chan *ch, void *out, uint64_t deadline_ns) {
   return chan_recv_until_body(ch, out, deadline_ns);
 }
 
+/* The body again, as for fib_chan_send. */
 int fib_chan_recv(fib_chan *ch, void *out) {
-  return fib_chan_recv_until(ch, out, FIB__NO_DEADLINE);
+  if (fib__preempt_any())
+    return chan_recv_until_preempted(ch, out, FIB__NO_DEADLINE);
+  return chan_recv_until_body(ch, out, FIB__NO_DEADLINE);
 }
 
 /* ---- select */
