@@ -23,17 +23,12 @@
  * (arch/x86_64/frame.h), and a context left here is resumed by
  * fib__ctx_switch and the other way round.
  */
+#include "arch/x86_64/notes.h"
 #include "coro_layout.h"
 
 #if FIB__CORO_ASM
 #include "arch/x86_64/frame.h"
 #include "arch/x86_64/switch.h"
-
-#if defined(__CET__) && (__CET__ & 1)
-#define ENDBR endbr64
-#else
-#define ENDBR
-#endif
 
         .text
 
@@ -161,23 +156,4 @@
         .size   fib_coro_yield, . - fib_coro_yield
 #endif /* FIB__CORO_ASM */
 
-#if defined(__CET__) && (__CET__ & 1)
-/* GNU property note, also when the file assembles to nothing (sanitizer
- * builds): IBT-compatible (endbr64 at both entries), SHSTK not claimed
- * (the switch leaves the shadow stack unbalanced: see
- * arch/x86_64/switch.S). One object without it would drop IBT from the
- * whole link. */
-        .section .note.gnu.property, "a"
-        .p2align 3
-        .long   4                       /* name size ("GNU\0") */
-        .long   16                      /* descriptor size */
-        .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
-        .asciz  "GNU"
-        .long   0xc0000002              /* GNU_PROPERTY_X86_FEATURE_1_AND */
-        .long   4                       /* property data size */
-        .long   1                       /* GNU_PROPERTY_X86_FEATURE_1_IBT */
-        .p2align 3
-#endif
-
-/* No executable stack needed. */
-        .section .note.GNU-stack, "", @progbits
+        OBJECT_NOTES

@@ -39,13 +39,8 @@
  * includes it never claims SHSTK.
  */
 #include "frame.h"
+#include "notes.h"
 #include "switch.h"
-
-#if defined(__CET__) && (__CET__ & 1)
-#define ENDBR endbr64
-#else
-#define ENDBR
-#endif
 
         .text
 
@@ -147,20 +142,4 @@
         .cfi_endproc
         .size   fib__ctx_entry_trampoline, . - fib__ctx_entry_trampoline
 
-#if defined(__CET__) && (__CET__ & 1)
-/* GNU property note: this object is IBT-compatible (endbr64 at every
- * indirectly reached entry). SHSTK is deliberately not claimed; see top. */
-        .section .note.gnu.property, "a"
-        .p2align 3
-        .long   4                       /* name size ("GNU\0") */
-        .long   16                      /* descriptor size */
-        .long   5                       /* NT_GNU_PROPERTY_TYPE_0 */
-        .asciz  "GNU"
-        .long   0xc0000002              /* GNU_PROPERTY_X86_FEATURE_1_AND */
-        .long   4                       /* property data size */
-        .long   1                       /* GNU_PROPERTY_X86_FEATURE_1_IBT */
-        .p2align 3
-#endif
-
-/* No executable stack needed. */
-        .section .note.GNU-stack, "", @progbits
+        OBJECT_NOTES
