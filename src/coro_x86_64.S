@@ -41,18 +41,7 @@
  */
 .macro  SWITCH_INLINE fp, save, load
         .cfi_remember_state
-        leaq    -(FIB__FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
-        .cfi_adjust_cfa_offset FIB__FRAME_SIZE - 8
-.if \fp
-        stmxcsr FIB__FRAME_MXCSR(%rsp)
-        fnstcw  FIB__FRAME_X87CW(%rsp)
-.endif
-        movq    %r12, FIB__FRAME_R12(%rsp)
-        movq    %r13, FIB__FRAME_R13(%rsp)
-        movq    %r14, FIB__FRAME_R14(%rsp)
-        movq    %r15, FIB__FRAME_R15(%rsp)
-        movq    %rbx, FIB__FRAME_RBX(%rsp)
-        movq    %rbp, FIB__FRAME_RBP(%rsp)
+        SAVE    \fp
         movq    %rsp, \save             /* the context we leave is saved */
 .if \fp
         movq    %rsp, %r8               /* its frame: the current FP state */

@@ -71,19 +71,7 @@
 .macro  SWITCH name, save_fp
         FUNC    \name
         ENDBR
-        leaq    -(FIB__FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
-        .cfi_adjust_cfa_offset FIB__FRAME_SIZE - 8
-.if \save_fp
-        stmxcsr FIB__FRAME_MXCSR(%rsp)
-        fnstcw  FIB__FRAME_X87CW(%rsp)
-.endif
-        movq    %r12, FIB__FRAME_R12(%rsp)
-        movq    %r13, FIB__FRAME_R13(%rsp)
-        movq    %r14, FIB__FRAME_R14(%rsp)
-        movq    %r15, FIB__FRAME_R15(%rsp)
-        movq    %rbx, FIB__FRAME_RBX(%rsp)
-        movq    %rbp, FIB__FRAME_RBP(%rsp)
-
+        SAVE    \save_fp
         movq    %rsp, (%rdi)            /* the context we leave is saved */
 .if \save_fp
         movq    %rsp, %r8               /* its frame: the current FP state */

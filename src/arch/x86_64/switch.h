@@ -1,13 +1,34 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * switch.h -- the resuming half of the x86-64 switch as an assembler
- * macro, for switch.S and for the coroutine layer's hot paths
+ * switch.h -- the saving and the resuming half of the x86-64 switch as
+ * assembler macros, for switch.S and for the coroutine layer's hot paths
  * (src/coro_x86_64.S), which switch inline. Assembly only.
  */
 #ifndef FIB__ARCH_X86_64_SWITCH_H
 #define FIB__ARCH_X86_64_SWITCH_H
 
 #include "frame.h"
+
+/*
+ * The first half of a switch: make the frame below the return address
+ * (the CFA is then described as rsp + FIB__FRAME_SIZE) and save the
+ * callee-saved registers in it, and the FP control state if save_fp. The
+ * caller stores rsp where the context is kept.
+ */
+.macro  SAVE save_fp
+        leaq    -(FIB__FRAME_SIZE - 8)(%rsp), %rsp       /* frame below rip */
+        .cfi_adjust_cfa_offset FIB__FRAME_SIZE - 8
+.if \save_fp
+        stmxcsr FIB__FRAME_MXCSR(%rsp)
+        fnstcw  FIB__FRAME_X87CW(%rsp)
+.endif
+        movq    %r12, FIB__FRAME_R12(%rsp)
+        movq    %r13, FIB__FRAME_R13(%rsp)
+        movq    %r14, FIB__FRAME_R14(%rsp)
+        movq    %r15, FIB__FRAME_R15(%rsp)
+        movq    %rbx, FIB__FRAME_RBX(%rsp)
+        movq    %rbp, FIB__FRAME_RBP(%rsp)
+.endm
 
 /*
  * The second half of a switch: rsp points at the frame of the context to
