@@ -172,7 +172,8 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->state = FIB__FIBER_READY;
   if (rt->group) {
     f->claim = FIB__CLAIM_NONE;
-    f->done = 0;
+    /* the join word (workers.h); nobody else sees f before the unlock */
+    f->joiner = f->detached ? FIB__JOIN_DETACHED : NULL;
     f->started = 0;
     /* The first fiber of a runtime stays on the thread that runs it; a
      * compact fiber's frames belong at its thread's shared stack, so it
@@ -239,31 +240,56 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 }
 
 /* fib_join in a multi-worker runtime: the target may finish on another
- * worker at any moment, so its join fields are read and written under its
- * home's ids_lock, and the joiner's claim is armed before the target can
- * see it (workers.h). */
+ * worker at any moment; the two meet in its join word (workers.h). The
+ * joiner writes itself there under the id's home worker's ids_lock (which
+ * keeps the record from being freed meanwhile), its claim armed first, so
+ * that a finisher that reads it may claim it (workers.h, the claim). */
 static __attribute__((noinline)) int group_join(struct fib__fiber *self,
                                                 fib_id id, void **result,
                                                 uint64_t deadline) {
   struct fib_runtime *home;
-  struct fib__fiber *t;
+  struct fib__fiber *t, *w = NULL;
   int err = lookup_locked(self->rt, id, &t, &home);
-  if (!err && (t->detached || t->joiner))
-    err = FIB_EINVAL;
+  if (!err) {
+    /* acquire: if DONE, the result and the finisher's last touch of the
+     * record happened before (its release stores) */
+    w = __atomic_load_n(&t->joiner, __ATOMIC_ACQUIRE);
+    if (w != NULL && w != FIB__JOIN_DONE) /* joined, detached, or BUSY: */
+      err = FIB_EINVAL;                   /* being joined */
+  }
   if (!err && fib__cancelled(self)) /* as above */
     err = FIB_ECANCELED;
-  if (!err && !t->done) {
+  if (!err && w == NULL) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
-    t->joiner = self;
-    fib__spin_unlock(&home->ids_lock);
-    if (deadline != FIB__NO_DEADLINE)
-      fib__fiber_arm(self, deadline);
-    (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
-    fib__spin_lock(&home->ids_lock);
-    if (self->wake) { /* timed out or cancelled: it goes on, unjoined */
-      t->joiner = NULL;
+    /* acq_rel: release, so a finisher that reads us finds our claim
+     * armed (and takes it after this); acquire, for the DONE a failure
+     * may read, as above. Only a finisher changes the word meanwhile
+     * (joiners and fib_detach hold the lock), from NULL to DONE. */
+    if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
       fib__spin_unlock(&home->ids_lock);
-      return self->wake;
+      if (deadline != FIB__NO_DEADLINE)
+        fib__fiber_arm(self, deadline);
+      (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
+      if (self->wake) {
+        /* Timed out or cancelled: leave the join, and t goes on unjoined.
+         * If its finisher has read us already (BUSY or DONE), its claim
+         * lost to ours and it does nothing to us once it stores DONE:
+         * wait for that, as we may park again and be claimable. The
+         * record stays (only a joiner or a detach frees it: not this
+         * one, which touches it no more after the load). */
+        struct fib__fiber *me = self;
+        if (!__atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
+                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+          (void)fib__join_settled(t);
+        return self->wake;
+      }
+      /* Its finisher claimed us: DONE once it has let go of the record */
+      (void)fib__join_settled(t);
+      fib__spin_lock(&home->ids_lock);
+    } else {
+      /* it finished meanwhile (w is DONE): nobody has seen our claim */
+      __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     }
   }
   if (!err) {
@@ -356,12 +382,20 @@ int fib_detach(fib_runtime *rt, fib_id id) {
     struct fib_runtime *home;
     int err = lookup_locked(here, id, &t, &home);
     int freed = 0;
-    if (!err && (t->detached || t->joiner))
-      err = FIB_EINVAL;
-    else if (!err && t->done)
-      freed = (fib__idmap_forget(&home->fibers, id), 1);
-    else if (!err)
-      t->detached = 1;
+    if (!err) {
+      /* The join word (workers.h): NULL to DETACHED, unless its finisher
+       * has just made it DONE (then it is ours to free). acq_rel:
+       * release, so a finisher that reads DETACHED frees a record we no
+       * longer touch; acquire, for the finisher's last touch on DONE. */
+      struct fib__fiber *w = NULL;
+      if (!__atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_DETACHED, 0,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        if (w == FIB__JOIN_DONE)
+          freed = (fib__idmap_forget(&home->fibers, id), 1);
+        else /* joined, detached, or BUSY: being joined */
+          err = FIB_EINVAL;
+      }
+    }
     fib__spin_unlock(&home->ids_lock);
     if (freed)
       fib__fiber_drop_record(here, t);
@@ -387,7 +421,8 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
      * canceller's half of the claim protocol (workers.h). */
     struct fib_runtime *home;
     int err = lookup_locked(here, id, &t, &home);
-    if (!err && !t->done) {
+    if (!err && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) !=
+                    FIB__JOIN_DONE) { /* a look: the claim decides */
       __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
       if (fib__claim_take(t, 0))
         fib__group_wake(t, FIB_ECANCELED, 0);
@@ -496,7 +531,9 @@ int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
   if (here && here->group) { /* under the lock: not freed meanwhile */
     struct fib_runtime *home;
     int err = lookup_locked(here, id, &f, &home);
-    if (!err && (f->done || !f->co))
+    struct fib__fiber *w = err ? NULL
+                               : __atomic_load_n(&f->joiner, __ATOMIC_ACQUIRE);
+    if (!err && (w == FIB__JOIN_DONE || w == FIB__JOIN_BUSY || !f->co))
       err = FIB_ESRCH;
     if (!err)
       fib__stack_describe(f->co->stack, out);

@@ -85,7 +85,9 @@ struct fib__fiber {
   unsigned char nocancel;     /* written by every park: 1 while parked by
                                  fib__fiber_park_nocancel (fib_cancel
                                  must not wake it) */
-  struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us */
+  struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us;
+                                 with several workers, the join word
+                                 (atomic; FIB__JOIN_*, workers.h) */
   struct fib__wait *wait;     /* the wait-queue call it is inside, from
                                  before it parks until it returns (its
                                  nodes may stay linked after a timeout
@@ -101,8 +103,6 @@ struct fib__fiber {
   int claim;                  /* FIB__CLAIM_*: who may wake it (atomic) */
   int remote_reason;          /* its wake reason, from a waker on another
                                  worker's thread, while in an inbox */
-  unsigned char done;         /* FINISHED, as its joiner sees it: written
-                                 under its home worker's ids_lock */
   unsigned char pinned;       /* does not move before it first runs: it
                                  starts on the worker it was spawned on or
                                  placed on (FIB_PINNED, fib_attr.worker,
@@ -232,10 +232,10 @@ struct fib_runtime {
   struct fib__fiber *outgoing;   /* a fiber in fib_move_to that has
                                     switched away to the loop, which hands it
                                     to its target (its own thread's) */
-  uint32_t ids_lock;             /* spin lock (spin.h): fibers and the
-                                    join fields
-                                    (joiner, done, detached) of the fibers
-                                    whose ids it handed out */
+  uint32_t ids_lock;             /* spin lock (spin.h): fibers, and a
+                                    joiner's or a detach's write of the
+                                    join word of the fibers whose ids it
+                                    handed out (workers.h) */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
   struct fib__runq_node *posts;      /* posted calls (inbox.h's stack) */
   struct fib__runq_node *posts_held; /* taken but not yet spawned (no memory

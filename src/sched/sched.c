@@ -308,7 +308,8 @@ static inline struct fib__fiber *take_next(struct fib_runtime *rt,
  * may be direct (take_next's conditions), make it current and RUNNING
  * now, with the queue's bookkeeping as if it had been pushed to the front
  * and popped, and return 1: the caller transfers to it. 0: ready it the
- * usual way. One worker only.
+ * usual way. f is rt's: with several workers, one whose claim the caller
+ * has won (group_finish).
  */
 static inline int hand_to_front(struct fib_runtime *rt, const fib_coro *from,
                                 struct fib__fiber *f) {
@@ -518,28 +519,50 @@ static void free_zombie(struct fib_runtime *rt) {
   }
 }
 
-/* A multi-worker runtime's fiber has finished. Under its home's ids_lock
- * (which its joiner and fib_detach take too): mark it done, then wake its
- * joiner if it wins the claim (the joiner may run on another worker at
- * once and free this record: nothing touches it after the unlock), or
- * free it if detached. */
-static __attribute__((noinline)) void group_finish(struct fib_runtime *rt,
-                                                  struct fib__fiber *self) {
-  struct fib_runtime *home = fib__id_home(rt, self->id);
+/* A multi-worker runtime's fiber has finished: its finish's half of the
+ * join word (workers.h). NULL to DONE; or a joiner to BUSY, then claim
+ * the joiner and wake it, then DONE (the last touch of the record: the
+ * joiner may run on another worker at once and free it); or, detached,
+ * forget and free the record. Returns the joiner if it is rt's to run
+ * (claimed, parked on rt: the caller hands the CPU to it), else NULL. */
+static __attribute__((noinline)) struct fib__fiber *
+group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   rt->owned--;
   if (self->migratable)
     rt->migratable--;
-  fib__spin_lock(&home->ids_lock);
-  self->done = 1;
-  if (self->joiner) {
-    if (fib__claim_take(self->joiner, 1))
-      fib__group_wake(self->joiner, 0, 1);
-  } else if (self->detached) {
+  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_RELAXED);
+  struct fib__fiber *run = NULL;
+  /* acq_rel: release publishes the result to a joiner that reads DONE;
+   * acquire, from a joiner's write of itself: its claim armed before.
+   * A failure rereads the word: a joiner has come or (deadline, cancel)
+   * gone meanwhile. */
+  while (j != FIB__JOIN_DETACHED &&
+         !__atomic_compare_exchange_n(&self->joiner, &j,
+                                      j ? FIB__JOIN_BUSY : FIB__JOIN_DONE, 0,
+                                      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+    ;
+  if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to free */
+    struct fib_runtime *home = fib__id_home(rt, self->id);
+    fib__spin_lock(&home->ids_lock);
     fib__idmap_forget(&home->fibers, self->id);
+    fib__spin_unlock(&home->ids_lock);
     fib__fiber_drop_record(rt, self);
+  } else if (j) {
+    /* A parked joiner's owner is read only once its claim is won (a
+     * parked fiber does not move): a local one is run next by the
+     * caller, as with one worker; another worker's goes to its inbox. */
+    if (fib__claim_take(j, 1)) {
+      if (j->rt == rt)
+        run = j;
+      else
+        fib__group_wake(j, 0, 1);
+    }
+    /* release: the joiner, which waits while it reads BUSY, may free the
+     * record once it reads this */
+    __atomic_store_n(&self->joiner, FIB__JOIN_DONE, __ATOMIC_RELEASE);
   }
-  fib__spin_unlock(&home->ids_lock);
   fib__group_count(&rt->finished);
+  return run;
 }
 
 _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
@@ -556,7 +579,13 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   self->result = result;
   int awaited = self == rt->awaited;
   if (rt->group) {
-    group_finish(rt, self); /* self may be freed from here on */
+    struct fib__fiber *j = group_finish(rt, self); /* self may be freed */
+    if (j) { /* claimed and parked here: run it next, as below */
+      if (hand_to_front(rt, co, j))
+        fib__coro_finish_into(co, j->co);
+      fib__fiber_unpark(j);
+      fib__runq_push_front(&rt->runq, &j->runq);
+    }
   } else {
     rt->unfinished--;
     /* Its joiner collects and frees us; unless a deadline or a cancel has

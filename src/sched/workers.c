@@ -57,6 +57,7 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
     w[i]->force_migrate = rt->force_migrate;
   }
   g->n = n;
+  g->mod_magic = UINT64_MAX / n + 1;
   g->w = w;
   g->threads = threads;
   pthread_mutex_init(&g->lock, NULL);
@@ -414,6 +415,58 @@ static void adopt(struct fib_runtime *rt, const struct fib__fiber *f) {
     rt->migratable++;
 }
 
+/* movable, but passing over the first *skip movable nodes it is shown. */
+static int movable_after(const struct fib__runq_node *n, void *skip) {
+  if (!movable(n, NULL))
+    return 0;
+  size_t *left = skip;
+  if (*left) {
+    --*left;
+    return 0;
+  }
+  return 1;
+}
+
+/* Take up to `want` movable fibers out of q into `out`, the oldest first:
+ * the back's from its head (a FIFO), then the front's from its end. The
+ * front holds the newest first (each batch a running fiber spawns goes
+ * before the batches pushed earlier: runq.h), so in a tree that runs
+ * depth-first its head is the deepest, smallest work and its end the
+ * nearest the root: a thief that takes from there gets whole subtrees
+ * and comes back seldom, where the head's leaves sent it back at once. */
+static size_t extract_oldest(struct fib__runq *q, size_t want,
+                             struct fib__list *out) {
+  size_t got = fib__list_extract(&q->back, movable, NULL, want, out,
+                                 &q->last_front);
+  if (got < want) {
+    size_t m = 0;
+    for (const struct fib__runq_node *n = q->front.head; n; n = n->next)
+      m += (size_t)movable(n, NULL);
+    size_t skip = m > want - got ? m - (want - got) : 0;
+    struct fib__list tail = {NULL, NULL};
+    size_t more = fib__list_extract(&q->front, movable_after, &skip,
+                                    want - got, &tail, &q->last_front);
+    /* reversed, so that the list comes out oldest first */
+    struct fib__runq_node *rev = NULL, *n = tail.head;
+    while (n) {
+      struct fib__runq_node *next = n->next;
+      n->next = rev;
+      rev = n;
+      n = next;
+    }
+    if (rev) {
+      if (out->head)
+        out->tail->next = rev;
+      else
+        out->head = rev;
+      out->tail = tail.head;
+    }
+    got += more;
+  }
+  q->len -= got;
+  return got;
+}
+
 /* Put half of rt's movable ready fibers on its offer list (oldest first:
  * near a tree's root, the biggest pieces of work) and wake a sleeper.
  * With migratable fibers among its own, any ready one may be movable, so
@@ -424,7 +477,7 @@ static void offer(struct fib_runtime *rt) {
   if (!want)
     return;
   struct fib__list taken = {NULL, NULL};
-  size_t got = fib__runq_extract(&rt->runq, movable, NULL, want, &taken);
+  size_t got = extract_oldest(&rt->runq, want, &taken);
   if (!got)
     return;
   struct fib__runq_node *n = taken.head;
@@ -493,8 +546,13 @@ static int any_offer(const struct fib__group *g) {
 
 void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
                       int inside) {
-  if (!f->pinned && __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
-    /* Someone is idle: help-first, the child goes where it can be taken. */
+  if (!f->pinned && !rt->unstarted &&
+      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    /* Someone is idle and rt has no older fiber it could take instead:
+     * help-first, the child goes where it can be taken. With older ones
+     * queued (a tree: the siblings of every fiber on the path from the
+     * root), the child goes first here and the loop offers the oldest
+     * (fib__group_tend, extract_oldest), which are the bigger pieces. */
     fib__spin_lock(&rt->offer_lock);
     fib__list_push(&rt->offer, &f->runq);
     __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);

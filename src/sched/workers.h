@@ -110,6 +110,22 @@
  * write is in flight once the sleep is over: the eventfd, which closes
  * with the poller at the thread's exit, is never written after.
  *
+ * The join word. In a multi-worker runtime a fiber's `joiner` field is a
+ * word that its joiner, fib_detach and its own finish meet in, each with
+ * one compare-and-swap, without a lock (FIB__JOIN_*, below): NULL (it
+ * runs, nobody waits), a joiner (parked on it, its claim armed before it
+ * wrote itself there), DETACHED, BUSY (finishing: its finisher holds the
+ * joiner's address and is claiming it) or DONE. The finisher moves NULL
+ * to DONE, or a joiner to BUSY, then claims and wakes the joiner, then
+ * stores DONE: the store is its last touch of the record, and every
+ * reader that would free the record or leave the join (a joiner woken,
+ * or back from a deadline or cancel) waits while it reads BUSY, a few
+ * instructions' time. A joiner writes itself in, and fib_detach writes
+ * DETACHED, under the id's home worker's ids_lock, which keeps the record
+ * from being freed under them (every record is forgotten from its map
+ * under that lock before it is freed); the finisher needs no lock unless
+ * the fiber is detached (it then forgets and frees the record).
+ *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
  * sets `over` and wakes every worker. A deadlock: every worker asleep with
@@ -127,6 +143,7 @@
 #define FIB__SCHED_WORKERS_H
 
 #include "fiber.h"
+#include "spin.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -137,6 +154,33 @@ enum {
   FIB__CLAIM_ANY = 1,     /* parked: completer, deadline or cancel */
   FIB__CLAIM_COMPLETE = 2 /* parked uncancellably: its completer only */
 };
+
+/* fiber->joiner in a multi-worker runtime: the join word (above); else a
+ * joiner's address or NULL. Tags below any record's address. */
+#define FIB__JOIN_DONE ((struct fib__fiber *)1)
+#define FIB__JOIN_DETACHED ((struct fib__fiber *)2)
+#define FIB__JOIN_BUSY ((struct fib__fiber *)3)
+
+/* Whether a join word names a joiner (and so its owner has one). */
+static inline int fib__join_waiter(const struct fib__fiber *w) {
+  return (uintptr_t)w > (uintptr_t)FIB__JOIN_BUSY;
+}
+
+/* Wait while f's finisher is claiming its joiner (FIB__JOIN_BUSY), then
+ * return the word. acquire: pairs with the finisher's release stores, so
+ * its result and its last touch of the record happened before. */
+static inline struct fib__fiber *fib__join_settled(struct fib__fiber *f) {
+  struct fib__fiber *w;
+  for (unsigned spins = 0; (w = __atomic_load_n(&f->joiner,
+                                                __ATOMIC_ACQUIRE)) ==
+                           FIB__JOIN_BUSY;) {
+    if (++spins % FIB__SPIN_BEFORE_YIELD == 0)
+      sched_yield(); /* the finisher was preempted (spin.h) */
+    else
+      fib__cpu_relax();
+  }
+  return w;
+}
 
 /* fib_runtime.parked: whether and how a worker (or a runtime that has
  * been posted to) sleeps, and so how it is woken. */
@@ -167,6 +211,7 @@ enum {
 
 struct fib__group {
   unsigned n;             /* workers */
+  uint64_t mod_magic;     /* UINT64_MAX / n + 1: fib__id_home's remainder */
   struct fib_runtime **w; /* w[0] is the handle; each its own record */
   pthread_t *threads;     /* w[1..n-1]'s threads during a run */
   int (*worker_main)(struct fib_runtime *w); /* what they run (sched.c):
@@ -178,11 +223,17 @@ struct fib__group {
   int result;             /* the run's result, once over */
 };
 
-/* The worker whose id map holds `id` (see Ids above). */
+/* The worker whose id map holds `id` (see Ids above). The remainder by
+ * a multiplication (Lemire's fastmod: exact for every 32-bit dividend),
+ * not a division, which costs tens of cycles on every join. */
 static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
                                                fib_id id) {
   const struct fib__group *g = rt->group;
-  return g->w[((uint32_t)id - 1u) % g->n];
+  uint64_t low = g->mod_magic * (uint32_t)((uint32_t)id - 1u);
+  /* the high word of low * n, in two halves (n < 2^32: neither
+   * overflows) */
+  uint64_t mid = (low >> 32) * g->n + (((low & 0xffffffffu) * g->n) >> 32);
+  return g->w[(unsigned)(mid >> 32)];
 }
 
 /* How many multi-worker runtimes exist (atomic): primitives initialised
