@@ -34,14 +34,37 @@ static int lookup(struct fib_runtime *rt, fib_id id, struct fib__fiber **out) {
   return *out ? 0 : FIB_ESRCH;
 }
 
-/* The same in a multi-worker runtime: the id's home worker, locked, in
- * *home (the caller unlocks it), whatever the result. */
-static int lookup_locked(struct fib_runtime *rt, fib_id id,
-                         struct fib__fiber **out, struct fib_runtime **home) {
+/* The same in a multi-worker runtime, by a thread whose worker is `own`
+ * (NULL: not one of the group's): the id's home worker in *home, locked
+ * unless it is `own` (only its own thread writes its map, nor frees a
+ * record of it: workers.h, Ids), whatever the result; the caller lets go
+ * with home_unlock. A collected record (GONE) is not there. */
+static int lookup_home(struct fib_runtime *rt, const struct fib_runtime *own,
+                       fib_id id, struct fib__fiber **out,
+                       struct fib_runtime **home) {
   *home = fib__id_home(rt, id ? id : 1);
-  fib__spin_lock(&(*home)->ids_lock);
-  *out = id ? fib__idmap_get(&(*home)->fibers, id) : NULL;
-  return *out ? 0 : FIB_ESRCH;
+  if (*home != own)
+    fib__spin_lock(&(*home)->ids_lock);
+  struct fib__fiber *t = id ? fib__idmap_get(&(*home)->fibers, id) : NULL;
+  /* relaxed: GONE was stored by the home's thread or before the record
+   * reached it, and the record stays until the home forgets it */
+  if (t && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) == FIB__JOIN_GONE)
+    t = NULL;
+  *out = t;
+  return t ? 0 : FIB_ESRCH;
+}
+
+static void home_unlock(const struct fib_runtime *own,
+                        struct fib_runtime *home) {
+  if (home != own)
+    fib__spin_unlock(&home->ids_lock);
+}
+
+/* The calling thread's worker if it is one of rt's group, else NULL (read
+ * afresh: the caller may be a fiber that has just moved). */
+static const struct fib_runtime *own_worker(const struct fib_runtime *rt) {
+  const struct fib_runtime *here = fib__tl_runtime_now();
+  return here && here->group == rt->group ? here : NULL;
 }
 
 static void *fiber_main(void *arg, void *first) {
@@ -132,20 +155,22 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     }
   }
 
-  if (rt->group) {
+  if (rt->group && !fib__idmap_room(&rt->fibers)) {
+    /* Growing moves the table: not under another worker's lookup. */
     fib__spin_lock(&rt->ids_lock);
-    err = fib__idmap_reserve(&rt->fibers);
+    err = fib__idmap_grow(&rt->fibers);
+    fib__spin_unlock(&rt->ids_lock);
     if (err) {
-      fib__spin_unlock(&rt->ids_lock);
       fib__coro_free(f->co);
       fib__fiber_drop_record(rt, f);
       return err;
     }
   }
   /* Its id names its slot in the map (idmap.h); with several workers,
-   * worker k's map hands out low words k + 1 modulo n (workers.h, Ids),
-   * and the record is found by id only once the lock is released below. */
-  f->id = fib__idmap_put(&rt->fibers, f);
+   * worker k's map hands out low words k + 1 modulo n, and only its
+   * thread writes the map (workers.h, Ids): another worker finds the
+   * record once the id is stored (put's release) and the spawn has
+   * returned it. */
   f->rt = rt;
   f->detached = (attr->flags & FIB_DETACHED) != 0;
   fib__set_cancelled(f, 0);
@@ -157,6 +182,7 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->joiner = NULL;
   f->nomigrate = 0;
   f->move_to = 0;
+  f->id = fib__idmap_put(&rt->fibers, f);
 
   f->fn = fn;
   f->arg = arg;
@@ -186,7 +212,6 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->migratable = (attr->flags & FIB_MIGRATABLE) ||
                     (rt->force_migrate && !f->pinned);
     f->force_due = 0;
-    fib__spin_unlock(&rt->ids_lock);
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
       *id = f->id;
@@ -241,15 +266,16 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
 
 /* fib_join in a multi-worker runtime: the target may finish on another
  * worker at any moment; the two meet in its join word (workers.h). The
- * joiner writes itself there under the id's home worker's ids_lock (which
- * keeps the record from being freed meanwhile), its claim armed first, so
- * that a finisher that reads it may claim it (workers.h, the claim). */
+ * joiner finds the record on its home worker, under the home's ids_lock
+ * unless it is its own (workers.h, Ids: either way the record is not
+ * freed meanwhile), and writes itself into the word, its claim armed
+ * first, so that a finisher that reads it may claim it (the claim). */
 static __attribute__((noinline)) int group_join(struct fib__fiber *self,
                                                 fib_id id, void **result,
                                                 uint64_t deadline) {
-  struct fib_runtime *home;
+  struct fib_runtime *own = self->rt, *home;
   struct fib__fiber *t, *w = NULL;
-  int err = lookup_locked(self->rt, id, &t, &home);
+  int err = lookup_home(own, own, id, &t, &home);
   if (!err) {
     /* acquire: if DONE, the result and the finisher's last touch of the
      * record happened before (its release stores) */
@@ -263,11 +289,12 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     fib__claim_arm(self, FIB__CLAIM_ANY);
     /* acq_rel: release, so a finisher that reads us finds our claim
      * armed (and takes it after this); acquire, for the DONE a failure
-     * may read, as above. Only a finisher changes the word meanwhile
-     * (joiners and fib_detach hold the lock), from NULL to DONE. */
+     * may read, as above. Meanwhile the word may change from NULL to
+     * DONE (its finisher), to DETACHED or to another joiner (a detach or
+     * a join from another worker, under the lock): the CAS decides. */
     if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      fib__spin_unlock(&home->ids_lock);
+      home_unlock(own, home);
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);
       (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
@@ -276,7 +303,7 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
          * If its finisher has read us already (BUSY or DONE), its claim
          * lost to ours and it does nothing to us once it stores DONE:
          * wait for that, as we may park again and be claimable. The
-         * record stays (only a joiner or a detach frees it: not this
+         * record stays (only a joiner or a detach collects it: not this
          * one, which touches it no more after the load). */
         struct fib__fiber *me = self;
         if (!__atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
@@ -284,22 +311,27 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
           (void)fib__join_settled(t);
         return self->wake;
       }
-      /* Its finisher claimed us: DONE once it has let go of the record */
+      /* Its finisher claimed us: DONE once it has let go of the record.
+       * Ours alone now (its word names no joiner to others), so no lock:
+       * collected where we run now (we may have moved meanwhile). */
       (void)fib__join_settled(t);
-      fib__spin_lock(&home->ids_lock);
-    } else {
-      /* it finished meanwhile (w is DONE): nobody has seen our claim */
-      __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+      if (result)
+        *result = t->result;
+      fib__group_collect(home, self->rt, t);
+      return 0;
     }
+    /* w is not NULL any more: nobody has seen our claim */
+    __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+    if (w != FIB__JOIN_DONE)
+      err = FIB_EINVAL;
   }
-  if (!err) {
+  if (!err) { /* DONE: ours to collect (the lock keeps others out) */
     if (result)
       *result = t->result;
-    fib__idmap_forget(&home->fibers, t->id);
+    /* GONE before the unlock: no other worker's lookup finds it */
+    fib__group_collect(home, own, t);
   }
-  fib__spin_unlock(&home->ids_lock);
-  if (!err) /* unreachable by id now: freed outside the lock */
-    fib__fiber_drop_record(self->rt, t);
+  home_unlock(own, home);
   return err;
 }
 
@@ -380,7 +412,8 @@ int fib_detach(fib_runtime *rt, fib_id id) {
   struct fib_runtime *here = runtime_or_current(rt);
   if (here && here->group) {
     struct fib_runtime *home;
-    int err = lookup_locked(here, id, &t, &home);
+    const struct fib_runtime *own = own_worker(here);
+    int err = lookup_home(here, own, id, &t, &home);
     int freed = 0;
     if (!err) {
       /* The join word (workers.h): NULL to DETACHED, unless its finisher
@@ -391,14 +424,14 @@ int fib_detach(fib_runtime *rt, fib_id id) {
       if (!__atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_DETACHED, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         if (w == FIB__JOIN_DONE)
-          freed = (fib__idmap_forget(&home->fibers, id), 1);
+          freed = 1;
         else /* joined, detached, or BUSY: being joined */
           err = FIB_EINVAL;
       }
     }
-    fib__spin_unlock(&home->ids_lock);
-    if (freed)
-      fib__fiber_drop_record(here, t);
+    if (freed) /* GONE under the lock (if taken): to its home */
+      fib__group_collect(home, own, t);
+    home_unlock(own, home);
     return err;
   }
   int err = lookup(rt, id, &t);
@@ -420,14 +453,15 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
     /* Under the home's lock, so that t is not freed meanwhile; the
      * canceller's half of the claim protocol (workers.h). */
     struct fib_runtime *home;
-    int err = lookup_locked(here, id, &t, &home);
+    const struct fib_runtime *own = own_worker(here);
+    int err = lookup_home(here, own, id, &t, &home);
     if (!err && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) !=
                     FIB__JOIN_DONE) { /* a look: the claim decides */
       __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
       if (fib__claim_take(t, 0))
         fib__group_wake(t, FIB_ECANCELED, 0);
     }
-    fib__spin_unlock(&home->ids_lock);
+    home_unlock(own, home);
     return err;
   }
   int err = lookup(rt, id, &t);
@@ -528,16 +562,17 @@ int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
     return FIB_EINVAL;
   struct fib__fiber *f;
   struct fib_runtime *here = runtime_or_current(rt);
-  if (here && here->group) { /* under the lock: not freed meanwhile */
+  if (here && here->group) { /* not freed meanwhile (lookup_home) */
     struct fib_runtime *home;
-    int err = lookup_locked(here, id, &f, &home);
+    const struct fib_runtime *own = own_worker(here);
+    int err = lookup_home(here, own, id, &f, &home);
     struct fib__fiber *w = err ? NULL
                                : __atomic_load_n(&f->joiner, __ATOMIC_ACQUIRE);
     if (!err && (w == FIB__JOIN_DONE || w == FIB__JOIN_BUSY || !f->co))
       err = FIB_ESRCH;
     if (!err)
       fib__stack_describe(f->co->stack, out);
-    fib__spin_unlock(&home->ids_lock);
+    home_unlock(own, home);
     return err;
   }
   int err = lookup(rt, id, &f);

@@ -232,10 +232,20 @@ struct fib_runtime {
   struct fib__fiber *outgoing;   /* a fiber in fib_move_to that has
                                     switched away to the loop, which hands it
                                     to its target (its own thread's) */
-  uint32_t ids_lock;             /* spin lock (spin.h): fibers, and a
-                                    joiner's or a detach's write of the
-                                    join word of the fibers whose ids it
-                                    handed out (workers.h) */
+  uint32_t ids_lock;             /* spin lock (spin.h): taken by other
+                                    workers to look up in `fibers` (which
+                                    only its own thread writes: it puts
+                                    without the lock, and grows and forgets
+                                    with it), and for their write of the
+                                    join word of a fiber whose id it
+                                    handed out (workers.h, Ids) */
+  struct fib__fiber *dead;       /* collected records whose ids it handed
+                                    out, still in `fibers` until its next
+                                    flush (fib__group_flush), linked
+                                    through runq.next; its thread's */
+  size_t dead_count;
+  struct fib__runq_node *dead_in; /* the same, collected on other workers
+                                    (atomic: inbox.h's stack) */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
   struct fib__runq_node *posts;      /* posted calls (inbox.h's stack) */
   struct fib__runq_node *posts_held; /* taken but not yet spawned (no memory

@@ -17,6 +17,13 @@
  *
  * stride and first: a runtime with n workers gives worker k the low words
  * k + 1, k + 1 + n, ... (workers.h, Ids); one worker: 1, 2, 3, ...
+ *
+ * One thread writes a map: its worker's. With several workers, others
+ * look up in it under the worker's ids_lock while it puts without the
+ * lock (workers.h, Ids), so the words a lookup reads (top, a slot's id and
+ * value) are written and read as relaxed atomics, and put stores a
+ * slot's id last, with release: a lookup that finds the id reads the
+ * value put with it. On every target these are plain loads and stores.
  */
 #ifndef FIB__SCHED_IDMAP_H
 #define FIB__SCHED_IDMAP_H
@@ -66,8 +73,11 @@ void fib__idmap_free(struct fib__idmap *m);
 /* Make room for one more entry, so that the next put cannot fail. 0 or
  * FIB_ENOMEM. Inline: on every spawn, and nearly always a comparison. */
 int fib__idmap_grow(struct fib__idmap *m);
+static inline int fib__idmap_room(const struct fib__idmap *m) {
+  return m->free || (m->slots && m->top <= m->mask);
+}
 static inline int fib__idmap_reserve(struct fib__idmap *m) {
-  return m->free || (m->slots && m->top <= m->mask) ? 0 : fib__idmap_grow(m);
+  return fib__idmap_room(m) ? 0 : fib__idmap_grow(m);
 }
 
 /* The slot an id names, or SIZE_MAX if it can name none of this map. */
@@ -75,7 +85,9 @@ static inline size_t fib__idmap_index(const struct fib__idmap *m,
                                       uint64_t id) {
   uint32_t low = (uint32_t)id;
   size_t i = fib__idmap_slot_of(m, low);
-  return low >= m->first && i < m->top ? i : SIZE_MAX;
+  return low >= m->first && i < __atomic_load_n(&m->top, __ATOMIC_RELAXED)
+             ? i
+             : SIZE_MAX;
 }
 
 /* Insert `value` (room reserved): returns its new id. */
@@ -88,18 +100,23 @@ static inline uint64_t fib__idmap_put(struct fib__idmap *m, void *value) {
     m->free = (uint32_t)link;
     gen = link >> 32;
   } else {
-    i = m->top++;
+    i = m->top;
+    __atomic_store_n(&m->top, i + 1, __ATOMIC_RELAXED);
   }
   uint64_t id = gen << 32 | (uint32_t)(i * m->stride + m->first);
-  m->slots[i].id = id;
-  m->slots[i].value = value;
+  __atomic_store_n(&m->slots[i].value, value, __ATOMIC_RELAXED);
+  __atomic_store_n(&m->slots[i].id, id, __ATOMIC_RELEASE);
   m->count++;
   return id;
 }
 
 static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
   size_t i = fib__idmap_index(m, id);
-  return i != SIZE_MAX && m->slots[i].id == id ? m->slots[i].value : NULL;
+  /* acquire: pairs with put's release of the id */
+  return i != SIZE_MAX && __atomic_load_n(&m->slots[i].id, __ATOMIC_ACQUIRE) ==
+                              id
+             ? __atomic_load_n(&m->slots[i].value, __ATOMIC_RELAXED)
+             : NULL;
 }
 
 /* Forget `id`, which is in the map: its slot is free for the next put,
@@ -107,13 +124,14 @@ static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
 static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
   size_t i = fib__idmap_slot_of(m, (uint32_t)id);
   uint64_t gen = (id >> 32) + 1;
-  m->slots[i].id = 0;
+  __atomic_store_n(&m->slots[i].id, 0, __ATOMIC_RELAXED);
   m->count--;
   if (__builtin_expect(gen > UINT32_MAX, 0)) { /* every id spent: retired */
-    m->slots[i].value = NULL;
+    __atomic_store_n(&m->slots[i].value, NULL, __ATOMIC_RELAXED);
     return;
   }
-  m->slots[i].value = (void *)(uintptr_t)(gen << 32 | m->free);
+  __atomic_store_n(&m->slots[i].value, (void *)(uintptr_t)(gen << 32 | m->free),
+                   __ATOMIC_RELAXED);
   m->free = i + 1;
 }
 

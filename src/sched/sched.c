@@ -523,7 +523,7 @@ static void free_zombie(struct fib_runtime *rt) {
  * join word (workers.h). NULL to DONE; or a joiner to BUSY, then claim
  * the joiner and wake it, then DONE (the last touch of the record: the
  * joiner may run on another worker at once and free it); or, detached,
- * forget and free the record. Returns the joiner if it is rt's to run
+ * collect the record (workers.h, Ids). Returns the joiner if it is rt's to run
  * (claimed, parked on rt: the caller hands the CPU to it), else NULL. */
 static __attribute__((noinline)) struct fib__fiber *
 group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
@@ -541,12 +541,8 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
                                       j ? FIB__JOIN_BUSY : FIB__JOIN_DONE, 0,
                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
     ;
-  if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to free */
-    struct fib_runtime *home = fib__id_home(rt, self->id);
-    fib__spin_lock(&home->ids_lock);
-    fib__idmap_forget(&home->fibers, self->id);
-    fib__spin_unlock(&home->ids_lock);
-    fib__fiber_drop_record(rt, self);
+  if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
+    fib__group_collect(fib__id_home(rt, self->id), rt, self);
   } else if (j) {
     /* A parked joiner's owner is read only once its claim is won (a
      * parked fiber does not move): a local one is run next by the

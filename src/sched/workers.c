@@ -309,6 +309,49 @@ void fib__group_ready(struct fib__fiber *f, int front) {
     fib__group_wake(f, 0, front);
 }
 
+/* ---- collected records (workers.h, Ids) */
+
+void fib__group_collect(struct fib_runtime *home,
+                        const struct fib_runtime *here,
+                        struct fib__fiber *f) {
+  /* release: a lookup under the home's lock that reads GONE treats the
+   * record as gone; nothing of it is read after */
+  __atomic_store_n(&f->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+  if (home != here) { /* its home forgets it; no wake-up: at its turn */
+    fib__inbox_push(&home->dead_in, &f->runq);
+    return;
+  }
+  f->runq.next = (struct fib__runq_node *)(void *)home->dead;
+  home->dead = f;
+  if (++home->dead_count >= FIB__DEAD_BATCH)
+    fib__group_flush(home);
+}
+
+void fib__group_flush(struct fib_runtime *rt) {
+  struct fib__runq_node *in = fib__inbox_take(&rt->dead_in);
+  struct fib__fiber *mine = rt->dead;
+  if (!in && !mine)
+    return;
+  fib__spin_lock(&rt->ids_lock); /* no lookup under it holds one of them */
+  for (struct fib__runq_node *n = in; n; n = n->next)
+    fib__idmap_forget(&rt->fibers, FIBER_OF(n)->id);
+  for (struct fib__fiber *f = mine; f; f = FIBER_OF(f->runq.next))
+    fib__idmap_forget(&rt->fibers, f->id);
+  fib__spin_unlock(&rt->ids_lock);
+  while (in) {
+    struct fib__fiber *f = FIBER_OF(in);
+    in = in->next;
+    fib__fiber_drop_record(rt, f);
+  }
+  while (mine) {
+    struct fib__fiber *f = mine;
+    mine = FIBER_OF(mine->runq.next);
+    fib__fiber_drop_record(rt, f);
+  }
+  rt->dead = NULL;
+  rt->dead_count = 0;
+}
+
 /* ---- a one-worker runtime woken from other threads (post.c) */
 
 void fib__runtime_wake(struct fib_runtime *rt) { wake_worker(rt); }
@@ -640,6 +683,8 @@ int fib__group_force(struct fib_runtime *rt, struct fib__fiber *f) {
 
 void fib__group_tend(struct fib_runtime *rt) {
   inbox_drain(rt);
+  if (rt->dead || __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED))
+    fib__group_flush(rt);
   take_placed(rt);
   fib__post_take(rt);
   if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {

@@ -135,9 +135,19 @@
  *
  * Ids: worker k hands out ids whose low words are k + 1, k + 1 + n,
  * k + 1 + 2n, ... (its map's slots 0, 1, 2, ..., each with a generation
- * in the high word: idmap.h) from its own id map under its own ids_lock,
- * so the worker whose map holds an id is (low word - 1) % n, found
- * without a lock and without a shared counter.
+ * in the high word: idmap.h) from its own id map, so the worker whose map
+ * holds an id (its home) is (low word - 1) % n, found without a lock and
+ * without a shared counter. Only the home's thread writes its map: it
+ * puts without a lock (a spawn), and grows the table and forgets ids
+ * under its ids_lock; other workers look up in it under that lock. So
+ * the home looks up its own ids without the lock (nobody else changes
+ * its map, nor frees a record it holds), and a record that another
+ * worker finds under the lock is not freed before it lets go. A record
+ * collected (joined, or detached and finished, anywhere) is marked GONE
+ * in its join word and handed to its home (its dead list, or from
+ * another worker its dead_in stack), which forgets a batch of them under
+ * one lock and only then reuses them (fib__group_flush): the spawn, the
+ * join and the collect of a fiber on its home worker take no lock.
  */
 #ifndef FIB__SCHED_WORKERS_H
 #define FIB__SCHED_WORKERS_H
@@ -160,11 +170,23 @@ enum {
 #define FIB__JOIN_DONE ((struct fib__fiber *)1)
 #define FIB__JOIN_DETACHED ((struct fib__fiber *)2)
 #define FIB__JOIN_BUSY ((struct fib__fiber *)3)
+#define FIB__JOIN_GONE ((struct fib__fiber *)4) /* collected: the record
+                                    waits in its home's dead list, looked
+                                    up as if it were not there */
 
-/* Whether a join word names a joiner (and so its owner has one). */
-static inline int fib__join_waiter(const struct fib__fiber *w) {
-  return (uintptr_t)w > (uintptr_t)FIB__JOIN_BUSY;
-}
+/* How many collected records a worker keeps before it forgets them. */
+#define FIB__DEAD_BATCH 8u
+
+/* f, FINISHED and now nobody's (joined, or detached), whose id's home
+ * is `home`, is collected by a thread whose worker is `here` (NULL: none
+ * of the group's): GONE, then to its home, which forgets its id and
+ * reuses the record at its next flush. */
+void fib__group_collect(struct fib_runtime *home,
+                        const struct fib_runtime *here, struct fib__fiber *f);
+
+/* Forget the ids of the records collected for rt and keep the records
+ * (rt's thread). */
+void fib__group_flush(struct fib_runtime *rt);
 
 /* Wait while f's finisher is claiming its joiner (FIB__JOIN_BUSY), then
  * return the word. acquire: pairs with the finisher's release stores, so
