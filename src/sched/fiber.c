@@ -286,14 +286,22 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
   if (!err && fib__cancelled(self)) /* as above */
     err = FIB_ECANCELED;
   if (!err && w == NULL) {
-    fib__claim_arm(self, FIB__CLAIM_ANY);
-    /* acq_rel: release, so a finisher that reads us finds our claim
-     * armed (and takes it after this); acquire, for the DONE a failure
-     * may read, as above. Meanwhile the word may change from NULL to
-     * DONE (its finisher), to DETACHED or to another joiner (a detach or
-     * a join from another worker, under the lock): the CAS decides. */
+    /* The claim armed by a plain store, not fib__claim_arm's exchange:
+     * the CAS below is a read-modify-write between it and the cancel
+     * check's load (group_suspend), which orders the two on every target
+     * (a locked instruction on x86-64; on aarch64 and riscv64 a release
+     * RMW, which a later seq_cst load does not pass; under qemu-user, a
+     * host atomic): the store half of the Dekker pair (workers.h) at one
+     * locked instruction per join instead of two. */
+    __atomic_store_n(&self->claim, FIB__CLAIM_ANY, __ATOMIC_RELAXED);
+    /* seq_cst: release, so a finisher that reads us finds our claim
+     * armed (and takes it after this), and the order above; acquire, for
+     * the DONE a failure may read, as above. Meanwhile the word may
+     * change from NULL to DONE (its finisher), to DETACHED or to another
+     * joiner (a detach or a join from another worker, under the lock):
+     * the CAS decides. */
     if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                                    __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
       home_unlock(own, home);
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);

@@ -603,7 +603,14 @@ void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
     wake_one_idle(rt->group);
     return;
   }
-  adopt(rt, f);
+  /* adopt's counts, for a fiber that has not started (and whose flags,
+   * just stored byte by byte, are not loaded as one word: a store-forward
+   * stall on every spawn) */
+  rt->owned++;
+  if (!f->pinned)
+    rt->unstarted++;
+  if (f->migratable)
+    rt->migratable++;
   if (inside)
     fib__runq_push_front(&rt->runq, &f->runq);
   else
