@@ -760,12 +760,21 @@ int fib__group_idle(struct fib_runtime *rt) {
   }
   /* Idle: busy workers offer fibers from now on. Spin a little first:
    * work often comes within microseconds (a child offered, a joiner
-   * readied), sooner than a futex sleep and wake-up would take. */
+   * readied), sooner than a futex sleep and wake-up would take. Every
+   * FIB__SPIN_BEFORE_YIELD looks the spinner gives its CPU away once
+   * (spin.h): on a machine with more runnable threads than CPUs the work
+   * it waits for is often a thread that waits for that CPU (the other
+   * side of a channel hand-off), and a spin that keeps the CPU for its
+   * whole length delays it by as much; with a CPU to spare, sched_yield
+   * returns at once. */
   __atomic_fetch_add(&g->idle, 1, __ATOMIC_SEQ_CST);
-  for (unsigned i = 0; i < FIB__WORKER_SPINS; i++) {
+  for (unsigned i = 1; i <= FIB__WORKER_SPINS; i++) {
     if (work_came(rt))
       goto found;
-    fib__cpu_relax();
+    if (i % FIB__SPIN_BEFORE_YIELD == 0)
+      sched_yield();
+    else
+      fib__cpu_relax();
   }
   /* Announce the sleep, then look once more (workers.h: the sleeper's
    * half of the pair). */
