@@ -462,6 +462,102 @@ TEST(a_join_racing_its_cancel_ends_exactly_once) {
   }
 }
 
+/* The join word (workers.h): a joiner on one worker meets its child's
+ * finish on another, with and without a deadline racing it; every child
+ * is collected exactly once and its value arrives exactly once. */
+static void *spin_and_return(void *arg) {
+  uintptr_t v = (uintptr_t)arg;
+  spin((unsigned)(v % 7) * 50);
+  return (void *)(v + 1);
+}
+
+struct meet {
+  unsigned workers;
+  uint64_t sum, timed_out;
+};
+
+static void *join_meets_finish(void *arg) {
+  struct meet *m = arg;
+  int n = (int)scaled(3000);
+  fib_attr there = {0};
+  there.worker = m->workers; /* the last worker: not this one (worker 0) */
+  for (int i = 0; i < n; i++) {
+    fib_id id;
+    CHECK_OK(fib_spawn(NULL, spin_and_return, (void *)(uintptr_t)i, &there,
+                       &id));
+    void *v = NULL;
+    if (i % 2) { /* a deadline that may pass as the child finishes */
+      int err = fib_join_until(id, &v, fib_now_ns() + (uint64_t)(i % 5) * 1000);
+      if (err == FIB_ETIMEDOUT) {
+        m->timed_out++;
+        CHECK_OK(fib_join(id, &v)); /* still there, and joinable */
+      } else {
+        CHECK_OK(err);
+      }
+    } else {
+      CHECK_OK(fib_join(id, &v));
+    }
+    CHECK_EQ((uintptr_t)v, (uintptr_t)i + 1);
+    m->sum += (uintptr_t)v;
+    CHECK_EQ(fib_join(id, NULL), FIB_ESRCH); /* collected once */
+  }
+  return NULL;
+}
+
+TEST(a_join_meets_its_childs_finish_on_another_worker_exactly_once) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    struct meet m = {.workers = workers};
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, join_meets_finish, &m, NULL, NULL));
+    run_to_end(rt);
+    uint64_t n = scaled(3000);
+    CHECK_EQ(m.sum, n * (n + 1) / 2);
+  }
+}
+
+static unsigned detach_race_done; /* atomic */
+
+static void *count_and_return(void *arg) {
+  spin((unsigned)(uintptr_t)arg % 7 * 50);
+  __atomic_add_fetch(&detach_race_done, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void *detach_meets_finish(void *arg) {
+  unsigned workers = (unsigned)(uintptr_t)arg;
+  int n = (int)scaled(3000);
+  fib_attr there = {0};
+  there.worker = workers;
+  fib_id *ids = calloc((size_t)n, sizeof *ids);
+  CHECK(ids != NULL);
+  for (int i = 0; i < n; i++) {
+    CHECK_OK(fib_spawn(NULL, count_and_return, (void *)(uintptr_t)i, &there,
+                       &ids[i]));
+    if (i % 3) /* at once, or after a while: racing the finish either way */
+      spin(50);
+    CHECK_OK(fib_detach(NULL, ids[i]));
+    int again = fib_detach(NULL, ids[i]); /* detached, or already gone */
+    CHECK(again == FIB_EINVAL || again == FIB_ESRCH);
+  }
+  /* Every one finishes and is freed by itself: its id finds nothing. */
+  for (int i = 0; i < n; i++)
+    while (fib_join(ids[i], NULL) != FIB_ESRCH)
+      CHECK_OK(fib_yield());
+  CHECK_EQ(__atomic_load_n(&detach_race_done, __ATOMIC_RELAXED), (unsigned)n);
+  free(ids);
+  return NULL;
+}
+
+TEST(a_detach_meets_the_finish_on_another_worker_and_frees_once) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    __atomic_store_n(&detach_race_done, 0, __ATOMIC_RELAXED);
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, detach_meets_finish, (void *)(uintptr_t)workers,
+                       NULL, NULL));
+    run_to_end(rt);
+  }
+}
+
 /* ---- the end of a run */
 
 static fib_id cycle_ids[2];
@@ -919,6 +1015,8 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(join_detach_and_deadlines_across_workers),
           T(cancel_wakes_fibers_on_every_worker),
           T(a_join_racing_its_cancel_ends_exactly_once),
+          T(a_join_meets_its_childs_finish_on_another_worker_exactly_once),
+          T(a_detach_meets_the_finish_on_another_worker_and_frees_once),
           T(a_join_cycle_across_workers_is_a_deadlock),
           T_TIMEOUT(a_deadlock_after_a_wake_up_across_workers_is_reported, 10),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),
