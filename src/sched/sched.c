@@ -574,28 +574,32 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   self->state = FIB__FIBER_FINISHED;
   self->result = result;
   int awaited = self == rt->awaited;
+  /* Its joiner, parked here, to run next, if any (one hand-off below for
+   * both cases, so that hand_to_front stays inline) */
+  struct fib__fiber *j;
   if (rt->group) {
-    struct fib__fiber *j = group_finish(rt, self); /* self may be freed */
-    if (j) { /* claimed and parked here: run it next, as below */
-      if (hand_to_front(rt, co, j))
-        fib__coro_finish_into(co, j->co);
-      fib__fiber_unpark(j);
-      fib__runq_push_front(&rt->runq, &j->runq);
-    }
+    j = group_finish(rt, self); /* claimed; self may be freed */
   } else {
     rt->unfinished--;
     /* Its joiner collects and frees us; unless a deadline or a cancel has
      * already readied it (it is then READY, about to find that its join
      * failed): readied twice, it would be queued twice. */
-    struct fib__fiber *j = self->joiner;
-    if (j && j->state == FIB__FIBER_BLOCKED) {
-      if (!awaited && hand_to_front(rt, co, j))
-        fib__coro_finish_into(co, j->co);
-      fib__fiber_ready_front(j);
-    } else if (self->in_stack) /* freed with its stack (the zombie) */
-      fib__idmap_forget(&rt->fibers, self->id);
-    else if (self->detached)
-      fib__fiber_free_record(rt, self);
+    j = self->joiner;
+    if (j && j->state != FIB__FIBER_BLOCKED) {
+      j = NULL;
+    } else if (!j) {
+      if (self->in_stack) /* freed with its stack (the zombie) */
+        fib__idmap_forget(&rt->fibers, self->id);
+      else if (self->detached)
+        fib__fiber_free_record(rt, self);
+    }
+  }
+  if (j) {
+    if (!awaited && hand_to_front(rt, co, j))
+      fib__coro_finish_into(co, j->co);
+    /* fib__fiber_ready_front's local half: a group's joiner is claimed */
+    fib__fiber_unpark(j);
+    fib__runq_push_front(&rt->runq, &j->runq);
   }
   struct fib__fiber *next = awaited ? NULL : take_next(rt, co, 1);
   if (next)
