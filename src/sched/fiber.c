@@ -286,14 +286,16 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
   if (!err && fib__cancelled(self)) /* as above */
     err = FIB_ECANCELED;
   if (!err && w == NULL) {
-    /* The claim armed by a plain store, not fib__claim_arm's exchange:
-     * the CAS below is a read-modify-write between it and the cancel
-     * check's load (group_suspend), which orders the two on every target
-     * (a locked instruction on x86-64; on aarch64 and riscv64 a release
+    /* The claim armed by a store, not fib__claim_arm's exchange: the
+     * CAS below is a read-modify-write between it and the cancel check's
+     * load (group_suspend), which orders the two on every target (a
+     * locked instruction on x86-64; on aarch64 and riscv64 a release
      * RMW, which a later seq_cst load does not pass; under qemu-user, a
      * host atomic): the store half of the Dekker pair (workers.h) at one
-     * locked instruction per join instead of two. */
-    __atomic_store_n(&self->claim, FIB__CLAIM_ANY, __ATOMIC_RELAXED);
+     * locked instruction per join instead of two. release: a canceller
+     * that wins the claim reads what we wrote before, as fib__claim_arm
+     * publishes it (our owner, `rt`, which a steal may have written). */
+    __atomic_store_n(&self->claim, FIB__CLAIM_ANY, __ATOMIC_RELEASE);
     /* seq_cst: release, so a finisher that reads us finds our claim
      * armed (and takes it after this), and the order above; acquire, for
      * the DONE a failure may read, as above. Meanwhile the word may
@@ -319,9 +321,9 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
           (void)fib__join_settled(t);
         return self->wake;
       }
-      /* Its finisher claimed us: DONE once it has let go of the record.
-       * Ours alone now (its word names no joiner to others), so no lock:
-       * collected where we run now (we may have moved meanwhile). */
+      /* Its finisher claimed us: GONE once it has let go of the record,
+       * and ours alone (lookups find nothing), so no lock: collected where
+       * we run now (we may have moved meanwhile). */
       (void)fib__join_settled(t);
       if (result)
         *result = t->result;
@@ -333,10 +335,16 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     if (w != FIB__JOIN_DONE)
       err = FIB_EINVAL;
   }
-  if (!err) { /* DONE: ours to collect (the lock keeps others out) */
+  /* DONE: ours to collect if we take it to GONE first (another join or a
+   * detach may find it DONE too, one under the lock, one without).
+   * acquire: the finisher's result, as above. */
+  if (!err && !__atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_GONE, 0,
+                                           __ATOMIC_ACQUIRE,
+                                           __ATOMIC_RELAXED))
+    err = w == FIB__JOIN_GONE ? FIB_ESRCH : FIB_EINVAL;
+  if (!err) {
     if (result)
       *result = t->result;
-    /* GONE before the unlock: no other worker's lookup finds it */
     fib__group_collect(home, own, t);
   }
   home_unlock(own, home);
@@ -431,10 +439,13 @@ int fib_detach(fib_runtime *rt, fib_id id) {
       struct fib__fiber *w = NULL;
       if (!__atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_DETACHED, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        if (w == FIB__JOIN_DONE)
+        /* DONE: ours to free once we take it to GONE (as a join does) */
+        if (w == FIB__JOIN_DONE &&
+            __atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_GONE, 0,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
           freed = 1;
-        else /* joined, detached, or BUSY: being joined */
-          err = FIB_EINVAL;
+        else /* joined, detached, BUSY (being joined), or gone */
+          err = w == FIB__JOIN_GONE ? FIB_ESRCH : FIB_EINVAL;
       }
     }
     if (freed) /* GONE under the lock (if taken): to its home */
@@ -576,7 +587,8 @@ int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
     int err = lookup_home(here, own, id, &f, &home);
     struct fib__fiber *w = err ? NULL
                                : __atomic_load_n(&f->joiner, __ATOMIC_ACQUIRE);
-    if (!err && (w == FIB__JOIN_DONE || w == FIB__JOIN_BUSY || !f->co))
+    if (!err && (w == FIB__JOIN_DONE || w == FIB__JOIN_BUSY ||
+                 w == FIB__JOIN_GONE || !f->co))
       err = FIB_ESRCH;
     if (!err)
       fib__stack_describe(f->co->stack, out);

@@ -521,8 +521,9 @@ static void free_zombie(struct fib_runtime *rt) {
 
 /* A multi-worker runtime's fiber has finished: its finish's half of the
  * join word (workers.h). NULL to DONE; or a joiner to BUSY, then claim
- * the joiner and wake it, then DONE (the last touch of the record: the
- * joiner may run on another worker at once and free it); or, detached,
+ * the joiner and wake it, then GONE (DONE if the claim was lost): the
+ * last touch of the record, as the joiner may run on another worker at
+ * once and free it; or, detached,
  * collect the record (workers.h, Ids). Returns the joiner if it is rt's to run
  * (claimed, parked on rt: the caller hands the CPU to it), else NULL. */
 static __attribute__((noinline)) struct fib__fiber *
@@ -547,15 +548,19 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
     /* A parked joiner's owner is read only once its claim is won (a
      * parked fiber does not move): a local one is run next by the
      * caller, as with one worker; another worker's goes to its inbox. */
-    if (fib__claim_take(j, 1)) {
+    int won = fib__claim_take(j, 1);
+    if (won) {
       if (j->rt == rt)
         run = j;
       else
         fib__group_wake(j, 0, 1);
     }
-    /* release: the joiner, which waits while it reads BUSY, may free the
-     * record once it reads this */
-    __atomic_store_n(&self->joiner, FIB__JOIN_DONE, __ATOMIC_RELEASE);
+    /* GONE if the joiner is woken to collect us (nobody else may), else
+     * DONE (its deadline or cancel won: it leaves us joinable). release:
+     * the joiner, which waits while it reads BUSY, may free the record
+     * once it reads this */
+    __atomic_store_n(&self->joiner, won ? FIB__JOIN_GONE : FIB__JOIN_DONE,
+                     __ATOMIC_RELEASE);
   }
   fib__group_count(&rt->finished);
   return run;

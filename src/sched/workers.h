@@ -115,16 +115,19 @@
  * one compare-and-swap, without a lock (FIB__JOIN_*, below): NULL (it
  * runs, nobody waits), a joiner (parked on it, its claim armed before it
  * wrote itself there), DETACHED, BUSY (finishing: its finisher holds the
- * joiner's address and is claiming it) or DONE. The finisher moves NULL
- * to DONE, or a joiner to BUSY, then claims and wakes the joiner, then
- * stores DONE: the store is its last touch of the record, and every
- * reader that would free the record or leave the join (a joiner woken,
- * or back from a deadline or cancel) waits while it reads BUSY, a few
- * instructions' time. A joiner writes itself in, and fib_detach writes
- * DETACHED, under the id's home worker's ids_lock, which keeps the record
- * from being freed under them (every record is forgotten from its map
- * under that lock before it is freed); the finisher needs no lock unless
- * the fiber is detached (it then forgets and frees the record).
+ * joiner's address and is claiming it), DONE (finished, joinable) or
+ * GONE (collected, or being collected by its joiner: lookups find
+ * nothing). The finisher moves NULL to DONE, or a joiner to BUSY, then
+ * claims and wakes the joiner and stores GONE (DONE if the joiner's
+ * deadline or cancel won the claim: it stays joinable): that store is its
+ * last touch of the record, and every reader that would free the record
+ * or leave the join (a joiner woken, or back from a deadline or cancel)
+ * waits while it reads BUSY, a few instructions' time. Whoever collects a
+ * DONE record (a later join, a detach) first takes it to GONE with a CAS,
+ * so of two that find it DONE one does. A joiner writes itself in, and
+ * fib_detach writes DETACHED, after a lookup that keeps the record from
+ * being freed under them (Ids, below); the finisher needs no lock (a
+ * detached one collects its own record).
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
