@@ -652,9 +652,95 @@ TEST(errors) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* ---- a migratable fiber follows the partner that wakes it (workers.c,
+ * inbox_drain: Go's rule), unless it holds its guard */
+
+struct pair {
+  fib_chan ch[2];
+  int rounds, guarded;
+  pthread_t *ping_at, *pong_at; /* the thread of each round, per side */
+  long sum;
+};
+
+static void *pair_ping(void *arg) {
+  struct pair *p = arg;
+  if (p->guarded)
+    CHECK_OK(fib_nomigrate_begin());
+  for (long i = 0; i < p->rounds; i++) {
+    long v;
+    CHECK_OK(fib_chan_send(&p->ch[0], &i));
+    CHECK_OK(fib_chan_recv(&p->ch[1], &v));
+    CHECK_EQ(v, i + 1);
+    p->sum += v;
+    p->ping_at[i] = current_thread();
+  }
+  if (p->guarded)
+    CHECK_OK(fib_nomigrate_end());
+  return NULL;
+}
+
+static void *pair_pong(void *arg) {
+  struct pair *p = arg;
+  if (p->guarded)
+    CHECK_OK(fib_nomigrate_begin());
+  for (long i = 0; i < p->rounds; i++) {
+    long v;
+    CHECK_OK(fib_chan_recv(&p->ch[0], &v));
+    p->pong_at[i] = current_thread();
+    v++;
+    CHECK_OK(fib_chan_send(&p->ch[1], &v));
+  }
+  if (p->guarded)
+    CHECK_OK(fib_nomigrate_end());
+  return NULL;
+}
+
+static void pair_run(unsigned workers, int guarded) {
+  struct pair p = {.rounds = (int)scaled(2000) + 200, .guarded = guarded};
+  p.ping_at = calloc((size_t)p.rounds, sizeof *p.ping_at);
+  p.pong_at = calloc((size_t)p.rounds, sizeof *p.pong_at);
+  CHECK(p.ping_at && p.pong_at);
+  fib_runtime *rt = new_workers(workers);
+  for (int i = 0; i < 2; i++)
+    CHECK_OK(fib_chan_init(&p.ch[i], sizeof(long), 0));
+  fib_attr a = {0}, b = {0};
+  a.worker = 1; /* started on two workers, as in chan_unbuffered_2w */
+  b.worker = workers;
+  a.flags = b.flags = FIB_MIGRATABLE;
+  CHECK_OK(fib_spawn(rt, pair_ping, &p, &a, NULL));
+  CHECK_OK(fib_spawn(rt, pair_pong, &p, &b, NULL));
+  CHECK_OK(fib_run(rt));
+  long n = p.rounds;
+  CHECK_EQ(p.sum, n * (n + 1) / 2);
+  if (guarded) { /* each stayed where it started, on its own thread */
+    for (int i = 0; i < p.rounds; i++) {
+      CHECK(pthread_equal(p.ping_at[i], p.ping_at[0]));
+      CHECK(pthread_equal(p.pong_at[i], p.pong_at[0]));
+    }
+    CHECK(!pthread_equal(p.ping_at[0], p.pong_at[0]));
+  } else { /* together, after the first hops: the last 100 rounds */
+    for (int i = p.rounds - 100; i < p.rounds; i++)
+      CHECK(pthread_equal(p.ping_at[i], p.pong_at[i]));
+  }
+  for (int i = 0; i < 2; i++)
+    CHECK_OK(fib_chan_destroy(&p.ch[i]));
+  CHECK_OK(fib_runtime_destroy(rt));
+  free(p.ping_at);
+  free(p.pong_at);
+}
+
+TEST(a_migratable_fiber_follows_the_partner_that_wakes_it) {
+  force(0);
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    pair_run(workers, 0);
+    pair_run(workers, 1);
+  }
+}
+
 TEST_MAIN(T(migratable_fibers_that_have_run_are_taken_by_idle_workers),
           T(forced_mode_exact_results_on_2_workers),
           T(forced_mode_exact_results_on_4_workers),
           T(pinned_first_placed_compact_and_guarded_fibers_stay_when_forced),
           T(move_to_lands_on_the_worker_asked_for),
-          T(move_to_lands_there_in_the_forced_mode_too), T(errors))
+          T(move_to_lands_there_in_the_forced_mode_too),
+          T(a_migratable_fiber_follows_the_partner_that_wakes_it), T(errors))

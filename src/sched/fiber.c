@@ -469,7 +469,7 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
   struct fib__fiber *t;
   struct fib_runtime *here = runtime_or_current(rt);
   if (here && here->group) {
-    /* Under the home's lock, so that t is not freed meanwhile; the
+    /* Found so that t is not freed meanwhile (lookup_home); the
      * canceller's half of the claim protocol (workers.h). */
     struct fib_runtime *home;
     const struct fib_runtime *own = own_worker(here);

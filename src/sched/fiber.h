@@ -120,6 +120,11 @@ struct fib__fiber {
   unsigned char force_due;    /* forced mode: it has run on its worker
                                  since it last moved, so the loop moves it
                                  the next time it is about to run it */
+  unsigned short wake_to;     /* while in an inbox: the waker's worker plus
+                                 one if it may follow its waker there (a
+                                 migratable fiber woken by a channel
+                                 partner or a finishing child: workers.c,
+                                 inbox_drain), else 0 */
   unsigned nomigrate;         /* fib_nomigrate_begin depth: the runtime
                                  does not move it while non-zero (also held
                                  by the library around I/O waits, whose

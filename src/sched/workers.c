@@ -271,6 +271,9 @@ void fib__runtime_unwaked(struct fib_runtime *rt) {
     sched_yield();
 }
 
+static void move_fiber(struct fib_runtime *rt, struct fib__fiber *f,
+                       struct fib_runtime *w);
+
 /* Move the inbox into the run queue, oldest first. 1 if it had fibers. */
 static int inbox_drain(struct fib_runtime *rt) {
   struct fib__runq_node *fifo = fib__inbox_take(&rt->inbox);
@@ -280,8 +283,25 @@ static int inbox_drain(struct fib_runtime *rt) {
     struct fib__fiber *f = FIBER_OF(fifo);
     fifo = fifo->next;
     int reason = f->remote_reason;
+    unsigned to = f->wake_to;
     fib__fiber_unpark(f);
     f->wake = reason;
+    if (__builtin_expect(to != 0, 0)) {
+      f->wake_to = 0;
+      /* Its waker's worker runs it (Go's rule: a goroutine readied by a
+       * channel operation runs on the waker's P), so that two fibers
+       * that hand values back and forth end up on one worker instead of
+       * crossing cores at every hop. Moved by this, its owner's, thread,
+       * READY and switched out (we are in the loop, off every fiber's
+       * stack), as fib_move_to moves: a parked fiber never moves, and the
+       * waker could not know that the old thread was off its stack yet.
+       * Not inside a guard, nor in the forced mode (which moves fibers by
+       * its own rule). */
+      if (!f->nomigrate && !rt->force_migrate) {
+        move_fiber(rt, f, rt->group->w[to - 1]);
+        continue;
+      }
+    }
     fib__runq_push(&rt->runq, &f->runq);
   }
   return 1;
@@ -301,7 +321,14 @@ void fib__group_wake(struct fib__fiber *f, int reason, int front) {
     return;
   }
   f->remote_reason = reason;
-  inbox_push(f->rt, f);
+  /* A migratable fiber readied to run next (a channel partner completed
+   * it, its child finished) follows its waker to this worker (inbox_drain
+   * moves it). f->migratable and rt never change while it is parked. */
+  f->wake_to = front && f->migratable && here && here->group &&
+                       here->group == f->rt->group
+                   ? (unsigned short)(here->worker + 1)
+                   : 0;
+  inbox_push(f->rt, f); /* publishes remote_reason and wake_to */
 }
 
 void fib__group_ready(struct fib__fiber *f, int front) {
