@@ -39,9 +39,9 @@ static int lookup(struct fib_runtime *rt, fib_id id, struct fib__fiber **out) {
  * unless it is `own` (only its own thread writes its map, nor frees a
  * record of it: workers.h, Ids), whatever the result; the caller lets go
  * with home_unlock. A collected record (GONE) is not there. */
-static int lookup_home(struct fib_runtime *rt, const struct fib_runtime *own,
-                       fib_id id, struct fib__fiber **out,
-                       struct fib_runtime **home) {
+static inline __attribute__((always_inline)) int
+lookup_home(struct fib_runtime *rt, const struct fib_runtime *own, fib_id id,
+            struct fib__fiber **out, struct fib_runtime **home) {
   *home = fib__id_home(rt, id ? id : 1);
   if (*home != own)
     fib__spin_lock(&(*home)->ids_lock);
