@@ -267,8 +267,13 @@ enum {
    * only). In a runtime with several workers, an idle worker may then take
    * it whenever it is ready to run (after a fib_yield, or once whatever it
    * waited for has happened), as it takes fibers that have never run, so
-   * that a long-lived fiber's work spreads over the workers too. It moves
-   * only at those points, never while it runs; fib_nomigrate_begin keeps
+   * that a long-lived fiber's work spreads over the workers too; and one
+   * that a fiber of another worker wakes by completing its channel send
+   * or receive, or by finishing while it joins it, goes to that worker
+   * (as Go runs a goroutine readied by a channel operation on the waker's
+   * processor), so that fibers that hand values to each other come
+   * together instead of crossing cores at every hand-off. It moves only
+   * at those points, never while it runs; fib_nomigrate_begin keeps
    * it where it is for a while, and an I/O call (<fibers/io.h>) runs on
    * one worker from start to end. With FIB_PINNED or FIB_COMPACT:
    * FIB_EINVAL. With fib_attr.worker: it starts on that worker, and may
