@@ -27,13 +27,21 @@
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
-size_t fib__stack_round_size(size_t requested, size_t fallback) {
-  size_t size = requested ? requested : fallback;
-  if (size < FIB_STACK_MIN || size > FIB_STACK_MAX)
-    return 0;
-  size_t page = fib__sys_page_size();
-  return (size + page - 1) & ~(page - 1);
+size_t fib__stack_page_mask;
+
+/* fib__stack_round_size's first call: `size` is in range. */
+__attribute__((noinline, cold)) size_t fib__stack_round_first(size_t size) {
+  size_t mask = fib__sys_page_size() - 1;
+  __atomic_store_n(&fib__stack_page_mask, mask, __ATOMIC_RELAXED);
+  return (size + mask) & ~mask;
 }
+
+/* A class of stack, (usable size, guard mode), as one word: usable sizes
+ * fit in 32 bits (FIB_STACK_MAX), and 0 is no class. */
+static inline uint64_t class_key(size_t usable, fib_guard_mode mode) {
+  return (uint64_t)usable | (uint64_t)mode << 32;
+}
+_Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a usable size fits 32 bits");
 
 /* The guard must be at least a page and at least the compiler's probe
  * interval, so no probed frame can step over it. */
@@ -182,6 +190,7 @@ static int map_stack(struct fib__stack **out, size_t usable,
   s->usable_size = usable;
   s->lo = map + guard;
   s->mode = mode;
+  s->pool_key = class_key(usable, mode);
   s->owner_id = 0;
   s->owner_kind = "coroutine";
   s->owner_name = NULL;
@@ -534,6 +543,7 @@ static struct fib__stack *slab_stack_init(struct fib__slab *sl, uint32_t i) {
   s->usable_size = sl->cls->usable;
   s->lo = map + guard;
   s->mode = sl->cls->mode;
+  s->pool_key = class_key(s->usable_size, s->mode);
   s->owner_id = 0;
   s->owner_kind = "coroutine";
   s->owner_name = NULL;
@@ -725,11 +735,17 @@ void fib__stack_seal_slabs(void) {
  *
  * A list for each class of stack, a class being a (usable size, guard
  * mode) pair, so a program that mixes sizes or modes finds each kind in
- * its own list instead of behind stacks of another kind. The class the
- * last get asked for is "hot": it sits at a fixed place in the pool, and
- * the fast paths of get and put look only at it, as they did when there
- * was one list; a get for another class swaps that class into the hot
- * place (get_slow).
+ * its own list instead of behind stacks of another kind. The classes in
+ * the first POOL_HOT slots are "hot": the fast paths of get and put look
+ * only at them, so a program with one stack size, or two in turn (a
+ * fiber size and a coroutine size, say), never leaves them; a get for a
+ * class further back moves it to the front (get_slow), and the hot class
+ * in the last hot slot becomes the first cold one. A get served by the
+ * second hot slot moves nothing: two classes taking turns stay where they
+ * are, which keeps the fast path to a compare more than with one. The
+ * order among the two hot classes is therefore not strictly the order of
+ * use (the one in slot 1 may have been used last); the eviction and the
+ * trim, which take the last classes first, see it that way.
  *
  * Pooled stacks keep their touched pages (no madvise on the spawn/exit
  * path). FIB__STACK_POOL_MAX stacks, all classes together, are kept for
@@ -740,21 +756,27 @@ void fib__stack_seal_slabs(void) {
 
 struct pool_class {
   struct fib__stack *head; /* LIFO through pool_next; NULL: empty */
-  uint32_t usable;         /* usable bytes of its stacks; 0: slot free */
-  fib_guard_mode mode;     /* resolved: MADVISE, MPROTECT or NONE */
+  uint64_t key;            /* class_key of its stacks (the mode resolved:
+                              MADVISE, MPROTECT or NONE); 0: slot free */
   uint32_t batch;          /* stacks its next miss takes from a slab:
                               doubles with each miss, up to SLAB_BATCH_MAX;
-                              back to one when another class is asked for
-                              (classes taking turns get no batches) */
+                              back to one when it leaves the hot slots
+                              (classes taking turns beyond the hot ones get
+                              no batches) */
 };
-_Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a class's size fits its field");
+/* The slots the fast paths look at: two, for a program with two sizes in
+ * turn; a third would cost every get and put that misses the first two
+ * another compare. */
+enum { POOL_HOT = 2 };
+_Static_assert(POOL_HOT == 2 && POOL_HOT < FIB__STACK_POOL_CLASSES,
+               "the fast paths write out two slots; cold slots exist");
 
 struct pool {
-  struct pool_class hot; /* free only while every slot is */
-  /* The other classes, most recently used first (made hot, or created by
-   * a put), the free slots last: the last class in use is the least
-   * recently used. */
-  struct pool_class cold[FIB__STACK_POOL_CLASSES - 1];
+  /* The classes, the hot ones first, then the cold ones most recently
+   * used first (made hot, or created by a put), the free slots last: the
+   * last class in use is the least recently used (up to the order among
+   * the hot ones, above). */
+  struct pool_class cls[FIB__STACK_POOL_CLASSES];
   size_t count; /* stacks on the class lists */
   /* The quiet-period trim (trim_check): the fewest stacks pooled since
    * the window began, when it began (CLOCK_MONOTONIC_COARSE, ns), and the
@@ -774,10 +796,6 @@ static FIB__TLS struct pool tl_pool;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
-static int class_is(const struct pool_class *c, size_t usable,
-                    fib_guard_mode mode) {
-  return c->usable == usable && c->mode == mode;
-}
 
 static void spill(struct pool *p, struct fib__stack *s) {
   s->pool_next = p->spill;
@@ -849,9 +867,8 @@ static void pool_free_all(struct pool *p) {
   struct fib__stack *retry = p->spill, *give = NULL;
   p->spill = NULL;
   p->spilled = 0;
-  evict(p, &p->hot, &give);
-  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    evict(p, &p->cold[i], &give);
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES; i++)
+    evict(p, &p->cls[i], &give);
   while (retry) {
     struct fib__stack *next = retry->pool_next;
     release(p, retry, &give);
@@ -898,10 +915,8 @@ __attribute__((noinline)) static void trim_check(struct pool *p) {
   size_t excess = p->low > FIB__STACK_POOL_MAX ? p->low - FIB__STACK_POOL_MAX
                                                 : 0;
   struct fib__stack *give = NULL;
-  for (int i = FIB__STACK_POOL_CLASSES - 2; i >= 0 && excess; i--)
-    excess -= shed(p, &p->cold[i], excess, &give);
-  if (excess)
-    (void)shed(p, &p->hot, excess, &give);
+  for (int i = FIB__STACK_POOL_CLASSES - 1; i >= 0 && excess; i--)
+    excess -= shed(p, &p->cls[i], excess, &give);
   slab_give(give);
   p->low = p->count;
   p->window = now;
@@ -913,27 +928,44 @@ static void pool_key_create(void) {
   (void)pthread_key_create(&pool_key, pool_thread_exit);
 }
 
-/* The cold class for (usable, mode), or NULL. */
-static struct pool_class *find_cold(struct pool *p, size_t usable,
-                                    fib_guard_mode mode) {
-  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    if (class_is(&p->cold[i], usable, mode))
-      return &p->cold[i];
+/* The slot of class `key` from slot `from` on, or NULL. */
+static struct pool_class *find_class(struct pool *p, int from, uint64_t key) {
+  for (int i = from; i < FIB__STACK_POOL_CLASSES; i++)
+    if (p->cls[i].key == key)
+      return &p->cls[i];
   return NULL;
 }
 
-/* Room at the front of the cold classes: the ones before `upto` move one
- * place back, over it. (A loop, not memmove: usually it moves nothing, and
- * a call would cost the alternating program's get a full frame.) */
-static void shift_cold(struct pool *p, struct pool_class *upto) {
-  for (struct pool_class *c = upto; c > p->cold; c--)
+/* Room at slot `at`: the classes from there up to `upto` move one place
+ * back, over it. (A loop, not memmove: it moves a few slots at most, and
+ * a call would cost the get of a program with three classes in turn a
+ * full frame.) */
+static void shift_slots(struct pool_class *at, struct pool_class *upto) {
+  for (struct pool_class *c = upto; c > at; c--)
     c[0] = c[-1];
 }
 
-/* Nothing pooled for this request: the spill list, else a new stack. The
+/* Room at slot `at` for a new class: the last class gives way if every
+ * slot is in use (its stacks given back), the ones from `at` on move one
+ * place back. The class that leaves the hot slots gets no more batches. */
+static void open_slot(struct pool *p, struct pool_class *at) {
+  struct pool_class *last = &p->cls[FIB__STACK_POOL_CLASSES - 1];
+  if (last->key) {
+    struct fib__stack *give = NULL;
+    evict(p, last, &give);
+    slab_give(give);
+  }
+  shift_slots(at, last);
+  if (at < &p->cls[POOL_HOT])
+    p->cls[POOL_HOT].batch = 0;
+}
+
+/* Nothing pooled for this request: the spill list, else a new stack. `c`
+ * is the request's class if it is hot (its list empty), else NULL. The
  * checks here do not change once AUTO is probed, so a pooled stack, made
  * under them, needs none. */
 __attribute__((noinline)) static int get_fresh(struct pool *p,
+                                               struct pool_class *c,
                                                struct fib__stack **out,
                                                size_t usable,
                                                fib_guard_mode mode) {
@@ -952,59 +984,57 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
    * qemu-user's madvise that does nothing): refused, never absent. */
   if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
     return FIB_EINVAL;
-  if (mode == FIB_GUARD_MPROTECT) {
-    p->hot.batch = 0; /* classes taking turns: no batches (as below) */
-    return map_stack(out, usable, mode);
-  }
-  /* From a slab: a batch for the hot class (the rest go on its list),
-   * growing while the misses go on. The request's class becomes the hot
-   * one if it was not (a program that spawns a million fibers before any
+  if (mode == FIB_GUARD_MPROTECT)
+    return map_stack(out, usable, mode); /* a mapping each: no batches */
+  /* From a slab: a batch for the class (the rest go on its list), growing
+   * while the misses go on. The request's class becomes the first hot one
+   * if it was not hot (a program that spawns a million fibers before any
    * finishes has never given a stack back to make it one). */
-  if (!class_is(&p->hot, usable, mode)) {
-    if (p->hot.usable) {
-      struct pool_class *c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
-      if (c->usable) { /* the least recently used gives way */
-        struct fib__stack *give = NULL;
-        evict(p, c, &give);
-        slab_give(give);
-      }
-      shift_cold(p, c);
-      p->cold[0] = p->hot;
-      p->cold[0].batch = 0;
-    }
-    p->hot.head = NULL;
-    p->hot.usable = (uint32_t)usable;
-    p->hot.mode = mode;
-    p->hot.batch = 0;
+  if (!c) {
+    c = &p->cls[0];
+    if (c->key)
+      open_slot(p, c);
+    c->head = NULL;
+    c->key = class_key(usable, mode);
+    c->batch = 0;
   }
-  int hot = 1;
-  uint32_t want = p->hot.batch ? p->hot.batch : 1;
+  uint32_t want = c->batch ? c->batch : 1;
   struct fib__stack *list;
   int n = slab_take(usable, mode, want, &list);
   if (n < 0)
     return n;
-  if (hot) {
-    p->hot.batch = want < SLAB_BATCH_MAX ? 2 * want : SLAB_BATCH_MAX;
-    p->hot.head = list->pool_next;
-    p->count += (size_t)n - 1;
-  }
+  c->batch = want < SLAB_BATCH_MAX ? 2 * want : SLAB_BATCH_MAX;
+  c->head = list->pool_next;
+  p->count += (size_t)n - 1;
   list->pool_next = NULL;
   *out = list;
   return 0;
 }
 
-/* The class of (usable, mode), whose list was `s`, has just become hot:
- * a stack from it, else from get_fresh. */
-static inline int take_hot(struct pool *p, struct fib__stack *s,
-                           uint32_t batch, struct fib__stack **out,
-                           size_t usable, fib_guard_mode mode) {
-  p->hot.usable = (uint32_t)usable;
-  p->hot.mode = mode;
-  p->hot.batch = batch;
-  p->hot.head = s;
+/* Not a stack of a hot class: a hot class with an empty list gets its
+ * stack from get_fresh; a cold class moves to the front, the hot ones one
+ * place back (the second becoming the first cold one), even if its list
+ * is empty (its puts then take the fast path); no class: get_fresh. Calls
+ * only as tail calls, so no call frame. */
+__attribute__((noinline)) static int get_slow(struct pool *p,
+                                              struct fib__stack **out,
+                                              size_t usable,
+                                              fib_guard_mode mode) {
+  uint64_t key = class_key(usable, mode);
+  for (int i = 0; i < POOL_HOT; i++)
+    if (p->cls[i].key == key)
+      return get_fresh(p, &p->cls[i], out, usable, mode);
+  struct pool_class *c = find_class(p, POOL_HOT, key);
+  if (!c)
+    return get_fresh(p, NULL, out, usable, mode);
+  struct pool_class moved = *c;
+  shift_slots(&p->cls[0], c);
+  p->cls[POOL_HOT].batch = 0; /* out of the hot slots: no batches */
+  p->cls[0] = moved;
+  struct fib__stack *s = moved.head;
   if (!s)
-    return get_fresh(p, out, usable, mode);
-  p->hot.head = s->pool_next;
+    return get_fresh(p, &p->cls[0], out, usable, mode);
+  p->cls[0].head = s->pool_next;
   if (--p->count < p->low)
     p->low = p->count;
   reuse(s);
@@ -1012,51 +1042,24 @@ static inline int take_hot(struct pool *p, struct fib__stack *s,
   return 0;
 }
 
-/* get_slow for a class further back than cold[0]. */
-__attribute__((noinline)) static int
-get_promote(struct pool *p, struct pool_class *c, struct fib__stack **out,
-            size_t usable, fib_guard_mode mode) {
-  struct fib__stack *s = c->head;
-  uint32_t batch = c->batch;
-  shift_cold(p, c);
-  p->cold[0] = p->hot;
-  p->cold[0].batch = 0; /* classes taking turns: no batches */
-  return take_hot(p, s, batch, out, usable, mode);
-}
-
-/* Not a stack of the hot class: another class becomes hot if there is
- * one for the request (even if empty: its puts then take the fast path),
- * and the hot one becomes the first cold one. Hot is in use here (else
- * no class is), so cold[0] is too. A program that alternates between two
- * classes finds the other at cold[0]: a swap, and calls only as tail
- * calls, so no call frame either. */
-__attribute__((noinline)) static int get_slow(struct pool *p,
-                                              struct fib__stack **out,
-                                              size_t usable,
-                                              fib_guard_mode mode) {
-  struct pool_class *c =
-      class_is(&p->hot, usable, mode) ? NULL : find_cold(p, usable, mode);
-  if (!c)
-    return get_fresh(p, out, usable, mode);
-  if (c != &p->cold[0])
-    return get_promote(p, c, out, usable, mode);
-  struct fib__stack *s = c->head;
-  uint32_t batch = c->batch;
-  p->cold[0] = p->hot;
-  p->cold[0].batch = 0; /* classes taking turns: no batches */
-  return take_hot(p, s, batch, out, usable, mode);
-}
-
 int fib__stack_get(struct fib__stack **out, size_t usable,
                    fib_guard_mode mode) {
   if (mode == FIB_GUARD_AUTO) /* MADVISE or MPROTECT, never NONE */
     mode = fib__stack_auto_mode();
-  /* The hot path: the request's class is the hot one and has a stack
-   * (which was made under get_fresh's checks: none needed here). */
+  /* The hot path: the request's class is a hot one and has a stack (which
+   * was made under get_fresh's checks: none needed here). */
   struct pool *p = &tl_pool;
-  struct fib__stack *s = p->hot.head;
-  if (s && p->hot.usable == usable && p->hot.mode == mode) {
-    p->hot.head = s->pool_next;
+  uint64_t key = class_key(usable, mode);
+  struct fib__stack *s;
+  /* Each slot written out, not through a pointer to it: its fields are
+   * then addressed off the thread pointer directly. */
+  if (p->cls[0].key == key && (s = p->cls[0].head)) {
+    p->cls[0].head = s->pool_next;
+    goto got;
+  }
+  if (p->cls[1].key == key && (s = p->cls[1].head)) {
+    p->cls[1].head = s->pool_next;
+  got:
     if (--p->count < p->low) /* the quiet-period trim's low-water mark */
       p->low = p->count;
     reuse(s);
@@ -1093,7 +1096,7 @@ int fib__stack_renew(struct fib__stack *s, size_t usable,
   return 0;
 }
 
-/* Not the hot class, or the pool is full. */
+/* Not a hot class, or the pool is full. */
 __attribute__((noinline)) static void put_slow(struct pool *p,
                                                struct fib__stack *s) {
   if (!p->exit_hook) {
@@ -1101,29 +1104,19 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
     pthread_once(&pool_key_once, pool_key_create);
     p->exit_hook = pthread_setspecific(pool_key, p) == 0;
   }
-  size_t usable = s->usable_size;
-  fib_guard_mode mode = s->mode;
-  struct pool_class *c =
-      class_is(&p->hot, usable, mode) ? &p->hot : find_cold(p, usable, mode);
+  struct pool_class *c = find_class(p, 0, s->pool_key);
   if (!c) {
-    if (!p->hot.usable) { /* the first class */
-      c = &p->hot;
-    } else {
-      /* A new class goes first among the cold ones; if they are all in
-       * use, the least recently used (the last) gives way, its stacks
-       * unmapped. Never the hot one: a get asked for it last. */
-      c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
-      if (c->usable) {
-        struct fib__stack *give = NULL;
-        evict(p, c, &give);
-        slab_give(give);
-      }
-      shift_cold(p, c);
-      c = &p->cold[0];
-    }
+    /* A new class takes a free hot slot if there is one; else it goes
+     * first among the cold ones, and if every slot is in use the least
+     * recently used (the last) gives way, its stacks unmapped. Never a
+     * hot one: a get asked for it lately. */
+    c = &p->cls[0];
+    while (c < &p->cls[POOL_HOT] && c->key)
+      c++;
+    if (c->key)
+      open_slot(p, c);
     c->head = NULL;
-    c->usable = (uint32_t)usable;
-    c->mode = mode;
+    c->key = s->pool_key;
     c->batch = 0;
   }
   s->pool_next = c->head;
@@ -1139,22 +1132,31 @@ void fib__stack_put(struct fib__stack *s) {
 #if FIB__ASAN
   __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
 #endif
-  if (s->usable_size == p->hot.usable && s->mode == p->hot.mode &&
-      p->count < FIB__STACK_POOL_MAX) {
-    s->pool_next = p->hot.head;
-    p->hot.head = s;
-    p->count++;
-  } else {
-    put_slow(p, s);
+  uint64_t key = s->pool_key;
+  if (p->count < FIB__STACK_POOL_MAX) {
+    /* Each slot written out, as in fib__stack_get. */
+    if (p->cls[0].key == key) {
+      s->pool_next = p->cls[0].head;
+      p->cls[0].head = s;
+      p->count++;
+      return;
+    }
+    if (p->cls[1].key == key) {
+      s->pool_next = p->cls[1].head;
+      p->cls[1].head = s;
+      p->count++;
+      return;
+    }
   }
+  put_slow(p, s);
 }
 
 size_t fib__stack_pool_size(void) { return tl_pool.count + tl_pool.spilled; }
 
 size_t fib__stack_pool_classes(void) {
-  size_t n = tl_pool.hot.usable != 0;
-  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    n += tl_pool.cold[i].usable != 0;
+  size_t n = 0;
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES; i++)
+    n += tl_pool.cls[i].key != 0;
   return n;
 }
 

@@ -36,7 +36,8 @@ struct fib__stack {
   size_t guard_size;    /* bytes of guard region */
   size_t usable_size;   /* what was asked for, rounded to pages */
   char *lo;             /* lowest usable byte (map + guard_size) */
-  fib_guard_mode mode;  /* the mode in force: MADVISE, MPROTECT or NONE */
+  uint64_t pool_key;    /* (usable_size, mode) as one word: the pool's
+                           class compare on every put is one load */
   /* Who runs on the stack, for the overflow report. Upper layers set them;
    * owner_name points into memory that lives as long as the owner does. */
   uint64_t owner_id;
@@ -45,6 +46,7 @@ struct fib__stack {
   struct fib__stack *pool_next; /* link while in the pool */
   struct fib__slab *slab; /* the slab it was carved from; NULL: a mapping
                              of its own (FIB_GUARD_MPROTECT) */
+  fib_guard_mode mode;  /* the mode in force: MADVISE, MPROTECT or NONE */
   unsigned vg_id;       /* valgrind's stack id (sanitize.h), or 0 */
 };
 
@@ -56,11 +58,25 @@ static inline int fib__guard_mode_known(fib_guard_mode g) {
   return (unsigned)g <= (unsigned)FIB_GUARD_NONE;
 }
 
+/* The page size less one, once a size has been rounded (0 before): every
+ * spawn or create that passes a size rounds it, and a load is cheaper
+ * than a call. Racing threads store the same value. */
+extern size_t fib__stack_page_mask;
+size_t fib__stack_round_first(size_t size);
+
 /*
  * Check and round a requested usable size: 0 means `fallback`. Returns the
  * rounded size, or 0 if out of [FIB_STACK_MIN, FIB_STACK_MAX].
  */
-size_t fib__stack_round_size(size_t requested, size_t fallback);
+static inline size_t fib__stack_round_size(size_t requested, size_t fallback) {
+  size_t size = requested ? requested : fallback;
+  if (size - FIB_STACK_MIN > FIB_STACK_MAX - FIB_STACK_MIN) /* both bounds */
+    return 0;
+  size_t mask = __atomic_load_n(&fib__stack_page_mask, __ATOMIC_RELAXED);
+  if (__builtin_expect(mask == 0, 0))
+    return fib__stack_round_first(size);
+  return (size + mask) & ~mask;
+}
 
 /* The one check of a stack request (fib_attr, fib_runtime_opts): the
  * rounded size as fib__stack_round_size gives it, or 0 if the size is out

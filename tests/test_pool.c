@@ -118,6 +118,36 @@ TEST(alternating_guard_modes_make_no_new_mappings) {
   CHECK_EQ(fib__stack_pool_size(), classes);
 }
 
+TEST(two_sizes_in_turn_keep_their_batches) {
+  /* Both classes of a program with two sizes in turn stay in the hot
+   * slots: each takes stacks from its slabs in growing batches, as a
+   * single size does (one populate call for many top pages), where a
+   * class swapped out at every other get took one stack per miss and
+   * left nothing pooled here. Unguarded: slab stacks in every kernel. */
+  enum { EACH = 64 };
+  static fib_coro *a[EACH], *b[EACH];
+  fib_attr small = attr_of(64 * KIB, FIB_GUARD_NONE);
+  fib_attr big = attr_of(128 * KIB, FIB_GUARD_NONE);
+  fib__stack_pool_drain();
+  int batched = 0;
+  for (int i = 0; i < EACH; i++) {
+    create_checked(&a[i], &small);
+    create_checked(&b[i], &big);
+    /* every coroutine holds its stack: what is pooled is what is left of
+     * a batch (where exactly a slab's end cuts one short is the slabs'
+     * business: seen at some point is enough) */
+    batched |= fib__stack_pool_size() > 0;
+  }
+  CHECK(batched);
+  CHECK_EQ(fib__stack_pool_classes(), 2);
+  for (int i = 0; i < EACH; i++) {
+    CHECK_OK(fib_coro_destroy(a[i]));
+    CHECK_OK(fib_coro_destroy(b[i]));
+  }
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_slab_count(), 0);
+}
+
 /* ---- the same through the scheduler: fibers of two sizes in turn */
 
 static void *fiber_noop(void *arg) { return arg; }
@@ -364,7 +394,10 @@ static long unmaps_of_three_classes(int each) {
 
 /* Pool `each` stacks of each of three classes (one mprotect-guarded, one
  * AUTO: mprotect-guarded too where the kernel, or qemu-user, has no guard
- * markers); returns how many are pooled. */
+ * markers), taken in turn into an empty pool; returns how many are
+ * pooled: those, and what is left of the slab classes' batches (the two
+ * that are not mprotect-guarded by name share the hot slots, so each
+ * takes its stacks in batches of 1, 2, 4, 8: all from one slab). */
 static long fill_three_classes(int each) {
   fib_attr attrs[3] = {attr_of(64 * KIB, FIB_GUARD_MPROTECT),
                        attr_of(64 * KIB, FIB_GUARD_NONE),
@@ -373,9 +406,11 @@ static long fill_three_classes(int each) {
   CHECK(each <= 8);
   for (int i = 0; i < 3 * each; i++)
     CHECK_OK(fib_coro_create(&cos[i], noop, NULL, &attrs[i % 3]));
+  long left = (long)fib__stack_pool_size();
   for (int i = 0; i < 3 * each; i++)
     CHECK_OK(fib_coro_destroy(cos[i]));
-  return 3 * each;
+  CHECK_EQ((long)fib__stack_pool_size(), left + 3 * each);
+  return left + 3 * each;
 }
 
 TEST(drain_empties_every_class) {
@@ -413,7 +448,7 @@ TEST(thread_exit_unmaps_every_class) {
   CHECK_EQ(pthread_create(&t, NULL, pool_and_exit, &pooled), 0);
   CHECK_EQ(pthread_join(t, NULL), 0);
   long unmapped = counted_calls();
-  CHECK_EQ(pooled, 12);
+  CHECK(pooled >= 12);
   /* every pooled stack, by its own mapping or its slab's (and the
    * thread's signal stack, overflow.c) */
   CHECK(unmapped >= unmaps_of_three_classes(4) &&
@@ -545,6 +580,7 @@ TEST(munmap_failures_during_eviction_lose_nothing) {
 
 TEST_MAIN(T(alternating_sizes_make_no_new_mappings),
           T(alternating_guard_modes_make_no_new_mappings),
+          T(two_sizes_in_turn_keep_their_batches),
           T(fibers_of_two_sizes_make_no_new_mappings),
           T(pooled_stacks_have_the_size_and_mode_asked_for),
           T(spawned_fibers_get_the_size_and_mode_asked_for_from_a_mixed_pool),
