@@ -286,13 +286,24 @@ struct fib__slab {
   uint32_t link[];        /* the free list's links, one per stack */
 };
 
+/* The depot: pooled stacks in whole batches that any thread's pool may
+ * take (see "the depot" below). */
+enum {
+  DEPOT_BATCH = 32, /* stacks in a batch */
+  DEPOT_MAX = 16,   /* batches a class's depot holds, at most */
+};
+
 struct slab_class {
   size_t usable;
   fib_guard_mode mode;
   struct fib__slab *slabs;
   size_t avail;           /* stacks its unsealed slabs could hand out now */
   uint32_t next_n;        /* stacks in its next slab */
+  uint32_t ndepot;        /* batches in the depot */
+  uint32_t depot_low;     /* the fewest since the last trim (trim_check) */
   struct slab_class *next;
+  struct fib__stack *depot[DEPOT_MAX]; /* DEPOT_BATCH stacks each, through
+                                          pool_next, the last's NULL */
 };
 
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -512,6 +523,8 @@ static struct slab_class *slab_class_of(size_t usable, fib_guard_mode mode) {
   c->slabs = NULL;
   c->avail = 0;
   c->next_n = SLAB_FIRST;
+  c->ndepot = 0;
+  c->depot_low = 0;
   c->next = slab_classes;
   slab_classes = c;
   return c;
@@ -702,6 +715,132 @@ static void slab_give(struct fib__stack *list) {
   }
 }
 
+/* ---- the depot
+ *
+ * A stack goes back to the pool of the thread that frees it, so where one
+ * thread spawns and another finishes what it spawned (two workers, one
+ * stealing), one pool runs dry and takes fresh stacks from the slabs
+ * (pages populated, zeroed by the kernel) while the other fills up. The
+ * depot evens that out without giving pages back: a pool over its bound
+ * (FIB__STACK_POOL_MAX) hands the top DEPOT_BATCH stacks of a slab class
+ * to the depot, whole, when another thread's pool has lately gone to the
+ * slabs for want of stacks (depot_wanted), and a pool that misses takes a
+ * batch from it before it goes to the slabs. Both take slab_lock once per batch. The
+ * depot holds at most DEPOT_MAX batches a class (a pool keeps what does
+ * not fit, as before); batches nobody took during a quiet period go back
+ * to their slabs with the trim, and a drain or a thread's exit gives the
+ * depot back whole. Stacks of their own mappings (FIB_GUARD_MPROTECT)
+ * stay with their thread's pool. */
+
+/* ndepot is written under slab_lock and read without it (whether a pool
+ * should try to hand a batch over: a hint, so relaxed). */
+static void depot_set(struct slab_class *cls, uint32_t n) {
+  __atomic_store_n(&cls->ndepot, n, __ATOMIC_RELAXED);
+}
+
+static int depot_full(const struct slab_class *cls) {
+  return __atomic_load_n(&cls->ndepot, __ATOMIC_RELAXED) >= DEPOT_MAX;
+}
+
+/* Under TSan: `s`, just taken from the depot, as new memory (as
+ * slab_take's stacks): another thread's fibers ran on it, the handing
+ * over unseen (slab_lock_enter). Under the lock: its accesses are
+ * ignored. */
+static struct fib__stack *depot_renew(struct fib__stack *s) {
+#if FIB__TSAN
+  struct fib__slab *sl = s->slab;
+  uint32_t i = (uint32_t)((size_t)(s->map - sl->map) / sl->stride);
+  return slab_stack_init(sl, i);
+#else
+  return s;
+#endif
+}
+
+/* A batch of `usable`/`mode` stacks from the depot, linked through
+ * pool_next (DEPOT_BATCH of them), or NULL. */
+static struct fib__stack *depot_take(size_t usable, fib_guard_mode mode) {
+  struct fib__stack *batch = NULL;
+  pthread_once(&slab_fork_once, slab_fork_hooks);
+  slab_lock_enter();
+  struct slab_class *cls = slab_classes;
+  while (cls && (cls->usable != usable || cls->mode != mode))
+    cls = cls->next;
+  if (cls && cls->ndepot) {
+    uint32_t n = cls->ndepot - 1;
+    batch = cls->depot[n];
+    depot_set(cls, n);
+    if (n < cls->depot_low)
+      cls->depot_low = n;
+#if FIB__TSAN
+    struct fib__stack **link = &batch;
+    while (*link) {
+      struct fib__stack *next = (*link)->pool_next;
+      *link = depot_renew(*link);
+      link = &(*link)->pool_next;
+      *link = next;
+    }
+#else
+    (void)depot_renew;
+#endif
+  }
+  slab_lock_leave();
+  return batch;
+}
+
+/* Hand `batch` (DEPOT_BATCH stacks of `s->slab`'s class, through
+ * pool_next, the last's NULL) to the depot: 0, or -1 if it is full. */
+static int depot_give(struct fib__stack *batch) {
+  struct slab_class *cls = batch->slab->cls;
+  int ok = 0;
+  slab_lock_enter();
+  if (cls->ndepot < DEPOT_MAX) {
+    cls->depot[cls->ndepot] = batch;
+    depot_set(cls, cls->ndepot + 1);
+  } else {
+    ok = -1;
+  }
+  slab_lock_leave();
+  return ok;
+}
+
+/* Give back to the slabs the depot's batches that nobody took during the
+ * last quiet period (`now`: a look at the clock, see trim_check), or all
+ * of them (`now` 0). */
+static void depot_trim(uint64_t now, uint64_t quiet) {
+  static uint64_t window; /* under slab_lock: when the period began */
+  struct fib__stack *give = NULL;
+  slab_lock_enter();
+  if (now && now - window < quiet) {
+    slab_lock_leave();
+    return;
+  }
+  window = now;
+  for (struct slab_class *cls = slab_classes; cls; cls = cls->next) {
+    uint32_t n = now ? cls->depot_low : cls->ndepot;
+    for (uint32_t k = 0; k < n; k++) {
+      struct fib__stack *b = cls->depot[cls->ndepot - 1];
+      depot_set(cls, cls->ndepot - 1);
+      struct fib__stack *last = b;
+      while (last->pool_next)
+        last = last->pool_next;
+      last->pool_next = give;
+      give = b;
+    }
+    cls->depot_low = cls->ndepot;
+  }
+  slab_lock_leave();
+  slab_give(give);
+}
+
+size_t fib__stack_depot_size(void) {
+  size_t n = 0;
+  slab_lock_enter();
+  for (struct slab_class *cls = slab_classes; cls; cls = cls->next)
+    n += (size_t)cls->ndepot * DEPOT_BATCH;
+  slab_lock_leave();
+  return n;
+}
+
 /* Unmap every wholly free slab (one whose munmap was refused before). */
 static void slab_reap(void) {
   slab_lock_enter();
@@ -784,6 +923,10 @@ struct pool {
   size_t low;
   uint64_t window;
   unsigned ticks;
+  /* The pool's count at which a put over the bound next tries to hand a
+   * batch to the depot, after a class's list was too short for one (0:
+   * at FIB__STACK_POOL_MAX + DEPOT_BATCH). */
+  size_t give_at;
   /* Stacks that munmap refused (a merged VMA that would split past the
    * mapping limit): kept, not lost, and tried again by the drain. Not
    * bounded: each one is a failed munmap. */
@@ -793,6 +936,13 @@ struct pool {
 };
 
 static FIB__TLS struct pool tl_pool;
+
+/* The pool that last went to the slabs for want of stacks, the depot
+ * empty: a pool over its bound hands batches to the depot only if that is
+ * another thread's (a program of one thread would only move its own
+ * stacks back and forth). Compared, never followed (the thread may be
+ * gone); a hint, so relaxed. */
+static struct pool *depot_wanted;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
@@ -876,6 +1026,8 @@ static void pool_free_all(struct pool *p) {
   }
   slab_give(give);
   p->low = 0;
+  p->give_at = 0;
+  depot_trim(0, 0); /* and the spare stacks of every thread */
   slab_reap(); /* slabs whose munmap was refused before */
 }
 
@@ -920,6 +1072,7 @@ __attribute__((noinline)) static void trim_check(struct pool *p) {
   slab_give(give);
   p->low = p->count;
   p->window = now;
+  depot_trim(now, atomic_load_explicit(&quiet_ns, memory_order_relaxed));
 }
 
 static void pool_thread_exit(void *arg) { pool_free_all(arg); }
@@ -998,8 +1151,19 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
     c->key = class_key(usable, mode);
     c->batch = 0;
   }
+  /* What another thread's pool handed over, before fresh stacks: their
+   * pages are still there. */
+  struct fib__stack *list = depot_take(usable, mode);
+  if (list) {
+    c->head = list->pool_next;
+    p->count += DEPOT_BATCH - 1;
+    reuse(list);
+    *out = list;
+    return 0;
+  }
+  if (__atomic_load_n(&depot_wanted, __ATOMIC_RELAXED) != p)
+    __atomic_store_n(&depot_wanted, p, __ATOMIC_RELAXED);
   uint32_t want = c->batch ? c->batch : 1;
-  struct fib__stack *list;
   int n = slab_take(usable, mode, want, &list);
   if (n < 0)
     return n;
@@ -1096,6 +1260,30 @@ int fib__stack_renew(struct fib__stack *s, size_t usable,
   return 0;
 }
 
+/* The top DEPOT_BATCH stacks of class c (a slab class) to the depot: the
+ * ones put last, whose descriptors are still in this CPU's cache. */
+static void hand_off(struct pool *p, struct pool_class *c) {
+  struct fib__stack *last = c->head;
+  for (int k = 1; k < DEPOT_BATCH && last; k++)
+    last = last->pool_next;
+  if (!last) { /* a shorter list: not again until DEPOT_BATCH more puts */
+    p->give_at = p->count + DEPOT_BATCH;
+    return;
+  }
+  struct fib__stack *batch = c->head;
+  c->head = last->pool_next;
+  last->pool_next = NULL;
+  if (depot_give(batch) != 0) { /* filled up meanwhile: kept */
+    last->pool_next = c->head;
+    c->head = batch;
+    return;
+  }
+  p->give_at = 0;
+  p->count -= DEPOT_BATCH;
+  if (p->count < p->low)
+    p->low = p->count;
+}
+
 /* Not a hot class, or the pool is full. */
 __attribute__((noinline)) static void put_slow(struct pool *p,
                                                struct fib__stack *s) {
@@ -1122,7 +1310,18 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
   s->pool_next = c->head;
   c->head = s;
   p->count++;
-  /* Over the bound: kept, and now and then a look at the clock. */
+  if (p->count <= FIB__STACK_POOL_MAX)
+    return;
+  /* Over the bound: a batch to the depot for other threads' pools, if
+   * there is room; what stays is kept, and now and then a look at the
+   * clock. */
+  if (s->slab && p->count >= FIB__STACK_POOL_MAX + DEPOT_BATCH &&
+      p->count >= p->give_at && !depot_full(s->slab->cls)) {
+    const struct pool *wanted =
+        __atomic_load_n(&depot_wanted, __ATOMIC_RELAXED);
+    if (wanted && wanted != p)
+      hand_off(p, c);
+  }
   if (p->count > FIB__STACK_POOL_MAX && (p->ticks == 0 || --p->ticks == 0))
     trim_check(p);
 }

@@ -152,16 +152,25 @@ void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out);
  * it never dipped into during that period go back to their slabs (their
  * memory to the kernel), and a slab that is wholly free is unmapped. A
  * stack freed on another thread than the one that made it goes to the
- * freeing thread's pool: a stack belongs to no thread. */
+ * freeing thread's pool: a stack belongs to no thread. A pool over its
+ * bound hands slab stacks, in whole batches, to a process-wide depot
+ * (bounded) that a pool which runs out takes from before it makes new
+ * stacks, so stacks that flow from one thread to another come back
+ * without their pages being given back and faulted in again. */
 #define FIB__STACK_POOL_MAX 256
 #define FIB__STACK_POOL_CLASSES 8
 #define FIB__STACK_QUIET_NS 1000000000ull
 
 /* Stacks in this thread's pool (with any that munmap refused); how many
- * classes it holds; give them all back (unmapping wholly free slabs). */
+ * classes it holds; give them all back, and the depot's (unmapping wholly
+ * free slabs). */
 size_t fib__stack_pool_size(void);
 size_t fib__stack_pool_classes(void);
 void fib__stack_pool_drain(void);
+
+/* Stacks in the depot (stack.c: batches that pools over their bound hand
+ * over, for any thread's pool to take before it makes new ones). */
+size_t fib__stack_depot_size(void);
 
 /* Slabs mapped in the process now. */
 long fib__stack_slab_count(void);

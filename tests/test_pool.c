@@ -481,6 +481,78 @@ TEST(a_stack_freed_on_another_thread_joins_that_threads_pool) {
   CHECK_EQ(counted_calls(), 0);
 }
 
+/* ---- stacks flowing from one thread to another: the depot */
+
+enum { FLOW = 2 * FIB__STACK_POOL_MAX };
+
+struct flow {
+  fib_coro **cos;
+  pthread_barrier_t done, go;
+};
+
+static void *destroy_then_wait(void *arg) {
+  struct flow *f = arg;
+  for (int i = 0; i < FLOW; i++)
+    CHECK_OK(fib_coro_destroy(f->cos[i]));
+  pthread_barrier_wait(&f->done);
+  pthread_barrier_wait(&f->go); /* alive (its pool too) until then */
+  return NULL;
+}
+
+TEST(stacks_freed_on_another_thread_come_back_through_the_depot) {
+  /* This thread makes stacks, another frees them: the other's pool keeps
+   * its bound and hands the rest to the depot in batches, and this
+   * thread's next stacks come from there, pages and all, with no system
+   * call; a pool that kept them all would leave this one to map new
+   * slabs. Unguarded: slab stacks in every kernel. */
+  static fib_coro *cos[FLOW];
+  fib_attr a = attr_of(0, FIB_GUARD_NONE);
+  fib__stack_pool_drain();
+  for (int i = 0; i < FLOW; i++)
+    create_checked(&cos[i], &a);
+  struct flow f = {.cos = cos};
+  CHECK_EQ(pthread_barrier_init(&f.done, NULL, 2), 0);
+  CHECK_EQ(pthread_barrier_init(&f.go, NULL, 2), 0);
+  pthread_t t;
+  CHECK_EQ(pthread_create(&t, NULL, destroy_then_wait, &f), 0);
+  pthread_barrier_wait(&f.done);
+
+  size_t moved = fib__stack_depot_size();
+  CHECK(moved > 0 && moved <= FLOW - FIB__STACK_POOL_MAX);
+  long slabs = fib__stack_slab_count();
+  count_calls(STACK_CALLS);
+  for (size_t i = 0; i < moved; i++)
+    create_checked(&cos[i], &a);
+  CHECK_EQ(counted_calls(), 0);
+  CHECK_EQ(fib__stack_slab_count(), slabs);
+  CHECK_EQ(fib__stack_depot_size(), 0);
+
+  pthread_barrier_wait(&f.go);
+  CHECK_EQ(pthread_join(t, NULL), 0); /* its pool given back at exit */
+  for (size_t i = 0; i < moved; i++)
+    CHECK_OK(fib_coro_destroy(cos[i]));
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_slab_count(), 0);
+  pthread_barrier_destroy(&f.done);
+  pthread_barrier_destroy(&f.go);
+}
+
+TEST(a_thread_alone_keeps_its_stacks_out_of_the_depot) {
+  /* Nobody else wants stacks: a pool over its bound keeps them, for its
+   * own thread's next ones and the quiet-period trim. */
+  static fib_coro *cos[FLOW];
+  fib_attr a = attr_of(0, FIB_GUARD_NONE);
+  fib__stack_pool_drain();
+  for (int i = 0; i < FLOW; i++)
+    create_checked(&cos[i], &a);
+  for (int i = 0; i < FLOW; i++)
+    CHECK_OK(fib_coro_destroy(cos[i]));
+  CHECK_EQ(fib__stack_depot_size(), 0);
+  CHECK(fib__stack_pool_size() >= FLOW);
+  fib__stack_pool_drain();
+  CHECK_EQ(fib__stack_slab_count(), 0);
+}
+
 /* ---- allocation failures with a mixed pool */
 
 TEST(failed_creates_beside_a_mixed_pool_lose_nothing) {
@@ -589,5 +661,7 @@ TEST_MAIN(T(alternating_sizes_make_no_new_mappings),
           T(drain_empties_every_class),
           T(thread_exit_unmaps_every_class),
           T(a_stack_freed_on_another_thread_joins_that_threads_pool),
+          T(stacks_freed_on_another_thread_come_back_through_the_depot),
+          T(a_thread_alone_keeps_its_stacks_out_of_the_depot),
           T(failed_creates_beside_a_mixed_pool_lose_nothing),
           T(munmap_failures_during_eviction_lose_nothing))
