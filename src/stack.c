@@ -723,8 +723,8 @@ static void slab_give(struct fib__stack *list) {
  * (pages populated, zeroed by the kernel) while the other fills up. The
  * depot evens that out without giving pages back: a pool over its bound
  * (FIB__STACK_POOL_MAX) hands the top DEPOT_BATCH stacks of a slab class
- * to the depot, whole, when another thread's pool has lately gone to the
- * slabs for want of stacks (depot_wanted), and a pool that misses takes a
+ * to the depot, whole, once another thread's pool has gone to the slabs
+ * for want of stacks (depot_misses), and a pool that misses takes a
  * batch from it before it goes to the slabs. Both take slab_lock once per batch. The
  * depot holds at most DEPOT_MAX batches a class (a pool keeps what does
  * not fit, as before); batches nobody took during a quiet period go back
@@ -927,6 +927,7 @@ struct pool {
    * batch to the depot, after a class's list was too short for one (0:
    * at FIB__STACK_POOL_MAX + DEPOT_BATCH). */
   size_t give_at;
+  unsigned long misses; /* its share of depot_misses */
   /* Stacks that munmap refused (a merged VMA that would split past the
    * mapping limit): kept, not lost, and tried again by the drain. Not
    * bounded: each one is a failed munmap. */
@@ -937,12 +938,12 @@ struct pool {
 
 static FIB__TLS struct pool tl_pool;
 
-/* The pool that last went to the slabs for want of stacks, the depot
- * empty: a pool over its bound hands batches to the depot only if that is
- * another thread's (a program of one thread would only move its own
- * stacks back and forth). Compared, never followed (the thread may be
- * gone); a hint, so relaxed. */
-static struct pool *depot_wanted;
+/* How many times a pool went to the slabs for want of stacks with the
+ * depot empty (each pool counts its own in `misses`): a pool over its
+ * bound hands batches to the depot only once another thread's pool has
+ * (a program of one thread would only move its own stacks back and
+ * forth). A hint, so relaxed. */
+static unsigned long depot_misses;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
@@ -1161,8 +1162,8 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
     *out = list;
     return 0;
   }
-  if (__atomic_load_n(&depot_wanted, __ATOMIC_RELAXED) != p)
-    __atomic_store_n(&depot_wanted, p, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&depot_misses, 1, __ATOMIC_RELAXED);
+  p->misses++;
   uint32_t want = c->batch ? c->batch : 1;
   int n = slab_take(usable, mode, want, &list);
   if (n < 0)
@@ -1316,12 +1317,9 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
    * there is room; what stays is kept, and now and then a look at the
    * clock. */
   if (s->slab && p->count >= FIB__STACK_POOL_MAX + DEPOT_BATCH &&
-      p->count >= p->give_at && !depot_full(s->slab->cls)) {
-    const struct pool *wanted =
-        __atomic_load_n(&depot_wanted, __ATOMIC_RELAXED);
-    if (wanted && wanted != p)
-      hand_off(p, c);
-  }
+      p->count >= p->give_at && !depot_full(s->slab->cls) &&
+      __atomic_load_n(&depot_misses, __ATOMIC_RELAXED) != p->misses)
+    hand_off(p, c);
   if (p->count > FIB__STACK_POOL_MAX && (p->ticks == 0 || --p->ticks == 0))
     trim_check(p);
 }
