@@ -264,7 +264,10 @@ static int unmap_stack(struct fib__stack *s) {
 enum {
   SLAB_FIRST = 16,     /* stacks in a class's first slab */
   SLAB_BATCH_MAX = 16, /* stacks a pool takes at once, at most */
-  SLAB_IOV = 16,       /* ranges per vectored madvise */
+  SLAB_IOV = 16,       /* ranges per vectored madvise from a frame */
+  GUARD_IOV = 512,     /* ranges per vectored guard install (slab_map's
+                          static array, under slab_lock; the kernel takes
+                          up to IOV_MAX, 1024) */
 };
 #define SLAB_BYTES_MAX ((size_t)64 << 20) /* a slab's size, at most (unless
                                              one stack is bigger) */
@@ -372,12 +375,12 @@ int fib__stack_vectored_madvise(void) {
 }
 
 /* madvise(advice) over the n ranges; 0, or -1 with errno. One system call
- * per SLAB_IOV ranges where the kernel can, else one per range. */
+ * per GUARD_IOV ranges where the kernel can, else one per range. */
 static int madvise_ranges(struct iovec *iov, size_t n, int advice) {
   size_t done = 0;
   if (atomic_load_explicit(&vec_ok, memory_order_relaxed) >= 0) {
     while (done < n) {
-      size_t k = n - done < SLAB_IOV ? n - done : SLAB_IOV;
+      size_t k = n - done < GUARD_IOV ? n - done : GUARD_IOV;
       size_t want = 0;
       for (size_t i = 0; i < k; i++)
         want += iov[done + i].iov_len;
@@ -430,10 +433,12 @@ static struct fib__slab *slab_map(struct slab_class *cls) {
   }
   if (guard) {
     /* Every guard before anyone has an address in the slab: no stack is
-     * ever reachable unguarded. */
-    struct iovec iov[SLAB_IOV];
-    for (uint32_t i = 0; i < n; i += SLAB_IOV) {
-      uint32_t k = n - i < SLAB_IOV ? n - i : SLAB_IOV;
+     * ever reachable unguarded. Many per call: a million stacks took
+     * 62,500 calls of 16 ranges. The array is static, under slab_lock,
+     * not in the frame of whoever spawns (a fiber's stack). */
+    static struct iovec iov[GUARD_IOV];
+    for (uint32_t i = 0; i < n; i += GUARD_IOV) {
+      uint32_t k = n - i < GUARD_IOV ? n - i : GUARD_IOV;
       for (uint32_t j = 0; j < k; j++) {
         iov[j].iov_base = map + (size_t)(i + j) * stride;
         iov[j].iov_len = guard;
