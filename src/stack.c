@@ -1322,8 +1322,9 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
    * there is room; what stays is kept, and now and then a look at the
    * clock. */
   if (s->slab && p->count >= FIB__STACK_POOL_MAX + DEPOT_BATCH &&
-      p->count >= p->give_at && !depot_full(s->slab->cls) &&
-      __atomic_load_n(&depot_misses, __ATOMIC_RELAXED) != p->misses)
+      p->count >= p->give_at &&
+      __atomic_load_n(&depot_misses, __ATOMIC_RELAXED) != p->misses &&
+      !depot_full(s->slab->cls))
     hand_off(p, c);
   if (p->count > FIB__STACK_POOL_MAX && (p->ticks == 0 || --p->ticks == 0))
     trim_check(p);
