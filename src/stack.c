@@ -730,12 +730,12 @@ static void slab_give(struct fib__stack *list) {
  * (FIB__STACK_POOL_MAX) hands the top DEPOT_BATCH stacks of a slab class
  * to the depot, whole, once another thread's pool has gone to the slabs
  * for want of stacks (depot_misses), and a pool that misses takes a
- * batch from it before it goes to the slabs. Both take slab_lock once per batch. The
- * depot holds at most DEPOT_MAX batches a class (a pool keeps what does
- * not fit, as before); batches nobody took during a quiet period go back
- * to their slabs with the trim, and a drain or a thread's exit gives the
- * depot back whole. Stacks of their own mappings (FIB_GUARD_MPROTECT)
- * stay with their thread's pool. */
+ * batch from it before it goes to the slabs. Both take slab_lock once per
+ * batch. The depot holds at most DEPOT_MAX batches a class (a pool keeps
+ * what does not fit, as before); batches nobody took during a quiet
+ * period go back to their slabs with the trim, and a drain or a thread's
+ * exit gives the depot back whole. Stacks of their own mappings
+ * (FIB_GUARD_MPROTECT) stay with their thread's pool. */
 
 /* ndepot is written under slab_lock and read without it (whether a pool
  * should try to hand a batch over: a hint, so relaxed). */
@@ -792,8 +792,8 @@ static struct fib__stack *depot_take(size_t usable, fib_guard_mode mode) {
   return batch;
 }
 
-/* Hand `batch` (DEPOT_BATCH stacks of `s->slab`'s class, through
- * pool_next, the last's NULL) to the depot: 0, or -1 if it is full. */
+/* Hand `batch` (DEPOT_BATCH stacks of one slab class, through pool_next,
+ * the last's NULL) to the depot: 0, or -1 if it is full. */
 static int depot_give(struct fib__stack *batch) {
   struct slab_class *cls = batch->slab->cls;
   int ok = 0;
@@ -951,7 +951,6 @@ static FIB__TLS struct pool tl_pool;
 static unsigned long depot_misses;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
-
 
 static void spill(struct pool *p, struct fib__stack *s) {
   s->pool_next = p->spill;

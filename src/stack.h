@@ -181,8 +181,9 @@ long fib__stack_slab_count(void);
 int fib__stack_vectored_madvise(void);
 
 /* Test seams. Seal: the slabs mapped now hand out no more stacks (the next
- * stack a pool lacks comes from a new slab, so a test reaches the system);
- * they are still unmapped once wholly free. Quiet: the quiet period (0:
+ * stack a pool lacks comes from a new slab, so a test reaches the system,
+ * unless the depot has one: a test of one thread never fills it); they
+ * are still unmapped once wholly free. Quiet: the quiet period (0:
  * the next check trims) and how many over-the-bound puts pass between two
  * looks at the clock (0: back to the defaults). Process-wide / per
  * thread. */
