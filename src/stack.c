@@ -928,10 +928,9 @@ struct pool {
   size_t low;
   uint64_t window;
   unsigned ticks;
-  /* The pool's count at which a put over the bound next tries to hand a
-   * batch to the depot, after a class's list was too short for one (0:
-   * at FIB__STACK_POOL_MAX + DEPOT_BATCH). */
-  size_t give_at;
+  /* Puts over the bound that pass before the next try to hand a batch to
+   * the depot, after a class's list was too short for one. */
+  unsigned give_skip;
   unsigned long misses; /* its share of depot_misses */
   /* Stacks that munmap refused (a merged VMA that would split past the
    * mapping limit): kept, not lost, and tried again by the drain. Not
@@ -1031,7 +1030,7 @@ static void pool_free_all(struct pool *p) {
   }
   slab_give(give);
   p->low = 0;
-  p->give_at = 0;
+  p->give_skip = 0;
   depot_trim(0, 0); /* and the spare stacks of every thread */
   slab_reap(); /* slabs whose munmap was refused before */
 }
@@ -1271,8 +1270,8 @@ static void hand_off(struct pool *p, struct pool_class *c) {
   struct fib__stack *last = c->head;
   for (int k = 1; k < DEPOT_BATCH && last; k++)
     last = last->pool_next;
-  if (!last) { /* a shorter list: not again until DEPOT_BATCH more puts */
-    p->give_at = p->count + DEPOT_BATCH;
+  if (!last) { /* a shorter list: not again for DEPOT_BATCH puts */
+    p->give_skip = DEPOT_BATCH;
     return;
   }
   struct fib__stack *batch = c->head;
@@ -1283,7 +1282,6 @@ static void hand_off(struct pool *p, struct pool_class *c) {
     c->head = batch;
     return;
   }
-  p->give_at = 0;
   p->count -= DEPOT_BATCH;
   if (p->count < p->low)
     p->low = p->count;
@@ -1320,10 +1318,11 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
   /* Over the bound: a batch to the depot for other threads' pools, if
    * there is room; what stays is kept, and now and then a look at the
    * clock. */
-  if (s->slab && p->count >= FIB__STACK_POOL_MAX + DEPOT_BATCH &&
-      p->count >= p->give_at &&
-      __atomic_load_n(&depot_misses, __ATOMIC_RELAXED) != p->misses &&
-      !depot_full(s->slab->cls))
+  if (p->give_skip)
+    p->give_skip--;
+  else if (s->slab && p->count >= FIB__STACK_POOL_MAX + DEPOT_BATCH &&
+           __atomic_load_n(&depot_misses, __ATOMIC_RELAXED) != p->misses &&
+           !depot_full(s->slab->cls))
     hand_off(p, c);
   if (p->count > FIB__STACK_POOL_MAX && (p->ticks == 0 || --p->ticks == 0))
     trim_check(p);
