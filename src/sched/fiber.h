@@ -48,7 +48,39 @@ enum fib__fiber_state {
   FIB__FIBER_FINISHED  /* returned; co is NULL, result is set */
 };
 
-struct fib__wait; /* waitq.h */
+/* The records of the wait queues (waitq.h), here for the one a fiber's
+ * record holds (fib__fiber.tail) and the runtime's sink for it. */
+struct fib__waitq;
+struct fib__wnode;
+
+/* One blocking call of one fiber. While the call lasts, fiber->wait points
+ * at it, so that a runtime destroyed with the fiber parked can unlink the
+ * nodes (which live on the stack it frees): fib__wait_discard. */
+struct fib__wait {
+  struct fib__fiber *fiber; /* the parked fiber (not set when nodes is
+                               NULL) */
+  size_t fired;             /* index of the node that completed it */
+  int result;               /* what the completer reports (0, FIB_EPIPE) */
+  int nodes_on_heap;        /* nodes came from fib__sys_malloc */
+  struct fib__wnode *nodes; /* its nodes, an array of count; NULL: one
+                               node, the `n` of the fib__wait_one this is
+                               the `w` of, and none of the fields below
+                               or above is set (fib__waitq_wait_local:
+                               four stores fewer on every wait) */
+  size_t count;
+  void *heap_extra;         /* another block the call allocated (a shared
+                               select's channel set), or NULL */
+};
+
+struct fib__wnode {
+  struct fib__wnode *next, *prev; /* valid while q != NULL */
+  struct fib__waitq *q;           /* the queue it is on; NULL when unlinked */
+  struct fib__fiber *fiber;       /* wait->fiber, one load nearer */
+  struct fib__wait *wait;         /* the call it belongs to */
+  size_t idx;                     /* its case index (select), else 0 */
+  void *elem;                     /* channels: value to send / slot to fill */
+};
+
 
 /*
  * Something a fiber holds that others may wait for: a mutex it owns, a
@@ -149,6 +181,10 @@ struct fib__post;  /* post.c */
  */
 struct fib_runtime {
   struct fib__runq runq;         /* READY fibers, FIFO */
+  struct fib__wait tail_sink;    /* the wait of every fiber's tail node:
+                                    completers write `fired` and `result`
+                                    there, read by nobody (the result goes
+                                    to the fiber's `wake`); nodes NULL */
   struct fib__group *group;      /* NULL: a one-worker runtime, and none
                                     of the multi-worker code runs */
   struct fib__timers timers;     /* SLEEPING fibers by deadline */
@@ -293,6 +329,34 @@ struct fib_runtime *fib__tl_runtime_now(void);
 struct fib__fiber *fib__fiber_new_record_slow(void);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
+
+/*
+ * The node of a fiber's single waits on local primitives with no deadline
+ * (waitq.h's fib__waitq_wait_tail): in the FIB__TAIL_SLOT bytes its own
+ * stack keeps between the coroutine record and the first frame
+ * (fib__coro_create_rec; for a record on the stack, between the two
+ * records), so that the wait leaves no frame of its own open across the
+ * switch, and the stack's top page, which every switch touches, holds it.
+ * A compact fiber has none (its waits are refused: sched.c). Linked on a
+ * primitive's queue while the fiber waits there, else q is NULL (set when
+ * the coroutine is made); the rest is set by each wait.
+ */
+#define FIB__TAIL_SLOT FIB__CORO_RENEW_ROOM
+_Static_assert(sizeof(struct fib__wnode) <= FIB__TAIL_SLOT, "tail node");
+
+static inline struct fib__wnode *fib__fiber_tail(const struct fib__fiber *f) {
+  return (struct fib__wnode *)(void *)((char *)f->co - FIB__TAIL_SLOT);
+}
+
+/* Whether f has a tail node (a coroutine on a stack of its own). */
+static inline int fib__fiber_has_tail(const struct fib__fiber *f) {
+  return f->co && !(f->co->shared_fp & FIB__CORO_COMPACT);
+}
+
+/* f has a new coroutine (not compact): its tail node, unlinked. */
+static inline void fib__fiber_init_tail(struct fib__fiber *f) {
+  fib__fiber_tail(f)->q = NULL;
+}
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to
  * malloc in the steady state. The spares' halves are inline: on every

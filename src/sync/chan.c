@@ -286,14 +286,13 @@ static __attribute__((noinline)) int recv_wait(struct chan *c,
 static __attribute__((noinline)) int send_wait_forever(struct chan *c,
                                                        struct fib__fiber *self,
                                                        const void *elem) {
-  return fib__waitq_wait_local(&c->sendq, self, (void *)(uintptr_t)elem,
-                               FIB__NO_DEADLINE);
+  return fib__waitq_wait_tail(&c->sendq, self, (void *)(uintptr_t)elem);
 }
 
 static __attribute__((noinline)) int recv_wait_forever(struct chan *c,
                                                        struct fib__fiber *self,
                                                        void *out) {
-  return fib__waitq_wait_local(&c->recvq, self, out, FIB__NO_DEADLINE);
+  return fib__waitq_wait_tail(&c->recvq, self, out);
 }
 
 static __attribute__((noinline)) int send_slow(struct chan *c,
