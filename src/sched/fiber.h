@@ -104,12 +104,15 @@ struct fib__fiber {
   struct fib_runtime *rt;
   fib_id id;
   enum fib__fiber_state state;
+  int wake;                   /* why the last park ended (0 or error); a
+                                 switch into the fiber hands it over, so
+                                 it is 0 for a fiber that yielded. Beside
+                                 `state`: a ready sets both in one store */
   int cancelled;              /* fib_cancel was called: blocking calls
                                  return FIB_ECANCELED from now on (read
                                  and written with fib__cancelled /
                                  fib__set_cancelled: another worker may
                                  set it) */
-  int wake;                   /* why the last park ended (0 or error) */
   /* Flags as bytes, side by side (a compact fiber's idle cost counts
    * every 16 bytes of this record): */
   unsigned char detached;     /* nobody will join; free when FINISHED */
@@ -181,10 +184,6 @@ struct fib__post;  /* post.c */
  */
 struct fib_runtime {
   struct fib__runq runq;         /* READY fibers, FIFO */
-  struct fib__wait tail_sink;    /* the wait of every fiber's tail node:
-                                    completers write `fired` and `result`
-                                    there, read by nobody (the result goes
-                                    to the fiber's `wake`); nodes NULL */
   struct fib__group *group;      /* NULL: a one-worker runtime, and none
                                     of the multi-worker code runs */
   struct fib__timers timers;     /* SLEEPING fibers by deadline */
@@ -305,6 +304,11 @@ struct fib_runtime {
                                     (offload jobs): time waits for them */
   char seed_note[80];            /* the line a fatal error adds: how to
                                     replay this run */
+  struct fib__wait tail_sink;    /* the wait of its fibers' tail nodes
+                                    (fib__fiber_tail): completers write
+                                    `fired` and `result` there, read by
+                                    nobody (the result goes to the fiber's
+                                    `wake`); `nodes` stays NULL */
 };
 
 /* Every runtime between create and destroy, newest first, linked through

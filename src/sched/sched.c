@@ -414,7 +414,9 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
-  self->wake = 0;
+  /* No `wake = 0`: every ready writes it (fib__fiber_unpark and the
+   * readies built on it, wake()'s reason, the hand-offs' own stores), and
+   * nothing else makes a parked fiber run. */
   if (__builtin_expect(rt->group != NULL, 0)) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     return group_suspend(self);
@@ -497,7 +499,6 @@ int fib_yield(void) {
   if (!f)
     return FIB_EPERM;
   struct fib_runtime *rt = fib__tl_runtime;
-  f->wake = 0; /* what the switch back hands it: fib_yield's 0 */
   /* The common cases, with nothing at the front and no reason to go back
    * to the loop, each with the outcome of the general path below but
    * without its choice of list, length and budget bookkeeping (a yield
@@ -514,6 +515,7 @@ int fib_yield(void) {
     fib_coro *to = next->co;
     if (__builtin_expect(to->shared_fp == co->shared_fp, 1)) {
       f->state = FIB__FIBER_READY;
+      f->wake = 0; /* what the switch back hands it: fib_yield's 0 */
       fib__runq_rotate(&rt->runq, &f->runq);
       rt->until_loop--;
       next->state = FIB__FIBER_RUNNING;
@@ -522,6 +524,7 @@ int fib_yield(void) {
     }
   }
   f->state = FIB__FIBER_READY;
+  f->wake = 0;
   fib__runq_push(&rt->runq, &f->runq);
   return switch_away(rt, f, 0);
 }
