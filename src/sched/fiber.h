@@ -438,19 +438,21 @@ static inline struct fib__fiber *fib__fiber_self(void) {
  * that the switching half below makes no call but its last). */
 void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline);
 
-/* park's switching half (sched.c): set the state, switch away. Returns 0
- * when `self` runs again; why it woke is in self->wake. The switch is its
- * tail call, so the frame the switch saves returns straight into park's
- * caller, and the fiber switched to, which parked through the same call,
- * returns out of it as the return-stack predictor expects (a call left
- * open across the switch costs a mispredicted ret per frame on the way
- * out). */
+/* park's switching half (sched.c): set the state, switch away. Returns
+ * self->wake when `self` runs again (why it woke): every switch into a
+ * fiber hands it its `wake` (a yielder's is 0), and a ready always writes
+ * it. The switch is its tail call, so the frame the switch saves returns
+ * straight into park's caller, and the fiber switched to, which parked
+ * through the same call, returns out of it as the return-stack predictor
+ * expects (a call left open across the switch costs a mispredicted ret
+ * per frame on the way out; a wait with no frame of its own,
+ * fib__waitq_wait_tail, leaves none). */
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
 
 /* The same in BLOCKED for a fiber of a one-worker runtime inside a wait
- * queue call (self->wait set): a local primitive's wait, whose caller has
- * found rt->group NULL (storage.h's fib__sync_waiter), so the park tests
- * neither again. */
+ * queue call (self->wait set, or its tail node linked): a local
+ * primitive's wait, whose caller has found rt->group NULL (storage.h's
+ * fib__sync_waiter), so the park tests neither again. */
 int fib__fiber_suspend_local(struct fib__fiber *self);
 
 /* The same, for a multi-worker runtime's fiber that has armed its claim
