@@ -455,6 +455,20 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
  * fib__sync_waiter), so the park tests neither again. */
 int fib__fiber_suspend_local(struct fib__fiber *self);
 
+/* The same for a tail wait (waitq.h), whose caller has refused a compact
+ * fiber (fib__compact_wait_fatal) before it wrote the tail node. */
+int fib__fiber_suspend_tail(struct fib__fiber *self);
+
+/* A FIB_COMPACT fiber is about to block in a wait whose records are on its
+ * stack (or in its tail slot, which it does not have): the fatal error. */
+__attribute__((noreturn, cold)) void fib__compact_wait_fatal(void);
+
+/* The same, typed as a wait's result: a caller with no frame ends with
+ * `return fib__compact_wait_refused()`, a jump, where a call to a
+ * function that does not return would make it align the stack for the
+ * call on every path. It never returns. */
+int fib__compact_wait_refused(void);
+
 /* The same, for a multi-worker runtime's fiber that has armed its claim
  * itself (workers.h), before it let wakers on other threads find it. */
 int fib__fiber_suspend_armed(struct fib__fiber *self,

@@ -378,16 +378,20 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
  * a wait whose records are on its stack (f->wait: wait queues, select,
  * I/O) would have its wakers write into another fiber's frames. Refused
  * loudly rather than corrupting (see FIB_COMPACT in fibers.h). */
-static __attribute__((noinline, cold, noreturn)) void compact_wait_fatal(void) {
+void fib__compact_wait_fatal(void) {
   fib__fatal("a FIB_COMPACT fiber blocked in a wait whose records are on "
              "its stack (mutex, cond, sem, wait group, once, channel, "
              "select, I/O)");
 }
 
+__attribute__((cold)) int fib__compact_wait_refused(void) {
+  fib__compact_wait_fatal();
+}
+
 static inline void check_compact_wait(const struct fib__fiber *self) {
   if (__builtin_expect(self->wait != NULL, 0) &&
       __builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
-    compact_wait_fatal();
+    fib__compact_wait_fatal();
 }
 
 /* A multi-worker runtime's park, its claim armed: the fiber's half of the
@@ -424,13 +428,14 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   return switch_away(rt, self, 1);
 }
 
-int fib__fiber_suspend_local(struct fib__fiber *self) {
+/* fib__fiber_suspend_local, and with `compact` 0 fib__fiber_suspend_tail,
+ * whose caller has refused a compact fiber itself. */
+static inline __attribute__((always_inline)) int
+suspend_local(struct fib__fiber *self, int compact) {
   fib_coro *co = self->co;
-  /* check_compact_wait without its first test: self->wait is set, or
-   * this is a tail wait (waitq.h), which a compact fiber's switches could
-   * not return from (they hand over no value) */
-  if (__builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0))
-    compact_wait_fatal();
+  /* check_compact_wait without its first test: self->wait is set */
+  if (compact && __builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0))
+    fib__compact_wait_fatal();
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 0;
   /* No `wake = 0`: whatever readies a local wait writes it (unpark, the
@@ -459,6 +464,14 @@ int fib__fiber_suspend_local(struct fib__fiber *self) {
     return fib__coro_transfer(co, next->co, next->wake);
   }
   return switch_away(rt, self, 1);
+}
+
+int fib__fiber_suspend_local(struct fib__fiber *self) {
+  return suspend_local(self, 1);
+}
+
+int fib__fiber_suspend_tail(struct fib__fiber *self) {
+  return suspend_local(self, 0);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,

@@ -270,13 +270,16 @@ static inline int fib__waitq_wait_local(struct fib__waitq *q,
  * what fib__waitq_wait_local's has. */
 static inline int fib__waitq_wait_tail(struct fib__waitq *q,
                                        struct fib__fiber *self, void *elem) {
+  /* a compact fiber has no tail slot (fiber.h), nor waits on its stack */
+  if (__builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
+    return fib__compact_wait_refused();
   struct fib__wnode *n = fib__fiber_tail(self);
   n->fiber = self;
   n->wait = &self->rt->tail_sink;
   n->idx = 0;
   n->elem = elem;
   fib__waitq_push(q, n);
-  return fib__fiber_suspend_local(self);
+  return fib__fiber_suspend_tail(self);
 }
 
 /* ---- shared mode: a primitive shared by the workers of multi-worker
