@@ -68,7 +68,8 @@ record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
   void *rec;
   int err = fib__coro_create_rec(
       &co, fiber_main, NULL, stack, attr->guard ? attr->guard : rt->guard,
-      (attr->flags | rt->flags) & FIB_SHARED_FP, sizeof **out, &rec);
+      (attr->flags | rt->flags) & FIB_SHARED_FP,
+      ((sizeof **out + 15) & ~(size_t)15) + FIB__TAIL_SLOT, &rec);
   if (err)
     return err;
   struct fib__fiber *f = rec;
@@ -79,6 +80,7 @@ record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
   f->timer_armed = 0; /* as every new record (spawn) */
   f->wait = NULL;
   f->holds = NULL;
+  fib__fiber_init_tail(f);
   *out = f;
   return 0;
 }
@@ -122,14 +124,20 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
         (f->co = fib__coro_renew(z, fiber_main, f, stack, guard, fp))) {
       rt->zombie = NULL;
       err = 0;
-    } else {
+    } else if (attr->flags & FIB_COMPACT) {
       err = fib__coro_create(&f->co, fiber_main, f, stack, guard,
-                             fp | (attr->flags & FIB_COMPACT));
+                             fp | FIB_COMPACT);
+    } else {
+      void *tail;
+      err = fib__coro_create_rec(&f->co, fiber_main, f, stack, guard, fp,
+                                 FIB__TAIL_SLOT, &tail);
     }
     if (err) {
       fib__fiber_drop_record(rt, f);
       return err;
     }
+    if (!(attr->flags & FIB_COMPACT))
+      fib__fiber_init_tail(f);
   }
 
   if (rt->group) {
@@ -446,6 +454,7 @@ int fib_move_to(unsigned worker) {
    * publish us to the target (fib__group_send_out). */
   self->move_to = worker + 1;
   self->state = FIB__FIBER_READY;
+  self->wake = 0; /* what the loop's resume hands back: our 0 */
   rt->outgoing = self;
   return fib__coro_yield(NULL, NULL);
   /* Running on the target's thread now: nothing read before the switch
