@@ -149,16 +149,11 @@ static void bench_idle_rss(const char *name, long n) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_fp_flags create idle_rss_100k idle_rss_1m";
-  if (argc != 3) {
-    bench_usage(argv[0], benches);
+  long n;
+  const char *arg = bench_args(argc, argv, benches, &n);
+  if (!arg)
     return 2;
-  }
-  std::string b = argv[1];
-  long n = std::strtol(argv[2], nullptr, 10);
-  if (n <= 0) {
-    bench_usage(argv[0], benches);
-    return 2;
-  }
+  std::string b = arg;
   if (b == "switch" || b == "switch_fp_flags")
     bench_switch(b.c_str(), n);
   else if (b == "create")

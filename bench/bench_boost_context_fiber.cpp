@@ -83,16 +83,11 @@ static void bench_create(long n) {
 
 int main(int argc, char **argv) {
   const char *benches = "switch create";
-  if (argc != 3) {
-    bench_usage(argv[0], benches);
+  long n;
+  const char *arg = bench_args(argc, argv, benches, &n);
+  if (!arg)
     return 2;
-  }
-  std::string b = argv[1];
-  long n = std::strtol(argv[2], nullptr, 10);
-  if (n <= 0) {
-    bench_usage(argv[0], benches);
-    return 2;
-  }
+  std::string b = arg;
   if (b == "switch")
     bench_switch(n);
   else if (b == "create")

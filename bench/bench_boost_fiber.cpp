@@ -562,16 +562,11 @@ int main(int argc, char **argv) {
       "spawn_alive_1m chan_unbuffered "
       "chan_buffered mutex_handoff skynet_1m_2w chan_unbuffered_2w fanout_2w "
       "fanout_2w_buf idle_cpu_2w";
-  if (argc != 3) {
-    bench_usage(argv[0], benches);
+  long n;
+  const char *arg = bench_args(argc, argv, benches, &n);
+  if (!arg)
     return 2;
-  }
-  std::string b = argv[1];
-  long n = std::strtol(argv[2], nullptr, 10);
-  if (n <= 0) {
-    bench_usage(argv[0], benches);
-    return 2;
-  }
+  std::string b = arg;
   if (b == "spawn_join")
     bench_spawn_join(n);
   else if (b == "yield")

@@ -91,4 +91,16 @@ static inline void bench_usage(const char *prog, const char *benches) {
   fprintf(stderr, "usage: %s <bench> <n>\n  benches: %s\n", prog, benches);
 }
 
+/* The command line every benchmark program takes, `<bench> <n>` with n a
+ * positive count: the bench's name, and n in *n; NULL after printing the
+ * usage (the program then exits 2). Whether the name is one of `benches`
+ * is the caller's dispatch to find out. */
+static inline const char *bench_args(int argc, char **argv,
+                                     const char *benches, long *n) {
+  if (argc == 3 && (*n = strtol(argv[2], NULL, 10)) > 0)
+    return argv[1];
+  bench_usage(argv[0], benches);
+  return NULL;
+}
+
 #endif

@@ -1153,16 +1153,10 @@ int main(int argc, char **argv) {
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
       "select4 fanout_2w fanout_2w_buf post_rate post_rate_2w idle_cpu_2w";
-  if (argc != 3) {
-    bench_usage(argv[0], benches);
+  long n;
+  const char *b = bench_args(argc, argv, benches, &n);
+  if (!b)
     return 2;
-  }
-  const char *b = argv[1];
-  long n = strtol(argv[2], NULL, 10);
-  if (n <= 0) {
-    bench_usage(argv[0], benches);
-    return 2;
-  }
   if (!strcmp(b, "switch"))
     bench_switch(b, n, 0);
   else if (!strcmp(b, "switch_shared_fp"))

@@ -138,16 +138,10 @@ static void bench_idle_rss(const char *name, long n) {
 
 int main(int argc, char **argv) {
   const char *benches = "switch create idle_rss_100k idle_rss_1m";
-  if (argc != 3) {
-    bench_usage(argv[0], benches);
+  long n;
+  const char *b = bench_args(argc, argv, benches, &n);
+  if (!b)
     return 2;
-  }
-  const char *b = argv[1];
-  long n = strtol(argv[2], NULL, 10);
-  if (n <= 0) {
-    bench_usage(argv[0], benches);
-    return 2;
-  }
   if (!strcmp(b, "switch"))
     bench_switch(n);
   else if (!strcmp(b, "create"))

@@ -465,39 +465,41 @@ static void helper_entry(void *unused) {
  */
 static inline __attribute__((always_inline)) int
 coro_switch(int nofp, int back, fib_coro *from, fib_coro *to, void **save_sp,
-            void *load_sp) {
+            void *load_sp, int value) {
+  void *v = (void *)(intptr_t)value;
 #if FIB__SAN_HOOKS
   (void)back;
   san_start(from, to, 0);
   if (nofp)
-    (void)fib__ctx_switch_nofp(save_sp, load_sp, NULL);
+    v = fib__ctx_switch_nofp(save_sp, load_sp, v);
   else
-    (void)fib__ctx_switch(save_sp, load_sp, NULL);
+    v = fib__ctx_switch(save_sp, load_sp, v);
   san_finish(from);
-  return 0;
+  return (int)(intptr_t)v;
 #else
   (void)from;
   (void)to;
   if (back) /* a yield's or a return's: see fib__ctx_switch_back */
-    return nofp ? fib__ctx_switch_back_nofp_int(save_sp, load_sp, NULL)
-                : fib__ctx_switch_back_int(save_sp, load_sp, NULL);
-  return nofp ? fib__ctx_switch_nofp_int(save_sp, load_sp, NULL)
-              : fib__ctx_switch_int(save_sp, load_sp, NULL);
+    return nofp ? fib__ctx_switch_back_nofp_int(save_sp, load_sp, v)
+                : fib__ctx_switch_back_int(save_sp, load_sp, v);
+  return nofp ? fib__ctx_switch_nofp_int(save_sp, load_sp, v)
+              : fib__ctx_switch_int(save_sp, load_sp, v);
 #endif
 }
 
 /* The last switch out of `from`, which has finished: nothing of it is
  * saved. `fp` picks the variant, as in coro_switch. */
 _Noreturn static inline __attribute__((always_inline)) void
-coro_jump(int nofp, fib_coro *from, fib_coro *to, void *load_sp) {
+coro_jump(int nofp, fib_coro *from, fib_coro *to, void *load_sp, int value) {
 #if FIB__SAN_HOOKS
   san_start(from, to, 1);
 #endif
   (void)from;
   (void)to;
+  void *v = (void *)(intptr_t)value;
   if (nofp)
-    fib__ctx_jump_nofp(load_sp, NULL);
-  fib__ctx_jump(load_sp, NULL);
+    fib__ctx_jump_nofp(load_sp, v);
+  fib__ctx_jump(load_sp, v);
 }
 
 /* Every switch away from a running coroutine (yield, transfer, exit, and
@@ -801,7 +803,7 @@ fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
     __tsan_destroy_fiber(san_fiber);
 #endif
   fib_coro *co;
-  stack_init(&co, s, fn, arg, flags, 0, NULL);
+  stack_init(&co, s, fn, arg, flags, FIB__CORO_RENEW_ROOM, NULL);
   return co;
 }
 
@@ -921,22 +923,24 @@ transfer_compact(fib_coro *from, fib_coro *to, int final) {
 
 /* The plain half of resume: `nofp` is a constant where it is inlined. */
 static inline __attribute__((always_inline)) int
-resume_plain(int nofp, fib_coro *co, fib_coro *prev, void *in, void **out) {
+resume_plain(int nofp, fib_coro *co, fib_coro *prev, void *in, void **out,
+             int value) {
   co->resumer = prev;
   co->out = out ? out : sink(co);
   *co->in = in;
   enter(co);
   /* Returns 0 here when co yields or finishes; leave() did the rest. */
-  return coro_switch(nofp, 0, prev, co, &co->resumer_sp, co->sp);
+  return coro_switch(nofp, 0, prev, co, &co->resumer_sp, co->sp, value);
 }
 
 /* Run `co` (suspended) on behalf of `prev`, the running coroutine or NULL. */
-static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
+static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out,
+                         int value) {
   int kind = co->shared_fp;
   if (__builtin_expect(kind == 0, 1))
-    return resume_plain(0, co, prev, in, out);
+    return resume_plain(0, co, prev, in, out, value);
   if (kind == FIB__CORO_NOFP)
-    return resume_plain(1, co, prev, in, out);
+    return resume_plain(1, co, prev, in, out, value);
   return resume_compact(co, prev, in, out);
 }
 
@@ -945,16 +949,16 @@ static inline int resume(fib_coro *co, fib_coro *prev, void *in, void **out) {
  * means an overflow there would not be named). Out of line, so that the
  * hot path saves no registers around the call. */
 __attribute__((noinline, cold)) static int
-resume_on_new_thread(fib_coro *co, void *in, void **out) {
+resume_on_new_thread(fib_coro *co, void *in, void **out, int value) {
   (void)fib__overflow_setup_thread();
-  return resume(co, NULL, in, out);
+  return resume(co, NULL, in, out, value);
 }
 
 /* Resume co: every case, each check in the documented order. `owned`:
  * refuse a fiber's own (the public call). Out of line: the hot path below
  * sends here whatever it does not take itself. */
-__attribute__((noinline)) static int resume_checked(fib_coro *co, void *in,
-                                                    void **out, int owned) {
+__attribute__((noinline)) static int
+resume_checked(fib_coro *co, void *in, void **out, int owned, int value) {
   if (!co)
     return FIB_EINVAL;
   if (owned && co->owner)
@@ -968,9 +972,9 @@ __attribute__((noinline)) static int resume_checked(fib_coro *co, void *in,
     if (__builtin_expect(prev->shared_fp & FIB__CORO_COMPACT, 0))
       return resume_compact(co, prev, in, out);
   } else if (!fib__tl_overflow_ready) {
-    return resume_on_new_thread(co, in, out);
+    return resume_on_new_thread(co, in, out, value);
   }
-  return resume(co, prev, in, out);
+  return resume(co, prev, in, out, value);
 }
 
 /*
@@ -982,7 +986,7 @@ __attribute__((noinline)) static int resume_checked(fib_coro *co, void *in,
  * else goes to resume_checked, which makes every check in full.
  */
 static inline __attribute__((always_inline)) int
-resume_hot(fib_coro *co, void *in, void **out, int owned) {
+resume_hot(fib_coro *co, void *in, void **out, int owned, int value) {
   if (__builtin_expect(co != NULL, 1)) {
     fib_coro *prev = fib__coro_self();
     uint32_t kind = co->kind;
@@ -999,12 +1003,12 @@ resume_hot(fib_coro *co, void *in, void **out, int owned) {
                                                         FIB__CORO_CANARY));
       if (__builtin_expect(prev_ok, 1)) {
         if (kind & FIB__CORO_NOFP)
-          return resume_plain(1, co, prev, in, out);
-        return resume_plain(0, co, prev, in, out);
+          return resume_plain(1, co, prev, in, out, value);
+        return resume_plain(0, co, prev, in, out, value);
       }
     }
   }
-  return resume_checked(co, in, out, owned);
+  return resume_checked(co, in, out, owned, value);
 }
 
 #if FIB__CORO_ASM
@@ -1012,16 +1016,16 @@ resume_hot(fib_coro *co, void *in, void **out, int owned) {
 __attribute__((visibility("hidden"))) int
 fib__coro_resume_checked(fib_coro *co, void *in, void **out);
 int fib__coro_resume_checked(fib_coro *co, void *in, void **out) {
-  return resume_checked(co, in, out, 1);
+  return resume_checked(co, in, out, 1, 0);
 }
 #else
 int fib_coro_resume(fib_coro *co, void *in, void **out) {
-  return resume_hot(co, in, out, 1);
+  return resume_hot(co, in, out, 1, 0);
 }
 #endif
 
-int fib__coro_resume(fib_coro *co, void *in, void **out) {
-  return resume_hot(co, in, out, 0);
+int fib__coro_resume(fib_coro *co, int value) {
+  return resume_hot(co, NULL, NULL, 0, value);
 }
 
 /* `to` runs in place of `from`: it takes over from's resumer, and where
@@ -1035,25 +1039,26 @@ static inline void take_over(fib_coro *from, fib_coro *to) {
 }
 
 static inline __attribute__((always_inline)) int
-transfer_plain(int nofp, fib_coro *from, fib_coro *to) {
+transfer_plain(int nofp, fib_coro *from, fib_coro *to, int value) {
   take_over(from, to);
   from->status = FIB_CORO_SUSPENDED;
   enter(to);
-  /* Returns 0 when something resumes or transfers back to `from`. */
-  return coro_switch(nofp, 0, from, to, &from->sp, to->sp);
+  /* Returns what the switch back to `from` hands it. */
+  return coro_switch(nofp, 0, from, to, &from->sp, to->sp, value);
 }
 
-int fib__coro_transfer(fib_coro *from, fib_coro *to) {
+int fib__coro_transfer(fib_coro *from, fib_coro *to, int value) {
   check_canary(from);
   int kind = to->shared_fp;
   if (__builtin_expect(kind == 0, 1))
-    return transfer_plain(0, from, to);
+    return transfer_plain(0, from, to, value);
   if (kind == FIB__CORO_NOFP)
-    return transfer_plain(1, from, to);
+    return transfer_plain(1, from, to, value);
   return transfer_compact(from, to, 0);
 }
 
-_Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
+_Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to,
+                                     int value) {
   check_canary(from);
   int kind = to->shared_fp;
   if (kind > FIB__CORO_NOFP) {
@@ -1063,7 +1068,7 @@ _Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to) {
   take_over(from, to);
   from->status = FIB_CORO_DEAD;
   enter(to);
-  coro_jump(kind, from, to, to->sp);
+  coro_jump(kind, from, to, to->sp, value);
 }
 
 static inline __attribute__((always_inline)) int
@@ -1072,7 +1077,7 @@ yield_plain(int nofp, fib_coro *co, void *value, void **in) {
   co->status = FIB_CORO_SUSPENDED;
   leave(co, value);
   /* Returns 0 here when resumed; the resumer stored *in. */
-  return coro_switch(nofp, 1, co, co->resumer, &co->sp, co->resumer_sp);
+  return coro_switch(nofp, 1, co, co->resumer, &co->sp, co->resumer_sp, 0);
 }
 
 /* Suspend the running co (the caller has checked it may yield). */
@@ -1139,7 +1144,7 @@ _Noreturn void fib__coro_exit(void *value) {
     exit_compact(co, value);
   co->status = FIB_CORO_DEAD;
   leave(co, value);
-  coro_jump(co->shared_fp, co, co->resumer, co->resumer_sp);
+  coro_jump(co->shared_fp, co, co->resumer, co->resumer_sp, 0);
 }
 
 int fib_coro_status(const fib_coro *co) {

@@ -172,10 +172,15 @@ int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
  * Symmetric transfer, for the scheduler: suspend the running coroutine
  * `from` and run `to` in its place. `to` takes over from's resumer, so a
  * later yield in `to` returns where a yield in `from` would have. Both must
- * use the same FP variant (shared_fp); the caller checks. Returns when
- * something resumes or transfers back to `from`.
+ * use the same FP variant (shared_fp); the caller checks. `to`'s own
+ * switch returns `value` (a plain coroutine on a stack of its own; a
+ * compact one gets 0). Returns, in turn, the value of the switch that
+ * resumes or transfers back to `from`: a scheduler whose every switch
+ * into a context hands over what that context waits for can end a wait
+ * with the switch as its tail call, and the woken side has nothing left
+ * to do but return it.
  */
-int fib__coro_transfer(fib_coro *from, fib_coro *to); /* returns 0 */
+int fib__coro_transfer(fib_coro *from, fib_coro *to, int value);
 
 /* Tell the sanitizers about a coroutine before it first runs: under TSan,
  * make its TSan fiber, named `name` (fibers: at spawn, so the cost is not
@@ -193,8 +198,10 @@ static inline void fib__coro_announce(fib_coro *co, const char *name) {
 }
 
 /* The scheduler's resume and yield: fib_coro_resume / fib_coro_yield
- * without the check that keeps a fiber's own coroutine out of reach. */
-int fib__coro_resume(fib_coro *co, void *in, void **out);
+ * without the check that keeps a fiber's own coroutine out of reach. The
+ * resume passes no values through `in` and `out`; co's switch returns
+ * `value`, as in fib__coro_transfer. */
+int fib__coro_resume(fib_coro *co, int value);
 int fib__coro_yield(void *value, void **in);
 
 /* Who runs on co's stack, for the overflow report (struct fib__stack's
@@ -227,10 +234,17 @@ void fib__coro_free(fib_coro *co);
 fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
                           size_t usable, fib_guard_mode mode, unsigned flags);
 
+/* The room fib__coro_renew leaves between the new record and its first
+ * frame, for the layer above (as fib__coro_create_rec's rec_size; the
+ * scheduler keeps its fibers' tail nodes there). */
+#define FIB__CORO_RENEW_ROOM 64
+
 /* Finish the running coroutine `from` and run `to` in its place, as
- * fib__coro_transfer does (from's value, if its resumer wants one, is
- * NULL). For the scheduler: a finished fiber hands over directly. */
-_Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to);
+ * fib__coro_transfer does, `to`'s switch returning `value` (from's value,
+ * if its resumer wants one, is NULL). For the scheduler: a finished fiber
+ * hands over directly. */
+_Noreturn void fib__coro_finish_into(fib_coro *from, fib_coro *to,
+                                     int value);
 
 /* Finish the running coroutine as if its function returned `value`.
  * The caller has checked that a coroutine is running. */

@@ -27,13 +27,21 @@
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
-size_t fib__stack_round_size(size_t requested, size_t fallback) {
-  size_t size = requested ? requested : fallback;
-  if (size < FIB_STACK_MIN || size > FIB_STACK_MAX)
-    return 0;
-  size_t page = fib__sys_page_size();
-  return (size + page - 1) & ~(page - 1);
+size_t fib__stack_page_mask;
+
+/* fib__stack_round_size's first call: `size` is in range. */
+__attribute__((noinline, cold)) size_t fib__stack_round_first(size_t size) {
+  size_t mask = fib__sys_page_size() - 1;
+  __atomic_store_n(&fib__stack_page_mask, mask, __ATOMIC_RELAXED);
+  return (size + mask) & ~mask;
 }
+
+/* A class of stack, (usable size, guard mode), as one word: usable sizes
+ * fit in 32 bits (FIB_STACK_MAX), and 0 is no class. */
+static inline uint64_t class_key(size_t usable, fib_guard_mode mode) {
+  return (uint64_t)usable | (uint64_t)mode << 32;
+}
+_Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a usable size fits 32 bits");
 
 /* The guard must be at least a page and at least the compiler's probe
  * interval, so no probed frame can step over it. */
@@ -182,6 +190,7 @@ static int map_stack(struct fib__stack **out, size_t usable,
   s->usable_size = usable;
   s->lo = map + guard;
   s->mode = mode;
+  s->pool_key = class_key(usable, mode);
   s->owner_id = 0;
   s->owner_kind = "coroutine";
   s->owner_name = NULL;
@@ -255,7 +264,10 @@ static int unmap_stack(struct fib__stack *s) {
 enum {
   SLAB_FIRST = 16,     /* stacks in a class's first slab */
   SLAB_BATCH_MAX = 16, /* stacks a pool takes at once, at most */
-  SLAB_IOV = 16,       /* ranges per vectored madvise */
+  SLAB_IOV = 16,       /* ranges per vectored madvise from a frame */
+  GUARD_IOV = 512,     /* ranges per vectored guard install (slab_map's
+                          static array, under slab_lock; the kernel takes
+                          up to IOV_MAX, 1024) */
 };
 #define SLAB_BYTES_MAX ((size_t)64 << 20) /* a slab's size, at most (unless
                                              one stack is bigger) */
@@ -277,13 +289,24 @@ struct fib__slab {
   uint32_t link[];        /* the free list's links, one per stack */
 };
 
+/* The depot: pooled stacks in whole batches that any thread's pool may
+ * take (see "the depot" below). */
+enum {
+  DEPOT_BATCH = 32, /* stacks in a batch */
+  DEPOT_MAX = 16,   /* batches a class's depot holds, at most */
+};
+
 struct slab_class {
   size_t usable;
   fib_guard_mode mode;
   struct fib__slab *slabs;
   size_t avail;           /* stacks its unsealed slabs could hand out now */
   uint32_t next_n;        /* stacks in its next slab */
+  uint32_t ndepot;        /* batches in the depot */
+  uint32_t depot_low;     /* the fewest since the last trim (trim_check) */
   struct slab_class *next;
+  struct fib__stack *depot[DEPOT_MAX]; /* DEPOT_BATCH stacks each, through
+                                          pool_next, the last's NULL */
 };
 
 static pthread_mutex_t slab_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -352,12 +375,12 @@ int fib__stack_vectored_madvise(void) {
 }
 
 /* madvise(advice) over the n ranges; 0, or -1 with errno. One system call
- * per SLAB_IOV ranges where the kernel can, else one per range. */
+ * per GUARD_IOV ranges where the kernel can, else one per range. */
 static int madvise_ranges(struct iovec *iov, size_t n, int advice) {
   size_t done = 0;
   if (atomic_load_explicit(&vec_ok, memory_order_relaxed) >= 0) {
     while (done < n) {
-      size_t k = n - done < SLAB_IOV ? n - done : SLAB_IOV;
+      size_t k = n - done < GUARD_IOV ? n - done : GUARD_IOV;
       size_t want = 0;
       for (size_t i = 0; i < k; i++)
         want += iov[done + i].iov_len;
@@ -410,10 +433,12 @@ static struct fib__slab *slab_map(struct slab_class *cls) {
   }
   if (guard) {
     /* Every guard before anyone has an address in the slab: no stack is
-     * ever reachable unguarded. */
-    struct iovec iov[SLAB_IOV];
-    for (uint32_t i = 0; i < n; i += SLAB_IOV) {
-      uint32_t k = n - i < SLAB_IOV ? n - i : SLAB_IOV;
+     * ever reachable unguarded. Many per call: a million stacks took
+     * 62,500 calls of 16 ranges. The array is static, under slab_lock,
+     * not in the frame of whoever spawns (a fiber's stack). */
+    static struct iovec iov[GUARD_IOV];
+    for (uint32_t i = 0; i < n; i += GUARD_IOV) {
+      uint32_t k = n - i < GUARD_IOV ? n - i : GUARD_IOV;
       for (uint32_t j = 0; j < k; j++) {
         iov[j].iov_base = map + (size_t)(i + j) * stride;
         iov[j].iov_len = guard;
@@ -503,6 +528,8 @@ static struct slab_class *slab_class_of(size_t usable, fib_guard_mode mode) {
   c->slabs = NULL;
   c->avail = 0;
   c->next_n = SLAB_FIRST;
+  c->ndepot = 0;
+  c->depot_low = 0;
   c->next = slab_classes;
   slab_classes = c;
   return c;
@@ -534,6 +561,7 @@ static struct fib__stack *slab_stack_init(struct fib__slab *sl, uint32_t i) {
   s->usable_size = sl->cls->usable;
   s->lo = map + guard;
   s->mode = sl->cls->mode;
+  s->pool_key = class_key(s->usable_size, s->mode);
   s->owner_id = 0;
   s->owner_kind = "coroutine";
   s->owner_name = NULL;
@@ -692,6 +720,132 @@ static void slab_give(struct fib__stack *list) {
   }
 }
 
+/* ---- the depot
+ *
+ * A stack goes back to the pool of the thread that frees it, so where one
+ * thread spawns and another finishes what it spawned (two workers, one
+ * stealing), one pool runs dry and takes fresh stacks from the slabs
+ * (pages populated, zeroed by the kernel) while the other fills up. The
+ * depot evens that out without giving pages back: a pool over its bound
+ * (FIB__STACK_POOL_MAX) hands the top DEPOT_BATCH stacks of a slab class
+ * to the depot, whole, once another thread's pool has gone to the slabs
+ * for want of stacks (depot_misses), and a pool that misses takes a
+ * batch from it before it goes to the slabs. Both take slab_lock once per
+ * batch. The depot holds at most DEPOT_MAX batches a class (a pool keeps
+ * what does not fit, as before); batches nobody took during a quiet
+ * period go back to their slabs with the trim, and a drain or a thread's
+ * exit gives the depot back whole. Stacks of their own mappings
+ * (FIB_GUARD_MPROTECT) stay with their thread's pool. */
+
+/* ndepot is written under slab_lock and read without it (whether a pool
+ * should try to hand a batch over: a hint, so relaxed). */
+static void depot_set(struct slab_class *cls, uint32_t n) {
+  __atomic_store_n(&cls->ndepot, n, __ATOMIC_RELAXED);
+}
+
+static int depot_full(const struct slab_class *cls) {
+  return __atomic_load_n(&cls->ndepot, __ATOMIC_RELAXED) >= DEPOT_MAX;
+}
+
+/* Under TSan: `s`, just taken from the depot, as new memory (as
+ * slab_take's stacks): another thread's fibers ran on it, the handing
+ * over unseen (slab_lock_enter). Under the lock: its accesses are
+ * ignored. */
+static struct fib__stack *depot_renew(struct fib__stack *s) {
+#if FIB__TSAN
+  struct fib__slab *sl = s->slab;
+  uint32_t i = (uint32_t)((size_t)(s->map - sl->map) / sl->stride);
+  return slab_stack_init(sl, i);
+#else
+  return s;
+#endif
+}
+
+/* A batch of `usable`/`mode` stacks from the depot, linked through
+ * pool_next (DEPOT_BATCH of them), or NULL. */
+static struct fib__stack *depot_take(size_t usable, fib_guard_mode mode) {
+  struct fib__stack *batch = NULL;
+  pthread_once(&slab_fork_once, slab_fork_hooks);
+  slab_lock_enter();
+  struct slab_class *cls = slab_classes;
+  while (cls && (cls->usable != usable || cls->mode != mode))
+    cls = cls->next;
+  if (cls && cls->ndepot) {
+    uint32_t n = cls->ndepot - 1;
+    batch = cls->depot[n];
+    depot_set(cls, n);
+    if (n < cls->depot_low)
+      cls->depot_low = n;
+#if FIB__TSAN
+    struct fib__stack **link = &batch;
+    while (*link) {
+      struct fib__stack *next = (*link)->pool_next;
+      *link = depot_renew(*link);
+      link = &(*link)->pool_next;
+      *link = next;
+    }
+#else
+    (void)depot_renew;
+#endif
+  }
+  slab_lock_leave();
+  return batch;
+}
+
+/* Hand `batch` (DEPOT_BATCH stacks of one slab class, through pool_next,
+ * the last's NULL) to the depot: 0, or -1 if it is full. */
+static int depot_give(struct fib__stack *batch) {
+  struct slab_class *cls = batch->slab->cls;
+  int ok = 0;
+  slab_lock_enter();
+  if (cls->ndepot < DEPOT_MAX) {
+    cls->depot[cls->ndepot] = batch;
+    depot_set(cls, cls->ndepot + 1);
+  } else {
+    ok = -1;
+  }
+  slab_lock_leave();
+  return ok;
+}
+
+/* Give back to the slabs the depot's batches that nobody took during the
+ * last quiet period (`now`: a look at the clock, see trim_check), or all
+ * of them (`now` 0). */
+static void depot_trim(uint64_t now, uint64_t quiet) {
+  static uint64_t window; /* under slab_lock: when the period began */
+  struct fib__stack *give = NULL;
+  slab_lock_enter();
+  if (now && now - window < quiet) {
+    slab_lock_leave();
+    return;
+  }
+  window = now;
+  for (struct slab_class *cls = slab_classes; cls; cls = cls->next) {
+    uint32_t n = now ? cls->depot_low : cls->ndepot;
+    for (uint32_t k = 0; k < n; k++) {
+      struct fib__stack *b = cls->depot[cls->ndepot - 1];
+      depot_set(cls, cls->ndepot - 1);
+      struct fib__stack *last = b;
+      while (last->pool_next)
+        last = last->pool_next;
+      last->pool_next = give;
+      give = b;
+    }
+    cls->depot_low = cls->ndepot;
+  }
+  slab_lock_leave();
+  slab_give(give);
+}
+
+size_t fib__stack_depot_size(void) {
+  size_t n = 0;
+  slab_lock_enter();
+  for (struct slab_class *cls = slab_classes; cls; cls = cls->next)
+    n += (size_t)cls->ndepot * DEPOT_BATCH;
+  slab_lock_leave();
+  return n;
+}
+
 /* Unmap every wholly free slab (one whose munmap was refused before). */
 static void slab_reap(void) {
   slab_lock_enter();
@@ -725,11 +879,17 @@ void fib__stack_seal_slabs(void) {
  *
  * A list for each class of stack, a class being a (usable size, guard
  * mode) pair, so a program that mixes sizes or modes finds each kind in
- * its own list instead of behind stacks of another kind. The class the
- * last get asked for is "hot": it sits at a fixed place in the pool, and
- * the fast paths of get and put look only at it, as they did when there
- * was one list; a get for another class swaps that class into the hot
- * place (get_slow).
+ * its own list instead of behind stacks of another kind. The classes in
+ * the first POOL_HOT slots are "hot": the fast paths of get and put look
+ * only at them, so a program with one stack size, or two in turn (a
+ * fiber size and a coroutine size, say), never leaves them; a get for a
+ * class further back moves it to the front (get_slow), and the hot class
+ * in the last hot slot becomes the first cold one. A get served by the
+ * second hot slot moves nothing: two classes taking turns stay where they
+ * are, which keeps the fast path to a compare more than with one. The
+ * order among the two hot classes is therefore not strictly the order of
+ * use (the one in slot 1 may have been used last); the eviction and the
+ * trim, which take the last classes first, see it that way.
  *
  * Pooled stacks keep their touched pages (no madvise on the spawn/exit
  * path). FIB__STACK_POOL_MAX stacks, all classes together, are kept for
@@ -740,21 +900,27 @@ void fib__stack_seal_slabs(void) {
 
 struct pool_class {
   struct fib__stack *head; /* LIFO through pool_next; NULL: empty */
-  uint32_t usable;         /* usable bytes of its stacks; 0: slot free */
-  fib_guard_mode mode;     /* resolved: MADVISE, MPROTECT or NONE */
+  uint64_t key;            /* class_key of its stacks (the mode resolved:
+                              MADVISE, MPROTECT or NONE); 0: slot free */
   uint32_t batch;          /* stacks its next miss takes from a slab:
                               doubles with each miss, up to SLAB_BATCH_MAX;
-                              back to one when another class is asked for
-                              (classes taking turns get no batches) */
+                              back to one when it leaves the hot slots
+                              (classes taking turns beyond the hot ones get
+                              no batches) */
 };
-_Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a class's size fits its field");
+/* The slots the fast paths look at: two, for a program with two sizes in
+ * turn; a third would cost every get and put that misses the first two
+ * another compare. */
+enum { POOL_HOT = 2 };
+_Static_assert(POOL_HOT == 2 && POOL_HOT < FIB__STACK_POOL_CLASSES,
+               "the fast paths write out two slots; cold slots exist");
 
 struct pool {
-  struct pool_class hot; /* free only while every slot is */
-  /* The other classes, most recently used first (made hot, or created by
-   * a put), the free slots last: the last class in use is the least
-   * recently used. */
-  struct pool_class cold[FIB__STACK_POOL_CLASSES - 1];
+  /* The classes, the hot ones first, then the cold ones most recently
+   * used first (made hot, or created by a put), the free slots last: the
+   * last class in use is the least recently used (up to the order among
+   * the hot ones, above). */
+  struct pool_class cls[FIB__STACK_POOL_CLASSES];
   size_t count; /* stacks on the class lists */
   /* The quiet-period trim (trim_check): the fewest stacks pooled since
    * the window began, when it began (CLOCK_MONOTONIC_COARSE, ns), and the
@@ -762,6 +928,10 @@ struct pool {
   size_t low;
   uint64_t window;
   unsigned ticks;
+  /* Puts over the bound that pass before the next try to hand a batch to
+   * the depot, after a class's list was too short for one. */
+  unsigned give_skip;
+  unsigned long misses; /* its share of depot_misses */
   /* Stacks that munmap refused (a merged VMA that would split past the
    * mapping limit): kept, not lost, and tried again by the drain. Not
    * bounded: each one is a failed munmap. */
@@ -771,13 +941,15 @@ struct pool {
 };
 
 static FIB__TLS struct pool tl_pool;
+
+/* How many times a pool went to the slabs for want of stacks with the
+ * depot empty (each pool counts its own in `misses`): a pool over its
+ * bound hands batches to the depot only once another thread's pool has
+ * (a program of one thread would only move its own stacks back and
+ * forth). A hint, so relaxed. */
+static unsigned long depot_misses;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
-
-static int class_is(const struct pool_class *c, size_t usable,
-                    fib_guard_mode mode) {
-  return c->usable == usable && c->mode == mode;
-}
 
 static void spill(struct pool *p, struct fib__stack *s) {
   s->pool_next = p->spill;
@@ -849,9 +1021,8 @@ static void pool_free_all(struct pool *p) {
   struct fib__stack *retry = p->spill, *give = NULL;
   p->spill = NULL;
   p->spilled = 0;
-  evict(p, &p->hot, &give);
-  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    evict(p, &p->cold[i], &give);
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES; i++)
+    evict(p, &p->cls[i], &give);
   while (retry) {
     struct fib__stack *next = retry->pool_next;
     release(p, retry, &give);
@@ -859,6 +1030,8 @@ static void pool_free_all(struct pool *p) {
   }
   slab_give(give);
   p->low = 0;
+  p->give_skip = 0;
+  depot_trim(0, 0); /* and the spare stacks of every thread */
   slab_reap(); /* slabs whose munmap was refused before */
 }
 
@@ -898,13 +1071,12 @@ __attribute__((noinline)) static void trim_check(struct pool *p) {
   size_t excess = p->low > FIB__STACK_POOL_MAX ? p->low - FIB__STACK_POOL_MAX
                                                 : 0;
   struct fib__stack *give = NULL;
-  for (int i = FIB__STACK_POOL_CLASSES - 2; i >= 0 && excess; i--)
-    excess -= shed(p, &p->cold[i], excess, &give);
-  if (excess)
-    (void)shed(p, &p->hot, excess, &give);
+  for (int i = FIB__STACK_POOL_CLASSES - 1; i >= 0 && excess; i--)
+    excess -= shed(p, &p->cls[i], excess, &give);
   slab_give(give);
   p->low = p->count;
   p->window = now;
+  depot_trim(now, atomic_load_explicit(&quiet_ns, memory_order_relaxed));
 }
 
 static void pool_thread_exit(void *arg) { pool_free_all(arg); }
@@ -913,27 +1085,44 @@ static void pool_key_create(void) {
   (void)pthread_key_create(&pool_key, pool_thread_exit);
 }
 
-/* The cold class for (usable, mode), or NULL. */
-static struct pool_class *find_cold(struct pool *p, size_t usable,
-                                    fib_guard_mode mode) {
-  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    if (class_is(&p->cold[i], usable, mode))
-      return &p->cold[i];
+/* The slot of class `key` from slot `from` on, or NULL. */
+static struct pool_class *find_class(struct pool *p, int from, uint64_t key) {
+  for (int i = from; i < FIB__STACK_POOL_CLASSES; i++)
+    if (p->cls[i].key == key)
+      return &p->cls[i];
   return NULL;
 }
 
-/* Room at the front of the cold classes: the ones before `upto` move one
- * place back, over it. (A loop, not memmove: usually it moves nothing, and
- * a call would cost the alternating program's get a full frame.) */
-static void shift_cold(struct pool *p, struct pool_class *upto) {
-  for (struct pool_class *c = upto; c > p->cold; c--)
+/* Room at slot `at`: the classes from there up to `upto` move one place
+ * back, over it. (A loop, not memmove: it moves a few slots at most, and
+ * a call would cost the get of a program with three classes in turn a
+ * full frame.) */
+static void shift_slots(struct pool_class *at, struct pool_class *upto) {
+  for (struct pool_class *c = upto; c > at; c--)
     c[0] = c[-1];
 }
 
-/* Nothing pooled for this request: the spill list, else a new stack. The
+/* Room at slot `at` for a new class: the last class gives way if every
+ * slot is in use (its stacks given back), the ones from `at` on move one
+ * place back. The class that leaves the hot slots gets no more batches. */
+static void open_slot(struct pool *p, struct pool_class *at) {
+  struct pool_class *last = &p->cls[FIB__STACK_POOL_CLASSES - 1];
+  if (last->key) {
+    struct fib__stack *give = NULL;
+    evict(p, last, &give);
+    slab_give(give);
+  }
+  shift_slots(at, last);
+  if (at < &p->cls[POOL_HOT])
+    p->cls[POOL_HOT].batch = 0;
+}
+
+/* Nothing pooled for this request: the spill list, else a new stack. `c`
+ * is the request's class if it is hot (its list empty), else NULL. The
  * checks here do not change once AUTO is probed, so a pooled stack, made
  * under them, needs none. */
 __attribute__((noinline)) static int get_fresh(struct pool *p,
+                                               struct pool_class *c,
                                                struct fib__stack **out,
                                                size_t usable,
                                                fib_guard_mode mode) {
@@ -952,59 +1141,68 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
    * qemu-user's madvise that does nothing): refused, never absent. */
   if (mode == FIB_GUARD_MADVISE && fib__stack_auto_mode() != FIB_GUARD_MADVISE)
     return FIB_EINVAL;
-  if (mode == FIB_GUARD_MPROTECT) {
-    p->hot.batch = 0; /* classes taking turns: no batches (as below) */
-    return map_stack(out, usable, mode);
-  }
-  /* From a slab: a batch for the hot class (the rest go on its list),
-   * growing while the misses go on. The request's class becomes the hot
-   * one if it was not (a program that spawns a million fibers before any
+  if (mode == FIB_GUARD_MPROTECT)
+    return map_stack(out, usable, mode); /* a mapping each: no batches */
+  /* From a slab: a batch for the class (the rest go on its list), growing
+   * while the misses go on. The request's class becomes the first hot one
+   * if it was not hot (a program that spawns a million fibers before any
    * finishes has never given a stack back to make it one). */
-  if (!class_is(&p->hot, usable, mode)) {
-    if (p->hot.usable) {
-      struct pool_class *c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
-      if (c->usable) { /* the least recently used gives way */
-        struct fib__stack *give = NULL;
-        evict(p, c, &give);
-        slab_give(give);
-      }
-      shift_cold(p, c);
-      p->cold[0] = p->hot;
-      p->cold[0].batch = 0;
-    }
-    p->hot.head = NULL;
-    p->hot.usable = (uint32_t)usable;
-    p->hot.mode = mode;
-    p->hot.batch = 0;
+  if (!c) {
+    c = &p->cls[0];
+    if (c->key)
+      open_slot(p, c);
+    c->head = NULL;
+    c->key = class_key(usable, mode);
+    c->batch = 0;
   }
-  int hot = 1;
-  uint32_t want = p->hot.batch ? p->hot.batch : 1;
-  struct fib__stack *list;
+  /* What another thread's pool handed over, before fresh stacks: their
+   * pages are still there. */
+  struct fib__stack *list = depot_take(usable, mode);
+  if (list) {
+    c->head = list->pool_next;
+    p->count += DEPOT_BATCH - 1;
+    reuse(list);
+    *out = list;
+    return 0;
+  }
+  __atomic_fetch_add(&depot_misses, 1, __ATOMIC_RELAXED);
+  p->misses++;
+  uint32_t want = c->batch ? c->batch : 1;
   int n = slab_take(usable, mode, want, &list);
   if (n < 0)
     return n;
-  if (hot) {
-    p->hot.batch = want < SLAB_BATCH_MAX ? 2 * want : SLAB_BATCH_MAX;
-    p->hot.head = list->pool_next;
-    p->count += (size_t)n - 1;
-  }
+  c->batch = want < SLAB_BATCH_MAX ? 2 * want : SLAB_BATCH_MAX;
+  c->head = list->pool_next;
+  p->count += (size_t)n - 1;
   list->pool_next = NULL;
   *out = list;
   return 0;
 }
 
-/* The class of (usable, mode), whose list was `s`, has just become hot:
- * a stack from it, else from get_fresh. */
-static inline int take_hot(struct pool *p, struct fib__stack *s,
-                           uint32_t batch, struct fib__stack **out,
-                           size_t usable, fib_guard_mode mode) {
-  p->hot.usable = (uint32_t)usable;
-  p->hot.mode = mode;
-  p->hot.batch = batch;
-  p->hot.head = s;
+/* Not a stack of a hot class: a hot class with an empty list gets its
+ * stack from get_fresh; a cold class moves to the front, the hot ones one
+ * place back (the second becoming the first cold one), even if its list
+ * is empty (its puts then take the fast path); no class: get_fresh. Calls
+ * only as tail calls, so no call frame. */
+__attribute__((noinline)) static int get_slow(struct pool *p,
+                                              struct fib__stack **out,
+                                              size_t usable,
+                                              fib_guard_mode mode) {
+  uint64_t key = class_key(usable, mode);
+  for (int i = 0; i < POOL_HOT; i++)
+    if (p->cls[i].key == key)
+      return get_fresh(p, &p->cls[i], out, usable, mode);
+  struct pool_class *c = find_class(p, POOL_HOT, key);
+  if (!c)
+    return get_fresh(p, NULL, out, usable, mode);
+  struct pool_class moved = *c;
+  shift_slots(&p->cls[0], c);
+  p->cls[POOL_HOT].batch = 0; /* out of the hot slots: no batches */
+  p->cls[0] = moved;
+  struct fib__stack *s = moved.head;
   if (!s)
-    return get_fresh(p, out, usable, mode);
-  p->hot.head = s->pool_next;
+    return get_fresh(p, &p->cls[0], out, usable, mode);
+  p->cls[0].head = s->pool_next;
   if (--p->count < p->low)
     p->low = p->count;
   reuse(s);
@@ -1012,51 +1210,24 @@ static inline int take_hot(struct pool *p, struct fib__stack *s,
   return 0;
 }
 
-/* get_slow for a class further back than cold[0]. */
-__attribute__((noinline)) static int
-get_promote(struct pool *p, struct pool_class *c, struct fib__stack **out,
-            size_t usable, fib_guard_mode mode) {
-  struct fib__stack *s = c->head;
-  uint32_t batch = c->batch;
-  shift_cold(p, c);
-  p->cold[0] = p->hot;
-  p->cold[0].batch = 0; /* classes taking turns: no batches */
-  return take_hot(p, s, batch, out, usable, mode);
-}
-
-/* Not a stack of the hot class: another class becomes hot if there is
- * one for the request (even if empty: its puts then take the fast path),
- * and the hot one becomes the first cold one. Hot is in use here (else
- * no class is), so cold[0] is too. A program that alternates between two
- * classes finds the other at cold[0]: a swap, and calls only as tail
- * calls, so no call frame either. */
-__attribute__((noinline)) static int get_slow(struct pool *p,
-                                              struct fib__stack **out,
-                                              size_t usable,
-                                              fib_guard_mode mode) {
-  struct pool_class *c =
-      class_is(&p->hot, usable, mode) ? NULL : find_cold(p, usable, mode);
-  if (!c)
-    return get_fresh(p, out, usable, mode);
-  if (c != &p->cold[0])
-    return get_promote(p, c, out, usable, mode);
-  struct fib__stack *s = c->head;
-  uint32_t batch = c->batch;
-  p->cold[0] = p->hot;
-  p->cold[0].batch = 0; /* classes taking turns: no batches */
-  return take_hot(p, s, batch, out, usable, mode);
-}
-
 int fib__stack_get(struct fib__stack **out, size_t usable,
                    fib_guard_mode mode) {
   if (mode == FIB_GUARD_AUTO) /* MADVISE or MPROTECT, never NONE */
     mode = fib__stack_auto_mode();
-  /* The hot path: the request's class is the hot one and has a stack
-   * (which was made under get_fresh's checks: none needed here). */
+  /* The hot path: the request's class is a hot one and has a stack (which
+   * was made under get_fresh's checks: none needed here). */
   struct pool *p = &tl_pool;
-  struct fib__stack *s = p->hot.head;
-  if (s && p->hot.usable == usable && p->hot.mode == mode) {
-    p->hot.head = s->pool_next;
+  uint64_t key = class_key(usable, mode);
+  struct fib__stack *s;
+  /* Each slot written out, not through a pointer to it: its fields are
+   * then addressed off the thread pointer directly. */
+  if (p->cls[0].key == key && (s = p->cls[0].head)) {
+    p->cls[0].head = s->pool_next;
+    goto got;
+  }
+  if (p->cls[1].key == key && (s = p->cls[1].head)) {
+    p->cls[1].head = s->pool_next;
+  got:
     if (--p->count < p->low) /* the quiet-period trim's low-water mark */
       p->low = p->count;
     reuse(s);
@@ -1093,7 +1264,30 @@ int fib__stack_renew(struct fib__stack *s, size_t usable,
   return 0;
 }
 
-/* Not the hot class, or the pool is full. */
+/* The top DEPOT_BATCH stacks of class c (a slab class) to the depot: the
+ * ones put last, whose descriptors are still in this CPU's cache. */
+static void hand_off(struct pool *p, struct pool_class *c) {
+  struct fib__stack *last = c->head;
+  for (int k = 1; k < DEPOT_BATCH && last; k++)
+    last = last->pool_next;
+  if (!last) { /* a shorter list: not again for DEPOT_BATCH puts */
+    p->give_skip = DEPOT_BATCH;
+    return;
+  }
+  struct fib__stack *batch = c->head;
+  c->head = last->pool_next;
+  last->pool_next = NULL;
+  if (depot_give(batch) != 0) { /* filled up meanwhile: kept */
+    last->pool_next = c->head;
+    c->head = batch;
+    return;
+  }
+  p->count -= DEPOT_BATCH;
+  if (p->count < p->low)
+    p->low = p->count;
+}
+
+/* Not a hot class, or the pool is full. */
 __attribute__((noinline)) static void put_slow(struct pool *p,
                                                struct fib__stack *s) {
   if (!p->exit_hook) {
@@ -1101,35 +1295,35 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
     pthread_once(&pool_key_once, pool_key_create);
     p->exit_hook = pthread_setspecific(pool_key, p) == 0;
   }
-  size_t usable = s->usable_size;
-  fib_guard_mode mode = s->mode;
-  struct pool_class *c =
-      class_is(&p->hot, usable, mode) ? &p->hot : find_cold(p, usable, mode);
+  struct pool_class *c = find_class(p, 0, s->pool_key);
   if (!c) {
-    if (!p->hot.usable) { /* the first class */
-      c = &p->hot;
-    } else {
-      /* A new class goes first among the cold ones; if they are all in
-       * use, the least recently used (the last) gives way, its stacks
-       * unmapped. Never the hot one: a get asked for it last. */
-      c = &p->cold[FIB__STACK_POOL_CLASSES - 2];
-      if (c->usable) {
-        struct fib__stack *give = NULL;
-        evict(p, c, &give);
-        slab_give(give);
-      }
-      shift_cold(p, c);
-      c = &p->cold[0];
-    }
+    /* A new class takes a free hot slot if there is one; else it goes
+     * first among the cold ones, and if every slot is in use the least
+     * recently used (the last) gives way, its stacks unmapped. Never a
+     * hot one: a get asked for it lately. */
+    c = &p->cls[0];
+    while (c < &p->cls[POOL_HOT] && c->key)
+      c++;
+    if (c->key)
+      open_slot(p, c);
     c->head = NULL;
-    c->usable = (uint32_t)usable;
-    c->mode = mode;
+    c->key = s->pool_key;
     c->batch = 0;
   }
   s->pool_next = c->head;
   c->head = s;
   p->count++;
-  /* Over the bound: kept, and now and then a look at the clock. */
+  if (p->count <= FIB__STACK_POOL_MAX)
+    return;
+  /* Over the bound: a batch to the depot for other threads' pools, if
+   * there is room; what stays is kept, and now and then a look at the
+   * clock. */
+  if (p->give_skip)
+    p->give_skip--;
+  else if (s->slab && p->count >= FIB__STACK_POOL_MAX + DEPOT_BATCH &&
+           __atomic_load_n(&depot_misses, __ATOMIC_RELAXED) != p->misses &&
+           !depot_full(s->slab->cls))
+    hand_off(p, c);
   if (p->count > FIB__STACK_POOL_MAX && (p->ticks == 0 || --p->ticks == 0))
     trim_check(p);
 }
@@ -1139,22 +1333,31 @@ void fib__stack_put(struct fib__stack *s) {
 #if FIB__ASAN
   __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
 #endif
-  if (s->usable_size == p->hot.usable && s->mode == p->hot.mode &&
-      p->count < FIB__STACK_POOL_MAX) {
-    s->pool_next = p->hot.head;
-    p->hot.head = s;
-    p->count++;
-  } else {
-    put_slow(p, s);
+  uint64_t key = s->pool_key;
+  if (p->count < FIB__STACK_POOL_MAX) {
+    /* Each slot written out, as in fib__stack_get. */
+    if (p->cls[0].key == key) {
+      s->pool_next = p->cls[0].head;
+      p->cls[0].head = s;
+      p->count++;
+      return;
+    }
+    if (p->cls[1].key == key) {
+      s->pool_next = p->cls[1].head;
+      p->cls[1].head = s;
+      p->count++;
+      return;
+    }
   }
+  put_slow(p, s);
 }
 
 size_t fib__stack_pool_size(void) { return tl_pool.count + tl_pool.spilled; }
 
 size_t fib__stack_pool_classes(void) {
-  size_t n = tl_pool.hot.usable != 0;
-  for (int i = 0; i < FIB__STACK_POOL_CLASSES - 1; i++)
-    n += tl_pool.cold[i].usable != 0;
+  size_t n = 0;
+  for (int i = 0; i < FIB__STACK_POOL_CLASSES; i++)
+    n += tl_pool.cls[i].key != 0;
   return n;
 }
 

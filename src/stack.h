@@ -36,7 +36,8 @@ struct fib__stack {
   size_t guard_size;    /* bytes of guard region */
   size_t usable_size;   /* what was asked for, rounded to pages */
   char *lo;             /* lowest usable byte (map + guard_size) */
-  fib_guard_mode mode;  /* the mode in force: MADVISE, MPROTECT or NONE */
+  uint64_t pool_key;    /* (usable_size, mode) as one word: the pool's
+                           class compare on every put is one load */
   /* Who runs on the stack, for the overflow report. Upper layers set them;
    * owner_name points into memory that lives as long as the owner does. */
   uint64_t owner_id;
@@ -45,6 +46,7 @@ struct fib__stack {
   struct fib__stack *pool_next; /* link while in the pool */
   struct fib__slab *slab; /* the slab it was carved from; NULL: a mapping
                              of its own (FIB_GUARD_MPROTECT) */
+  fib_guard_mode mode;  /* the mode in force: MADVISE, MPROTECT or NONE */
   unsigned vg_id;       /* valgrind's stack id (sanitize.h), or 0 */
 };
 
@@ -56,11 +58,25 @@ static inline int fib__guard_mode_known(fib_guard_mode g) {
   return (unsigned)g <= (unsigned)FIB_GUARD_NONE;
 }
 
+/* The page size less one, once a size has been rounded (0 before): every
+ * spawn or create that passes a size rounds it, and a load is cheaper
+ * than a call. Racing threads store the same value. */
+extern size_t fib__stack_page_mask;
+size_t fib__stack_round_first(size_t size);
+
 /*
  * Check and round a requested usable size: 0 means `fallback`. Returns the
  * rounded size, or 0 if out of [FIB_STACK_MIN, FIB_STACK_MAX].
  */
-size_t fib__stack_round_size(size_t requested, size_t fallback);
+static inline size_t fib__stack_round_size(size_t requested, size_t fallback) {
+  size_t size = requested ? requested : fallback;
+  if (size - FIB_STACK_MIN > FIB_STACK_MAX - FIB_STACK_MIN) /* both bounds */
+    return 0;
+  size_t mask = __atomic_load_n(&fib__stack_page_mask, __ATOMIC_RELAXED);
+  if (__builtin_expect(mask == 0, 0))
+    return fib__stack_round_first(size);
+  return (size + mask) & ~mask;
+}
 
 /* The one check of a stack request (fib_attr, fib_runtime_opts): the
  * rounded size as fib__stack_round_size gives it, or 0 if the size is out
@@ -136,16 +152,25 @@ void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out);
  * it never dipped into during that period go back to their slabs (their
  * memory to the kernel), and a slab that is wholly free is unmapped. A
  * stack freed on another thread than the one that made it goes to the
- * freeing thread's pool: a stack belongs to no thread. */
+ * freeing thread's pool: a stack belongs to no thread. A pool over its
+ * bound hands slab stacks, in whole batches, to a process-wide depot
+ * (bounded) that a pool which runs out takes from before it makes new
+ * stacks, so stacks that flow from one thread to another come back
+ * without their pages being given back and faulted in again. */
 #define FIB__STACK_POOL_MAX 256
 #define FIB__STACK_POOL_CLASSES 8
 #define FIB__STACK_QUIET_NS 1000000000ull
 
 /* Stacks in this thread's pool (with any that munmap refused); how many
- * classes it holds; give them all back (unmapping wholly free slabs). */
+ * classes it holds; give them all back, and the depot's (unmapping wholly
+ * free slabs). */
 size_t fib__stack_pool_size(void);
 size_t fib__stack_pool_classes(void);
 void fib__stack_pool_drain(void);
+
+/* Stacks in the depot (stack.c: batches that pools over their bound hand
+ * over, for any thread's pool to take before it makes new ones). */
+size_t fib__stack_depot_size(void);
 
 /* Slabs mapped in the process now. */
 long fib__stack_slab_count(void);
@@ -156,8 +181,9 @@ long fib__stack_slab_count(void);
 int fib__stack_vectored_madvise(void);
 
 /* Test seams. Seal: the slabs mapped now hand out no more stacks (the next
- * stack a pool lacks comes from a new slab, so a test reaches the system);
- * they are still unmapped once wholly free. Quiet: the quiet period (0:
+ * stack a pool lacks comes from a new slab, so a test reaches the system,
+ * unless the depot has one: a test of one thread never fills it); they
+ * are still unmapped once wholly free. Quiet: the quiet period (0:
  * the next check trims) and how many over-the-bound puts pass between two
  * looks at the clock (0: back to the defaults). Process-wide / per
  * thread. */

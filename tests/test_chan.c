@@ -485,6 +485,212 @@ TEST(cancelled_fiber_gets_ecanceled_at_once) {
   CHECK_OK(fib_chan_destroy(&ch));
 }
 
+/* ---- the wait with no deadline: its node in the slot its fiber's stack
+ * keeps, its result handed over by the switch into the fiber (by another
+ * fiber's transfer, by a finishing fiber, by the loop) */
+
+static fib_chan tail_a, tail_b;
+static long tail_rounds;
+
+static void *tail_pong(void *arg) {
+  (void)arg;
+  for (long i = 0; i < tail_rounds; i++) {
+    long v = -1;
+    CHECK_OK(fib_chan_recv(&tail_a, &v));
+    CHECK_EQ(v, i);
+    v = -v;
+    CHECK_OK(fib_chan_send(&tail_b, &v));
+  }
+  return NULL;
+}
+
+static void *tail_ping(void *arg) {
+  (void)arg;
+  for (long i = 0; i < tail_rounds; i++) {
+    long v = i;
+    CHECK_OK(fib_chan_send(&tail_a, &v));
+    CHECK_OK(fib_chan_recv(&tail_b, &v));
+    CHECK_EQ(v, -i);
+  }
+  return NULL;
+}
+
+/* A receiver that waits, spawned and joined in a loop: each one's stack
+ * is the last one's, renewed (the zombie), slot and all. */
+static void *tail_one_recv(void *arg) {
+  long v = -1;
+  CHECK_OK(fib_chan_recv(&tail_a, &v));
+  CHECK_EQ(v, (long)(intptr_t)arg);
+  return NULL;
+}
+
+static void *tail_spawn_join(void *arg) {
+  (void)arg;
+  for (long i = 0; i < 100; i++) {
+    fib_id r = spawn(tail_one_recv, (void *)(intptr_t)i);
+    CHECK_OK(fib_yield()); /* it waits */
+    CHECK_OK(fib_chan_send(&tail_a, &i));
+    CHECK_OK(fib_join(r, NULL));
+  }
+  return NULL;
+}
+
+TEST(waits_with_no_deadline_on_every_kind_of_stack) {
+  static const fib_attr kinds[] = {
+      {0},
+      {.flags = FIB_SHARED_FP},
+      {.flags = FIB_DETACHED}, /* its record on its stack, above the slot */
+      {.guard = FIB_GUARD_NONE},
+      {.guard = FIB_GUARD_MPROTECT},
+  };
+  tail_rounds = (long)scaled(2000);
+  size_t n = sizeof kinds / sizeof kinds[0];
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < n; j++) {
+      if ((kinds[i].flags ^ kinds[j].flags) & FIB_SHARED_FP)
+        continue; /* they meet through the loop: covered below */
+      CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+      CHECK_OK(fib_chan_init(&tail_b, sizeof(long), 0));
+      fib_runtime *rt = new_runtime();
+      CHECK_OK(fib_spawn(rt, tail_ping, NULL, &kinds[i], NULL));
+      CHECK_OK(fib_spawn(rt, tail_pong, NULL, &kinds[j], NULL));
+      run_to_end(rt);
+      CHECK_OK(fib_chan_destroy(&tail_a));
+      CHECK_OK(fib_chan_destroy(&tail_b));
+    }
+  /* the two FP variants: every switch between them goes through the loop,
+   * whose resume hands the value over */
+  CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+  CHECK_OK(fib_chan_init(&tail_b, sizeof(long), 0));
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, tail_ping, NULL, &kinds[0], NULL));
+  CHECK_OK(fib_spawn(rt, tail_pong, NULL, &kinds[1], NULL));
+  run_to_end(rt);
+  rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, tail_spawn_join, NULL, NULL, NULL));
+  run_to_end(rt);
+  CHECK_OK(fib_chan_destroy(&tail_a));
+  CHECK_OK(fib_chan_destroy(&tail_b));
+}
+
+static void *tail_recv_result(void *arg) {
+  (void)arg;
+  long v;
+  int err = fib_chan_recv(&tail_a, &v);
+  /* the reason it woke was handed over with the switch; a yield after it
+   * still returns 0 */
+  CHECK_OK(fib_yield());
+  return (void *)(intptr_t)err;
+}
+
+static void *tail_send_result(void *arg) {
+  (void)arg;
+  long v = 7;
+  int err = fib_chan_send(&tail_a, &v);
+  CHECK_OK(fib_yield());
+  return (void *)(intptr_t)err;
+}
+
+static void *tail_results_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+  /* cancelled: the canceller takes its node off the channel */
+  fib_id r = spawn(tail_recv_result, NULL), s;
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_cancel(NULL, r));
+  CHECK_OK(fib_chan_destroy(&tail_a)); /* nobody waits */
+  CHECK_EQ(join_int(r), FIB_ECANCELED);
+  CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+  s = spawn(tail_send_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_cancel(NULL, s));
+  CHECK_OK(fib_yield()); /* our yield switches to it, with its reason */
+  CHECK_EQ(join_int(s), FIB_ECANCELED);
+  /* closed: woken at the back with FIB_EPIPE, reached by a yield */
+  r = spawn(tail_recv_result, NULL);
+  s = spawn(tail_recv_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_chan_close(&tail_a));
+  CHECK_OK(fib_yield());
+  CHECK_EQ(join_int(r), FIB_EPIPE);
+  CHECK_EQ(join_int(s), FIB_EPIPE);
+  CHECK_OK(fib_chan_destroy(&tail_a));
+  /* completed with a value, then cancelled while it runs: 0 */
+  CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+  r = spawn(tail_recv_result, NULL);
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_chan_send(&tail_a, &(long){3}));
+  CHECK_OK(fib_cancel(NULL, r)); /* READY now: its wait is over */
+  CHECK_EQ(join_int(r), 0);
+  CHECK_OK(fib_chan_destroy(&tail_a));
+  return NULL;
+}
+
+static void *tail_recv_b(void *arg) {
+  (void)arg;
+  long v = -1;
+  CHECK_OK(fib_chan_recv(&tail_b, &v));
+  return (void *)(intptr_t)v;
+}
+
+/* A cancelled waiter's node must leave the channel with the cancel: its
+ * fiber may finish at once, and the next spawn takes its stack, slot and
+ * all, and waits elsewhere with it. */
+static void *tail_cancel_then_reuse_main(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+  CHECK_OK(fib_chan_init(&tail_b, sizeof(long), 0));
+  for (int round = 0; round < 3; round++) {
+    fib_id x = spawn(round == 2 ? tail_send_result : tail_recv_result, NULL);
+    CHECK_OK(fib_yield()); /* it waits on a */
+    CHECK_OK(fib_cancel(NULL, x));
+    CHECK_EQ(join_int(x), FIB_ECANCELED);
+    fib_id z = spawn(tail_recv_b, NULL); /* on x's stack (the zombie) */
+    CHECK_OK(fib_yield()); /* it waits on b */
+    long v = 5;
+    if (round == 2) /* nobody sends on a */
+      CHECK_EQ(fib_chan_recv_until(&tail_a, &v, fib_now_ns() + MS),
+               FIB_ETIMEDOUT);
+    else /* nobody receives on a */
+      CHECK_EQ(fib_chan_send_until(&tail_a, &v, fib_now_ns() + MS),
+               FIB_ETIMEDOUT);
+    v = 40 + round;
+    CHECK_OK(fib_chan_send(&tail_b, &v));
+    CHECK_EQ(join_int(z), 40 + round);
+  }
+  CHECK_OK(fib_chan_destroy(&tail_a));
+  CHECK_OK(fib_chan_destroy(&tail_b));
+  return NULL;
+}
+
+TEST(a_cancelled_wait_with_no_deadline_leaves_the_channel) {
+  run_main(tail_cancel_then_reuse_main, NULL);
+}
+
+TEST(a_wait_with_no_deadline_returns_why_it_woke) {
+  run_main(tail_results_main, NULL);
+}
+
+/* The same reasons handed over by the loop's resume: the fiber is readied
+ * from outside any fiber, between runs. */
+TEST(a_wait_with_no_deadline_woken_between_runs) {
+  CHECK_OK(fib_chan_init(&tail_a, sizeof(long), 0));
+  fib_runtime *rt = new_runtime();
+  fib_id r, s;
+  CHECK_OK(fib_spawn(rt, tail_recv_result, NULL, NULL, &r));
+  CHECK_OK(fib_spawn(rt, tail_recv_result, NULL, NULL, &s));
+  CHECK_EQ(fib_run_nowait(rt), 2); /* both wait */
+  CHECK_OK(fib_cancel(rt, r));
+  CHECK_OK(fib_chan_close(&tail_a));
+  void *res;
+  CHECK_OK(fib_run_join(rt, r, &res));
+  CHECK_EQ((int)(intptr_t)res, FIB_ECANCELED);
+  CHECK_OK(fib_run_join(rt, s, &res));
+  CHECK_EQ((int)(intptr_t)res, FIB_EPIPE);
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_chan_destroy(&tail_a));
+}
+
 /* ---- select */
 
 static void *select_main(void *arg) {
@@ -849,6 +1055,16 @@ TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
                        "steps its waiters through the channel by yields, each of which "
                        "lets them park only on one worker"),
           T(cancelled_fiber_gets_ecanceled_at_once),
+          T_ONE_WORKER(waits_with_no_deadline_on_every_kind_of_stack,
+                       "a one-worker runtime's channel wait"),
+          T_ONE_WORKER(a_wait_with_no_deadline_returns_why_it_woke,
+                       "steps its waiters through the channel by yields, each of which "
+                       "lets them park only on one worker"),
+          T_ONE_WORKER(a_cancelled_wait_with_no_deadline_leaves_the_channel,
+                       "steps its waiters through the channel by yields, each of which "
+                       "lets them park only on one worker"),
+          T_ONE_WORKER(a_wait_with_no_deadline_woken_between_runs,
+                       "bounded runs and fib_run_join need one worker"),
           T(select_default_ready_closed_timeout_and_misuse),
           T(select_over_many_cases_waits_and_cleans_up),
           T(select_send_case_completed_by_a_receiver),

@@ -330,6 +330,31 @@ TEST(a_compact_fiber_blocking_in_a_wait_queue_is_fatal) {
                       "whose records are on its stack") != NULL);
 }
 
+static void *waits_on_a_chan(void *arg) {
+  int v;
+  CHECK_OK(fib_chan_recv(arg, &v)); /* no deadline: the tail wait */
+  return NULL;
+}
+
+static void compact_fiber_waits_on_a_chan(void *arg) {
+  (void)arg;
+  fib_runtime *rt;
+  fib_chan ch;
+  CHECK_OK(fib_chan_init(&ch, sizeof(int), 0));
+  CHECK_OK(fib_runtime_create(&rt, NULL));
+  CHECK_OK(fib_spawn(rt, waits_on_a_chan, &ch, &compact, NULL));
+  (void)fib_run(rt);
+}
+
+TEST(a_compact_fiber_blocking_on_a_channel_is_fatal) {
+  struct child_result r;
+  run_child(compact_fiber_waits_on_a_chan, NULL, &r);
+  strip_emulator_report(&r);
+  CHECK_EQ(r.signal, SIGABRT);
+  CHECK(strstr(r.err, "fibers: fatal: a FIB_COMPACT fiber blocked in a wait "
+                      "whose records are on its stack") != NULL);
+}
+
 static fib_coro *made_elsewhere;
 
 static void *make_compact(void *arg) {
@@ -600,6 +625,7 @@ TEST_MAIN(T(values_on_the_stack_survive_suspension),
           T(compact_fibers_stay_on_their_worker),
           T(destroying_a_runtime_with_suspended_compact_fibers),
           T(a_compact_fiber_blocking_in_a_wait_queue_is_fatal),
+          T(a_compact_fiber_blocking_on_a_channel_is_fatal),
           T(refused_combinations),
           T(under_asan_a_pointer_into_a_suspended_compact_stack_is_reported),
           T(a_pointer_into_a_suspended_compact_stack_reads_the_debug_fill),

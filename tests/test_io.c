@@ -880,8 +880,8 @@ TEST(io_waiters_are_no_deadlock) {
   CHECK_OK(fib_runtime_destroy(rt));
   /* A fiber that waits for the program is still a deadlock once the
    * I/O waiters are done. */
+  rt = new_runtime(); /* first: a semaphore made now is shared by workers */
   CHECK_OK(fib_sem_init(&dl_sem, 0));
-  rt = new_runtime();
   CHECK_OK(fib_spawn(rt, sem_waiter, NULL, NULL, NULL));
   CHECK_OK(fib_spawn(rt, io_only_reader, NULL, NULL, NULL));
   CHECK_EQ(pthread_create(&t, NULL, late_writer, &p[1]), 0);
@@ -1321,22 +1321,32 @@ TEST_MAIN(T(socketpair_reader_parks_writer_wakes),
           T(pipe_reader_parks_writer_wakes),
           T(readv_writev_socketpair_and_pipe),
           T(recv_send_recvmsg_sendmsg_flags), T(short_counts_stay_short),
-          T(eof_returns_zero), T(regular_file_does_not_park),
+          T(eof_returns_zero), T_ONE_WORKER(regular_file_does_not_park,
+                       "counts the ticks other fibers make meanwhile: on "
+                       "several workers they run at the same time"),
           T(blocking_fd_is_made_nonblocking),
           T(deadline_has_no_effect_and_loses_nothing),
           T(cancel_while_parked_has_no_effect),
           T(cancel_racing_readiness_loses_no_data),
           T(deadline_racing_readiness_loses_no_data),
-          T(close_wakes_reader_writer_acceptor_with_ebadf),
+          T_ONE_WORKER(close_wakes_reader_writer_acceptor_with_ebadf,
+                       "one yield parks all four only on one thread: on "
+                       "several, one not yet started uses the closed number, "
+                       "which another worker's poller may hold by then"),
           T(reused_number_gets_no_stale_ready_bit),
           T(reused_number_gets_no_stale_event),
-          T(woken_reader_does_not_use_the_reused_number),
+          T_ONE_WORKER(woken_reader_does_not_use_the_reused_number,
+                       "steps the run with fib_run_nowait"),
           T(wait_fd_returns_the_ready_state_not_only_edges),
           T(io_waiters_are_no_deadlock),
-          T(run_nowait_and_run_once_with_io_waiters),
-          T(yielding_fibers_do_not_starve_a_ready_reader),
-          T(destroy_with_fibers_parked_on_fds),
-          T(thread_exit_with_fibers_waiting_then_destroy),
+          T_ONE_WORKER(run_nowait_and_run_once_with_io_waiters,
+                       "fib_run_nowait and fib_run_once"),
+          T_ONE_WORKER(yielding_fibers_do_not_starve_a_ready_reader,
+                       "counts the yields of one run queue"),
+          T_ONE_WORKER(destroy_with_fibers_parked_on_fds,
+                       "steps the run with fib_run_nowait"),
+          T_ONE_WORKER(thread_exit_with_fibers_waiting_then_destroy,
+                       "steps the run with fib_run_nowait"),
           T(short_stream_read_waits_for_an_edge_and_loses_nothing),
           T(error_codes),
           T(fork_child_exits_or_execs_parent_goes_on))

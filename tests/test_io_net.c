@@ -894,5 +894,6 @@ TEST_MAIN(T(tcp_echo_ipv4), T(tcp_echo_ipv6), T(accept_loop_in_several_fibers),
           T(peer_reset_is_econnreset), T(half_close_reads_zero_other_way_works),
           T(sigpipe_is_never_raised), T(emfile_on_accept_then_serving_goes_on),
           T(full_listen_backlog_does_not_hang), T(many_connections_echo),
-          T(host_poll_loop_drives_echo_through_io_fd),
+          T_ONE_WORKER(host_poll_loop_drives_echo_through_io_fd,
+                       "steps the run with fib_run_nowait"),
           T(unix_connect_with_full_backlog_retries))

@@ -603,8 +603,10 @@ TEST_MAIN(T(jobs_run_off_the_thread_while_fibers_run),
           T(many_jobs_all_complete_on_a_bounded_pool),
           T(cancel_or_deadline_before_start_takes_the_job_back),
           T(deadline_or_cancel_while_running_waits_for_the_result),
-          T(destroy_with_jobs_in_flight),
+          T_ONE_WORKER(destroy_with_jobs_in_flight,
+                       "steps the run with fib_run_nowait"),
           T(a_thread_that_offloaded_exits_cleanly),
           T(getaddrinfo_without_the_network),
           T(allocation_failures_are_reported_and_lose_nothing),
-          T(no_false_deadlock_while_a_job_is_in_flight))
+          T_ONE_WORKER(no_false_deadlock_while_a_job_is_in_flight,
+                       "fib_run_join"))

@@ -32,21 +32,23 @@ else()
   find_program(FIB_READELF readelf)
 endif()
 
-# Sets <name>_ok when bash and the tool (tool_var, if given) were found;
-# otherwise adds <name> as a skipped test naming the package to install.
-function(fib_tool_test name tool_var package)
+# Sets <name>_ok when bash and the tool were found (tool_var: the variable
+# find_program set, if the test needs a tool; program: its name, for the
+# message); otherwise adds <name> as a skipped test naming the program and
+# the package to install.
+function(fib_tool_test name tool_var program package)
   set(${name}_ok FALSE PARENT_SCOPE)
   if(NOT FIB_BASH)
     fib_skipped_test(${name} "bash not found: install the package bash")
   elseif(tool_var AND NOT ${tool_var})
-    fib_skipped_test(${name} "${tool_var} not found: install the package ${package}")
+    fib_skipped_test(${name} "${program} not found: install the package ${package}")
   else()
     set(${name}_ok TRUE PARENT_SCOPE)
   endif()
 endfunction()
 
 # ---- exported_symbols
-fib_tool_test(exported_symbols FIB_NM binutils)
+fib_tool_test(exported_symbols FIB_NM nm binutils)
 if(exported_symbols_ok)
   add_test(NAME exported_symbols
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/exported_symbols.sh ${FIB_NM}
@@ -61,7 +63,7 @@ string(REPLACE ";" " " fib_tools_cflags "${FIB_WARNINGS}")
 if(FIB_SANITIZE) # a sanitized library needs the sanitizer's runtime
   string(APPEND fib_tools_cflags " -fsanitize=${FIB_SANITIZE}")
 endif()
-fib_tool_test(install_pkgconfig FIB_PKG_CONFIG pkgconf)
+fib_tool_test(install_pkgconfig FIB_PKG_CONFIG pkg-config pkgconf)
 if(install_pkgconfig_ok)
   add_test(NAME install_pkgconfig
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/install_check.sh pkgconfig
@@ -70,7 +72,7 @@ if(install_pkgconfig_ok)
             ${CMAKE_CURRENT_BINARY_DIR}/tools-install/pkgconfig
             ${FIB_PKG_CONFIG})
 endif()
-fib_tool_test(install_cmake "" "")
+fib_tool_test(install_cmake "" "" "")
 if(install_cmake_ok)
   add_test(NAME install_cmake
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/install_check.sh cmake
@@ -91,7 +93,7 @@ add_executable(gdb_target ${FIB_TOOLS_DIR}/gdb_target.c)
 target_link_libraries(gdb_target PRIVATE fibers_static)
 target_compile_options(gdb_target PRIVATE ${FIB_WARNINGS} -O0 -g
                        -fno-omit-frame-pointer)
-fib_tool_test(gdb_backtrace FIB_GDB gdb)
+fib_tool_test(gdb_backtrace FIB_GDB gdb gdb)
 if(gdb_backtrace_ok)
   add_test(NAME gdb_backtrace
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/gdb_backtrace.sh ${FIB_GDB}
@@ -105,7 +107,7 @@ if(FIB_HAVE_CF_PROTECTION)
 else()
   set(fib_tools_have_cf OFF)
 endif()
-fib_tool_test(cet_note FIB_READELF binutils)
+fib_tool_test(cet_note FIB_READELF readelf binutils)
 if(cet_note_ok)
   add_test(NAME cet_note
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/cet_note.sh ${FIB_READELF}
@@ -115,7 +117,7 @@ if(cet_note_ok)
 endif()
 
 # ---- layers
-fib_tool_test(layers "" "")
+fib_tool_test(layers "" "" "")
 if(layers_ok)
   add_test(NAME layers
     COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/layers.sh
@@ -123,7 +125,7 @@ if(layers_ok)
 endif()
 
 # ---- spdx
-fib_tool_test(spdx "" "")
+fib_tool_test(spdx "" "" "")
 if(spdx_ok)
   add_test(NAME spdx COMMAND ${FIB_BASH} ${FIB_TOOLS_DIR}/spdx.sh
                              ${PROJECT_SOURCE_DIR})

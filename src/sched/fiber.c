@@ -91,7 +91,8 @@ record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
   void *rec;
   int err = fib__coro_create_rec(
       &co, fiber_main, NULL, stack, attr->guard ? attr->guard : rt->guard,
-      (attr->flags | rt->flags) & FIB_SHARED_FP, sizeof **out, &rec);
+      (attr->flags | rt->flags) & FIB_SHARED_FP,
+      ((sizeof **out + 15) & ~(size_t)15) + FIB__TAIL_SLOT, &rec);
   if (err)
     return err;
   struct fib__fiber *f = rec;
@@ -102,6 +103,7 @@ record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
   f->timer_armed = 0; /* as every new record (spawn) */
   f->wait = NULL;
   f->holds = NULL;
+  fib__fiber_init_tail(f);
   *out = f;
   return 0;
 }
@@ -145,14 +147,20 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
         (f->co = fib__coro_renew(z, fiber_main, f, stack, guard, fp))) {
       rt->zombie = NULL;
       err = 0;
-    } else {
+    } else if (attr->flags & FIB_COMPACT) {
       err = fib__coro_create(&f->co, fiber_main, f, stack, guard,
-                             fp | (attr->flags & FIB_COMPACT));
+                             fp | FIB_COMPACT);
+    } else {
+      void *tail;
+      err = fib__coro_create_rec(&f->co, fiber_main, f, stack, guard, fp,
+                                 FIB__TAIL_SLOT, &tail);
     }
     if (err) {
       fib__fiber_drop_record(rt, f);
       return err;
     }
+    if (!(attr->flags & FIB_COMPACT))
+      fib__fiber_init_tail(f);
   }
 
   if (rt->group && !fib__idmap_room(&rt->fibers)) {
@@ -351,11 +359,23 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
   return err;
 }
 
+/* join_wait's collection of a finished target, kept out of it: inlined,
+ * its registers made join_wait's frame, which a suspended compact joiner
+ * keeps, 16 bytes larger. */
+static __attribute__((noinline)) int join_collect(struct fib_runtime *rt,
+                                                  struct fib__fiber *t,
+                                                  void **result) {
+  if (result)
+    *result = t->result;
+  fib__fiber_collect(rt, t);
+  return 0;
+}
+
 /* fib_join_until's wait, one worker: park until t finishes, then collect
  * it. Out of line and tail-called, so that what stays on the stack while
- * the joiner waits is this small frame (few values live across the park)
- * rather than the caller's: a compact fiber's suspension saves fewer
- * bytes. */
+ * the joiner waits is this small frame (only self, t and result live
+ * across the park) rather than the caller's: a compact fiber's suspension
+ * saves fewer bytes. */
 static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
                                                struct fib__fiber *t,
                                                void **result,
@@ -370,10 +390,7 @@ static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
     t->joiner = NULL;
     return err;
   }
-  if (result)
-    *result = t->result;
-  fib__fiber_collect(self->rt, t);
-  return 0;
+  return join_collect(self->rt, t, result); /* a tail call */
 }
 
 /* fib_join_until after its preemption point. Inlined in the call, whose
@@ -525,6 +542,7 @@ int fib_move_to(unsigned worker) {
    * publish us to the target (fib__group_send_out). */
   self->move_to = worker + 1;
   self->state = FIB__FIBER_READY;
+  self->wake = 0; /* what the loop's resume hands back: our 0 */
   rt->outgoing = self;
   return fib__coro_yield(NULL, NULL);
   /* Running on the target's thread now: nothing read before the switch

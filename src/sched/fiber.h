@@ -48,7 +48,39 @@ enum fib__fiber_state {
   FIB__FIBER_FINISHED  /* returned; co is NULL, result is set */
 };
 
-struct fib__wait; /* waitq.h */
+/* The records of the wait queues (waitq.h), here for the one a fiber's
+ * record holds (fib__fiber.tail) and the runtime's sink for it. */
+struct fib__waitq;
+struct fib__wnode;
+
+/* One blocking call of one fiber. While the call lasts, fiber->wait points
+ * at it, so that a runtime destroyed with the fiber parked can unlink the
+ * nodes (which live on the stack it frees): fib__wait_discard. */
+struct fib__wait {
+  struct fib__fiber *fiber; /* the parked fiber (not set when nodes is
+                               NULL) */
+  size_t fired;             /* index of the node that completed it */
+  int result;               /* what the completer reports (0, FIB_EPIPE) */
+  int nodes_on_heap;        /* nodes came from fib__sys_malloc */
+  struct fib__wnode *nodes; /* its nodes, an array of count; NULL: one
+                               node, the `n` of the fib__wait_one this is
+                               the `w` of, and none of the fields below
+                               or above is set (fib__waitq_wait_local:
+                               four stores fewer on every wait) */
+  size_t count;
+  void *heap_extra;         /* another block the call allocated (a shared
+                               select's channel set), or NULL */
+};
+
+struct fib__wnode {
+  struct fib__wnode *next, *prev; /* valid while q != NULL */
+  struct fib__waitq *q;           /* the queue it is on; NULL when unlinked */
+  struct fib__fiber *fiber;       /* wait->fiber, one load nearer */
+  struct fib__wait *wait;         /* the call it belongs to */
+  size_t idx;                     /* its case index (select), else 0 */
+  void *elem;                     /* channels: value to send / slot to fill */
+};
+
 
 /*
  * Something a fiber holds that others may wait for: a mutex it owns, a
@@ -72,12 +104,15 @@ struct fib__fiber {
   struct fib_runtime *rt;
   fib_id id;
   enum fib__fiber_state state;
+  int wake;                   /* why the last park ended (0 or error); a
+                                 switch into the fiber hands it over, so
+                                 it is 0 for a fiber that yielded. Beside
+                                 `state`: a ready sets both in one store */
   int cancelled;              /* fib_cancel was called: blocking calls
                                  return FIB_ECANCELED from now on (read
                                  and written with fib__cancelled /
                                  fib__set_cancelled: another worker may
                                  set it) */
-  int wake;                   /* why the last park ended (0 or error) */
   /* Flags as bytes, side by side (a compact fiber's idle cost counts
    * every 16 bytes of this record): */
   unsigned char detached;     /* nobody will join; free when FINISHED */
@@ -284,6 +319,11 @@ struct fib_runtime {
                                     (offload jobs): time waits for them */
   char seed_note[80];            /* the line a fatal error adds: how to
                                     replay this run */
+  struct fib__wait tail_sink;    /* the wait of its fibers' tail nodes
+                                    (fib__fiber_tail): completers write
+                                    `fired` and `result` there, read by
+                                    nobody (the result goes to the fiber's
+                                    `wake`); `nodes` stays NULL */
 };
 
 /* Every runtime between create and destroy, newest first, linked through
@@ -308,6 +348,34 @@ struct fib_runtime *fib__tl_runtime_now(void);
 struct fib__fiber *fib__fiber_new_record_slow(void);
 void fib__fiber_drop_record(struct fib_runtime *rt, struct fib__fiber *f);
 void fib__fiber_free_record(struct fib_runtime *rt, struct fib__fiber *f);
+
+/*
+ * The node of a fiber's single waits on local primitives with no deadline
+ * (waitq.h's fib__waitq_wait_tail): in the FIB__TAIL_SLOT bytes its own
+ * stack keeps between the coroutine record and the first frame
+ * (fib__coro_create_rec; for a record on the stack, between the two
+ * records), so that the wait leaves no frame of its own open across the
+ * switch, and the stack's top page, which every switch touches, holds it.
+ * A compact fiber has none (its waits are refused: sched.c). Linked on a
+ * primitive's queue while the fiber waits there, else q is NULL (set when
+ * the coroutine is made); the rest is set by each wait.
+ */
+#define FIB__TAIL_SLOT FIB__CORO_RENEW_ROOM
+_Static_assert(sizeof(struct fib__wnode) <= FIB__TAIL_SLOT, "tail node");
+
+static inline struct fib__wnode *fib__fiber_tail(const struct fib__fiber *f) {
+  return (struct fib__wnode *)(void *)((char *)f->co - FIB__TAIL_SLOT);
+}
+
+/* Whether f has a tail node (a coroutine on a stack of its own). */
+static inline int fib__fiber_has_tail(const struct fib__fiber *f) {
+  return f->co && !(f->co->shared_fp & FIB__CORO_COMPACT);
+}
+
+/* f has a new coroutine (not compact): its tail node, unlinked. */
+static inline void fib__fiber_init_tail(struct fib__fiber *f) {
+  fib__fiber_tail(f)->q = NULL;
+}
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to
  * malloc in the steady state. The spares' halves are inline: on every
@@ -385,20 +453,36 @@ static inline struct fib__fiber *fib__fiber_self(void) {
  * that the switching half below makes no call but its last). */
 void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline);
 
-/* park's switching half (sched.c): set the state, switch away. Returns 0
- * when `self` runs again; why it woke is in self->wake. The switch is its
- * tail call, so the frame the switch saves returns straight into park's
- * caller, and the fiber switched to, which parked through the same call,
- * returns out of it as the return-stack predictor expects (a call left
- * open across the switch costs a mispredicted ret per frame on the way
- * out). */
+/* park's switching half (sched.c): set the state, switch away. Returns
+ * self->wake when `self` runs again (why it woke): every switch into a
+ * fiber hands it its `wake` (a yielder's is 0), and a ready always writes
+ * it. The switch is its tail call, so the frame the switch saves returns
+ * straight into park's caller, and the fiber switched to, which parked
+ * through the same call, returns out of it as the return-stack predictor
+ * expects (a call left open across the switch costs a mispredicted ret
+ * per frame on the way out; a wait with no frame of its own,
+ * fib__waitq_wait_tail, leaves none). */
 int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state);
 
 /* The same in BLOCKED for a fiber of a one-worker runtime inside a wait
- * queue call (self->wait set): a local primitive's wait, whose caller has
- * found rt->group NULL (storage.h's fib__sync_waiter), so the park tests
- * neither again. */
+ * queue call (self->wait set, or its tail node linked): a local
+ * primitive's wait, whose caller has found rt->group NULL (storage.h's
+ * fib__sync_waiter), so the park tests neither again. */
 int fib__fiber_suspend_local(struct fib__fiber *self);
+
+/* The same for a tail wait (waitq.h), whose caller has refused a compact
+ * fiber (fib__compact_wait_fatal) before it wrote the tail node. */
+int fib__fiber_suspend_tail(struct fib__fiber *self);
+
+/* A FIB_COMPACT fiber is about to block in a wait whose records are on its
+ * stack (or in its tail slot, which it does not have): the fatal error. */
+__attribute__((noreturn, cold)) void fib__compact_wait_fatal(void);
+
+/* The same, typed as a wait's result: a caller with no frame ends with
+ * `return fib__compact_wait_refused()`, a jump, where a call to a
+ * function that does not return would make it align the stack for the
+ * call on every path. It never returns. */
+int fib__compact_wait_refused(void);
 
 /* The same, for a multi-worker runtime's fiber that has armed its claim
  * itself (workers.h), before it let wakers on other threads find it. */

@@ -162,6 +162,14 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   return 0;
 }
 
+/* f is discarded: take its wait nodes off the primitives' queues. */
+static void discard_wait(struct fib__fiber *f) {
+  if (f->wait)
+    fib__wait_discard(f, f->wait);
+  if (fib__fiber_has_tail(f) && fib__fiber_tail(f)->q)
+    fib__waitq_unlink(fib__fiber_tail(f));
+}
+
 /* Give up whatever f holds (struct fib__hold): its runtime discards it,
  * or it finished holding something. */
 static void discard_holds(struct fib__fiber *f) {
@@ -198,8 +206,8 @@ int fib_runtime_destroy(fib_runtime *rt) {
       size_t pos = 0;
       struct fib__fiber *f;
       while ((f = fib__idmap_next(&w->fibers, &pos)) != NULL)
-        if (pass == 0 && f->wait)
-          fib__wait_discard(f, f->wait);
+        if (pass == 0)
+          discard_wait(f);
         else if (pass == 1)
           discard_holds(f);
         else if (pass == 2 && f->co && !f->in_stack)
@@ -262,6 +270,10 @@ static void wake(struct fib__fiber *f, int reason) {
   }
   fib__fiber_ready(f);
   f->wake = reason;
+  /* A tail wait does not unlink its node when it wakes (it resumes in its
+   * caller's caller): the node goes off its queue here. */
+  if (fib__fiber_has_tail(f) && fib__fiber_tail(f)->q)
+    fib__waitq_unlink(fib__fiber_tail(f));
 }
 
 void fib__fiber_interrupt(struct fib__fiber *f) {
@@ -348,7 +360,7 @@ static inline int switch_away(struct fib_runtime *rt,
   if (!parked && next == self)
     return 0; /* it was the only ready fiber: carry on */
   if (next)
-    return fib__coro_transfer(self->co, next->co);
+    return fib__coro_transfer(self->co, next->co, next->wake);
   return fib__coro_yield(NULL, NULL);
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
@@ -367,12 +379,20 @@ void fib__fiber_arm(struct fib__fiber *self, uint64_t deadline) {
  * a wait whose records are on its stack (f->wait: wait queues, select,
  * I/O) would have its wakers write into another fiber's frames. Refused
  * loudly rather than corrupting (see FIB_COMPACT in fibers.h). */
+void fib__compact_wait_fatal(void) {
+  fib__fatal("a FIB_COMPACT fiber blocked in a wait whose records are on "
+             "its stack (mutex, cond, sem, wait group, once, channel, "
+             "select, I/O)");
+}
+
+__attribute__((cold)) int fib__compact_wait_refused(void) {
+  fib__compact_wait_fatal();
+}
+
 static inline void check_compact_wait(const struct fib__fiber *self) {
   if (__builtin_expect(self->wait != NULL, 0) &&
       __builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
-    fib__fatal("a FIB_COMPACT fiber blocked in a wait whose records are on "
-               "its stack (mutex, cond, sem, wait group, once, channel, "
-               "select, I/O)");
+    fib__compact_wait_fatal();
 }
 
 /* A multi-worker runtime's park, its claim armed: the fiber's half of the
@@ -399,7 +419,9 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   check_compact_wait(self);
   self->state = state;
   self->nocancel = 0; /* records are not zeroed: every park says */
-  self->wake = 0;
+  /* No `wake = 0`: every ready writes it (fib__fiber_unpark and the
+   * readies built on it, wake()'s reason, the hand-offs' own stores), and
+   * nothing else makes a parked fiber run. */
   if (__builtin_expect(rt->group != NULL, 0)) {
     fib__claim_arm(self, FIB__CLAIM_ANY);
     return group_suspend(self);
@@ -407,11 +429,14 @@ int fib__fiber_suspend(struct fib__fiber *self, enum fib__fiber_state state) {
   return switch_away(rt, self, 1);
 }
 
-int fib__fiber_suspend_local(struct fib__fiber *self) {
+/* fib__fiber_suspend_local, and with `compact` 0 fib__fiber_suspend_tail,
+ * whose caller has refused a compact fiber itself. */
+static inline __attribute__((always_inline)) int
+suspend_local(struct fib__fiber *self, int compact) {
   fib_coro *co = self->co;
   /* check_compact_wait without its first test: self->wait is set */
-  if (__builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0))
-    check_compact_wait(self);
+  if (compact && __builtin_expect(co->shared_fp & FIB__CORO_COMPACT, 0))
+    fib__compact_wait_fatal();
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 0;
   /* No `wake = 0`: whatever readies a local wait writes it (unpark, the
@@ -437,9 +462,17 @@ int fib__fiber_suspend_local(struct fib__fiber *self) {
     rt->until_loop--;
     next->state = FIB__FIBER_RUNNING;
     rt->current = next;
-    return fib__coro_transfer(co, next->co);
+    return fib__coro_transfer(co, next->co, next->wake);
   }
   return switch_away(rt, self, 1);
+}
+
+int fib__fiber_suspend_local(struct fib__fiber *self) {
+  return suspend_local(self, 1);
+}
+
+int fib__fiber_suspend_tail(struct fib__fiber *self) {
+  return suspend_local(self, 0);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
@@ -496,14 +529,16 @@ int fib_yield(void) {
     fib_coro *to = next->co;
     if (__builtin_expect(to->shared_fp == co->shared_fp, 1)) {
       f->state = FIB__FIBER_READY;
+      f->wake = 0; /* what the switch back hands it: fib_yield's 0 */
       fib__runq_rotate(&rt->runq, &f->runq);
       rt->until_loop--;
       next->state = FIB__FIBER_RUNNING;
       rt->current = next;
-      return fib__coro_transfer(co, to);
+      return fib__coro_transfer(co, to, next->wake);
     }
   }
   f->state = FIB__FIBER_READY;
+  f->wake = 0;
   fib__runq_push(&rt->runq, &f->runq);
   return switch_away(rt, f, 0);
 }
@@ -601,14 +636,14 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   }
   if (j) {
     if (!awaited && hand_to_front(rt, co, j))
-      fib__coro_finish_into(co, j->co);
+      fib__coro_finish_into(co, j->co, 0);
     /* fib__fiber_ready_front's local half: a group's joiner is claimed */
     fib__fiber_unpark(j);
     fib__runq_push_front(&rt->runq, &j->runq);
   }
   struct fib__fiber *next = awaited ? NULL : take_next(rt, co, 1);
   if (next)
-    fib__coro_finish_into(co, next->co);
+    fib__coro_finish_into(co, next->co, next->wake);
   rt->current = NULL;
   fib__coro_exit(NULL); /* back to the loop */
 }
@@ -759,7 +794,7 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
     size_t before = rt->until_loop;
     f->state = FIB__FIBER_RUNNING;
     rt->current = f;
-    (void)fib__coro_resume(f->co, NULL, NULL);
+    (void)fib__coro_resume(f->co, f->wake);
     /* Back from whichever fiber ran last (fibers switch among themselves);
      * if it finished, it did its own bookkeeping but left its stack. */
     rt->current = NULL;

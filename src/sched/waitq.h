@@ -38,37 +38,6 @@
 
 #include <stddef.h>
 
-struct fib__waitq;
-struct fib__wnode;
-
-/* One blocking call of one fiber. While the call lasts, fiber->wait points
- * at it, so that a runtime destroyed with the fiber parked can unlink the
- * nodes (which live on the stack it frees): fib__wait_discard. */
-struct fib__wait {
-  struct fib__fiber *fiber; /* the parked fiber (not set when nodes is
-                               NULL) */
-  size_t fired;             /* index of the node that completed it */
-  int result;               /* what the completer reports (0, FIB_EPIPE) */
-  int nodes_on_heap;        /* nodes came from fib__sys_malloc */
-  struct fib__wnode *nodes; /* its nodes, an array of count; NULL: one
-                               node, the `n` of the fib__wait_one this is
-                               the `w` of, and none of the fields below
-                               or above is set (fib__waitq_wait_local:
-                               four stores fewer on every wait) */
-  size_t count;
-  void *heap_extra;         /* another block the call allocated (a shared
-                               select's channel set), or NULL */
-};
-
-struct fib__wnode {
-  struct fib__wnode *next, *prev; /* valid while q != NULL */
-  struct fib__waitq *q;           /* the queue it is on; NULL when unlinked */
-  struct fib__fiber *fiber;       /* wait->fiber, one load nearer */
-  struct fib__wait *wait;         /* the call it belongs to */
-  size_t idx;                     /* its case index (select), else 0 */
-  void *elem;                     /* channels: value to send / slot to fill */
-};
-
 struct fib__waitq {
   struct fib__wnode *head, *tail; /* NULL when empty */
 };
@@ -163,6 +132,10 @@ static inline void fib__waitq_complete_first_at(struct fib__waitq *q,
     fib__fiber_ready_front_local(n->fiber);
   else
     fib__fiber_ready(n->fiber);
+  /* A single wait returns its result as the reason it woke (0 by the
+   * ready): the tail wait gets it from the switch, handed `wake`. */
+  if (result && !w->nodes)
+    n->fiber->wake = result;
 }
 
 /* fib__waitq_complete_first_at(q, 0, 1) when the caller has found q's
@@ -287,6 +260,26 @@ static inline int fib__waitq_wait_local(struct fib__waitq *q,
     return err;
   }
   return one.w.result;
+}
+
+/* fib__waitq_wait_local with no deadline, with the fiber's tail node
+ * (fiber.h): nothing of the call is left to do after the switch,
+ * so the switch is its tail call, and the fiber resumes straight in its
+ * caller's caller with the result handed over by the switch (the `wake`
+ * its completer, canceller or close wrote: sched.c). The caller has done
+ * what fib__waitq_wait_local's has. */
+static inline int fib__waitq_wait_tail(struct fib__waitq *q,
+                                       struct fib__fiber *self, void *elem) {
+  /* a compact fiber has no tail slot (fiber.h), nor waits on its stack */
+  if (__builtin_expect(self->co->shared_fp & FIB__CORO_COMPACT, 0))
+    return fib__compact_wait_refused();
+  struct fib__wnode *n = fib__fiber_tail(self);
+  n->fiber = self;
+  n->wait = &self->rt->tail_sink;
+  n->idx = 0;
+  n->elem = elem;
+  fib__waitq_push(q, n);
+  return fib__fiber_suspend_tail(self);
 }
 
 /* ---- shared mode: a primitive shared by the workers of multi-worker

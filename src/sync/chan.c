@@ -281,20 +281,6 @@ static __attribute__((noinline)) int recv_wait(struct chan *c,
   return fib__waitq_wait_local(&c->recvq, self, out, deadline_ns);
 }
 
-/* The same with no deadline, for fib_chan_send and fib_chan_recv: no
- * deadline to pass and test. */
-static __attribute__((noinline)) int send_wait_forever(struct chan *c,
-                                                       struct fib__fiber *self,
-                                                       const void *elem) {
-  return fib__waitq_wait_local(&c->sendq, self, (void *)(uintptr_t)elem,
-                               FIB__NO_DEADLINE);
-}
-
-static __attribute__((noinline)) int recv_wait_forever(struct chan *c,
-                                                       struct fib__fiber *self,
-                                                       void *out) {
-  return fib__waitq_wait_local(&c->recvq, self, out, FIB__NO_DEADLINE);
-}
 
 static __attribute__((noinline)) int send_slow(struct chan *c,
                                                struct fib__fiber *self,
@@ -354,8 +340,9 @@ static ALWAYS_INLINE int chan_send_until_body(fib_chan *ch, const void *elem,
       }
       /* nobody to hand the value to and no room: wait, without the slow
        * half's second look at the same fields */
-      if (deadline_ns == FIB__NO_DEADLINE)
-        return send_wait_forever(c, self, elem);
+      if (deadline_ns == FIB__NO_DEADLINE) /* no frame: waitq.h */
+        return fib__waitq_wait_tail(&c->sendq, self,
+                                    (void *)(uintptr_t)elem);
       return send_wait(c, self, elem, deadline_ns);
     }
   } else if (n->fiber->state == FIB__FIBER_BLOCKED &&
@@ -440,8 +427,8 @@ static ALWAYS_INLINE int chan_recv_until_body(fib_chan *ch, void *out,
       return 0;
     }
     if (!c->closed) { /* nothing to take: wait (as in send) */
-      if (deadline_ns == FIB__NO_DEADLINE)
-        return recv_wait_forever(c, self, out);
+      if (deadline_ns == FIB__NO_DEADLINE) /* no frame: waitq.h */
+        return fib__waitq_wait_tail(&c->recvq, self, out);
       return recv_wait(c, self, out, deadline_ns);
     }
   } else if (!c->count && n->fiber->state == FIB__FIBER_BLOCKED &&
