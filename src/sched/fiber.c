@@ -46,8 +46,10 @@ lookup_home(struct fib_runtime *rt, const struct fib_runtime *own, fib_id id,
   if (*home != own)
     fib__spin_lock(&(*home)->ids_lock);
   struct fib__fiber *t = id ? fib__idmap_get(&(*home)->fibers, id) : NULL;
-  /* relaxed: GONE was stored by the home's thread or before the record
-   * reached it, and the record stays until the home forgets it */
+  /* relaxed: a look (whoever collects a record first takes its word to
+   * GONE with a CAS, so an older value read here only makes the caller
+   * fail that CAS or refuse), and the record stays until its home
+   * forgets it */
   if (t && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) == FIB__JOIN_GONE)
     t = NULL;
   *out = t;
