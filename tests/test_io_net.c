@@ -345,13 +345,16 @@ TEST(connect_deadline_times_out) { run_main(connect_deadline_main, NULL); }
 
 /* ------------------------------------------- reset, half-close */
 
+/* reset_res is written by the reader and read by the main fiber while
+ * the reader may run on another worker: atomic. */
 static int reset_fd;
 static ssize_t reset_res;
+#define RESET_RES() __atomic_load_n(&reset_res, __ATOMIC_RELAXED)
 
 static void *reset_reader(void *arg) {
   (void)arg;
   char c;
-  reset_res = fib_read(reset_fd, &c, 1);
+  __atomic_store_n(&reset_res, fib_read(reset_fd, &c, 1), __ATOMIC_RELAXED);
   return NULL;
 }
 
@@ -374,10 +377,10 @@ static void *reset_main(void *arg) {
   reset_res = 99;
   fib_id r = spawn(reset_reader, NULL);
   CHECK_OK(fib_yield());
-  CHECK_EQ(reset_res, 99);
+  CHECK_EQ(RESET_RES(), 99);
   abort_close(c);
   CHECK_OK(fib_join(r, NULL));
-  CHECK_EQ(reset_res, FIB_ECONNRESET);
+  CHECK_EQ(RESET_RES(), FIB_ECONNRESET);
   CHECK_EQ(fib_close(s), 0);
   /* a reset before the read; then writes fail too, with no SIGPIPE */
   c = tcp_socket();
@@ -411,7 +414,7 @@ static void *half_close_main(void *arg) {
   CHECK_OK(fib_yield());
   CHECK_EQ(shutdown(c, SHUT_WR), 0);
   CHECK_OK(fib_join(r, NULL));
-  CHECK_EQ(reset_res, 0);
+  CHECK_EQ(RESET_RES(), 0);
   char buf[16];
   CHECK_EQ(fib_recv(s, buf, sizeof buf, 0), 0); /* and again */
   /* the other way still works */
@@ -592,7 +595,7 @@ static void *bl_client(void *arg) {
   CHECK_EQ(fib_read_until(c, &back, 1, fib_now_ns() + 40000 * MS), 1);
   CHECK_EQ(back, id);
   CHECK_EQ(fib_close(c), 0);
-  bl_ok++;
+  __atomic_add_fetch(&bl_ok, 1, __ATOMIC_RELAXED); /* clients on any worker */
   return NULL;
 }
 
@@ -613,7 +616,7 @@ static void *bl_main(void *arg) {
   }
   for (int i = 0; i < BACKLOG_CLIENTS; i++)
     CHECK_OK(fib_join(ids[i], NULL));
-  CHECK_EQ(bl_ok, BACKLOG_CLIENTS);
+  CHECK_EQ(__atomic_load_n(&bl_ok, __ATOMIC_RELAXED), BACKLOG_CLIENTS);
   CHECK_EQ(fib_close(l), 0);
   return NULL;
 }
