@@ -149,7 +149,8 @@ static void *acceptor(void *arg) {
   for (;;) {
     int c = fib_accept(acc_listener, NULL, NULL, 0);
     if (c == FIB_EBADF) {
-      acc_ended_ebadf++;
+      /* atomic: acceptors may run on several workers */
+      __atomic_add_fetch(&acc_ended_ebadf, 1, __ATOMIC_RELAXED);
       return NULL;
     }
     CHECK(c >= 0);
@@ -194,7 +195,7 @@ static void *acc_main(void *arg) {
   CHECK_EQ(fib_close(acc_listener), 0); /* the acceptors get FIB_EBADF */
   for (int i = 0; i < ACCEPTORS; i++)
     CHECK_OK(fib_join(a[i], NULL));
-  CHECK_EQ(acc_ended_ebadf, ACCEPTORS);
+  CHECK_EQ(__atomic_load_n(&acc_ended_ebadf, __ATOMIC_RELAXED), ACCEPTORS);
   int total = 0;
   for (int i = 0; i < clients; i++)
     CHECK_EQ(acc_seen[i], 1); /* each connection accepted exactly once */
@@ -654,7 +655,8 @@ static void *many_client(void *arg) {
   }
   CHECK(memcmp(in, out, sizeof in) == 0);
   CHECK_EQ(fib_close(c), 0);
-  many_done++;
+  /* atomic: clients may run on several workers */
+  __atomic_add_fetch(&many_done, 1, __ATOMIC_RELAXED);
   return NULL;
 }
 
@@ -688,7 +690,7 @@ TEST(many_connections_echo) {
   CHECK_OK(fib_runtime_create(&rt, &o));
   CHECK_OK(fib_spawn(rt, many_main, (void *)(intptr_t)n, NULL, NULL));
   run_to_end(rt);
-  CHECK_EQ(many_done, n);
+  CHECK_EQ(__atomic_load_n(&many_done, __ATOMIC_RELAXED), n);
 }
 
 /* ------------------------------------------------------ a host loop */
