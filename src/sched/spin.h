@@ -33,17 +33,23 @@ static inline void fib__cpu_relax(void) {
  * 0.1 s). */
 #define FIB__SPIN_BEFORE_YIELD 128
 
+/* One step of a spin-wait, the `spins`-th (counted from 1): a pause, or
+ * every FIB__SPIN_BEFORE_YIELD steps the CPU given away once. Every spin
+ * of the runtime (this lock, the join word, an idle worker) waits so. */
+static inline void fib__spin_step(unsigned spins) {
+  if (spins % FIB__SPIN_BEFORE_YIELD == 0)
+    sched_yield();
+  else
+    fib__cpu_relax();
+}
+
 static inline void fib__spin_lock(uint32_t *l) {
   /* acquire: what the last holder wrote is visible inside. Test first,
    * then exchange: waiters spin on a shared line, not on a written one. */
   while (__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE)) {
     unsigned spins = 0;
-    while (__atomic_load_n(l, __ATOMIC_RELAXED)) {
-      if (++spins % FIB__SPIN_BEFORE_YIELD == 0)
-        sched_yield();
-      else
-        fib__cpu_relax();
-    }
+    while (__atomic_load_n(l, __ATOMIC_RELAXED))
+      fib__spin_step(++spins);
   }
 }
 

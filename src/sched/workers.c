@@ -798,10 +798,7 @@ int fib__group_idle(struct fib_runtime *rt) {
   for (unsigned i = 1; i <= FIB__WORKER_SPINS; i++) {
     if (work_came(rt))
       goto found;
-    if (i % FIB__SPIN_BEFORE_YIELD == 0)
-      sched_yield();
-    else
-      fib__cpu_relax();
+    fib__spin_step(i);
   }
   /* Announce the sleep, then look once more (workers.h: the sleeper's
    * half of the pair). */

@@ -198,12 +198,8 @@ static inline struct fib__fiber *fib__join_settled(struct fib__fiber *f) {
   struct fib__fiber *w;
   for (unsigned spins = 0; (w = __atomic_load_n(&f->joiner,
                                                 __ATOMIC_ACQUIRE)) ==
-                           FIB__JOIN_BUSY;) {
-    if (++spins % FIB__SPIN_BEFORE_YIELD == 0)
-      sched_yield(); /* the finisher was preempted (spin.h) */
-    else
-      fib__cpu_relax();
-  }
+                           FIB__JOIN_BUSY;)
+    fib__spin_step(++spins); /* long only if the finisher was preempted */
   return w;
 }
 
