@@ -716,7 +716,7 @@ stack_init(fib_coro **out, struct fib__stack *s, fib_coro_fn fn, void *arg,
   char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
   if (rec)
     *rec = first;
-  co->sp = fib__ctx_make(first, coro_entry);
+  co->sp = fib__ctx_make_inline(first, coro_entry);
   co->resumer_sp = NULL;
   co->resumer = NULL;
   co->stack = s;

@@ -53,7 +53,7 @@ static size_t guard_size(void) {
 /* ---- AUTO mode: probed on the first stack that asks for it */
 
 enum { PROBE_UNKNOWN = 0 };
-static atomic_int auto_mode; /* PROBE_UNKNOWN or a fib_guard_mode */
+int fib__stack_auto_known; /* PROBE_UNKNOWN or a fib_guard_mode (atomic) */
 
 /* Whether the guard marker on page p really keeps it from being read.
  * qemu-user answers 0 to every madvise and installs nothing; a real guard
@@ -73,7 +73,7 @@ static int guard_is_real(const char *p) {
 static fib_guard_mode probe_auto_mode(void);
 
 fib_guard_mode fib__stack_auto_mode(void) {
-  int m = atomic_load_explicit(&auto_mode, memory_order_relaxed);
+  int m = __atomic_load_n(&fib__stack_auto_known, __ATOMIC_RELAXED);
   return m != PROBE_UNKNOWN ? (fib_guard_mode)m : probe_auto_mode();
 }
 
@@ -90,7 +90,7 @@ __attribute__((noinline)) static fib_guard_mode probe_auto_mode(void) {
           ? FIB_GUARD_MADVISE
           : FIB_GUARD_MPROTECT;
   munmap(p, 2 * page);
-  atomic_store(&auto_mode, m);
+  __atomic_store_n(&fib__stack_auto_known, m, __ATOMIC_SEQ_CST);
   return (fib_guard_mode)m;
 }
 
@@ -1250,6 +1250,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   return 0;
 }
 
+#if FIB__STACK_RENEW_TELLS
 int fib__stack_renew(struct fib__stack *s, size_t usable,
                      fib_guard_mode mode) {
   if (mode == FIB_GUARD_AUTO)
@@ -1263,6 +1264,7 @@ int fib__stack_renew(struct fib__stack *s, size_t usable,
     *(uint64_t *)(void *)s->lo = FIB__STACK_CANARY;
   return 0;
 }
+#endif
 
 /* The top DEPOT_BATCH stacks of class c (a slab class) to the depot: the
  * ones put last, whose descriptors are still in this CPU's cache. */

@@ -26,6 +26,7 @@
 #define FIB__STACK_H
 
 #include "fibers.h"
+#include "sanitize.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -98,11 +99,6 @@ int fib__stack_get(struct fib__stack **out, size_t usable, fib_guard_mode mode);
 /* Give a stack back: to this thread's pool if there is room, else unmap. */
 void fib__stack_put(struct fib__stack *s);
 
-/* s, which this thread would put back now, for a new user at once, if it
- * is of the class fib__stack_get(usable, mode) would take from: s as that
- * get would hand it out (what a put and that get do to it, without the
- * round trip through the pool), and 0. 1: another class, s untouched. */
-int fib__stack_renew(struct fib__stack *s, size_t usable, fib_guard_mode mode);
 
 /* The highest usable address below the descriptor, 16-byte aligned. */
 static inline char *fib__stack_top(struct fib__stack *s) {
@@ -124,6 +120,39 @@ static inline char *fib__stack_end(const struct fib__stack *s) {
 static inline const uint64_t *fib__stack_canary(const struct fib__stack *s) {
   return s->mode == FIB_GUARD_NONE ? (const uint64_t *)(void *)s->lo : NULL;
 }
+
+/* The guard mode FIB_GUARD_AUTO stands for, once the first stack that
+ * asked for it has probed the kernel; 0 before (atomic). */
+extern int fib__stack_auto_known;
+
+/*
+ * s, which this thread would put back now, for a new user at once, if it
+ * is of the class fib__stack_get(usable, mode) would take from: s as that
+ * get would hand it out, without the round trip through the pool, and 0.
+ * 1: another class, s untouched. Its owner fields are the last owner's
+ * until the caller names the new one (the one caller, spawn, does at once).
+ * Inline unless ASan or memcheck is told of the renewal (a spawn after
+ * a join takes this on every spawn).
+ */
+#define FIB__STACK_RENEW_TELLS (FIB__ASAN || FIB__VALGRIND)
+#if FIB__STACK_RENEW_TELLS
+int fib__stack_renew(struct fib__stack *s, size_t usable, fib_guard_mode mode);
+#else
+static inline int fib__stack_renew(struct fib__stack *s, size_t usable,
+                                   fib_guard_mode mode) {
+  /* Not probed yet (0): no stack has the class, s included. */
+  if (mode == FIB_GUARD_AUTO)
+    mode = (fib_guard_mode)__atomic_load_n(&fib__stack_auto_known,
+                                           __ATOMIC_RELAXED);
+  /* the pool's class word (stack.c: class_key) */
+  if (s->pool_key != ((uint64_t)usable | (uint64_t)mode << 32))
+    return 1;
+  /* pool_next is NULL already: a stack in use is on no list */
+  if (mode == FIB_GUARD_NONE)
+    *(uint64_t *)(void *)s->lo = FIB__STACK_CANARY;
+  return 0;
+}
+#endif
 
 /* The guard mode AUTO resolves to on this kernel (probed once). */
 fib_guard_mode fib__stack_auto_mode(void);

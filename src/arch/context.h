@@ -24,6 +24,15 @@ typedef void (*fib__ctx_entry)(void *value);
  */
 void *fib__ctx_make(void *stack_top, fib__ctx_entry entry);
 
+/* The same, inline (src/arch/<arch>/make.h): for create and spawn. */
+#if defined(__x86_64__)
+#include "x86_64/make.h"
+#elif defined(__aarch64__)
+#include "aarch64/make.h"
+#elif defined(__riscv) && __riscv_xlen == 64
+#include "riscv64/make.h"
+#endif
+
 /*
  * Save the running context (its stack pointer goes to *save_sp), resume the
  * one suspended at load_sp, and hand it `value`: the resumed side sees it as
