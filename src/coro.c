@@ -446,7 +446,7 @@ static void helper_entry(void *unused) {
 
 /*
  * Every switch into or out of a coroutine goes through here (except the
- * first entry into a new one, which starts in coro_entry, and the last
+ * first entry into a new one, which starts in fib__coro_entry, and the last
  * exit from a finished one, coro_jump), so both ends of it use the same
  * variant and the sanitizer hooks have one home.
  *
@@ -534,7 +534,7 @@ static inline void leave(fib_coro *co, void *value) {
   fib__coro_set_self(co->resumer);
 }
 
-static void coro_entry(void *unused) {
+void fib__coro_entry(void *unused) {
   (void)unused;
   fib_coro *co = fib__coro_self();
 #if FIB__SAN_HOOKS
@@ -640,7 +640,7 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
    * If it is the one the thread's cache holds (the same FP control
    * state), that one serves until the coroutine first runs. */
   _Alignas(16) unsigned char scratch[FIRST_FRAME_MAX];
-  unsigned char *sp = fib__ctx_make(scratch + sizeof scratch, coro_entry);
+  unsigned char *sp = fib__ctx_make(scratch + sizeof scratch, fib__coro_entry);
   size_t len = (size_t)(scratch + sizeof scratch - sp);
   unsigned char *buf = NULL; /* NULL: the cache's */
   if (!t->first_len && saved_size(len) <= sizeof t->first) {
@@ -699,44 +699,7 @@ static int compact_create(fib_coro **out, fib_coro_fn fn, void *arg,
 
 
 
-/* Where a coroutine record sits on its own stack: this far below the
- * stack's descriptor, as when every build's record carried the sanitizer
- * words (112 bytes). Placing the smaller record 96 bytes below made a
- * yield between two fibers ~1 ns (~8 %) slower here: the layout the
- * switch's cache lines were tuned for stays. */
-#define CORO_SLOT 112
-_Static_assert(sizeof(fib_coro) <= CORO_SLOT, "the record fits its slot");
-
-/* A coroutine on the stack s, just taken, with `rec_size` bytes for the
- * layer above between its record and its first frame (0: none). */
-static inline __attribute__((always_inline)) void
-stack_init(fib_coro **out, struct fib__stack *s, fib_coro_fn fn, void *arg,
-           unsigned flags, size_t rec_size, void **rec) {
-  fib_coro *co = (fib_coro *)(fib__stack_top(s) - CORO_SLOT);
-  char *first = (char *)co - ((rec_size + 15) & ~(size_t)15);
-  if (rec)
-    *rec = first;
-  co->sp = fib__ctx_make_inline(first, coro_entry);
-  co->resumer_sp = NULL;
-  co->resumer = NULL;
-  co->stack = s;
-  co->fn = fn;
-  co->arg = arg;
-  co->status = FIB_CORO_SUSPENDED;
-  co->canary = fib__stack_canary(s);
-  co->kind = FIB__CORO_KIND((flags & FIB_SHARED_FP) ? FIB__CORO_NOFP : 0,
-                            co->canary ? FIB__CORO_CANARY : 0);
-  co->owner = NULL;
-  co->first = NULL;
-  co->out = co->in = sink(co);
-#if FIB__SAN_HOOKS
-  co->san_fake = NULL;
-  co->san_fiber = NULL; /* TSan: see fib__coro_announce */
-#endif
-  *out = co;
-}
-
-/* A coroutine on a stack of its own (stack_init). */
+/* A coroutine on a stack of its own (fib__coro_init). */
 static inline __attribute__((always_inline)) int
 stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
              fib_guard_mode mode, unsigned flags, size_t rec_size,
@@ -745,7 +708,7 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   int err = fib__stack_get(&s, usable, mode);
   if (err)
     return err;
-  stack_init(out, s, fn, arg, flags, rec_size, rec);
+  fib__coro_init(out, s, fn, arg, flags, rec_size, rec);
   return 0;
 }
 
@@ -784,27 +747,6 @@ void fib__coro_set_owner_compact(fib_coro *co, const uint64_t *id,
   struct compact *c = compact_of(co); /* copy_in names it */
   c->id_at = field_at(co->owner, id);
   c->name_at = field_at(co->owner, name);
-}
-
-fib_coro *fib__coro_renew(fib_coro *dead, fib_coro_fn fn, void *arg,
-                          size_t usable, fib_guard_mode mode, unsigned flags) {
-  if (dead->shared_fp & FIB__CORO_COMPACT)
-    return NULL;
-  /* Read first: dead's record lies on the stack, which the renewal hands
-   * out as fresh (valgrind: undefined). */
-  struct fib__stack *s = dead->stack;
-#if FIB__TSAN
-  void *san_fiber = dead->san_fiber;
-#endif
-  if (fib__stack_renew(s, usable, mode))
-    return NULL;
-#if FIB__TSAN
-  if (san_fiber) /* as fib__coro_free */
-    __tsan_destroy_fiber(san_fiber);
-#endif
-  fib_coro *co;
-  stack_init(&co, s, fn, arg, flags, FIB__CORO_RENEW_ROOM, NULL);
-  return co;
 }
 
 void fib__coro_free(fib_coro *co) {
