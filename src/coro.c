@@ -712,10 +712,13 @@ stack_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   return 0;
 }
 
-int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
-                     fib_guard_mode mode, unsigned flags) {
-  /* The handler that reports overflows must be in place before any code
-   * runs on a guarded stack; this is a flag check after the first time. */
+/* The creates that need more than a pop from the pool's hot lists: this
+ * thread's overflow handler not yet in place (it must be before any code
+ * runs on a guarded stack), a compact coroutine, a class that is not hot
+ * or whose list is empty, or a build whose gets tell ASan or memcheck. */
+static __attribute__((noinline)) int
+create_slow(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+            fib_guard_mode mode, unsigned flags) {
   int err = fib__overflow_prepare_thread();
   if (err)
     return err;
@@ -724,14 +727,39 @@ int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
   return stack_create(out, fn, arg, usable, mode, flags, 0, NULL);
 }
 
-int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
-                         size_t usable, fib_guard_mode mode, unsigned flags,
-                         size_t rec_size, void **rec) {
+static __attribute__((noinline)) int
+create_rec_slow(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+                fib_guard_mode mode, unsigned flags, size_t rec_size,
+                void **rec) {
   int err = fib__overflow_prepare_thread();
   if (err)
     return err;
-  return stack_create(out, fn, arg, usable, mode, flags & ~FIB_COMPACT,
-                      rec_size, rec);
+  return stack_create(out, fn, arg, usable, mode, flags, rec_size, rec);
+}
+
+/* Both creates' hot path: calls nothing, so it saves no registers. */
+int fib__coro_create(fib_coro **out, fib_coro_fn fn, void *arg, size_t usable,
+                     fib_guard_mode mode, unsigned flags) {
+  struct fib__stack *s;
+  if (__builtin_expect(fib__tl_overflow_ready && !(flags & FIB_COMPACT), 1) &&
+      (s = fib__stack_take(usable, mode))) {
+    fib__coro_init(out, s, fn, arg, flags, 0, NULL);
+    return 0;
+  }
+  return create_slow(out, fn, arg, usable, mode, flags);
+}
+
+int fib__coro_create_rec(fib_coro **out, fib_coro_fn fn, void *arg,
+                         size_t usable, fib_guard_mode mode, unsigned flags,
+                         size_t rec_size, void **rec) {
+  flags &= ~FIB_COMPACT;
+  struct fib__stack *s;
+  if (__builtin_expect(fib__tl_overflow_ready, 1) &&
+      (s = fib__stack_take(usable, mode))) {
+    fib__coro_init(out, s, fn, arg, flags, rec_size, rec);
+    return 0;
+  }
+  return create_rec_slow(out, fn, arg, usable, mode, flags, rec_size, rec);
 }
 
 /* Where p lies in the record at `base` (of at most NO_FIELD bytes), or
@@ -762,7 +790,8 @@ void fib__coro_free(fib_coro *co) {
     fib__sys_free(c);
     return;
   }
-  fib__stack_put(co->stack);
+  if (!fib__stack_give(co->stack))
+    fib__stack_put(co->stack);
 }
 
 /* The default stack's usable size, rounded: the page size never changes,

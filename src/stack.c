@@ -39,7 +39,7 @@ __attribute__((noinline, cold)) size_t fib__stack_round_first(size_t size) {
 /* A class of stack, (usable size, guard mode), as one word: usable sizes
  * fit in 32 bits (FIB_STACK_MAX), and 0 is no class. */
 static inline uint64_t class_key(size_t usable, fib_guard_mode mode) {
-  return (uint64_t)usable | (uint64_t)mode << 32;
+  return fib__stack_class(usable, mode);
 }
 _Static_assert(FIB_STACK_MAX <= UINT32_MAX, "a usable size fits 32 bits");
 
@@ -880,7 +880,7 @@ void fib__stack_seal_slabs(void) {
  * A list for each class of stack, a class being a (usable size, guard
  * mode) pair, so a program that mixes sizes or modes finds each kind in
  * its own list instead of behind stacks of another kind. The classes in
- * the first POOL_HOT slots are "hot": the fast paths of get and put look
+ * the first FIB__POOL_HOT slots are "hot": the fast paths of get and put look
  * only at them, so a program with one stack size, or two in turn (a
  * fiber size and a coroutine size, say), never leaves them; a get for a
  * class further back moves it to the front (get_slow), and the hot class
@@ -898,49 +898,7 @@ void fib__stack_seal_slabs(void) {
  * which glibc reserves sparingly for dlopen'ed libraries: a handful of
  * classes, not a table. */
 
-struct pool_class {
-  struct fib__stack *head; /* LIFO through pool_next; NULL: empty */
-  uint64_t key;            /* class_key of its stacks (the mode resolved:
-                              MADVISE, MPROTECT or NONE); 0: slot free */
-  uint32_t batch;          /* stacks its next miss takes from a slab:
-                              doubles with each miss, up to SLAB_BATCH_MAX;
-                              back to one when it leaves the hot slots
-                              (classes taking turns beyond the hot ones get
-                              no batches) */
-};
-/* The slots the fast paths look at: two, for a program with two sizes in
- * turn; a third would cost every get and put that misses the first two
- * another compare. */
-enum { POOL_HOT = 2 };
-_Static_assert(POOL_HOT == 2 && POOL_HOT < FIB__STACK_POOL_CLASSES,
-               "the fast paths write out two slots; cold slots exist");
-
-struct pool {
-  /* The classes, the hot ones first, then the cold ones most recently
-   * used first (made hot, or created by a put), the free slots last: the
-   * last class in use is the least recently used (up to the order among
-   * the hot ones, above). */
-  struct pool_class cls[FIB__STACK_POOL_CLASSES];
-  size_t count; /* stacks on the class lists */
-  /* The quiet-period trim (trim_check): the fewest stacks pooled since
-   * the window began, when it began (CLOCK_MONOTONIC_COARSE, ns), and the
-   * puts over the bound left before the next look at the clock. */
-  size_t low;
-  uint64_t window;
-  unsigned ticks;
-  /* Puts over the bound that pass before the next try to hand a batch to
-   * the depot, after a class's list was too short for one. */
-  unsigned give_skip;
-  unsigned long misses; /* its share of depot_misses */
-  /* Stacks that munmap refused (a merged VMA that would split past the
-   * mapping limit): kept, not lost, and tried again by the drain. Not
-   * bounded: each one is a failed munmap. */
-  struct fib__stack *spill;
-  size_t spilled;
-  int exit_hook; /* the thread-exit destructor is registered */
-};
-
-static FIB__TLS struct pool tl_pool;
+FIB__TLS struct fib__pool fib__tl_pool;
 
 /* How many times a pool went to the slabs for want of stacks with the
  * depot empty (each pool counts its own in `misses`): a pool over its
@@ -951,7 +909,7 @@ static unsigned long depot_misses;
 static pthread_key_t pool_key;
 static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
-static void spill(struct pool *p, struct fib__stack *s) {
+static void spill(struct fib__pool *p, struct fib__stack *s) {
   s->pool_next = p->spill;
   p->spill = s;
   p->spilled++;
@@ -959,7 +917,7 @@ static void spill(struct pool *p, struct fib__stack *s) {
 
 /* A stack of its own mapping: unmap, or if munmap refuses, keep it on the
  * spill list. A slab's stack: onto *give, for slab_give. */
-static void release(struct pool *p, struct fib__stack *s,
+static void release(struct fib__pool *p, struct fib__stack *s,
                     struct fib__stack **give) {
   if (s->slab) {
     s->pool_next = *give;
@@ -997,7 +955,7 @@ static inline void hand_out(struct fib__stack *s) {
 }
 
 /* Give back up to `max` stacks of class c (from the top of its list). */
-static size_t shed(struct pool *p, struct pool_class *c, size_t max,
+static size_t shed(struct fib__pool *p, struct fib__pool_class *c, size_t max,
                    struct fib__stack **give) {
   size_t n = 0;
   while (c->head && n < max) {
@@ -1011,13 +969,13 @@ static size_t shed(struct pool *p, struct pool_class *c, size_t max,
 }
 
 /* Give back a class's stacks and free its slot. */
-static void evict(struct pool *p, struct pool_class *c,
+static void evict(struct fib__pool *p, struct fib__pool_class *c,
                   struct fib__stack **give) {
   (void)shed(p, c, SIZE_MAX, give);
   memset(c, 0, sizeof *c);
 }
 
-static void pool_free_all(struct pool *p) {
+static void pool_free_all(struct fib__pool *p) {
   struct fib__stack *retry = p->spill, *give = NULL;
   p->spill = NULL;
   p->spilled = 0;
@@ -1054,7 +1012,7 @@ static atomic_uint quiet_every = 64;
 void fib__stack_set_quiet(uint64_t ns, unsigned every) {
   atomic_store(&quiet_ns, every ? ns : FIB__STACK_QUIET_NS);
   atomic_store(&quiet_every, every ? every : 64);
-  tl_pool.ticks = 0;
+  fib__tl_pool.ticks = 0;
 }
 
 static uint64_t coarse_ns(void) {
@@ -1063,7 +1021,7 @@ static uint64_t coarse_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-__attribute__((noinline)) static void trim_check(struct pool *p) {
+__attribute__((noinline)) static void trim_check(struct fib__pool *p) {
   p->ticks = atomic_load_explicit(&quiet_every, memory_order_relaxed);
   uint64_t now = coarse_ns();
   if (now - p->window < atomic_load_explicit(&quiet_ns, memory_order_relaxed))
@@ -1086,7 +1044,7 @@ static void pool_key_create(void) {
 }
 
 /* The slot of class `key` from slot `from` on, or NULL. */
-static struct pool_class *find_class(struct pool *p, int from, uint64_t key) {
+static struct fib__pool_class *find_class(struct fib__pool *p, int from, uint64_t key) {
   for (int i = from; i < FIB__STACK_POOL_CLASSES; i++)
     if (p->cls[i].key == key)
       return &p->cls[i];
@@ -1097,32 +1055,32 @@ static struct pool_class *find_class(struct pool *p, int from, uint64_t key) {
  * back, over it. (A loop, not memmove: it moves a few slots at most, and
  * a call would cost the get of a program with three classes in turn a
  * full frame.) */
-static void shift_slots(struct pool_class *at, struct pool_class *upto) {
-  for (struct pool_class *c = upto; c > at; c--)
+static void shift_slots(struct fib__pool_class *at, struct fib__pool_class *upto) {
+  for (struct fib__pool_class *c = upto; c > at; c--)
     c[0] = c[-1];
 }
 
 /* Room at slot `at` for a new class: the last class gives way if every
  * slot is in use (its stacks given back), the ones from `at` on move one
  * place back. The class that leaves the hot slots gets no more batches. */
-static void open_slot(struct pool *p, struct pool_class *at) {
-  struct pool_class *last = &p->cls[FIB__STACK_POOL_CLASSES - 1];
+static void open_slot(struct fib__pool *p, struct fib__pool_class *at) {
+  struct fib__pool_class *last = &p->cls[FIB__STACK_POOL_CLASSES - 1];
   if (last->key) {
     struct fib__stack *give = NULL;
     evict(p, last, &give);
     slab_give(give);
   }
   shift_slots(at, last);
-  if (at < &p->cls[POOL_HOT])
-    p->cls[POOL_HOT].batch = 0;
+  if (at < &p->cls[FIB__POOL_HOT])
+    p->cls[FIB__POOL_HOT].batch = 0;
 }
 
 /* Nothing pooled for this request: the spill list, else a new stack. `c`
  * is the request's class if it is hot (its list empty), else NULL. The
  * checks here do not change once AUTO is probed, so a pooled stack, made
  * under them, needs none. */
-__attribute__((noinline)) static int get_fresh(struct pool *p,
-                                               struct pool_class *c,
+__attribute__((noinline)) static int get_fresh(struct fib__pool *p,
+                                               struct fib__pool_class *c,
                                                struct fib__stack **out,
                                                size_t usable,
                                                fib_guard_mode mode) {
@@ -1184,20 +1142,20 @@ __attribute__((noinline)) static int get_fresh(struct pool *p,
  * place back (the second becoming the first cold one), even if its list
  * is empty (its puts then take the fast path); no class: get_fresh. Calls
  * only as tail calls, so no call frame. */
-__attribute__((noinline)) static int get_slow(struct pool *p,
+__attribute__((noinline)) static int get_slow(struct fib__pool *p,
                                               struct fib__stack **out,
                                               size_t usable,
                                               fib_guard_mode mode) {
   uint64_t key = class_key(usable, mode);
-  for (int i = 0; i < POOL_HOT; i++)
+  for (int i = 0; i < FIB__POOL_HOT; i++)
     if (p->cls[i].key == key)
       return get_fresh(p, &p->cls[i], out, usable, mode);
-  struct pool_class *c = find_class(p, POOL_HOT, key);
+  struct fib__pool_class *c = find_class(p, FIB__POOL_HOT, key);
   if (!c)
     return get_fresh(p, NULL, out, usable, mode);
-  struct pool_class moved = *c;
+  struct fib__pool_class moved = *c;
   shift_slots(&p->cls[0], c);
-  p->cls[POOL_HOT].batch = 0; /* out of the hot slots: no batches */
+  p->cls[FIB__POOL_HOT].batch = 0; /* out of the hot slots: no batches */
   p->cls[0] = moved;
   struct fib__stack *s = moved.head;
   if (!s)
@@ -1216,24 +1174,14 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
     mode = fib__stack_auto_mode();
   /* The hot path: the request's class is a hot one and has a stack (which
    * was made under get_fresh's checks: none needed here). */
-  struct pool *p = &tl_pool;
-  uint64_t key = class_key(usable, mode);
-  struct fib__stack *s;
-  /* Each slot written out, not through a pointer to it: its fields are
-   * then addressed off the thread pointer directly. */
-  if (p->cls[0].key == key && (s = p->cls[0].head)) {
-    p->cls[0].head = s->pool_next;
-    goto got;
-  }
-  if (p->cls[1].key == key && (s = p->cls[1].head)) {
-    p->cls[1].head = s->pool_next;
-  got:
-    if (--p->count < p->low) /* the quiet-period trim's low-water mark */
-      p->low = p->count;
-    reuse(s);
+  struct fib__stack *s = fib__stack_pop_hot(class_key(usable, mode));
+  if (s) {
+#if FIB__ASAN
+    reuse(s); /* its unpoisoning */
+#endif
     *out = s;
   } else {
-    int err = get_slow(p, out, usable, mode);
+    int err = get_slow(&fib__tl_pool, out, usable, mode);
     if (err)
       return err;
   }
@@ -1250,7 +1198,7 @@ int fib__stack_get(struct fib__stack **out, size_t usable,
   return 0;
 }
 
-#if FIB__STACK_RENEW_TELLS
+#if FIB__STACK_TELLS
 int fib__stack_renew(struct fib__stack *s, size_t usable,
                      fib_guard_mode mode) {
   if (mode == FIB_GUARD_AUTO)
@@ -1268,7 +1216,7 @@ int fib__stack_renew(struct fib__stack *s, size_t usable,
 
 /* The top DEPOT_BATCH stacks of class c (a slab class) to the depot: the
  * ones put last, whose descriptors are still in this CPU's cache. */
-static void hand_off(struct pool *p, struct pool_class *c) {
+static void hand_off(struct fib__pool *p, struct fib__pool_class *c) {
   struct fib__stack *last = c->head;
   for (int k = 1; k < DEPOT_BATCH && last; k++)
     last = last->pool_next;
@@ -1290,21 +1238,21 @@ static void hand_off(struct pool *p, struct pool_class *c) {
 }
 
 /* Not a hot class, or the pool is full. */
-__attribute__((noinline)) static void put_slow(struct pool *p,
+__attribute__((noinline)) static void put_slow(struct fib__pool *p,
                                                struct fib__stack *s) {
   if (!p->exit_hook) {
     /* First stack pooled on this thread: free the pool at thread exit. */
     pthread_once(&pool_key_once, pool_key_create);
     p->exit_hook = pthread_setspecific(pool_key, p) == 0;
   }
-  struct pool_class *c = find_class(p, 0, s->pool_key);
+  struct fib__pool_class *c = find_class(p, 0, s->pool_key);
   if (!c) {
     /* A new class takes a free hot slot if there is one; else it goes
      * first among the cold ones, and if every slot is in use the least
      * recently used (the last) gives way, its stacks unmapped. Never a
      * hot one: a get asked for it lately. */
     c = &p->cls[0];
-    while (c < &p->cls[POOL_HOT] && c->key)
+    while (c < &p->cls[FIB__POOL_HOT] && c->key)
       c++;
     if (c->key)
       open_slot(p, c);
@@ -1331,39 +1279,24 @@ __attribute__((noinline)) static void put_slow(struct pool *p,
 }
 
 void fib__stack_put(struct fib__stack *s) {
-  struct pool *p = &tl_pool;
+  struct fib__pool *p = &fib__tl_pool;
 #if FIB__ASAN
   __lsan_unregister_root_region(s->lo, (size_t)(fib__stack_end(s) - s->lo));
 #endif
-  uint64_t key = s->pool_key;
-  if (p->count < FIB__STACK_POOL_MAX) {
-    /* Each slot written out, as in fib__stack_get. */
-    if (p->cls[0].key == key) {
-      s->pool_next = p->cls[0].head;
-      p->cls[0].head = s;
-      p->count++;
-      return;
-    }
-    if (p->cls[1].key == key) {
-      s->pool_next = p->cls[1].head;
-      p->cls[1].head = s;
-      p->count++;
-      return;
-    }
-  }
-  put_slow(p, s);
+  if (!fib__stack_push_hot(s))
+    put_slow(p, s);
 }
 
-size_t fib__stack_pool_size(void) { return tl_pool.count + tl_pool.spilled; }
+size_t fib__stack_pool_size(void) { return fib__tl_pool.count + fib__tl_pool.spilled; }
 
 size_t fib__stack_pool_classes(void) {
   size_t n = 0;
   for (int i = 0; i < FIB__STACK_POOL_CLASSES; i++)
-    n += tl_pool.cls[i].key != 0;
+    n += fib__tl_pool.cls[i].key != 0;
   return n;
 }
 
-void fib__stack_pool_drain(void) { pool_free_all(&tl_pool); }
+void fib__stack_pool_drain(void) { pool_free_all(&fib__tl_pool); }
 
 /* ---- description (fib_stack_info) */
 

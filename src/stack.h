@@ -27,6 +27,7 @@
 
 #include "fibers.h"
 #include "sanitize.h"
+#include "tls.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -121,6 +122,13 @@ static inline const uint64_t *fib__stack_canary(const struct fib__stack *s) {
   return s->mode == FIB_GUARD_NONE ? (const uint64_t *)(void *)s->lo : NULL;
 }
 
+/* A class of stack, (usable size, guard mode resolved), as one word: the
+ * pool's lists and the descriptor's pool_key. Usable sizes fit 32 bits
+ * (FIB_STACK_MAX); mode 0 (AUTO) is no class. */
+static inline uint64_t fib__stack_class(size_t usable, fib_guard_mode mode) {
+  return (uint64_t)usable | (uint64_t)mode << 32;
+}
+
 /* The guard mode FIB_GUARD_AUTO stands for, once the first stack that
  * asked for it has probed the kernel; 0 before (atomic). */
 extern int fib__stack_auto_known;
@@ -134,8 +142,10 @@ extern int fib__stack_auto_known;
  * Inline unless ASan or memcheck is told of the renewal (a spawn after
  * a join takes this on every spawn).
  */
-#define FIB__STACK_RENEW_TELLS (FIB__ASAN || FIB__VALGRIND)
-#if FIB__STACK_RENEW_TELLS
+/* Whether stack.c tells ASan or memcheck of each get, put and renewal:
+ * then the inline hot paths here stand aside. */
+#define FIB__STACK_TELLS (FIB__ASAN || FIB__VALGRIND)
+#if FIB__STACK_TELLS
 int fib__stack_renew(struct fib__stack *s, size_t usable, fib_guard_mode mode);
 #else
 static inline int fib__stack_renew(struct fib__stack *s, size_t usable,
@@ -144,8 +154,7 @@ static inline int fib__stack_renew(struct fib__stack *s, size_t usable,
   if (mode == FIB_GUARD_AUTO)
     mode = (fib_guard_mode)__atomic_load_n(&fib__stack_auto_known,
                                            __ATOMIC_RELAXED);
-  /* the pool's class word (stack.c: class_key) */
-  if (s->pool_key != ((uint64_t)usable | (uint64_t)mode << 32))
+  if (s->pool_key != fib__stack_class(usable, mode))
     return 1;
   /* pool_next is NULL already: a stack in use is on no list */
   if (mode == FIB_GUARD_NONE)
@@ -189,6 +198,131 @@ void fib__stack_describe(const struct fib__stack *s, fib_stack_info *out);
 #define FIB__STACK_POOL_MAX 256
 #define FIB__STACK_POOL_CLASSES 8
 #define FIB__STACK_QUIET_NS 1000000000ull
+
+/* The pool's layout (stack.c has the rest of it), here for the hot paths
+ * of get and put, which the coroutine layer inlines. */
+struct fib__pool_class {
+  struct fib__stack *head; /* LIFO through pool_next; NULL: empty */
+  uint64_t key;            /* class_key of its stacks (the mode resolved:
+                              MADVISE, MPROTECT or NONE); 0: slot free */
+  uint32_t batch;          /* stacks its next miss takes from a slab:
+                              doubles with each miss, up to SLAB_BATCH_MAX;
+                              back to one when it leaves the hot slots
+                              (classes taking turns beyond the hot ones get
+                              no batches) */
+};
+/* The slots the fast paths look at: two, for a program with two sizes in
+ * turn; a third would cost every get and put that misses the first two
+ * another compare. */
+#define FIB__POOL_HOT 2
+_Static_assert(FIB__POOL_HOT == 2 && FIB__POOL_HOT < FIB__STACK_POOL_CLASSES,
+               "the fast paths write out two slots; cold slots exist");
+
+struct fib__pool {
+  /* The classes, the hot ones first, then the cold ones most recently
+   * used first (made hot, or created by a put), the free slots last: the
+   * last class in use is the least recently used (up to the order among
+   * the hot ones, above). */
+  struct fib__pool_class cls[FIB__STACK_POOL_CLASSES];
+  size_t count; /* stacks on the class lists */
+  /* The quiet-period trim (trim_check): the fewest stacks pooled since
+   * the window began, when it began (CLOCK_MONOTONIC_COARSE, ns), and the
+   * puts over the bound left before the next look at the clock. */
+  size_t low;
+  uint64_t window;
+  unsigned ticks;
+  /* Puts over the bound that pass before the next try to hand a batch to
+   * the depot, after a class's list was too short for one. */
+  unsigned give_skip;
+  unsigned long misses; /* its share of depot_misses */
+  /* Stacks that munmap refused (a merged VMA that would split past the
+   * mapping limit): kept, not lost, and tried again by the drain. Not
+   * bounded: each one is a failed munmap. */
+  struct fib__stack *spill;
+  size_t spilled;
+  int exit_hook; /* the thread-exit destructor is registered */
+};
+
+extern FIB__TLS struct fib__pool fib__tl_pool;
+
+/* A stack of class `key` off this thread's pool's hot lists, handed out
+ * as a get does (off any list, a plain coroutine's owner fields), or NULL
+ * if neither hot class is `key` or its list is empty. Each slot written
+ * out, not through a pointer to it: its fields are then addressed off the
+ * thread pointer directly. */
+static inline struct fib__stack *fib__stack_pop_hot(uint64_t key) {
+  struct fib__pool *p = &fib__tl_pool;
+  struct fib__stack *s;
+  if (p->cls[0].key == key && (s = p->cls[0].head))
+    p->cls[0].head = s->pool_next;
+  else if (p->cls[1].key == key && (s = p->cls[1].head))
+    p->cls[1].head = s->pool_next;
+  else
+    return NULL;
+  if (--p->count < p->low) /* the quiet-period trim's low-water mark */
+    p->low = p->count;
+  s->pool_next = NULL;
+  s->owner_id = 0;
+  s->owner_kind = "coroutine";
+  s->owner_name = NULL;
+  return s;
+}
+
+/* s onto its class's list if that is a hot one and the pool has room: 1;
+ * else 0, nothing done. */
+static inline int fib__stack_push_hot(struct fib__stack *s) {
+  struct fib__pool *p = &fib__tl_pool;
+  uint64_t key = s->pool_key;
+  if (p->count >= FIB__STACK_POOL_MAX)
+    return 0;
+  if (p->cls[0].key == key) {
+    s->pool_next = p->cls[0].head;
+    p->cls[0].head = s;
+  } else if (p->cls[1].key == key) {
+    s->pool_next = p->cls[1].head;
+    p->cls[1].head = s;
+  } else {
+    return 0;
+  }
+  p->count++;
+  return 1;
+}
+
+/*
+ * fib__stack_get's and fib__stack_put's hot paths, inline where the
+ * coroutine layer makes and frees coroutines (a call each, with the
+ * caller's registers saved around it, cost as much as the pop or push):
+ * take returns a stack of (usable, mode) as fib__stack_get hands it out,
+ * or NULL (call fib__stack_get); give returns 1 if s is pooled, or 0
+ * (call fib__stack_put). Neither does anything in a build where ASan or
+ * memcheck is told of each get and put (stack.c does that).
+ */
+static inline struct fib__stack *fib__stack_take(size_t usable,
+                                                 fib_guard_mode mode) {
+#if FIB__STACK_TELLS
+  (void)usable;
+  (void)mode;
+  return NULL;
+#else
+  /* Not probed yet (0): no class, so NULL, and the get probes. */
+  if (mode == FIB_GUARD_AUTO)
+    mode = (fib_guard_mode)__atomic_load_n(&fib__stack_auto_known,
+                                           __ATOMIC_RELAXED);
+  struct fib__stack *s = fib__stack_pop_hot(fib__stack_class(usable, mode));
+  if (s && mode == FIB_GUARD_NONE) /* set afresh, as a get does */
+    *(uint64_t *)(void *)s->lo = FIB__STACK_CANARY;
+  return s;
+#endif
+}
+
+static inline int fib__stack_give(struct fib__stack *s) {
+#if FIB__STACK_TELLS
+  (void)s;
+  return 0;
+#else
+  return fib__stack_push_hot(s);
+#endif
+}
 
 /* Stacks in this thread's pool (with any that munmap refused); how many
  * classes it holds; give them all back, and the depot's (unmapping wholly

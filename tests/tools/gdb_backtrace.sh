@@ -5,9 +5,9 @@
 # A breakpoint inside a fiber (and inside a coroutine, and a coroutine
 # resumed by a fiber) shows a backtrace that ends at the context's entry:
 #
-#   fiber:  fiber_leaf <- fiber_body <- [fiber_main] <- coro_entry
+#   fiber:  fiber_leaf <- fiber_body <- [fiber_main] <- fib__coro_entry
 #           <- fib__ctx_entry_trampoline            and nothing after it
-#   coro:   coro_leaf <- coro_body <- coro_entry <- fib__ctx_entry_trampoline
+#   coro:   coro_leaf <- coro_body <- fib__coro_entry <- fib__ctx_entry_trampoline
 #   nested: the same as coro (the coroutine runs on its own stack; the
 #           fiber that resumed it is not part of its backtrace)
 #   sharedfp: the same as coro, for a coroutine created with FIB_SHARED_FP
@@ -77,10 +77,10 @@ check() { # mode leaf expected-regex
 # ("__" reads as "."). Same symbol, same frame.
 tramp='fib(__|[.])ctx_entry_trampoline'
 check fiber fiber_leaf \
-  "^fiber_leaf fiber_body (fiber_main )?coro_entry $tramp\$"
-check coro coro_leaf "^coro_leaf coro_body coro_entry $tramp\$"
-check nested coro_leaf "^coro_leaf coro_body coro_entry $tramp\$"
-check sharedfp coro_leaf "^coro_leaf coro_body coro_entry $tramp\$"
+  "^fiber_leaf fiber_body (fiber_main )?fib__coro_entry $tramp\$"
+check coro coro_leaf "^coro_leaf coro_body fib__coro_entry $tramp\$"
+check nested coro_leaf "^coro_leaf coro_body fib__coro_entry $tramp\$"
+check sharedfp coro_leaf "^coro_leaf coro_body fib__coro_entry $tramp\$"
 
 [ "$fail" = 0 ] && echo "ok: every backtrace ends at fib__ctx_entry_trampoline"
 exit "$fail"

@@ -96,9 +96,9 @@ check() { # what output
       on && /^#/ { print $4 }
       on && !/^#/ { on = 0 }' | tr '\n' ' ')
     echo "---- $what, fiber $1 frames: $frames"
-    if ! [[ $frames =~ ^(.* )?$3\ ($2\ )?(.* )?fiber_main\ coro_entry\ $tramp\ $ ]] &&
-       ! [[ $frames =~ ^(.* )?$3\ (.* )?coro_entry\ $tramp\ $ ]]; then
-      echo "FAIL ($what): fiber $1's backtrace does not go $3 ... coro_entry trampoline"
+    if ! [[ $frames =~ ^(.* )?$3\ ($2\ )?(.* )?fiber_main\ fib__coro_entry\ $tramp\ $ ]] &&
+       ! [[ $frames =~ ^(.* )?$3\ (.* )?fib__coro_entry\ $tramp\ $ ]]; then
+      echo "FAIL ($what): fiber $1's backtrace does not go $3 ... fib__coro_entry trampoline"
       fail=1
     fi
     if [[ $frames == *'??'* ]]; then
@@ -129,8 +129,8 @@ check_workers() { # output after the second stop
     on && /^#/ { print $4 }
     on && !/^#/ { on = 0 }' | tr '\n' ' ')
   echo "---- workers, fiber 2 frames: $frames"
-  if ! [[ $frames =~ ^(.* )?zeta_wait\ (.* )?coro_entry\ $tramp\ $ ]]; then
-    echo "FAIL (workers): zeta's backtrace does not go zeta_wait ... coro_entry trampoline"
+  if ! [[ $frames =~ ^(.* )?zeta_wait\ (.* )?fib__coro_entry\ $tramp\ $ ]]; then
+    echo "FAIL (workers): zeta's backtrace does not go zeta_wait ... fib__coro_entry trampoline"
     fail=1
   fi
 }
