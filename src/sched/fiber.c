@@ -110,6 +110,38 @@ record_on_stack(struct fib_runtime *rt, const fib_attr *attr, size_t stack,
   return 0;
 }
 
+/* The new record f, its coroutine made: its fields, its id and its
+ * coroutine's owner. */
+static inline __attribute__((always_inline)) void
+spawn_fill(struct fib_runtime *rt, struct fib__fiber *f, fib_fn fn, void *arg,
+           const fib_attr *attr) {
+  f->rt = rt;
+  f->detached = (attr->flags & FIB_DETACHED) != 0;
+  fib__set_cancelled(f, 0);
+  f->wake = 0;
+  /* timer_armed, wait and holds are 0 / NULL already: so is every record
+   * made (fib__fiber_new_record, record_on_stack), and a fiber leaves them
+   * so when it finishes (it is not parked then, and its holds are given
+   * up), before its record can be used again */
+  f->joiner = NULL;
+  f->nomigrate = 0;
+  f->move_to = 0;
+  f->id = fib__idmap_put(&rt->fibers, f);
+
+  f->fn = fn;
+  f->arg = arg;
+  f->name[0] = 0;
+  if (attr->name) {
+    strncpy(f->name, attr->name, FIB_NAME_MAX);
+    f->name[FIB_NAME_MAX] = 0;
+  }
+  fib__coro_set_owner_record(f->co, f);
+  fib__coro_set_owner(f->co, &f->id, "fiber", f->name);
+  fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
+
+  f->state = FIB__FIBER_READY;
+}
+
 /* fib_spawn once its arguments are checked: `attr` is never NULL (the
  * zero attributes stand for none), `stack` the usable size, `on_stack`
  * record_on_stack's choice. Inlined twice, once with the zero attributes,
@@ -181,31 +213,7 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
    * thread writes the map (workers.h, Ids): another worker finds the
    * record once the id is stored (put's release) and the spawn has
    * returned it. */
-  f->rt = rt;
-  f->detached = (attr->flags & FIB_DETACHED) != 0;
-  fib__set_cancelled(f, 0);
-  f->wake = 0;
-  /* timer_armed, wait and holds are 0 / NULL already: so is every record
-   * made (fib__fiber_new_record, record_on_stack), and a fiber leaves them
-   * so when it finishes (it is not parked then, and its holds are given
-   * up), before its record can be used again */
-  f->joiner = NULL;
-  f->nomigrate = 0;
-  f->move_to = 0;
-  f->id = fib__idmap_put(&rt->fibers, f);
-
-  f->fn = fn;
-  f->arg = arg;
-  f->name[0] = 0;
-  if (attr->name) {
-    strncpy(f->name, attr->name, FIB_NAME_MAX);
-    f->name[FIB_NAME_MAX] = 0;
-  }
-  fib__coro_set_owner_record(f->co, f);
-  fib__coro_set_owner(f->co, &f->id, "fiber", f->name);
-  fib__coro_announce(f->co, f->name[0] ? f->name : "fiber"); /* TSan only */
-
-  f->state = FIB__FIBER_READY;
+  spawn_fill(rt, f, fn, arg, attr);
   if (rt->group) {
     f->claim = FIB__CLAIM_NONE;
     /* the join word (workers.h); nobody else sees f before the unlock */
@@ -243,16 +251,57 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   return 0;
 }
 
-int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
-              fib_id *id) {
-  rt = runtime_or_current(rt);
-  if (!rt)
-    return FIB_EPERM;
-  if (!fn)
-    return FIB_EINVAL;
-  static const fib_attr no_attr;
-  if (!attr) /* the runtime's stack size is rounded already */
-    return spawn(rt, fn, arg, &no_attr, rt->stack_size, 0, id);
+/* The zero attributes, which stand for none. */
+static const fib_attr no_attr;
+
+/*
+ * spawn with no attributes on one worker, when the last fiber to finish
+ * left a stack of the runtime's class (the zombie) and a spare record is
+ * at hand, and the id map and the timer heap have room: a spawn after a
+ * join, in a loop or a fork-join tree. Nothing here can fail or calls
+ * anything, so fib_spawn's common path saves no registers. 0: not this
+ * case, nothing done.
+ */
+static inline __attribute__((always_inline)) int
+spawn_renewed(struct fib_runtime *rt, fib_fn fn, void *arg, fib_id *id) {
+  fib_coro *z = rt->zombie;
+  struct fib__fiber *f = rt->spare;
+  /* fib__idmap_reserve's and fib__timers_reserve's tests */
+  if (rt->group || !z || !f || !fib__idmap_room(&rt->fibers) ||
+      rt->fibers.count + 1 > rt->timers.cap)
+    return 0;
+  fib_coro *co = fib__coro_renew(z, fiber_main, f, rt->stack_size, rt->guard,
+                                 rt->flags & FIB_SHARED_FP);
+  if (!co)
+    return 0;
+  rt->zombie = NULL;
+  (void)fib__fiber_new_record(rt); /* f */
+  f->co = co;
+  fib__fiber_init_tail(f);
+  spawn_fill(rt, f, fn, arg, &no_attr);
+  rt->unfinished++;
+  if (rt->current) /* as spawn's */
+    fib__runq_push_front(&rt->runq, &f->runq);
+  else
+    fib__runq_push(&rt->runq, &f->runq);
+  if (id)
+    *id = f->id;
+  return 1;
+}
+
+/* spawn with no attributes otherwise. */
+static __attribute__((noinline)) int spawn_default(struct fib_runtime *rt,
+                                                   fib_fn fn, void *arg,
+                                                   fib_id *id) {
+  /* the runtime's stack size is rounded already */
+  return spawn(rt, fn, arg, &no_attr, rt->stack_size, 0, id);
+}
+
+/* fib_spawn with attributes: their checks, then spawn. */
+static __attribute__((noinline)) int spawn_attr(struct fib_runtime *rt,
+                                                fib_fn fn, void *arg,
+                                                const fib_attr *attr,
+                                                fib_id *id) {
   size_t stack =
       fib__stack_check(attr->stack_size, rt->stack_size, attr->guard);
   unsigned known_flags = FIB_DETACHED | FIB_SHARED_FP | FIB_PINNED |
@@ -272,6 +321,20 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
                      FIB_DETACHED &&
                  !rt->group;
   return spawn(rt, fn, arg, attr, stack, on_stack, id);
+}
+
+int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
+              fib_id *id) {
+  rt = runtime_or_current(rt);
+  if (!rt)
+    return FIB_EPERM;
+  if (!fn)
+    return FIB_EINVAL;
+  if (attr)
+    return spawn_attr(rt, fn, arg, attr, id);
+  if (spawn_renewed(rt, fn, arg, id))
+    return 0;
+  return spawn_default(rt, fn, arg, id);
 }
 
 /* fib_join in a multi-worker runtime: the target may finish on another
