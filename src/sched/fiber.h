@@ -375,7 +375,20 @@ static inline int fib__fiber_has_tail(const struct fib__fiber *f) {
 /* f has a new coroutine (not compact): its tail node, unlinked. */
 static inline void fib__fiber_init_tail(struct fib__fiber *f) {
   fib__fiber_tail(f)->q = NULL;
+  fib__fiber_tail(f)->idx = 0; /* not FIB__JOIN_TAIL */
 }
+
+/*
+ * A one-worker join with no deadline waits with no frame (fiber.c,
+ * join_tail) and its tail node, on no queue meanwhile (q NULL), says so:
+ * idx FIB__JOIN_TAIL, `fiber` the target, `elem` where its result goes
+ * (NULL: nowhere). Whoever readies the joiner completes the join, as no
+ * frame is left to: the target's finish (fib__join_tail_done: the result,
+ * the collection) or a cancel (the target left unjoined, sched.c's wake).
+ * idx goes back to 0 then, so a stale FIB__JOIN_TAIL is never read.
+ */
+#define FIB__JOIN_TAIL SIZE_MAX
+
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to
  * malloc in the steady state. The spares' halves are inline: on every

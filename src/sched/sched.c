@@ -271,9 +271,17 @@ static void wake(struct fib__fiber *f, int reason) {
   fib__fiber_ready(f);
   f->wake = reason;
   /* A tail wait does not unlink its node when it wakes (it resumes in its
-   * caller's caller): the node goes off its queue here. */
-  if (fib__fiber_has_tail(f) && fib__fiber_tail(f)->q)
-    fib__waitq_unlink(fib__fiber_tail(f));
+   * caller's caller): the node goes off its queue here. A frameless join
+   * (fiber.h, FIB__JOIN_TAIL) leaves its target unjoined here. */
+  if (fib__fiber_has_tail(f)) {
+    struct fib__wnode *n = fib__fiber_tail(f);
+    if (n->q) {
+      fib__waitq_unlink(n);
+    } else if (n->idx == FIB__JOIN_TAIL) {
+      n->fiber->joiner = NULL; /* n->fiber: the target */
+      n->idx = 0;
+    }
+  }
 }
 
 void fib__fiber_interrupt(struct fib__fiber *f) {
@@ -627,7 +635,17 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     j = self->joiner;
     if (j && j->state != FIB__FIBER_BLOCKED) {
       j = NULL;
-    } else if (!j) {
+    } else if (j) {
+      struct fib__wnode *n = fib__fiber_tail(j);
+      if (fib__fiber_has_tail(j) && n->idx == FIB__JOIN_TAIL) {
+        /* a frameless join: ours to complete (fiber.h); we touch our
+         * record no more after this */
+        n->idx = 0;
+        if (n->elem)
+          *(void **)n->elem = result;
+        fib__fiber_collect(rt, self);
+      }
+    } else {
       if (self->in_stack) /* freed with its stack (the zombie) */
         fib__idmap_forget(&rt->fibers, self->id);
       else if (self->detached)
