@@ -495,6 +495,81 @@ TEST(run_reports_a_deadlock_and_destroy_cleans_up) {
   CHECK_OK(fib_runtime_destroy(rt)); /* both blocked fibers discarded */
 }
 
+/* A join that waits with no frame is completed by its target's finish,
+ * also when the joiner cannot run next (a fiber the target spawned last
+ * is at the front before it): it gets the result all the same, after it. */
+static int late_order[2];
+static int late_n;
+
+static void *late_front(void *arg) {
+  (void)arg;
+  late_order[late_n++] = 2;
+  return NULL;
+}
+
+static void *late_child(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_yield());
+  CHECK_OK(fib_spawn(NULL, late_front, NULL, NULL, NULL));
+  return (void *)9;
+}
+
+static void *late_joiner(void *arg) {
+  (void)arg;
+  fib_id c;
+  void *r = NULL;
+  CHECK_OK(fib_spawn(NULL, late_child, NULL, NULL, &c));
+  CHECK_OK(fib_join(c, &r));
+  CHECK_EQ((intptr_t)r, 9);
+  late_order[late_n++] = 1;
+  CHECK_EQ(fib_join(c, NULL), FIB_ESRCH); /* collected by the join */
+  return NULL;
+}
+
+TEST(a_joiner_readied_behind_another_fiber_gets_the_result) {
+  late_n = 0;
+  run_main(late_joiner, NULL);
+  CHECK_EQ(late_n, 2);
+  if (test_workers() == 1) { /* the front's order: the spawned one first */
+    CHECK_EQ(late_order[0], 2);
+    CHECK_EQ(late_order[1], 1);
+  }
+}
+
+/* Fibers discarded while they wait in a join leave their stacks to the
+ * pool with the join's marks in them; the next fibers on those stacks,
+ * cancelled while they sleep, must not take those marks for a join of
+ * their own (it would touch the discarded targets' freed records). */
+static void *sleep_to_be_cancelled(void *arg) {
+  (void)arg;
+  CHECK_EQ(fib_sleep_ns(10000000000u), FIB_ECANCELED);
+  return NULL;
+}
+
+static void *cancel_the_sleepers(void *arg) {
+  fib_id *ids = arg;
+  CHECK_OK(fib_yield()); /* they go to sleep */
+  for (int i = 0; i < 8; i++)
+    CHECK_OK(fib_cancel(NULL, ids[i]));
+  for (int i = 0; i < 8; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  return NULL;
+}
+
+TEST(a_discarded_joiners_stack_carries_no_join_to_its_next_fiber) {
+  fib_runtime *rt = new_runtime();
+  CHECK_OK(fib_spawn(rt, join_other, (void *)0, NULL, &cycle_ids[0]));
+  CHECK_OK(fib_spawn(rt, join_other, (void *)1, NULL, &cycle_ids[1]));
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  CHECK_OK(fib_runtime_destroy(rt)); /* their stacks go to the pool */
+  fib_id ids[8];
+  rt = new_runtime();
+  for (int i = 0; i < 8; i++)
+    CHECK_OK(fib_spawn(rt, sleep_to_be_cancelled, NULL, NULL, &ids[i]));
+  CHECK_OK(fib_spawn(rt, cancel_the_sleepers, ids, NULL, NULL));
+  run_to_end(rt);
+}
+
 static void *spawn_more(void *arg) {
   (void)arg;
   return (void *)5;
@@ -1028,6 +1103,8 @@ TEST_MAIN(T_ONE_WORKER(round_robin_in_spawn_order,
           T(destroy_discards_detached_fibers_with_their_records),
           T(second_joiner_is_refused),
           T(run_reports_a_deadlock_and_destroy_cleans_up),
+          T(a_joiner_readied_behind_another_fiber_gets_the_result),
+          T(a_discarded_joiners_stack_carries_no_join_to_its_next_fiber),
           T(run_can_be_called_again_with_new_fibers),
           T(self_id_and_name),
           T_ONE_WORKER(sleepers_wake_in_deadline_order,
