@@ -55,6 +55,15 @@ void *fib__ctx_switch_nofp(void **save_sp, void *load_sp, void *value);
 _Noreturn void fib__ctx_jump(void *load_sp, void *value);
 _Noreturn void fib__ctx_jump_nofp(void *load_sp, void *value);
 
+/* The same jumps declared as returning, so that a call of one in tail
+ * position compiles to a jump: gcc and clang emit `call` for a _Noreturn
+ * callee, and each `call` that never returns leaves an entry in the
+ * return-stack predictor that a later `ret` of the resumed side pops
+ * instead of its own (coro.c, fib__coro_entry). They never return. */
+void fib__ctx_jump_tail(void *load_sp, void *value) __asm__("fib__ctx_jump");
+void fib__ctx_jump_nofp_tail(void *load_sp, void *value)
+    __asm__("fib__ctx_jump_nofp");
+
 /*
  * The two switches again, typed to return int. A caller whose last act is
  * the switch can then end with `return fib__ctx_switch_int(..., NULL)` and
