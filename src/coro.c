@@ -550,7 +550,7 @@ static inline void leave(fib_coro *co, void *value) {
   fib__coro_set_self(co->resumer);
 }
 
-static inline void exit_body(void *value);
+static void exit_body(void *value);
 
 /* Ends in a jump, not a call (exit_body): a coroutine that runs to its
  * end then leaves no return-stack entry of its own behind (the
@@ -1131,8 +1131,12 @@ int fib__coro_yield(void *value, void **in) {
 }
 
 /* fib__coro_exit's body, ending in a jump in tail position
- * (fib__ctx_jump_tail: declared as returning, it never does). */
-static inline __attribute__((always_inline)) void exit_body(void *value) {
+ * (fib__ctx_jump_tail: declared as returning, it never does). Not
+ * inlined: fib__coro_entry reaches it after the coroutine's function,
+ * which may have moved it to another thread, and on aarch64 and riscv64
+ * the compiler keeps a thread-local's address (not only its offset)
+ * across a call within one function. */
+static __attribute__((noinline)) void exit_body(void *value) {
   fib_coro *co = fib__coro_self();
   check_canary(co);
   if (co->shared_fp > FIB__CORO_NOFP)
