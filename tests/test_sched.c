@@ -499,11 +499,11 @@ TEST(run_reports_a_deadlock_and_destroy_cleans_up) {
  * also when the joiner cannot run next (a fiber the target spawned last
  * is at the front before it): it gets the result all the same, after it. */
 static int late_order[2];
-static int late_n;
+static atomic_int late_n; /* with several workers the two may run at once */
 
 static void *late_front(void *arg) {
   (void)arg;
-  late_order[late_n++] = 2;
+  late_order[atomic_fetch_add(&late_n, 1)] = 2;
   return NULL;
 }
 
@@ -521,15 +521,15 @@ static void *late_joiner(void *arg) {
   CHECK_OK(fib_spawn(NULL, late_child, NULL, NULL, &c));
   CHECK_OK(fib_join(c, &r));
   CHECK_EQ((intptr_t)r, 9);
-  late_order[late_n++] = 1;
+  late_order[atomic_fetch_add(&late_n, 1)] = 1;
   CHECK_EQ(fib_join(c, NULL), FIB_ESRCH); /* collected by the join */
   return NULL;
 }
 
 TEST(a_joiner_readied_behind_another_fiber_gets_the_result) {
-  late_n = 0;
+  atomic_store(&late_n, 0);
   run_main(late_joiner, NULL);
-  CHECK_EQ(late_n, 2);
+  CHECK_EQ(atomic_load(&late_n), 2);
   if (test_workers() == 1) { /* the front's order: the spawned one first */
     CHECK_EQ(late_order[0], 2);
     CHECK_EQ(late_order[1], 1);
