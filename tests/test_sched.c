@@ -497,13 +497,27 @@ TEST(run_reports_a_deadlock_and_destroy_cleans_up) {
 
 /* A join that waits with no frame is completed by its target's finish,
  * also when the joiner cannot run next (a fiber the target spawned last
- * is at the front before it): it gets the result all the same, after it. */
+ * is at the front before it): it gets the result all the same, after it,
+ * and until it runs the join is under way (the fuzzer's model: a join or
+ * detach of the target meanwhile is refused, not told it is gone). */
 static int late_order[2];
 static atomic_int late_n; /* with several workers the two may run at once */
+static _Atomic fib_id late_child_id;
 
 static void *late_front(void *arg) {
   (void)arg;
   late_order[atomic_fetch_add(&late_n, 1)] = 2;
+  /* Its target has finished, but the joiner has not run yet: the join
+   * is still under way (on other workers it may have ended by now) */
+  fib_id c = atomic_load(&late_child_id);
+  int join = fib_join(c, NULL), detach = fib_detach(NULL, c);
+  if (test_workers() == 1) {
+    CHECK_EQ(join, FIB_EINVAL);
+    CHECK_EQ(detach, FIB_EINVAL);
+  } else {
+    CHECK(join == FIB_EINVAL || join == FIB_ESRCH);
+    CHECK(detach == FIB_EINVAL || detach == FIB_ESRCH);
+  }
   return NULL;
 }
 
@@ -519,6 +533,7 @@ static void *late_joiner(void *arg) {
   fib_id c;
   void *r = NULL;
   CHECK_OK(fib_spawn(NULL, late_child, NULL, NULL, &c));
+  atomic_store(&late_child_id, c);
   CHECK_OK(fib_join(c, &r));
   CHECK_EQ((intptr_t)r, 9);
   late_order[atomic_fetch_add(&late_n, 1)] = 1;

@@ -458,6 +458,35 @@ static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
   return join_collect(self->rt, t, result); /* a tail call */
 }
 
+/* Sanitizer and memcheck builds keep the join's frame: fib__join_tail_defer
+ * writes below a suspended context's stack pointer, which memcheck takes
+ * for freed stack, and runs code on a context the sanitizers' switch
+ * annotations were not told of. */
+#define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
+
+/* The frame fib__join_tail_defer puts on a joiner's stack: the first
+ * thing the joiner runs when it is switched to. It collects the target
+ * (the tail node names it; its record, FINISHED, was kept till now) and
+ * resumes the joiner's own context, saved by its park, with the value it
+ * was switched to with (its wake, 0). */
+static void join_tail_resume(void *value) {
+  struct fib__fiber *self = fib__fiber_self();
+  struct fib__wnode *n = fib__fiber_tail(self);
+  void *sp = n->elem;
+  fib__fiber_collect(self->rt, n->fiber);
+  if (self->co->shared_fp & FIB__CORO_NOFP) /* the variant it parked by */
+    fib__ctx_jump_nofp(sp, value);
+  fib__ctx_jump(sp, value);
+}
+
+void fib__join_tail_defer(struct fib__fiber *joiner) {
+  fib_coro *co = joiner->co;
+  /* elem held where the result went, stored already: now the context */
+  fib__fiber_tail(joiner)->elem = co->sp;
+  /* Below the saved context nothing of the joiner's is live. */
+  co->sp = fib__ctx_make_inline(co->sp, join_tail_resume);
+}
+
 /* fib_join_until after its preemption point. Inlined in the call, whose
  * common path then saves no registers: what it calls is a tail call or
  * out of line. */
@@ -485,7 +514,8 @@ join_body(struct fib__fiber *self, fib_id id, void **result,
      * where the return-stack predictor expects, not into a frame of the
      * join's that the finished child's calls have since hidden (that
      * mispredict was ~a third of a spawn and join here). */
-    if (deadline_ns == FIB__NO_DEADLINE && fib__fiber_has_tail(self)) {
+    if (deadline_ns == FIB__NO_DEADLINE && fib__fiber_has_tail(self) &&
+        !FIB__JOIN_TAIL_FRAMED) {
       struct fib__wnode *n = fib__fiber_tail(self);
       n->idx = FIB__JOIN_TAIL;
       n->fiber = t;

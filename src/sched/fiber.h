@@ -389,6 +389,11 @@ static inline void fib__fiber_init_tail(struct fib__fiber *f) {
  */
 #define FIB__JOIN_TAIL SIZE_MAX
 
+/* A frameless join completed by a target whose joiner will run later,
+ * not next: the target's record is collected when the joiner runs, by a
+ * frame put on the joiner's stack below its saved context (fiber.c). */
+void fib__join_tail_defer(struct fib__fiber *joiner);
+
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to
  * malloc in the steady state. The spares' halves are inline: on every

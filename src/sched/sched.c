@@ -614,6 +614,7 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   fib_coro *co = self->co;
   if (__builtin_expect(self->holds != NULL, 0))
     discard_holds(self); /* a mutex it never unlocked goes to its waiter */
+  int frameless = 0; /* its joiner waits with no frame (fiber.h) */
   fib_coro *prev = rt->zombie; /* the previous one: we are on another stack */
   rt->zombie = co; /* ours, once we are off it */
   if (prev)
@@ -638,12 +639,11 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     } else if (j) {
       struct fib__wnode *n = fib__fiber_tail(j);
       if (fib__fiber_has_tail(j) && n->idx == FIB__JOIN_TAIL) {
-        /* a frameless join: ours to complete (fiber.h); we touch our
-         * record no more after this */
+        /* a frameless join: ours to complete (fiber.h) */
+        frameless = 1;
         n->idx = 0;
         if (n->elem)
           *(void **)n->elem = result;
-        fib__fiber_collect(rt, self);
       }
     } else {
       if (self->in_stack) /* freed with its stack (the zombie) */
@@ -653,8 +653,16 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     }
   }
   if (j) {
-    if (!awaited && hand_to_front(rt, co, j))
+    if (!awaited && hand_to_front(rt, co, j)) {
+      if (frameless) /* we touch our record no more after this */
+        fib__fiber_collect(rt, self);
       fib__coro_finish_into(co, j->co, 0);
+    }
+    /* Runs later: till then we are still being joined (our id still
+     * finds us, and a join or detach of it is refused), so our record is
+     * collected when it runs, by a frame put on its stack for that. */
+    if (frameless)
+      fib__join_tail_defer(j);
     /* fib__fiber_ready_front's local half: a group's joiner is claimed */
     fib__fiber_unpark(j);
     fib__runq_push_front(&rt->runq, &j->runq);
