@@ -464,25 +464,37 @@ static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
  * annotations were not told of. */
 #define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
 
+/* The tail node's idx once the join has ended, till the joiner runs. */
+#define JOIN_TAIL_COLLECT (FIB__JOIN_TAIL - 1)
+#define JOIN_TAIL_RELEASE (FIB__JOIN_TAIL - 2)
+
 /* The frame fib__join_tail_defer puts on a joiner's stack: the first
  * thing the joiner runs when it is switched to. It collects the target
- * (the tail node names it; its record, FINISHED, was kept till now) and
- * resumes the joiner's own context, saved by its park, with the value it
- * was switched to with (its wake, 0). */
+ * (the tail node names it; its record, FINISHED, was kept till now) or
+ * leaves it joinable (the join was cancelled), and resumes the joiner's
+ * own context, saved by its park, with the value it was switched to with
+ * (its wake: 0, or FIB_ECANCELED). */
 static void join_tail_resume(void *value) {
   struct fib__fiber *self = fib__fiber_self();
   struct fib__wnode *n = fib__fiber_tail(self);
   void *sp = n->elem;
-  fib__fiber_collect(self->rt, n->fiber);
+  if (n->idx == JOIN_TAIL_COLLECT)
+    fib__fiber_collect(self->rt, n->fiber);
+  else
+    n->fiber->joiner = NULL;
+  n->idx = 0;
   if (self->co->shared_fp & FIB__CORO_NOFP) /* the variant it parked by */
     fib__ctx_jump_nofp(sp, value);
   fib__ctx_jump(sp, value);
 }
 
-void fib__join_tail_defer(struct fib__fiber *joiner) {
+void fib__join_tail_defer(struct fib__fiber *joiner, int collect) {
   fib_coro *co = joiner->co;
-  /* elem held where the result went, stored already: now the context */
-  fib__fiber_tail(joiner)->elem = co->sp;
+  struct fib__wnode *n = fib__fiber_tail(joiner);
+  n->idx = collect ? JOIN_TAIL_COLLECT : JOIN_TAIL_RELEASE;
+  /* elem held where the result went (stored already, if any): now the
+   * saved context */
+  n->elem = co->sp;
   /* Below the saved context nothing of the joiner's is live. */
   co->sp = fib__ctx_make_inline(co->sp, join_tail_resume);
 }

@@ -383,16 +383,20 @@ static inline void fib__fiber_init_tail(struct fib__fiber *f) {
  * join_tail) and its tail node, on no queue meanwhile (q NULL), says so:
  * idx FIB__JOIN_TAIL, `fiber` the target, `elem` where its result goes
  * (NULL: nowhere). Whoever readies the joiner completes the join, as no
- * frame is left to: the target's finish (fib__join_tail_done: the result,
- * the collection) or a cancel (the target left unjoined, sched.c's wake).
- * idx goes back to 0 then, so a stale FIB__JOIN_TAIL is never read.
+ * frame is left to: the target's finish (the result; the collection, at
+ * once if it hands over to the joiner, else fib__join_tail_defer) or a
+ * cancel (sched.c's wake: the target left joinable, by
+ * fib__join_tail_defer). idx leaves FIB__JOIN_TAIL then, and a spawn sets
+ * it to 0, so a stale FIB__JOIN_TAIL is never read.
  */
 #define FIB__JOIN_TAIL SIZE_MAX
 
-/* A frameless join completed by a target whose joiner will run later,
- * not next: the target's record is collected when the joiner runs, by a
- * frame put on the joiner's stack below its saved context (fiber.c). */
-void fib__join_tail_defer(struct fib__fiber *joiner);
+/* A frameless join ended while its joiner is not the next to run: by its
+ * target's finish (`collect` 1) or a cancel (0). Till the joiner runs
+ * the join is under way, as with a frame (the target's id finds it being
+ * joined); then a frame put on the joiner's stack below its saved
+ * context (fiber.c) collects the target, or leaves it joinable. */
+void fib__join_tail_defer(struct fib__fiber *joiner, int collect);
 
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to

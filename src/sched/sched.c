@@ -272,14 +272,15 @@ static void wake(struct fib__fiber *f, int reason) {
   f->wake = reason;
   /* A tail wait does not unlink its node when it wakes (it resumes in its
    * caller's caller): the node goes off its queue here. A frameless join
-   * (fiber.h, FIB__JOIN_TAIL) leaves its target unjoined here. */
+   * (fiber.h, FIB__JOIN_TAIL) leaves its target joinable when it runs. */
   if (fib__fiber_has_tail(f)) {
     struct fib__wnode *n = fib__fiber_tail(f);
     if (n->q) {
       fib__waitq_unlink(n);
     } else if (n->idx == FIB__JOIN_TAIL) {
-      n->fiber->joiner = NULL; /* n->fiber: the target */
-      n->idx = 0;
+      /* its target is left joinable once it runs (till then, it is
+       * still being joined, as with a frame) */
+      fib__join_tail_defer(f, 0);
     }
   }
 }
@@ -662,7 +663,7 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
      * finds us, and a join or detach of it is refused), so our record is
      * collected when it runs, by a frame put on its stack for that. */
     if (frameless)
-      fib__join_tail_defer(j);
+      fib__join_tail_defer(j, 1);
     /* fib__fiber_ready_front's local half: a group's joiner is claimed */
     fib__fiber_unpark(j);
     fib__runq_push_front(&rt->runq, &j->runq);
