@@ -733,6 +733,31 @@ void fib__group_tend(struct fib_runtime *rt) {
   }
 }
 
+int fib__group_turn(struct fib_runtime *rt) {
+  /* What the loop would do at this turn, each test that of its step in
+   * fib__group_tend or run_loop, every load relaxed: a look (anything
+   * pushed that it misses is seen at the next turn, as the loop's own
+   * relaxed looks would). Timers, I/O and the forced mode want the loop
+   * itself. */
+  if (rt->timers.count || rt->io_waiting || rt->force_migrate ||
+      __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held)
+    return 0;
+  size_t offered = __atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED);
+  if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    if (offered) /* to take back */
+      return 0;
+  } else if (!offered &&
+             (rt->unstarted > 1 ||
+              (rt->migratable && fib__runq_len(&rt->runq) > 1))) {
+    return 0; /* to offer */
+  }
+  rt->until_loop = FIB__GROUP_TURNS;
+  return 1;
+}
+
 /* ---- idle */
 
 /* Every fiber spawned so far has finished. Read `finished` everywhere

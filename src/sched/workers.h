@@ -312,6 +312,16 @@ int fib__group_force_env(void);
  * queue, and offer fibers if a worker is idle. */
 void fib__group_tend(struct fib_runtime *rt);
 
+/* A hand-off between rt's fibers has used up the turns it may make
+ * without going back to its loop (rt->until_loop is 0, no timer, no I/O).
+ * If the loop would find nothing to do (nothing in the inbox, placed or
+ * posted, nothing to offer or take back), start the next FIB__GROUP_TURNS
+ * here and return 1: the hand-off goes on directly, without the two
+ * switches through the loop; else 0, go to the loop. The caller is a
+ * fiber about to switch away (the one running may be in the run queue
+ * already): it only looks. */
+int fib__group_turn(struct fib_runtime *rt);
+
 /* A fiber was spawned on rt (its owner), from one of its fibers when
  * `inside`: queue it, on the offer list if a worker is idle and f may
  * move, else as with one worker. */
