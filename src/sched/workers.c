@@ -30,15 +30,19 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
                         unsigned index) {
   w->group = g;
   w->worker = index;
-  /* Still empty: its ids from now on are index + 1 modulo n (Ids). */
-  fib__idmap_init(&w->fibers, g->n, index + 1);
+  /* Still empty: its ids from now on are index + 1 modulo the stride
+   * (Ids). */
+  fib__idmap_init(&w->fibers, g->home_mask + 1, index + 1);
   w->offer.head = w->offer.tail = NULL;
   w->placed.head = w->placed.tail = NULL;
 }
 
 int fib__group_create(struct fib_runtime *rt, unsigned n) {
+  unsigned stride = 1; /* the ids' (Ids): a power of two, >= n */
+  while (stride < n)
+    stride *= 2;
   struct fib__group *g = fib__sys_calloc(1, sizeof *g);
-  struct fib_runtime **w = fib__sys_calloc(n, sizeof *w);
+  struct fib_runtime **w = fib__sys_calloc(stride, sizeof *w);
   pthread_t *threads = fib__sys_calloc(n, sizeof *threads);
   if (!g || !w || !threads)
     goto fail;
@@ -56,8 +60,10 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
     w[i]->posted = rt->posted;
     w[i]->force_migrate = rt->force_migrate;
   }
+  for (unsigned i = n; i < stride; i++)
+    w[i] = rt; /* fib__id_home of an id that names no worker */
   g->n = n;
-  g->mod_magic = UINT64_MAX / n + 1;
+  g->home_mask = stride - 1;
   g->w = w;
   g->threads = threads;
   pthread_mutex_init(&g->lock, NULL);

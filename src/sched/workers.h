@@ -136,11 +136,12 @@
  * post possible (posted), while fibers remain (the census under
  * group->lock); the last to fall asleep ends the run with FIB_EDEADLK.
  *
- * Ids: worker k hands out ids whose low words are k + 1, k + 1 + n,
- * k + 1 + 2n, ... (its map's slots 0, 1, 2, ..., each with a generation
- * in the high word: idmap.h) from its own id map, so the worker whose map
- * holds an id (its home) is (low word - 1) % n, found without a lock and
- * without a shared counter. Only the home's thread writes its map: it
+ * Ids: worker k hands out ids whose low words are k + 1, k + 1 + s,
+ * k + 1 + 2s, ... (s the power of two at or above n; its map's slots 0,
+ * 1, 2, ..., each with a generation in the high word: idmap.h) from its
+ * own id map, so the worker whose map holds an id (its home) is
+ * (low word - 1) & (s - 1), found without a lock and without a shared
+ * counter. Only the home's thread writes its map: it
  * puts without a lock (a spawn), and grows the table and forgets ids
  * under its ids_lock; other workers look up in it under that lock. So
  * the home looks up its own ids without the lock (nobody else changes
@@ -232,8 +233,10 @@ enum {
 
 struct fib__group {
   unsigned n;             /* workers */
-  uint64_t mod_magic;     /* UINT64_MAX / n + 1: fib__id_home's remainder */
-  struct fib_runtime **w; /* w[0] is the handle; each its own record */
+  uint32_t home_mask;     /* the ids' stride (a power of two >= n) - 1 */
+  struct fib_runtime **w; /* w[0] is the handle; each its own record;
+                             then up to home_mask + 1 entries, all w[0]:
+                             the home of an id that names no worker */
   pthread_t *threads;     /* w[1..n-1]'s threads during a run */
   int (*worker_main)(struct fib_runtime *w); /* what they run (sched.c):
                              enter, loop, leave; 0 or why it could not */
@@ -244,17 +247,14 @@ struct fib__group {
   int result;             /* the run's result, once over */
 };
 
-/* The worker whose id map holds `id` (see Ids above). The remainder by
- * a multiplication (Lemire's fastmod: exact for every 32-bit dividend),
- * not a division, which costs tens of cycles on every join. */
+/* The worker whose id map holds `id` (see Ids above): a mask, as the
+ * stride is a power of two (no division or multiplication on every
+ * join). An id whose low bits name no worker (a stride above n) goes to
+ * w[0], whose map does not hold it: the lookup finds nothing. */
 static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
                                                fib_id id) {
   const struct fib__group *g = rt->group;
-  uint64_t low = g->mod_magic * (uint32_t)((uint32_t)id - 1u);
-  /* the high word of low * n, in two halves (n < 2^32: neither
-   * overflows) */
-  uint64_t mid = (low >> 32) * g->n + (((low & 0xffffffffu) * g->n) >> 32);
-  return g->w[(unsigned)(mid >> 32)];
+  return g->w[((uint32_t)id - 1u) & g->home_mask];
 }
 
 /* How many multi-worker runtimes exist (atomic): primitives initialised
