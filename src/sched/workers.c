@@ -347,9 +347,6 @@ void fib__group_ready(struct fib__fiber *f, int front) {
 void fib__group_collect(struct fib_runtime *home,
                         const struct fib_runtime *here,
                         struct fib__fiber *f) {
-  /* release: a lookup under the home's lock that reads GONE treats the
-   * record as gone; nothing of it is read after */
-  __atomic_store_n(&f->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
   if (home != here) { /* its home forgets it; no wake-up: at its turn */
     fib__inbox_push(&home->dead_in, &f->runq);
     return;

@@ -113,21 +113,29 @@
  * The join word. In a multi-worker runtime a fiber's `joiner` field is a
  * word that its joiner, fib_detach and its own finish meet in, each with
  * one compare-and-swap, without a lock (FIB__JOIN_*, below): NULL (it
- * runs, nobody waits), a joiner (parked on it, its claim armed before it
- * wrote itself there), DETACHED, BUSY (finishing: its finisher holds the
- * joiner's address and is claiming it), DONE (finished, joinable) or
- * GONE (collected, or being collected by its joiner: lookups find
- * nothing). The finisher moves NULL to DONE, or a joiner to BUSY, then
- * claims and wakes the joiner and stores GONE (DONE if the joiner's
- * deadline or cancel won the claim: it stays joinable): that store is its
- * last touch of the record, and every reader that would free the record
- * or leave the join (a joiner woken, or back from a deadline or cancel)
- * waits while it reads BUSY, a few instructions' time. Whoever collects a
- * DONE record (a later join, a detach) first takes it to GONE with a CAS,
- * so of two that find it DONE one does. A joiner writes itself in, and
- * fib_detach writes DETACHED, after a lookup that keeps the record from
- * being freed under them (Ids, below); the finisher needs no lock (a
- * detached one collects its own record).
+ * runs, nobody waits), a joiner (parked on it), DETACHED, DONE (finished,
+ * joinable) or GONE (collected, or being collected by its joiner: lookups
+ * find nothing). A joiner parked on it has no claim of its own: its
+ * `claim` says FIB__CLAIM_JOIN and `joining` names the fiber it joins,
+ * whose join word is its claim: whoever moves the word from the joiner's
+ * address to something else is its one waker. The finisher moves NULL to
+ * DONE, or the joiner to GONE (one compare-and-swap: the joiner is then
+ * parked and ours, and the finisher touches the record no more); the
+ * joiner's deadline or a cancel moves it back to NULL (fib__join_take:
+ * the child goes on, joinable) and wakes the joiner with its reason.
+ * Whoever collects a DONE record (a later join, a detach) first takes it
+ * to GONE with a CAS, so of two that find it DONE one does. A joiner
+ * writes itself in, and fib_detach writes DETACHED, after a lookup that
+ * keeps the record from being freed under them (Ids, below); the finisher
+ * needs no lock (a detached one collects its own record).
+ *
+ * A canceller reads `joining` of a fiber it has found (its record held by
+ * the lookup) and compare-and-swaps that record's word, which may have
+ * been collected and reused meanwhile: so a worker never gives a fiber
+ * record back to malloc while its runtime lives (its spare records are
+ * not capped), and every store into a join word is atomic (spawn's too).
+ * Finding its address there in a reused record means the fiber joins
+ * that record's new fiber now: taking it out is then the right cancel.
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
@@ -164,16 +172,18 @@
 
 /* fiber->claim */
 enum {
-  FIB__CLAIM_NONE = 0,    /* not parked, or its waker is chosen */
-  FIB__CLAIM_ANY = 1,     /* parked: completer, deadline or cancel */
-  FIB__CLAIM_COMPLETE = 2 /* parked uncancellably: its completer only */
+  FIB__CLAIM_NONE = 0,     /* not parked, or its waker is chosen */
+  FIB__CLAIM_ANY = 1,      /* parked: completer, deadline or cancel */
+  FIB__CLAIM_COMPLETE = 2, /* parked uncancellably: its completer only */
+  FIB__CLAIM_JOIN = 3      /* in fib_join: the claim is the join word of
+                              `joining` (the join word, above); stays so
+                              after the join, until the next park arms */
 };
 
 /* fiber->joiner in a multi-worker runtime: the join word (above); else a
  * joiner's address or NULL. Tags below any record's address. */
 #define FIB__JOIN_DONE ((struct fib__fiber *)1)
 #define FIB__JOIN_DETACHED ((struct fib__fiber *)2)
-#define FIB__JOIN_BUSY ((struct fib__fiber *)3)
 #define FIB__JOIN_GONE ((struct fib__fiber *)4) /* collected: the record
                                     waits in its home's dead list, looked
                                     up as if it were not there */
@@ -181,28 +191,16 @@ enum {
 /* How many collected records a worker keeps before it forgets them. */
 #define FIB__DEAD_BATCH 8u
 
-/* f, FINISHED and now nobody's (joined, or detached), whose id's home
- * is `home`, is collected by a thread whose worker is `here` (NULL: none
- * of the group's): GONE, then to its home, which forgets its id and
- * reuses the record at its next flush. */
+/* f, FINISHED and now nobody's (joined, or detached), whose join word
+ * the caller has made GONE, and whose id's home is `home`, is collected
+ * by a thread whose worker is `here` (NULL: none of the group's): to its
+ * home, which forgets its id and reuses the record at its next flush. */
 void fib__group_collect(struct fib_runtime *home,
                         const struct fib_runtime *here, struct fib__fiber *f);
 
 /* Forget the ids of the records collected for rt and keep the records
  * (rt's thread). */
 void fib__group_flush(struct fib_runtime *rt);
-
-/* Wait while f's finisher is claiming its joiner (FIB__JOIN_BUSY), then
- * return the word. acquire: pairs with the finisher's release stores, so
- * its result and its last touch of the record happened before. */
-static inline struct fib__fiber *fib__join_settled(struct fib__fiber *f) {
-  struct fib__fiber *w;
-  for (unsigned spins = 0; (w = __atomic_load_n(&f->joiner,
-                                                __ATOMIC_ACQUIRE)) ==
-                           FIB__JOIN_BUSY;)
-    fib__spin_step(++spins); /* long only if the finisher was preempted */
-  return w;
-}
 
 /* fib_runtime.parked: whether and how a worker (or a runtime that has
  * been posted to) sleeps, and so how it is woken. */
@@ -378,6 +376,23 @@ static inline void fib__claim_arm(struct fib__fiber *self, int how) {
   (void)__atomic_exchange_n(&self->claim, how, __ATOMIC_SEQ_CST);
 }
 
+/* f waits in fib_join (FIB__CLAIM_JOIN): take it out of the join word of
+ * the fiber it joins, for its deadline or a cancel (the join word,
+ * above). 1: we did, and are its one waker; 0: its finisher or another
+ * waker was first, or it is not in a join now (a stale claim). The record
+ * read from `joining` is a fiber record of this runtime, maybe collected
+ * and reused since (never freed: above); the compare-and-swap finds our
+ * address in its word only if f joins it now. seq_cst: the load half of
+ * the cancel check's pair (fib_cancel stored `cancelled` before), and
+ * acquire, from f's own CAS that wrote it there: what f wrote before it
+ * parked (its owner) happened. */
+static inline int fib__join_take(struct fib__fiber *f) {
+  struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_RELAXED);
+  struct fib__fiber *me = f;
+  return t && __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
+                                          __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+}
+
 /* Try to become f's one waker: `any` is 1 for a completer (which may wake
  * an uncancellable park), 0 for a deadline or a cancel. */
 static inline int fib__claim_take(struct fib__fiber *f, int any) {
@@ -385,6 +400,8 @@ static inline int fib__claim_take(struct fib__fiber *f, int any) {
   if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
     return 1;
+  if (c == FIB__CLAIM_JOIN) /* its claim is a join word; no completer */
+    return !any && fib__join_take(f); /* but its finisher takes it */
   /* acquire: the fiber's park (and what it published before) happened */
   return any && c == FIB__CLAIM_COMPLETE &&
          __atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
