@@ -344,17 +344,8 @@ void fib__group_ready(struct fib__fiber *f, int front) {
 
 /* ---- collected records (workers.h, Ids) */
 
-void fib__group_collect(struct fib_runtime *home,
-                        const struct fib_runtime *here,
-                        struct fib__fiber *f) {
-  if (home != here) { /* its home forgets it; no wake-up: at its turn */
-    fib__inbox_push(&home->dead_in, &f->runq);
-    return;
-  }
-  f->runq.next = (struct fib__runq_node *)(void *)home->dead;
-  home->dead = f;
-  if (++home->dead_count >= FIB__DEAD_BATCH)
-    fib__group_flush(home);
+void fib__group_collect_far(struct fib_runtime *home, struct fib__fiber *f) {
+  fib__inbox_push(&home->dead_in, &f->runq); /* no wake-up: at its turn */
 }
 
 void fib__group_flush(struct fib_runtime *rt) {
@@ -362,24 +353,25 @@ void fib__group_flush(struct fib_runtime *rt) {
   struct fib__fiber *mine = rt->dead;
   if (!in && !mine)
     return;
-  fib__spin_lock(&rt->ids_lock); /* no lookup under it holds one of them */
-  for (struct fib__runq_node *n = in; n; n = n->next)
-    fib__idmap_forget(&rt->fibers, FIBER_OF(n)->id);
-  for (struct fib__fiber *f = mine; f; f = FIBER_OF(f->runq.next))
-    fib__idmap_forget(&rt->fibers, f->id);
-  fib__spin_unlock(&rt->ids_lock);
+  rt->dead = NULL;
+  rt->dead_count = 0;
+  /* One pass under the lock (no lookup under it holds one of them): each
+   * id forgotten, then its record kept; a few instructions each, so the
+   * lock is not held for long. */
+  fib__spin_lock(&rt->ids_lock);
   while (in) {
     struct fib__fiber *f = FIBER_OF(in);
     in = in->next;
-    fib__fiber_drop_record(rt, f);
+    fib__idmap_forget(&rt->fibers, f->id);
+    fib__fiber_keep_record(rt, f);
   }
   while (mine) {
     struct fib__fiber *f = mine;
     mine = FIBER_OF(mine->runq.next);
-    fib__fiber_drop_record(rt, f);
+    fib__idmap_forget(&rt->fibers, f->id);
+    fib__fiber_keep_record(rt, f);
   }
-  rt->dead = NULL;
-  rt->dead_count = 0;
+  fib__spin_unlock(&rt->ids_lock);
 }
 
 /* ---- a one-worker runtime woken from other threads (post.c) */
@@ -617,34 +609,12 @@ static int any_offer(const struct fib__group *g) {
   return 0;
 }
 
-void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
-                      int inside) {
-  if (!f->pinned && !rt->unstarted &&
-      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
-    /* Someone is idle and rt has no older fiber it could take instead:
-     * help-first, the child goes where it can be taken. With older ones
-     * queued (a tree: the siblings of every fiber on the path from the
-     * root), the child goes first here and the loop offers the oldest
-     * (fib__group_tend, extract_oldest), which are the bigger pieces. */
-    fib__spin_lock(&rt->offer_lock);
-    fib__list_push(&rt->offer, &f->runq);
-    __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
-    fib__spin_unlock(&rt->offer_lock);
-    wake_one_idle(rt->group);
-    return;
-  }
-  /* adopt's counts, for a fiber that has not started (and whose flags,
-   * just stored byte by byte, are not loaded as one word: a store-forward
-   * stall on every spawn) */
-  rt->owned++;
-  if (!f->pinned)
-    rt->unstarted++;
-  if (f->migratable)
-    rt->migratable++;
-  if (inside)
-    fib__runq_push_front(&rt->runq, &f->runq);
-  else
-    fib__runq_push(&rt->runq, &f->runq);
+void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
+  fib__spin_lock(&rt->offer_lock);
+  fib__list_push(&rt->offer, &f->runq);
+  __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
+  fib__spin_unlock(&rt->offer_lock);
+  wake_one_idle(rt->group);
 }
 
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {

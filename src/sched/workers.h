@@ -191,16 +191,30 @@ enum {
 /* How many collected records a worker keeps before it forgets them. */
 #define FIB__DEAD_BATCH 8u
 
-/* f, FINISHED and now nobody's (joined, or detached), whose join word
- * the caller has made GONE, and whose id's home is `home`, is collected
- * by a thread whose worker is `here` (NULL: none of the group's): to its
- * home, which forgets its id and reuses the record at its next flush. */
-void fib__group_collect(struct fib_runtime *home,
-                        const struct fib_runtime *here, struct fib__fiber *f);
-
 /* Forget the ids of the records collected for rt and keep the records
  * (rt's thread). */
 void fib__group_flush(struct fib_runtime *rt);
+
+/* fib__group_collect for a home that is not the caller's worker. */
+void fib__group_collect_far(struct fib_runtime *home, struct fib__fiber *f);
+
+/* f, FINISHED and now nobody's (joined, or detached), whose join word
+ * the caller has made GONE, and whose id's home is `home`, is collected
+ * by a thread whose worker is `here` (NULL: none of the group's): to its
+ * home, which forgets its id and reuses the record at its next flush.
+ * The home's own half inline: on every join. */
+static inline void fib__group_collect(struct fib_runtime *home,
+                                      const struct fib_runtime *here,
+                                      struct fib__fiber *f) {
+  if (home != here) {
+    fib__group_collect_far(home, f);
+    return;
+  }
+  f->runq.next = (struct fib__runq_node *)(void *)home->dead;
+  home->dead = f;
+  if (++home->dead_count >= FIB__DEAD_BATCH)
+    fib__group_flush(home);
+}
 
 /* fib_runtime.parked: whether and how a worker (or a runtime that has
  * been posted to) sleeps, and so how it is woken. */
@@ -320,11 +334,37 @@ void fib__group_tend(struct fib_runtime *rt);
  * already): it only looks. */
 int fib__group_turn(struct fib_runtime *rt);
 
+/* fib__group_place's offer: f on rt's offer list, and a sleeper woken. */
+void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f);
+
 /* A fiber was spawned on rt (its owner), from one of its fibers when
  * `inside`: queue it, on the offer list if a worker is idle and f may
- * move, else as with one worker. */
-void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
-                      int inside);
+ * move, else as with one worker. Inline: on every spawn. */
+static inline void fib__group_place(struct fib_runtime *rt,
+                                    struct fib__fiber *f, int inside) {
+  if (!f->pinned && !rt->unstarted &&
+      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    /* Someone is idle and rt has no older fiber it could take instead:
+     * help-first, the child goes where it can be taken. With older ones
+     * queued (a tree: the siblings of every fiber on the path from the
+     * root), the child goes first here and the loop offers the oldest
+     * (fib__group_tend, extract_oldest), which are the bigger pieces. */
+    fib__group_offer_new(rt, f);
+    return;
+  }
+  /* adopt's counts (workers.c), for a fiber that has not started (and
+   * whose flags, just stored byte by byte, are not loaded as one word: a
+   * store-forward stall on every spawn) */
+  rt->owned++;
+  if (!f->pinned)
+    rt->unstarted++;
+  if (f->migratable)
+    rt->migratable++;
+  if (inside)
+    fib__runq_push_front(&rt->runq, &f->runq);
+  else
+    fib__runq_push(&rt->runq, &f->runq);
+}
 
 /* ---- any runtime that may be woken from another thread (post.c) */
 
