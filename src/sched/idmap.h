@@ -54,9 +54,12 @@ struct fib__idmap {
 
 /* The slot of a low word of this map (low >= first): (low - first) /
  * stride, a shift (stride is a power of two: no division, and no
- * multiplication either, on every lookup and forget). */
+ * multiplication either, on every lookup and forget). One worker's
+ * first, with one load. */
 static inline size_t fib__idmap_slot_of(const struct fib__idmap *m,
                                         uint32_t low) {
+  if (m->stride == 1) /* first is 1 then */
+    return (size_t)low - 1;
   return (size_t)((low - m->first) >> m->shift);
 }
 
@@ -97,7 +100,7 @@ static inline uint64_t fib__idmap_put(struct fib__idmap *m, void *value) {
     i = m->top;
     __atomic_store_n(&m->top, i + 1, __ATOMIC_RELAXED);
   }
-  uint64_t id = gen << 32 | (uint32_t)((i << m->shift) + m->first);
+  uint64_t id = gen << 32 | (uint32_t)(i * m->stride + m->first);
   __atomic_store_n(&m->slots[i].value, value, __ATOMIC_RELAXED);
   __atomic_store_n(&m->slots[i].id, id, __ATOMIC_RELEASE);
   m->count++;

@@ -352,13 +352,13 @@ static inline int hand_to_front(struct fib_runtime *rt, const fib_coro *from,
  * between visits to its loop and the loop has nothing to do
  * (fib__group_turn): the next turns start here and the hand-off goes on directly, with no
  * round trip through the loop (two switches and its bookkeeping every
- * FIB__GROUP_TURNS hand-offs: ~3 % of a yield). Out of line, and with
- * `from` first, as the switch's own calls have it: the hand-off paths it
- * is a tail call of keep their code as it was.
+ * FIB__GROUP_TURNS hand-offs: ~3 % of a yield). Out of line, with
+ * `from` first as the switch's own calls have it and the runtime found
+ * from it: the hand-off paths it is a tail call of keep their code and
+ * registers as they were.
  */
-static __attribute__((noinline)) int to_loop(fib_coro *from,
-                                             struct fib_runtime *rt,
-                                             int parked) {
+static __attribute__((noinline)) int to_loop(fib_coro *from, int parked) {
+  struct fib_runtime *rt = ((struct fib__fiber *)from->owner)->rt;
   if (rt->until_loop == 0 && rt->group && fib__group_turn(rt)) {
     struct fib__fiber *next = take_next(rt, from, parked);
     if (!parked && next && next->co == from)
@@ -385,7 +385,7 @@ static inline int switch_away(struct fib_runtime *rt,
     return 0; /* it was the only ready fiber: carry on */
   if (next)
     return fib__coro_transfer(self->co, next->co, next->wake);
-  return to_loop(self->co, rt, parked); /* a tail call */
+  return to_loop(self->co, parked); /* a tail call */
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 

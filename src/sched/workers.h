@@ -64,10 +64,12 @@
  * threads: its owner's timer, a canceller, the child it joins. Exactly one
  * wins: a parked fiber's `claim` word is FIB__CLAIM_ANY (a completer, a
  * deadline or a cancel may wake it) or FIB__CLAIM_COMPLETE (only a
- * completer: an uncancellable park), armed by the fiber itself before it
- * can be found by a waker on another thread (before it sets a joiner slot)
- * and before it checks for a cancel; a waker takes it with a CAS to
- * FIB__CLAIM_NONE and only the winner readies the fiber. A loser leaves it
+ * completer: an uncancellable park), or FIB__CLAIM_JOIN in fib_join
+ * (its claim is then its child's join word, below), armed by the fiber
+ * itself before it can be found by a waker on another thread (before it
+ * sets a joiner slot) and before it checks for a cancel; a waker takes it
+ * with a CAS to FIB__CLAIM_NONE (or of the join word) and only the
+ * winner readies the fiber. A loser leaves it
  * alone: the winner's wake-up is on its way (a timer that loses is simply
  * dropped). The cancel check is a Dekker pair: the fiber stores its claim
  * then loads `cancelled`; fib_cancel stores `cancelled` then CASes the
@@ -75,8 +77,8 @@
  * other, and the CAS decides who acts.
  *
  * Sleep and wake-up of a worker. A worker with nothing to run announces
- * itself idle (group->idle, which busy workers read, relaxed, in their
- * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether to
+ * itself idle (group->idle, which busy workers read, relaxed, at least
+ * every FIB__GROUP_TURNS hand-offs (fib__group_turn), to decide whether to
  * offer fibers), spins a little looking for work, then announces how it
  * is about to sleep in `parked` (FIB__PARKED_*, below), looks once more
  * at its inbox and at every offer list, and only then sleeps, until its
