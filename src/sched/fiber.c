@@ -326,6 +326,11 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);
       (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
+      /* Out of the join: no canceller is to find t through us from now
+       * on, before t can be collected and its record freed (workers.h,
+       * the join word). relaxed: the chain that hands t to its home's
+       * flush orders it before the free. */
+      __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
       /* Timed out or cancelled: our waker has taken us out of the word
        * (fib__join_take), and t goes on unjoined. */
       if (self->wake)
@@ -342,6 +347,7 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     }
     /* w is not NULL any more: nobody has seen our claim */
     __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+    __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     if (w != FIB__JOIN_DONE)
       err = FIB_EINVAL;
   }
@@ -496,7 +502,7 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
     if (!err && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) !=
                     FIB__JOIN_DONE) { /* a look: the claim decides */
       __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
-      if (fib__claim_take(t, 0))
+      if (fib__claim_take_cancel(here->group, t))
         fib__group_wake(t, FIB_ECANCELED, 0);
     }
     home_unlock(own, home);

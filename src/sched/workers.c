@@ -372,6 +372,49 @@ void fib__group_flush(struct fib_runtime *rt) {
     fib__fiber_keep_record(rt, f);
   }
   fib__spin_unlock(&rt->ids_lock);
+  if (__builtin_expect(rt->spare_count > FIB__GROUP_SPARE_TRIM, 0)) {
+    /* Spares past the cap (fiber.h keeps them all for a worker of
+     * several) go back to malloc, under the group's lock: no
+     * fib__join_take is between its read of a `joining` that names one
+     * of them and its CAS (workers.h, the join word). */
+    pthread_mutex_lock(&rt->group->lock);
+    while (rt->spare_count > FIB__SPARE_MAX) {
+      struct fib__fiber *f = rt->spare;
+      rt->spare = FIBER_OF(f->runq.next);
+      rt->spare_count--;
+      fib__sys_free(f);
+    }
+    pthread_mutex_unlock(&rt->group->lock);
+  }
+}
+
+int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f) {
+  int c = FIB__CLAIM_ANY;
+  /* seq_cst: as fib__claim_take */
+  if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
+                                  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    return 1;
+  return c == FIB__CLAIM_JOIN && fib__join_take(g, f);
+}
+
+int fib__join_take(struct fib__group *g, struct fib__fiber *f) {
+  pthread_mutex_lock(&g->lock);
+  /* Under the lock, the record `joining` names is not freed (workers.h,
+   * the join word). relaxed: a look; the CAS decides. */
+  struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_RELAXED);
+  struct fib__fiber *me = f;
+  /* seq_cst: the load half of the cancel check's pair (fib_cancel stored
+   * `cancelled` before), and acquire, from f's own CAS that wrote itself
+   * there: what f wrote before it parked (its owner) happened. */
+  int won = t && __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
+                                             __ATOMIC_SEQ_CST,
+                                             __ATOMIC_RELAXED);
+  if (won) /* f is parked and ours. Cleared under the lock: t may be
+              joined and collected by others from now on, and freed by a
+              flush under this lock, after which a taker finds NULL */
+    __atomic_store_n(&f->joining, NULL, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&g->lock);
+  return won;
 }
 
 /* ---- a one-worker runtime woken from other threads (post.c) */

@@ -131,13 +131,17 @@
  * keeps the record from being freed under them (Ids, below); the finisher
  * needs no lock (a detached one collects its own record).
  *
- * A canceller reads `joining` of a fiber it has found (its record held by
- * the lookup) and compare-and-swaps that record's word, which may have
- * been collected and reused meanwhile: so a worker never gives a fiber
- * record back to malloc while its runtime lives (its spare records are
- * not capped), and every store into a join word is atomic (spawn's too).
- * Finding its address there in a reused record means the fiber joins
- * that record's new fiber now: taking it out is then the right cancel.
+ * Whoever takes a joiner out of the word (fib__join_take) reads the
+ * joiner's `joining` and compare-and-swaps the word of the record it
+ * names. That record may have been collected and reused meanwhile
+ * (finding the joiner's address there means it joins that record's new
+ * fiber now: taking it out is then the right cancel), but not freed:
+ * fib__join_take holds the group's lock from its read to its CAS and
+ * clears `joining` when it wins, the joiner clears it when its join ends
+ * (before it collects the record it joined), and a worker gives spare
+ * records beyond a cap back to malloc only under that lock
+ * (fib__group_flush). Every store into a join word is atomic (spawn's
+ * too).
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
@@ -192,6 +196,11 @@ enum {
 
 /* How many collected records a worker keeps before it forgets them. */
 #define FIB__DEAD_BATCH 8u
+
+/* A worker's spare records (fiber.h) past which its flush gives all but
+ * FIB__SPARE_MAX back to malloc, under the group's lock (the join word,
+ * above): rarely, and in one batch. */
+#define FIB__GROUP_SPARE_TRIM (4 * FIB__SPARE_MAX)
 
 /* Forget the ids of the records collected for rt and keep the records
  * (rt's thread). */
@@ -256,7 +265,11 @@ struct fib__group {
                              enter, loop, leave; 0 or why it could not */
   unsigned idle;          /* workers looking for work or asleep (atomic) */
   int over;               /* the run has ended (atomic) */
-  pthread_mutex_t lock;   /* guards what follows */
+  pthread_mutex_t lock;   /* guards what follows; also held by
+                             fib__join_take from its read of a joiner's
+                             `joining` to its CAS of that record's join
+                             word, and by a worker that frees spare
+                             records (fib__group_flush) */
   unsigned blocked;       /* asleep with no deadline and no I/O */
   int result;             /* the run's result, once over */
 };
@@ -418,37 +431,34 @@ static inline void fib__claim_arm(struct fib__fiber *self, int how) {
   (void)__atomic_exchange_n(&self->claim, how, __ATOMIC_SEQ_CST);
 }
 
-/* f waits in fib_join (FIB__CLAIM_JOIN): take it out of the join word of
- * the fiber it joins, for its deadline or a cancel (the join word,
- * above). 1: we did, and are its one waker; 0: its finisher or another
- * waker was first, or it is not in a join now (a stale claim). The record
- * read from `joining` is a fiber record of this runtime, maybe collected
- * and reused since (never freed: above); the compare-and-swap finds our
- * address in its word only if f joins it now. seq_cst: the load half of
- * the cancel check's pair (fib_cancel stored `cancelled` before), and
- * acquire, from f's own CAS that wrote it there: what f wrote before it
- * parked (its owner) happened. */
-static inline int fib__join_take(struct fib__fiber *f) {
-  struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_RELAXED);
-  struct fib__fiber *me = f;
-  return t && __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
-                                          __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
-}
+/* f, a fiber of group g, waits in fib_join (FIB__CLAIM_JOIN): take it
+ * out of the join word of the fiber it joins, for its deadline, a cancel
+ * or its own cancel check (the join word, above). 1: we did, and are its
+ * one waker; 0: its finisher or another waker was first, or it is not in
+ * a join now (a stale claim). Under g's lock (workers.c): rare, and it
+ * keeps the record named by `joining` from being freed meanwhile. */
+int fib__join_take(struct fib__group *g, struct fib__fiber *f);
 
 /* Try to become f's one waker: `any` is 1 for a completer (which may wake
- * an uncancellable park), 0 for a deadline or a cancel. */
+ * an uncancellable park), 0 for a deadline (its owner's thread) or f's
+ * own cancel check, which may read f->rt. A canceller calls
+ * fib__claim_take_cancel. */
 static inline int fib__claim_take(struct fib__fiber *f, int any) {
   int c = FIB__CLAIM_ANY;
   if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
     return 1;
   if (c == FIB__CLAIM_JOIN) /* its claim is a join word; no completer */
-    return !any && fib__join_take(f); /* but its finisher takes it */
+    return !any && fib__join_take(f->rt->group, f); /* (its finisher) */
   /* acquire: the fiber's park (and what it published before) happened */
   return any && c == FIB__CLAIM_COMPLETE &&
          __atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
 }
+
+/* fib__claim_take for fib_cancel, from any thread, of f, a fiber of
+ * group g (f->rt may change under it). */
+int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f);
 
 /* Whether a waker could still claim f (a look, for wait queues). */
 static inline int fib__claim_open(const struct fib__fiber *f) {
