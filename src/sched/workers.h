@@ -195,7 +195,7 @@ enum {
                                     up as if it were not there */
 
 /* How many collected records a worker keeps before it forgets them. */
-#define FIB__DEAD_BATCH 32u
+#define FIB__DEAD_BATCH 8u
 
 /* A worker's spare records (fiber.h) past which its flush gives all but
  * FIB__SPARE_MAX back to malloc, under the group's lock (the join word,
