@@ -350,12 +350,12 @@ static inline int hand_to_front(struct fib_runtime *rt, const fib_coro *from,
  * switch_away found no fiber to hand the CPU to directly: back to the
  * loop. Unless this is a worker of several that has used up its turns
  * between visits to its loop and the loop has nothing to do
- * (fib__group_turn): the next turns start here and the hand-off goes on directly, with no
- * round trip through the loop (two switches and its bookkeeping every
- * FIB__GROUP_TURNS hand-offs: ~3 % of a yield). Out of line, with
- * `from` first as the switch's own calls have it and the runtime found
- * from it: the hand-off paths it is a tail call of keep their code and
- * registers as they were.
+ * (fib__group_turn): the next turns start here and the hand-off goes on
+ * directly, with no round trip through the loop (two switches and its
+ * bookkeeping every FIB__GROUP_TURNS hand-offs: ~3 % of a yield). Out of
+ * line, with `from` first as the switch's own calls have it and the
+ * runtime found from it: the hand-off paths it is a tail call of keep
+ * their code and registers as they were.
  */
 static __attribute__((noinline)) int to_loop(fib_coro *from, int parked) {
   struct fib_runtime *rt = ((struct fib__fiber *)from->owner)->rt;
