@@ -212,9 +212,11 @@ test-valgrind:
 # seconds from the committed corpus; what it learns goes to
 # $(FUZZ_BUILD)/corpus, a crash to $(FUZZ_BUILD)/crash-*. The findings
 # listed in fuzz/known-bugs are tolerated (each by name) until their fix
-# lands; FUZZ_STRICT=1 checks them too. See docs/testing.md.
+# lands; FUZZ_STRICT=1 checks them too. FUZZ_SAN picks the sanitizers
+# (default ASan + UBSan). See docs/testing.md.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_CC ?= clang
+FUZZ_SAN ?= address,undefined
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS ?=
 FUZZ_STRICT ?=
@@ -228,7 +230,8 @@ FUZZ_INPUTS = $(wildcard fuzz/regressions/* fuzz/corpus/*)
 fuzz-build:
 	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz: needs clang" \
 	    "(Debian: apt-get install clang libclang-rt-dev)" >&2; exit 1; }
-	@$(call CONFIGURE,-S fuzz -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=$(FUZZ_CC))
+	@$(call CONFIGURE,-S fuzz -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=$(FUZZ_CC) \
+	    -DFUZZ_SAN=$(FUZZ_SAN))
 	$(CMAKE) --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_runtime >/dev/null
 
 # Each input once, as a regression test (no fuzzing).
