@@ -59,8 +59,14 @@ static struct fib_runtime *post_target(struct fib_runtime *rt) {
 
 static void push_post(struct fib_runtime *rt, struct fib__post *p) {
   /* The flag first: a sleeper that reads it as 0 has not yet chosen how
-   * to sleep (workers.h: seq_cst, the sleeper's half looks again). */
-  __atomic_store_n(&rt->posted, 1, __ATOMIC_SEQ_CST);
+   * to sleep (workers.h: seq_cst, the sleeper's half looks again). Set
+   * for good, so stored only by the first post (as inbox_push does in
+   * workers.c): a store at every post was a locked instruction on a line
+   * the runtime's loop reads at every turn, taken back at every post. A
+   * relaxed look is enough: seeing 1, the store that made it was some
+   * earlier poster's, which its own push and wake-up followed. */
+  if (!__atomic_load_n(&rt->posted, __ATOMIC_RELAXED))
+    __atomic_store_n(&rt->posted, 1, __ATOMIC_SEQ_CST);
   fib__waker_enter(rt);
   fib__inbox_push(&rt->posts, &p->link);
   fib__runtime_wake(rt);
