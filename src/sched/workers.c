@@ -781,7 +781,10 @@ int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
   if (inbox_drain(rt) || take_placed(rt) || steal(rt))
     return 1;
-  if (__atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
+  /* Posts, new or held back from a batch (post.c): held ones too, or a
+   * worker whose batch the others took could sleep with posts held and
+   * every fiber they started waiting for a later one. */
+  if (rt->posts_held || __atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
     fib__post_take(rt);
     return 1;
   }
