@@ -289,25 +289,40 @@ __attribute__((noinline)) void bench_yield_loop(long n) {
     check(fib_yield(), "fib_yield");
 }
 
+/* Two fibers yielding to each other, on a runtime of `workers` workers:
+ * with two, both are pinned to worker 0, and worker 1 either sits idle or
+ * (`busy`) runs two fibers of its own that yield to each other until the
+ * measured pair is done: the hop's cost on a worker of several, with the
+ * other worker's scheduling going on beside it. */
+static atomic_int yield_pair_left; /* measured yielders still running */
+
 static void *yielder(void *arg) {
   bench_yield_loop((long)(intptr_t)arg);
+  atomic_fetch_sub_explicit(&yield_pair_left, 1, memory_order_relaxed);
   return NULL;
 }
 
-/* Two fibers yielding to each other, on a runtime of `workers` workers:
- * with two, both are pinned to worker 0 and worker 1 sits idle (the hop's
- * cost on a worker of several). */
-static double run_yield(long per_fiber, unsigned workers) {
+static void *busy_yielder(void *arg) {
+  (void)arg;
+  while (atomic_load_explicit(&yield_pair_left, memory_order_relaxed) > 0)
+    check(fib_yield(), "fib_yield");
+  return NULL;
+}
+
+static double run_yield(long per_fiber, unsigned workers, int busy) {
   fib_runtime *rt;
   fib_runtime_opts opts = {0};
   opts.workers = workers;
-  fib_attr pin = {0};
+  fib_attr pin = {0}, other = {0};
   pin.flags = FIB_PINNED;
+  other.worker = 2; /* worker 1, plus one */
   check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
-  check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, &pin, NULL),
-        "fib_spawn");
-  check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, &pin, NULL),
-        "fib_spawn");
+  atomic_store(&yield_pair_left, 2);
+  for (int i = 0; i < 2; i++)
+    check(fib_spawn(rt, yielder, (void *)(intptr_t)per_fiber, &pin, NULL),
+          "fib_spawn");
+  for (int i = 0; busy && i < 2; i++)
+    check(fib_spawn(rt, busy_yielder, NULL, &other, NULL), "fib_spawn");
   double t0 = bench_now_ns();
   check(fib_run(rt), "fib_run");
   double t1 = bench_now_ns();
@@ -315,16 +330,19 @@ static double run_yield(long per_fiber, unsigned workers) {
   return t1 - t0;
 }
 
-static void bench_yield_on(long n, unsigned workers, const char *name) {
+static void bench_yield_on(long n, unsigned workers, int busy,
+                           const char *name) {
   long per_fiber = n / 2 > 0 ? n / 2 : 1; /* n hops in all */
-  (void)run_yield(per_fiber / 10 + 1, workers);
-  double t = run_yield(per_fiber, workers);
+  (void)run_yield(per_fiber / 10 + 1, workers, busy);
+  double t = run_yield(per_fiber, workers, busy);
   bench_report(name, "fibers", t / (2.0 * (double)per_fiber), "ns",
                2 * per_fiber,
-               workers > 1 ? "both on worker 0 of 2, worker 1 idle" : NULL);
+               workers == 1 ? NULL
+               : busy       ? "both on worker 0 of 2, worker 1 busy yielding"
+                            : "both on worker 0 of 2, worker 1 idle");
 }
 
-static void bench_yield(long n) { bench_yield_on(n, 1, "yield"); }
+static void bench_yield(long n) { bench_yield_on(n, 1, 0, "yield"); }
 
 /* ----------------------------------------------------------- call_rtt */
 
@@ -1165,7 +1183,7 @@ static void bench_idle_cpu(long ms) {
 int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
-      "yield_2w call_rtt call_rtt_io chan_unbuffered_2w "
+      "yield_2w yield_2w_busy call_rtt call_rtt_io chan_unbuffered_2w "
       "idle_rss_100k idle_rss_1m idle_rss_compact_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
@@ -1192,7 +1210,9 @@ int main(int argc, char **argv) {
   else if (!strcmp(b, "yield"))
     bench_yield(n);
   else if (!strcmp(b, "yield_2w"))
-    bench_yield_on(n, 2, "yield_2w");
+    bench_yield_on(n, 2, 0, "yield_2w");
+  else if (!strcmp(b, "yield_2w_busy"))
+    bench_yield_on(n, 2, 1, "yield_2w_busy");
   else if (!strcmp(b, "call_rtt"))
     bench_call_rtt(n);
   else if (!strcmp(b, "call_rtt_io"))

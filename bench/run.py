@@ -91,9 +91,12 @@ BENCHES = [
      {"fibers": 2_000_000, "go": 2_000_000, "boost_fiber": 2_000_000},
      {"fibers": 10_000, "go": 10_000, "boost_fiber": 10_000}),
     # Several workers (docs/multicore.md): the hop on a worker of two, the
-    # other idle (SELF_TARGETS: within 5% of yield); fib_call's round trip
-    # from a plain thread.
+    # other idle or busy (SELF_TARGETS: within 5% of yield); fib_call's
+    # round trip from a plain thread.
     ("yield_2w", "ns", {"fibers": 2_000_000}, {"fibers": 10_000}),
+    # The same with worker 1 busy: two fibers of its own yield to each other
+    # until the measured pair is done.
+    ("yield_2w_busy", "ns", {"fibers": 2_000_000}, {"fibers": 10_000}),
     ("call_rtt", "ns", {"fibers": 200_000}, {"fibers": 2_000}),
     # The same into a runtime asleep in its I/O poller (a fiber of it reads
     # a socket): the wake-up eventfd's round trip, beside call_rtt's futex.
@@ -269,6 +272,7 @@ SELF_TARGETS = [
     # Two workers take at most 0.6 x one worker's time.
     ("skynet_1m_2w", "skynet_1m", 0.6),
     ("yield_2w", "yield", 1.05),
+    ("yield_2w_busy", "yield", 1.05),
 ]
 # Sanity checks of our own rows (the shared-FP row once read slower
 # than the library is). Both say "the shared-FP switch is not slower than

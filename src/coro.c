@@ -994,7 +994,10 @@ resume_hot(fib_coro *co, void *in, void **out, int owned, int value) {
                                             owned ? FIB__CORO_CANARY
                                                   : FIB__CORO_CANARY |
                                                         FIB__CORO_OWNED);
-    if (__builtin_expect(co->status == FIB_CORO_SUSPENDED && !other, 1)) {
+    /* The kind first: it is fixed before co is published, while the
+     * status of a fiber's context that another thread runs is that
+     * thread's to write (the call is refused by the kind alone). */
+    if (__builtin_expect(!other && co->status == FIB_CORO_SUSPENDED, 1)) {
       /* From the thread's own context (laid out straight), or from a
        * coroutine, which switches away: its canary and stack kind count. */
       int prev_ok = __builtin_expect(prev == NULL, 1)

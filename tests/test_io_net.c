@@ -893,9 +893,7 @@ static void *ux_main(void *arg) {
 TEST(unix_connect_with_full_backlog_retries) { run_main(ux_main, NULL); }
 
 TEST_MAIN(T(tcp_echo_ipv4), T(tcp_echo_ipv6),
-          T_ONE_WORKER(accept_loop_in_several_fibers,
-                       "with 2 workers it hung once under valgrind (600 s, "
-                       "cause not found): kept out of the copies until it is"),
+          T(accept_loop_in_several_fibers),
           T(connect_to_closed_port_is_refused),
           T(accept_deadline_and_cancel_take_nothing),
           T(recv_deadline_reads_nothing), T(connect_deadline_times_out),

@@ -9,9 +9,13 @@
  * and the fibers still waiting there for the closed one must get
  * FIB_EBADF. With fibers placed on workers (fib_attr.worker), and with a
  * migratable fiber under the forced mode (FIBERS_FORCE_MIGRATE) that
- * moves itself. Runs on both back ends (tests/CMakeLists.txt: test_io*).
+ * moves itself. And a call that learns the number while a close of it
+ * on another worker is between its generation bump and its close(2).
+ * Runs on both back ends (tests/CMakeLists.txt: test_io*).
  */
 #include "io_helpers.h"
+
+#include "io/poller.h"
 
 #include <fibers.h>
 #include <fibers/io.h>
@@ -277,7 +281,67 @@ TEST(forced_migration_close_elsewhere_then_reuse) {
   mover_round(1, NEW_PIPE);
 }
 
+/* ---- a call on worker 0 that starts while worker 1's close is under way
+ *
+ * fib_close bumps the number's generation, then closes the descriptor. A
+ * call on another worker in between finds its record stale and learns the
+ * number again; the descriptor is still open then, and what it learned
+ * would be the one on its way out, its wait in the epoll set, from which
+ * close(2) then removes it without an event: the call would wait for its
+ * deadline. It must get FIB_EBADF once the close is over. The test holds
+ * the window open by running fib_close's two halves itself (io.c). */
+
+struct window {
+  int x, peer;
+  int watched, closing;   /* worker 0 has watched x; the close has begun */
+  int got;                /* what the call in the window returned */
+  uint64_t waited;
+};
+
+static void *call_in_window(void *arg) { /* worker 0 */
+  struct window *w = arg;
+  char c;
+  CHECK_EQ(fib_read_until(w->x, &c, 1, fib_now_ns() + 5 * MS), FIB_ETIMEDOUT);
+  __atomic_store_n(&w->watched, 1, __ATOMIC_SEQ_CST);
+  while (!__atomic_load_n(&w->closing, __ATOMIC_SEQ_CST))
+    CHECK_OK(fib_sleep_until(fib_now_ns() + 1 * MS));
+  uint64_t t0 = fib_now_ns();
+  w->got = (int)fib_read_until(w->x, &c, 1, t0 + LONG_WAIT);
+  w->waited = fib_now_ns() - t0;
+  return NULL;
+}
+
+static void *close_slowly(void *arg) { /* worker 1 */
+  struct window *w = arg;
+  while (!__atomic_load_n(&w->watched, __ATOMIC_SEQ_CST))
+    CHECK_OK(fib_sleep_until(fib_now_ns() + 1 * MS));
+  fib__fdgen_closing(w->x, fib__poller_peek()); /* fib_close's first half */
+  __atomic_store_n(&w->closing, 1, __ATOMIC_SEQ_CST);
+  /* worker 0's call starts within this, and learns the number */
+  CHECK_OK(fib_sleep_until(fib_now_ns() + 30 * MS));
+  CHECK_EQ(close(w->x), 0);
+  fib__fdgen_closed(w->x); /* its second half */
+  return NULL;
+}
+
+TEST(call_during_a_close_on_another_worker_gets_ebadf) {
+  require_backend();
+  struct window w = {0};
+  int sv[2];
+  make_socketpair(sv);
+  w.x = sv[0];
+  w.peer = sv[1];
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, call_in_window, &w, &(fib_attr){.worker = 1}, NULL));
+  CHECK_OK(fib_spawn(rt, close_slowly, &w, &(fib_attr){.worker = 2}, NULL));
+  run_to_end(rt);
+  CHECK_EQ(w.got, FIB_EBADF);
+  CHECK(w.waited < LONG_WAIT / 2);
+  CHECK_EQ(close(w.peer), 0);
+}
+
 TEST_MAIN(T(reused_number_is_watched_again_on_the_worker_that_watched_it),
           T(close_on_another_worker_wakes_its_waiters_with_ebadf),
           T(migratable_fiber_closes_elsewhere_then_reuses_the_number),
-          T(forced_migration_close_elsewhere_then_reuse))
+          T(forced_migration_close_elsewhere_then_reuse),
+          T(call_during_a_close_on_another_worker_gets_ebadf))

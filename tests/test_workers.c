@@ -515,6 +515,108 @@ TEST(a_join_meets_its_childs_finish_on_another_worker_exactly_once) {
   }
 }
 
+/* A join on one worker, its child's finish on another and a cancel from
+ * a third fiber, placed on yet another worker where there is one, each
+ * at its own moment, some joins with a deadline too: the join's claim is
+ * its child's join word (workers.h), which exactly one of the finish, the
+ * cancel and the deadline moves. Every join ends once (the value, or
+ * FIB_ECANCELED or FIB_ETIMEDOUT with the child left joinable, its value
+ * still there), and a cancel that came after the join ended is kept for
+ * the joiner's next wait, which it ends at once. */
+struct triple {
+  fib_id child, joiner;
+  int outcome;   /* 1 joined, 2 cancelled, 3 timed out */
+  int later;     /* what the joiner's wait after the cancel returned */
+  unsigned i;
+};
+
+static unsigned triple_batch_done; /* atomic: the batch whose cancels are
+                                      all made */
+
+static void *triple_joiner(void *arg) {
+  struct triple *t = arg;
+  void *v = NULL;
+  int err = t->i % 2 ? fib_join_until(t->child, &v,
+                                      fib_now_ns() + (t->i % 4) * 2000)
+                     : fib_join(t->child, &v);
+  if (err == 0) {
+    CHECK_EQ((uintptr_t)v, (uintptr_t)t->i + 1);
+    t->outcome = 1;
+  } else {
+    CHECK(err == FIB_ECANCELED || err == FIB_ETIMEDOUT);
+    t->outcome = err == FIB_ECANCELED ? 2 : 3;
+  }
+  unsigned batch = t->i / 100 + 1;
+  while (__atomic_load_n(&triple_batch_done, __ATOMIC_ACQUIRE) < batch)
+    CHECK_OK(fib_yield()); /* not a wait: a cancel does not end it */
+  t->later = fib_sleep_ns(1000);
+  return NULL;
+}
+
+static void *triple_canceller(void *arg) {
+  struct triple *t = arg;
+  spin(t->i % 5 * 40);
+  return (void *)(intptr_t)fib_cancel(NULL, t->joiner);
+}
+
+static void *join_cancel_finish(void *arg) {
+  unsigned workers = (unsigned)(uintptr_t)arg;
+  unsigned n = (unsigned)scaled(3000);
+  struct triple *ts = calloc(n, sizeof *ts);
+  CHECK(ts != NULL);
+  fib_attr child_at = {0}, joiner_at = {0}, canceller_at = {0};
+  child_at.worker = workers;         /* the last worker */
+  joiner_at.worker = 1;              /* worker 0 */
+  canceller_at.worker = workers > 2 ? 2 : workers; /* another, if any */
+  uint64_t sum = 0;
+  for (unsigned b = 0; b < n; b += 100) {
+    unsigned e = b + 100 < n ? b + 100 : n;
+    fib_id ks[100];
+    for (unsigned i = b; i < e; i++) {
+      ts[i].i = i;
+      CHECK_OK(fib_spawn(NULL, spin_and_return, (void *)(uintptr_t)i,
+                         &child_at, &ts[i].child));
+      CHECK_OK(fib_spawn(NULL, triple_joiner, &ts[i], &joiner_at,
+                         &ts[i].joiner));
+      CHECK_OK(fib_spawn(NULL, triple_canceller, &ts[i], &canceller_at,
+                         &ks[i - b]));
+    }
+    for (unsigned i = b; i < e; i++) {
+      void *r;
+      CHECK_OK(fib_join(ks[i - b], &r));
+      CHECK_EQ((intptr_t)r, 0); /* the joiner is there until we join it */
+    }
+    __atomic_store_n(&triple_batch_done, b / 100 + 1, __ATOMIC_RELEASE);
+    for (unsigned i = b; i < e; i++) {
+      CHECK_OK(fib_join(ts[i].joiner, NULL));
+      CHECK_EQ(ts[i].later, FIB_ECANCELED);
+      void *v;
+      if (ts[i].outcome == 1) {
+        sum += ts[i].i + 1;
+        CHECK_EQ(fib_join(ts[i].child, NULL), FIB_ESRCH);
+      } else {
+        CHECK(ts[i].outcome == 2 || ts[i].outcome == 3);
+        CHECK_OK(fib_join(ts[i].child, &v)); /* left joinable */
+        CHECK_EQ((uintptr_t)v, (uintptr_t)ts[i].i + 1);
+        sum += ts[i].i + 1;
+      }
+    }
+  }
+  CHECK_EQ(sum, (uint64_t)n * (n + 1) / 2);
+  free(ts);
+  return NULL;
+}
+
+TEST(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    __atomic_store_n(&triple_batch_done, 0, __ATOMIC_RELAXED);
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, join_cancel_finish, (void *)(uintptr_t)workers,
+                       NULL, NULL));
+    run_to_end(rt);
+  }
+}
+
 static unsigned detach_race_done; /* atomic */
 
 static void *count_and_return(void *arg) {
@@ -1017,6 +1119,7 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_join_racing_its_cancel_ends_exactly_once),
           T(a_join_meets_its_childs_finish_on_another_worker_exactly_once),
           T(a_detach_meets_the_finish_on_another_worker_and_frees_once),
+          T(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once),
           T(a_join_cycle_across_workers_is_a_deadlock),
           T_TIMEOUT(a_deadlock_after_a_wake_up_across_workers_is_reported, 10),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),

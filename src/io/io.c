@@ -609,11 +609,14 @@ int fib_close(int fd) {
   if (p)
     fib__poller_forget(p, fd, FIB_EBADF, 1);
   /* Before close(2) frees the number: every record of it on other threads
-   * is stale from now on, and their pollers are told (poller.h). */
-  fib__fdgen_close(fd, p, NULL);
+   * is stale from now on, and their pollers are told (poller.h); until
+   * fib__fdgen_closed, a thread that learns the number waits. */
+  fib__fdgen_closing(fd, p);
   /* close(2) frees the number even when it reports an error (EINTR
    * included, on Linux): never retry it. */
-  return close(fd) == 0 ? 0 : -errno;
+  int err = close(fd) == 0 ? 0 : -errno;
+  fib__fdgen_closed(fd);
+  return err;
 }
 
 int fib_runtime_io_fd(fib_runtime *rt) {

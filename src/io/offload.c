@@ -248,8 +248,9 @@ static struct port *port_unref_locked(struct port *p) {
 static void port_free(struct port *p) {
   if (!p)
     return;
-  fib__fdgen_close(p->efd, fib__poller_peek(), NULL); /* as fib_close */
+  fib__fdgen_closing(p->efd, fib__poller_peek()); /* as fib_close */
   close(p->efd);
+  fib__fdgen_closed(p->efd);
   fib__sys_free(p);
 }
 

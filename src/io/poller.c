@@ -5,6 +5,7 @@
 #ifdef FIB__HAVE_IO_URING
 #include "uring.h"
 #endif
+#include "../sched/spin.h"
 #include "../sys.h"
 #include "../tls.h"
 #include "fibers/io.h"
@@ -195,13 +196,34 @@ static void notify_locked(struct fib__poller *p, int fd) {
   /* EAGAIN only when the counter is near 2^64: the owner is told already */
 }
 
-void fib__fdgen_close(int fd, struct fib__poller *self,
-                      struct fib__fdrec *keep) {
+/* The generation of a slot word while a close is under way is odd: the
+ * closer bumps it once before close(2) and once after. */
+#define FDGEN_CLOSING(word) (FIB__FDGEN_GEN(word) & 1u)
+#define FDGEN_ONE ((uint64_t)1 << 32)
+
+/* Wait until no close of the slot's number is under way on another
+ * thread; the word then. acquire: what the closer did before its second
+ * bump (the close(2) among it) comes before what the caller does next.
+ * The wait is as long as one close(2) on a running thread. */
+static uint64_t fdgen_settled(uint64_t *slot) {
+  uint64_t word = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  for (unsigned spins = 0; FDGEN_CLOSING(word);) {
+    fib__spin_step(++spins);
+    word = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+  }
+  return word;
+}
+
+/* Bump the generation of fd's slot by `step` (1: a close begins; 2: the
+ * number was handed out anew), leaving self's bit if `keep`, and tell the
+ * other pollers whose bits were set. */
+static void fdgen_bump(int fd, struct fib__poller *self,
+                       struct fib__fdrec *keep, uint32_t step) {
   uint64_t *slot = keep ? keep->slot : fdgen_find(fd);
   if (!slot)
     return; /* no chunk: no record anywhere has fd, nothing to tell */
   uint32_t mine = keep && self ? self->bit : 0;
-  /* Relaxed load, then the compare-and-swap, release: it is sequenced
+  /* Relaxed loads, then the compare-and-swap, release: it is sequenced
    * before the close(2) that frees the number (fib_close), and a thread
    * that gets the number again gets it from the kernel after that close,
    * through the kernel's descriptor table lock (released by close,
@@ -211,12 +233,15 @@ void fib__fdgen_close(int fd, struct fib__poller *self,
    * writes of one word, so they are ordered: either the bump sees a
    * poller's bit (and that poller gets a notice), or the poller's
    * fetch-or sees the new generation (and the poller learns the new
-   * descriptor). */
-  uint64_t old = __atomic_load_n(slot, __ATOMIC_RELAXED), next;
-  do
-    next = (uint64_t)(FIB__FDGEN_GEN(old) + 1u) << 32 | mine;
-  while (!__atomic_compare_exchange_n(slot, &old, next, 1, __ATOMIC_RELEASE,
-                                      __ATOMIC_RELAXED));
+   * descriptor, after the close if one is under way: fdgen_settled).
+   * A bump starts from an even generation: a close under way on another
+   * thread (two threads closing one number at once) ends first. */
+  uint64_t old, next;
+  do {
+    old = fdgen_settled(slot);
+    next = (uint64_t)(FIB__FDGEN_GEN(old) + step) << 32 | mine;
+  } while (!__atomic_compare_exchange_n(slot, &old, next, 0, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED));
   if (keep)
     keep->cgen = FIB__FDGEN_GEN(next);
   uint32_t others = (uint32_t)old;
@@ -233,13 +258,34 @@ void fib__fdgen_close(int fd, struct fib__poller *self,
   pthread_mutex_unlock(&reg_lock);
 }
 
+void fib__fdgen_close(int fd, struct fib__poller *self,
+                      struct fib__fdrec *keep) {
+  fdgen_bump(fd, self, keep, 2);
+}
+
+void fib__fdgen_closing(int fd, struct fib__poller *self) {
+  fdgen_bump(fd, self, NULL, 1);
+}
+
+void fib__fdgen_closed(int fd) {
+  uint64_t *slot = fdgen_find(fd);
+  /* release: the close(2) before it comes before what a thread waiting in
+   * fdgen_settled does after. An add, not a store: pollers' fetch-ors may
+   * have set their bits meanwhile, and they stay. */
+  if (slot)
+    (void)__atomic_fetch_add(slot, FDGEN_ONE, __ATOMIC_RELEASE);
+}
+
 void fib__poller_enlist(struct fib__poller *p, struct fib__fdrec *r) {
   /* The generation and this poller's bit in one read-modify-write:
-   * ordered with every close's compare-and-swap (fib__fdgen_close).
-   * Relaxed: it publishes nothing but itself. */
+   * ordered with every close's compare-and-swap (fdgen_bump). Relaxed:
+   * it publishes nothing but itself. A close under way: wait for its
+   * end (fdgen_settled); the bit set now stays through its second bump. */
   uint64_t word = p->bit ? __atomic_fetch_or(r->slot, (uint64_t)p->bit,
                                              __ATOMIC_RELAXED)
                          : __atomic_load_n(r->slot, __ATOMIC_RELAXED);
+  if (FDGEN_CLOSING(word))
+    word = fdgen_settled(r->slot);
   r->cgen = FIB__FDGEN_GEN(word);
 }
 

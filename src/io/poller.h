@@ -143,16 +143,30 @@ static inline int fib__fdrec_stale(const struct fib__fdrec *r) {
   return FIB__FDGEN_GEN(__atomic_load_n(r->slot, __ATOMIC_RELAXED)) != r->cgen;
 }
 
-/* fd is being closed, or has been handed out anew (fib_accept, an eventfd
- * of the library's own), by the calling thread, whose poller is `self`
- * (NULL: none): bump its generation and clear its bits, and send a notice
- * to each other poller whose bit was set. With `keep`, self's bit is set
- * in the new word and the new generation stored in keep->cgen (a record
- * of self's that now describes the new descriptor). */
+/* fd has been handed out anew (fib_accept, an eventfd of the library's
+ * own) to the calling thread, whose poller is `self` (NULL: none): bump
+ * its generation and clear its bits, and send a notice to each other
+ * poller whose bit was set. With `keep`, self's bit is set in the new
+ * word and the new generation stored in keep->cgen (a record of self's
+ * that now describes the new descriptor). */
 void fib__fdgen_close(int fd, struct fib__poller *self, struct fib__fdrec *keep);
 
+/* fd is about to be closed by the calling thread (poller `self`, or
+ * NULL): as fib__fdgen_close, but the generation it leaves is odd, which
+ * says "closing": the descriptor is still open until the caller's
+ * close(2), yet every record of it is stale already. The caller closes
+ * fd, then calls fib__fdgen_closed, which makes the generation even
+ * again. A thread that learns the number meanwhile waits for that
+ * (fib__poller_enlist): what it would learn before the close(2) is the
+ * descriptor on its way out, whose record would then look current. */
+void fib__fdgen_closing(int fd, struct fib__poller *self);
+void fib__fdgen_closed(int fd);
+
 /* p learns the descriptor of r (io.c, learn): r's generation is the
- * slot's, and p's bit is set in it. */
+ * slot's, and p's bit is set in it. If a close of the number is under
+ * way (fib__fdgen_closing) on another thread, it waits until that close
+ * is over, so what the caller then learns (fstat) is what is at the
+ * number after it. */
 void fib__poller_enlist(struct fib__poller *p, struct fib__fdrec *r);
 
 /* r (fd's record in p, known) was found stale: wake its waiters with

@@ -189,7 +189,10 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
    * made (fib__fiber_new_record, record_on_stack), and a fiber leaves them
    * so when it finishes (it is not parked then, and its holds are given
    * up), before its record can be used again */
-  f->joiner = NULL;
+  /* atomic: with several workers a canceller may compare-and-swap the
+   * word of a reused record (workers.h, the join word); a plain store
+   * on every target */
+  __atomic_store_n(&f->joiner, NULL, __ATOMIC_RELAXED);
   f->nomigrate = 0;
   f->move_to = 0;
   f->id = fib__idmap_put(&rt->fibers, f);
@@ -208,8 +211,10 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   f->state = FIB__FIBER_READY;
   if (rt->group) {
     f->claim = FIB__CLAIM_NONE;
-    /* the join word (workers.h); nobody else sees f before the unlock */
-    f->joiner = f->detached ? FIB__JOIN_DETACHED : NULL;
+    /* the join word (workers.h): nobody else finds f before its id is
+     * returned, but a canceller's CAS may still look (above) */
+    if (f->detached)
+      __atomic_store_n(&f->joiner, FIB__JOIN_DETACHED, __ATOMIC_RELAXED);
     f->started = 0;
     /* The first fiber of a runtime stays on the thread that runs it; a
      * compact fiber's frames belong at its thread's shared stack, so it
@@ -290,51 +295,51 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     /* acquire: if DONE, the result and the finisher's last touch of the
      * record happened before (its release stores) */
     w = __atomic_load_n(&t->joiner, __ATOMIC_ACQUIRE);
-    if (w != NULL && w != FIB__JOIN_DONE) /* joined, detached, or BUSY: */
-      err = FIB_EINVAL;                   /* being joined */
+    if (w != NULL && w != FIB__JOIN_DONE) /* joined or detached */
+      err = FIB_EINVAL;
   }
   if (!err && fib__cancelled(self)) /* as above */
     err = FIB_ECANCELED;
   if (!err && w == NULL) {
-    /* The claim armed by a store, not fib__claim_arm's exchange: the
-     * CAS below is a read-modify-write between it and the cancel check's
-     * load (group_suspend), which orders the two on every target (a
-     * locked instruction on x86-64; on aarch64 and riscv64 a release
-     * RMW, which a later seq_cst load does not pass; under qemu-user, a
-     * host atomic): the store half of the Dekker pair (workers.h) at one
+    /* Our claim is the join word from now on (workers.h): what we join
+     * first, for a canceller that finds the claim. The claim armed by a
+     * store, not fib__claim_arm's exchange: the CAS below is a
+     * read-modify-write between it and the cancel check's load
+     * (group_suspend), which orders the two on every target (a locked
+     * instruction on x86-64; on aarch64 and riscv64 a release RMW, which
+     * a later seq_cst load does not pass; under qemu-user, a host
+     * atomic): the store half of the Dekker pair (workers.h) at one
      * locked instruction per join instead of two. release: a canceller
-     * that wins the claim reads what we wrote before, as fib__claim_arm
-     * publishes it (our owner, `rt`, which a steal may have written). */
-    __atomic_store_n(&self->claim, FIB__CLAIM_ANY, __ATOMIC_RELEASE);
-    /* seq_cst: release, so a finisher that reads us finds our claim
-     * armed (and takes it after this), and the order above; acquire, for
-     * the DONE a failure may read, as above. Meanwhile the word may
-     * change from NULL to DONE (its finisher), to DETACHED or to another
-     * joiner (a detach or a join from another worker, under the lock):
-     * the CAS decides. */
+     * that reads the claim reads `joining` as we wrote it before. */
+    __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
+    __atomic_store_n(&self->claim, FIB__CLAIM_JOIN, __ATOMIC_RELEASE);
+    /* seq_cst: release, so whoever takes us out of the word (finisher,
+     * deadline, canceller: their CAS acquires) reads what we wrote
+     * before, our owner included; and the order above; acquire, for the
+     * DONE a failure may read, as above. Meanwhile the word may change
+     * from NULL to DONE (its finisher), to DETACHED or to another joiner
+     * (a detach or a join from another worker, under the lock): the CAS
+     * decides. */
     if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
                                     __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
       home_unlock(own, home);
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);
       (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
-      if (self->wake) {
-        /* Timed out or cancelled: leave the join, and t goes on unjoined.
-         * If its finisher has read us already (BUSY or DONE), its claim
-         * lost to ours and it does nothing to us once it stores DONE:
-         * wait for that, as we may park again and be claimable. The
-         * record stays (only a joiner or a detach collects it: not this
-         * one, which touches it no more after the load). */
-        struct fib__fiber *me = self;
-        if (!__atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
-                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-          (void)fib__join_settled(t);
+      /* Out of the join: no canceller is to find t through us from now
+       * on, before t can be collected and its record freed (workers.h,
+       * the join word). relaxed: the chain that hands t to its home's
+       * flush orders it before the free. */
+      __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
+      /* Timed out or cancelled: our waker has taken us out of the word
+       * (fib__join_take), and t goes on unjoined. */
+      if (self->wake)
         return self->wake;
-      }
-      /* Its finisher claimed us: GONE once it has let go of the record,
-       * and ours alone (lookups find nothing), so no lock: collected where
-       * we run now (we may have moved meanwhile). */
-      (void)fib__join_settled(t);
+      /* Its finisher took us out (GONE) and woke us: t is ours alone
+       * (lookups find nothing), so no lock, and its result happened
+       * before our wake-up (the finisher's release CAS, then its push
+       * or its own thread's hand-off): collected where we run now (we
+       * may have moved meanwhile). */
       if (result)
         *result = t->result;
       fib__group_collect(home, self->rt, t);
@@ -342,6 +347,7 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     }
     /* w is not NULL any more: nobody has seen our claim */
     __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+    __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     if (w != FIB__JOIN_DONE)
       err = FIB_EINVAL;
   }
@@ -463,7 +469,7 @@ int fib_detach(fib_runtime *rt, fib_id id) {
             __atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_GONE, 0,
                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
           freed = 1;
-        else /* joined, detached, BUSY (being joined), or gone */
+        else /* joined, detached, or gone */
           err = w == FIB__JOIN_GONE ? FIB_ESRCH : FIB_EINVAL;
       }
     }
@@ -496,7 +502,7 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
     if (!err && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) !=
                     FIB__JOIN_DONE) { /* a look: the claim decides */
       __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
-      if (fib__claim_take(t, 0))
+      if (fib__claim_take_cancel(here->group, t))
         fib__group_wake(t, FIB_ECANCELED, 0);
     }
     home_unlock(own, home);
@@ -607,8 +613,7 @@ int fib_fiber_stack(fib_runtime *rt, fib_id id, fib_stack_info *out) {
     int err = lookup_home(here, own, id, &f, &home);
     struct fib__fiber *w = err ? NULL
                                : __atomic_load_n(&f->joiner, __ATOMIC_ACQUIRE);
-    if (!err && (w == FIB__JOIN_DONE || w == FIB__JOIN_BUSY ||
-                 w == FIB__JOIN_GONE || !f->co))
+    if (!err && (w == FIB__JOIN_DONE || w == FIB__JOIN_GONE || !f->co))
       err = FIB_ESRCH;
     if (!err)
       fib__stack_describe(f->co->stack, out);

@@ -166,6 +166,10 @@ struct fib__fiber {
                                  records are its worker's) */
   unsigned move_to;           /* fib_move_to: the worker it asked for,
                                  plus one, while it goes there; 0 else */
+  struct fib__fiber *joining; /* the fiber whose join word holds it while
+                                 it waits in fib_join (FIB__CLAIM_JOIN);
+                                 NULL otherwise (atomic: its deadline and
+                                 cancellers read it, fib__join_take) */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -238,7 +242,8 @@ struct fib_runtime {
                                     the kernel has let go */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most
-                                    FIB__SPARE_MAX */
+                                    FIB__SPARE_MAX with one worker, a few
+                                    times that with several (workers.h) */
   size_t spare_count;
   size_t stack_size;             /* defaults for new fibers */
   fib_guard_mode guard;
@@ -394,7 +399,9 @@ static inline struct fib__fiber *fib__fiber_new_record(struct fib_runtime *rt) {
 /* fib__fiber_drop_record's body, inline for join. */
 static inline void fib__fiber_keep_record(struct fib_runtime *rt,
                                           struct fib__fiber *f) {
-  if (__builtin_expect(rt->spare_count >= FIB__SPARE_MAX, 0)) {
+  /* A worker of several keeps them all here: its flush gives those
+   * past a cap back under the group's lock (workers.h, the join word) */
+  if (__builtin_expect(rt->spare_count >= FIB__SPARE_MAX, 0) && !rt->group) {
     fib__sys_free(f);
     return;
   }

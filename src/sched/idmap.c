@@ -14,7 +14,7 @@ void fib__idmap_init(struct fib__idmap *m, uint32_t stride, uint32_t first) {
   m->free = 0;
   m->stride = stride;
   m->first = first;
-  m->magic = stride > 1 ? UINT64_MAX / stride + 1 : 0;
+  m->shift = (unsigned)__builtin_ctz(stride);
 }
 
 void fib__idmap_free(struct fib__idmap *m) {

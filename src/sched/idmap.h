@@ -16,7 +16,8 @@
  * of one slot). The low word is never 0, so 0 is never an id.
  *
  * stride and first: a runtime with n workers gives worker k the low words
- * k + 1, k + 1 + n, ... (workers.h, Ids); one worker: 1, 2, 3, ...
+ * k + 1, k + 1 + stride, ..., stride the power of two at or above n
+ * (workers.h, Ids); one worker: 1, 2, 3, ...
  *
  * One thread writes a map: its worker's. With several workers, others
  * look up in it under the worker's ids_lock while it puts without the
@@ -46,28 +47,24 @@ struct fib__idmap {
   size_t count;    /* slots holding a record */
   size_t top;      /* slots ever used: [top, capacity) never were */
   size_t free;     /* the first free slot to reuse, plus one; 0: none */
-  uint32_t stride; /* low word = index * stride + first */
+  uint32_t stride; /* low word = index * stride + first: a power of two */
   uint32_t first;
-  uint64_t magic;  /* UINT64_MAX / stride + 1, for stride > 1: divides
-                      by stride with two multiplications (below) */
+  unsigned shift;  /* log2(stride) */
 };
 
 /* The slot of a low word of this map (low >= first): (low - first) /
- * stride. With several workers (stride > 1), by multiplication with
- * `magic` (Lemire's fastdiv, exact for every 32-bit dividend: the high
- * word of magic * x in two halves, neither of which overflows), not by a
- * division, which costs tens of cycles on every join. */
+ * stride, a shift (stride is a power of two: no division, and no
+ * multiplication either, on every lookup and forget). One worker's
+ * first, with one load. */
 static inline size_t fib__idmap_slot_of(const struct fib__idmap *m,
                                         uint32_t low) {
   if (m->stride == 1) /* first is 1 then */
     return (size_t)low - 1;
-  uint32_t x = low - m->first;
-  uint64_t mid = (m->magic >> 32) * x + (((m->magic & 0xffffffffu) * x) >> 32);
-  return (size_t)(mid >> 32);
+  return (size_t)((low - m->first) >> m->shift);
 }
 
 /* An empty map whose ids have low words first, first + stride, ...
- * (1 <= first <= stride). */
+ * (stride a power of two, 1 <= first <= stride). */
 void fib__idmap_init(struct fib__idmap *m, uint32_t stride, uint32_t first);
 void fib__idmap_free(struct fib__idmap *m);
 /* Make room for one more entry, so that the next put cannot fail. 0 or

@@ -56,6 +56,7 @@ struct fib__fiber *fib__fiber_new_record_slow(void) {
   struct fib__fiber *f = fib__sys_malloc(sizeof *f);
   if (f) { /* a record between fibers has no claim armed: keep it so */
     f->claim = FIB__CLAIM_NONE;
+    f->joining = NULL; /* nobody's yet: no canceller can find it */
     f->in_stack = 0; /* for good: a heap record */
     /* not parked, in no wait, holding nothing: what a finished fiber
      * leaves, so spawn need not set them (fiber.c) */
@@ -346,6 +347,29 @@ static inline int hand_to_front(struct fib_runtime *rt, const fib_coro *from,
 }
 
 /*
+ * switch_away found no fiber to hand the CPU to directly: back to the
+ * loop. Unless this is a worker of several that has used up its turns
+ * between visits to its loop and the loop has nothing to do
+ * (fib__group_turn): the next turns start here and the hand-off goes on
+ * directly, with no round trip through the loop (two switches and its
+ * bookkeeping every FIB__GROUP_TURNS hand-offs: ~3 % of a yield). Out of
+ * line, with `from` first as the switch's own calls have it and the
+ * runtime found from it: the hand-off paths it is a tail call of keep
+ * their code and registers as they were.
+ */
+static __attribute__((noinline)) int to_loop(fib_coro *from, int parked) {
+  struct fib_runtime *rt = ((struct fib__fiber *)from->owner)->rt;
+  if (rt->until_loop == 0 && rt->group && fib__group_turn(rt)) {
+    struct fib__fiber *next = take_next(rt, from, parked);
+    if (!parked && next && next->co == from)
+      return 0; /* switch_away's case of the only ready fiber */
+    if (next)
+      return fib__coro_transfer(from, next->co, next->wake);
+  }
+  return fib__coro_yield(NULL, NULL);
+}
+
+/*
  * The running fiber `self` has put itself in the run queue (`parked` 0: a
  * yield) or parked (1): run the next ready fiber, directly by a coroutine
  * transfer when take_next allows, otherwise through the scheduler loop.
@@ -361,7 +385,7 @@ static inline int switch_away(struct fib_runtime *rt,
     return 0; /* it was the only ready fiber: carry on */
   if (next)
     return fib__coro_transfer(self->co, next->co, next->wake);
-  return fib__coro_yield(NULL, NULL);
+  return to_loop(self->co, parked); /* a tail call */
   /* Running again: whoever switched to us made us current and RUNNING. */
 }
 
@@ -401,9 +425,9 @@ static inline void check_compact_wait(const struct fib__fiber *self) {
  * first wakes it in the usual way. */
 static int group_suspend(struct fib__fiber *self) {
   if (!self->nocancel && __atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST)) {
-    int c = FIB__CLAIM_ANY;
-    if (__atomic_compare_exchange_n(&self->claim, &c, FIB__CLAIM_NONE, 0,
-                                    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+    /* as a canceller takes it: the claim from ANY, or out of the join
+     * word (FIB__CLAIM_JOIN) */
+    if (fib__claim_take(self, 0)) {
       if (self->timer_armed)
         fib__fiber_disarm(self);
       self->state = FIB__FIBER_RUNNING;
@@ -555,12 +579,11 @@ static void free_zombie(struct fib_runtime *rt) {
 }
 
 /* A multi-worker runtime's fiber has finished: its finish's half of the
- * join word (workers.h). NULL to DONE; or a joiner to BUSY, then claim
- * the joiner and wake it, then GONE (DONE if the claim was lost): the
- * last touch of the record, as the joiner may run on another worker at
- * once and free it; or, detached,
- * collect the record (workers.h, Ids). Returns the joiner if it is rt's to run
- * (claimed, parked on rt: the caller hands the CPU to it), else NULL. */
+ * join word (workers.h). NULL to DONE; or a joiner to GONE, which makes
+ * it the joiner's one waker (the word is the joiner's claim), and wakes
+ * it; or, detached, collect the record (workers.h, Ids). Returns the
+ * joiner if it is rt's to run (parked on rt: the caller hands the CPU to
+ * it), else NULL. */
 static __attribute__((noinline)) struct fib__fiber *
 group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   rt->owned--;
@@ -568,34 +591,31 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
     rt->migratable--;
   struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_RELAXED);
   struct fib__fiber *run = NULL;
-  /* acq_rel: release publishes the result to a joiner that reads DONE;
-   * acquire, from a joiner's write of itself: its claim armed before.
-   * A failure rereads the word: a joiner has come or (deadline, cancel)
-   * gone meanwhile. */
+  /* acq_rel: release publishes the result to a joiner that reads DONE,
+   * and to the one we wake; acquire, from a joiner's write of itself:
+   * what it wrote before it parked (its owner). A failure rereads the
+   * word: a joiner has come, or gone (its deadline or a cancel took it
+   * out) meanwhile. The CAS that moves a joiner to GONE is our last touch
+   * of the record: the joiner, once woken, may collect it anywhere. */
   while (j != FIB__JOIN_DETACHED &&
          !__atomic_compare_exchange_n(&self->joiner, &j,
-                                      j ? FIB__JOIN_BUSY : FIB__JOIN_DONE, 0,
+                                      j ? FIB__JOIN_GONE : FIB__JOIN_DONE, 0,
                                       __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
     ;
   if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
+    /* release: a lookup under the home's lock that reads GONE treats the
+     * record as gone; nothing of it is read after */
+    __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
     fib__group_collect(fib__id_home(rt, self->id), rt, self);
   } else if (j) {
-    /* A parked joiner's owner is read only once its claim is won (a
-     * parked fiber does not move): a local one is run next by the
-     * caller, as with one worker; another worker's goes to its inbox. */
-    int won = fib__claim_take(j, 1);
-    if (won) {
-      if (j->rt == rt)
-        run = j;
-      else
-        fib__group_wake(j, 0, 1);
-    }
-    /* GONE if the joiner is woken to collect us (nobody else may), else
-     * DONE (its deadline or cancel won: it leaves us joinable). release:
-     * the joiner, which waits while it reads BUSY, may free the record
-     * once it reads this */
-    __atomic_store_n(&self->joiner, won ? FIB__JOIN_GONE : FIB__JOIN_DONE,
-                     __ATOMIC_RELEASE);
+    /* The joiner is parked and waits for us alone (a parked fiber does
+     * not move, so its owner is read now): a local one is run next by
+     * the caller, as with one worker; another worker's goes to its
+     * inbox. */
+    if (j->rt == rt)
+      run = j;
+    else
+      fib__group_wake(j, 0, 1);
   }
   fib__group_count(&rt->finished);
   return run;
@@ -642,6 +662,8 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
     fib__runq_push_front(&rt->runq, &j->runq);
   }
   struct fib__fiber *next = awaited ? NULL : take_next(rt, co, 1);
+  if (!next && rt->until_loop == 0 && rt->group && fib__group_turn(rt))
+    next = take_next(rt, co, 1); /* as to_loop */
   if (next)
     fib__coro_finish_into(co, next->co, next->wake);
   rt->current = NULL;

@@ -30,15 +30,19 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
                         unsigned index) {
   w->group = g;
   w->worker = index;
-  /* Still empty: its ids from now on are index + 1 modulo n (Ids). */
-  fib__idmap_init(&w->fibers, g->n, index + 1);
+  /* Still empty: its ids from now on are index + 1 modulo the stride
+   * (Ids). */
+  fib__idmap_init(&w->fibers, g->home_mask + 1, index + 1);
   w->offer.head = w->offer.tail = NULL;
   w->placed.head = w->placed.tail = NULL;
 }
 
 int fib__group_create(struct fib_runtime *rt, unsigned n) {
+  unsigned stride = 1; /* the ids' (Ids): a power of two, >= n */
+  while (stride < n)
+    stride *= 2;
   struct fib__group *g = fib__sys_calloc(1, sizeof *g);
-  struct fib_runtime **w = fib__sys_calloc(n, sizeof *w);
+  struct fib_runtime **w = fib__sys_calloc(stride, sizeof *w);
   pthread_t *threads = fib__sys_calloc(n, sizeof *threads);
   if (!g || !w || !threads)
     goto fail;
@@ -56,8 +60,10 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
     w[i]->posted = rt->posted;
     w[i]->force_migrate = rt->force_migrate;
   }
+  for (unsigned i = n; i < stride; i++)
+    w[i] = rt; /* fib__id_home of an id that names no worker */
   g->n = n;
-  g->mod_magic = UINT64_MAX / n + 1;
+  g->home_mask = stride - 1;
   g->w = w;
   g->threads = threads;
   pthread_mutex_init(&g->lock, NULL);
@@ -347,20 +353,8 @@ void fib__group_ready(struct fib__fiber *f, int front) {
 
 /* ---- collected records (workers.h, Ids) */
 
-void fib__group_collect(struct fib_runtime *home,
-                        const struct fib_runtime *here,
-                        struct fib__fiber *f) {
-  /* release: a lookup under the home's lock that reads GONE treats the
-   * record as gone; nothing of it is read after */
-  __atomic_store_n(&f->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
-  if (home != here) { /* its home forgets it; no wake-up: at its turn */
-    fib__inbox_push(&home->dead_in, &f->runq);
-    return;
-  }
-  f->runq.next = (struct fib__runq_node *)(void *)home->dead;
-  home->dead = f;
-  if (++home->dead_count >= FIB__DEAD_BATCH)
-    fib__group_flush(home);
+void fib__group_collect_far(struct fib_runtime *home, struct fib__fiber *f) {
+  fib__inbox_push(&home->dead_in, &f->runq); /* no wake-up: at its turn */
 }
 
 void fib__group_flush(struct fib_runtime *rt) {
@@ -368,24 +362,68 @@ void fib__group_flush(struct fib_runtime *rt) {
   struct fib__fiber *mine = rt->dead;
   if (!in && !mine)
     return;
-  fib__spin_lock(&rt->ids_lock); /* no lookup under it holds one of them */
-  for (struct fib__runq_node *n = in; n; n = n->next)
-    fib__idmap_forget(&rt->fibers, FIBER_OF(n)->id);
-  for (struct fib__fiber *f = mine; f; f = FIBER_OF(f->runq.next))
-    fib__idmap_forget(&rt->fibers, f->id);
-  fib__spin_unlock(&rt->ids_lock);
+  rt->dead = NULL;
+  rt->dead_count = 0;
+  /* One pass under the lock (no lookup under it holds one of them): each
+   * id forgotten, then its record kept; a few instructions each, so the
+   * lock is not held for long. */
+  fib__spin_lock(&rt->ids_lock);
   while (in) {
     struct fib__fiber *f = FIBER_OF(in);
     in = in->next;
-    fib__fiber_drop_record(rt, f);
+    fib__idmap_forget(&rt->fibers, f->id);
+    fib__fiber_keep_record(rt, f);
   }
   while (mine) {
     struct fib__fiber *f = mine;
     mine = FIBER_OF(mine->runq.next);
-    fib__fiber_drop_record(rt, f);
+    fib__idmap_forget(&rt->fibers, f->id);
+    fib__fiber_keep_record(rt, f);
   }
-  rt->dead = NULL;
-  rt->dead_count = 0;
+  fib__spin_unlock(&rt->ids_lock);
+  if (__builtin_expect(rt->spare_count > FIB__GROUP_SPARE_TRIM, 0)) {
+    /* Spares past the cap (fiber.h keeps them all for a worker of
+     * several) go back to malloc, under the group's lock: no
+     * fib__join_take is between its read of a `joining` that names one
+     * of them and its CAS (workers.h, the join word). */
+    pthread_mutex_lock(&rt->group->lock);
+    while (rt->spare_count > FIB__SPARE_MAX) {
+      struct fib__fiber *f = rt->spare;
+      rt->spare = FIBER_OF(f->runq.next);
+      rt->spare_count--;
+      fib__sys_free(f);
+    }
+    pthread_mutex_unlock(&rt->group->lock);
+  }
+}
+
+int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f) {
+  int c = FIB__CLAIM_ANY;
+  /* seq_cst: as fib__claim_take */
+  if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
+                                  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+    return 1;
+  return c == FIB__CLAIM_JOIN && fib__join_take(g, f);
+}
+
+int fib__join_take(struct fib__group *g, struct fib__fiber *f) {
+  pthread_mutex_lock(&g->lock);
+  /* Under the lock, the record `joining` names is not freed (workers.h,
+   * the join word). relaxed: a look; the CAS decides. */
+  struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_RELAXED);
+  struct fib__fiber *me = f;
+  /* seq_cst: the load half of the cancel check's pair (fib_cancel stored
+   * `cancelled` before), and acquire, from f's own CAS that wrote itself
+   * there: what f wrote before it parked (its owner) happened. */
+  int won = t && __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
+                                             __ATOMIC_SEQ_CST,
+                                             __ATOMIC_RELAXED);
+  if (won) /* f is parked and ours. Cleared under the lock: t may be
+              joined and collected by others from now on, and freed by a
+              flush under this lock, after which a taker finds NULL */
+    __atomic_store_n(&f->joining, NULL, __ATOMIC_RELAXED);
+  pthread_mutex_unlock(&g->lock);
+  return won;
 }
 
 /* ---- a one-worker runtime woken from other threads (post.c) */
@@ -623,34 +661,12 @@ static int any_offer(const struct fib__group *g) {
   return 0;
 }
 
-void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
-                      int inside) {
-  if (!f->pinned && !rt->unstarted &&
-      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
-    /* Someone is idle and rt has no older fiber it could take instead:
-     * help-first, the child goes where it can be taken. With older ones
-     * queued (a tree: the siblings of every fiber on the path from the
-     * root), the child goes first here and the loop offers the oldest
-     * (fib__group_tend, extract_oldest), which are the bigger pieces. */
-    fib__spin_lock(&rt->offer_lock);
-    fib__list_push(&rt->offer, &f->runq);
-    __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
-    fib__spin_unlock(&rt->offer_lock);
-    wake_one_idle(rt->group);
-    return;
-  }
-  /* adopt's counts, for a fiber that has not started (and whose flags,
-   * just stored byte by byte, are not loaded as one word: a store-forward
-   * stall on every spawn) */
-  rt->owned++;
-  if (!f->pinned)
-    rt->unstarted++;
-  if (f->migratable)
-    rt->migratable++;
-  if (inside)
-    fib__runq_push_front(&rt->runq, &f->runq);
-  else
-    fib__runq_push(&rt->runq, &f->runq);
+void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
+  fib__spin_lock(&rt->offer_lock);
+  fib__list_push(&rt->offer, &f->runq);
+  __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
+  fib__spin_unlock(&rt->offer_lock);
+  wake_one_idle(rt->group);
 }
 
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
@@ -740,6 +756,31 @@ void fib__group_tend(struct fib_runtime *rt) {
              !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
     offer(rt);
   }
+}
+
+int fib__group_turn(struct fib_runtime *rt) {
+  /* What the loop would do at this turn, each test that of its step in
+   * fib__group_tend or run_loop, every load relaxed: a look (anything
+   * pushed that it misses is seen at the next turn, as the loop's own
+   * relaxed looks would). Timers, I/O and the forced mode want the loop
+   * itself. */
+  if (rt->timers.count || rt->io_waiting || rt->force_migrate ||
+      __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held)
+    return 0;
+  size_t offered = __atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED);
+  if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    if (offered) /* to take back */
+      return 0;
+  } else if (!offered &&
+             (rt->unstarted > 1 ||
+              (rt->migratable && fib__runq_len(&rt->runq) > 1))) {
+    return 0; /* to offer */
+  }
+  rt->until_loop = FIB__GROUP_TURNS;
+  return 1;
 }
 
 /* ---- idle */

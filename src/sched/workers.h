@@ -64,10 +64,12 @@
  * threads: its owner's timer, a canceller, the child it joins. Exactly one
  * wins: a parked fiber's `claim` word is FIB__CLAIM_ANY (a completer, a
  * deadline or a cancel may wake it) or FIB__CLAIM_COMPLETE (only a
- * completer: an uncancellable park), armed by the fiber itself before it
- * can be found by a waker on another thread (before it sets a joiner slot)
- * and before it checks for a cancel; a waker takes it with a CAS to
- * FIB__CLAIM_NONE and only the winner readies the fiber. A loser leaves it
+ * completer: an uncancellable park), or FIB__CLAIM_JOIN in fib_join
+ * (its claim is then its child's join word, below), armed by the fiber
+ * itself before it can be found by a waker on another thread (before it
+ * sets a joiner slot) and before it checks for a cancel; a waker takes it
+ * with a CAS to FIB__CLAIM_NONE (or of the join word) and only the
+ * winner readies the fiber. A loser leaves it
  * alone: the winner's wake-up is on its way (a timer that loses is simply
  * dropped). The cancel check is a Dekker pair: the fiber stores its claim
  * then loads `cancelled`; fib_cancel stores `cancelled` then CASes the
@@ -75,8 +77,8 @@
  * other, and the CAS decides who acts.
  *
  * Sleep and wake-up of a worker. A worker with nothing to run announces
- * itself idle (group->idle, which busy workers read, relaxed, in their
- * loop, at least every FIB__GROUP_TURNS hand-offs, to decide whether to
+ * itself idle (group->idle, which busy workers read, relaxed, at least
+ * every FIB__GROUP_TURNS hand-offs (fib__group_turn), to decide whether to
  * offer fibers), spins a little looking for work, then announces how it
  * is about to sleep in `parked` (FIB__PARKED_*, below), looks once more
  * at its inbox and at every offer list, and only then sleeps, until its
@@ -113,21 +115,33 @@
  * The join word. In a multi-worker runtime a fiber's `joiner` field is a
  * word that its joiner, fib_detach and its own finish meet in, each with
  * one compare-and-swap, without a lock (FIB__JOIN_*, below): NULL (it
- * runs, nobody waits), a joiner (parked on it, its claim armed before it
- * wrote itself there), DETACHED, BUSY (finishing: its finisher holds the
- * joiner's address and is claiming it), DONE (finished, joinable) or
- * GONE (collected, or being collected by its joiner: lookups find
- * nothing). The finisher moves NULL to DONE, or a joiner to BUSY, then
- * claims and wakes the joiner and stores GONE (DONE if the joiner's
- * deadline or cancel won the claim: it stays joinable): that store is its
- * last touch of the record, and every reader that would free the record
- * or leave the join (a joiner woken, or back from a deadline or cancel)
- * waits while it reads BUSY, a few instructions' time. Whoever collects a
- * DONE record (a later join, a detach) first takes it to GONE with a CAS,
- * so of two that find it DONE one does. A joiner writes itself in, and
- * fib_detach writes DETACHED, after a lookup that keeps the record from
- * being freed under them (Ids, below); the finisher needs no lock (a
- * detached one collects its own record).
+ * runs, nobody waits), a joiner (parked on it), DETACHED, DONE (finished,
+ * joinable) or GONE (collected, or being collected by its joiner: lookups
+ * find nothing). A joiner parked on it has no claim of its own: its
+ * `claim` says FIB__CLAIM_JOIN and `joining` names the fiber it joins,
+ * whose join word is its claim: whoever moves the word from the joiner's
+ * address to something else is its one waker. The finisher moves NULL to
+ * DONE, or the joiner to GONE (one compare-and-swap: the joiner is then
+ * parked and ours, and the finisher touches the record no more); the
+ * joiner's deadline or a cancel moves it back to NULL (fib__join_take:
+ * the child goes on, joinable) and wakes the joiner with its reason.
+ * Whoever collects a DONE record (a later join, a detach) first takes it
+ * to GONE with a CAS, so of two that find it DONE one does. A joiner
+ * writes itself in, and fib_detach writes DETACHED, after a lookup that
+ * keeps the record from being freed under them (Ids, below); the finisher
+ * needs no lock (a detached one collects its own record).
+ *
+ * Whoever takes a joiner out of the word (fib__join_take) reads the
+ * joiner's `joining` and compare-and-swaps the word of the record it
+ * names. That record may have been collected and reused meanwhile
+ * (finding the joiner's address there means it joins that record's new
+ * fiber now: taking it out is then the right cancel), but not freed:
+ * fib__join_take holds the group's lock from its read to its CAS and
+ * clears `joining` when it wins, the joiner clears it when its join ends
+ * (before it collects the record it joined), and a worker gives spare
+ * records beyond a cap back to malloc only under that lock
+ * (fib__group_flush). Every store into a join word is atomic (spawn's
+ * too).
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
@@ -136,11 +150,12 @@
  * post possible (posted), while fibers remain (the census under
  * group->lock); the last to fall asleep ends the run with FIB_EDEADLK.
  *
- * Ids: worker k hands out ids whose low words are k + 1, k + 1 + n,
- * k + 1 + 2n, ... (its map's slots 0, 1, 2, ..., each with a generation
- * in the high word: idmap.h) from its own id map, so the worker whose map
- * holds an id (its home) is (low word - 1) % n, found without a lock and
- * without a shared counter. Only the home's thread writes its map: it
+ * Ids: worker k hands out ids whose low words are k + 1, k + 1 + s,
+ * k + 1 + 2s, ... (s the power of two at or above n; its map's slots 0,
+ * 1, 2, ..., each with a generation in the high word: idmap.h) from its
+ * own id map, so the worker whose map holds an id (its home) is
+ * (low word - 1) & (s - 1), found without a lock and without a shared
+ * counter. Only the home's thread writes its map: it
  * puts without a lock (a spawn), and grows the table and forgets ids
  * under its ids_lock; other workers look up in it under that lock. So
  * the home looks up its own ids without the lock (nobody else changes
@@ -163,16 +178,18 @@
 
 /* fiber->claim */
 enum {
-  FIB__CLAIM_NONE = 0,    /* not parked, or its waker is chosen */
-  FIB__CLAIM_ANY = 1,     /* parked: completer, deadline or cancel */
-  FIB__CLAIM_COMPLETE = 2 /* parked uncancellably: its completer only */
+  FIB__CLAIM_NONE = 0,     /* not parked, or its waker is chosen */
+  FIB__CLAIM_ANY = 1,      /* parked: completer, deadline or cancel */
+  FIB__CLAIM_COMPLETE = 2, /* parked uncancellably: its completer only */
+  FIB__CLAIM_JOIN = 3      /* in fib_join: the claim is the join word of
+                              `joining` (the join word, above); stays so
+                              after the join, until the next park arms */
 };
 
 /* fiber->joiner in a multi-worker runtime: the join word (above); else a
  * joiner's address or NULL. Tags below any record's address. */
 #define FIB__JOIN_DONE ((struct fib__fiber *)1)
 #define FIB__JOIN_DETACHED ((struct fib__fiber *)2)
-#define FIB__JOIN_BUSY ((struct fib__fiber *)3)
 #define FIB__JOIN_GONE ((struct fib__fiber *)4) /* collected: the record
                                     waits in its home's dead list, looked
                                     up as if it were not there */
@@ -180,27 +197,34 @@ enum {
 /* How many collected records a worker keeps before it forgets them. */
 #define FIB__DEAD_BATCH 8u
 
-/* f, FINISHED and now nobody's (joined, or detached), whose id's home
- * is `home`, is collected by a thread whose worker is `here` (NULL: none
- * of the group's): GONE, then to its home, which forgets its id and
- * reuses the record at its next flush. */
-void fib__group_collect(struct fib_runtime *home,
-                        const struct fib_runtime *here, struct fib__fiber *f);
+/* A worker's spare records (fiber.h) past which its flush gives all but
+ * FIB__SPARE_MAX back to malloc, under the group's lock (the join word,
+ * above): rarely, and in one batch. */
+#define FIB__GROUP_SPARE_TRIM (4 * FIB__SPARE_MAX)
 
 /* Forget the ids of the records collected for rt and keep the records
  * (rt's thread). */
 void fib__group_flush(struct fib_runtime *rt);
 
-/* Wait while f's finisher is claiming its joiner (FIB__JOIN_BUSY), then
- * return the word. acquire: pairs with the finisher's release stores, so
- * its result and its last touch of the record happened before. */
-static inline struct fib__fiber *fib__join_settled(struct fib__fiber *f) {
-  struct fib__fiber *w;
-  for (unsigned spins = 0; (w = __atomic_load_n(&f->joiner,
-                                                __ATOMIC_ACQUIRE)) ==
-                           FIB__JOIN_BUSY;)
-    fib__spin_step(++spins); /* long only if the finisher was preempted */
-  return w;
+/* fib__group_collect for a home that is not the caller's worker. */
+void fib__group_collect_far(struct fib_runtime *home, struct fib__fiber *f);
+
+/* f, FINISHED and now nobody's (joined, or detached), whose join word
+ * the caller has made GONE, and whose id's home is `home`, is collected
+ * by a thread whose worker is `here` (NULL: none of the group's): to its
+ * home, which forgets its id and reuses the record at its next flush.
+ * The home's own half inline: on every join. */
+static inline void fib__group_collect(struct fib_runtime *home,
+                                      const struct fib_runtime *here,
+                                      struct fib__fiber *f) {
+  if (home != here) {
+    fib__group_collect_far(home, f);
+    return;
+  }
+  f->runq.next = (struct fib__runq_node *)(void *)home->dead;
+  home->dead = f;
+  if (++home->dead_count >= FIB__DEAD_BATCH)
+    fib__group_flush(home);
 }
 
 /* fib_runtime.parked: whether and how a worker (or a runtime that has
@@ -232,29 +256,32 @@ enum {
 
 struct fib__group {
   unsigned n;             /* workers */
-  uint64_t mod_magic;     /* UINT64_MAX / n + 1: fib__id_home's remainder */
-  struct fib_runtime **w; /* w[0] is the handle; each its own record */
+  uint32_t home_mask;     /* the ids' stride (a power of two >= n) - 1 */
+  struct fib_runtime **w; /* w[0] is the handle; each its own record;
+                             then up to home_mask + 1 entries, all w[0]:
+                             the home of an id that names no worker */
   pthread_t *threads;     /* w[1..n-1]'s threads during a run */
   int (*worker_main)(struct fib_runtime *w); /* what they run (sched.c):
                              enter, loop, leave; 0 or why it could not */
   unsigned idle;          /* workers looking for work or asleep (atomic) */
   int over;               /* the run has ended (atomic) */
-  pthread_mutex_t lock;   /* guards what follows */
+  pthread_mutex_t lock;   /* guards what follows; also held by
+                             fib__join_take from its read of a joiner's
+                             `joining` to its CAS of that record's join
+                             word, and by a worker that frees spare
+                             records (fib__group_flush) */
   unsigned blocked;       /* asleep with no deadline and no I/O */
   int result;             /* the run's result, once over */
 };
 
-/* The worker whose id map holds `id` (see Ids above). The remainder by
- * a multiplication (Lemire's fastmod: exact for every 32-bit dividend),
- * not a division, which costs tens of cycles on every join. */
+/* The worker whose id map holds `id` (see Ids above): a mask, as the
+ * stride is a power of two (no division or multiplication on every
+ * join). An id whose low bits name no worker (a stride above n) goes to
+ * w[0], whose map does not hold it: the lookup finds nothing. */
 static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
                                                fib_id id) {
   const struct fib__group *g = rt->group;
-  uint64_t low = g->mod_magic * (uint32_t)((uint32_t)id - 1u);
-  /* the high word of low * n, in two halves (n < 2^32: neither
-   * overflows) */
-  uint64_t mid = (low >> 32) * g->n + (((low & 0xffffffffu) * g->n) >> 32);
-  return g->w[(unsigned)(mid >> 32)];
+  return g->w[((uint32_t)id - 1u) & g->home_mask];
 }
 
 /* How many multi-worker runtimes exist (atomic): primitives initialised
@@ -312,11 +339,47 @@ int fib__group_force_env(void);
  * queue, and offer fibers if a worker is idle. */
 void fib__group_tend(struct fib_runtime *rt);
 
+/* A hand-off between rt's fibers has used up the turns it may make
+ * without going back to its loop (rt->until_loop is 0, no timer, no I/O).
+ * If the loop would find nothing to do (nothing in the inbox, placed or
+ * posted, nothing to offer or take back), start the next FIB__GROUP_TURNS
+ * here and return 1: the hand-off goes on directly, without the two
+ * switches through the loop; else 0, go to the loop. The caller is a
+ * fiber about to switch away (the one running may be in the run queue
+ * already): it only looks. */
+int fib__group_turn(struct fib_runtime *rt);
+
+/* fib__group_place's offer: f on rt's offer list, and a sleeper woken. */
+void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f);
+
 /* A fiber was spawned on rt (its owner), from one of its fibers when
  * `inside`: queue it, on the offer list if a worker is idle and f may
- * move, else as with one worker. */
-void fib__group_place(struct fib_runtime *rt, struct fib__fiber *f,
-                      int inside);
+ * move, else as with one worker. Inline: on every spawn. */
+static inline void fib__group_place(struct fib_runtime *rt,
+                                    struct fib__fiber *f, int inside) {
+  if (!f->pinned && !rt->unstarted &&
+      __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
+    /* Someone is idle and rt has no older fiber it could take instead:
+     * help-first, the child goes where it can be taken. With older ones
+     * queued (a tree: the siblings of every fiber on the path from the
+     * root), the child goes first here and the loop offers the oldest
+     * (fib__group_tend, extract_oldest), which are the bigger pieces. */
+    fib__group_offer_new(rt, f);
+    return;
+  }
+  /* adopt's counts (workers.c), for a fiber that has not started (and
+   * whose flags, just stored byte by byte, are not loaded as one word: a
+   * store-forward stall on every spawn) */
+  rt->owned++;
+  if (!f->pinned)
+    rt->unstarted++;
+  if (f->migratable)
+    rt->migratable++;
+  if (inside)
+    fib__runq_push_front(&rt->runq, &f->runq);
+  else
+    fib__runq_push(&rt->runq, &f->runq);
+}
 
 /* ---- any runtime that may be woken from another thread (post.c) */
 
@@ -368,18 +431,34 @@ static inline void fib__claim_arm(struct fib__fiber *self, int how) {
   (void)__atomic_exchange_n(&self->claim, how, __ATOMIC_SEQ_CST);
 }
 
+/* f, a fiber of group g, waits in fib_join (FIB__CLAIM_JOIN): take it
+ * out of the join word of the fiber it joins, for its deadline, a cancel
+ * or its own cancel check (the join word, above). 1: we did, and are its
+ * one waker; 0: its finisher or another waker was first, or it is not in
+ * a join now (a stale claim). Under g's lock (workers.c): rare, and it
+ * keeps the record named by `joining` from being freed meanwhile. */
+int fib__join_take(struct fib__group *g, struct fib__fiber *f);
+
 /* Try to become f's one waker: `any` is 1 for a completer (which may wake
- * an uncancellable park), 0 for a deadline or a cancel. */
+ * an uncancellable park), 0 for a deadline (its owner's thread) or f's
+ * own cancel check, which may read f->rt. A canceller calls
+ * fib__claim_take_cancel. */
 static inline int fib__claim_take(struct fib__fiber *f, int any) {
   int c = FIB__CLAIM_ANY;
   if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
     return 1;
+  if (c == FIB__CLAIM_JOIN) /* its claim is a join word; no completer */
+    return !any && fib__join_take(f->rt->group, f); /* (its finisher) */
   /* acquire: the fiber's park (and what it published before) happened */
   return any && c == FIB__CLAIM_COMPLETE &&
          __atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                      __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
 }
+
+/* fib__claim_take for fib_cancel, from any thread, of f, a fiber of
+ * group g (f->rt may change under it). */
+int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f);
 
 /* Whether a waker could still claim f (a look, for wait queues). */
 static inline int fib__claim_open(const struct fib__fiber *f) {
