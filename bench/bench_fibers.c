@@ -871,18 +871,33 @@ static void bench_mutex(long n) {
  * FAN_STAGES stage fibers each receive from `in`, compute 3v + 1 and send
  * it on `out`; the collector (the runtime's first fiber) receives the n
  * results and sums them. Both channels are shared (initialised once the
- * runtime exists), unbuffered or of FAN_BUF slots. The fibers are spawned
- * the ordinary way, not placed: which worker runs which is the runtime's
- * choice (never-run fibers go to an idle worker), as it is the Go and
- * Boost.Fiber schedulers' in their programs of the same shape; the note
- * says where the stages ran. Verified: the sum, and the count of values
- * every stage passed on.
+ * runtime exists), unbuffered or of FAN_BUF slots. The producer and the
+ * stages are spawned unplaced and FIB_MIGRATABLE: the goroutines and
+ * Boost.Fiber's fibers of the peers' programs of the same shape are
+ * neither placed nor kept where they first ran (both runtimes move them),
+ * so the row measures what a program of ours written the same way gets:
+ * where the fibers run is the runtime's choice (docs/multicore.md, "The
+ * multi-core rows"). fanout_2w_stay and fanout_2w_buf_stay spawn them
+ * plain instead (a fiber that has run stays on its worker): the cost of a
+ * pipeline whose stages stay where the first steal put them. The note
+ * says how many stages ended on worker 0. Verified: the sum, and the
+ * count of values every stage passed on.
  */
 enum { FAN_STAGES = 4, FAN_BUF = 64 };
 static fib_chan g_fan_in, g_fan_out;
 static long g_fan_n;
 static pthread_t g_main_thread;
 static _Atomic long g_fan_passed, g_fan_on_main;
+static unsigned g_fan_flags;
+
+/* The thread running the caller now, through a call the compiler can
+ * neither inline nor merge: glibc declares pthread_self const, and a
+ * migratable fiber may have moved since an earlier call in its frame. */
+__attribute__((noinline)) static pthread_t fan_thread_now(void) {
+  pthread_t t = pthread_self();
+  __asm__ volatile("" : "+r"(t));
+  return t;
+}
 
 static void *fan_producer(void *arg) {
   (void)arg;
@@ -894,10 +909,6 @@ static void *fan_producer(void *arg) {
 
 static void *fan_stage(void *arg) {
   (void)arg;
-  /* Read before the first wait: a fiber that has run does not move (it is
-   * not FIB_MIGRATABLE), so this is the thread it runs on throughout. */
-  if (pthread_equal(pthread_self(), g_main_thread))
-    g_fan_on_main++;
   long v, passed = 0;
   int err;
   while ((err = fib_chan_recv(&g_fan_in, &v)) == 0) {
@@ -908,15 +919,19 @@ static void *fan_stage(void *arg) {
   if (err != FIB_EPIPE)
     check(err, "fib_chan_recv");
   g_fan_passed += passed;
+  if (pthread_equal(fan_thread_now(), g_main_thread))
+    g_fan_on_main++;
   return NULL;
 }
 
 static void *fan_collector(void *arg) {
   (void)arg;
   fib_id ids[FAN_STAGES + 1];
-  check(fib_spawn(NULL, fan_producer, NULL, NULL, &ids[0]), "fib_spawn");
+  fib_attr attr = {0};
+  attr.flags = g_fan_flags;
+  check(fib_spawn(NULL, fan_producer, NULL, &attr, &ids[0]), "fib_spawn");
   for (int i = 1; i <= FAN_STAGES; i++)
-    check(fib_spawn(NULL, fan_stage, NULL, NULL, &ids[i]), "fib_spawn");
+    check(fib_spawn(NULL, fan_stage, NULL, &attr, &ids[i]), "fib_spawn");
   uint64_t sum = 0;
   for (long i = 0; i < g_fan_n; i++) {
     long v;
@@ -960,16 +975,18 @@ static double run_fanout(long n, size_t cap) {
 }
 
 static void bench_fanout(const char *name, long n) {
-  size_t cap = strcmp(name, "fanout_2w_buf") ? 0 : FAN_BUF;
+  size_t cap = strncmp(name, "fanout_2w_buf", 13) ? 0 : FAN_BUF;
+  int stay = strstr(name, "_stay") != NULL;
+  g_fan_flags = stay ? 0 : FIB_MIGRATABLE;
   g_main_thread = pthread_self();
   (void)run_fanout(n / 10 + 1, cap);
   double t = run_fanout(n, cap);
   char note[200];
   snprintf(note, sizeof note,
            "1 producer -> %d stages -> 1 collector, %s shared channels, "
-           "2 workers; %ld of %d stages ran on worker 0",
-           FAN_STAGES, cap ? "64-slot" : "unbuffered", (long)g_fan_on_main,
-           FAN_STAGES);
+           "2 workers, %s fibers; %ld of %d stages ended on worker 0",
+           FAN_STAGES, cap ? "64-slot" : "unbuffered",
+           stay ? "plain" : "migratable", (long)g_fan_on_main, FAN_STAGES);
   bench_report(name, "fibers", t / (double)n, "ns", n, note);
 }
 
@@ -1170,7 +1187,8 @@ int main(int argc, char **argv) {
       "idle_rss_100k idle_rss_1m idle_rss_compact_1m skynet_1m skynet_1m_2w skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
-      "select4 fanout_2w fanout_2w_buf post_rate post_rate_2w idle_cpu_2w";
+      "select4 fanout_2w fanout_2w_buf fanout_2w_stay fanout_2w_buf_stay "
+      "post_rate post_rate_2w idle_cpu_2w";
   long n;
   const char *b = bench_args(argc, argv, benches, &n);
   if (!b)
@@ -1217,7 +1235,8 @@ int main(int argc, char **argv) {
     bench_chan(b, n);
   else if (!strcmp(b, "mutex_handoff"))
     bench_mutex(n);
-  else if (!strcmp(b, "fanout_2w") || !strcmp(b, "fanout_2w_buf"))
+  else if (!strcmp(b, "fanout_2w") || !strcmp(b, "fanout_2w_buf") ||
+           !strcmp(b, "fanout_2w_stay") || !strcmp(b, "fanout_2w_buf_stay"))
     bench_fanout(b, n);
   else if (!strcmp(b, "post_rate"))
     bench_post_rate(b, n, 1);

@@ -1036,6 +1036,79 @@ TEST(nothing_leaks) {
   CHECK_EQ(allocated_bytes(), before);
 }
 
+/* ---- a fan-out/fan-in pipeline of migratable fibers across workers
+ * (bench_fibers' fanout rows): a producer, four stages and a collector on
+ * two shared channels, unbuffered and buffered, on 2 and 4 workers. The
+ * fibers follow their wakers between workers and idle workers take them:
+ * every value arrives once, transformed once. */
+
+enum { PIPE_STAGES = 4 };
+
+struct pipe {
+  fib_chan in, out;
+  long n;
+  _Atomic long passed;
+  uint64_t sum;
+};
+
+static void *pipe_producer(void *arg) {
+  struct pipe *p = arg;
+  for (long i = 0; i < p->n; i++)
+    CHECK_OK(fib_chan_send(&p->in, &i));
+  CHECK_OK(fib_chan_close(&p->in));
+  return NULL;
+}
+
+static void *pipe_stage(void *arg) {
+  struct pipe *p = arg;
+  long v, passed = 0;
+  int err;
+  while ((err = fib_chan_recv(&p->in, &v)) == 0) {
+    v = 3 * v + 1;
+    CHECK_OK(fib_chan_send(&p->out, &v));
+    passed++;
+  }
+  CHECK_EQ(err, FIB_EPIPE);
+  atomic_fetch_add(&p->passed, passed);
+  return NULL;
+}
+
+static void *pipe_collector(void *arg) {
+  struct pipe *p = arg;
+  fib_attr mig = {0};
+  mig.flags = FIB_MIGRATABLE;
+  fib_id ids[PIPE_STAGES + 1];
+  CHECK_OK(fib_spawn(NULL, pipe_producer, p, &mig, &ids[0]));
+  for (int i = 1; i <= PIPE_STAGES; i++)
+    CHECK_OK(fib_spawn(NULL, pipe_stage, p, &mig, &ids[i]));
+  for (long i = 0; i < p->n; i++) {
+    long v;
+    CHECK_OK(fib_chan_recv(&p->out, &v));
+    p->sum += (uint64_t)v;
+  }
+  for (int i = 0; i <= PIPE_STAGES; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  return NULL;
+}
+
+TEST(a_pipeline_of_migratable_fibers_across_workers) {
+  for (unsigned workers = 2; workers <= 4; workers *= 2)
+    for (size_t cap = 0; cap <= 64; cap += 64) {
+      struct pipe p = {.n = scaled(20000)};
+      fib_runtime *rt = new_workers(workers);
+      CHECK_OK(fib_chan_init(&p.in, sizeof(long), cap));
+      CHECK_OK(fib_chan_init(&p.out, sizeof(long), cap));
+      CHECK_OK(fib_spawn(rt, pipe_collector, &p, NULL, NULL));
+      CHECK_OK(fib_run(rt));
+      uint64_t n = (uint64_t)p.n;
+      CHECK_EQ(p.sum, 3 * (n * (n - 1) / 2) + n);
+      CHECK_EQ(atomic_load(&p.passed), p.n);
+      CHECK_OK(fib_chan_destroy(&p.in));
+      CHECK_OK(fib_chan_destroy(&p.out));
+      CHECK_OK(fib_runtime_destroy(rt));
+    }
+}
+
 TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
                        "counts the sender's steps after three yields: on "
                        "another worker it lags"),
@@ -1070,7 +1143,10 @@ TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
           T(select_send_case_completed_by_a_receiver),
           T(select_cancelled_while_waiting),
           T(select_chooses_uniformly_among_ready_cases),
-          T(stress_thousands_of_fibers), T_ONE_WORKER(misuse_gets_error_codes,
+          T(stress_thousands_of_fibers),
+          T_ONE_WORKER(a_pipeline_of_migratable_fibers_across_workers,
+                       "makes its own runtimes of 2 and 4 workers"),
+          T_ONE_WORKER(misuse_gets_error_codes,
                        "makes no runtime"),
           T_ONE_WORKER(init_fails_cleanly_under_malloc_failure,
                        "makes no runtime"), T(nothing_leaks))

@@ -90,6 +90,162 @@ TEST(posts_from_a_thread_reach_a_runtime_with_workers) {
   posts_from_a_thread(2);
 }
 
+/* ---- posts before a run, more than a turn of the loop spawns at once
+ * (post.c): every one runs in that run, in order on one worker, even
+ * when the first fiber is gone at once and other workers are idle */
+
+static long g_before_ran;
+static long g_before_next;
+static int g_before_bad_order;
+
+static void *counts_in_order(void *arg) {
+  long seq = (long)(uintptr_t)arg;
+  if (__atomic_fetch_add(&g_before_next, 1, __ATOMIC_RELAXED) != seq)
+    __atomic_store_n(&g_before_bad_order, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&g_before_ran, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void *returns_at_once(void *arg) { return arg; }
+
+TEST(posts_made_before_a_run_all_run_in_it) {
+  for (unsigned workers = 1; workers <= 4; workers *= 2) {
+    long n = scaled(5000);
+    g_before_ran = g_before_next = 0;
+    g_before_bad_order = 0;
+    fib_runtime *rt = runtime_with(0, workers);
+    CHECK_OK(fib_spawn(rt, returns_at_once, NULL, NULL, NULL));
+    for (long i = 0; i < n; i++)
+      CHECK_OK(fib_post(rt, counts_in_order, (void *)(uintptr_t)i));
+    CHECK_OK(fib_run(rt));
+    CHECK_EQ(__atomic_load_n(&g_before_ran, __ATOMIC_RELAXED), n);
+    if (workers == 1)
+      CHECK_EQ(g_before_bad_order, 0);
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* ---- posts that wait for later posts: the runtime starts posts a batch
+ * per turn (post.c), and a batch whose fibers all wait must not keep the
+ * post that releases them from starting */
+
+struct gate {
+  fib_sem open;  /* the last post posts it once for every other one */
+  long n;
+  long arrived;
+  long passed;
+};
+
+static void *waits_at_the_gate(void *arg) {
+  struct gate *g = arg;
+  long k = __atomic_add_fetch(&g->arrived, 1, __ATOMIC_RELAXED);
+  if (k == g->n) { /* the last: open for all the others */
+    for (long i = 1; i < g->n; i++)
+      CHECK_OK(fib_sem_post(&g->open));
+  } else {
+    CHECK_OK(fib_sem_wait(&g->open));
+  }
+  __atomic_fetch_add(&g->passed, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+TEST(posts_that_wait_for_later_posts_do_not_hang) {
+  for (unsigned workers = 1; workers <= 2; workers++) {
+    struct gate g = {.n = scaled(2000)};
+    fib_runtime *rt = runtime_with(FIB_ACCEPT_POSTS, workers);
+    CHECK_OK(fib_sem_init(&g.open, 0));
+    CHECK_OK(fib_spawn(rt, returns_at_once, NULL, NULL, NULL));
+    for (long i = 0; i < g.n; i++)
+      CHECK_OK(fib_post(rt, waits_at_the_gate, &g));
+    CHECK_OK(fib_run(rt));
+    CHECK_EQ(g.arrived, g.n);
+    CHECK_EQ(g.passed, g.n);
+    CHECK_OK(fib_sem_destroy(&g.open));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
+/* ---- several plain threads posting at once: every post runs once, and
+ * on one worker each thread's posts run in the order it made them */
+
+enum { POSTERS = 3 };
+
+struct poster {
+  fib_runtime *rt;
+  long count;
+  long next;     /* the next sequence number expected from this poster */
+  int bad_order;
+  long *total;   /* posts run, all posters */
+  fib_sem *sem;  /* posted once per post run */
+};
+
+struct post_of {
+  struct poster *p;
+  long seq;
+};
+
+static void *runs_one_of(void *arg) {
+  struct post_of *o = arg;
+  if (__atomic_fetch_add(&o->p->next, 1, __ATOMIC_RELAXED) != o->seq)
+    __atomic_store_n(&o->p->bad_order, 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(o->p->total, 1, __ATOMIC_RELAXED);
+  CHECK_OK(fib_sem_post(o->p->sem));
+  return NULL;
+}
+
+static void *posts_its_share(void *arg) {
+  struct poster *p = arg;
+  struct post_of *items = calloc((size_t)p->count, sizeof *items);
+  CHECK(items != NULL);
+  for (long i = 0; i < p->count; i++) {
+    items[i].p = p;
+    items[i].seq = i;
+    CHECK_OK(fib_post(p->rt, runs_one_of, &items[i]));
+  }
+  return items; /* freed by the test once the runtime is done */
+}
+
+struct sem_count {
+  fib_sem *sem;
+  long count;
+};
+
+static void *waits_for_count(void *arg) {
+  struct sem_count *w = arg;
+  for (long i = 0; i < w->count; i++)
+    CHECK_OK(fib_sem_wait(w->sem));
+  return NULL;
+}
+
+TEST(posts_from_several_threads_all_run_once) {
+  for (unsigned workers = 1; workers <= 4; workers *= 2) {
+    fib_runtime *rt = runtime_with(FIB_ACCEPT_POSTS, workers);
+    fib_sem sem;
+    CHECK_OK(fib_sem_init(&sem, 0));
+    long total = 0, each = scaled(4000);
+    struct poster ps[POSTERS];
+    for (int i = 0; i < POSTERS; i++)
+      ps[i] = (struct poster){rt, each, 0, 0, &total, &sem};
+    struct sem_count all = {&sem, POSTERS * each};
+    CHECK_OK(fib_spawn(rt, waits_for_count, &all, NULL, NULL));
+    pthread_t t[POSTERS];
+    for (int i = 0; i < POSTERS; i++)
+      CHECK_OK(pthread_create(&t[i], NULL, posts_its_share, &ps[i]));
+    CHECK_OK(fib_run(rt));
+    for (int i = 0; i < POSTERS; i++) {
+      void *items;
+      CHECK_OK(pthread_join(t[i], &items));
+      free(items);
+      CHECK_EQ(ps[i].next, each);
+      if (workers == 1)
+        CHECK_EQ(ps[i].bad_order, 0);
+    }
+    CHECK_EQ(total, POSTERS * each);
+    CHECK_OK(fib_sem_destroy(&sem));
+    CHECK_OK(fib_runtime_destroy(rt));
+  }
+}
+
 /* ---- fib_call from a plain thread */
 
 static void *triple(void *arg) { return (void *)((uintptr_t)arg * 3); }
@@ -385,6 +541,9 @@ TEST(destroy_waits_for_a_wake_up_still_under_way) {
 
 TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(posts_from_a_thread_reach_a_runtime_with_workers),
+          T(posts_made_before_a_run_all_run_in_it),
+          T(posts_that_wait_for_later_posts_do_not_hang),
+          T(posts_from_several_threads_all_run_once),
           T(call_from_a_plain_thread_returns_the_result),
           T(calls_between_runtimes_on_two_threads),
           T(a_fiber_may_call_into_its_own_runtime),

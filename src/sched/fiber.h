@@ -293,8 +293,9 @@ struct fib_runtime {
                                     (atomic: inbox.h's stack) */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
   struct fib__runq_node *posts;      /* posted calls (inbox.h's stack) */
-  struct fib__runq_node *posts_held; /* taken but not yet spawned (no memory
-                                    then), oldest first; its own thread's */
+  struct fib__runq_node *posts_held; /* taken but not yet spawned (beyond
+                                    a turn's batch, or no memory then),
+                                    oldest first; its own thread's */
   int posted;                    /* set for good once a call was posted to
                                     it, or one of its fibers waits for a
                                     reply, or another thread pushed onto

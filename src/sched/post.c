@@ -30,11 +30,18 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* A plain thread's fib_call: its reply's `done` (atomic; its futex
+ * word). */
+enum {
+  REPLY_WAITING = 0, /* the caller has not yet said it sleeps */
+  REPLY_DONE = 1,    /* result is set */
+  REPLY_ASLEEP = 2   /* the caller sleeps on the word: the replier wakes it */
+};
+
 /* fib_call's reply, on its caller's stack. */
 struct fib__reply {
   void *result;
-  int done;                  /* plain-thread caller: 1 once result is set
-                                (atomic; its futex word) */
+  int done;                  /* plain-thread caller: REPLY_* */
   struct fib__fiber *waiter; /* fiber caller, parked with its claim armed */
 };
 
@@ -52,8 +59,14 @@ static struct fib_runtime *post_target(struct fib_runtime *rt) {
 
 static void push_post(struct fib_runtime *rt, struct fib__post *p) {
   /* The flag first: a sleeper that reads it as 0 has not yet chosen how
-   * to sleep (workers.h: seq_cst, the sleeper's half looks again). */
-  __atomic_store_n(&rt->posted, 1, __ATOMIC_SEQ_CST);
+   * to sleep (workers.h: seq_cst, the sleeper's half looks again). Set
+   * for good, so stored only by the first post (as inbox_push does in
+   * workers.c): a store at every post was a locked instruction on a line
+   * the runtime's loop reads at every turn, taken back at every post. A
+   * relaxed look is enough: seeing 1, the store that made it was some
+   * earlier poster's, which its own push and wake-up followed. */
+  if (!__atomic_load_n(&rt->posted, __ATOMIC_RELAXED))
+    __atomic_store_n(&rt->posted, 1, __ATOMIC_SEQ_CST);
   fib__waker_enter(rt);
   fib__inbox_push(&rt->posts, &p->link);
   fib__runtime_wake(rt);
@@ -75,31 +88,62 @@ static void *post_main(void *arg) {
       fib__group_wake(f, 0, 0);
     return NULL;
   }
-  /* release: the caller reads result after it sees done */
-  __atomic_store_n(&r->done, 1, __ATOMIC_RELEASE);
-  (void)syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+  /* release: the caller reads result after it sees REPLY_DONE; acquire
+   * is not needed (nothing of the caller's is read after). The caller
+   * may return at once and its stack go: FUTEX_WAKE reads nothing at the
+   * address, so waking a dead word is harmless. Only a caller that said
+   * it sleeps is woken (one system call saved per call otherwise). */
+  if (__atomic_exchange_n(&r->done, REPLY_DONE, __ATOMIC_RELEASE) ==
+      REPLY_ASLEEP)
+    (void)syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
   return NULL;
 }
 
+/* How many posts a turn of the loop spawns fibers for. The rest wait for
+ * the next turn, which comes once these have run (or every
+ * FIB__GROUP_TURNS hand-offs): so a burst of posts has a few dozen fibers
+ * alive at once, whose stacks go back to the pool and come out again
+ * warm, instead of one fresh stack per post of the burst (thousands,
+ * whose pages were populated and given back batch after batch). Posts
+ * that wait for later ones cannot hang: every turn starts more. */
+#define POST_BATCH 32
+
 void fib__post_take(struct fib_runtime *rt) {
-  /* The ones held back last time first, then the new ones, oldest first. */
-  struct fib__runq_node *fifo = rt->posts_held, **end = &fifo;
-  rt->posts_held = NULL;
-  while (*end)
-    end = &(*end)->next;
-  *end = fib__inbox_take(&rt->posts);
+  /* The ones held back first (all older than any still on the stack);
+   * the stack is taken only once they are gone, so each node is walked
+   * once on the way in. */
+  struct fib__runq_node *fifo = rt->posts_held;
+  if (!fifo) {
+    fifo = fib__inbox_take(&rt->posts);
+    if (!fifo)
+      return;
+    if (rt->group) {
+      /* Each post counts as spawned from now on (its fiber's own count
+       * replaces it below), so that no idle worker finds every fiber
+       * finished and ends the run while posts wait here for a turn.
+       * Release, as every store of the count (workers.h). */
+      size_t m = 0;
+      for (const struct fib__runq_node *n = fifo; n; n = n->next)
+        m++;
+      __atomic_store_n(&rt->spawned, rt->spawned + m, __ATOMIC_RELEASE);
+    }
+  }
   static const fib_attr detached = {.flags = FIB_DETACHED};
-  while (fifo) {
+  size_t started = 0;
+  while (fifo && started < POST_BATCH) {
     /* Read first: once spawned, it may run on another worker and go. */
     struct fib__runq_node *next = fifo->next;
-    if (fib_spawn(rt, post_main, fifo, &detached, NULL) != 0) {
-      /* No memory now: hold the rest back for a later turn (the sleep is
-       * short while any are held). Nothing is lost, the order is kept. */
-      rt->posts_held = fifo;
-      return;
-    }
+    /* On failure (no memory now) the rest wait for a later turn (the
+     * sleep is short while any are held). Nothing is lost, the order is
+     * kept. */
+    if (fib_spawn(rt, post_main, fifo, &detached, NULL) != 0)
+      break;
+    started++;
     fifo = next;
   }
+  rt->posts_held = fifo;
+  if (rt->group && started) /* each spawn counted its fiber again */
+    __atomic_store_n(&rt->spawned, rt->spawned - started, __ATOMIC_RELEASE);
 }
 
 int fib_post(fib_runtime *rt, fib_fn fn, void *arg) {
@@ -135,9 +179,19 @@ int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result) {
     fib__fiber_park_nocancel_armed(self);
   } else {
     push_post(post_target(rt), p);
-    while (!__atomic_load_n(&r.done, __ATOMIC_ACQUIRE))
-      (void)syscall(SYS_futex, &r.done, FUTEX_WAIT_PRIVATE, 0, NULL, NULL,
-                    0);
+    /* Say we sleep: a CAS, so that either the replier's exchange finds
+     * REPLY_ASLEEP and wakes us, or we find REPLY_DONE here (acquire,
+     * here and below: the replier's result is then visible). No spin
+     * first: on this 2-vCPU guest a caller that spun (1 to 1,000 looks,
+     * pauses or sched_yield) made call_rtt no faster and call_rtt_io
+     * 1.3-3x slower (the runtime, woken on the caller's CPU, waited for
+     * the spin to give it away). */
+    int seen = REPLY_WAITING;
+    if (__atomic_compare_exchange_n(&r.done, &seen, REPLY_ASLEEP, 0,
+                                    __ATOMIC_ACQUIRE, __ATOMIC_ACQUIRE))
+      while (__atomic_load_n(&r.done, __ATOMIC_ACQUIRE) != REPLY_DONE)
+        (void)syscall(SYS_futex, &r.done, FUTEX_WAIT_PRIVATE, REPLY_ASLEEP,
+                      NULL, NULL, 0);
   }
   if (result)
     *result = r.result;

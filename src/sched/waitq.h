@@ -340,6 +340,24 @@ static inline void fib__wake_claimed(struct fib__fiber *f, int front) {
   fib__group_wake(f, 0, front); /* its runtime's queue, or inbox if remote */
 }
 
+/* Shared mode: complete the node fib__waitq_claim returned (q's head)
+ * but for the wake-up, which the caller makes with fib__wake_claimed,
+ * after it has released the primitive's lock if it likes: having won
+ * the claim, it is the fiber's one waker, whenever it wakes it (a
+ * deadline or cancel that fires meanwhile loses the claim and leaves the
+ * fiber alone), and a wake-up that crosses workers (an inbox push, maybe
+ * a system call) is then no longer done with the lock held. Returns the
+ * fiber. */
+static inline struct fib__fiber *fib__waitq_complete_claimed(
+    struct fib__waitq *q, int result) {
+  struct fib__wnode *n = q->head;
+  struct fib__fiber *f = n->fiber; /* n is on its stack: read it first */
+  n->wait->fired = n->idx;
+  n->wait->result = result;
+  fib__waitq_shift(q);
+  return f;
+}
+
 /* Complete the node fib__waitq_claim returned (q's head), its fiber
  * readied at the back, or at the front with `front`. */
 static inline void fib__waitq_complete_at(struct fib__waitq *q, int result,
@@ -348,12 +366,7 @@ static inline void fib__waitq_complete_at(struct fib__waitq *q, int result,
     fib__waitq_complete_first_at(q, result, front);
     return;
   }
-  struct fib__wnode *n = q->head;
-  struct fib__fiber *f = n->fiber; /* n is on its stack: read it first */
-  n->wait->fired = n->idx;
-  n->wait->result = result;
-  fib__waitq_shift(q);
-  fib__wake_claimed(f, front);
+  fib__wake_claimed(fib__waitq_complete_claimed(q, result), front);
 }
 
 static inline void fib__waitq_complete(struct fib__waitq *q, int result,

@@ -209,18 +209,30 @@ static ALWAYS_INLINE int recv_ready(struct chan *c, int shared) {
 /* try_send / try_recv: 0 or FIB_EPIPE if the operation is done, or this
  * (not an error code: positive) if it would have to wait. Forced inline:
  * each is used by its call's slow half and by select, and a call here
- * would cost a frame on every hand-off. */
+ * would cost a frame on every hand-off. In shared mode a waiter it
+ * completes is left in *wake, for the caller to wake (fib__wake_claimed,
+ * at the front: it runs next) once it has released the channel's lock;
+ * `wake` is NULL in local mode, which wakes it at once. */
 #define WOULD_WAIT 1
 
+/* Complete q's head node, claimed by fib__waitq_claim: see try_send. */
+static ALWAYS_INLINE void complete_head(struct fib__waitq *q, int shared,
+                                        struct fib__fiber **wake) {
+  if (shared)
+    *wake = fib__waitq_complete_claimed(q, 0);
+  else
+    fib__waitq_complete_at(q, 0, 0, 1);
+}
+
 static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
-                                  int shared) {
+                                  int shared, struct fib__fiber **wake) {
   if (c->closed)
     return FIB_EPIPE;
   struct fib__wnode *n = fib__waitq_claim(&c->recvq, shared);
   if (n) { /* the buffer is empty: hand the value over; it runs next */
     if (n->elem)
       copy(n->elem, elem, c->elem_size);
-    fib__waitq_complete_at(&c->recvq, 0, shared, 1);
+    complete_head(&c->recvq, shared, wake);
     return 0;
   }
   if (c->count < c->cap) {
@@ -230,14 +242,15 @@ static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
   return WOULD_WAIT;
 }
 
-static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
+static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared,
+                                  struct fib__fiber **wake) {
   struct fib__wnode *n;
   if (c->count) {
     ring_take(c, out);
     n = fib__waitq_claim(&c->sendq, shared);
     if (n) { /* a slot is free: the longest waiter's value goes in */
       ring_put(c, n->elem);
-      fib__waitq_complete_at(&c->sendq, 0, shared, 1);
+      complete_head(&c->sendq, shared, wake);
     }
     return 0;
   }
@@ -245,7 +258,7 @@ static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared) {
   if (n) { /* unbuffered: take it from the sender */
     if (out)
       copy(out, n->elem, c->elem_size);
-    fib__waitq_complete_at(&c->sendq, 0, shared, 1);
+    complete_head(&c->sendq, shared, wake);
     return 0;
   }
   return c->closed ? FIB_EPIPE : WOULD_WAIT;
@@ -286,7 +299,7 @@ static __attribute__((noinline)) int send_slow(struct chan *c,
                                                struct fib__fiber *self,
                                                const void *elem,
                                                uint64_t deadline_ns) {
-  int err = try_send(c, elem, 0);
+  int err = try_send(c, elem, 0, NULL);
   if (err != WOULD_WAIT)
     return err;
   return send_wait(c, self, elem, deadline_ns);
@@ -306,9 +319,12 @@ static SHARED_PATH int send_shared(struct chan *c, const void *elem,
   if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
   lock_in(c, 1);
-  err = try_send(c, elem, 1);
+  struct fib__fiber *wake = NULL;
+  err = try_send(c, elem, 1, &wake);
   if (err != WOULD_WAIT) {
     unlock_in(c, 1);
+    if (wake)
+      fib__wake_claimed(wake, 1);
     return err;
   }
   if (!self) /* unlocks */
@@ -384,7 +400,7 @@ static __attribute__((noinline)) int recv_slow(struct chan *c,
                                                struct fib__fiber *self,
                                                void *out,
                                                uint64_t deadline_ns) {
-  int err = try_recv(c, out, 0);
+  int err = try_recv(c, out, 0, NULL);
   if (err != WOULD_WAIT)
     return err;
   return recv_wait(c, self, out, deadline_ns);
@@ -398,9 +414,12 @@ static SHARED_PATH int recv_shared(struct chan *c, void *out,
   if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
   lock_in(c, 1);
-  err = try_recv(c, out, 1);
+  struct fib__fiber *wake = NULL;
+  err = try_recv(c, out, 1, &wake);
   if (err != WOULD_WAIT) {
     unlock_in(c, 1);
+    if (wake)
+      fib__wake_claimed(wake, 1);
     return err;
   }
   if (!self) /* unlocks */
@@ -578,6 +597,7 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
     }
   }
   int result = 0;
+  struct fib__fiber *wake = NULL; /* woken once the locks are released */
   chan_set_lock(&set);
   for (;;) {
     size_t chosen = choose_ready(cases, n, 1);
@@ -587,8 +607,8 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
     struct chan *c = fib__live(k->chan, FIB__SHARED_MAGIC(CHAN_MAGIC));
     /* A peer seen ready may have timed out since (its claim lost): then
      * the case was not ready after all; look again. */
-    err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem, 1)
-                                   : try_recv(c, k->elem, 1);
+    err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem, 1, &wake)
+                                   : try_recv(c, k->elem, 1, &wake);
     if (err != WOULD_WAIT) {
       k->err = err;
       result = (int)chosen;
@@ -631,6 +651,8 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
   goto out;
 done:
   chan_set_unlock(&set);
+  if (wake)
+    fib__wake_claimed(wake, 1);
 out:
   if (nodes != on_stack)
     fib__sys_free(nodes);
@@ -688,8 +710,8 @@ int fib_select_until(fib_select_case *cases, size_t n, uint64_t deadline_ns) {
     fib_select_case *k = &cases[chosen];
     struct chan *c = chan_of(k->chan);
     /* ready: it completes */
-    k->err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem, 0)
-                                      : try_recv(c, k->elem, 0);
+    k->err = k->op == FIB_SELECT_SEND ? try_send(c, k->elem, 0, NULL)
+                                      : try_recv(c, k->elem, 0, NULL);
     return (int)chosen;
   }
   if (def != SIZE_MAX) {
