@@ -61,6 +61,7 @@ else
 fi
 
 tramp='fib(__|[.])ctx_entry_trampoline'
+entry='fib(__|[.])coro_entry'
 check() { # what output
   local what=$1 out=$2
   # the listing: one line per fiber
@@ -96,8 +97,8 @@ check() { # what output
       on && /^#/ { print $4 }
       on && !/^#/ { on = 0 }' | tr '\n' ' ')
     echo "---- $what, fiber $1 frames: $frames"
-    if ! [[ $frames =~ ^(.* )?$3\ ($2\ )?(.* )?fiber_main\ fib__coro_entry\ $tramp\ $ ]] &&
-       ! [[ $frames =~ ^(.* )?$3\ (.* )?fib__coro_entry\ $tramp\ $ ]]; then
+    if ! [[ $frames =~ ^(.* )?$3\ ($2\ )?(.* )?fiber_main\ $entry\ $tramp\ $ ]] &&
+       ! [[ $frames =~ ^(.* )?$3\ (.* )?$entry\ $tramp\ $ ]]; then
       echo "FAIL ($what): fiber $1's backtrace does not go $3 ... fib__coro_entry trampoline"
       fail=1
     fi
@@ -129,7 +130,7 @@ check_workers() { # output after the second stop
     on && /^#/ { print $4 }
     on && !/^#/ { on = 0 }' | tr '\n' ' ')
   echo "---- workers, fiber 2 frames: $frames"
-  if ! [[ $frames =~ ^(.* )?zeta_wait\ (.* )?fib__coro_entry\ $tramp\ $ ]]; then
+  if ! [[ $frames =~ ^(.* )?zeta_wait\ (.* )?$entry\ $tramp\ $ ]]; then
     echo "FAIL (workers): zeta's backtrace does not go zeta_wait ... fib__coro_entry trampoline"
     fail=1
   fi
