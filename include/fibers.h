@@ -766,7 +766,7 @@ FIB_API int fib_move_to(unsigned worker);
  * and only counts, in any runtime. A fiber that finishes inside a guard
  * needs no end.
  * Errors: FIB_EPERM (not in a fiber, or inside a coroutine it resumed);
- * begin: FIB_EOVERFLOW (nested UINT_MAX deep); end: FIB_EINVAL (no guard
+ * begin: FIB_EOVERFLOW (nested 65,000 deep); end: FIB_EINVAL (no guard
  * begun).
  */
 FIB_API int fib_nomigrate_begin(void);

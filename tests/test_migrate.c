@@ -9,10 +9,12 @@
 #include "fiber_helpers.h"
 
 #include <fibers.h>
+#include <fibers/io.h>
 
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 /* The forced mode for the runtimes this case creates from now on. */
 static void force(int on) {
@@ -613,6 +615,30 @@ static void *compact_mover(void *arg) {
   return NULL;
 }
 
+/* The guard's depth has a limit (fibers.h: 65,000), and the library's own
+ * guard around an I/O wait still fits beyond it. */
+static void *deep_guard(void *arg) {
+  (void)arg;
+  unsigned depth = 0;
+  int err;
+  while ((err = fib_nomigrate_begin()) == 0)
+    depth++;
+  CHECK_EQ(err, FIB_EOVERFLOW);
+  CHECK_EQ(depth, 65000u);
+  CHECK_OK(fib_sleep_ns(1000)); /* a wait inside the deepest guard */
+  int fds[2];
+  CHECK_EQ(pipe(fds), 0);
+  char c;
+  CHECK_EQ(fib_read_until(fds[0], &c, 1, fib_now_ns() + 1000000),
+           FIB_ETIMEDOUT); /* an I/O wait: the library's guard on top */
+  CHECK_EQ(fib_close(fds[0]), 0);
+  CHECK_EQ(close(fds[1]), 0);
+  while (depth--)
+    CHECK_OK(fib_nomigrate_end());
+  CHECK_EQ(fib_nomigrate_end(), FIB_EINVAL);
+  return NULL;
+}
+
 static void *coro_body(void *arg, void *first) {
   (void)arg;
   (void)first;
@@ -637,6 +663,7 @@ TEST(errors) {
   CHECK_EQ(fib_nomigrate_end(), FIB_EPERM);
   run_main(one_worker_calls, NULL);
   run_main(inside_coroutine, NULL);
+  run_main(deep_guard, NULL);
   fib_attr compact = {0};
   compact.flags = FIB_COMPACT;
   run_main_with(compact_mover, NULL, &compact);

@@ -668,7 +668,7 @@ int fib_move_to(unsigned worker) {
   /* Switch away to the loop (never straight to another fiber, which could
    * hand the CPU back to us here): only once we are off this stack may it
    * publish us to the target (fib__group_send_out). */
-  self->move_to = worker + 1;
+  self->move_to = (unsigned short)(worker + 1);
   self->state = FIB__FIBER_READY;
   self->wake = 0; /* what the loop's resume hands back: our 0 */
   rt->outgoing = self;
@@ -681,7 +681,7 @@ int fib_nomigrate_begin(void) {
   struct fib__fiber *self = fib__fiber_self();
   if (!self)
     return FIB_EPERM;
-  if (self->nomigrate == UINT_MAX)
+  if (self->nomigrate >= FIB__NOMIGRATE_MAX)
     return FIB_EOVERFLOW;
   self->nomigrate++; /* only its owner's thread reads it: no atomics */
   return 0;

@@ -98,6 +98,13 @@ struct fib__hold {
   void (*discard)(struct fib__hold *h);
 };
 
+/* The deepest fib_nomigrate_begin nesting: the library's own guards
+ * (around an I/O wait) go one deeper, and the depth is 16 bits (the record
+ * stays within its malloc size class: idle memory per fiber). */
+#define FIB__NOMIGRATE_MAX 65000u
+_Static_assert(FIB__NOMIGRATE_MAX + 8 <= 0xffffu, "nomigrate headroom");
+_Static_assert(FIB_WORKERS_MAX + 1 <= 0xffffu, "move_to fits");
+
 struct fib__fiber {
   struct fib__runq_node runq; /* link while READY */
   fib_coro *co;               /* its coroutine; NULL once FINISHED */
@@ -108,11 +115,11 @@ struct fib__fiber {
                                  switch into the fiber hands it over, so
                                  it is 0 for a fiber that yielded. Beside
                                  `state`: a ready sets both in one store */
-  int cancelled;              /* fib_cancel was called: blocking calls
+  unsigned char cancelled;    /* fib_cancel was called: blocking calls
                                  return FIB_ECANCELED from now on (read
                                  and written with fib__cancelled /
                                  fib__set_cancelled: another worker may
-                                 set it) */
+                                 set it; a byte: loads and stores only) */
   /* Flags as bytes, side by side (a compact fiber's idle cost counts
    * every 16 bytes of this record): */
   unsigned char detached;     /* nobody will join; free when FINISHED */
@@ -120,6 +127,14 @@ struct fib__fiber {
   unsigned char nocancel;     /* written by every park: 1 while parked by
                                  fib__fiber_park_nocancel (fib_cancel
                                  must not wake it) */
+  unsigned short nomigrate;   /* fib_nomigrate_begin depth: the runtime
+                                 does not move it while non-zero (also held
+                                 by the library around I/O waits, whose
+                                 records are its worker's; the user's depth
+                                 stops at FIB__NOMIGRATE_MAX) */
+  unsigned short move_to;     /* fib_move_to: the worker it asked for,
+                                 plus one, while it goes there; 0 else
+                                 (FIB_WORKERS_MAX + 1 fits) */
   struct fib__fiber *joiner;  /* the fiber blocked in fib_join on us;
                                  with several workers, the join word
                                  (atomic; FIB__JOIN_*, workers.h) */
@@ -160,12 +175,6 @@ struct fib__fiber {
                                  migratable fiber woken by a channel
                                  partner or a finishing child: workers.c,
                                  inbox_drain), else 0 */
-  unsigned nomigrate;         /* fib_nomigrate_begin depth: the runtime
-                                 does not move it while non-zero (also held
-                                 by the library around I/O waits, whose
-                                 records are its worker's) */
-  unsigned move_to;           /* fib_move_to: the worker it asked for,
-                                 plus one, while it goes there; 0 else */
   struct fib__fiber *joining; /* the fiber whose join word holds it while
                                  it waits in fib_join (FIB__CLAIM_JOIN);
                                  NULL otherwise (atomic: its deadline and
@@ -180,7 +189,7 @@ static inline int fib__cancelled(const struct fib__fiber *f) {
   return __atomic_load_n(&f->cancelled, __ATOMIC_RELAXED);
 }
 static inline void fib__set_cancelled(struct fib__fiber *f, int v) {
-  __atomic_store_n(&f->cancelled, v, __ATOMIC_RELAXED);
+  __atomic_store_n(&f->cancelled, (unsigned char)(v != 0), __ATOMIC_RELAXED);
 }
 
 struct fib__group; /* workers.h */
