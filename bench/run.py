@@ -8,7 +8,8 @@ Runs every benchmark for every implementation (ours: "fibers"; peers:
 "go") after a warm-up, then
 --runs times (default 5) interleaved between implementations (the order
 rotates each round), and prints bench / impl / median / min / max and our
-ratio to each peer, then the targets as met / missed. Writes one
+ratio to each peer, then the targets as met / missed (a row compared with
+another of ours runs it back to back in each round: see measure). Writes one
 JSON object per line to <build-dir>/results.jsonl (results-smoke.jsonl with
 --smoke):
 
@@ -410,9 +411,24 @@ class Cell:
                 max(self.values))
 
 
+def self_reference(bench):
+    """The row of ours that SELF_TARGETS compares bench with, or None."""
+    for b, ref, _ in SELF_TARGETS:
+        if b == bench:
+            return ref
+    return None
+
+
 def measure(impls, mode, runs, timeout, only):
+    """Returns (cells, order, paired). paired maps a SELF_TARGETS row to
+    the ratios of its rounds: each round runs the row and its reference
+    back to back (the first of the two alternating), because this host
+    changes speed for seconds to minutes at a time and rows measured
+    minutes apart can sit in different modes."""
     cells = {}  # (bench, impl) -> Cell
     order = []
+    paired = {}  # bench -> [ratio of each round]
+    sizes_of = {b: (full, smoke) for b, _, full, smoke in BENCHES}
     for bench, unit, full, smoke, in BENCHES:
         if only and bench not in only:
             continue
@@ -455,11 +471,23 @@ def measure(impls, mode, runs, timeout, only):
                 n = sizes[name]
                 log("  run %d/%d %-16s %-19s n=%d" % (r + 1, runs, bench,
                                                       name, n))
+                ref = self_reference(bench) if name == "fibers" else None
+                ref_first = ref is not None and r % 2 == 1
+                ref_value = None
+                if ref_first:
+                    ref_value = run_reference(impls[name], ref, sizes_of,
+                                              mode, timeout)
                 recs, err = run_once(impls[name], bench, n, timeout)
+                if ref is not None and not ref_first:
+                    ref_value = run_reference(impls[name], ref, sizes_of,
+                                              mode, timeout)
                 for rec in recs:
                     c = cells.get((rec["bench"], name))
                     if c is not None:
                         c.add(rec)
+                    if rec["bench"] == bench and ref_value:
+                        paired.setdefault(bench, []).append(
+                            float(rec["value"]) / ref_value)
                 if err:
                     if recs:
                         for b in [bench] + EXTRA.get(bench, []):
@@ -468,7 +496,22 @@ def measure(impls, mode, runs, timeout, only):
                         for b in [bench] + EXTRA.get(bench, []):
                             cells[(b, name)].missing = "failed: " + err
         log("  %s: %.1f s" % (bench, time.time() - t0))
-    return cells, order
+    return cells, order, paired
+
+
+def run_reference(impl, ref, sizes_of, mode, timeout):
+    """One run of our row ref, for a round of a SELF_TARGETS row: its
+    figure, or None if it failed (the row's own runs report failures)."""
+    if ref not in sizes_of:
+        return None
+    full, smoke = sizes_of[ref]
+    n = (full if mode == FULL else smoke)["fibers"]
+    log("        %-16s %-19s n=%d (paired)" % (ref, "fibers", n))
+    recs, err = run_once(impl, ref, n, timeout)
+    for rec in recs:
+        if rec["bench"] == ref and not err:
+            return float(rec["value"])
+    return None
 
 
 def fmt(v):
@@ -524,7 +567,7 @@ def print_table(cells, order, mode, out):
     w("\n")
 
 
-def print_targets(cells, mode, out):
+def print_targets(cells, paired, mode, out):
     w = out.write
     w("Targets, and ours against ours (ratios from this run)%s:\n" % (
         "; informational only at smoke sizes" if mode == SMOKE else ""))
@@ -551,14 +594,27 @@ def print_targets(cells, mode, out):
     for bench, ref, limit in SELF_TARGETS:
         ours, other = cells.get((bench, "fibers")), cells.get((ref, "fibers"))
         label = "%-19s <= %.2f x %-19s" % (bench, limit, ref + " (ours)")
-        if not ours or not other:
+        # The verdict is the median of the rounds' paired ratios (see
+        # measure); the ratio of the two rows' medians is shown beside it
+        # when both rows ran.
+        rounds = paired.get(bench, [])
+        apart = None
+        if ours and other and ours.values and other.values:
+            apart = ours.stats()[0] / other.stats()[0]
+        if not ours:
             w("  %s not run\n" % label)
-        elif not ours.values or not other.values:
+            continue
+        if not rounds and apart is None:
             w("  %s NOT MEASURED\n" % label)
-        else:
-            ratio = ours.stats()[0] / other.stats()[0]
-            w("  %s %-6s ratio %.3f\n" % (
-                label, "MET" if ratio <= limit else "MISSED", ratio))
+            continue
+        ratio = statistics.median(rounds) if rounds else apart
+        how = "rows' medians"
+        if rounds:
+            how = "paired in %d rounds" % len(rounds)
+            if apart is not None:
+                how += "; rows' medians %.3f" % apart
+        w("  %s %-6s ratio %.3f (%s)\n" % (
+            label, "MET" if ratio <= limit else "MISSED", ratio, how))
     c = cells.get(("idle_rss_1m", "fibers"))
     if c and c.values:
         med = c.stats()[0]
@@ -742,7 +798,7 @@ def main():
         log("error: our benchmark program is missing; run `make bench-build`")
         return 1
 
-    cells, order = measure(impls, mode, a.runs, timeout, a.only)
+    cells, order, paired = measure(impls, mode, a.runs, timeout, a.only)
 
     cg_rows = []
     if not a.no_callgrind:
@@ -761,7 +817,7 @@ def main():
     print("fibers benchmark suite (%s run, %d runs each after a warm-up, "
           "interleaved)" % (mode, a.runs))
     print_table(cells, order, mode, sys.stdout)
-    print_targets(cells, mode, sys.stdout)
+    print_targets(cells, paired, mode, sys.stdout)
     sanity_fails = sanity_checks(cells, mode, sys.stdout)
     out = os.path.join(a.build_dir, "results.jsonl" if mode == FULL
                        else "results-smoke.jsonl")
