@@ -58,7 +58,13 @@
 #endif
 #if FIB__TSAN
 #include <sanitizer/tsan_interface.h>
+/* Exported by both compilers' TSan runtimes, declared by neither's
+ * header: the calling thread's memory accesses are not recorded between
+ * the two (io.c's close_unrecorded). */
+void __tsan_ignore_thread_begin(void);
+void __tsan_ignore_thread_end(void);
 #endif
+
 
 #if defined(FIB__WITH_VALGRIND) && !defined(FIB__NO_SANITIZER_HOOKS)
 #include <valgrind/valgrind.h>

@@ -310,9 +310,21 @@ static void *deadline_main(void *arg) {
   return NULL;
 }
 
+/* Posted once the cancel has been made: the job below runs until then,
+ * however late the canceller's thread gets a CPU. */
+static sem_t cancel_made;
+
+static void job_until_cancelled(void *arg) {
+  struct slow *s = arg;
+  atomic_fetch_add(&blockers_in, 1);
+  while (sem_wait(&cancel_made) != 0)
+    CHECK_EQ(errno, EINTR);
+  s->value = 42;
+}
+
 static void *cancelled_while_running(void *arg) {
   struct slow *s = arg;
-  CHECK_OK(fib_offload(slow_job, s)); /* the cancel comes mid-job */
+  CHECK_OK(fib_offload(job_until_cancelled, s)); /* the cancel comes mid-job */
   CHECK_EQ(s->value, 42);
   CHECK(fib_cancelled());
   CHECK_EQ(fib_sleep_ns(1), FIB_ECANCELED); /* the next call sees it */
@@ -321,19 +333,22 @@ static void *cancelled_while_running(void *arg) {
 
 static void *cancel_running_main(void *arg) {
   (void)arg;
-  struct slow s = {60, 0};
+  struct slow s = {0, 0}; /* ms unused: the job waits for the cancel */
   atomic_store(&blockers_in, 0);
   fib_id id = spawn(cancelled_while_running, &s);
   while (atomic_load(&blockers_in) == 0)
     CHECK_OK(fib_sleep_ns(1 * MS));
   CHECK_OK(fib_cancel(NULL, id));
+  CHECK_OK(sem_post(&cancel_made));
   CHECK_OK(fib_join(id, NULL));
   return NULL;
 }
 
 TEST(deadline_or_cancel_while_running_waits_for_the_result) {
   run_main(deadline_main, NULL);
+  CHECK_OK(sem_init(&cancel_made, 0, 0));
   run_main(cancel_running_main, NULL);
+  CHECK_OK(sem_destroy(&cancel_made));
 }
 
 /* --------------------------------------------------------- destroy */

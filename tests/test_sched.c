@@ -776,9 +776,10 @@ TEST(sleeper_is_not_starved_by_yielding_fibers) {
 
 /* ---- deadlines and cancellation */
 
-static void *sleep_long_then(void *arg) {
-  (void)arg;
-  CHECK_OK(fib_sleep_ns(30000000));
+/* The target waits for its joiner's word, so it cannot finish before the
+ * join times out, however the threads of several workers are scheduled. */
+static void *wait_for_word_then(void *arg) {
+  CHECK_OK(fib_sem_wait(arg));
   return (void *)77;
 }
 
@@ -786,13 +787,17 @@ static void *join_with_deadline(void *arg) {
   (void)arg;
   fib_id t;
   void *r = NULL;
-  CHECK_OK(fib_spawn(NULL, sleep_long_then, NULL, NULL, &t));
+  fib_sem word;
+  CHECK_OK(fib_sem_init(&word, 0));
+  CHECK_OK(fib_spawn(NULL, wait_for_word_then, &word, NULL, &t));
   uint64_t start = fib_now_ns();
   CHECK_EQ(fib_join_until(t, &r, start + 5000000), FIB_ETIMEDOUT);
   CHECK(fib_now_ns() - start >= 5000000);
   CHECK_PTR_EQ(r, NULL);
+  CHECK_OK(fib_sem_post(&word));
   CHECK_OK(fib_join(t, &r)); /* still joinable */
   CHECK_EQ((intptr_t)r, 77);
+  CHECK_OK(fib_sem_destroy(&word));
   return NULL;
 }
 
@@ -841,15 +846,19 @@ static void *cancel_a_joiner(void *arg) {
   (void)arg;
   fib_id target, joiner;
   void *r;
-  CHECK_OK(fib_spawn(NULL, sleep_long_then, NULL, NULL, &target));
+  fib_sem word; /* the target finishes only after the cancel */
+  CHECK_OK(fib_sem_init(&word, 0));
+  CHECK_OK(fib_spawn(NULL, wait_for_word_then, &word, NULL, &target));
   blocked_joiner_target = target;
   CHECK_OK(fib_spawn(NULL, blocked_joiner, NULL, NULL, &joiner));
   CHECK_OK(fib_yield());
   CHECK_OK(fib_yield());
   CHECK_OK(fib_cancel(NULL, joiner));
   CHECK_OK(fib_join(joiner, NULL));
+  CHECK_OK(fib_sem_post(&word));
   CHECK_OK(fib_join(target, &r)); /* the target was left joinable */
   CHECK_EQ((intptr_t)r, 77);
+  CHECK_OK(fib_sem_destroy(&word));
   return NULL;
 }
 
