@@ -174,7 +174,8 @@ struct fib__fiber {
                                  one if it may follow its waker there (a
                                  migratable fiber woken by a channel
                                  partner or a finishing child: workers.c,
-                                 inbox_drain), else 0 */
+                                 inbox_drain), else 0; kept while it goes
+                                 there, to be run next (take_placed) */
   struct fib__fiber *joining; /* the fiber whose join word holds it while
                                  it waits in fib_join (FIB__CLAIM_JOIN);
                                  NULL otherwise (atomic: its deadline and

@@ -302,7 +302,6 @@ static int inbox_drain(struct fib_runtime *rt) {
     fib__fiber_unpark(f);
     f->wake = reason;
     if (__builtin_expect(to != 0, 0)) {
-      f->wake_to = 0;
       /* Its waker's worker runs it (Go's rule: a goroutine readied by a
        * channel operation runs on the waker's P), so that two fibers
        * that hand values back and forth end up on one worker instead of
@@ -311,11 +310,14 @@ static int inbox_drain(struct fib_runtime *rt) {
        * stack), as fib_move_to moves: a parked fiber never moves, and the
        * waker could not know that the old thread was off its stack yet.
        * Not inside a guard, nor in the forced mode (which moves fibers by
-       * its own rule). */
+       * its own rule). wake_to stays set on the way: take_placed puts the
+       * fiber at the front there, as its waker would have, where it is
+       * not offered back (offer_due). */
       if (!f->nomigrate && !rt->force_migrate) {
         move_fiber(rt, f, rt->group->w[to - 1]);
         continue;
       }
+      f->wake_to = 0;
     }
     fib__runq_push(&rt->runq, &f->runq);
   }
@@ -504,13 +506,38 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
 
 /* Whether f may be offered: it has never run and is not pinned, or it
  * has run, is migratable and not inside fib_nomigrate_begin (nor an I/O
- * wait, which holds the same guard). */
-static int movable(const struct fib__runq_node *n, void *unused) {
-  (void)unused;
+ * wait, which holds the same guard), and `started` (non-NULL) says that
+ * such fibers may go: not for the front of the run queue (extract_oldest,
+ * offer_due). */
+static int movable(const struct fib__runq_node *n, void *started) {
   const struct fib__fiber *f = (const struct fib__fiber *)n;
   if (!f->started)
     return !f->pinned;
-  return f->migratable && !f->nomigrate;
+  return started && f->migratable && !f->nomigrate;
+}
+
+/* Whether rt, with a worker idle and nothing on offer, has fibers to
+ * offer: 2 if it has migratable ones and more than one fiber ready, some
+ * at the back of its run queue; else 1 if more than one never-run one
+ * waits; else 0.
+ *
+ * Fibers that have run are offered from the back only. The front holds
+ * the fibers a running one has just readied to run next (runq.h): the
+ * partner of a channel hand-off, a joiner whose child finished. Those
+ * hand values to each other, and one taken to another worker pays more
+ * in hops across the cores (the channel's lines, an inbox push and a
+ * wake-up at every message, ~1 us each) than it gains, then follows its
+ * waker back (inbox_drain), to be offered again: a pipeline of migratable
+ * fibers on two workers moved its fibers tens of thousands of times a
+ * run and spent most of its time in those hops. Go keeps the goroutine
+ * it readied to run next (runnext) from thieves for the same reason. The
+ * back holds those that yielded or were woken from elsewhere, which an
+ * idle worker may take as before, and never-run fibers are offered from
+ * both lists. */
+static int offer_due(const struct fib_runtime *rt) {
+  if (rt->migratable && rt->runq.back.head && fib__runq_len(&rt->runq) > 1)
+    return 2;
+  return rt->unstarted > 1;
 }
 
 /* f, one of rt's, leaves it (offered, or sent to another worker): its
@@ -532,7 +559,8 @@ static void adopt(struct fib_runtime *rt, const struct fib__fiber *f) {
     rt->migratable++;
 }
 
-/* movable, but passing over the first *skip movable nodes it is shown. */
+/* movable (never-run fibers only: the front's), but passing over the
+ * first *skip movable nodes it is shown. */
 static int movable_after(const struct fib__runq_node *n, void *skip) {
   if (!movable(n, NULL))
     return 0;
@@ -545,15 +573,17 @@ static int movable_after(const struct fib__runq_node *n, void *skip) {
 }
 
 /* Take up to `want` movable fibers out of q into `out`, the oldest first:
- * the back's from its head (a FIFO), then the front's from its end. The
+ * the back's from its head (a FIFO; fibers that have run too if
+ * `started` is non-NULL), then the front's never-run ones from its end
+ * (offer_due says why no others). The
  * front holds the newest first (each batch a running fiber spawns goes
  * before the batches pushed earlier: runq.h), so in a tree that runs
  * depth-first its head is the deepest, smallest work and its end the
  * nearest the root: a thief that takes from there gets whole subtrees
  * and comes back seldom, where the head's leaves sent it back at once. */
-static size_t extract_oldest(struct fib__runq *q, size_t want,
+static size_t extract_oldest(struct fib__runq *q, size_t want, void *started,
                              struct fib__list *out) {
-  size_t got = fib__list_extract(&q->back, movable, NULL, want, out,
+  size_t got = fib__list_extract(&q->back, movable, started, want, out,
                                  &q->last_front);
   if (got < want) {
     size_t m = 0;
@@ -586,15 +616,15 @@ static size_t extract_oldest(struct fib__runq *q, size_t want,
 
 /* Put half of rt's movable ready fibers on its offer list (oldest first:
  * near a tree's root, the biggest pieces of work) and wake a sleeper.
- * With migratable fibers among its own, any ready one may be movable, so
- * half of the queue is the aim; else half of the never-run ones. */
-static void offer(struct fib_runtime *rt) {
-  size_t want = rt->migratable ? fib__runq_len(&rt->runq) / 2
-                               : rt->unstarted / 2;
+ * With `started` (offer_due said 2), any ready one at the back may be
+ * movable, so half of the queue is the aim; else half of the never-run
+ * ones. */
+static void offer(struct fib_runtime *rt, int started) {
+  size_t want = started ? fib__runq_len(&rt->runq) / 2 : rt->unstarted / 2;
   if (!want)
     return;
   struct fib__list taken = {NULL, NULL};
-  size_t got = extract_oldest(&rt->runq, want, &taken);
+  size_t got = extract_oldest(&rt->runq, want, started ? rt : NULL, &taken);
   if (!got)
     return;
   struct fib__runq_node *n = taken.head;
@@ -698,7 +728,12 @@ static int take_placed(struct fib_runtime *rt) {
     struct fib__fiber *f = FIBER_OF(first);
     first = first->next;
     adopt(rt, f);
-    fib__runq_push(&rt->runq, &f->runq);
+    if (f->wake_to) { /* it followed its waker here (inbox_drain) */
+      f->wake_to = 0;
+      fib__runq_push_front(&rt->runq, &f->runq);
+    } else {
+      fib__runq_push(&rt->runq, &f->runq);
+    }
   }
   return 1;
 }
@@ -751,10 +786,10 @@ void fib__group_tend(struct fib_runtime *rt) {
      * busy): take it back, or it waits until some worker goes idle, which
      * fibers that wait for each other by yielding never let happen. */
     take_offer(rt, rt);
-  } else if ((rt->unstarted > 1 ||
-              (rt->migratable && fib__runq_len(&rt->runq) > 1)) &&
-             !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
-    offer(rt);
+  } else if (!__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
+    int due = offer_due(rt);
+    if (due)
+      offer(rt, due == 2);
   }
 }
 
@@ -774,9 +809,7 @@ int fib__group_turn(struct fib_runtime *rt) {
   if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
     if (offered) /* to take back */
       return 0;
-  } else if (!offered &&
-             (rt->unstarted > 1 ||
-              (rt->migratable && fib__runq_len(&rt->runq) > 1))) {
+  } else if (!offered && offer_due(rt)) {
     return 0; /* to offer */
   }
   rt->until_loop = FIB__GROUP_TURNS;
