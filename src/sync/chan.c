@@ -344,10 +344,23 @@ static int plain_thread(void) { return fib__tl_runtime == NULL; }
  * call ~20 instructions when they were inline (callgrind,
  * fanout_2w_buf). */
 
-/* Wake the partner whose claim the call won, once the channel's lock is
- * released (the claim makes us its one waker whenever we wake it: try_send
- * above); the call's result is 0. */
-static __attribute__((noinline)) int wake_partner(struct fib__fiber *f) {
+/* Wake f, the partner whose claim the call won, once the channel's lock
+ * is released (the claim makes us its one waker whenever we wake it:
+ * try_send above), to run next; the call's result is 0. `self` is the
+ * calling fiber (NULL: a plain thread). A partner on the caller's own
+ * worker, the common case once fibers that hand values to each other
+ * have come together (docs/multicore.md), goes straight into its run
+ * queue, as fib__group_wake would put it, without that call and its
+ * look at the thread's runtime: a running fiber's `rt` is the worker
+ * whose thread runs it, and f's is read only now that f is ours
+ * (workers.h: a parked fiber does not move). */
+static __attribute__((noinline)) int wake_partner(struct fib__fiber *self,
+                                                  struct fib__fiber *f) {
+  if (self && f->rt == self->rt) {
+    fib__fiber_unpark(f);
+    fib__runq_push_front(&self->rt->runq, &f->runq);
+    return 0;
+  }
   fib__wake_claimed(f, 1);
   return 0;
 }
@@ -387,7 +400,7 @@ static ALWAYS_INLINE int send_shared_in(struct chan *c, const void *elem,
   if (err != WOULD_WAIT) {
     unlock_in(c, 1);
     if (wake) /* err is 0 */
-      return wake_partner(wake);
+      return wake_partner(self, wake);
     return err;
   }
   return wait_shared(c, &c->sendq, self, (void *)(uintptr_t)elem,
@@ -504,7 +517,7 @@ static ALWAYS_INLINE int recv_shared_in(struct chan *c, void *out,
   if (err != WOULD_WAIT) {
     unlock_in(c, 1);
     if (wake) /* err is 0 */
-      return wake_partner(wake);
+      return wake_partner(self, wake);
     return err;
   }
   return wait_shared(c, &c->recvq, self, out, deadline_ns); /* unlocks */
