@@ -20,7 +20,9 @@
  *   - take it, if it has never run and is not pinned, or if it has run,
  *     is migratable (FIB_MIGRATABLE, or the forced mode) and is not
  *     inside a guard (fib_nomigrate_begin, or an I/O wait): an owner puts
- *     such READY fibers on its offer list while another worker is idle,
+ *     such READY fibers on its offer list while another worker is idle
+ *     (of those that have run, only ones at the back of its run queue,
+ *     not the partners readied to run next: workers.c, offer_due),
  *     and an idle worker takes half of a list at a time (stealing). A
  *     fiber that never ran has no stack contents and has cached no
  *     thread-local address; one that has run asked to move, and keeps the
