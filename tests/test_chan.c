@@ -1142,6 +1142,79 @@ TEST(idle_workers_do_not_split_a_pipeline) {
     }
 }
 
+/* ---- a pool of migratable consumers that a buffered channel feeds
+ * with long jobs, all started on worker 0 and run there first: each is
+ * readied to run next by the send that hands it a job (the front of the
+ * run queue, which idle workers leave alone while its hand-offs are
+ * quick), and then computes for a while, so the hand-offs are slow and
+ * idle workers take such fibers too: some job runs on another thread.
+ * Every job is done once. */
+
+enum { POOL_CONSUMERS = 4 };
+
+struct pool {
+  fib_chan jobs;
+  long n;
+  pthread_t main_thread;
+  _Atomic long done, elsewhere;
+  _Atomic uint64_t sum;
+};
+
+static void pool_spin(unsigned n) {
+  volatile unsigned sink = 0;
+  for (unsigned i = 0; i < n; i++)
+    sink = sink + i;
+}
+
+static void *pool_consumer(void *arg) {
+  struct pool *p = arg;
+  long job;
+  int err;
+  while ((err = fib_chan_recv(&p->jobs, &job)) == 0) {
+    pool_spin(20000); /* microseconds */
+    atomic_fetch_add(&p->sum, (uint64_t)job);
+    atomic_fetch_add(&p->done, 1);
+    if (!pthread_equal(current_thread(), p->main_thread))
+      atomic_fetch_add(&p->elsewhere, 1);
+  }
+  CHECK_EQ(err, FIB_EPIPE);
+  return NULL;
+}
+
+static void *pool_main(void *arg) {
+  struct pool *p = arg;
+  p->main_thread = current_thread();
+  fib_attr mig = {0};
+  mig.flags = FIB_MIGRATABLE;
+  mig.worker = 1; /* they start on worker 0: any move is of one that ran */
+  fib_id ids[POOL_CONSUMERS];
+  for (int i = 0; i < POOL_CONSUMERS; i++)
+    CHECK_OK(fib_spawn(NULL, pool_consumer, p, &mig, &ids[i]));
+  for (int i = 0; i < 3; i++) /* they run here first, and wait for jobs */
+    CHECK_OK(fib_yield());
+  for (long i = 1; i <= p->n; i++)
+    CHECK_OK(fib_chan_send(&p->jobs, &i));
+  CHECK_OK(fib_chan_close(&p->jobs));
+  for (int i = 0; i < POOL_CONSUMERS; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  return NULL;
+}
+
+TEST(idle_workers_take_consumers_of_long_jobs) {
+  for (unsigned workers = 2; workers <= 4; workers *= 2) {
+    struct pool p = {.n = 4000};
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_chan_init(&p.jobs, sizeof(long), 16));
+    CHECK_OK(fib_spawn(rt, pool_main, &p, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_OK(fib_chan_destroy(&p.jobs));
+    CHECK_EQ(atomic_load(&p.done), p.n);
+    CHECK_EQ(atomic_load(&p.sum), (uint64_t)p.n * (uint64_t)(p.n + 1) / 2);
+    CHECK(atomic_load(&p.elsewhere) > 0);
+  }
+}
+
 /* ---- a shared channel crowded from several workers: senders and
  * receivers contend for its lock (the shared call's second road, taken
  * when one try does not get it), with word-sized and odd-sized elements
@@ -1327,6 +1400,8 @@ TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
           T_ONE_WORKER(idle_workers_do_not_split_a_pipeline,
                        "makes its own runtimes of 2 and 4 workers"),
           T_ONE_WORKER(a_crowded_shared_channel_delivers_every_value_once,
+                       "makes its own runtimes of 2 and 4 workers"),
+          T_ONE_WORKER(idle_workers_take_consumers_of_long_jobs,
                        "makes its own runtimes of 2 and 4 workers"),
           T_ONE_WORKER(misuse_gets_error_codes,
                        "makes no runtime"),

@@ -281,6 +281,8 @@ struct fib_runtime {
   size_t migratable;             /* of the fibers it owns, how many may move
                                     once started (fiber->migratable): while
                                     any, its READY ones are offered too */
+  uint64_t offer_look_ns;        /* the start of slow_turns' window
+                                    (workers.c) */
   int force_migrate;             /* FIBERS_FORCE_MIGRATE: move every
                                     migratable fiber at each turn (workers.h) */
   unsigned force_next;           /* the forced mode's next target, in turn */
