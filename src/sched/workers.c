@@ -521,8 +521,8 @@ static int movable(const struct fib__runq_node *n, void *started) {
 }
 
 /* Whether rt's hand-offs have been slow since it last asked (at most
- * FIB__GROUP_TURNS of them: one turn), asked only when the fibers at the
- * front of its run queue would be offered otherwise. The window restarts
+ * FIB__GROUP_TURNS of them: one turn), asked only when fibers that have
+ * run could be offered otherwise. The window restarts
  * at a look that finds them quick, at an offer of them, and when rt
  * leaves its idle loop (so that a worker that has just become busy does
  * not offer them at its first look); a look that finds them slow leaves
@@ -536,9 +536,9 @@ static int slow_turns(struct fib_runtime *rt) {
 }
 
 /* What rt, with a worker idle and nothing on offer, has to offer: with
- * migratable fibers and more than one fiber ready, OFFER_BACK if some
- * are at the back of its run queue, OFFER_ALL if its turns are slow
- * (slow_turns); else OFFER_NEW if more than one never-run fiber waits;
+ * migratable fibers and more than one fiber ready, OFFER_ALL if its
+ * turns are slow (slow_turns), else OFFER_BACK if some are at the back of
+ * its run queue; else OFFER_NEW if more than one never-run fiber waits;
  * else 0.
  *
  * The front holds the fibers a running one has just readied to run next
@@ -559,10 +559,10 @@ static int slow_turns(struct fib_runtime *rt) {
  * whatever the turns. */
 static int offer_due(struct fib_runtime *rt) {
   if (rt->migratable && fib__runq_len(&rt->runq) > 1) {
+    if (slow_turns(rt)) /* first: the back may hold only fibers that stay */
+      return OFFER_ALL;
     if (rt->runq.back.head)
       return OFFER_BACK;
-    if (slow_turns(rt))
-      return OFFER_ALL;
   }
   return rt->unstarted > 1 ? OFFER_NEW : 0;
 }
