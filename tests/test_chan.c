@@ -1048,6 +1048,7 @@ struct pipe {
   fib_chan in, out;
   long n;
   _Atomic long passed;
+  _Atomic long moves; /* the stages' thread changes between receives */
   uint64_t sum;
 };
 
@@ -1061,15 +1062,20 @@ static void *pipe_producer(void *arg) {
 
 static void *pipe_stage(void *arg) {
   struct pipe *p = arg;
-  long v, passed = 0;
+  long v, passed = 0, moves = 0;
+  pthread_t at = current_thread();
   int err;
   while ((err = fib_chan_recv(&p->in, &v)) == 0) {
     v = 3 * v + 1;
     CHECK_OK(fib_chan_send(&p->out, &v));
     passed++;
+    pthread_t now = current_thread();
+    moves += !pthread_equal(now, at);
+    at = now;
   }
   CHECK_EQ(err, FIB_EPIPE);
   atomic_fetch_add(&p->passed, passed);
+  atomic_fetch_add(&p->moves, moves);
   return NULL;
 }
 
@@ -1091,22 +1097,267 @@ static void *pipe_collector(void *arg) {
   return NULL;
 }
 
+/* The pipeline on `workers` workers with channels of `cap` slots: every
+ * value once, transformed once; the stages' moves in *moves. */
+static void run_pipe(unsigned workers, size_t cap, long n, long *moves) {
+  struct pipe p = {.n = n};
+  fib_runtime *rt = new_workers(workers);
+  CHECK_OK(fib_chan_init(&p.in, sizeof(long), cap));
+  CHECK_OK(fib_chan_init(&p.out, sizeof(long), cap));
+  CHECK_OK(fib_spawn(rt, pipe_collector, &p, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  uint64_t un = (uint64_t)n;
+  CHECK_EQ(p.sum, 3 * (un * (un - 1) / 2) + un);
+  CHECK_EQ(atomic_load(&p.passed), n);
+  CHECK_OK(fib_chan_destroy(&p.in));
+  CHECK_OK(fib_chan_destroy(&p.out));
+  CHECK_OK(fib_runtime_destroy(rt));
+  *moves = atomic_load(&p.moves);
+}
+
 TEST(a_pipeline_of_migratable_fibers_across_workers) {
   for (unsigned workers = 2; workers <= 4; workers *= 2)
     for (size_t cap = 0; cap <= 64; cap += 64) {
-      struct pipe p = {.n = scaled(20000)};
-      fib_runtime *rt = new_workers(workers);
-      CHECK_OK(fib_chan_init(&p.in, sizeof(long), cap));
-      CHECK_OK(fib_chan_init(&p.out, sizeof(long), cap));
-      CHECK_OK(fib_spawn(rt, pipe_collector, &p, NULL, NULL));
-      CHECK_OK(fib_run(rt));
-      uint64_t n = (uint64_t)p.n;
-      CHECK_EQ(p.sum, 3 * (n * (n - 1) / 2) + n);
-      CHECK_EQ(atomic_load(&p.passed), p.n);
-      CHECK_OK(fib_chan_destroy(&p.in));
-      CHECK_OK(fib_chan_destroy(&p.out));
-      CHECK_OK(fib_runtime_destroy(rt));
+      long moves;
+      run_pipe(workers, cap, scaled(20000), &moves);
     }
+}
+
+/* Idle workers leave such a pipeline together: the fibers it readies to
+ * run next (each hand-off's partner, at the front of the run queue) are
+ * not offered, and a fiber that follows its waker runs next there. Its
+ * stages move a few times at the start (the never-run fibers an idle
+ * worker takes, then following their wakers), not at every few dozen
+ * hand-offs, which is what an idle worker that takes them costs: tens of
+ * thousands of moves a run, each a hop between cores at every message. */
+TEST(idle_workers_do_not_split_a_pipeline) {
+  long n = 20000 + scaled(20000); /* enough to show churn at any scale */
+  for (unsigned workers = 2; workers <= 4; workers *= 2)
+    for (size_t cap = 0; cap <= 64; cap += 64) {
+      long moves;
+      run_pipe(workers, cap, n, &moves);
+      const char *forced = getenv("FIBERS_FORCE_MIGRATE");
+      if (!forced || strcmp(forced, "1") != 0) /* else they move each turn */
+        CHECK(moves <= 400);
+    }
+}
+
+/* ---- a pool of migratable consumers that a buffered channel feeds
+ * with long jobs, all started on worker 0 and run there first: each is
+ * readied to run next by the send that hands it a job (the front of the
+ * run queue, which idle workers leave alone while its hand-offs are
+ * quick), and then computes for a while, so the hand-offs are slow and
+ * idle workers take such fibers too: some job runs on another thread.
+ * Every job is done once. */
+
+enum { POOL_CONSUMERS = 4 };
+
+struct pool {
+  fib_chan jobs;
+  long n;
+  pthread_t main_thread;
+  _Atomic long done, elsewhere;
+  _Atomic uint64_t sum;
+};
+
+static void pool_spin(unsigned n) {
+  volatile unsigned sink = 0;
+  for (unsigned i = 0; i < n; i++)
+    sink = sink + i;
+}
+
+static void *pool_consumer(void *arg) {
+  struct pool *p = arg;
+  long job;
+  int err;
+  while ((err = fib_chan_recv(&p->jobs, &job)) == 0) {
+    pool_spin(20000); /* microseconds */
+    atomic_fetch_add(&p->sum, (uint64_t)job);
+    atomic_fetch_add(&p->done, 1);
+    if (!pthread_equal(current_thread(), p->main_thread))
+      atomic_fetch_add(&p->elsewhere, 1);
+  }
+  CHECK_EQ(err, FIB_EPIPE);
+  return NULL;
+}
+
+static void *pool_main(void *arg) {
+  struct pool *p = arg;
+  p->main_thread = current_thread();
+  fib_attr mig = {0};
+  mig.flags = FIB_MIGRATABLE;
+  mig.worker = 1; /* they start on worker 0: any move is of one that ran */
+  fib_id ids[POOL_CONSUMERS];
+  for (int i = 0; i < POOL_CONSUMERS; i++)
+    CHECK_OK(fib_spawn(NULL, pool_consumer, p, &mig, &ids[i]));
+  for (int i = 0; i < 3; i++) /* they run here first, and wait for jobs */
+    CHECK_OK(fib_yield());
+  for (long i = 1; i <= p->n; i++)
+    CHECK_OK(fib_chan_send(&p->jobs, &i));
+  CHECK_OK(fib_chan_close(&p->jobs));
+  for (int i = 0; i < POOL_CONSUMERS; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  return NULL;
+}
+
+TEST(idle_workers_take_consumers_of_long_jobs) {
+  for (unsigned workers = 2; workers <= 4; workers *= 2) {
+    struct pool p = {.n = 4000};
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_chan_init(&p.jobs, sizeof(long), 16));
+    CHECK_OK(fib_spawn(rt, pool_main, &p, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_OK(fib_chan_destroy(&p.jobs));
+    CHECK_EQ(atomic_load(&p.done), p.n);
+    CHECK_EQ(atomic_load(&p.sum), (uint64_t)p.n * (uint64_t)(p.n + 1) / 2);
+    CHECK(atomic_load(&p.elsewhere) > 0);
+  }
+}
+
+/* ---- a shared channel crowded from several workers: senders and
+ * receivers contend for its lock (the shared call's second road, taken
+ * when one try does not get it), with word-sized and odd-sized elements
+ * (the common call copies only the first) and sends with deadlines that
+ * time out now and then, unbuffered and buffered. Every value arrives
+ * exactly once, a timed-out send delivered nothing (its sender sends the
+ * same value again), and each receiver sees each sender's values in the
+ * order they were sent. */
+
+enum { CROWD_SENDERS = 4, CROWD_RECEIVERS = 3 };
+
+struct crowd_val { /* 12 bytes: an odd size */
+  uint32_t sender, seq, check;
+};
+
+struct crowd {
+  fib_chan ch;
+  size_t size; /* of an element: 8 or 12 */
+  long per;    /* values per sender */
+  _Atomic long received, timeouts;
+  _Atomic unsigned char *seen; /* [sender * per + seq] */
+};
+
+struct crowd_arg {
+  struct crowd *c;
+  uint32_t index;
+};
+
+static void crowd_pack(const struct crowd *c, uint32_t sender, uint32_t seq,
+                       unsigned char *buf) {
+  if (c->size == 8) {
+    uint64_t w = (uint64_t)sender << 32 | seq;
+    memcpy(buf, &w, 8);
+  } else {
+    struct crowd_val v = {sender, seq, sender * 31u + seq};
+    memcpy(buf, &v, sizeof v);
+  }
+}
+
+static void crowd_unpack(const struct crowd *c, const unsigned char *buf,
+                         uint32_t *sender, uint32_t *seq) {
+  if (c->size == 8) {
+    uint64_t w;
+    memcpy(&w, buf, 8);
+    *sender = (uint32_t)(w >> 32);
+    *seq = (uint32_t)w;
+  } else {
+    struct crowd_val v;
+    memcpy(&v, buf, sizeof v);
+    CHECK_EQ(v.check, v.sender * 31u + v.seq);
+    *sender = v.sender;
+    *seq = v.seq;
+  }
+}
+
+static void *crowd_sender(void *arg) {
+  struct crowd_arg *a = arg;
+  struct crowd *c = a->c;
+  unsigned char buf[16];
+  for (long i = 0; i < c->per; i++) {
+    crowd_pack(c, a->index, (uint32_t)i, buf);
+    if (i % 3 == 1) { /* a short deadline: it may pass before a receiver */
+      int err = fib_chan_send_until(&c->ch, buf, fib_now_ns() + 2000);
+      if (err == FIB_ETIMEDOUT) {
+        atomic_fetch_add(&c->timeouts, 1);
+        CHECK_OK(fib_chan_send(&c->ch, buf)); /* the same value again */
+      } else {
+        CHECK_OK(err);
+      }
+    } else {
+      CHECK_OK(fib_chan_send(&c->ch, buf));
+    }
+  }
+  return NULL;
+}
+
+static void *crowd_receiver(void *arg) {
+  struct crowd_arg *a = arg;
+  struct crowd *c = a->c;
+  long last[CROWD_SENDERS];
+  for (int k = 0; k < CROWD_SENDERS; k++)
+    last[k] = -1;
+  unsigned char buf[16];
+  int err;
+  while ((err = fib_chan_recv(&c->ch, buf)) == 0) {
+    uint32_t sender, seq;
+    crowd_unpack(c, buf, &sender, &seq);
+    CHECK(sender < CROWD_SENDERS && (long)seq < c->per);
+    if (sender >= CROWD_SENDERS || (long)seq >= c->per)
+      continue;
+    CHECK((long)seq > last[sender]); /* in the order sent */
+    last[sender] = seq;
+    CHECK_EQ(atomic_fetch_add(&c->seen[sender * c->per + seq], 1), 0);
+    long got = atomic_fetch_add(&c->received, 1);
+    if (got % 8 == 0) /* so that senders wait, and some time out */
+      CHECK_OK(got % 64 ? fib_yield() : fib_sleep_ns(20000));
+  }
+  CHECK_EQ(err, FIB_EPIPE);
+  return NULL;
+}
+
+static void *crowd_main(void *arg) {
+  struct crowd *c = arg;
+  struct crowd_arg s[CROWD_SENDERS], r[CROWD_RECEIVERS];
+  fib_id sid[CROWD_SENDERS], rid[CROWD_RECEIVERS];
+  fib_attr mig = {0};
+  mig.flags = FIB_MIGRATABLE;
+  for (uint32_t i = 0; i < CROWD_RECEIVERS; i++) {
+    r[i] = (struct crowd_arg){c, i};
+    CHECK_OK(fib_spawn(NULL, crowd_receiver, &r[i], &mig, &rid[i]));
+  }
+  for (uint32_t i = 0; i < CROWD_SENDERS; i++) {
+    s[i] = (struct crowd_arg){c, i};
+    CHECK_OK(fib_spawn(NULL, crowd_sender, &s[i], &mig, &sid[i]));
+  }
+  for (int i = 0; i < CROWD_SENDERS; i++)
+    CHECK_OK(fib_join(sid[i], NULL));
+  CHECK_OK(fib_chan_close(&c->ch));
+  for (int i = 0; i < CROWD_RECEIVERS; i++)
+    CHECK_OK(fib_join(rid[i], NULL));
+  return NULL;
+}
+
+TEST(a_crowded_shared_channel_delivers_every_value_once) {
+  long per = scaled(5000);
+  for (unsigned workers = 2; workers <= 4; workers *= 2)
+    for (size_t size = 8; size <= 12; size += 4)
+      for (size_t cap = 0; cap <= 5; cap += 5) {
+        struct crowd c = {.size = size, .per = per};
+        c.seen = calloc((size_t)(CROWD_SENDERS * per), 1);
+        CHECK(c.seen != NULL);
+        fib_runtime *rt = new_workers(workers);
+        CHECK_OK(fib_chan_init(&c.ch, size, cap));
+        CHECK_OK(fib_spawn(rt, crowd_main, &c, NULL, NULL));
+        CHECK_OK(fib_run(rt));
+        CHECK_OK(fib_runtime_destroy(rt));
+        CHECK_EQ(atomic_load(&c.received), CROWD_SENDERS * per);
+        for (long i = 0; i < CROWD_SENDERS * per; i++)
+          CHECK_EQ(c.seen[i], 1);
+        CHECK_EQ(fib_chan_len(&c.ch), 0);
+        CHECK_OK(fib_chan_destroy(&c.ch));
+        free((void *)c.seen);
+      }
 }
 
 TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
@@ -1145,6 +1396,12 @@ TEST_MAIN(T_ONE_WORKER(unbuffered_is_a_rendezvous,
           T(select_chooses_uniformly_among_ready_cases),
           T(stress_thousands_of_fibers),
           T_ONE_WORKER(a_pipeline_of_migratable_fibers_across_workers,
+                       "makes its own runtimes of 2 and 4 workers"),
+          T_ONE_WORKER(idle_workers_do_not_split_a_pipeline,
+                       "makes its own runtimes of 2 and 4 workers"),
+          T_ONE_WORKER(a_crowded_shared_channel_delivers_every_value_once,
+                       "makes its own runtimes of 2 and 4 workers"),
+          T_ONE_WORKER(idle_workers_take_consumers_of_long_jobs,
                        "makes its own runtimes of 2 and 4 workers"),
           T_ONE_WORKER(misuse_gets_error_codes,
                        "makes no runtime"),

@@ -174,7 +174,8 @@ struct fib__fiber {
                                  one if it may follow its waker there (a
                                  migratable fiber woken by a channel
                                  partner or a finishing child: workers.c,
-                                 inbox_drain), else 0 */
+                                 inbox_drain), else 0; kept while it goes
+                                 there, to be run next (take_placed) */
   struct fib__fiber *joining; /* the fiber whose join word holds it while
                                  it waits in fib_join (FIB__CLAIM_JOIN);
                                  NULL otherwise (atomic: its deadline and
@@ -280,6 +281,8 @@ struct fib_runtime {
   size_t migratable;             /* of the fibers it owns, how many may move
                                     once started (fiber->migratable): while
                                     any, its READY ones are offered too */
+  uint64_t offer_look_ns;        /* the start of slow_turns' window
+                                    (workers.c) */
   int force_migrate;             /* FIBERS_FORCE_MIGRATE: move every
                                     migratable fiber at each turn (workers.h) */
   unsigned force_next;           /* the forced mode's next target, in turn */

@@ -53,6 +53,14 @@ static inline void fib__spin_lock(uint32_t *l) {
   }
 }
 
+/* One try: 1 if the caller now holds the lock (acquire, as
+ * fib__spin_lock), 0 if it was held. For a caller that sets up no stack
+ * frame for a wait (whose loop calls sched_yield) and goes elsewhere to
+ * wait instead. */
+static inline int fib__spin_trylock(uint32_t *l) {
+  return __builtin_expect(__atomic_exchange_n(l, 1, __ATOMIC_ACQUIRE), 0) == 0;
+}
+
 static inline void fib__spin_unlock(uint32_t *l) {
   __atomic_store_n(l, 0, __ATOMIC_RELEASE); /* release: publish the section */
 }

@@ -302,7 +302,6 @@ static int inbox_drain(struct fib_runtime *rt) {
     fib__fiber_unpark(f);
     f->wake = reason;
     if (__builtin_expect(to != 0, 0)) {
-      f->wake_to = 0;
       /* Its waker's worker runs it (Go's rule: a goroutine readied by a
        * channel operation runs on the waker's P), so that two fibers
        * that hand values back and forth end up on one worker instead of
@@ -311,11 +310,14 @@ static int inbox_drain(struct fib_runtime *rt) {
        * stack), as fib_move_to moves: a parked fiber never moves, and the
        * waker could not know that the old thread was off its stack yet.
        * Not inside a guard, nor in the forced mode (which moves fibers by
-       * its own rule). */
+       * its own rule). wake_to stays set on the way: take_placed puts the
+       * fiber at the front there, as its waker would have, where it is
+       * not offered back (offer_due). */
       if (!f->nomigrate && !rt->force_migrate) {
         move_fiber(rt, f, rt->group->w[to - 1]);
         continue;
       }
+      f->wake_to = 0;
     }
     fib__runq_push(&rt->runq, &f->runq);
   }
@@ -502,15 +504,67 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
 
 /* ---- offers and stealing */
 
+/* Which ready fibers an offer may move besides the never-run ones
+ * (offer_due): none, those that have run at the back of the run queue,
+ * or those at the front too. */
+enum { OFFER_NEW = 1, OFFER_BACK = 2, OFFER_ALL = 3 };
+
 /* Whether f may be offered: it has never run and is not pinned, or it
  * has run, is migratable and not inside fib_nomigrate_begin (nor an I/O
- * wait, which holds the same guard). */
-static int movable(const struct fib__runq_node *n, void *unused) {
-  (void)unused;
+ * wait, which holds the same guard), and `started` (non-NULL) says that
+ * such fibers may go from the list it is on (offer_due). */
+static int movable(const struct fib__runq_node *n, void *started) {
   const struct fib__fiber *f = (const struct fib__fiber *)n;
   if (!f->started)
     return !f->pinned;
-  return f->migratable && !f->nomigrate;
+  return started && f->migratable && !f->nomigrate;
+}
+
+/* Whether rt's hand-offs have been slow since it last asked (at most
+ * FIB__GROUP_TURNS of them: one turn), asked only when fibers that have
+ * run could be offered otherwise. The window restarts
+ * at a look that finds them quick, at an offer of them, and when rt
+ * leaves its idle loop (so that a worker that has just become busy does
+ * not offer them at its first look); a look that finds them slow leaves
+ * it, so that the loop's look after fib__group_turn's agrees with it. */
+static int slow_turns(struct fib_runtime *rt) {
+  uint64_t now = fib_now_ns();
+  if (now - rt->offer_look_ns >= FIB__GROUP_SLOW_NS)
+    return 1;
+  rt->offer_look_ns = now;
+  return 0;
+}
+
+/* What rt, with a worker idle and nothing on offer, has to offer: with
+ * migratable fibers and more than one fiber ready, OFFER_ALL if its
+ * turns are slow (slow_turns), else OFFER_BACK if some are at the back of
+ * its run queue; else OFFER_NEW if more than one never-run fiber waits;
+ * else 0.
+ *
+ * The front holds the fibers a running one has just readied to run next
+ * (runq.h): the partner of a channel hand-off, a joiner whose child
+ * finished. Fibers that hand values to each other quickly (a pipeline)
+ * keep each other there; one taken to another worker pays more in hops
+ * across the cores (the channel's lines, an inbox push and a wake-up at
+ * every message, ~1 us each) than it gains, then follows its waker back
+ * (inbox_drain), to be offered again: such a pipeline on two workers
+ * moved its fibers tens of thousands of times a run and spent most of its
+ * time in those hops. So they are offered only when the hand-offs are
+ * slow, FIB__GROUP_SLOW_NS for a turn: fibers readied by a channel that
+ * then compute for tens of microseconds each (a pool of consumers) are
+ * worth spreading. Go keeps the goroutine it readied to run next
+ * (runnext) from thieves for the same reason, for ~3 us. The back holds
+ * those that yielded or were woken from elsewhere, which an idle worker
+ * may take as before, and never-run fibers are offered from both lists
+ * whatever the turns. */
+static int offer_due(struct fib_runtime *rt) {
+  if (rt->migratable && fib__runq_len(&rt->runq) > 1) {
+    if (slow_turns(rt)) /* first: the back may hold only fibers that stay */
+      return OFFER_ALL;
+    if (rt->runq.back.head)
+      return OFFER_BACK;
+  }
+  return rt->unstarted > 1 ? OFFER_NEW : 0;
 }
 
 /* f, one of rt's, leaves it (offered, or sent to another worker): its
@@ -532,34 +586,43 @@ static void adopt(struct fib_runtime *rt, const struct fib__fiber *f) {
     rt->migratable++;
 }
 
-/* movable, but passing over the first *skip movable nodes it is shown. */
-static int movable_after(const struct fib__runq_node *n, void *skip) {
-  if (!movable(n, NULL))
+/* movable, but passing over the first `skip` movable nodes it is
+ * shown. */
+struct movable_skip {
+  void *started; /* movable's */
+  size_t skip;
+};
+
+static int movable_after(const struct fib__runq_node *n, void *arg) {
+  struct movable_skip *m = arg;
+  if (!movable(n, m->started))
     return 0;
-  size_t *left = skip;
-  if (*left) {
-    --*left;
+  if (m->skip) {
+    m->skip--;
     return 0;
   }
   return 1;
 }
 
 /* Take up to `want` movable fibers out of q into `out`, the oldest first:
- * the back's from its head (a FIFO), then the front's from its end. The
+ * the back's from its head (a FIFO), then the front's from its end; of
+ * those that have run, the back's if `back`, the front's if `front` is
+ * non-NULL (offer_due says which). The
  * front holds the newest first (each batch a running fiber spawns goes
  * before the batches pushed earlier: runq.h), so in a tree that runs
  * depth-first its head is the deepest, smallest work and its end the
  * nearest the root: a thief that takes from there gets whole subtrees
  * and comes back seldom, where the head's leaves sent it back at once. */
-static size_t extract_oldest(struct fib__runq *q, size_t want,
-                             struct fib__list *out) {
-  size_t got = fib__list_extract(&q->back, movable, NULL, want, out,
+static size_t extract_oldest(struct fib__runq *q, size_t want, void *back,
+                             void *front, struct fib__list *out) {
+  size_t got = fib__list_extract(&q->back, movable, back, want, out,
                                  &q->last_front);
   if (got < want) {
     size_t m = 0;
     for (const struct fib__runq_node *n = q->front.head; n; n = n->next)
-      m += (size_t)movable(n, NULL);
-    size_t skip = m > want - got ? m - (want - got) : 0;
+      m += (size_t)movable(n, front);
+    struct movable_skip skip = {front,
+                                m > want - got ? m - (want - got) : 0};
     struct fib__list tail = {NULL, NULL};
     size_t more = fib__list_extract(&q->front, movable_after, &skip,
                                     want - got, &tail, &q->last_front);
@@ -586,15 +649,19 @@ static size_t extract_oldest(struct fib__runq *q, size_t want,
 
 /* Put half of rt's movable ready fibers on its offer list (oldest first:
  * near a tree's root, the biggest pieces of work) and wake a sleeper.
- * With migratable fibers among its own, any ready one may be movable, so
- * half of the queue is the aim; else half of the never-run ones. */
-static void offer(struct fib_runtime *rt) {
-  size_t want = rt->migratable ? fib__runq_len(&rt->runq) / 2
-                               : rt->unstarted / 2;
+ * `due` is offer_due's answer: with OFFER_BACK or OFFER_ALL, ready ones
+ * that have run may be movable too, so half of the queue is the aim;
+ * else half of the never-run ones. */
+static void offer(struct fib_runtime *rt, int due) {
+  size_t want = due >= OFFER_BACK ? fib__runq_len(&rt->runq) / 2
+                                  : rt->unstarted / 2;
   if (!want)
     return;
+  if (due == OFFER_ALL) /* slow_turns' next window */
+    rt->offer_look_ns = fib_now_ns();
   struct fib__list taken = {NULL, NULL};
-  size_t got = extract_oldest(&rt->runq, want, &taken);
+  size_t got = extract_oldest(&rt->runq, want, due >= OFFER_BACK ? rt : NULL,
+                              due == OFFER_ALL ? rt : NULL, &taken);
   if (!got)
     return;
   struct fib__runq_node *n = taken.head;
@@ -698,7 +765,12 @@ static int take_placed(struct fib_runtime *rt) {
     struct fib__fiber *f = FIBER_OF(first);
     first = first->next;
     adopt(rt, f);
-    fib__runq_push(&rt->runq, &f->runq);
+    if (f->wake_to) { /* it followed its waker here (inbox_drain) */
+      f->wake_to = 0;
+      fib__runq_push_front(&rt->runq, &f->runq);
+    } else {
+      fib__runq_push(&rt->runq, &f->runq);
+    }
   }
   return 1;
 }
@@ -751,10 +823,10 @@ void fib__group_tend(struct fib_runtime *rt) {
      * busy): take it back, or it waits until some worker goes idle, which
      * fibers that wait for each other by yielding never let happen. */
     take_offer(rt, rt);
-  } else if ((rt->unstarted > 1 ||
-              (rt->migratable && fib__runq_len(&rt->runq) > 1)) &&
-             !__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
-    offer(rt);
+  } else if (!__atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)) {
+    int due = offer_due(rt);
+    if (due)
+      offer(rt, due);
   }
 }
 
@@ -774,9 +846,7 @@ int fib__group_turn(struct fib_runtime *rt) {
   if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
     if (offered) /* to take back */
       return 0;
-  } else if (!offered &&
-             (rt->unstarted > 1 ||
-              (rt->migratable && fib__runq_len(&rt->runq) > 1))) {
+  } else if (!offered && offer_due(rt)) {
     return 0; /* to offer */
   }
   rt->until_loop = FIB__GROUP_TURNS;
@@ -877,6 +947,7 @@ int fib__group_idle(struct fib_runtime *rt) {
   sleep_end(rt, how);
 found:
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
+  rt->offer_look_ns = fib_now_ns(); /* busy again: slow_turns' window */
   return 1;
 }
 

@@ -20,7 +20,9 @@
  *   - take it, if it has never run and is not pinned, or if it has run,
  *     is migratable (FIB_MIGRATABLE, or the forced mode) and is not
  *     inside a guard (fib_nomigrate_begin, or an I/O wait): an owner puts
- *     such READY fibers on its offer list while another worker is idle,
+ *     such READY fibers on its offer list while another worker is idle
+ *     (of those that have run, the partners readied to run next only if
+ *     its hand-offs are slow: workers.c, offer_due),
  *     and an idle worker takes half of a list at a time (stealing). A
  *     fiber that never ran has no stack contents and has cached no
  *     thread-local address; one that has run asked to move, and keeps the
@@ -249,6 +251,11 @@ enum {
  * to its loop (fib__group_tend): how long a fiber readied from another
  * worker, or an idle worker, may wait for it. */
 #define FIB__GROUP_TURNS 64u
+
+/* How long a turn of a worker's hand-offs (at most FIB__GROUP_TURNS of
+ * them) must have taken before it offers the fibers at the front of its
+ * run queue that have run (workers.c, offer_due): ~8 us a hand-off. */
+#define FIB__GROUP_SLOW_NS 500000u
 
 /* How many times an idle worker looks for work before it sleeps: with a
  * pause between looks, some tens of microseconds. */

@@ -150,16 +150,23 @@ static __attribute__((noinline, cold)) void copy_bytes(void *dst,
 }
 
 /* Constant-size copies for the common element sizes: the compiler turns
- * them into one load and store instead of a call to memcpy. */
-static inline void copy(void *dst, const void *src, size_t len) {
+ * them into one load and store instead of a call to memcpy. With `small`
+ * (a constant where it is inlined) the caller has found copy_inline(len)
+ * true, so no call is left in the code at all. */
+static ALWAYS_INLINE void copy_in(void *dst, const void *src, size_t len,
+                                  int small) {
   /* Tests in this order, not a switch: a switch let the compiler test 4
    * before 8, two instructions more on every copy of a word. */
   if (len == 8)
     memcpy(dst, src, 8);
   else if (len == 4)
     memcpy(dst, src, 4);
-  else if (len)
+  else if (len && !small)
     copy_bytes(dst, src, len);
+}
+
+static inline void copy(void *dst, const void *src, size_t len) {
+  copy_in(dst, src, len, 0);
 }
 
 /* Whether copy() of len bytes makes no call: a hand-off done inline in
@@ -176,26 +183,35 @@ static inline int copy_inline(size_t len) {
  * make it load them all again (the caller's bytes are never the
  * channel's record). */
 
-/* Append a value to the ring (count < cap). */
-static inline void ring_put(struct chan *c, const void *elem) {
+/* Append a value to the ring (count < cap); `small` as in copy_in. */
+static ALWAYS_INLINE void ring_put_in(struct chan *c, const void *elem,
+                                      int small) {
   unsigned char *at = c->tail;
   size_t size = c->elem_size, count = c->count;
-  copy(at, elem, size);
+  copy_in(at, elem, size, small);
   at += size;
   c->tail = at == c->end ? c->buf : at;
   c->count = count + 1;
 }
 
+static inline void ring_put(struct chan *c, const void *elem) {
+  ring_put_in(c, elem, 0);
+}
+
 /* Take the oldest value out of the ring (count > 0) into out (NULL:
- * drop it). */
-static inline void ring_take(struct chan *c, void *out) {
+ * drop it); `small` as in copy_in. */
+static ALWAYS_INLINE void ring_take_in(struct chan *c, void *out, int small) {
   unsigned char *at = c->head;
   size_t size = c->elem_size, count = c->count;
   if (out)
-    copy(out, at, size);
+    copy_in(out, at, size, small);
   at += size;
   c->head = at == c->end ? c->buf : at;
   c->count = count - 1;
+}
+
+static inline void ring_take(struct chan *c, void *out) {
+  ring_take_in(c, out, 0);
 }
 
 static ALWAYS_INLINE int send_ready(struct chan *c, int shared) {
@@ -224,32 +240,39 @@ static ALWAYS_INLINE void complete_head(struct fib__waitq *q, int shared,
     fib__waitq_complete_at(q, 0, 0, 1);
 }
 
-static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
-                                  int shared, struct fib__fiber **wake) {
+/* `small` as in copy_in: the shared send's and receive's common case. */
+static ALWAYS_INLINE int try_send_in(struct chan *c, const void *elem,
+                                     int shared, struct fib__fiber **wake,
+                                     int small) {
   if (c->closed)
     return FIB_EPIPE;
   struct fib__wnode *n = fib__waitq_claim(&c->recvq, shared);
   if (n) { /* the buffer is empty: hand the value over; it runs next */
     if (n->elem)
-      copy(n->elem, elem, c->elem_size);
+      copy_in(n->elem, elem, c->elem_size, small);
     complete_head(&c->recvq, shared, wake);
     return 0;
   }
   if (c->count < c->cap) {
-    ring_put(c, elem);
+    ring_put_in(c, elem, small);
     return 0;
   }
   return WOULD_WAIT;
 }
 
-static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared,
-                                  struct fib__fiber **wake) {
+static ALWAYS_INLINE int try_send(struct chan *c, const void *elem,
+                                  int shared, struct fib__fiber **wake) {
+  return try_send_in(c, elem, shared, wake, 0);
+}
+
+static ALWAYS_INLINE int try_recv_in(struct chan *c, void *out, int shared,
+                                     struct fib__fiber **wake, int small) {
   struct fib__wnode *n;
   if (c->count) {
-    ring_take(c, out);
+    ring_take_in(c, out, small);
     n = fib__waitq_claim(&c->sendq, shared);
     if (n) { /* a slot is free: the longest waiter's value goes in */
-      ring_put(c, n->elem);
+      ring_put_in(c, n->elem, small);
       complete_head(&c->sendq, shared, wake);
     }
     return 0;
@@ -257,11 +280,16 @@ static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared,
   n = fib__waitq_claim(&c->sendq, shared);
   if (n) { /* unbuffered: take it from the sender */
     if (out)
-      copy(out, n->elem, c->elem_size);
+      copy_in(out, n->elem, c->elem_size, small);
     complete_head(&c->sendq, shared, wake);
     return 0;
   }
   return c->closed ? FIB_EPIPE : WOULD_WAIT;
+}
+
+static ALWAYS_INLINE int try_recv(struct chan *c, void *out, int shared,
+                                  struct fib__fiber **wake) {
+  return try_recv_in(c, out, shared, wake, 0);
 }
 
 /* ---- send and receive
@@ -305,33 +333,95 @@ static __attribute__((noinline)) int send_slow(struct chan *c,
   return send_wait(c, self, elem, deadline_ns);
 }
 
-/* A shared channel's send (storage.h): the same under its lock. */
 /* A plain thread may use a shared channel (it blocks); a thread that
  * runs a runtime may not, outside that runtime's fibers (FIB_EPERM). */
 static int plain_thread(void) { return fib__tl_runtime == NULL; }
+
+/* The shared send's and receive's two ends out of line, each a tail
+ * call, so that the common call (the lock, a value put in or taken out
+ * of the ring, the unlock) sets up no stack frame: the wait's node and
+ * record, and the registers kept across the wake-up's call, cost every
+ * call ~20 instructions when they were inline (callgrind,
+ * fanout_2w_buf). */
+
+/* Wake f, the partner whose claim the call won, once the channel's lock
+ * is released (the claim makes us its one waker whenever we wake it:
+ * try_send above), to run next; the call's result is 0. `self` is the
+ * calling fiber (NULL: a plain thread). A partner on the caller's own
+ * worker, the common case once fibers that hand values to each other
+ * have come together (docs/multicore.md), goes straight into its run
+ * queue, as fib__group_wake would put it, without that call and its
+ * look at the thread's runtime: a running fiber's `rt` is the worker
+ * whose thread runs it, and f's is read only now that f is ours
+ * (workers.h: a parked fiber does not move). */
+static __attribute__((noinline)) int wake_partner(struct fib__fiber *self,
+                                                  struct fib__fiber *f) {
+  if (self && f->rt == self->rt) {
+    fib__fiber_unpark(f);
+    fib__runq_push_front(&self->rt->runq, &f->runq);
+    return 0;
+  }
+  fib__wake_claimed(f, 1);
+  return 0;
+}
+
+/* Wait on q (the channel's lock held: released once linked). */
+static __attribute__((noinline)) int wait_shared(struct chan *c,
+                                                 struct fib__waitq *q,
+                                                 struct fib__fiber *self,
+                                                 void *elem,
+                                                 uint64_t deadline_ns) {
+  if (!self) /* a plain thread */
+    return fib__thread_wait(q, elem, deadline_ns, &c->lock);
+  return fib__waitq_wait_in(q, self, elem, deadline_ns, &c->lock);
+}
+
+static __attribute__((noinline)) int send_shared_any(struct chan *c,
+                                                     const void *elem,
+                                                     uint64_t deadline_ns);
+
+/* A shared channel's send (storage.h): the same under its lock. `fast`
+ * (a constant) for the common call, which makes no call but a last one
+ * and so sets up no frame: copy_inline(elem_size) holds (copy_in's
+ * `small`), and a lock found held starts the call again as
+ * send_shared_any, whose wait for it may call sched_yield. */
+static ALWAYS_INLINE int send_shared_in(struct chan *c, const void *elem,
+                                        uint64_t deadline_ns, int fast) {
+  struct fib__fiber *self;
+  int err = fib__waiter(&self);
+  if (err && !(err == FIB_EPERM && plain_thread()))
+    return err;
+  if (!fast)
+    fib__spin_lock(&c->lock);
+  else if (!fib__spin_trylock(&c->lock))
+    return send_shared_any(c, elem, deadline_ns); /* nothing done yet */
+  struct fib__fiber *wake = NULL;
+  err = try_send_in(c, elem, 1, &wake, fast);
+  if (err != WOULD_WAIT) {
+    unlock_in(c, 1);
+    if (wake) /* err is 0 */
+      return wake_partner(self, wake);
+    return err;
+  }
+  return wait_shared(c, &c->sendq, self, (void *)(uintptr_t)elem,
+                     deadline_ns); /* unlocks */
+}
+
+/* Any element size, and a lock that may be held: send_shared_in's
+ * `fast` off. */
+static __attribute__((noinline)) int send_shared_any(struct chan *c,
+                                                     const void *elem,
+                                                     uint64_t deadline_ns) {
+  return send_shared_in(c, elem, deadline_ns, 0);
+}
 
 static SHARED_PATH int send_shared(struct chan *c, const void *elem,
                                    uint64_t deadline_ns) {
   if (!elem && c->elem_size)
     return FIB_EINVAL;
-  struct fib__fiber *self;
-  int err = fib__waiter(&self);
-  if (err && !(err == FIB_EPERM && plain_thread()))
-    return err;
-  lock_in(c, 1);
-  struct fib__fiber *wake = NULL;
-  err = try_send(c, elem, 1, &wake);
-  if (err != WOULD_WAIT) {
-    unlock_in(c, 1);
-    if (wake)
-      fib__wake_claimed(wake, 1);
-    return err;
-  }
-  if (!self) /* unlocks */
-    return fib__thread_wait(&c->sendq, (void *)(uintptr_t)elem, deadline_ns,
-                            &c->lock);
-  return fib__waitq_wait_in(&c->sendq, self, (void *)(uintptr_t)elem,
-                            deadline_ns, &c->lock); /* unlocks */
+  if (!copy_inline(c->elem_size))
+    return send_shared_any(c, elem, deadline_ns);
+  return send_shared_in(c, elem, deadline_ns, 1);
 }
 
 static ALWAYS_INLINE int chan_send_until_body(fib_chan *ch, const void *elem,
@@ -406,26 +496,45 @@ static __attribute__((noinline)) int recv_slow(struct chan *c,
   return recv_wait(c, self, out, deadline_ns);
 }
 
-/* A shared channel's receive (storage.h): the same under its lock. */
-static SHARED_PATH int recv_shared(struct chan *c, void *out,
-                                   uint64_t deadline_ns) {
+static __attribute__((noinline)) int recv_shared_any(struct chan *c,
+                                                     void *out,
+                                                     uint64_t deadline_ns);
+
+/* A shared channel's receive (storage.h): the same under its lock;
+ * `fast` as in send_shared_in. */
+static ALWAYS_INLINE int recv_shared_in(struct chan *c, void *out,
+                                        uint64_t deadline_ns, int fast) {
   struct fib__fiber *self;
   int err = fib__waiter(&self);
   if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
-  lock_in(c, 1);
+  if (!fast)
+    fib__spin_lock(&c->lock);
+  else if (!fib__spin_trylock(&c->lock))
+    return recv_shared_any(c, out, deadline_ns); /* nothing done yet */
   struct fib__fiber *wake = NULL;
-  err = try_recv(c, out, 1, &wake);
+  err = try_recv_in(c, out, 1, &wake, fast);
   if (err != WOULD_WAIT) {
     unlock_in(c, 1);
-    if (wake)
-      fib__wake_claimed(wake, 1);
+    if (wake) /* err is 0 */
+      return wake_partner(self, wake);
     return err;
   }
-  if (!self) /* unlocks */
-    return fib__thread_wait(&c->recvq, out, deadline_ns, &c->lock);
-  return fib__waitq_wait_in(&c->recvq, self, out, deadline_ns,
-                            &c->lock); /* unlocks */
+  return wait_shared(c, &c->recvq, self, out, deadline_ns); /* unlocks */
+}
+
+/* As send_shared_any. */
+static __attribute__((noinline)) int recv_shared_any(struct chan *c,
+                                                     void *out,
+                                                     uint64_t deadline_ns) {
+  return recv_shared_in(c, out, deadline_ns, 0);
+}
+
+static SHARED_PATH int recv_shared(struct chan *c, void *out,
+                                   uint64_t deadline_ns) {
+  if (!copy_inline(c->elem_size))
+    return recv_shared_any(c, out, deadline_ns);
+  return recv_shared_in(c, out, deadline_ns, 1);
 }
 
 static ALWAYS_INLINE int chan_recv_until_body(fib_chan *ch, void *out,
