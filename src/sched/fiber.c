@@ -218,7 +218,9 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
    * returned it. */
   spawn_fill(rt, f, fn, arg, attr);
   if (rt->group) {
-    f->claim = FIB__CLAIM_NONE;
+    /* atomic: a cancel note's worker may read the claim of a record that
+     * is reused meanwhile (workers.h, the join word) */
+    __atomic_store_n(&f->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     /* the join word (workers.h): nobody else finds f before its id is
      * returned, but a canceller's CAS may still look (above) */
     if (f->detached)
@@ -364,18 +366,21 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
   if (!err && fib__cancelled(self)) /* as above */
     err = FIB_ECANCELED;
   if (!err && w == NULL) {
-    /* Our claim is the join word from now on (workers.h): what we join
-     * first, for a canceller that finds the claim. The claim armed by a
+    /* Our claim is the join word from now on (workers.h), and names our
+     * worker, the one thread that may take us out of the word (a
+     * canceller elsewhere carries its cancel there); what we join
+     * first, for that taker. The claim armed by a
      * store, not fib__claim_arm's exchange: the CAS below is a
      * read-modify-write between it and the cancel check's load
      * (group_suspend), which orders the two on every target (a locked
      * instruction on x86-64; on aarch64 and riscv64 a release RMW, which
      * a later seq_cst load does not pass; under qemu-user, a host
      * atomic): the store half of the Dekker pair (workers.h) at one
-     * locked instruction per join instead of two. release: a canceller
-     * that reads the claim reads `joining` as we wrote it before. */
+     * locked instruction per join instead of two. release: a finisher
+     * that reads the claim through the word reads it as we wrote it. */
     __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
-    __atomic_store_n(&self->claim, FIB__CLAIM_JOIN, __ATOMIC_RELEASE);
+    __atomic_store_n(&self->claim, fib__claim_join(own->worker),
+                     __ATOMIC_RELEASE);
     /* seq_cst: release, so whoever takes us out of the word (finisher,
      * deadline, canceller: their CAS acquires) reads what we wrote
      * before, our owner included; and the order above; acquire, for the
@@ -389,10 +394,10 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);
       (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
-      /* Out of the join: no canceller is to find t through us from now
-       * on, before t can be collected and its record freed (workers.h,
-       * the join word). relaxed: the chain that hands t to its home's
-       * flush orders it before the free. */
+      /* Out of the join (our waker has set our claim back to NONE): t
+       * is not to be found through us from now on, before it can be
+       * collected and its record freed (workers.h, the join word).
+       * relaxed: only our owner's thread reads it, and it is ours. */
       __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
       /* Timed out or cancelled: our waker has taken us out of the word
        * (fib__join_take), and t goes on unjoined. */
@@ -408,7 +413,8 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
       fib__group_collect(home, self->rt, t);
       return 0;
     }
-    /* w is not NULL any more: nobody has seen our claim */
+    /* w is not NULL any more: nobody acts on our claim (only this
+     * thread takes a joiner whose claim names this worker) */
     __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     if (w != FIB__JOIN_DONE)
@@ -622,8 +628,11 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
     if (!err && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) !=
                     FIB__JOIN_DONE) { /* a look: the claim decides */
       __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
-      if (fib__claim_take_cancel(here->group, t))
+      int won = fib__claim_take_cancel(here->group, t, own);
+      if (won > 0)
         fib__group_wake(t, FIB_ECANCELED, 0);
+      else if (won < 0) /* marked: its next wait fails, not this join */
+        err = won;
     }
     home_unlock(own, home);
     return err;

@@ -177,8 +177,9 @@ struct fib__fiber {
                                  inbox_drain), else 0 */
   struct fib__fiber *joining; /* the fiber whose join word holds it while
                                  it waits in fib_join (FIB__CLAIM_JOIN);
-                                 NULL otherwise (atomic: its deadline and
-                                 cancellers read it, fib__join_take) */
+                                 NULL otherwise (atomic: its owner's
+                                 fib__join_take reads it, for a deadline or
+                                 a cancel) */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -300,6 +301,10 @@ struct fib_runtime {
   size_t dead_count;
   struct fib__runq_node *dead_in; /* the same, collected on other workers
                                     (atomic: inbox.h's stack) */
+  struct fib__runq_node *cancels; /* cancels of its fibers parked in
+                                    fib_join, carried here from other
+                                    threads (atomic: inbox.h's stack of
+                                    notes; workers.h, the join word) */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
   struct fib__runq_node *posts;      /* posted calls (inbox.h's stack) */
   struct fib__runq_node *posts_held; /* taken but not yet spawned (beyond

@@ -598,33 +598,55 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   rt->owned--;
   if (self->migratable)
     rt->migratable--;
-  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_RELAXED);
+  /* acquire, from a joiner's CAS that wrote itself in: what it wrote
+   * before (its claim, naming its owner) happened */
+  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
   struct fib__fiber *run = NULL;
-  /* acq_rel: release publishes the result to a joiner that reads DONE,
-   * and to the one we wake; acquire, from a joiner's write of itself:
-   * what it wrote before it parked (its owner). A failure rereads the
-   * word: a joiner has come, or gone (its deadline or a cancel took it
-   * out) meanwhile. The CAS that moves a joiner to GONE is our last touch
-   * of the record: the joiner, once woken, may collect it anywhere. */
-  while (j != FIB__JOIN_DETACHED &&
-         !__atomic_compare_exchange_n(&self->joiner, &j,
-                                      j ? FIB__JOIN_GONE : FIB__JOIN_DONE, 0,
-                                      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-    ;
-  if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
-    /* release: a lookup under the home's lock that reads GONE treats the
-     * record as gone; nothing of it is read after */
-    __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
-    fib__group_collect(fib__id_home(rt, self->id), rt, self);
-  } else if (j) {
-    /* The joiner is parked and waits for us alone (a parked fiber does
-     * not move, so its owner is read now): a local one is run next by
-     * the caller, as with one worker; another worker's goes to its
-     * inbox. */
-    if (j->rt == rt)
+  for (;;) {
+    if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
+      /* release: a lookup under the home's lock that reads GONE treats
+       * the record as gone; nothing of it is read after */
+      __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+      fib__group_collect(fib__id_home(rt, self->id), rt, self);
+      break;
+    }
+    /* A joiner whose claim names this worker waits here, parked, and
+     * only this thread may take it out of the word (workers.h, the join
+     * word): the word is ours to store, without a locked instruction,
+     * and the joiner ours to run next. relaxed: the claim was armed
+     * before the joiner's CAS that our load acquired, and only this
+     * thread changes it while it names this worker. */
+    if (j && __atomic_load_n(&j->claim, __ATOMIC_RELAXED) ==
+                 fib__claim_join(rt->worker)) {
+      __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+      /* release: our last touch of the record, as the CAS below */
+      __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
       run = j;
-    else
-      fib__group_wake(j, 0, 1);
+      break;
+    }
+    /* acq_rel: release publishes the result to a joiner that reads DONE,
+     * and to the one we wake; acquire, from a joiner's write of itself:
+     * what it wrote before it parked (its owner). A failure rereads the
+     * word (acquire, as the first load): a joiner has come, or gone (its
+     * owner's deadline or a cancel took it out) meanwhile. The CAS that
+     * moves a joiner to GONE is our last touch of the record: the
+     * joiner, once woken, may collect it anywhere. */
+    if (__atomic_compare_exchange_n(&self->joiner, &j,
+                                    j ? FIB__JOIN_GONE : FIB__JOIN_DONE, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      if (j) {
+        /* The joiner, parked on another worker, waits for us alone (a
+         * parked fiber does not move, so its owner is read now). Its
+         * claim back to NONE before it can run or move (workers.h, the
+         * join word); the inbox push publishes it. */
+        __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+        if (j->rt == rt)
+          run = j;
+        else
+          fib__group_wake(j, 0, 1);
+      }
+      break;
+    }
   }
   fib__group_count(&rt->finished);
   return run;
