@@ -10,6 +10,8 @@
 #include <fibers.h>
 #include <fibers/io.h>
 
+#include "sys.h"
+
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -911,6 +913,74 @@ TEST(a_late_cancel_note_leaves_a_reused_record_alone) {
   }
 }
 
+/* A cancel whose note cannot be allocated: FIB_ENOMEM, the fiber is
+ * marked cancelled, its join goes on (here until its child, cancelled
+ * next, ends), and its next wait fails. */
+struct nomem {
+  fib_id joiner, child;
+  int joining; /* atomic */
+  intptr_t joined;
+  int err, later;
+};
+
+static void *nomem_joiner(void *arg) {
+  struct nomem *m = arg;
+  fib_attr here = {0};
+  here.worker = 1;
+  CHECK_OK(fib_spawn(NULL, sleep_long, NULL, &here, &m->child));
+  __atomic_store_n(&m->joining, 1, __ATOMIC_RELEASE);
+  void *v = NULL;
+  m->err = fib_join(m->child, &v);
+  m->joined = (intptr_t)v;
+  m->later = fib_sleep_ns(1000);
+  return NULL;
+}
+
+static void *nomem_canceller(void *arg) {
+  struct nomem *m = arg;
+  while (!__atomic_load_n(&m->joining, __ATOMIC_ACQUIRE))
+    CHECK_OK(fib_yield());
+  CHECK_OK(fib_sleep_ns(2 * MS)); /* parked in its join by then */
+  fib__fault_inject(FIB__FAULT_MALLOC, 1, 0); /* the note's */
+  int err = fib_cancel(NULL, m->joiner);
+  fib__fault_inject(0, 0, 0);
+  CHECK_OK(fib_cancel(NULL, m->child));
+  return (void *)(intptr_t)err;
+}
+
+static void *nomem_driver(void *arg) {
+  unsigned workers = (unsigned)(uintptr_t)arg;
+  struct nomem m = {0};
+  fib_attr here = {0}, last = {0};
+  here.worker = 1;
+  last.worker = workers;
+  fib_id k;
+  CHECK_OK(fib_spawn(NULL, nomem_joiner, &m, &here, &m.joiner));
+  CHECK_OK(fib_spawn(NULL, nomem_canceller, &m, &last, &k));
+  void *r;
+  CHECK_OK(fib_join(k, &r));
+  CHECK_OK(fib_join(m.joiner, NULL));
+  if ((intptr_t)r == FIB_ENOMEM) { /* the join went on to its end */
+    CHECK_OK(m.err);
+    CHECK_EQ(m.joined, FIB_ECANCELED); /* the child's sleep, cancelled */
+  } else { /* the joiner was not parked yet: its join saw the flag */
+    CHECK_OK((intptr_t)r);
+    CHECK_EQ(m.err, FIB_ECANCELED);
+    CHECK_OK(fib_join(m.child, NULL));
+  }
+  CHECK_EQ(m.later, FIB_ECANCELED);
+  return NULL;
+}
+
+TEST(a_cancel_that_cannot_be_carried_says_so_and_marks_the_fiber) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, nomem_driver, (void *)(uintptr_t)workers, NULL,
+                       NULL));
+    run_to_end(rt);
+  }
+}
+
 static unsigned detach_race_done; /* atomic */
 
 static void *count_and_return(void *arg) {
@@ -1417,6 +1487,7 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_cancel_carried_to_a_joiners_worker_ends_its_join_once),
           T(a_cancel_from_a_plain_thread_reaches_a_joiner_on_a_worker),
           T(a_late_cancel_note_leaves_a_reused_record_alone),
+          T(a_cancel_that_cannot_be_carried_says_so_and_marks_the_fiber),
           T(a_join_cycle_across_workers_is_a_deadlock),
           T_TIMEOUT(a_deadlock_after_a_wake_up_across_workers_is_reported, 10),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),
