@@ -344,6 +344,12 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   return spawn_default(rt, fn, arg, id);
 }
 
+/* Sanitizer and memcheck builds keep the join's frame: fib__join_tail_defer
+ * writes below a suspended context's stack pointer, which memcheck takes
+ * for freed stack, and runs code on a context the sanitizers' switch
+ * annotations were not told of. */
+#define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
+
 /* fib_join in a multi-worker runtime: the target may finish on another
  * worker at any moment; the two meet in its join word (workers.h). The
  * joiner finds the record on its home worker, under the home's ids_lock
@@ -379,6 +385,22 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
      * locked instruction per join instead of two. release: a finisher
      * that reads the claim through the word reads it as we wrote it. */
     __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
+    /* With no deadline (and a tail slot) we wait with no frame, as one
+     * worker's join does (fiber.h, FIB__JOIN_TAIL): whoever wins us
+     * completes the join (the finisher: the result, `joining`, the
+     * collection) or leaves t joinable (fib__join_take), and the switch
+     * back returns straight into fib_join's caller, not into a frame of
+     * ours that the calls made meanwhile have hidden from the
+     * return-stack predictor. Written before the CAS below publishes
+     * us, for a finisher on another thread. */
+    int frameless = deadline == FIB__NO_DEADLINE &&
+                    fib__fiber_has_tail(self) && !FIB__JOIN_TAIL_FRAMED;
+    if (frameless) {
+      struct fib__wnode *n = fib__fiber_tail(self);
+      n->idx = FIB__JOIN_TAIL;
+      n->fiber = t;
+      n->elem = result;
+    }
     __atomic_store_n(&self->claim, fib__claim_join(own->worker),
                      __ATOMIC_RELEASE);
     /* seq_cst: release, so whoever takes us out of the word (finisher,
@@ -391,6 +413,8 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
                                     __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
       home_unlock(own, home);
+      if (frameless)
+        return fib__fiber_suspend_join(self); /* a tail call */
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);
       (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
@@ -415,6 +439,8 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     }
     /* w is not NULL any more: nobody acts on our claim (only this
      * thread takes a joiner whose claim names this worker) */
+    if (frameless)
+      fib__fiber_tail(self)->idx = 0;
     __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     if (w != FIB__JOIN_DONE)
@@ -469,12 +495,6 @@ static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
   }
   return join_collect(self->rt, t, result); /* a tail call */
 }
-
-/* Sanitizer and memcheck builds keep the join's frame: fib__join_tail_defer
- * writes below a suspended context's stack pointer, which memcheck takes
- * for freed stack, and runs code on a context the sanitizers' switch
- * annotations were not told of. */
-#define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
 
 /* The tail node's idx once the join has ended, till the joiner runs. */
 #define JOIN_TAIL_COLLECT (FIB__JOIN_TAIL - 1)

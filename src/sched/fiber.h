@@ -399,8 +399,9 @@ static inline void fib__fiber_init_tail(struct fib__fiber *f) {
 }
 
 /*
- * A one-worker join with no deadline waits with no frame (fiber.c,
- * join_tail) and its tail node, on no queue meanwhile (q NULL), says so:
+ * A join with no deadline waits with no frame (fiber.c, join_tail; with
+ * several workers, group_join) and its tail node, on no queue meanwhile
+ * (q NULL), says so:
  * idx FIB__JOIN_TAIL, `fiber` the target, `elem` where its result goes
  * (NULL: nowhere). Whoever readies the joiner completes the join, as no
  * frame is left to: the target's finish (the result; the collection, at
@@ -417,6 +418,27 @@ static inline void fib__fiber_init_tail(struct fib__fiber *f) {
  * joined); then a frame put on the joiner's stack below its saved
  * context (fiber.c) collects the target, or leaves it joinable. */
 void fib__join_tail_defer(struct fib__fiber *joiner, int collect);
+
+/* A multi-worker joiner j, parked and won by the caller (its target's
+ * finisher, which has made the join word GONE or is about to): if it
+ * waits with no frame, complete its join as the frame would have (its
+ * result stored, `joining` cleared) and return 1: the caller collects
+ * the target; 0: it has a frame, which does that. Whatever thread the
+ * caller runs on: j runs only once woken. */
+static inline int fib__join_tail_complete(struct fib__fiber *j,
+                                          void *result) {
+  if (!fib__fiber_has_tail(j))
+    return 0;
+  struct fib__wnode *n = fib__fiber_tail(j);
+  if (n->idx != FIB__JOIN_TAIL)
+    return 0;
+  n->idx = 0;
+  if (n->elem)
+    *(void **)n->elem = result;
+  /* relaxed: j's own thread reads it after its wake-up, which orders it */
+  __atomic_store_n(&j->joining, NULL, __ATOMIC_RELAXED);
+  return 1;
+}
 
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to
@@ -530,6 +552,12 @@ int fib__compact_wait_refused(void);
 
 /* The same, for a multi-worker runtime's fiber that has armed its claim
  * itself (workers.h), before it let wakers on other threads find it. */
+/* A multi-worker join's park with no frame (its tail node says
+ * FIB__JOIN_TAIL, its claim is the join word): the cancel check, then
+ * the switch, in tail position; returns what its waker hands it (0, or
+ * FIB_ECANCELED), straight to fib_join's caller. */
+int fib__fiber_suspend_join(struct fib__fiber *self);
+
 int fib__fiber_suspend_armed(struct fib__fiber *self,
                              enum fib__fiber_state state);
 

@@ -508,6 +508,20 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
   return suspend_local(self, 0);
 }
 
+int fib__fiber_suspend_join(struct fib__fiber *self) {
+  self->state = FIB__FIBER_BLOCKED;
+  self->nocancel = 0;
+  self->wake = 0;
+  /* group_suspend's cancel check, returning the cancel itself: there is
+   * no frame to read `wake` after (no timer either: no deadline) */
+  if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST) &&
+      fib__claim_take(self, 0)) {
+    self->state = FIB__FIBER_RUNNING;
+    return FIB_ECANCELED;
+  }
+  return switch_away(self->rt, self, 1);
+}
+
 int fib__fiber_suspend_armed(struct fib__fiber *self,
                              enum fib__fiber_state state) {
   check_compact_wait(self);
@@ -619,8 +633,12 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
     if (j && __atomic_load_n(&j->claim, __ATOMIC_RELAXED) ==
                  fib__claim_join(rt->worker)) {
       __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
-      /* release: our last touch of the record, as the CAS below */
+      int tail = fib__join_tail_complete(j, self->result);
+      /* release: our last touch of the record, as the CAS below (but
+       * for our own collection, when the joiner has no frame to) */
       __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+      if (tail)
+        fib__group_collect(fib__id_home(rt, self->id), rt, self);
       run = j;
       break;
     }
@@ -640,6 +658,10 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
          * claim back to NONE before it can run or move (workers.h, the
          * join word); the inbox push publishes it. */
         __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+        /* a frameless joiner's join completed here, before its wake-up
+         * (whose push publishes it) */
+        if (fib__join_tail_complete(j, self->result))
+          fib__group_collect(fib__id_home(rt, self->id), rt, self);
         if (j->rt == rt)
           run = j;
         else

@@ -471,6 +471,10 @@ int fib__join_take(struct fib__fiber *f) {
      * canceller elsewhere only looks */
     __atomic_store_n(&f->joining, NULL, __ATOMIC_RELAXED);
     __atomic_store_n(&f->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+    /* a join with no frame (fiber.h, FIB__JOIN_TAIL) ends with t
+     * joinable, which the word now says: nothing more to complete */
+    if (fib__fiber_has_tail(f) && fib__fiber_tail(f)->idx == FIB__JOIN_TAIL)
+      fib__fiber_tail(f)->idx = 0;
   }
   return won;
 }
