@@ -550,14 +550,14 @@ __attribute__((noreturn, cold)) void fib__compact_wait_fatal(void);
  * call on every path. It never returns. */
 int fib__compact_wait_refused(void);
 
-/* The same, for a multi-worker runtime's fiber that has armed its claim
- * itself (workers.h), before it let wakers on other threads find it. */
 /* A multi-worker join's park with no frame (its tail node says
  * FIB__JOIN_TAIL, its claim is the join word): the cancel check, then
  * the switch, in tail position; returns what its waker hands it (0, or
  * FIB_ECANCELED), straight to fib_join's caller. */
 int fib__fiber_suspend_join(struct fib__fiber *self);
 
+/* The same, for a multi-worker runtime's fiber that has armed its claim
+ * itself (workers.h), before it let wakers on other threads find it. */
 int fib__fiber_suspend_armed(struct fib__fiber *self,
                              enum fib__fiber_state state);
 

@@ -906,6 +906,7 @@ static int all_quiet(const struct fib__group *g) {
 
 int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
+  /* `|`: a note's wake-up lands in the run queue only with the inbox */
   if (cancels_take(rt) | inbox_drain(rt) || take_placed(rt) || steal(rt))
     return 1;
   /* Posts, new or held back from a batch (post.c): held ones too, or a

@@ -114,22 +114,24 @@
  *
  * The join word. In a multi-worker runtime a fiber's `joiner` field is a
  * word that its joiner, fib_detach and its own finish meet in, without a
- * lock (FIB__JOIN_*, below): NULL (it
- * runs, nobody waits), a joiner (parked on it), DETACHED, DONE (finished,
- * joinable) or GONE (collected, or being collected by its joiner: lookups
- * find nothing). A joiner parked on it has no claim of its own: its
- * `claim` says FIB__CLAIM_JOIN and `joining` names the fiber it joins,
- * whose join word is its claim: whoever moves the word from the joiner's
- * address to something else is its one waker. The finisher moves NULL to
- * DONE, or the joiner to GONE (the joiner is then parked and ours, and
- * the finisher touches the record no more); the joiner's deadline or a
- * cancel moves it back to NULL (fib__join_take: the child goes on,
- * joinable) and wakes the joiner with its reason. Whoever collects a DONE
- * record (a later join, a detach) first takes it to GONE with a CAS, so
- * of two that find it DONE one does. A joiner writes itself in, and
- * fib_detach writes DETACHED, after a lookup that keeps the record from
- * being freed under them (Ids, below); the finisher needs no lock (a
- * detached one collects its own record).
+ * lock (FIB__JOIN_*, below): NULL (it runs, nobody waits), a joiner
+ * (parked on it), DETACHED, DONE (finished, joinable) or GONE (collected,
+ * or being collected by its joiner: lookups find nothing). A joiner
+ * parked on it has no claim of its own: its `claim` says FIB__CLAIM_JOIN
+ * and `joining` names the fiber it joins, whose join word is its claim:
+ * whoever moves the word from the joiner's address to something else is
+ * its one waker. The finisher moves NULL to DONE, or the joiner to GONE
+ * (the joiner is then parked and ours, and the finisher touches the
+ * record no more, unless the joiner waits with no frame: then the
+ * finisher completes its join, fiber.h's FIB__JOIN_TAIL, and collects
+ * the record itself); the joiner's deadline or a cancel moves it back to
+ * NULL (fib__join_take: the child goes on, joinable) and wakes the joiner
+ * with its reason. Whoever collects a DONE record (a later join, a
+ * detach) first takes it to GONE with a CAS, so of two that find it DONE
+ * one does. A joiner writes itself in, and fib_detach writes DETACHED,
+ * after a lookup that keeps the record from being freed under them (Ids,
+ * below); the finisher needs no lock (a detached one collects its own
+ * record).
  *
  * Only the joiner's owner's thread takes a joiner out of the word
  * (fib__join_take: its deadline, its own cancel check, and a cancel
