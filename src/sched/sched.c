@@ -624,6 +624,31 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
       fib__group_collect(fib__id_home(rt, self->id), rt, self);
       break;
     }
+    /* A joiner cancelled before we finished: its cancel wins, as it did
+     * when every canceller took the joiner out of the word itself (a
+     * cancel carried to another worker may still be on its way; a finish
+     * that the cancel caused, or that came after it, reads the flag, set
+     * before). The rare path: a CAS of our word back to NULL, against
+     * its owner's taker (a plain store is ours alone: we are the
+     * finisher), after which the next turn makes it DONE. relaxed: a
+     * look, the CAS decides. */
+    if (j && __builtin_expect(fib__cancelled(j), 0)) {
+      /* seq_cst, as fib__join_take's; the failure reloads the word
+       * (acquire, as the first load) */
+      if (__atomic_compare_exchange_n(&self->joiner, &j, NULL, 0,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
+        /* j is parked and ours, its join ended with us joinable: what
+         * fib__join_take does for a winner */
+        __atomic_store_n(&j->joining, NULL, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+        if (fib__fiber_has_tail(j) &&
+            fib__fiber_tail(j)->idx == FIB__JOIN_TAIL)
+          fib__fiber_tail(j)->idx = 0;
+        fib__group_wake(j, FIB_ECANCELED, 0);
+        j = NULL;
+      }
+      continue;
+    }
     /* A joiner whose claim names this worker waits here, parked, and
      * only this thread may take it out of the word (workers.h, the join
      * word): the word is ours to store, without a locked instruction,
