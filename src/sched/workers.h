@@ -156,7 +156,10 @@
  * on it and it is cancelled (the flag, stored before the note was pushed,
  * is sticky: a fiber that left that join and parks in another one here is
  * rightly cancelled there; a record reused by a fiber nobody cancelled is
- * left alone). The note keeps the record from being freed until the owner
+ * left alone). Meanwhile the finisher of the fiber it joins, reading the
+ * flag, ends the join with FIB_ECANCELED itself (group_finish: a CAS of
+ * its own word, the rare path), so a finish after the cancel never beats
+ * the note. The note keeps the record from being freed until the owner
  * has read it: the group counts notes in flight (`cancels_out`, raised
  * under the fiber's home's lookup, which keeps the record in its map), and
  * a worker gives spare records beyond a cap back to malloc only when none
