@@ -715,7 +715,12 @@ FIB_API int fib_join_until(fib_id id, void **result, uint64_t deadline_ns);
  *   - finished: nothing to do, returns 0.
  * A cancelled fiber is joined (and detached) like any other; joining it
  * after it returns gives its return value.
- * Errors: FIB_EPERM (rt NULL outside a fiber), FIB_ESRCH (no such fiber).
+ * Errors: FIB_EPERM (rt NULL outside a fiber), FIB_ESRCH (no such fiber),
+ * FIB_ENOMEM (a runtime with several workers, the fiber waiting in
+ * fib_join on another worker than the caller's: the few bytes that carry
+ * the cancel to that worker could not be allocated; the fiber is marked
+ * cancelled, so its next blocking call fails, but that join goes on until
+ * its target finishes, then fails with FIB_ECANCELED, or its deadline).
  */
 FIB_API int fib_cancel(fib_runtime *rt, fib_id id);
 

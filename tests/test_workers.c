@@ -10,7 +10,11 @@
 #include <fibers.h>
 #include <fibers/io.h>
 
+#include "sys.h"
+
 #include <pthread.h>
+#include <sched.h>
+#include <string.h>
 #include <stdint.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -617,6 +621,363 @@ TEST(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once) {
   }
 }
 
+/* Cancels carried to a joiner's owner (workers.h, the join word): joiners
+ * placed on worker 0 join children on worker 0 (whose finish then settles
+ * the word without a locked instruction) or on the last worker, and are
+ * cancelled from worker 0 itself (taken at once) or from the last worker
+ * (a note that worker 0 reads at its next turn). Meanwhile a joiner may
+ * have left that join, moved to another worker and joined again there, or
+ * finished and had its record reused by a joiner that nobody cancels. A
+ * join that fails with FIB_ECANCELED was cancelled, every cancelled
+ * joiner's last wait fails, the others' never do, and every child's value
+ * arrives exactly once. */
+struct carried {
+  fib_id child, joiner;
+  unsigned i, workers;
+  int requested; /* atomic: its canceller is about to cancel it */
+  int first;     /* the first join: 1 joined, 2 cancelled */
+  int wrong;     /* FIB_ECANCELED with no cancel requested */
+  int later;     /* its last wait, once its batch's cancels are all made */
+};
+
+static unsigned carried_batch_done; /* atomic */
+
+static void *carried_joiner(void *arg) {
+  struct carried *c = arg;
+  void *v = NULL;
+  int err = fib_join(c->child, &v);
+  if (err == 0) {
+    CHECK_EQ((uintptr_t)v, (uintptr_t)c->i + 1);
+    c->first = 1;
+  } else {
+    CHECK_EQ(err, FIB_ECANCELED);
+    c->first = 2;
+    c->wrong |= !__atomic_load_n(&c->requested, __ATOMIC_ACQUIRE);
+  }
+  if (c->i % 3 == 1) /* on, elsewhere where there is one: a later join's
+                        claim names another worker */
+    CHECK_OK(fib_move_to(c->i % c->workers));
+  fib_id d;
+  CHECK_OK(fib_spawn(NULL, spin_and_return, (void *)(uintptr_t)c->i, NULL,
+                     &d));
+  err = fib_join(d, &v);
+  if (err) {
+    CHECK_EQ(err, FIB_ECANCELED);
+    c->wrong |= !__atomic_load_n(&c->requested, __ATOMIC_ACQUIRE);
+    CHECK_OK(fib_detach(NULL, d)); /* does not wait: works cancelled */
+  } else {
+    CHECK_EQ((uintptr_t)v, (uintptr_t)c->i + 1);
+  }
+  unsigned batch = c->i / 100 + 1;
+  while (__atomic_load_n(&carried_batch_done, __ATOMIC_ACQUIRE) < batch)
+    CHECK_OK(fib_yield());
+  c->later = fib_sleep_ns(1000);
+  return NULL;
+}
+
+static void *carried_canceller(void *arg) {
+  struct carried *c = arg;
+  spin(c->i % 5 * 40);
+  __atomic_store_n(&c->requested, 1, __ATOMIC_RELEASE);
+  return (void *)(intptr_t)fib_cancel(NULL, c->joiner);
+}
+
+static void *carried_cancels(void *arg) {
+  unsigned workers = (unsigned)(uintptr_t)arg;
+  unsigned n = (unsigned)scaled(3000);
+  struct carried *cs = calloc(n, sizeof *cs);
+  CHECK(cs != NULL);
+  fib_attr here = {0}, last = {0};
+  here.worker = 1;     /* worker 0 */
+  last.worker = workers; /* the last worker */
+  uint64_t sum = 0;
+  for (unsigned b = 0; b < n; b += 100) {
+    unsigned e = b + 100 < n ? b + 100 : n;
+    fib_id ks[100];
+    for (unsigned i = b; i < e; i++) {
+      struct carried *c = &cs[i];
+      c->i = i;
+      c->workers = workers;
+      CHECK_OK(fib_spawn(NULL, spin_and_return, (void *)(uintptr_t)i,
+                         i % 2 ? &here : &last, &c->child));
+      CHECK_OK(fib_spawn(NULL, carried_joiner, c, &here, &c->joiner));
+      ks[i - b] = 0;
+      if (i % 4 != 3) /* the rest nobody cancels */
+        CHECK_OK(fib_spawn(NULL, carried_canceller, c,
+                           i % 3 == 0 ? &here : &last, &ks[i - b]));
+    }
+    for (unsigned i = b; i < e; i++) {
+      void *r;
+      if (ks[i - b]) {
+        CHECK_OK(fib_join(ks[i - b], &r));
+        CHECK_EQ((intptr_t)r, 0); /* the joiner is there till we join it */
+      }
+    }
+    __atomic_store_n(&carried_batch_done, b / 100 + 1, __ATOMIC_RELEASE);
+    for (unsigned i = b; i < e; i++) {
+      struct carried *c = &cs[i];
+      CHECK_OK(fib_join(c->joiner, NULL));
+      CHECK_EQ(c->wrong, 0);
+      if (c->requested) {
+        CHECK_EQ(c->later, FIB_ECANCELED);
+      } else {
+        CHECK_EQ(c->later, 0);
+        CHECK_EQ(c->first, 1);
+      }
+      if (c->first == 1) {
+        CHECK_EQ(fib_join(c->child, NULL), FIB_ESRCH);
+      } else {
+        void *v;
+        CHECK_OK(fib_join(c->child, &v)); /* left joinable */
+        CHECK_EQ((uintptr_t)v, (uintptr_t)i + 1);
+      }
+      sum += i + 1;
+    }
+  }
+  CHECK_EQ(sum, (uint64_t)n * (n + 1) / 2);
+  free(cs);
+  return NULL;
+}
+
+TEST(a_cancel_carried_to_a_joiners_worker_ends_its_join_once) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    __atomic_store_n(&carried_batch_done, 0, __ATOMIC_RELAXED);
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, carried_cancels, (void *)(uintptr_t)workers, NULL,
+                       NULL));
+    run_to_end(rt);
+  }
+}
+
+/* The same from a plain thread, which is no worker: every cancel of a
+ * joiner is carried to worker 0 as a note (and wakes it if it sleeps). */
+#define OUTSIDE_PAIRS 50
+struct outside {
+  fib_runtime *rt;
+  fib_id joiners[OUTSIDE_PAIRS], children[OUTSIDE_PAIRS];
+  int ready; /* atomic: the ids are there */
+};
+
+static void *joins_its_child(void *arg) {
+  return (void *)(intptr_t)fib_join((fib_id)(uintptr_t)arg, NULL);
+}
+
+static void *outside_driver(void *arg) {
+  struct outside *o = arg;
+  fib_attr here = {0};
+  here.worker = 1;
+  for (int i = 0; i < OUTSIDE_PAIRS; i++) {
+    CHECK_OK(fib_spawn(NULL, sleep_long, NULL, &here, &o->children[i]));
+    CHECK_OK(fib_spawn(NULL, joins_its_child,
+                       (void *)(uintptr_t)o->children[i], &here,
+                       &o->joiners[i]));
+  }
+  __atomic_store_n(&o->ready, 1, __ATOMIC_RELEASE);
+  for (int i = 0; i < OUTSIDE_PAIRS; i++) {
+    void *r;
+    CHECK_OK(fib_join(o->joiners[i], &r));
+    CHECK_EQ((intptr_t)r, FIB_ECANCELED);
+    CHECK_OK(fib_join(o->children[i], &r));
+    CHECK_EQ((intptr_t)r, FIB_ECANCELED);
+  }
+  return NULL;
+}
+
+static void *outside_canceller(void *arg) {
+  struct outside *o = arg;
+  while (!__atomic_load_n(&o->ready, __ATOMIC_ACQUIRE))
+    sched_yield();
+  for (int i = 0; i < OUTSIDE_PAIRS; i++) {
+    usleep(100); /* some joiners parked by then, perhaps asleep */
+    CHECK_OK(fib_cancel(o->rt, o->joiners[i]));
+    CHECK_OK(fib_cancel(o->rt, o->children[i]));
+  }
+  return NULL;
+}
+
+TEST(a_cancel_from_a_plain_thread_reaches_a_joiner_on_a_worker) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    static struct outside o;
+    memset(&o, 0, sizeof o);
+    o.rt = new_workers(workers);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, outside_canceller, &o), 0);
+    CHECK_OK(fib_spawn(o.rt, outside_driver, &o, NULL, NULL));
+    CHECK_OK(fib_run(o.rt));
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK_OK(fib_runtime_destroy(o.rt));
+  }
+}
+
+/* A cancel note that arrives late: a canceller on another worker cancels
+ * the joiner worker 0 is running now, while worker 0 goes on without its
+ * loop (direct hand-offs) and reuses records at once; by the time it reads
+ * the note, the joiner may have finished and its record serve a joiner
+ * that nobody cancelled, parked in a join of its own on worker 0, which
+ * the note must leave alone. */
+struct late {
+  unsigned n;
+  fib_id *ids;     /* the joiners, as published */
+  int *requested;  /* atomic: a cancel was requested for joiner i */
+  unsigned current; /* atomic: the joiner the driver waits for, plus one */
+  int over;        /* atomic */
+};
+
+struct late_arg {
+  struct late *l;
+  unsigned i;
+  fib_id child;
+  int wrong;
+};
+
+/* Keeps its joiner parked a while, and worker 0 busy: a cancel from
+ * elsewhere finds the join, and its note waits for worker 0's turn. */
+static void *spin_and_yield(void *arg) {
+  uintptr_t v = (uintptr_t)arg;
+  spin((unsigned)(v % 5) * 60);
+  for (uintptr_t k = 0; k < v % 3; k++)
+    CHECK_OK(fib_yield());
+  return (void *)(v + 1);
+}
+
+static void *late_join(void *arg) {
+  struct late_arg *a = arg;
+  int err = fib_join(a->child, NULL);
+  if (err) {
+    CHECK_EQ(err, FIB_ECANCELED);
+    a->wrong = !__atomic_load_n(&a->l->requested[a->i], __ATOMIC_ACQUIRE);
+  }
+  return (void *)(intptr_t)err;
+}
+
+static void *late_canceller(void *arg) {
+  struct late *l = arg;
+  unsigned last = 0;
+  while (!__atomic_load_n(&l->over, __ATOMIC_ACQUIRE)) {
+    unsigned c = __atomic_load_n(&l->current, __ATOMIC_ACQUIRE);
+    if (c && c != last && c % 3 == 0) {
+      last = c;
+      __atomic_store_n(&l->requested[c - 1], 1, __ATOMIC_RELEASE);
+      int err = fib_cancel(NULL, l->ids[c - 1]);
+      CHECK(err == 0 || err == FIB_ESRCH);
+    }
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+static void *late_driver(void *arg) {
+  unsigned workers = (unsigned)(uintptr_t)arg;
+  struct late l = {0};
+  l.n = (unsigned)scaled(40000);
+  l.ids = calloc(l.n, sizeof *l.ids);
+  l.requested = calloc(l.n, sizeof *l.requested);
+  CHECK(l.ids && l.requested);
+  fib_attr here = {0}, last = {0};
+  here.worker = 1;
+  last.worker = workers;
+  fib_id k;
+  CHECK_OK(fib_spawn(NULL, late_canceller, &l, &last, &k));
+  unsigned cancelled = 0;
+  for (unsigned i = 0; i < l.n; i++) {
+    struct late_arg a = {.l = &l, .i = i};
+    CHECK_OK(fib_spawn(NULL, spin_and_yield, (void *)(uintptr_t)i, &here,
+                       &a.child));
+    CHECK_OK(fib_spawn(NULL, late_join, &a, &here, &l.ids[i]));
+    __atomic_store_n(&l.current, i + 1, __ATOMIC_RELEASE);
+    void *r;
+    CHECK_OK(fib_join(l.ids[i], &r));
+    CHECK_EQ(a.wrong, 0);
+    if (r) { /* cancelled: the child is left joinable */
+      cancelled++;
+      CHECK_OK(fib_join(a.child, &r));
+      CHECK_EQ((uintptr_t)r, (uintptr_t)i + 1);
+    } else {
+      CHECK_EQ(fib_join(a.child, NULL), FIB_ESRCH);
+    }
+  }
+  __atomic_store_n(&l.over, 1, __ATOMIC_RELEASE);
+  CHECK_OK(fib_join(k, NULL));
+  free(l.ids);
+  free(l.requested);
+  (void)cancelled; /* how many depends on the threads' timing */
+  return NULL;
+}
+
+TEST(a_late_cancel_note_leaves_a_reused_record_alone) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, late_driver, (void *)(uintptr_t)workers, NULL,
+                       NULL));
+    run_to_end(rt);
+  }
+}
+
+/* A cancel whose note cannot be allocated: FIB_ENOMEM, the fiber is
+ * marked cancelled, its join goes on until its child (cancelled next)
+ * finishes, then fails, the child left joinable, and its next wait
+ * fails. */
+struct nomem {
+  fib_id joiner, child;
+  int joining; /* atomic */
+  int err, later;
+};
+
+static void *nomem_joiner(void *arg) {
+  struct nomem *m = arg;
+  fib_attr here = {0};
+  here.worker = 1;
+  CHECK_OK(fib_spawn(NULL, sleep_long, NULL, &here, &m->child));
+  __atomic_store_n(&m->joining, 1, __ATOMIC_RELEASE);
+  m->err = fib_join(m->child, NULL);
+  m->later = fib_sleep_ns(1000);
+  return NULL;
+}
+
+static void *nomem_canceller(void *arg) {
+  struct nomem *m = arg;
+  while (!__atomic_load_n(&m->joining, __ATOMIC_ACQUIRE))
+    CHECK_OK(fib_yield());
+  CHECK_OK(fib_sleep_ns(2 * MS)); /* parked in its join by then */
+  fib__fault_inject(FIB__FAULT_MALLOC, 1, 0); /* the note's */
+  int err = fib_cancel(NULL, m->joiner);
+  fib__fault_inject(0, 0, 0);
+  CHECK_OK(fib_cancel(NULL, m->child));
+  return (void *)(intptr_t)err;
+}
+
+static void *nomem_driver(void *arg) {
+  unsigned workers = (unsigned)(uintptr_t)arg;
+  struct nomem m = {0};
+  fib_attr here = {0}, last = {0};
+  here.worker = 1;
+  last.worker = workers;
+  fib_id k;
+  CHECK_OK(fib_spawn(NULL, nomem_joiner, &m, &here, &m.joiner));
+  CHECK_OK(fib_spawn(NULL, nomem_canceller, &m, &last, &k));
+  void *r;
+  CHECK_OK(fib_join(k, &r));
+  CHECK_OK(fib_join(m.joiner, NULL));
+  /* FIB_ENOMEM: the join went on until the child finished, whose finish
+   * found the joiner cancelled; 0: the joiner was not parked yet, and its
+   * join saw the flag */
+  CHECK((intptr_t)r == FIB_ENOMEM || (intptr_t)r == 0);
+  CHECK_EQ(m.err, FIB_ECANCELED);
+  CHECK_OK(fib_join(m.child, &r)); /* left joinable */
+  CHECK_EQ((intptr_t)r, FIB_ECANCELED); /* its sleep, cancelled */
+  CHECK_EQ(m.later, FIB_ECANCELED);
+  return NULL;
+}
+
+TEST(a_cancel_that_cannot_be_carried_says_so_and_marks_the_fiber) {
+  for (unsigned workers = 2; workers <= 4; workers += 2) {
+    fib_runtime *rt = new_workers(workers);
+    CHECK_OK(fib_spawn(rt, nomem_driver, (void *)(uintptr_t)workers, NULL,
+                       NULL));
+    run_to_end(rt);
+  }
+}
+
 static unsigned detach_race_done; /* atomic */
 
 static void *count_and_return(void *arg) {
@@ -1120,6 +1481,10 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_join_meets_its_childs_finish_on_another_worker_exactly_once),
           T(a_detach_meets_the_finish_on_another_worker_and_frees_once),
           T(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once),
+          T(a_cancel_carried_to_a_joiners_worker_ends_its_join_once),
+          T(a_cancel_from_a_plain_thread_reaches_a_joiner_on_a_worker),
+          T(a_late_cancel_note_leaves_a_reused_record_alone),
+          T(a_cancel_that_cannot_be_carried_says_so_and_marks_the_fiber),
           T(a_join_cycle_across_workers_is_a_deadlock),
           T_TIMEOUT(a_deadlock_after_a_wake_up_across_workers_is_reported, 10),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),

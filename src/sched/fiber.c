@@ -218,7 +218,9 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
    * returned it. */
   spawn_fill(rt, f, fn, arg, attr);
   if (rt->group) {
-    f->claim = FIB__CLAIM_NONE;
+    /* atomic: a cancel note's worker may read the claim of a record that
+     * is reused meanwhile (workers.h, the join word) */
+    __atomic_store_n(&f->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     /* the join word (workers.h): nobody else finds f before its id is
      * returned, but a canceller's CAS may still look (above) */
     if (f->detached)
@@ -342,6 +344,12 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   return spawn_default(rt, fn, arg, id);
 }
 
+/* Sanitizer and memcheck builds keep the join's frame: fib__join_tail_defer
+ * writes below a suspended context's stack pointer, which memcheck takes
+ * for freed stack, and runs code on a context the sanitizers' switch
+ * annotations were not told of. */
+#define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
+
 /* fib_join in a multi-worker runtime: the target may finish on another
  * worker at any moment; the two meet in its join word (workers.h). The
  * joiner finds the record on its home worker, under the home's ids_lock
@@ -364,18 +372,37 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
   if (!err && fib__cancelled(self)) /* as above */
     err = FIB_ECANCELED;
   if (!err && w == NULL) {
-    /* Our claim is the join word from now on (workers.h): what we join
-     * first, for a canceller that finds the claim. The claim armed by a
+    /* Our claim is the join word from now on (workers.h), and names our
+     * worker, the one thread that may take us out of the word (a
+     * canceller elsewhere carries its cancel there); what we join
+     * first, for that taker. The claim armed by a
      * store, not fib__claim_arm's exchange: the CAS below is a
      * read-modify-write between it and the cancel check's load
      * (group_suspend), which orders the two on every target (a locked
      * instruction on x86-64; on aarch64 and riscv64 a release RMW, which
      * a later seq_cst load does not pass; under qemu-user, a host
      * atomic): the store half of the Dekker pair (workers.h) at one
-     * locked instruction per join instead of two. release: a canceller
-     * that reads the claim reads `joining` as we wrote it before. */
+     * locked instruction per join instead of two. release: a finisher
+     * that reads the claim through the word reads it as we wrote it. */
     __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
-    __atomic_store_n(&self->claim, FIB__CLAIM_JOIN, __ATOMIC_RELEASE);
+    /* With no deadline (and a tail slot) we wait with no frame, as one
+     * worker's join does (fiber.h, FIB__JOIN_TAIL): whoever wins us
+     * completes the join (the finisher: the result, `joining`, the
+     * collection) or leaves t joinable (fib__join_take), and the switch
+     * back returns straight into fib_join's caller, not into a frame of
+     * ours that the calls made meanwhile have hidden from the
+     * return-stack predictor. Written before the CAS below publishes
+     * us, for a finisher on another thread. */
+    int frameless = deadline == FIB__NO_DEADLINE &&
+                    fib__fiber_has_tail(self) && !FIB__JOIN_TAIL_FRAMED;
+    if (frameless) {
+      struct fib__wnode *n = fib__fiber_tail(self);
+      n->idx = FIB__JOIN_TAIL;
+      n->fiber = t;
+      n->elem = result;
+    }
+    __atomic_store_n(&self->claim, fib__claim_join(own->worker),
+                     __ATOMIC_RELEASE);
     /* seq_cst: release, so whoever takes us out of the word (finisher,
      * deadline, canceller: their CAS acquires) reads what we wrote
      * before, our owner included; and the order above; acquire, for the
@@ -386,13 +413,15 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
     if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
                                     __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
       home_unlock(own, home);
+      if (frameless)
+        return fib__fiber_suspend_join(self); /* a tail call */
       if (deadline != FIB__NO_DEADLINE)
         fib__fiber_arm(self, deadline);
       (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
-      /* Out of the join: no canceller is to find t through us from now
-       * on, before t can be collected and its record freed (workers.h,
-       * the join word). relaxed: the chain that hands t to its home's
-       * flush orders it before the free. */
+      /* Out of the join (our waker has set our claim back to NONE): t
+       * is not to be found through us from now on, before it can be
+       * collected and its record freed (workers.h, the join word).
+       * relaxed: only our owner's thread reads it, and it is ours. */
       __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
       /* Timed out or cancelled: our waker has taken us out of the word
        * (fib__join_take), and t goes on unjoined. */
@@ -408,7 +437,10 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
       fib__group_collect(home, self->rt, t);
       return 0;
     }
-    /* w is not NULL any more: nobody has seen our claim */
+    /* w is not NULL any more: nobody acts on our claim (only this
+     * thread takes a joiner whose claim names this worker) */
+    if (frameless)
+      fib__fiber_tail(self)->idx = 0;
     __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     if (w != FIB__JOIN_DONE)
@@ -463,12 +495,6 @@ static __attribute__((noinline)) int join_wait(struct fib__fiber *self,
   }
   return join_collect(self->rt, t, result); /* a tail call */
 }
-
-/* Sanitizer and memcheck builds keep the join's frame: fib__join_tail_defer
- * writes below a suspended context's stack pointer, which memcheck takes
- * for freed stack, and runs code on a context the sanitizers' switch
- * annotations were not told of. */
-#define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
 
 /* The tail node's idx once the join has ended, till the joiner runs. */
 #define JOIN_TAIL_COLLECT (FIB__JOIN_TAIL - 1)
@@ -622,8 +648,11 @@ int fib_cancel(fib_runtime *rt, fib_id id) {
     if (!err && __atomic_load_n(&t->joiner, __ATOMIC_RELAXED) !=
                     FIB__JOIN_DONE) { /* a look: the claim decides */
       __atomic_store_n(&t->cancelled, 1, __ATOMIC_SEQ_CST);
-      if (fib__claim_take_cancel(here->group, t))
+      int won = fib__claim_take_cancel(here->group, t, own);
+      if (won > 0)
         fib__group_wake(t, FIB_ECANCELED, 0);
+      else if (won < 0) /* marked: its next wait fails, not this join */
+        err = won;
     }
     home_unlock(own, home);
     return err;

@@ -178,8 +178,9 @@ struct fib__fiber {
                                  there, to be run next (take_placed) */
   struct fib__fiber *joining; /* the fiber whose join word holds it while
                                  it waits in fib_join (FIB__CLAIM_JOIN);
-                                 NULL otherwise (atomic: its deadline and
-                                 cancellers read it, fib__join_take) */
+                                 NULL otherwise (atomic: its owner's
+                                 fib__join_take reads it, for a deadline or
+                                 a cancel) */
   char name[FIB_NAME_MAX + 1];
 };
 
@@ -303,6 +304,10 @@ struct fib_runtime {
   size_t dead_count;
   struct fib__runq_node *dead_in; /* the same, collected on other workers
                                     (atomic: inbox.h's stack) */
+  struct fib__runq_node *cancels; /* cancels of its fibers parked in
+                                    fib_join, carried here from other
+                                    threads (atomic: inbox.h's stack of
+                                    notes; workers.h, the join word) */
   /* Posts (fib_post, fib_call: post.c), for every runtime: */
   struct fib__runq_node *posts;      /* posted calls (inbox.h's stack) */
   struct fib__runq_node *posts_held; /* taken but not yet spawned (beyond
@@ -397,8 +402,9 @@ static inline void fib__fiber_init_tail(struct fib__fiber *f) {
 }
 
 /*
- * A one-worker join with no deadline waits with no frame (fiber.c,
- * join_tail) and its tail node, on no queue meanwhile (q NULL), says so:
+ * A join with no deadline waits with no frame (fiber.c, join_tail; with
+ * several workers, group_join) and its tail node, on no queue meanwhile
+ * (q NULL), says so:
  * idx FIB__JOIN_TAIL, `fiber` the target, `elem` where its result goes
  * (NULL: nowhere). Whoever readies the joiner completes the join, as no
  * frame is left to: the target's finish (the result; the collection, at
@@ -415,6 +421,27 @@ static inline void fib__fiber_init_tail(struct fib__fiber *f) {
  * joined); then a frame put on the joiner's stack below its saved
  * context (fiber.c) collects the target, or leaves it joinable. */
 void fib__join_tail_defer(struct fib__fiber *joiner, int collect);
+
+/* A multi-worker joiner j, parked and won by the caller (its target's
+ * finisher, which has made the join word GONE or is about to): if it
+ * waits with no frame, complete its join as the frame would have (its
+ * result stored, `joining` cleared) and return 1: the caller collects
+ * the target; 0: it has a frame, which does that. Whatever thread the
+ * caller runs on: j runs only once woken. */
+static inline int fib__join_tail_complete(struct fib__fiber *j,
+                                          void *result) {
+  if (!fib__fiber_has_tail(j))
+    return 0;
+  struct fib__wnode *n = fib__fiber_tail(j);
+  if (n->idx != FIB__JOIN_TAIL)
+    return 0;
+  n->idx = 0;
+  if (n->elem)
+    *(void **)n->elem = result;
+  /* relaxed: j's own thread reads it after its wake-up, which orders it */
+  __atomic_store_n(&j->joining, NULL, __ATOMIC_RELAXED);
+  return 1;
+}
 
 
 /* Freed fiber records kept per runtime, so spawn and join do not go to
@@ -525,6 +552,12 @@ __attribute__((noreturn, cold)) void fib__compact_wait_fatal(void);
  * function that does not return would make it align the stack for the
  * call on every path. It never returns. */
 int fib__compact_wait_refused(void);
+
+/* A multi-worker join's park with no frame (its tail node says
+ * FIB__JOIN_TAIL, its claim is the join word): the cancel check, then
+ * the switch, in tail position; returns what its waker hands it (0, or
+ * FIB_ECANCELED), straight to fib_join's caller. */
+int fib__fiber_suspend_join(struct fib__fiber *self);
 
 /* The same, for a multi-worker runtime's fiber that has armed its claim
  * itself (workers.h), before it let wakers on other threads find it. */

@@ -508,6 +508,20 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
   return suspend_local(self, 0);
 }
 
+int fib__fiber_suspend_join(struct fib__fiber *self) {
+  self->state = FIB__FIBER_BLOCKED;
+  self->nocancel = 0;
+  self->wake = 0;
+  /* group_suspend's cancel check, returning the cancel itself: there is
+   * no frame to read `wake` after (no timer either: no deadline) */
+  if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST) &&
+      fib__claim_take(self, 0)) {
+    self->state = FIB__FIBER_RUNNING;
+    return FIB_ECANCELED;
+  }
+  return switch_away(self->rt, self, 1);
+}
+
 int fib__fiber_suspend_armed(struct fib__fiber *self,
                              enum fib__fiber_state state) {
   check_compact_wait(self);
@@ -598,33 +612,88 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   rt->owned--;
   if (self->migratable)
     rt->migratable--;
-  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_RELAXED);
+  /* acquire, from a joiner's CAS that wrote itself in: what it wrote
+   * before (its claim, naming its owner) happened */
+  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
   struct fib__fiber *run = NULL;
-  /* acq_rel: release publishes the result to a joiner that reads DONE,
-   * and to the one we wake; acquire, from a joiner's write of itself:
-   * what it wrote before it parked (its owner). A failure rereads the
-   * word: a joiner has come, or gone (its deadline or a cancel took it
-   * out) meanwhile. The CAS that moves a joiner to GONE is our last touch
-   * of the record: the joiner, once woken, may collect it anywhere. */
-  while (j != FIB__JOIN_DETACHED &&
-         !__atomic_compare_exchange_n(&self->joiner, &j,
-                                      j ? FIB__JOIN_GONE : FIB__JOIN_DONE, 0,
-                                      __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-    ;
-  if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
-    /* release: a lookup under the home's lock that reads GONE treats the
-     * record as gone; nothing of it is read after */
-    __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
-    fib__group_collect(fib__id_home(rt, self->id), rt, self);
-  } else if (j) {
-    /* The joiner is parked and waits for us alone (a parked fiber does
-     * not move, so its owner is read now): a local one is run next by
-     * the caller, as with one worker; another worker's goes to its
-     * inbox. */
-    if (j->rt == rt)
+  for (;;) {
+    if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
+      /* release: a lookup under the home's lock that reads GONE treats
+       * the record as gone; nothing of it is read after */
+      __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+      fib__group_collect(fib__id_home(rt, self->id), rt, self);
+      break;
+    }
+    /* A joiner cancelled before we finished: its cancel wins, as it did
+     * when every canceller took the joiner out of the word itself (a
+     * cancel carried to another worker may still be on its way; a finish
+     * that the cancel caused, or that came after it, reads the flag, set
+     * before). The rare path: a CAS of our word back to NULL, against
+     * its owner's taker (a plain store is ours alone: we are the
+     * finisher), after which the next turn makes it DONE. relaxed: a
+     * look, the CAS decides. */
+    if (j && __builtin_expect(fib__cancelled(j), 0)) {
+      /* seq_cst, as fib__join_take's; the failure reloads the word
+       * (acquire, as the first load) */
+      if (__atomic_compare_exchange_n(&self->joiner, &j, NULL, 0,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
+        /* j is parked and ours, its join ended with us joinable: what
+         * fib__join_take does for a winner */
+        __atomic_store_n(&j->joining, NULL, __ATOMIC_RELAXED);
+        __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+        if (fib__fiber_has_tail(j) &&
+            fib__fiber_tail(j)->idx == FIB__JOIN_TAIL)
+          fib__fiber_tail(j)->idx = 0;
+        fib__group_wake(j, FIB_ECANCELED, 0);
+        j = NULL;
+      }
+      continue;
+    }
+    /* A joiner whose claim names this worker waits here, parked, and
+     * only this thread may take it out of the word (workers.h, the join
+     * word): the word is ours to store, without a locked instruction,
+     * and the joiner ours to run next. relaxed: the claim was armed
+     * before the joiner's CAS that our load acquired, and only this
+     * thread changes it while it names this worker. */
+    if (j && __atomic_load_n(&j->claim, __ATOMIC_RELAXED) ==
+                 fib__claim_join(rt->worker)) {
+      __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+      int tail = fib__join_tail_complete(j, self->result);
+      /* release: our last touch of the record, as the CAS below (but
+       * for our own collection, when the joiner has no frame to) */
+      __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+      if (tail)
+        fib__group_collect(fib__id_home(rt, self->id), rt, self);
       run = j;
-    else
-      fib__group_wake(j, 0, 1);
+      break;
+    }
+    /* acq_rel: release publishes the result to a joiner that reads DONE,
+     * and to the one we wake; acquire, from a joiner's write of itself:
+     * what it wrote before it parked (its owner). A failure rereads the
+     * word (acquire, as the first load): a joiner has come, or gone (its
+     * owner's deadline or a cancel took it out) meanwhile. The CAS that
+     * moves a joiner to GONE is our last touch of the record: the
+     * joiner, once woken, may collect it anywhere. */
+    if (__atomic_compare_exchange_n(&self->joiner, &j,
+                                    j ? FIB__JOIN_GONE : FIB__JOIN_DONE, 0,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      if (j) {
+        /* The joiner, parked on another worker, waits for us alone (a
+         * parked fiber does not move, so its owner is read now). Its
+         * claim back to NONE before it can run or move (workers.h, the
+         * join word); the inbox push publishes it. */
+        __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+        /* a frameless joiner's join completed here, before its wake-up
+         * (whose push publishes it) */
+        if (fib__join_tail_complete(j, self->result))
+          fib__group_collect(fib__id_home(rt, self->id), rt, self);
+        if (j->rt == rt)
+          run = j;
+        else
+          fib__group_wake(j, 0, 1);
+      }
+      break;
+    }
   }
   fib__group_count(&rt->finished);
   return run;

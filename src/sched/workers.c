@@ -83,6 +83,16 @@ fail:
 
 void fib__group_free(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
+  /* Cancel notes no worker read (the run ended first): nothing to do but
+   * free them; every thread that could push one has left the run. */
+  for (unsigned i = 0; i < g->n; i++) {
+    struct fib__runq_node *n = fib__inbox_take(&g->w[i]->cancels);
+    while (n) {
+      struct fib__runq_node *next = n->next;
+      fib__sys_free(n);
+      n = next;
+    }
+  }
   for (unsigned i = 0; i < g->n; i++) {
     struct fib_runtime *w = g->w[i];
     if (i == 0)
@@ -253,7 +263,9 @@ static void end_run(struct fib__group *g, int result) {
 
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
-static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
+/* Push n onto one of w's stacks (its inbox, its cancels) and wake w. */
+static void push_note(struct fib_runtime *w, struct fib__runq_node **head,
+                      struct fib__runq_node *n) {
   /* Woken from outside its group (a plain thread, another runtime): it
    * may be again from now on, so it is posted (see post.c). Not for a
    * push from a worker of its own group, which the deadlock census sees:
@@ -267,16 +279,20 @@ static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
      * end (nor can the program destroy w) before this thread has left
      * its loop: no count of wakers is needed, and the two locked
      * instructions it costs are saved on every hop between workers. */
-    fib__inbox_push(&w->inbox, &f->runq); /* publishes remote_reason */
+    fib__inbox_push(head, n);
     wake_worker(w);
     return;
   }
   if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   fib__waker_enter(w);
-  fib__inbox_push(&w->inbox, &f->runq); /* publishes remote_reason */
+  fib__inbox_push(head, n);
   wake_worker(w);
   fib__waker_leave(w); /* w may be gone from here on */
+}
+
+static void inbox_push(struct fib_runtime *w, struct fib__fiber *f) {
+  push_note(w, &w->inbox, &f->runq); /* publishes remote_reason */
 }
 
 void fib__runtime_unwaked(struct fib_runtime *rt) {
@@ -383,49 +399,116 @@ void fib__group_flush(struct fib_runtime *rt) {
     fib__fiber_keep_record(rt, f);
   }
   fib__spin_unlock(&rt->ids_lock);
-  if (__builtin_expect(rt->spare_count > FIB__GROUP_SPARE_TRIM, 0)) {
-    /* Spares past the cap (fiber.h keeps them all for a worker of
-     * several) go back to malloc, under the group's lock: no
-     * fib__join_take is between its read of a `joining` that names one
-     * of them and its CAS (workers.h, the join word). */
-    pthread_mutex_lock(&rt->group->lock);
+  /* Spares past the cap (fiber.h keeps them all for a worker of several)
+   * go back to malloc, unless a cancel note is in flight, which may name
+   * one of them (workers.h, the join word): then at a later flush.
+   * acquire: pairs with the release by which a worker that has read its
+   * note lets go of it. A note raised after this load names a record that
+   * its canceller found in our map (under our ids_lock, or on this
+   * thread), not one of these spares: its id is forgotten only at a later
+   * flush, whose lock shows us the count. */
+  if (__builtin_expect(rt->spare_count > FIB__GROUP_SPARE_TRIM, 0) &&
+      !__atomic_load_n(&rt->group->cancels_out, __ATOMIC_ACQUIRE)) {
     while (rt->spare_count > FIB__SPARE_MAX) {
       struct fib__fiber *f = rt->spare;
       rt->spare = FIBER_OF(f->runq.next);
       rt->spare_count--;
       fib__sys_free(f);
     }
-    pthread_mutex_unlock(&rt->group->lock);
   }
 }
 
-int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f) {
+/* A cancel carried to the worker that owns a fiber waiting in fib_join
+ * (workers.h, the join word), on its `cancels` stack. */
+struct cancel_note {
+  struct fib__runq_node link; /* inbox.h's stack */
+  struct fib__fiber *fiber;
+};
+
+int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
+                           const struct fib_runtime *own) {
   int c = FIB__CLAIM_ANY;
-  /* seq_cst: as fib__claim_take */
+  /* seq_cst: as fib__claim_take (the load half of the cancel check's
+   * pair, on success and failure alike: the caller stored `cancelled`
+   * before) */
   if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
-                                  __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+                                  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
     return 1;
-  return c == FIB__CLAIM_JOIN && fib__join_take(g, f);
+  if (!fib__claim_is_join(c))
+    return 0;
+  unsigned k = (unsigned)c >> 2;
+  if (own && own->worker == k) /* its owner's thread: take it here */
+    return fib__join_take(f);
+  /* Carried to its owner, which alone may move the word. Either f still
+   * waits there when the owner reads the note, or it has left that join
+   * (the owner then finds its claim changed, or f cancelled in a new join
+   * of its own, and acts accordingly). */
+  struct cancel_note *note = fib__sys_malloc(sizeof *note);
+  if (!note)
+    return FIB_ENOMEM;
+  note->fiber = f;
+  /* relaxed: the caller holds f's home's ids_lock (or is its thread),
+   * which the home's next flush takes before it could make f's record a
+   * spare: that flush's trim sees the count (fib__group_flush) */
+  __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_RELAXED);
+  push_note(g->w[k], &g->w[k]->cancels, &note->link);
+  return 0;
 }
 
-int fib__join_take(struct fib__group *g, struct fib__fiber *f) {
-  pthread_mutex_lock(&g->lock);
-  /* Under the lock, the record `joining` names is not freed (workers.h,
-   * the join word). relaxed: a look; the CAS decides. */
+int fib__join_take(struct fib__fiber *f) {
+  /* relaxed: f's claim names a join on this thread's worker, so f has not
+   * run since it wrote `joining`, here (workers.h, the join word): t is
+   * not collected, nor freed. The CAS decides. */
   struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_RELAXED);
   struct fib__fiber *me = f;
-  /* seq_cst: the load half of the cancel check's pair (fib_cancel stored
-   * `cancelled` before), and acquire, from f's own CAS that wrote itself
-   * there: what f wrote before it parked (its owner) happened. */
+  /* seq_cst: f's own cancel check calls this as the load half of the
+   * cancel check's pair (workers.h, the claim); acquire, from f's own CAS
+   * that wrote itself there: what f wrote before it parked happened. */
   int won = t && __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
                                              __ATOMIC_SEQ_CST,
                                              __ATOMIC_RELAXED);
-  if (won) /* f is parked and ours. Cleared under the lock: t may be
-              joined and collected by others from now on, and freed by a
-              flush under this lock, after which a taker finds NULL */
+  if (won) {
+    /* f is parked and ours; t goes on, joinable by others. relaxed: only
+     * this thread acts on a claim that names this worker's join, and a
+     * canceller elsewhere only looks */
     __atomic_store_n(&f->joining, NULL, __ATOMIC_RELAXED);
-  pthread_mutex_unlock(&g->lock);
+    __atomic_store_n(&f->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+    /* a join with no frame (fiber.h, FIB__JOIN_TAIL) ends with t
+     * joinable, which the word now says: nothing more to complete */
+    if (fib__fiber_has_tail(f) && fib__fiber_tail(f)->idx == FIB__JOIN_TAIL)
+      fib__fiber_tail(f)->idx = 0;
+  }
   return won;
+}
+
+/* The cancel notes carried to rt (its thread): each fiber still waiting
+ * in a join on rt, and cancelled, is taken out of it and woken. 1 if any
+ * note came. */
+static int cancels_take(struct fib_runtime *rt) {
+  struct fib__runq_node *n = fib__inbox_take(&rt->cancels);
+  if (!n)
+    return 0;
+  struct fib__group *g = rt->group;
+  while (n) {
+    struct cancel_note *note = (struct cancel_note *)(void *)n;
+    struct fib__fiber *f = note->fiber;
+    n = n->next;
+    /* acquire: a claim that names our join was armed on this thread; any
+     * other value means f left that join (or the record is another
+     * fiber's now), and is not ours to touch. `cancelled` was stored
+     * before the note was pushed (the take's acquire): a fiber whose
+     * claim names a join here and that is not cancelled is a reuse of
+     * the record, left alone. */
+    if (__atomic_load_n(&f->claim, __ATOMIC_ACQUIRE) ==
+            fib__claim_join(rt->worker) &&
+        fib__cancelled(f) && fib__join_take(f))
+      fib__group_wake(f, FIB_ECANCELED, 0);
+    fib__sys_free(note);
+    /* release: our reads of f happen before a flush that sees the count
+     * fall frees its record */
+    __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
+  }
+  return 1;
 }
 
 /* ---- a one-worker runtime woken from other threads (post.c) */
@@ -440,6 +523,7 @@ void fib__runtime_tend(struct fib_runtime *rt) {
 /* Something for rt came from another thread. */
 static int arrived(const struct fib_runtime *rt) {
   return __atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+         __atomic_load_n(&rt->cancels, __ATOMIC_SEQ_CST) ||
          __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST);
 }
 
@@ -813,6 +897,7 @@ int fib__group_force(struct fib_runtime *rt, struct fib__fiber *f) {
 }
 
 void fib__group_tend(struct fib_runtime *rt) {
+  cancels_take(rt);
   inbox_drain(rt);
   if (rt->dead || __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED))
     fib__group_flush(rt);
@@ -838,6 +923,7 @@ int fib__group_turn(struct fib_runtime *rt) {
    * itself. */
   if (rt->timers.count || rt->io_waiting || rt->force_migrate ||
       __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
+      __atomic_load_n(&rt->cancels, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held)
@@ -890,7 +976,8 @@ static int all_quiet(const struct fib__group *g) {
 
 int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
-  if (inbox_drain(rt) || take_placed(rt) || steal(rt))
+  /* `|`: a note's wake-up lands in the run queue only with the inbox */
+  if (cancels_take(rt) | inbox_drain(rt) || take_placed(rt) || steal(rt))
     return 1;
   /* Posts, new or held back from a batch (post.c): held ones too, or a
    * worker whose batch the others took could sleep with posts held and

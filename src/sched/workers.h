@@ -115,35 +115,58 @@
  * with the poller at the thread's exit, is never written after.
  *
  * The join word. In a multi-worker runtime a fiber's `joiner` field is a
- * word that its joiner, fib_detach and its own finish meet in, each with
- * one compare-and-swap, without a lock (FIB__JOIN_*, below): NULL (it
- * runs, nobody waits), a joiner (parked on it), DETACHED, DONE (finished,
- * joinable) or GONE (collected, or being collected by its joiner: lookups
- * find nothing). A joiner parked on it has no claim of its own: its
- * `claim` says FIB__CLAIM_JOIN and `joining` names the fiber it joins,
- * whose join word is its claim: whoever moves the word from the joiner's
- * address to something else is its one waker. The finisher moves NULL to
- * DONE, or the joiner to GONE (one compare-and-swap: the joiner is then
- * parked and ours, and the finisher touches the record no more); the
- * joiner's deadline or a cancel moves it back to NULL (fib__join_take:
- * the child goes on, joinable) and wakes the joiner with its reason.
- * Whoever collects a DONE record (a later join, a detach) first takes it
- * to GONE with a CAS, so of two that find it DONE one does. A joiner
- * writes itself in, and fib_detach writes DETACHED, after a lookup that
- * keeps the record from being freed under them (Ids, below); the finisher
- * needs no lock (a detached one collects its own record).
+ * word that its joiner, fib_detach and its own finish meet in, without a
+ * lock (FIB__JOIN_*, below): NULL (it runs, nobody waits), a joiner
+ * (parked on it), DETACHED, DONE (finished, joinable) or GONE (collected,
+ * or being collected by its joiner: lookups find nothing). A joiner
+ * parked on it has no claim of its own: its `claim` says FIB__CLAIM_JOIN
+ * and `joining` names the fiber it joins, whose join word is its claim:
+ * whoever moves the word from the joiner's address to something else is
+ * its one waker. The finisher moves NULL to DONE, or the joiner to GONE
+ * (the joiner is then parked and ours, and the finisher touches the
+ * record no more, unless the joiner waits with no frame: then the
+ * finisher completes its join, fiber.h's FIB__JOIN_TAIL, and collects
+ * the record itself); the joiner's deadline or a cancel moves it back to
+ * NULL (fib__join_take: the child goes on, joinable) and wakes the joiner
+ * with its reason. Whoever collects a DONE record (a later join, a
+ * detach) first takes it to GONE with a CAS, so of two that find it DONE
+ * one does. A joiner writes itself in, and fib_detach writes DETACHED,
+ * after a lookup that keeps the record from being freed under them (Ids,
+ * below); the finisher needs no lock (a detached one collects its own
+ * record).
  *
- * Whoever takes a joiner out of the word (fib__join_take) reads the
- * joiner's `joining` and compare-and-swaps the word of the record it
- * names. That record may have been collected and reused meanwhile
- * (finding the joiner's address there means it joins that record's new
- * fiber now: taking it out is then the right cancel), but not freed:
- * fib__join_take holds the group's lock from its read to its CAS and
- * clears `joining` when it wins, the joiner clears it when its join ends
- * (before it collects the record it joined), and a worker gives spare
- * records beyond a cap back to malloc only under that lock
- * (fib__group_flush). Every store into a join word is atomic (spawn's
- * too).
+ * Only the joiner's owner's thread takes a joiner out of the word
+ * (fib__join_take: its deadline, its own cancel check, and a cancel
+ * carried to it, below), and the joiner's claim names that owner while it
+ * waits (fib__claim_join: armed on its thread before it writes itself
+ * into the word, and set back to NONE by whoever wakes it, before it can
+ * run or move). So a finisher that reads a joiner whose claim names the
+ * finisher's own worker knows that nobody else may move the word: it
+ * stores GONE with a plain (release) store, no locked instruction; a
+ * joiner on another worker it takes with a CAS, against that worker's
+ * deadline or cancel. Failed CASes of other joins and detaches write
+ * nothing. The owner reads the joiner's `joining` and CASes the word of
+ * the record it names without a lock: a joiner whose claim still names
+ * its join has not run since it parked, so that record has not been
+ * collected (the joiner collects it, after it clears `joining`).
+ *
+ * A cancel from another thread (fib_cancel) that finds the claim naming a
+ * join on another worker cannot move the word itself: it leaves a note
+ * naming the fiber on that worker's `cancels` stack (allocated per such
+ * cancel: FIB_ENOMEM if it cannot be) and wakes it; the owner, at its next
+ * turn, takes the fiber out of its join if its claim still names a join
+ * on it and it is cancelled (the flag, stored before the note was pushed,
+ * is sticky: a fiber that left that join and parks in another one here is
+ * rightly cancelled there; a record reused by a fiber nobody cancelled is
+ * left alone). Meanwhile the finisher of the fiber it joins, reading the
+ * flag, ends the join with FIB_ECANCELED itself (group_finish: a CAS of
+ * its own word, the rare path), so a finish after the cancel never beats
+ * the note. The note keeps the record from being freed until the owner
+ * has read it: the group counts notes in flight (`cancels_out`, raised
+ * under the fiber's home's lookup, which keeps the record in its map), and
+ * a worker gives spare records beyond a cap back to malloc only when none
+ * is (fib__group_flush). Every store into a join word and into a claim is
+ * atomic (spawn's too).
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
@@ -184,9 +207,20 @@ enum {
   FIB__CLAIM_ANY = 1,      /* parked: completer, deadline or cancel */
   FIB__CLAIM_COMPLETE = 2, /* parked uncancellably: its completer only */
   FIB__CLAIM_JOIN = 3      /* in fib_join: the claim is the join word of
-                              `joining` (the join word, above); stays so
-                              after the join, until the next park arms */
+                              `joining` (the join word, above); the owner
+                              worker's index above the two low bits
+                              (fib__claim_join) */
 };
+
+/* The claim of a fiber waiting in fib_join on worker `w` (its owner while
+ * it waits: a parked fiber does not move). */
+static inline int fib__claim_join(unsigned w) {
+  return (int)(FIB__CLAIM_JOIN | (w << 2));
+}
+
+static inline int fib__claim_is_join(int c) {
+  return (c & 3) == FIB__CLAIM_JOIN;
+}
 
 /* fiber->joiner in a multi-worker runtime: the join word (above); else a
  * joiner's address or NULL. Tags below any record's address. */
@@ -200,8 +234,8 @@ enum {
 #define FIB__DEAD_BATCH 8u
 
 /* A worker's spare records (fiber.h) past which its flush gives all but
- * FIB__SPARE_MAX back to malloc, under the group's lock (the join word,
- * above): rarely, and in one batch. */
+ * FIB__SPARE_MAX back to malloc, when no cancel note is in flight (the
+ * join word, above): rarely, and in one batch. */
 #define FIB__GROUP_SPARE_TRIM (4 * FIB__SPARE_MAX)
 
 /* Forget the ids of the records collected for rt and keep the records
@@ -272,11 +306,10 @@ struct fib__group {
                              enter, loop, leave; 0 or why it could not */
   unsigned idle;          /* workers looking for work or asleep (atomic) */
   int over;               /* the run has ended (atomic) */
-  pthread_mutex_t lock;   /* guards what follows; also held by
-                             fib__join_take from its read of a joiner's
-                             `joining` to its CAS of that record's join
-                             word, and by a worker that frees spare
-                             records (fib__group_flush) */
+  unsigned cancels_out;   /* cancel notes pushed and not yet read by
+                             their worker (atomic; the join word above):
+                             while any, no spare record is freed */
+  pthread_mutex_t lock;   /* guards what follows */
   unsigned blocked;       /* asleep with no deadline and no I/O */
   int result;             /* the run's result, once over */
 };
@@ -438,13 +471,12 @@ static inline void fib__claim_arm(struct fib__fiber *self, int how) {
   (void)__atomic_exchange_n(&self->claim, how, __ATOMIC_SEQ_CST);
 }
 
-/* f, a fiber of group g, waits in fib_join (FIB__CLAIM_JOIN): take it
- * out of the join word of the fiber it joins, for its deadline, a cancel
- * or its own cancel check (the join word, above). 1: we did, and are its
- * one waker; 0: its finisher or another waker was first, or it is not in
- * a join now (a stale claim). Under g's lock (workers.c): rare, and it
- * keeps the record named by `joining` from being freed meanwhile. */
-int fib__join_take(struct fib__group *g, struct fib__fiber *f);
+/* f waits in fib_join (its claim fib__claim_join of the caller's worker,
+ * whose thread runs this): take it out of the join word of the fiber it
+ * joins, for its deadline, a cancel or its own cancel check (the join
+ * word, above). 1: we did, and are its one waker (its claim is NONE
+ * again); 0: its finisher was first. */
+int fib__join_take(struct fib__fiber *f);
 
 /* Try to become f's one waker: `any` is 1 for a completer (which may wake
  * an uncancellable park), 0 for a deadline (its owner's thread) or f's
@@ -455,8 +487,9 @@ static inline int fib__claim_take(struct fib__fiber *f, int any) {
   if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
     return 1;
-  if (c == FIB__CLAIM_JOIN) /* its claim is a join word; no completer */
-    return !any && fib__join_take(f->rt->group, f); /* (its finisher) */
+  if (fib__claim_is_join(c)) /* its claim is a join word; no completer */
+    return !any && fib__join_take(f); /* (its finisher); the callers are
+                                         on f's owner's thread */
   /* acquire: the fiber's park (and what it published before) happened */
   return any && c == FIB__CLAIM_COMPLETE &&
          __atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
@@ -464,8 +497,14 @@ static inline int fib__claim_take(struct fib__fiber *f, int any) {
 }
 
 /* fib__claim_take for fib_cancel, from any thread, of f, a fiber of
- * group g (f->rt may change under it). */
-int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f);
+ * group g (f->rt may change under it) that the caller found under its
+ * home's lookup (lookup_home: not freed meanwhile), by a thread whose
+ * worker is `own` (NULL: none of g's). 1: the caller won and wakes f; 0:
+ * nothing to do here (not parked cancellably, another waker won, or f
+ * waits in a join on another worker, whose thread will take it: the
+ * join word, above); FIB_ENOMEM: that note could not be made. */
+int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
+                           const struct fib_runtime *own);
 
 /* Whether a waker could still claim f (a look, for wait queues). */
 static inline int fib__claim_open(const struct fib__fiber *f) {
