@@ -1235,7 +1235,9 @@ struct crowd {
   size_t size; /* of an element: 8 or 12 */
   long per;    /* values per sender */
   _Atomic long received, timeouts;
-  _Atomic unsigned char *seen; /* [sender * per + seq] */
+  /* [sender * per + seq]; ints: riscv64 has no byte-wide atomic add
+   * without libatomic */
+  _Atomic int *seen;
 };
 
 struct crowd_arg {
@@ -1344,7 +1346,7 @@ TEST(a_crowded_shared_channel_delivers_every_value_once) {
     for (size_t size = 8; size <= 12; size += 4)
       for (size_t cap = 0; cap <= 5; cap += 5) {
         struct crowd c = {.size = size, .per = per};
-        c.seen = calloc((size_t)(CROWD_SENDERS * per), 1);
+        c.seen = calloc((size_t)(CROWD_SENDERS * per), sizeof *c.seen);
         CHECK(c.seen != NULL);
         fib_runtime *rt = new_workers(workers);
         CHECK_OK(fib_chan_init(&c.ch, size, cap));
