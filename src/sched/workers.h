@@ -272,6 +272,13 @@ struct fib__group {
                              records (fib__group_flush) */
   unsigned blocked;       /* asleep with no deadline and no I/O */
   int result;             /* the run's result, once over */
+  int hosted;             /* the threads serve bounded calls (the host,
+                             below): an idle worker that finds every
+                             fiber finished, or the census that finds
+                             every worker blocked, wakes worker 0 instead
+                             of ending the run */
+  unsigned threads_up;    /* w[1..threads_up-1] have threads, 0 if none
+                             (worker 0's thread only: the host's) */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
@@ -304,6 +311,48 @@ void fib__group_free(struct fib_runtime *rt);
  * from starting the threads (FIB_ENOMEM; nothing ran then). */
 int fib__group_run(struct fib_runtime *rt,
                    int (*loop)(struct fib_runtime *w));
+
+/* The host: a program that runs a group with fib_run_once,
+ * fib_run_nowait and fib_run_join. Its thread is worker 0 during each
+ * call (and owns worker 0 between calls, as a worker's thread does);
+ * workers 1..n-1 run on threads that the first such call starts and that
+ * go on running their fibers between calls, until fib_run takes them
+ * over (and joins them when its run ends) or fib_runtime_destroy stops
+ * them. Between calls worker 0 is nobody's sleeper: what other workers
+ * push for it waits in its inbox and lists for the next call. */
+
+/* Start workers 1..n-1 for bounded calls if they are not running. 0; or
+ * the error that stopped them since the last call (reported once; the
+ * next call starts them again), or FIB_ENOMEM (none started). */
+int fib__group_host(struct fib_runtime *rt,
+                    int (*loop)(struct fib_runtime *w));
+
+/* fib_runtime_destroy: stop workers 1..n-1 if they run between bounded
+ * calls, once each is back in its loop (a fiber that never gives way
+ * holds its worker, and so this call, until it does), and join them. */
+void fib__group_stop(struct fib_runtime *rt);
+
+/* What worker 0 does with nothing ready in a bounded call or
+ * fib_run_join (`how`): */
+enum {
+  FIB__HOST_LOOK = 0, /* take what is there for it (inbox, placed, posts,
+                         offers), never sleep */
+  FIB__HOST_ONCE = 1, /* that, else sleep until its earliest deadline, an
+                         I/O event or work for it; give up once nothing
+                         can come (every fiber finished, or every worker
+                         blocked with nothing queued anywhere) */
+  FIB__HOST_JOIN = 2  /* as ONCE, but a runtime that has been posted to
+                         waits on (a post or a reply may still come) */
+};
+
+/* 1: go round the loop again (work was taken, or it slept); 0: nothing
+ * came and (but for LOOK) nothing can; -1: the workers were stopped (an
+ * error, reported by the next call). */
+int fib__group_host_idle(struct fib_runtime *rt, int how);
+
+/* Fibers spawned and not yet finished, over every worker (an over-count
+ * while some finish meanwhile). */
+size_t fib__group_unfinished(const struct fib__group *g);
 
 /* Count a fiber spawned or finished on rt (its own counters: no shared
  * line is written per spawn; release, for all_finished in workers.c). */
