@@ -133,13 +133,17 @@ TEST(nowait_host_loop_runs_a_pipeline_across_4_workers) { nowait_pipeline(4); }
 /* ---- fib_run_once */
 
 static void *sleep_until(void *arg) {
-  CHECK_OK(fib_sleep_until(*(uint64_t *)arg));
+  uint64_t *deadline = arg;
+  /* from when it runs: the first call may take a while to start the
+   * workers (under a sanitizer, tens of milliseconds) */
+  *deadline = fib_now_ns() + 100 * MS;
+  CHECK_OK(fib_sleep_until(*deadline));
   return NULL;
 }
 
 TEST(run_once_sleeps_until_worker_0s_deadline_with_the_others_idle) {
   fib_runtime *rt = new_workers(3);
-  uint64_t deadline = fib_now_ns() + 20 * MS;
+  uint64_t deadline = 0;
   fib_attr on0 = {0};
   on0.worker = 1;
   CHECK_OK(fib_spawn(rt, sleep_until, &deadline, &on0, NULL));
@@ -237,8 +241,9 @@ static void *sleep_long(void *arg) {
 }
 
 static void *busy_worker1(void *arg) {
-  volatile int *stop = arg;
-  while (!*stop) /* keeps worker 1 running between the host's calls */
+  int *stop = arg;
+  /* keeps worker 1 running between the host's calls */
+  while (!__atomic_load_n(stop, __ATOMIC_RELAXED))
     CHECK_OK(fib_yield());
   return NULL;
 }
@@ -246,11 +251,11 @@ static void *busy_worker1(void *arg) {
 TEST(the_host_spawns_cancels_detaches_and_posts_between_calls) {
   fib_runtime *rt = new_workers(2);
   struct tally t = {0, 0};
-  volatile int stop = 0;
+  int stop = 0;
   fib_attr on1 = {0};
   on1.worker = 2;
   fib_id busy;
-  CHECK_OK(fib_spawn(rt, busy_worker1, (void *)&stop, &on1, &busy));
+  CHECK_OK(fib_spawn(rt, busy_worker1, &stop, &on1, &busy));
   enum { SLEEPERS = 8 };
   fib_id sleepers[SLEEPERS];
   for (int i = 0; i < SLEEPERS; i++) {
@@ -284,7 +289,7 @@ TEST(the_host_spawns_cancels_detaches_and_posts_between_calls) {
     host_frame();
   }
   CHECK_OK(fib_run_join(rt, last, NULL)); /* the last round's, joinable */
-  stop = 1;
+  __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
   CHECK_OK(fib_run_join(rt, busy, NULL));
   /* The rest: the joinable ones are collected by destroy's discard, or
    * finish and wait for a join; run until every one has. */

@@ -185,7 +185,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
   /* Also from a fiber of another worker, which runs between bounded
    * calls while worker 0 does not. */
   const struct fib_runtime *here = fib__tl_runtime;
-  if (rt->running || (rt->group && here && here->group == rt->group))
+  if ((rt->group && here && here->group == rt->group) || rt->running)
     return FIB_EBUSY;
   if (rt->group) /* its workers serving bounded calls stop first */
     fib__group_stop(rt);
@@ -925,7 +925,9 @@ static int worker_main(struct fib_runtime *w) {
 
 static int run(struct fib_runtime *rt, enum run_mode mode) {
   if (rt && rt->group) {
-    if (rt->running || fib__tl_runtime)
+    /* the thread first: a fiber of another worker must not read
+     * worker 0's `running`, which the host's thread writes */
+    if (fib__tl_runtime || rt->running)
       return FIB_EBUSY;
     if (mode == RUN_ALL)
       return fib__group_run(rt, worker_main);
@@ -977,7 +979,7 @@ static int host_join_run(struct fib_runtime *rt, struct fib__fiber *h) {
 }
 
 static int group_run_join(struct fib_runtime *rt, fib_id id, void **result) {
-  if (rt->running || fib__tl_runtime)
+  if (fib__tl_runtime || rt->running) /* as run's */
     return FIB_EBUSY;
   int err = fib__group_host(rt, worker_main);
   if (!err)

@@ -949,7 +949,6 @@ static int start_threads(struct fib__group *g, int hosted) {
 int fib__group_run(struct fib_runtime *rt,
                    int (*worker_main)(struct fib_runtime *w)) {
   struct fib__group *g = rt->group;
-  g->worker_main = worker_main;
   if (g->threads_up) {
     /* Bounded calls left them running: this run takes them over and ends
      * as any run does (under the lock: their idle reads it there). */
@@ -957,6 +956,7 @@ int fib__group_run(struct fib_runtime *rt,
     g->hosted = 0;
     pthread_mutex_unlock(&g->lock);
   } else {
+    g->worker_main = worker_main; /* no thread reads it yet */
     int err = start_threads(g, 0);
     if (err)
       return err;
