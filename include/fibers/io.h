@@ -312,7 +312,9 @@ FIB_API void fib_freeaddrinfo(struct addrinfo *res);
  * thread. It chooses rt's back end if no I/O call has: epoll returns the
  * thread's epoll descriptor itself; io_uring an eventfd registered with
  * the thread's ring. The descriptor stays the same for the thread's life
- * (every runtime on the thread shares it).
+ * (every runtime on the thread shares it). With several workers it is
+ * worker 0's, the share that thread runs: the other workers wait for
+ * their fibers' I/O on their own threads.
  * Errors: FIB_EINVAL (rt NULL), FIB_EBUSY (called from inside another
  * runtime's fiber), FIB_ENOMEM, or the kernel's error making it.
  */
