@@ -7,9 +7,11 @@
 #include "fiber_helpers.h"
 
 #include <fibers.h>
+#include <fibers/io.h>
 
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
 
 /* One frame of the host's own work: a short real sleep, so that the
  * other workers get the CPUs meanwhile (no figure is taken from it). */
@@ -185,6 +187,52 @@ TEST(run_once_returns_when_every_worker_waits_for_the_program) {
   while ((left = fib_run_once(rt)) > 0)
     CHECK(++calls < 1000000);
   CHECK_EQ(left, 0);
+  CHECK_OK(fib_sem_destroy(&gate));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+static void *read_one(void *arg) {
+  char c = 0;
+  CHECK_EQ(fib_read(*(int *)arg, &c, 1), 1);
+  return (void *)(intptr_t)c;
+}
+
+static void *write_later(void *arg) {
+  struct timespec ts = {0, 20 * 1000000};
+  nanosleep(&ts, NULL);
+  CHECK_EQ(write(*(int *)arg, "x", 1), 1);
+  return NULL;
+}
+
+TEST(run_once_sleeps_until_worker_0s_io_while_the_others_wait) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_sem_init(&gate, 0));
+  int p[2];
+  CHECK_OK(pipe(p));
+  fib_attr on0 = {0}, on1 = {0};
+  on0.worker = 1;
+  on1.worker = 2;
+  fib_id reader;
+  CHECK_OK(fib_spawn(rt, read_one, &p[0], &on0, &reader));
+  CHECK_OK(fib_spawn(rt, wait_gate, NULL, &on1, NULL));
+  CHECK_EQ(fib_run_once(rt), 2); /* the reader waits for its pipe */
+  pthread_t writer;
+  CHECK_OK(pthread_create(&writer, NULL, write_later, &p[1]));
+  /* Worker 1 waits for the program, worker 0 for I/O: this sleeps in
+   * worker 0's poller until the byte comes, then runs the reader. */
+  int left;
+  long calls = 0;
+  while ((left = fib_run_once(rt)) == 2)
+    CHECK(++calls < 1000); /* a spurious wake-up: sleep again */
+  CHECK_EQ(left, 1);
+  void *c = NULL;
+  CHECK_OK(fib_run_join(rt, reader, &c));
+  CHECK_EQ((intptr_t)c, 'x');
+  CHECK_OK(pthread_join(writer, NULL));
+  CHECK_OK(fib_sem_post(&gate));
+  nowait_until_done(rt);
+  CHECK_OK(close(p[0]));
+  CHECK_OK(close(p[1]));
   CHECK_OK(fib_sem_destroy(&gate));
   CHECK_OK(fib_runtime_destroy(rt));
 }
@@ -430,6 +478,7 @@ TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(nowait_host_loop_runs_a_pipeline_across_4_workers),
           T(run_once_sleeps_until_worker_0s_deadline_with_the_others_idle),
           T(run_once_returns_when_every_worker_waits_for_the_program),
+          T(run_once_sleeps_until_worker_0s_io_while_the_others_wait),
           T(run_join_collects_a_fiber_that_runs_on_worker_1),
           T(the_host_spawns_cancels_detaches_and_posts_between_calls),
           T(fib_run_takes_over_after_bounded_runs_and_they_start_again),
