@@ -679,9 +679,11 @@ FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
  * thread runs (the others run by themselves): 0 also when fibers that
  * other workers readied or placed for worker 0, posts, or fibers worker
  * 0 offered and nobody took, wait for the next call. Work that comes for
- * worker 0 while the program blocks in a wait of its own does not wake
- * it: such a host waits with a bounded timeout (a frame) when the
- * other workers may send some.
+ * worker 0 after the call returned makes fib_runtime_io_fd readable (on
+ * the epoll back end), so a host blocked on that descriptor with this
+ * timeout wakes for it; a host that does not watch it comes back within
+ * a bounded time (a frame) while the other workers may send worker 0
+ * work.
  * 0 for NULL rt.
  */
 FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);

@@ -9,6 +9,7 @@
 #include <fibers.h>
 #include <fibers/io.h>
 
+#include <poll.h>
 #include <stdint.h>
 #include <time.h>
 #include <unistd.h>
@@ -234,6 +235,67 @@ TEST(run_once_sleeps_until_worker_0s_io_while_the_others_wait) {
   CHECK_OK(close(p[0]));
   CHECK_OK(close(p[1]));
   CHECK_OK(fib_sem_destroy(&gate));
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
+struct relay {
+  fib_chan *ch;
+  long count;
+  long sum;
+};
+
+static void *relay_send(void *arg) { /* on worker 1 */
+  struct relay *r = arg;
+  for (long v = 1; v <= r->count; v++) {
+    CHECK_OK(fib_sleep_ns(MS / 4)); /* the host blocks meanwhile */
+    CHECK_OK(fib_chan_send(r->ch, &v));
+  }
+  CHECK_OK(fib_chan_close(r->ch));
+  return NULL;
+}
+
+static void *relay_recv(void *arg) { /* on worker 0 */
+  struct relay *r = arg;
+  long v;
+  while (fib_chan_recv(r->ch, &v) == 0)
+    r->sum += v;
+  return NULL;
+}
+
+TEST(a_host_blocked_in_poll_on_the_io_fd_wakes_for_work_sent_to_worker_0) {
+  fib_runtime *rt = new_workers(2);
+  fib_chan ch;
+  CHECK_OK(fib_chan_init(&ch, sizeof(long), 0));
+  struct relay r = {&ch, scaled(200), 0};
+  fib_attr on0 = {0}, on1 = {0};
+  on0.worker = 1;
+  on1.worker = 2;
+  CHECK_OK(fib_spawn(rt, relay_recv, &r, &on0, NULL));
+  CHECK_OK(fib_spawn(rt, relay_send, &r, &on1, NULL));
+  int fd = fib_runtime_io_fd(rt);
+  CHECK(fd >= 0);
+  /* The host's loop: run, then block in poll until worker 0 has work
+   * (no deadline of worker 0's: next_ns says never). A wake-up lost
+   * would leave poll to its watchdog of 10 s, and fail. */
+  long sleeps = 0;
+  int left;
+  while ((left = fib_run_nowait(rt)) > 0) {
+    uint64_t next = fib_runtime_next_ns(rt);
+    if (next == 0)
+      continue;
+    CHECK_EQ(next, UINT64_MAX);
+    struct pollfd p = {fd, POLLIN, 0};
+    int n = poll(&p, 1, 10000);
+    CHECK_EQ(n, 1);
+    sleeps++;
+  }
+  CHECK_EQ(left, 0);
+  CHECK_EQ(r.sum, r.count * (r.count + 1) / 2);
+  CHECK(sleeps >= 1);
+  /* The eventfd was read back: nothing left readable. */
+  struct pollfd p = {fd, POLLIN, 0};
+  CHECK_EQ(poll(&p, 1, 0), 0);
+  CHECK_OK(fib_chan_destroy(&ch));
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
@@ -479,6 +541,7 @@ TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(run_once_sleeps_until_worker_0s_deadline_with_the_others_idle),
           T(run_once_returns_when_every_worker_waits_for_the_program),
           T(run_once_sleeps_until_worker_0s_io_while_the_others_wait),
+          T(a_host_blocked_in_poll_on_the_io_fd_wakes_for_work_sent_to_worker_0),
           T(run_join_collects_a_fiber_that_runs_on_worker_1),
           T(the_host_spawns_cancels_detaches_and_posts_between_calls),
           T(fib_run_takes_over_after_bounded_runs_and_they_start_again),

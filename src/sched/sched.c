@@ -929,6 +929,7 @@ static int run(struct fib_runtime *rt, enum run_mode mode) {
      * worker 0's `running`, which the host's thread writes */
     if (fib__tl_runtime || rt->running)
       return FIB_EBUSY;
+    fib__group_host_enter(rt);
     if (mode == RUN_ALL)
       return fib__group_run(rt, worker_main);
     /* The host's call: the other workers run on their threads from the
@@ -936,7 +937,10 @@ static int run(struct fib_runtime *rt, enum run_mode mode) {
     int err = fib__group_host(rt, worker_main);
     if (!err)
       err = loop_enter(rt);
-    return err ? err : loop_leave(rt, run_loop(rt, mode, NULL));
+    if (!err)
+      err = loop_leave(rt, run_loop(rt, mode, NULL));
+    fib__group_host_leave(rt);
+    return err;
   }
   int err = loop_enter(rt);
   return err ? err : loop_leave(rt, run_loop(rt, mode, NULL));
@@ -945,6 +949,8 @@ static int run(struct fib_runtime *rt, enum run_mode mode) {
 int fib_run(fib_runtime *rt) { return run(rt, RUN_ALL); }
 int fib_run_once(fib_runtime *rt) { return run(rt, RUN_ONCE); }
 int fib_run_nowait(fib_runtime *rt) { return run(rt, RUN_NOWAIT); }
+
+static int group_join_host(struct fib_runtime *rt, fib_id id, void **result);
 
 /* fib_run_join of several workers: a fiber pinned to worker 0 joins the
  * target wherever it runs, by fib_join's own protocol (the join word, a
@@ -981,6 +987,13 @@ static int host_join_run(struct fib_runtime *rt, struct fib__fiber *h) {
 static int group_run_join(struct fib_runtime *rt, fib_id id, void **result) {
   if (fib__tl_runtime || rt->running) /* as run's */
     return FIB_EBUSY;
+  fib__group_host_enter(rt);
+  int err = group_join_host(rt, id, result);
+  fib__group_host_leave(rt);
+  return err;
+}
+
+static int group_join_host(struct fib_runtime *rt, fib_id id, void **result) {
   int err = fib__group_host(rt, worker_main);
   if (!err)
     err = loop_enter(rt);
@@ -1039,12 +1052,14 @@ uint64_t fib_runtime_next_ns(const fib_runtime *rt) {
   if (!rt || fib__runq_len(&rt->runq))
     return 0;
   /* Worker 0 of several: also what other workers and threads left for
-   * it since the last call (relaxed: a look, as the loop's) */
-  if (rt->group && (__atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
-                    __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED) ||
-                    __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) ||
+   * it since the last call (seq_cst: the load half of the pair with a
+   * waker, after fib__group_host_leave's announcement: what this misses
+   * wakes the host's epoll set) */
+  if (rt->group && (__atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+                    __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
+                    __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST) ||
                     rt->posts_held ||
-                    __atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED)))
+                    __atomic_load_n(&rt->offer_len, __ATOMIC_SEQ_CST)))
     return 0;
   const struct fib__timer *tm = fib__timers_first(&rt->timers);
   return tm ? tm->deadline : UINT64_MAX;

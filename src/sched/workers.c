@@ -142,7 +142,7 @@ static void wake_worker(struct fib_runtime *w) {
                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
       (void)syscall(SYS_futex, &w->parked, FUTEX_WAKE_PRIVATE, 1, NULL, NULL,
                     0);
-  } else if (how == FIB__PARKED_POLLER) {
+  } else if (how == FIB__PARKED_POLLER || how == FIB__PARKED_HOST) {
     if (__atomic_compare_exchange_n(&w->parked, &how, FIB__PARKED_WAKING, 0,
                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
       int saved = errno; /* the waker may be the program's own thread */
@@ -214,13 +214,13 @@ static void sleep_wait(struct fib_runtime *rt, int how, uint64_t deadline) {
 
 /* The sleep is over (woken, a deadline, or work found before it began). */
 static void sleep_end(struct fib_runtime *rt, int how) {
-  if (how != FIB__PARKED_POLLER) {
+  if (how != FIB__PARKED_POLLER && how != FIB__PARKED_HOST) {
     /* seq_cst, as before the eventfd: a FUTEX waker may have stored
      * AWAKE already; nobody acts on a NAP */
     __atomic_store_n(&rt->parked, FIB__PARKED_AWAKE, __ATOMIC_SEQ_CST);
     return;
   }
-  int v = FIB__PARKED_POLLER;
+  int v = how;
   /* seq_cst as the waker's CAS: exactly one of the two takes the sleep */
   if (__atomic_compare_exchange_n(&rt->parked, &v, FIB__PARKED_AWAKE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
@@ -983,8 +983,30 @@ int fib__group_host(struct fib_runtime *rt,
   return start_threads(g, 1);
 }
 
+void fib__group_host_leave(struct fib_runtime *rt) {
+  if (!rt->io_wake_fd)
+    return;
+  int fd = rt->io_wake_fd();
+  if (fd < 0)
+    return;
+  rt->wake_fd = fd; /* no waker reads it until the exchange below */
+  /* seq_cst, an exchange: the store half of the pair with a waker's push
+   * and load of `parked` (sleep_announce); the host's look after it
+   * (fib_runtime_next_ns) is the load half */
+  (void)__atomic_exchange_n(&rt->parked, FIB__PARKED_HOST, __ATOMIC_SEQ_CST);
+  rt->group->host_parked = 1;
+}
+
+void fib__group_host_enter(struct fib_runtime *rt) {
+  if (!rt->group->host_parked)
+    return;
+  rt->group->host_parked = 0;
+  sleep_end(rt, FIB__PARKED_HOST);
+}
+
 void fib__group_stop(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
+  fib__group_host_enter(rt); /* end_run's wake-ups write no eventfd */
   if (!g->threads_up)
     return;
   pthread_mutex_lock(&g->lock);

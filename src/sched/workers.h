@@ -236,9 +236,14 @@ enum {
   FIB__PARKED_POLLER = 2, /* in its poller: write its wake_fd */
   FIB__PARKED_WAKING = 3, /* a waker took the poller sleep and writes the
                              eventfd; it stores AWAKE once written */
-  FIB__PARKED_NAP = 4     /* in its poller without a wake-up fd (it could
+  FIB__PARKED_NAP = 4,    /* in its poller without a wake-up fd (it could
                              not be made): back within
                              FIB__WORKER_IO_NAP_NS, wakers leave it be */
+  FIB__PARKED_HOST = 5    /* worker 0 between a host's calls, the host
+                             perhaps blocked in its own wait on
+                             fib_runtime_io_fd: a waker of worker 0 writes
+                             its wake_fd as for POLLER; never chosen to
+                             take offers (wake_one_idle) */
 };
 
 /* How long a sleeper without a wake-up fd naps in its poller at a time;
@@ -279,6 +284,9 @@ struct fib__group {
                              of ending the run */
   unsigned threads_up;    /* w[1..threads_up-1] have threads, 0 if none
                              (worker 0's thread only: the host's) */
+  int host_parked;        /* worker 0 announced FIB__PARKED_HOST at the
+                             end of the host's last call (its thread
+                             only) */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
@@ -349,6 +357,16 @@ enum {
  * came and (but for LOOK) nothing can; -1: the workers were stopped (an
  * error, reported by the next call). */
 int fib__group_host_idle(struct fib_runtime *rt, int how);
+
+/* The end of a host's call: if worker 0's thread has a poller with a
+ * wake-up eventfd (its I/O layer is in use: fib_runtime_io_fd), announce
+ * FIB__PARKED_HOST, so that work other threads push for worker 0 until
+ * the next call makes the host's epoll set readable. */
+void fib__group_host_leave(struct fib_runtime *rt);
+
+/* The start of a host's call (or of fib_run, or destroy): end that
+ * announcement, and read the eventfd back to 0 if a waker wrote it. */
+void fib__group_host_enter(struct fib_runtime *rt);
 
 /* Fibers spawned and not yet finished, over every worker (an over-count
  * while some finish meanwhile). */
