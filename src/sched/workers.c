@@ -853,8 +853,11 @@ int fib__group_idle(struct fib_runtime *rt) {
     if (!hosted)
       return 0;
     /* Serving bounded calls: the host may spawn more. A call asleep on
-     * worker 0 returns; this worker sleeps until there is work. */
-    wake_worker(g->w[0]);
+     * worker 0 returns (only a call's sleep: a host between calls,
+     * FIB__PARKED_HOST, has nothing to learn from it); this worker
+     * sleeps until there is work. */
+    if (wakeable(g->w[0]))
+      wake_worker(g->w[0]);
   }
   /* Idle: busy workers offer fibers from now on. Spin a little first:
    * work often comes within microseconds (a child offered, a joiner
@@ -888,7 +891,7 @@ int fib__group_idle(struct fib_runtime *rt) {
           end_run(g, FIB_EDEADLK);
       }
       pthread_mutex_unlock(&g->lock);
-      if (stalled)
+      if (stalled && wakeable(g->w[0])) /* as above */
         wake_worker(g->w[0]);
     }
     sleep_wait(rt, how, deadline);
