@@ -418,6 +418,54 @@ TEST(the_host_spawns_cancels_detaches_and_posts_between_calls) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+static void *note_post(void *arg) {
+  __atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+struct poster {
+  fib_runtime *rt;
+  int ran;
+};
+
+static void *post_later(void *arg) {
+  struct poster *p = arg;
+  struct timespec ts = {0, 20 * 1000000};
+  nanosleep(&ts, NULL);
+  CHECK_OK(fib_post(p->rt, note_post, &p->ran));
+  return NULL;
+}
+
+TEST(run_once_wakes_for_a_post_from_another_thread) {
+  fib_runtime *rt = new_workers(2);
+  struct tally t = {0, 0};
+  fib_attr on1 = {0};
+  on1.worker = 2;
+  fib_id sleeper;
+  CHECK_OK(fib_spawn(rt, sleep_long, &t, &on1, &sleeper));
+  CHECK_EQ(fib_run_nowait(rt), 1); /* the workers run from now on */
+  struct poster p = {rt, 0};
+  pthread_t th;
+  CHECK_OK(pthread_create(&th, NULL, post_later, &p));
+  /* Worker 1 has a deadline (no stall), worker 0 nothing: the call
+   * sleeps until the post comes, then runs it, or returns once it has
+   * handed its fiber to worker 1 (idle, it may take it). */
+  int left = fib_run_once(rt);
+  CHECK(left == 1 || left == 2);
+  CHECK_OK(pthread_join(th, NULL));
+  long frames = 0;
+  while (!__atomic_load_n(&p.ran, __ATOMIC_ACQUIRE)) {
+    CHECK(fib_run_nowait(rt) >= 1);
+    host_frame();
+    CHECK(++frames < 1000000);
+  }
+  CHECK_OK(fib_cancel(rt, sleeper));
+  CHECK_OK(fib_run_join(rt, sleeper, NULL));
+  CHECK_EQ(__atomic_load_n(&t.cancelled, __ATOMIC_RELAXED), 1);
+  CHECK_EQ(fib_run_once(rt), 0);
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 /* ---- fib_run after bounded runs, and bounded runs after fib_run */
 
 TEST(fib_run_takes_over_after_bounded_runs_and_they_start_again) {
@@ -542,6 +590,7 @@ TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(run_once_returns_when_every_worker_waits_for_the_program),
           T(run_once_sleeps_until_worker_0s_io_while_the_others_wait),
           T(a_host_blocked_in_poll_on_the_io_fd_wakes_for_work_sent_to_worker_0),
+          T(run_once_wakes_for_a_post_from_another_thread),
           T(run_join_collects_a_fiber_that_runs_on_worker_1),
           T(the_host_spawns_cancels_detaches_and_posts_between_calls),
           T(fib_run_takes_over_after_bounded_runs_and_they_start_again),

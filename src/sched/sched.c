@@ -748,6 +748,17 @@ static void idle_wait(struct fib_runtime *rt) {
 /* Clamp a size_t count into a non-negative int result. */
 static int count_result(size_t n) { return n > INT_MAX ? INT_MAX : (int)n; }
 
+/* Whether work waits for worker 0 in a host's call that the loop's
+ * tend will take: it may go on to other workers there (a post's fiber
+ * offered, a fiber following its waker), and the call must not then
+ * sleep as if nothing had come (relaxed: a look; what comes after it
+ * wakes the call's sleep). */
+static int host_pending(const struct fib_runtime *rt) {
+  return __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
+         __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held ||
+         __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED);
+}
+
 /* How far a run goes (the public calls that start one). */
 enum run_mode {
   RUN_ALL,    /* fib_run, fib_run_join */
@@ -772,6 +783,7 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
   /* worker 0 of several in a bounded call or fib_run_join: the host's
    * round (workers.h); it never ends the run for the other workers */
   const int host = rt->group && (bounded || awaited);
+  int took = 0; /* work came for worker 0 in this host's call */
   for (;;) {
     if (awaited && awaited->state == FIB__FIBER_FINISHED)
       return 0;
@@ -782,6 +794,8 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
         __atomic_load_n(&rt->group->over, __ATOMIC_ACQUIRE))
       return rt->group->result;
     int posted = __atomic_load_n(&rt->posted, __ATOMIC_RELAXED);
+    if (host && !took)
+      took = host_pending(rt);
     if (rt->group)
       fib__group_tend(rt);
     else if (posted) /* fibers readied and calls posted from elsewhere */
@@ -808,13 +822,15 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
     }
     if (ready == 0) {
       if (host) {
-        /* A round has run: the rest is for the next call (what is on
-         * offer, for the other workers meanwhile). */
-        if (bounded && budget != SIZE_MAX)
+        /* A round has run, or work came and went on to other workers
+         * (a post's fiber offered): the rest is for the next call (what
+         * is on offer, for the other workers meanwhile). */
+        if (bounded && (budget != SIZE_MAX || took))
           return count_result(fib__group_unfinished(rt->group));
         int r = fib__group_host_idle(rt, awaited ? FIB__HOST_JOIN
                                          : mode == RUN_ONCE ? FIB__HOST_ONCE
                                                             : FIB__HOST_LOOK);
+        took |= r == 2;
         if (r > 0)
           continue;
         if (bounded)

@@ -1038,10 +1038,10 @@ static int any_posted(const struct fib__group *g) {
 int fib__group_host_idle(struct fib_runtime *rt, int how) {
   struct fib__group *g = rt->group;
   if (inbox_drain(rt) || take_placed(rt) || steal(rt))
-    return 1;
+    return 2;
   if (rt->posts_held || __atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
     fib__post_take(rt);
-    return 1;
+    return 2;
   }
   if (__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
     return -1;

@@ -353,9 +353,10 @@ enum {
                          waits on (a post or a reply may still come) */
 };
 
-/* 1: go round the loop again (work was taken, or it slept); 0: nothing
- * came and (but for LOOK) nothing can; -1: the workers were stopped (an
- * error, reported by the next call). */
+/* 2: work was taken (it may have gone on to another worker meanwhile:
+ * a post's fiber offered, a fiber following its waker); 1: it slept, go
+ * round the loop again; 0: nothing came and (but for LOOK) nothing can;
+ * -1: the workers were stopped (an error, reported by the next call). */
 int fib__group_host_idle(struct fib_runtime *rt, int how);
 
 /* The end of a host's call: if worker 0's thread has a poller with a
