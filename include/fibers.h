@@ -629,7 +629,9 @@ FIB_API int fib_run(fib_runtime *rt);
  * fib_run runs the runtime to its end (it takes them over, and they end
  * with it) or fib_runtime_destroy stops them. fib_run_once with nothing
  * ready for worker 0 sleeps until worker 0's earliest deadline, an I/O
- * event of worker 0's fibers or work for worker 0; it returns at once if
+ * event of worker 0's fibers or work for worker 0 (once such work has
+ * come it returns, even if the fibers went on to another worker); it
+ * returns at once if
  * nothing can come: every fiber has finished, or every worker waits for
  * the program (a busy worker that sends worker 0 nothing keeps it
  * asleep: a program that must not block calls fib_run_nowait). The
