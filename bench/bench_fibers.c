@@ -32,6 +32,10 @@
  *               each joined): also prints skynet_1m_peak_rss (VmHWM, bytes)
  *   skynet_1m_2w  the same on a runtime with two workers
  *               (fib_runtime_opts.workers)
+ *   skynet_1m_2w_nowait  skynet_1m_2w run by a host loop of
+ *               fib_run_nowait calls (worker 0 on the calling thread
+ *               during each call, worker 1 on its own thread throughout;
+ *               not in make bench: no peer has the shape)
  *   skynet_1m_chan  the canonical skynet: children detached, sums sent
  *               through the parent's unbuffered channel (most of the tree
  *               alive at once); also prints skynet_1m_chan_peak_rss
@@ -526,9 +530,10 @@ static void *skynet_root(void *arg) {
   return NULL;
 }
 
-/* skynet_1m on `workers` workers (fib_runtime_opts.workers): reported as
- * `name`. */
-static void bench_skynet_on(long n, unsigned workers, const char *name) {
+/* skynet_1m on `workers` workers (fib_runtime_opts.workers), by fib_run
+ * or (`nowait`) a loop of fib_run_nowait calls: reported as `name`. */
+static void bench_skynet_on(long n, unsigned workers, int nowait,
+                            const char *name) {
   uintptr_t level = 0;
   for (long s = 1; s < n; s *= 10)
     level++;
@@ -541,7 +546,15 @@ static void bench_skynet_on(long n, unsigned workers, const char *name) {
   double t0 = bench_now_ns();
   check(fib_runtime_create(&rt, &opts), "fib_runtime_create");
   check(fib_spawn(rt, skynet_root, (void *)level, NULL, NULL), "fib_spawn");
-  check(fib_run(rt), "fib_run");
+  long calls = 0;
+  if (nowait) {
+    int left;
+    while ((left = fib_run_nowait(rt)) > 0)
+      calls++;
+    check(left, "fib_run_nowait");
+  } else {
+    check(fib_run(rt), "fib_run");
+  }
   check(fib_runtime_destroy(rt), "fib_runtime_destroy");
   double t1 = bench_now_ns();
   double expect = (double)leaves * (double)(leaves - 1) / 2;
@@ -550,15 +563,18 @@ static void bench_skynet_on(long n, unsigned workers, const char *name) {
             g_result, expect);
     exit(1);
   }
+  char note[96];
+  snprintf(note, sizeof note, "%u workers, %ld fib_run_nowait calls",
+           workers, calls);
   bench_report(name, "fibers", (t1 - t0) / 1e6, "ms", leaves,
-               workers > 1 ? "2 workers" : NULL);
+               nowait ? note : workers > 1 ? "2 workers" : NULL);
   if (workers <= 1)
     bench_report("skynet_1m_peak_rss", "fibers",
                  (double)bench_status_bytes("VmHWM"), "bytes", leaves,
                  "VmHWM of the whole process");
 }
 
-static void bench_skynet(long n) { bench_skynet_on(n, 1, "skynet_1m"); }
+static void bench_skynet(long n) { bench_skynet_on(n, 1, 0, "skynet_1m"); }
 
 /* ------------------------------------------------------ skynet_1m_chan */
 
@@ -1184,7 +1200,8 @@ int main(int argc, char **argv) {
   const char *benches =
       "switch switch_shared_fp switch_fp_paired switch_fp_flags create create_mixed spawn_join yield "
       "yield_2w yield_2w_busy call_rtt call_rtt_io chan_unbuffered_2w "
-      "idle_rss_100k idle_rss_1m idle_rss_compact_1m skynet_1m skynet_1m_2w skynet_1m_chan "
+      "idle_rss_100k idle_rss_1m idle_rss_compact_1m skynet_1m skynet_1m_2w "
+      "skynet_1m_2w_nowait skynet_1m_chan "
       "spawn_alive_1m "
       "chan_unbuffered chan_buffered mutex_handoff "
       "select4 fanout_2w fanout_2w_buf fanout_2w_stay fanout_2w_buf_stay "
@@ -1225,7 +1242,9 @@ int main(int argc, char **argv) {
   else if (!strcmp(b, "skynet_1m"))
     bench_skynet(n);
   else if (!strcmp(b, "skynet_1m_2w"))
-    bench_skynet_on(n, 2, "skynet_1m_2w");
+    bench_skynet_on(n, 2, 0, "skynet_1m_2w");
+  else if (!strcmp(b, "skynet_1m_2w_nowait"))
+    bench_skynet_on(n, 2, 1, "skynet_1m_2w_nowait");
   else if (!strcmp(b, "skynet_1m_chan"))
     bench_skynet_chan(n);
   else if (!strcmp(b, "spawn_alive_1m"))

@@ -466,9 +466,12 @@ typedef struct fib_runtime_opts {
    * primitives and channels work across workers as documented here; a
    * primitive or channel is shared by the workers if it is initialised
    * while a runtime with several workers exists (see "Synchronisation"
-   * below). Not yet with n > 1 (FIB_ENOTSUP): fib_run_once,
-   * fib_run_nowait and fib_run_join. Its fibers must only be spawned,
-   * cancelled or detached from outside while it is not running.
+   * below). fib_run_once, fib_run_nowait and fib_run_join run worker 0
+   * on the calling thread and leave the others running between calls
+   * (see there). From outside its fibers, spawn, cancel and detach only
+   * on the thread that runs it, while no run of it is under way on that
+   * thread (before fib_run, between bounded calls); fib_post and
+   * fib_call from any thread at any time.
    * docs/multicore.md says how it works and what it costs. */
   unsigned workers;
   /* With FIB_SEEDED: the seed of the run's choices (any value). */
@@ -536,7 +539,11 @@ typedef struct fib_runtime_opts {
 FIB_API int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts);
 
 /*
- * Free a runtime that is not running. Fibers that have not finished are
+ * Free a runtime that is not running. With several workers whose threads
+ * run between bounded calls (fib_run_nowait), those are stopped first:
+ * each stops at its fiber's next switch (a yield, a wait, a finish; a
+ * fiber that never makes one holds this call) and its thread is joined.
+ * Fibers that have not finished are
  * discarded without unwinding (nothing on their stacks runs again), and
  * every stack and fiber record is freed. What they were doing is undone so
  * that every primitive stays valid: a discarded fiber waiting on a mutex,
@@ -547,7 +554,7 @@ FIB_API int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts);
  * function it was running is as if never called (its next call runs the
  * function). The primitives can then be used or destroyed as usual.
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (called while a run of it is under
- * way, e.g. from one of its fibers).
+ * way, e.g. from one of its fibers, on any worker).
  */
 FIB_API int fib_runtime_destroy(fib_runtime *rt);
 
@@ -611,6 +618,29 @@ FIB_API int fib_run(fib_runtime *rt);
  * inside the runtime can wake are no error here: the program may ready
  * them between runs (fib_sem_post, fib_chan_close, ... work outside
  * fibers), and fib_runtime_next_ns tells whether and when to run again.
+ *
+ * With several workers (fib_runtime_opts.workers = n > 1) the calling
+ * thread is worker 0 during the call, and the round is worker 0's: its
+ * ready fibers, those the other workers readied or placed for it, posts;
+ * with none of those, what another worker offers. The first such call
+ * starts workers 1..n-1 on threads of their own, and they keep running
+ * their fibers between calls (a multi-core runtime uses its cores while
+ * the program does its own work), sleeping when they have nothing, until
+ * fib_run runs the runtime to its end (it takes them over, and they end
+ * with it) or fib_runtime_destroy stops them. fib_run_once with nothing
+ * ready for worker 0 sleeps until worker 0's earliest deadline, an I/O
+ * event of worker 0's fibers or work for worker 0 (once such work has
+ * come it returns, even if the fibers went on to another worker); it
+ * returns at once if
+ * nothing can come: every fiber has finished, or every worker waits for
+ * the program (a busy worker that sends worker 0 nothing keeps it
+ * asleep: a program that must not block calls fib_run_nowait). The
+ * number returned counts the fibers of every worker. Between calls the
+ * calling thread may spawn (onto worker 0, from where idle workers may
+ * take them), cancel and detach, and use primitives and channels, while
+ * the other workers run. An error that stopped the other workers (a
+ * thread that could not start its loop: FIB_ENOMEM) is returned by the
+ * next call, which starts them again after that.
  * Errors: as fib_run's, but never FIB_EDEADLK.
  */
 FIB_API int fib_run_once(fib_runtime *rt);
@@ -627,6 +657,14 @@ FIB_API int fib_run_nowait(fib_runtime *rt);
  * joins with fib_join), FIB_ESRCH (no such fiber), FIB_ENOMEM (as fib_run),
  * FIB_EDEADLK (the fiber has not finished but no fiber can run: all wait
  * for each other or for the program; they stay suspended).
+ * With several workers the fiber may run on any of them; the calling
+ * thread runs worker 0 meanwhile, as fib_run_once does (the others run
+ * on their own threads, started by the first such call if need be, and
+ * go on running after it). It waits for the fiber by a fiber of its own
+ * on worker 0, which fib_join's the target: this takes an id and a
+ * stack for the call's length. FIB_EDEADLK when every worker waits with
+ * nothing queued anywhere, unless the runtime has been posted to (see
+ * fib_post: then it waits on).
  */
 FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
 
@@ -639,6 +677,15 @@ FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
  * long to block between fib_run_nowait calls. A host that must also wake
  * for its fibers' I/O watches fib_runtime_io_fd (fibers/io.h) beside
  * this timeout: the time returned here does not include I/O.
+ * With several workers it speaks for worker 0, the share the calling
+ * thread runs (the others run by themselves): 0 also when fibers that
+ * other workers readied or placed for worker 0, posts, or fibers worker
+ * 0 offered and nobody took, wait for the next call. Work that comes for
+ * worker 0 after the call returned makes fib_runtime_io_fd readable (on
+ * the epoll back end), so a host blocked on that descriptor with this
+ * timeout wakes for it; a host that does not watch it comes back within
+ * a bounded time (a frame) while the other workers may send worker 0
+ * work.
  * 0 for NULL rt.
  */
 FIB_API uint64_t fib_runtime_next_ns(const fib_runtime *rt);

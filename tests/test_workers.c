@@ -1445,15 +1445,11 @@ static void *refused(void *arg) {
   return NULL;
 }
 
-TEST(local_primitives_and_bounded_runs_are_refused) {
+TEST(local_primitives_are_refused) {
   CHECK_OK(fib_mutex_init(&early_mutex));
   CHECK_OK(fib_chan_init(&early_chan, sizeof(int), 1));
   fib_runtime *rt = new_workers(2);
-  CHECK_EQ(fib_run_once(rt), FIB_ENOTSUP);
-  CHECK_EQ(fib_run_nowait(rt), FIB_ENOTSUP);
-  fib_id id;
-  CHECK_OK(fib_spawn(rt, refused, NULL, NULL, &id));
-  CHECK_EQ(fib_run_join(rt, id, NULL), FIB_ENOTSUP);
+  CHECK_OK(fib_spawn(rt, refused, NULL, NULL, NULL));
   CHECK_OK(fib_run(rt));
   /* A shared one (made now) works for a one-worker runtime too. */
   fib_sem s;
@@ -1491,4 +1487,4 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(idle_workers_use_no_cpu), T(io_waits_on_several_workers),
           T(primitives_and_channels_are_shared_across_workers),
           T(hand_offs_racing_deadlines_balance_exactly),
-          T(local_primitives_and_bounded_runs_are_refused))
+          T(local_primitives_are_refused))

@@ -655,6 +655,11 @@ int fib_runtime_io_fd(fib_runtime *rt) {
 #endif
   int err;
   struct fib__poller *p = fib__poller_get(&err);
+  /* Worker 0 of several tells its wakers between the host's calls to
+   * write the poller's wake-up eventfd, which is in this epoll set
+   * (workers.h, FIB__PARKED_HOST): it needs the way to make it. */
+  if (p && !rt->io_wake_fd)
+    rt->io_wake_fd = fib__io_wake_fd;
   return p ? p->epfd : err;
 }
 

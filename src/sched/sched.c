@@ -182,8 +182,13 @@ static void discard_holds(struct fib__fiber *f) {
 int fib_runtime_destroy(fib_runtime *rt) {
   if (!rt)
     return FIB_EINVAL;
-  if (rt->running)
+  /* Also from a fiber of another worker, which runs between bounded
+   * calls while worker 0 does not. */
+  const struct fib_runtime *here = fib__tl_runtime;
+  if ((rt->group && here && here->group == rt->group) || rt->running)
     return FIB_EBUSY;
+  if (rt->group) /* its workers serving bounded calls stop first */
+    fib__group_stop(rt);
   live_remove(rt);
   for (unsigned i = 1; rt->group && i < rt->group->n; i++)
     live_remove(rt->group->w[i]);
@@ -192,8 +197,11 @@ int fib_runtime_destroy(fib_runtime *rt) {
     fib__runtime_unwaked(rt->group ? rt->group->w[i] : rt);
   /* Operations the kernel still owns (io_uring) write into the stacks
    * freed below: the I/O layer cancels them and waits until they end. */
-  if (rt->io_discard)
-    rt->io_discard(rt);
+  for (unsigned i = 0; i < (rt->group ? rt->group->n : 1); i++) {
+    struct fib_runtime *w = rt->group ? rt->group->w[i] : rt;
+    if (w->io_discard)
+      w->io_discard(w);
+  }
   /* The unfinished fibers are discarded: first take every wait node they
    * left on a primitive's queue off it (the nodes live on the stacks freed
    * below), and only then give up what they hold, so that a mutex goes
@@ -616,6 +624,11 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
    * before (its claim, naming its owner) happened */
   struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
   struct fib__fiber *run = NULL;
+  /* Counted before the joiner is woken: a host's fib_run_join that it
+   * returns to counts it finished (fib_run_nowait's count just after
+   * says so). No worker can find every fiber finished meanwhile while a
+   * joiner waits: the joiner is not. */
+  fib__group_count(&rt->finished);
   for (;;) {
     if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
       /* release: a lookup under the home's lock that reads GONE treats
@@ -695,7 +708,6 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
       break;
     }
   }
-  fib__group_count(&rt->finished);
   return run;
 }
 
@@ -805,6 +817,17 @@ static void idle_wait(struct fib_runtime *rt) {
 /* Clamp a size_t count into a non-negative int result. */
 static int count_result(size_t n) { return n > INT_MAX ? INT_MAX : (int)n; }
 
+/* Whether work waits for worker 0 in a host's call that the loop's
+ * tend will take: it may go on to other workers there (a post's fiber
+ * offered, a fiber following its waker), and the call must not then
+ * sleep as if nothing had come (relaxed: a look; what comes after it
+ * wakes the call's sleep). */
+static int host_pending(const struct fib_runtime *rt) {
+  return __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
+         __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held ||
+         __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED);
+}
+
 /* How far a run goes (the public calls that start one). */
 enum run_mode {
   RUN_ALL,    /* fib_run, fib_run_join */
@@ -826,10 +849,22 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
                     const struct fib__fiber *awaited) {
   const int bounded = mode != RUN_ALL;
   size_t budget = SIZE_MAX; /* dispatches left in a bounded run's round */
+  /* worker 0 of several in a bounded call or fib_run_join: the host's
+   * round (workers.h); it never ends the run for the other workers */
+  const int host = rt->group && (bounded || awaited);
+  int took = 0; /* work came for worker 0 in this host's call */
   for (;;) {
     if (awaited && awaited->state == FIB__FIBER_FINISHED)
       return 0;
+    /* A worker of several stops here once its run is over, also with
+     * fibers ready (fib_runtime_destroy stops the workers that serve
+     * bounded calls); the host hears of it in fib__group_host_idle. */
+    if (rt->group && !host &&
+        __atomic_load_n(&rt->group->over, __ATOMIC_ACQUIRE))
+      return rt->group->result;
     int posted = __atomic_load_n(&rt->posted, __ATOMIC_RELAXED);
+    if (host && !took)
+      took = host_pending(rt);
     if (rt->group)
       fib__group_tend(rt);
     else if (posted) /* fibers readied and calls posted from elsewhere */
@@ -855,6 +890,22 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       rt->until_loop = SIZE_MAX;
     }
     if (ready == 0) {
+      if (host) {
+        /* A round has run, or work came and went on to other workers
+         * (a post's fiber offered): the rest is for the next call (what
+         * is on offer, for the other workers meanwhile). */
+        if (bounded && (budget != SIZE_MAX || took))
+          return count_result(fib__group_unfinished(rt->group));
+        int r = fib__group_host_idle(rt, awaited ? FIB__HOST_JOIN
+                                         : mode == RUN_ONCE ? FIB__HOST_ONCE
+                                                            : FIB__HOST_LOOK);
+        took |= r == 2;
+        if (r > 0)
+          continue;
+        if (bounded)
+          return count_result(fib__group_unfinished(rt->group));
+        return r < 0 && rt->group->result ? rt->group->result : FIB_EDEADLK;
+      }
       if (rt->group) { /* take, steal or sleep; 0: the run is over */
         if (fib__group_idle(rt))
           continue;
@@ -882,7 +933,8 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       if (budget == SIZE_MAX)
         budget = ready; /* the round: the fibers ready now */
       else if (budget == 0)
-        return count_result(rt->unfinished);
+        return count_result(host ? fib__group_unfinished(rt->group)
+                                 : rt->unfinished);
       if (rt->until_loop > budget)
         rt->until_loop = budget;
     }
@@ -958,11 +1010,22 @@ static int worker_main(struct fib_runtime *w) {
 
 static int run(struct fib_runtime *rt, enum run_mode mode) {
   if (rt && rt->group) {
-    if (mode != RUN_ALL)
-      return FIB_ENOTSUP; /* bounded runs of N workers: not yet */
-    if (rt->running || fib__tl_runtime)
+    /* the thread first: a fiber of another worker must not read
+     * worker 0's `running`, which the host's thread writes */
+    if (fib__tl_runtime || rt->running)
       return FIB_EBUSY;
-    return fib__group_run(rt, worker_main);
+    fib__group_host_enter(rt);
+    if (mode == RUN_ALL)
+      return fib__group_run(rt, worker_main);
+    /* The host's call: the other workers run on their threads from the
+     * first such call on (workers.h) */
+    int err = fib__group_host(rt, worker_main);
+    if (!err)
+      err = loop_enter(rt);
+    if (!err)
+      err = loop_leave(rt, run_loop(rt, mode, NULL));
+    fib__group_host_leave(rt);
+    return err;
   }
   int err = loop_enter(rt);
   return err ? err : loop_leave(rt, run_loop(rt, mode, NULL));
@@ -972,9 +1035,85 @@ int fib_run(fib_runtime *rt) { return run(rt, RUN_ALL); }
 int fib_run_once(fib_runtime *rt) { return run(rt, RUN_ONCE); }
 int fib_run_nowait(fib_runtime *rt) { return run(rt, RUN_NOWAIT); }
 
+static int group_join_host(struct fib_runtime *rt, fib_id id, void **result);
+
+/* fib_run_join of several workers: a fiber pinned to worker 0 joins the
+ * target wherever it runs, by fib_join's own protocol (the join word, a
+ * wake-up through worker 0's inbox), and the host runs worker 0 until
+ * that fiber has finished. */
+struct host_join {
+  fib_id id;
+  void *result;
+  int err;
+};
+
+static void *host_join_main(void *arg) {
+  struct host_join *hj = arg;
+  hj->err = fib_join(hj->id, &hj->result);
+  return NULL;
+}
+
+/* Run worker 0 until h, its fiber, has finished, then collect h (its
+ * join word, workers.h: DONE to GONE, then to its home, worker 0). */
+static int host_join_run(struct fib_runtime *rt, struct fib__fiber *h) {
+  rt->awaited = h;
+  int err = run_loop(rt, RUN_ALL, h);
+  rt->awaited = NULL;
+  if (err)
+    return err;
+  struct fib__fiber *w = FIB__JOIN_DONE;
+  /* acquire: its finish's stores (ours: it finished on this thread) */
+  if (__atomic_compare_exchange_n(&h->joiner, &w, FIB__JOIN_GONE, 0,
+                                  __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    fib__group_collect(rt, rt, h);
+  return 0;
+}
+
+static int group_run_join(struct fib_runtime *rt, fib_id id, void **result) {
+  if (fib__tl_runtime || rt->running) /* as run's */
+    return FIB_EBUSY;
+  fib__group_host_enter(rt);
+  int err = group_join_host(rt, id, result);
+  fib__group_host_leave(rt);
+  return err;
+}
+
+static int group_join_host(struct fib_runtime *rt, fib_id id, void **result) {
+  int err = fib__group_host(rt, worker_main);
+  if (!err)
+    err = loop_enter(rt);
+  if (err)
+    return err;
+  struct host_join hj = {id, NULL, 0};
+  static const fib_attr pinned = {.flags = FIB_PINNED};
+  fib_id hid;
+  err = fib_spawn(rt, host_join_main, &hj, &pinned, &hid);
+  if (err)
+    return loop_leave(rt, err);
+  /* ours: worker 0's map, written only by this thread */
+  struct fib__fiber *h = fib__idmap_get(&rt->fibers, hid);
+  err = host_join_run(rt, h);
+  if (err == FIB_EDEADLK) {
+    /* It waits in its join with everything else: take it out (the
+     * target stays joinable) and let it finish. Its target may have
+     * finished meanwhile, and been collected by it. */
+    (void)fib_cancel(rt, hid);
+    int again = host_join_run(rt, h);
+    if (again)
+      err = again;
+    else if (hj.err == 0)
+      err = 0;
+  }
+  if (!err)
+    err = hj.err;
+  if (!err && result)
+    *result = hj.result;
+  return loop_leave(rt, err);
+}
+
 int fib_run_join(fib_runtime *rt, fib_id id, void **result) {
   if (rt && rt->group)
-    return FIB_ENOTSUP; /* not yet with N workers */
+    return group_run_join(rt, id, result);
   int err = loop_enter(rt);
   if (err)
     return err;
@@ -996,6 +1135,16 @@ int fib_run_join(fib_runtime *rt, fib_id id, void **result) {
 
 uint64_t fib_runtime_next_ns(const fib_runtime *rt) {
   if (!rt || fib__runq_len(&rt->runq))
+    return 0;
+  /* Worker 0 of several: also what other workers and threads left for
+   * it since the last call (seq_cst: the load half of the pair with a
+   * waker, after fib__group_host_leave's announcement: what this misses
+   * wakes the host's epoll set) */
+  if (rt->group && (__atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+                    __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
+                    __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST) ||
+                    rt->posts_held ||
+                    __atomic_load_n(&rt->offer_len, __ATOMIC_SEQ_CST)))
     return 0;
   const struct fib__timer *tm = fib__timers_first(&rt->timers);
   return tm ? tm->deadline : UINT64_MAX;

@@ -152,7 +152,7 @@ static void wake_worker(struct fib_runtime *w) {
                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
       (void)syscall(SYS_futex, &w->parked, FUTEX_WAKE_PRIVATE, 1, NULL, NULL,
                     0);
-  } else if (how == FIB__PARKED_POLLER) {
+  } else if (how == FIB__PARKED_POLLER || how == FIB__PARKED_HOST) {
     if (__atomic_compare_exchange_n(&w->parked, &how, FIB__PARKED_WAKING, 0,
                                     __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
       int saved = errno; /* the waker may be the program's own thread */
@@ -224,13 +224,13 @@ static void sleep_wait(struct fib_runtime *rt, int how, uint64_t deadline) {
 
 /* The sleep is over (woken, a deadline, or work found before it began). */
 static void sleep_end(struct fib_runtime *rt, int how) {
-  if (how != FIB__PARKED_POLLER) {
+  if (how != FIB__PARKED_POLLER && how != FIB__PARKED_HOST) {
     /* seq_cst, as before the eventfd: a FUTEX waker may have stored
      * AWAKE already; nobody acts on a NAP */
     __atomic_store_n(&rt->parked, FIB__PARKED_AWAKE, __ATOMIC_SEQ_CST);
     return;
   }
-  int v = FIB__PARKED_POLLER;
+  int v = how;
   /* seq_cst as the waker's CAS: exactly one of the two takes the sleep */
   if (__atomic_compare_exchange_n(&rt->parked, &v, FIB__PARKED_AWAKE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
@@ -920,8 +920,12 @@ int fib__group_turn(struct fib_runtime *rt) {
    * fib__group_tend or run_loop, every load relaxed: a look (anything
    * pushed that it misses is seen at the next turn, as the loop's own
    * relaxed looks would). Timers, I/O and the forced mode want the loop
-   * itself. */
+   * itself, and so does worker 0 in a host's call (a bounded round, or
+   * fib_run_join's look at its fiber; `hosted` is written by worker 0's
+   * thread alone), and any worker once the run is over. */
   if (rt->timers.count || rt->io_waiting || rt->force_migrate ||
+      (rt->worker == 0 && rt->group->hosted) ||
+      __atomic_load_n(&rt->group->over, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->cancels, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED) ||
@@ -963,6 +967,15 @@ static int work_came(const struct fib_runtime *rt) {
          __atomic_load_n(&rt->group->over, __ATOMIC_SEQ_CST);
 }
 
+/* Nothing in any inbox, placed or offer list. */
+static int nothing_queued(const struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (arrived(g->w[i]) ||
+        __atomic_load_n(&g->w[i]->placed_len, __ATOMIC_SEQ_CST))
+      return 0;
+  return !any_offer(g);
+}
+
 /* Nothing anywhere for anyone (the deadlock census, under g->lock). */
 static int all_quiet(const struct fib__group *g) {
   for (unsigned i = 0; i < g->n; i++)
@@ -990,10 +1003,18 @@ int fib__group_idle(struct fib_runtime *rt) {
     return 0;
   if (all_finished(g)) {
     pthread_mutex_lock(&g->lock);
-    if (!__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+    int hosted = g->hosted;
+    if (!hosted && !__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
       end_run(g, 0);
     pthread_mutex_unlock(&g->lock);
-    return 0;
+    if (!hosted)
+      return 0;
+    /* Serving bounded calls: the host may spawn more. A call asleep on
+     * worker 0 returns (only a call's sleep: a host between calls,
+     * FIB__PARKED_HOST, has nothing to learn from it); this worker
+     * sleeps until there is work. */
+    if (wakeable(g->w[0]))
+      wake_worker(g->w[0]);
   }
   /* Idle: busy workers offer fibers from now on. Spin a little first:
    * work often comes within microseconds (a child offered, a joiner
@@ -1018,11 +1039,17 @@ int fib__group_idle(struct fib_runtime *rt) {
     uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
     int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
     if (blocked) {
+      int stalled = 0;
       pthread_mutex_lock(&g->lock);
-      if (++g->blocked == g->n && all_quiet(g) &&
-          !all_finished(g))
-        end_run(g, FIB_EDEADLK);
+      if (++g->blocked == g->n) {
+        if (g->hosted) /* worker 0 is asleep in a call: it decides */
+          stalled = nothing_queued(g);
+        else if (all_quiet(g) && !all_finished(g))
+          end_run(g, FIB_EDEADLK);
+      }
       pthread_mutex_unlock(&g->lock);
+      if (stalled && wakeable(g->w[0])) /* as above */
+        wake_worker(g->w[0]);
     }
     sleep_wait(rt, how, deadline);
     if (blocked) {
@@ -1052,28 +1079,167 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
+static void join_threads(struct fib__group *g) {
+  for (unsigned i = 1; i < g->threads_up; i++)
+    pthread_join(g->threads[i], NULL);
+  g->threads_up = 0;
+}
+
+/* Start workers 1..n-1 on threads of their own, for a run (hosted 0: it
+ * ends when every fiber has finished, or in a deadlock) or for bounded
+ * calls (1: they run until stopped). 0, or FIB_ENOMEM: none runs. */
+static int start_threads(struct fib__group *g, int hosted) {
+  g->result = 0;
+  g->blocked = 0;
+  g->hosted = hosted; /* no thread reads it yet */
+  __atomic_store_n(&g->over, !hosted && all_finished(g), __ATOMIC_SEQ_CST);
+  unsigned up = 1;
+  while (up < g->n &&
+         pthread_create(&g->threads[up], NULL, thread_main, g->w[up]) == 0)
+    up++;
+  g->threads_up = up;
+  if (up == g->n)
+    return 0;
+  pthread_mutex_lock(&g->lock);
+  end_run(g, FIB_ENOMEM);
+  pthread_mutex_unlock(&g->lock);
+  join_threads(g);
+  return FIB_ENOMEM;
+}
+
 int fib__group_run(struct fib_runtime *rt,
                    int (*worker_main)(struct fib_runtime *w)) {
   struct fib__group *g = rt->group;
-  g->worker_main = worker_main;
-  g->result = 0;
-  g->blocked = 0;
-  __atomic_store_n(&g->over, all_finished(g), __ATOMIC_SEQ_CST);
-  unsigned started = 1;
-  int err = 0;
-  for (; started < g->n; started++)
-    if (pthread_create(&g->threads[started], NULL, thread_main,
-                       g->w[started]) != 0) {
-      err = FIB_ENOMEM;
-      pthread_mutex_lock(&g->lock);
-      end_run(g, err);
-      pthread_mutex_unlock(&g->lock);
-      break;
-    }
+  if (g->threads_up) {
+    /* Bounded calls left them running: this run takes them over and ends
+     * as any run does (under the lock: their idle reads it there). */
+    pthread_mutex_lock(&g->lock);
+    g->hosted = 0;
+    pthread_mutex_unlock(&g->lock);
+  } else {
+    g->worker_main = worker_main; /* no thread reads it yet */
+    int err = start_threads(g, 0);
+    if (err)
+      return err;
+  }
   int mine = worker_main(rt);
-  for (unsigned i = 1; i < started; i++)
-    pthread_join(g->threads[i], NULL);
-  if (err)
-    return err;
+  join_threads(g);
   return mine ? mine : g->result;
+}
+
+int fib__group_host(struct fib_runtime *rt,
+                    int (*worker_main)(struct fib_runtime *w)) {
+  struct fib__group *g = rt->group;
+  if (g->threads_up) {
+    /* acquire: end_run's result */
+    if (!__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+      return 0;
+    join_threads(g); /* a worker could not start its loop */
+    int err = g->result;
+    g->result = 0;
+    if (err)
+      return err;
+  }
+  g->worker_main = worker_main;
+  return start_threads(g, 1);
+}
+
+void fib__group_host_leave(struct fib_runtime *rt) {
+  if (!rt->io_wake_fd)
+    return;
+  int fd = rt->io_wake_fd();
+  if (fd < 0)
+    return;
+  rt->wake_fd = fd; /* no waker reads it until the exchange below */
+  /* seq_cst, an exchange: the store half of the pair with a waker's push
+   * and load of `parked` (sleep_announce); the host's look after it
+   * (fib_runtime_next_ns) is the load half */
+  (void)__atomic_exchange_n(&rt->parked, FIB__PARKED_HOST, __ATOMIC_SEQ_CST);
+  rt->group->host_parked = 1;
+}
+
+void fib__group_host_enter(struct fib_runtime *rt) {
+  if (!rt->group->host_parked)
+    return;
+  rt->group->host_parked = 0;
+  sleep_end(rt, FIB__PARKED_HOST);
+}
+
+void fib__group_stop(struct fib_runtime *rt) {
+  struct fib__group *g = rt->group;
+  fib__group_host_enter(rt); /* end_run's wake-ups write no eventfd */
+  if (!g->threads_up)
+    return;
+  pthread_mutex_lock(&g->lock);
+  if (!__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+    end_run(g, 0);
+  pthread_mutex_unlock(&g->lock);
+  join_threads(g);
+}
+
+size_t fib__group_unfinished(const struct fib__group *g) {
+  size_t finished = 0, spawned = 0; /* in all_finished's order */
+  for (unsigned i = 0; i < g->n; i++)
+    finished += __atomic_load_n(&g->w[i]->finished, __ATOMIC_ACQUIRE);
+  for (unsigned i = 0; i < g->n; i++)
+    spawned += __atomic_load_n(&g->w[i]->spawned, __ATOMIC_ACQUIRE);
+  return spawned - finished;
+}
+
+static int any_posted(const struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (__atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
+      return 1;
+  return 0;
+}
+
+int fib__group_host_idle(struct fib_runtime *rt, int how) {
+  struct fib__group *g = rt->group;
+  if (inbox_drain(rt) || take_placed(rt) || steal(rt))
+    return 2;
+  if (rt->posts_held || __atomic_load_n(&rt->posts, __ATOMIC_RELAXED)) {
+    fib__post_take(rt);
+    return 2;
+  }
+  if (__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+    return -1;
+  if (how == FIB__HOST_LOOK)
+    return 0;
+  /* fib__group_idle's sleep, without its spin (the host may wait), and
+   * with worker 0's own census: it is the last to block, or the worker
+   * that is wakes it (fib__group_idle) */
+  __atomic_fetch_add(&g->idle, 1, __ATOMIC_SEQ_CST);
+  int r = 1;
+  int sleep = sleep_announce(rt);
+  if (!work_came(rt)) {
+    const struct fib__timer *first = fib__timers_first(&rt->timers);
+    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+    int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
+    if (blocked) {
+      /* Under the lock, as a finisher's idle looks at the counts and the
+       * last worker to block at `blocked`: whichever comes second sees
+       * the other (and wakes us, announced above, if it comes second). */
+      pthread_mutex_lock(&g->lock);
+      if (all_finished(g)) {
+        r = 0;
+      } else if (++g->blocked == g->n && nothing_queued(g) &&
+                 !(how == FIB__HOST_JOIN && any_posted(g))) {
+        r = 0; /* every worker waits for the program */
+        g->blocked--;
+      }
+      pthread_mutex_unlock(&g->lock);
+      if (!r)
+        blocked = 0; /* not counted */
+    }
+    if (r)
+      sleep_wait(rt, sleep, deadline);
+    if (blocked) {
+      pthread_mutex_lock(&g->lock);
+      g->blocked--;
+      pthread_mutex_unlock(&g->lock);
+    }
+  }
+  sleep_end(rt, sleep);
+  __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
+  return r;
 }

@@ -272,9 +272,14 @@ enum {
   FIB__PARKED_POLLER = 2, /* in its poller: write its wake_fd */
   FIB__PARKED_WAKING = 3, /* a waker took the poller sleep and writes the
                              eventfd; it stores AWAKE once written */
-  FIB__PARKED_NAP = 4     /* in its poller without a wake-up fd (it could
+  FIB__PARKED_NAP = 4,    /* in its poller without a wake-up fd (it could
                              not be made): back within
                              FIB__WORKER_IO_NAP_NS, wakers leave it be */
+  FIB__PARKED_HOST = 5    /* worker 0 between a host's calls, the host
+                             perhaps blocked in its own wait on
+                             fib_runtime_io_fd: a waker of worker 0 writes
+                             its wake_fd as for POLLER; never chosen to
+                             take offers (wake_one_idle) */
 };
 
 /* How long a sleeper without a wake-up fd naps in its poller at a time;
@@ -312,6 +317,16 @@ struct fib__group {
   pthread_mutex_t lock;   /* guards what follows */
   unsigned blocked;       /* asleep with no deadline and no I/O */
   int result;             /* the run's result, once over */
+  int hosted;             /* the threads serve bounded calls (the host,
+                             below): an idle worker that finds every
+                             fiber finished, or the census that finds
+                             every worker blocked, wakes worker 0 instead
+                             of ending the run */
+  unsigned threads_up;    /* w[1..threads_up-1] have threads, 0 if none
+                             (worker 0's thread only: the host's) */
+  int host_parked;        /* worker 0 announced FIB__PARKED_HOST at the
+                             end of the host's last call (its thread
+                             only) */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
@@ -344,6 +359,59 @@ void fib__group_free(struct fib_runtime *rt);
  * from starting the threads (FIB_ENOMEM; nothing ran then). */
 int fib__group_run(struct fib_runtime *rt,
                    int (*loop)(struct fib_runtime *w));
+
+/* The host: a program that runs a group with fib_run_once,
+ * fib_run_nowait and fib_run_join. Its thread is worker 0 during each
+ * call (and owns worker 0 between calls, as a worker's thread does);
+ * workers 1..n-1 run on threads that the first such call starts and that
+ * go on running their fibers between calls, until fib_run takes them
+ * over (and joins them when its run ends) or fib_runtime_destroy stops
+ * them. Between calls worker 0 is nobody's sleeper: what other workers
+ * push for it waits in its inbox and lists for the next call. */
+
+/* Start workers 1..n-1 for bounded calls if they are not running. 0; or
+ * the error that stopped them since the last call (reported once; the
+ * next call starts them again), or FIB_ENOMEM (none started). */
+int fib__group_host(struct fib_runtime *rt,
+                    int (*loop)(struct fib_runtime *w));
+
+/* fib_runtime_destroy: stop workers 1..n-1 if they run between bounded
+ * calls, once each is back in its loop (a fiber that never gives way
+ * holds its worker, and so this call, until it does), and join them. */
+void fib__group_stop(struct fib_runtime *rt);
+
+/* What worker 0 does with nothing ready in a bounded call or
+ * fib_run_join (`how`): */
+enum {
+  FIB__HOST_LOOK = 0, /* take what is there for it (inbox, placed, posts,
+                         offers), never sleep */
+  FIB__HOST_ONCE = 1, /* that, else sleep until its earliest deadline, an
+                         I/O event or work for it; give up once nothing
+                         can come (every fiber finished, or every worker
+                         blocked with nothing queued anywhere) */
+  FIB__HOST_JOIN = 2  /* as ONCE, but a runtime that has been posted to
+                         waits on (a post or a reply may still come) */
+};
+
+/* 2: work was taken (it may have gone on to another worker meanwhile:
+ * a post's fiber offered, a fiber following its waker); 1: it slept, go
+ * round the loop again; 0: nothing came and (but for LOOK) nothing can;
+ * -1: the workers were stopped (an error, reported by the next call). */
+int fib__group_host_idle(struct fib_runtime *rt, int how);
+
+/* The end of a host's call: if worker 0's thread has a poller with a
+ * wake-up eventfd (its I/O layer is in use: fib_runtime_io_fd), announce
+ * FIB__PARKED_HOST, so that work other threads push for worker 0 until
+ * the next call makes the host's epoll set readable. */
+void fib__group_host_leave(struct fib_runtime *rt);
+
+/* The start of a host's call (or of fib_run, or destroy): end that
+ * announcement, and read the eventfd back to 0 if a waker wrote it. */
+void fib__group_host_enter(struct fib_runtime *rt);
+
+/* Fibers spawned and not yet finished, over every worker (an over-count
+ * while some finish meanwhile). */
+size_t fib__group_unfinished(const struct fib__group *g);
 
 /* Count a fiber spawned or finished on rt (its own counters: no shared
  * line is written per spawn; release, for all_finished in workers.c). */
