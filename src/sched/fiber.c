@@ -226,6 +226,7 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     if (f->detached)
       __atomic_store_n(&f->joiner, FIB__JOIN_DETACHED, __ATOMIC_RELAXED);
     f->started = 0;
+    f->wake_to = 0; /* read when it arrives placed (take_placed) */
     /* The first fiber of a runtime stays on the thread that runs it; a
      * compact fiber's frames belong at its thread's shared stack, so it
      * stays on the worker that made it (coro.c). */
