@@ -582,6 +582,71 @@ TEST(run_join_reports_a_deadlock_and_leaves_the_fiber_joinable) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* ---- a cancel carried to worker 0 between calls */
+
+/* Worker 0's joiner waits (with no frame) for a child that waits for the
+ * program; a fiber of worker 1 cancels the joiner while the host is
+ * between calls: the cancel is a note for worker 0, which
+ * fib_runtime_next_ns must count as work, or a host that sleeps for its
+ * answer sleeps through the cancel. */
+static fib_sem held_child_sem;
+static fib_id held_joiner;
+static int joiner_parked, cancel_go, cancel_made;
+
+static void *held_child(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sem_wait(&held_child_sem));
+  return NULL;
+}
+
+static void *joiner_on_0(void *arg) {
+  fib_id *child = arg;
+  fib_attr on0 = {0};
+  on0.worker = 1;
+  CHECK_OK(fib_spawn(NULL, held_child, NULL, &on0, child));
+  __atomic_store_n(&joiner_parked, 1, __ATOMIC_SEQ_CST);
+  CHECK_EQ(fib_join(*child, NULL), FIB_ECANCELED);
+  return NULL;
+}
+
+static void *canceller_on_1(void *arg) {
+  (void)arg;
+  while (!__atomic_load_n(&cancel_go, __ATOMIC_SEQ_CST))
+    CHECK_OK(fib_sleep_ns(100000));
+  CHECK_OK(fib_cancel(NULL, held_joiner));
+  __atomic_store_n(&cancel_made, 1, __ATOMIC_SEQ_CST);
+  return NULL;
+}
+
+TEST(a_cancel_sent_to_worker_0_between_calls_is_work_for_the_next) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_sem_init(&held_child_sem, 0)); /* after: shared */
+  fib_attr on0 = {0}, on1 = {0};
+  on0.worker = 1;
+  on1.worker = 2;
+  fib_id child = 0;
+  CHECK_OK(fib_spawn(rt, joiner_on_0, &child, &on0, &held_joiner));
+  CHECK_OK(fib_spawn(rt, canceller_on_1, NULL, &on1, NULL));
+  long frames = 0;
+  while (!__atomic_load_n(&joiner_parked, __ATOMIC_SEQ_CST)) {
+    CHECK(fib_run_nowait(rt) > 0);
+    CHECK(++frames < 1000000);
+  }
+  /* One more round: the joiner, which set the flag, is parked in its
+   * join once the round that ran it has ended. */
+  CHECK(fib_run_nowait(rt) > 0);
+  __atomic_store_n(&cancel_go, 1, __ATOMIC_SEQ_CST);
+  for (frames = 0; !__atomic_load_n(&cancel_made, __ATOMIC_SEQ_CST);) {
+    host_frame(); /* no call: worker 1 cancels meanwhile */
+    CHECK(++frames < 1000000);
+  }
+  CHECK_EQ(fib_runtime_next_ns(rt), 0); /* the note waits for a call */
+  CHECK_OK(fib_sem_post(&held_child_sem));
+  nowait_until_done(rt);
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_sem_destroy(&held_child_sem));
+}
+
 TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(nowait_host_loop_finishes_a_tree_on_4_workers),
           T(nowait_host_loop_runs_a_pipeline_across_2_workers),
@@ -597,4 +662,5 @@ TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(destroy_between_bounded_runs_with_fibers_waiting),
           T(destroy_between_bounded_runs_with_fibers_running_on_other_workers),
           T(calls_from_inside_its_fibers_are_refused),
-          T(run_join_reports_a_deadlock_and_leaves_the_fiber_joinable))
+          T(run_join_reports_a_deadlock_and_leaves_the_fiber_joinable),
+          T(a_cancel_sent_to_worker_0_between_calls_is_work_for_the_next))

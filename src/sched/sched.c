@@ -824,6 +824,7 @@ static int count_result(size_t n) { return n > INT_MAX ? INT_MAX : (int)n; }
  * wakes the call's sleep). */
 static int host_pending(const struct fib_runtime *rt) {
   return __atomic_load_n(&rt->inbox, __ATOMIC_RELAXED) ||
+         __atomic_load_n(&rt->cancels, __ATOMIC_RELAXED) ||
          __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held ||
          __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED);
 }
@@ -1141,6 +1142,7 @@ uint64_t fib_runtime_next_ns(const fib_runtime *rt) {
    * waker, after fib__group_host_leave's announcement: what this misses
    * wakes the host's epoll set) */
   if (rt->group && (__atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+                    __atomic_load_n(&rt->cancels, __ATOMIC_SEQ_CST) ||
                     __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
                     __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST) ||
                     rt->posts_held ||

@@ -408,7 +408,7 @@ void fib__group_flush(struct fib_runtime *rt) {
    * thread), not one of these spares: its id is forgotten only at a later
    * flush, whose lock shows us the count. */
   if (__builtin_expect(rt->spare_count > FIB__GROUP_SPARE_TRIM, 0) &&
-      !__atomic_load_n(&rt->group->cancels_out, __ATOMIC_ACQUIRE)) {
+      !__atomic_load_n(&rt->group->cancels_out, __ATOMIC_SEQ_CST)) {
     while (rt->spare_count > FIB__SPARE_MAX) {
       struct fib__fiber *f = rt->spare;
       rt->spare = FIBER_OF(f->runq.next);
@@ -437,8 +437,21 @@ int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
   if (!fib__claim_is_join(c))
     return 0;
   unsigned k = (unsigned)c >> 2;
-  if (own && own->worker == k) /* its owner's thread: take it here */
-    return fib__join_take(f);
+  if (own && own->worker == k) { /* its owner's thread: take it here */
+    /* Counted as a note is, while we hold the target's address: f may
+     * wait with no frame, whose finisher on another worker collects the
+     * target itself once it has won the word, and its home must not free
+     * the record under our compare-and-swap (fib__group_flush). seq_cst,
+     * with fib__join_take's load of `joining` and the trim's load: either
+     * the trim sees the count, or we see the NULL that the finisher (or a
+     * taker) wrote to `joining` before the target could be collected. */
+    __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
+    int won = fib__join_take(f);
+    /* release: our CAS on the target happens before a flush that sees
+     * the count fall frees it */
+    __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
+    return won;
+  }
   /* Carried to its owner, which alone may move the word. Either f still
    * waits there when the owner reads the note, or it has left that join
    * (the owner then finds its claim changed, or f cancelled in a new join
@@ -447,19 +460,26 @@ int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
   if (!note)
     return FIB_ENOMEM;
   note->fiber = f;
-  /* relaxed: the caller holds f's home's ids_lock (or is its thread),
-   * which the home's next flush takes before it could make f's record a
-   * spare: that flush's trim sees the count (fib__group_flush) */
-  __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_RELAXED);
+  /* seq_cst: f's record is kept by f's home's ids_lock, which the caller
+   * holds (or is its thread) and the home's next flush takes before it
+   * could make the record a spare; and the target f joins, which a
+   * finisher elsewhere may collect meanwhile, by the order of this count
+   * with the trim's load and the worker's load of `joining` (as above) */
+  __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
   push_note(g->w[k], &g->w[k]->cancels, &note->link);
   return 0;
 }
 
 int fib__join_take(struct fib__fiber *f) {
-  /* relaxed: f's claim names a join on this thread's worker, so f has not
-   * run since it wrote `joining`, here (workers.h, the join word): t is
-   * not collected, nor freed. The CAS decides. */
-  struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_RELAXED);
+  /* f's claim names a join on this thread's worker, so f has not run
+   * since it wrote `joining`, here (workers.h, the join word); but if it
+   * waits with no frame, a finisher elsewhere that wins the word collects
+   * t itself after writing NULL here: a canceller counts itself in
+   * `cancels_out` first (fib__claim_take_cancel), and seq_cst orders that
+   * count, this load and the trim's load of it, so t is not freed while we
+   * may still touch it. A deadline's take needs none of it: a join with a
+   * deadline keeps its frame, and t is collected by f. The CAS decides. */
+  struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_SEQ_CST);
   struct fib__fiber *me = f;
   /* seq_cst: f's own cancel check calls this as the load half of the
    * cancel check's pair (workers.h, the claim); acquire, from f's own CAS
