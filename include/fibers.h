@@ -664,7 +664,11 @@ FIB_API int fib_run_nowait(fib_runtime *rt);
  * on worker 0, which fib_join's the target: this takes an id and a
  * stack for the call's length. FIB_EDEADLK when every worker waits with
  * nothing queued anywhere, unless the runtime has been posted to (see
- * fib_post: then it waits on).
+ * fib_post: then it waits on). An error that stops the other workers
+ * while it waits (as for fib_run_once) is returned by this call, once,
+ * and the fiber stays joinable; if the fiber finished meanwhile the call
+ * succeeds and the next call reports the error. After FIB_EDEADLK or
+ * such an error nothing of the call is left in the runtime.
  */
 FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
 

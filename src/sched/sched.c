@@ -1094,16 +1094,23 @@ static int group_join_host(struct fib_runtime *rt, fib_id id, void **result) {
   /* ours: worker 0's map, written only by this thread */
   struct fib__fiber *h = fib__idmap_get(&rt->fibers, hid);
   err = host_join_run(rt, h);
-  if (err == FIB_EDEADLK) {
-    /* It waits in its join with everything else: take it out (the
-     * target stays joinable) and let it finish. Its target may have
-     * finished meanwhile, and been collected by it. */
+  if (err) {
+    /* A deadlock (it waits in its join with everything else), or the
+     * other workers stopped (one could not start its loop): h, which
+     * holds the address of hj in this frame, must not outlive the call.
+     * Take it out of its join (the target stays joinable) and let it
+     * finish here: cancelled by worker 0's own thread, it is ready on
+     * worker 0 at once (or already woken by its target's finish, into
+     * worker 0's queue or inbox), and worker 0 runs what is ready before
+     * it looks at the other workers. Its target may have finished
+     * meanwhile, and been collected by it: then the join succeeded. */
     (void)fib_cancel(rt, hid);
-    int again = host_join_run(rt, h);
-    if (again)
-      err = again;
-    else if (hj.err == 0)
-      err = 0;
+    if (host_join_run(rt, h) != 0)
+      fib__fatal("fib_run_join: its waiting fiber could not be finished");
+    if (hj.err == 0)
+      err = 0; /* a stop's error stays for the next call to report */
+    else if (err != FIB_EDEADLK) /* reported now, not again */
+      (void)fib__group_host_take_error(rt);
   }
   if (!err)
     err = hj.err;

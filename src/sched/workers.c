@@ -1154,14 +1154,21 @@ int fib__group_host(struct fib_runtime *rt,
     /* acquire: end_run's result */
     if (!__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
       return 0;
-    join_threads(g); /* a worker could not start its loop */
-    int err = g->result;
-    g->result = 0;
+    int err = fib__group_host_take_error(rt);
     if (err)
       return err;
   }
   g->worker_main = worker_main;
   return start_threads(g, 1);
+}
+
+int fib__group_host_take_error(struct fib_runtime *rt) {
+  struct fib__group *g = rt->group;
+  if (g->threads_up)
+    join_threads(g); /* after their last read of the result */
+  int err = g->result;
+  g->result = 0;
+  return err;
 }
 
 void fib__group_host_leave(struct fib_runtime *rt) {

@@ -375,6 +375,11 @@ int fib__group_run(struct fib_runtime *rt,
 int fib__group_host(struct fib_runtime *rt,
                     int (*loop)(struct fib_runtime *w));
 
+/* The workers were stopped (fib__group_host_idle's -1) and the caller
+ * reports why now: join their threads and take the error (0 if none), so
+ * that the next call starts them again instead of reporting it twice. */
+int fib__group_host_take_error(struct fib_runtime *rt);
+
 /* fib_runtime_destroy: stop workers 1..n-1 if they run between bounded
  * calls, once each is back in its loop (a fiber that never gives way
  * holds its worker, and so this call, until it does), and join them. */
