@@ -516,6 +516,25 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
   return suspend_local(self, 0);
 }
 
+/* A frameless joiner's own cancel check found it cancelled: take itself
+ * out of its target's word. Counted in cancels_out while it holds the
+ * target's address, as a canceller on its thread is
+ * (fib__claim_take_cancel): a finisher on another worker that wins the
+ * word first collects the target itself, and the target's home must not
+ * free the record under our compare-and-swap (seq_cst, with
+ * fib__join_take's load of `joining` and the trim's load of the count;
+ * release on the way down: our CAS happens before a flush that sees the
+ * count fall). Rare: the cancel came between the join's own check and
+ * its park. */
+static __attribute__((noinline)) int
+join_take_own_cancel(struct fib__fiber *self) {
+  struct fib__group *g = self->rt->group;
+  __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
+  int won = fib__claim_take(self, 0);
+  __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
+  return won;
+}
+
 int fib__fiber_suspend_join(struct fib__fiber *self) {
   self->state = FIB__FIBER_BLOCKED;
   self->nocancel = 0;
@@ -523,7 +542,7 @@ int fib__fiber_suspend_join(struct fib__fiber *self) {
   /* group_suspend's cancel check, returning the cancel itself: there is
    * no frame to read `wake` after (no timer either: no deadline) */
   if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST) &&
-      fib__claim_take(self, 0)) {
+      join_take_own_cancel(self)) {
     self->state = FIB__FIBER_RUNNING;
     return FIB_ECANCELED;
   }
@@ -1099,14 +1118,18 @@ static int group_join_host(struct fib_runtime *rt, fib_id id, void **result) {
      * other workers stopped (one could not start its loop): h, which
      * holds the address of hj in this frame, must not outlive the call.
      * Take it out of its join (the target stays joinable) and let it
-     * finish here: cancelled by worker 0's own thread, it is ready on
-     * worker 0 at once (or already woken by its target's finish, into
-     * worker 0's queue or inbox), and worker 0 runs what is ready before
-     * it looks at the other workers. Its target may have finished
-     * meanwhile, and been collected by it: then the join succeeded. */
+     * finish here. Its wake-up is certain once the cancel is made: the
+     * cancel, made on worker 0's own thread, readied it; or the target's
+     * finisher won it first and has pushed it onto worker 0's inbox, or
+     * is about to (between its compare-and-swap and its push, on a
+     * thread that may be preempted there). Worker 0 runs what is ready
+     * before it looks at the other workers, but a run that finds nothing
+     * yet ends at once if they have stopped: so run until it finishes.
+     * Its target may have finished meanwhile, and been collected by it:
+     * then the join succeeded. */
     (void)fib_cancel(rt, hid);
-    if (host_join_run(rt, h) != 0)
-      fib__fatal("fib_run_join: its waiting fiber could not be finished");
+    while (host_join_run(rt, h) != 0)
+      sched_yield();
     if (hj.err == 0)
       err = 0; /* a stop's error stays for the next call to report */
     else if (err != FIB_EDEADLK) /* reported now, not again */

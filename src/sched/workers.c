@@ -474,8 +474,9 @@ int fib__join_take(struct fib__fiber *f) {
   /* f's claim names a join on this thread's worker, so f has not run
    * since it wrote `joining`, here (workers.h, the join word); but if it
    * waits with no frame, a finisher elsewhere that wins the word collects
-   * t itself after writing NULL here: a canceller counts itself in
-   * `cancels_out` first (fib__claim_take_cancel), and seq_cst orders that
+   * t itself after writing NULL here: a canceller (fib__claim_take_cancel)
+   * or f's own cancel check (sched.c, join_take_own_cancel) counts itself
+   * in `cancels_out` first, and seq_cst orders that
    * count, this load and the trim's load of it, so t is not freed while we
    * may still touch it. A deadline's take needs none of it: a join with a
    * deadline keeps its frame, and t is collected by f. The CAS decides. */
