@@ -1,11 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /* test_embed_faults.c -- a runtime of several workers inside a program's
- * own loop, when one of its worker threads cannot start: the host's call
- * reports the error, loses no fiber and leaves nothing of its own behind
- * (fibers.h, fib_run_join), and the next calls start the workers again. */
+ * own loop, when things go wrong around the host: one of its worker
+ * threads cannot start (the host's call reports the error, loses no fiber
+ * and leaves nothing of its own behind, fibers.h, fib_run_join, and the
+ * next calls start the workers again); the host's thread exits between
+ * calls (nothing written to, or read from, a descriptor that is the
+ * program's by then). */
 #include "fiber_helpers.h"
 
 #include <fibers.h>
+#include <fibers/io.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
 
 #include <pthread.h>
 #include <signal.h>
@@ -109,5 +117,61 @@ TEST(run_nowait_reports_a_worker_that_could_not_start_once) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* ---- a host thread that exits between calls */
+
+static void *host_once(void *arg) {
+  fib_runtime *rt = arg;
+  /* The host watches the runtime's descriptor (its thread's poller and
+   * wake-up eventfd are made), and its call ends announcing worker 0 as
+   * a host that such a descriptor wakes. */
+  CHECK(fib_runtime_io_fd(rt) >= 0);
+  CHECK_EQ(fib_run_nowait(rt), 0);
+  return NULL;
+}
+
+static int posts_ran;
+
+static void *count_post(void *arg) {
+  (void)arg;
+  posts_ran++;
+  return NULL;
+}
+
+/* The thread's poller closes its descriptors when it exits; pipes made
+ * next take their numbers. A post for worker 0 then wakes the host that
+ * is no more: the runtime must write only what is its own, and the next
+ * call (from another thread) and destroy must read only that. */
+TEST(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors) {
+  fib_runtime *rt = new_workers(2);
+  pthread_t host;
+  CHECK_EQ(pthread_create(&host, NULL, host_once, rt), 0);
+  CHECK_EQ(pthread_join(host, NULL), 0);
+  enum { PIPES = 8 };
+  int fds[PIPES][2];
+  for (int i = 0; i < PIPES; i++)
+    CHECK_EQ(pipe2(fds[i], O_NONBLOCK | O_CLOEXEC), 0);
+  posts_ran = 0;
+  CHECK_OK(fib_post(rt, count_post, NULL));
+  for (int i = 0; i < PIPES; i++) {
+    struct pollfd p = {fds[i][0], POLLIN, 0};
+    CHECK_EQ(poll(&p, 1, 0), 0); /* nothing was written into it */
+    char byte = 'x';
+    CHECK_EQ(write(fds[i][1], &byte, 1), 1); /* a read of it would see */
+  }
+  /* This thread hosts now: its call ends the old announcement (a read of
+   * the runtime's own descriptor, not of a pipe) and runs the post. */
+  CHECK_EQ(fib_run_nowait(rt), 0);
+  CHECK_EQ(posts_ran, 1);
+  for (int i = 0; i < PIPES; i++) {
+    char byte = 0;
+    CHECK_EQ(read(fds[i][0], &byte, 1), 1); /* still there: unread */
+    CHECK_EQ(byte, 'x');
+    CHECK_OK(close(fds[i][0]));
+    CHECK_OK(close(fds[i][1]));
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 TEST_MAIN(T(run_join_reports_a_worker_that_could_not_start_and_loses_nothing),
-          T(run_nowait_reports_a_worker_that_could_not_start_once))
+          T(run_nowait_reports_a_worker_that_could_not_start_once),
+          T(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors))

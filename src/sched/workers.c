@@ -12,6 +12,7 @@
 #include "../sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
   g->home_mask = stride - 1;
   g->w = w;
   g->threads = threads;
+  g->host_wake_fd = -1;
   pthread_mutex_init(&g->lock, NULL);
   for (unsigned i = 0; i < n; i++)
     worker_init(w[i], g, i);
@@ -106,6 +108,8 @@ void fib__group_free(struct fib_runtime *rt) {
     fib__timers_free(&w->timers);
     fib__sys_free(w);
   }
+  if (g->host_wake_fd >= 0) /* announced no more (fib__group_stop) */
+    close(g->host_wake_fd);
   pthread_mutex_destroy(&g->lock);
   __atomic_sub_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
   fib__sys_free(g->threads);
@@ -1172,13 +1176,43 @@ int fib__group_host_take_error(struct fib_runtime *rt) {
   return err;
 }
 
+/* A number for the calling thread that no other thread gets, even once
+ * this one has exited (a pthread_t may be reused). */
+static uint64_t thread_token(void) {
+  static uint64_t last;
+  static FIB__TLS uint64_t mine;
+  if (!mine)
+    mine = __atomic_add_fetch(&last, 1, __ATOMIC_RELAXED);
+  return mine;
+}
+
 void fib__group_host_leave(struct fib_runtime *rt) {
   if (!rt->io_wake_fd)
     return;
   int fd = rt->io_wake_fd();
   if (fd < 0)
     return;
-  rt->wake_fd = fd; /* no waker reads it until the exchange below */
+  /* Announced with a descriptor of the group's own for the same eventfd,
+   * made once per host thread (a thread's poller, and so its eventfd,
+   * lasts as long as the thread): a waker may write it long after this
+   * call, when the thread may have exited and its poller closed its
+   * descriptor, whose number the program may have been given again.
+   * Closing the last one is safe here: nobody is announced on it (the
+   * call's start ended that). Without a descriptor (EMFILE) the host is
+   * not announced, as a thread with no I/O is not. */
+  struct fib__group *g = rt->group;
+  uint64_t me = thread_token();
+  if (g->host_wake_fd < 0 || g->host_wake_thread != me) {
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+      return;
+    if (g->host_wake_fd >= 0)
+      close(g->host_wake_fd);
+    g->host_wake_fd = own;
+    g->host_wake_thread = me;
+  }
+  rt->wake_fd = g->host_wake_fd; /* no waker reads it until the exchange
+                                    below */
   /* seq_cst, an exchange: the store half of the pair with a waker's push
    * and load of `parked` (sleep_announce); the host's look after it
    * (fib_runtime_next_ns) is the load half */

@@ -327,6 +327,15 @@ struct fib__group {
   int host_parked;        /* worker 0 announced FIB__PARKED_HOST at the
                              end of the host's last call (its thread
                              only) */
+  int host_wake_fd;       /* the group's own descriptor for the host
+                             thread's wake-up eventfd (a dup), which
+                             worker 0 announces: -1 if none. The
+                             thread's poller closes its own when the
+                             thread exits, and that number may then be
+                             the program's; wakers may write this one
+                             until the next call, or destroy */
+  uint64_t host_wake_thread; /* the thread it was made for (a token
+                             no other thread has, ever) */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
