@@ -1132,14 +1132,26 @@ TEST(a_pipeline_of_migratable_fibers_across_workers) {
  * thousands of moves a run, each a hop between cores at every message. */
 TEST(idle_workers_do_not_split_a_pipeline) {
   long n = 20000 + scaled(20000); /* enough to show churn at any scale */
+  /* What a busy worker offers depends on how long its hand-offs take
+   * (FIB__GROUP_SLOW_NS: slow ones look like long jobs, whose partners
+   * idle workers should take): under an emulator, on a loaded machine, a
+   * turn of them can take that long, and the offers are then what the
+   * runtime means to do. There the pipelines still run (every value
+   * once), and the bound is not checked. */
+  const char *slow = getenv("FIB_TEST_EMULATOR");
   for (unsigned workers = 2; workers <= 4; workers *= 2)
     for (size_t cap = 0; cap <= 64; cap += 64) {
       long moves;
       run_pipe(workers, cap, n, &moves);
       const char *forced = getenv("FIBERS_FORCE_MIGRATE");
-      if (!forced || strcmp(forced, "1") != 0) /* else they move each turn */
+      /* forced: they move at each turn */
+      if (!slow && (!forced || strcmp(forced, "1") != 0))
         CHECK(moves <= 400);
     }
+  if (slow)
+    SKIP("under %s hand-offs may be slow enough to be offered on purpose: "
+         "the pipelines ran, their moves were not bounded",
+         slow);
 }
 
 /* ---- a pool of migratable consumers that a buffered channel feeds
