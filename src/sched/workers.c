@@ -1165,9 +1165,12 @@ int fib__group_host(struct fib_runtime *rt,
 }
 
 void fib__group_host_leave(struct fib_runtime *rt) {
-  if (!rt->io_wake_fd)
+  /* The eventfd the host waits on, or one in the epoll set it waits on */
+  int (*wake_fd)(void) = rt->io_host_wake_fd ? rt->io_host_wake_fd
+                                             : rt->io_wake_fd;
+  if (!wake_fd)
     return;
-  int fd = rt->io_wake_fd();
+  int fd = wake_fd();
   if (fd < 0)
     return;
   rt->wake_fd = fd; /* no waker reads it until the exchange below */
