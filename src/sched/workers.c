@@ -263,15 +263,31 @@ static void end_run(struct fib__group *g, int result) {
 
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
+/* Whether the calling thread, which runs no runtime now, is the host's
+ * (workers.h, posted: host_thread). The store and load after the first
+ * look are the pusher's half of a pair with fib__group_host_enter's
+ * exchange of host_thread and of host_pushed, all seq_cst: either this
+ * second look sees the new host (and the push marks posted itself), or
+ * the new host's exchange of host_pushed sees our 1 (and it marks). */
+static int host_push(struct fib__group *g) {
+  uintptr_t me = (uintptr_t)pthread_self();
+  if (__atomic_load_n(&g->host_thread, __ATOMIC_SEQ_CST) != me)
+    return 0;
+  /* an exchange, as sleep_announce's: the store half of a store/load pair */
+  (void)__atomic_exchange_n(&g->host_pushed, 1, __ATOMIC_SEQ_CST);
+  return __atomic_load_n(&g->host_thread, __ATOMIC_SEQ_CST) == me;
+}
+
 /* Push n onto one of w's stacks (its inbox, its cancels) and wake w. */
 static void push_note(struct fib_runtime *w, struct fib__runq_node **head,
                       struct fib__runq_node *n) {
   /* Woken from outside its group (a plain thread, another runtime): it
    * may be again from now on, so it is posted (see post.c). Not for a
-   * push from a worker of its own group, which the deadlock census sees:
-   * a posted worker would turn every later deadlock into a hang. (The
-   * thread's runtime read afresh: the pusher may be a fiber that has just
-   * moved to another worker.) */
+   * push from a worker of its own group, which the deadlock census sees,
+   * nor from the host's thread between its calls (workers.h): a posted
+   * worker would turn every later deadlock into a hang. (The thread's
+   * runtime read afresh: the pusher may be a fiber that has just moved
+   * to another worker.) */
   const struct fib_runtime *here = fib__tl_runtime_now();
   int sibling = w->group && here && here->group == w->group;
   if (sibling) {
@@ -283,7 +299,8 @@ static void push_note(struct fib_runtime *w, struct fib__runq_node **head,
     wake_worker(w);
     return;
   }
-  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
+  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED) &&
+      !(w->group && !here && host_push(w->group)))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   fib__waker_enter(w);
   fib__inbox_push(head, n);
@@ -1182,9 +1199,20 @@ void fib__group_host_leave(struct fib_runtime *rt) {
 }
 
 void fib__group_host_enter(struct fib_runtime *rt) {
-  if (!rt->group->host_parked)
+  struct fib__group *g = rt->group;
+  uintptr_t me = (uintptr_t)pthread_self();
+  /* relaxed: only host threads store it, and this one is the last, or
+   * another whose store is ordered before this call by the program */
+  if (__atomic_load_n(&g->host_thread, __ATOMIC_RELAXED) != me) {
+    /* the pair with host_push: an exchange, then the load (an exchange
+     * too: it takes the mark) */
+    (void)__atomic_exchange_n(&g->host_thread, me, __ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&g->host_pushed, 0, __ATOMIC_SEQ_CST))
+      __atomic_store_n(&g->w[0]->posted, 1, __ATOMIC_SEQ_CST);
+  }
+  if (!g->host_parked)
     return;
-  rt->group->host_parked = 0;
+  g->host_parked = 0;
   sleep_end(rt, FIB__PARKED_HOST);
 }
 

@@ -174,6 +174,14 @@
  * no timer, no I/O wait, nothing in any inbox, offer or placed list, no
  * post possible (posted), while fibers remain (the census under
  * group->lock); the last to fall asleep ends the run with FIB_EDEADLK.
+ * `posted` says that a thread outside the group may still push or post:
+ * set by a post, a fiber's fib_call, and a push onto an inbox from such
+ * a thread. Not by the host's own thread between its calls (host_thread
+ * below): during the run that the census is for, it is inside a call,
+ * and can push nothing more. If the next call comes from another thread,
+ * what the old host pushed counts as any thread's from then on (that
+ * thread is outside now, and may push again): host_pushed carries it to
+ * worker 0's `posted`.
  *
  * Ids: worker k hands out ids whose low words are k + 1, k + 1 + s,
  * k + 1 + 2s, ... (s the power of two at or above n; its map's slots 0,
@@ -327,6 +335,12 @@ struct fib__group {
   int host_parked;        /* worker 0 announced FIB__PARKED_HOST at the
                              end of the host's last call (its thread
                              only) */
+  uintptr_t host_thread;  /* the thread (pthread_self) that made the last
+                             call on worker 0, 0 before any (atomic):
+                             its pushes mark no worker posted */
+  int host_pushed;        /* host_thread pushed onto an inbox between its
+                             calls (atomic): posted, if the next call's
+                             thread is another */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
@@ -405,8 +419,9 @@ int fib__group_host_idle(struct fib_runtime *rt, int how);
  * the next call makes the host's epoll set readable. */
 void fib__group_host_leave(struct fib_runtime *rt);
 
-/* The start of a host's call (or of fib_run, or destroy): end that
- * announcement, and read the eventfd back to 0 if a waker wrote it. */
+/* The start of a host's call (or of fib_run, fib_run_join, or destroy):
+ * end that announcement, and read the eventfd back to 0 if a waker wrote
+ * it; note the calling thread as the host's (host_thread). */
 void fib__group_host_enter(struct fib_runtime *rt);
 
 /* Fibers spawned and not yet finished, over every worker (an over-count
