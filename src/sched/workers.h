@@ -286,8 +286,11 @@ enum {
   FIB__PARKED_HOST = 5    /* worker 0 between a host's calls, the host
                              perhaps blocked in its own wait on
                              fib_runtime_io_fd: a waker of worker 0 writes
-                             its wake_fd as for POLLER; never chosen to
-                             take offers (wake_one_idle) */
+                             its wake_fd as for POLLER (the poller's
+                             eventfd, in the epoll set the host watches;
+                             on io_uring the host's own eventfd,
+                             io_host_wake_fd); never chosen to take
+                             offers (wake_one_idle) */
 };
 
 /* How long a sleeper without a wake-up fd naps in its poller at a time;
@@ -413,10 +416,12 @@ enum {
  * -1: the workers were stopped (an error, reported by the next call). */
 int fib__group_host_idle(struct fib_runtime *rt, int how);
 
-/* The end of a host's call: if worker 0's thread has a poller with a
- * wake-up eventfd (its I/O layer is in use: fib_runtime_io_fd), announce
+/* The end of a host's call: if worker 0's thread has an I/O layer in
+ * use (fib_runtime_io_fd was called, or its fibers did I/O), announce
  * FIB__PARKED_HOST, so that work other threads push for worker 0 until
- * the next call makes the host's epoll set readable. */
+ * the next call makes the descriptor the host watches readable: the
+ * eventfd rt->io_host_wake_fd names (io_uring), else the poller's
+ * wake-up eventfd, which is in the epoll set (epoll). */
 void fib__group_host_leave(struct fib_runtime *rt);
 
 /* The start of a host's call (or of fib_run, fib_run_join, or destroy):
