@@ -1024,6 +1024,92 @@ static int all_quiet(const struct fib__group *g) {
   return !any_offer(g);
 }
 
+static int any_posted(const struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (__atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
+      return 1;
+  return 0;
+}
+
+/* What a census under g->lock decides for a sleep that no deadline and
+ * no I/O would end (idle_sleep). */
+enum {
+  CENSUS_SLEEP = 1,   /* sleep; else return: nothing can come */
+  CENSUS_COUNTED = 2, /* counted in g->blocked: uncounted after the sleep */
+  CENSUS_WAKE_0 = 4   /* wake worker 0's call, asleep: it decides */
+};
+
+/* A worker's census: it blocks; the last to block ends the run with
+ * FIB_EDEADLK if nothing can come, or, while the threads serve a host's
+ * calls, has worker 0 decide (its call is asleep, counted). */
+static int worker_census(struct fib_runtime *rt, int unused) {
+  (void)unused;
+  struct fib__group *g = rt->group;
+  int c = CENSUS_SLEEP | CENSUS_COUNTED;
+  if (++g->blocked == g->n) {
+    if (g->hosted) /* worker 0 is asleep in a call: it decides */
+      c |= nothing_queued(g) ? CENSUS_WAKE_0 : 0;
+    else if (all_quiet(g) && !all_finished(g))
+      end_run(g, FIB_EDEADLK);
+  }
+  return c;
+}
+
+/* Worker 0's in a host's call (`how`, FIB__HOST_*): nothing can come if
+ * every fiber has finished, or it is the last to block with nothing
+ * queued and (for fib_run_join) nothing posted. Under the lock, as a
+ * finisher's idle looks at the counts and the last worker to block at
+ * `blocked`: whichever comes second sees the other (and wakes this call,
+ * announced, if it comes second). */
+static int host_census(struct fib_runtime *rt, int how) {
+  struct fib__group *g = rt->group;
+  if (all_finished(g))
+    return 0;
+  if (++g->blocked == g->n && nothing_queued(g) &&
+      !(how == FIB__HOST_JOIN && any_posted(g))) {
+    g->blocked--; /* every worker waits for the program */
+    return 0;
+  }
+  return CENSUS_SLEEP | CENSUS_COUNTED;
+}
+
+/* The sleep of an idle worker, or of worker 0 in a host's call: announce
+ * it, look once more (workers.h: the sleeper's half of the pair), and
+ * sleep until rt's earliest deadline or a wake-up. A sleep with neither a
+ * deadline nor I/O to wait for is blocked: `census` (under g->lock, with
+ * `arg`) counts it and says whether to sleep at all. 0 if it said not
+ * to, else 1. */
+static int idle_sleep(struct fib_runtime *rt,
+                      int (*census)(struct fib_runtime *rt, int arg),
+                      int arg) {
+  struct fib__group *g = rt->group;
+  int slept = 1;
+  int how = sleep_announce(rt);
+  if (!work_came(rt)) {
+    const struct fib__timer *first = fib__timers_first(&rt->timers);
+    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+    int c = CENSUS_SLEEP;
+    if (deadline == FIB__NO_DEADLINE && !rt->io_waiting) {
+      pthread_mutex_lock(&g->lock);
+      c = census(rt, arg);
+      pthread_mutex_unlock(&g->lock);
+      if ((c & CENSUS_WAKE_0) && wakeable(g->w[0]))
+        wake_worker(g->w[0]);
+    }
+    if (c & CENSUS_SLEEP)
+      sleep_wait(rt, how, deadline);
+    else
+      slept = 0;
+    if (c & CENSUS_COUNTED) {
+      pthread_mutex_lock(&g->lock);
+      g->blocked--;
+      pthread_mutex_unlock(&g->lock);
+    }
+  }
+  sleep_end(rt, how);
+  return slept;
+}
+
 int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
   /* `|`: a note's wake-up lands in the run queue only with the inbox */
@@ -1068,34 +1154,7 @@ int fib__group_idle(struct fib_runtime *rt) {
       goto found;
     fib__spin_step(i);
   }
-  /* Announce the sleep, then look once more (workers.h: the sleeper's
-   * half of the pair). */
-  int how = sleep_announce(rt);
-  if (!work_came(rt)) {
-    const struct fib__timer *first = fib__timers_first(&rt->timers);
-    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
-    int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
-    if (blocked) {
-      int stalled = 0;
-      pthread_mutex_lock(&g->lock);
-      if (++g->blocked == g->n) {
-        if (g->hosted) /* worker 0 is asleep in a call: it decides */
-          stalled = nothing_queued(g);
-        else if (all_quiet(g) && !all_finished(g))
-          end_run(g, FIB_EDEADLK);
-      }
-      pthread_mutex_unlock(&g->lock);
-      if (stalled && wakeable(g->w[0])) /* as above */
-        wake_worker(g->w[0]);
-    }
-    sleep_wait(rt, how, deadline);
-    if (blocked) {
-      pthread_mutex_lock(&g->lock);
-      g->blocked--;
-      pthread_mutex_unlock(&g->lock);
-    }
-  }
-  sleep_end(rt, how);
+  (void)idle_sleep(rt, worker_census, 0);
 found:
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
   rt->offer_look_ns = fib_now_ns(); /* busy again: slow_turns' window */
@@ -1237,13 +1296,6 @@ size_t fib__group_unfinished(const struct fib__group *g) {
   return spawned - finished;
 }
 
-static int any_posted(const struct fib__group *g) {
-  for (unsigned i = 0; i < g->n; i++)
-    if (__atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
-      return 1;
-  return 0;
-}
-
 int fib__group_host_idle(struct fib_runtime *rt, int how) {
   struct fib__group *g = rt->group;
   if (inbox_drain(rt) || take_placed(rt) || steal(rt))
@@ -1258,39 +1310,9 @@ int fib__group_host_idle(struct fib_runtime *rt, int how) {
     return 0;
   /* fib__group_idle's sleep, without its spin (the host may wait), and
    * with worker 0's own census: it is the last to block, or the worker
-   * that is wakes it (fib__group_idle) */
+   * that is wakes it (worker_census) */
   __atomic_fetch_add(&g->idle, 1, __ATOMIC_SEQ_CST);
-  int r = 1;
-  int sleep = sleep_announce(rt);
-  if (!work_came(rt)) {
-    const struct fib__timer *first = fib__timers_first(&rt->timers);
-    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
-    int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
-    if (blocked) {
-      /* Under the lock, as a finisher's idle looks at the counts and the
-       * last worker to block at `blocked`: whichever comes second sees
-       * the other (and wakes us, announced above, if it comes second). */
-      pthread_mutex_lock(&g->lock);
-      if (all_finished(g)) {
-        r = 0;
-      } else if (++g->blocked == g->n && nothing_queued(g) &&
-                 !(how == FIB__HOST_JOIN && any_posted(g))) {
-        r = 0; /* every worker waits for the program */
-        g->blocked--;
-      }
-      pthread_mutex_unlock(&g->lock);
-      if (!r)
-        blocked = 0; /* not counted */
-    }
-    if (r)
-      sleep_wait(rt, sleep, deadline);
-    if (blocked) {
-      pthread_mutex_lock(&g->lock);
-      g->blocked--;
-      pthread_mutex_unlock(&g->lock);
-    }
-  }
-  sleep_end(rt, sleep);
+  int r = idle_sleep(rt, host_census, how);
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
   return r;
 }
