@@ -664,11 +664,16 @@ FIB_API int fib_run_nowait(fib_runtime *rt);
  * on worker 0, which fib_join's the target: this takes an id and a
  * stack for the call's length. FIB_EDEADLK when every worker waits with
  * nothing queued anywhere, unless the runtime has been posted to (see
- * fib_post: then it waits on). An error that stops the other workers
- * while it waits (as for fib_run_once) is returned by this call, once,
- * and the fiber stays joinable; if the fiber finished meanwhile the call
- * succeeds and the next call reports the error. After FIB_EDEADLK or
- * such an error nothing of the call is left in the runtime.
+ * fib_post: then it waits on), or a thread outside it has readied or
+ * cancelled one of its fibers (fib_sem_post, fib_cancel, ...: it may do
+ * so again). What the calling thread did between its calls does not
+ * count, as it cannot do more while it is in this call; it counts once
+ * another thread makes the calls.
+ * An error that stops the other workers while it waits (as for
+ * fib_run_once) is returned by this call, once, and the fiber stays
+ * joinable; if the fiber finished meanwhile the call succeeds and the
+ * next call reports the error. After FIB_EDEADLK or such an error
+ * nothing of the call is left in the runtime.
  */
 FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
 
@@ -686,7 +691,7 @@ FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
  * other workers readied or placed for worker 0, posts, or fibers worker
  * 0 offered and nobody took, wait for the next call. Work that comes for
  * worker 0 after the call returned makes fib_runtime_io_fd readable (on
- * the epoll back end), so a host blocked on that descriptor with this
+ * both back ends), so a host blocked on that descriptor with this
  * timeout wakes for it; a host that does not watch it comes back within
  * a bounded time (a frame) while the other workers may send worker 0
  * work.

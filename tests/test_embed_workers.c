@@ -9,8 +9,11 @@
 #include <fibers.h>
 #include <fibers/io.h>
 
+#include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -651,6 +654,268 @@ TEST(a_cancel_sent_to_worker_0_between_calls_is_work_for_the_next) {
   CHECK_OK(fib_sem_destroy(&held_child_sem));
 }
 
+/* ---- the host's own pushes between calls, and the deadlock census */
+
+/* A fiber that waits on `first` (the host posts it between calls), then
+ * on `never`, which only the cleanup posts. */
+struct two_waits {
+  fib_sem *first;
+  fib_sem *never;
+  int parked; /* atomic: it waits on `first` */
+};
+
+static void *wait_twice(void *arg) {
+  struct two_waits *w = arg;
+  __atomic_store_n(&w->parked, 1, __ATOMIC_SEQ_CST);
+  CHECK_OK(fib_sem_wait(w->first));
+  CHECK_OK(fib_sem_wait(w->never));
+  return (void *)(intptr_t)5;
+}
+
+static void *wait_cancelled(void *arg) {
+  struct two_waits *w = arg;
+  __atomic_store_n(&w->parked, 1, __ATOMIC_SEQ_CST);
+  CHECK_EQ(fib_sem_wait(w->never), FIB_ECANCELED);
+  return NULL;
+}
+
+/* A plain thread that, if the case has not stopped it within 10 s, posts
+ * `never` enough times to end a wait the runtime should have reported
+ * as a deadlock: the case then fails on the result instead of hanging. */
+struct watchdog {
+  pthread_t thread;
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int stop;
+  fib_sem *never;
+  int posts;
+  int fired;
+};
+
+static void *watchdog_main(void *arg) {
+  struct watchdog *d = arg;
+  struct timespec until;
+  CHECK_EQ(clock_gettime(CLOCK_REALTIME, &until), 0);
+  until.tv_sec += 10;
+  pthread_mutex_lock(&d->lock);
+  int err = 0;
+  while (!d->stop && err != ETIMEDOUT)
+    err = pthread_cond_timedwait(&d->cond, &d->lock, &until);
+  int fire = !d->stop;
+  pthread_mutex_unlock(&d->lock);
+  if (fire) {
+    d->fired = 1;
+    for (int i = 0; i < d->posts; i++)
+      CHECK_OK(fib_sem_post(d->never));
+  }
+  return NULL;
+}
+
+static void watchdog_start(struct watchdog *d, fib_sem *never, int posts) {
+  memset(d, 0, sizeof *d);
+  pthread_mutex_init(&d->lock, NULL);
+  pthread_cond_init(&d->cond, NULL);
+  d->never = never;
+  d->posts = posts;
+  CHECK_EQ(pthread_create(&d->thread, NULL, watchdog_main, d), 0);
+}
+
+static void watchdog_stop(struct watchdog *d) {
+  pthread_mutex_lock(&d->lock);
+  d->stop = 1;
+  pthread_cond_signal(&d->cond);
+  pthread_mutex_unlock(&d->lock);
+  CHECK_EQ(pthread_join(d->thread, NULL), 0);
+  CHECK(!d->fired);
+  pthread_mutex_destroy(&d->lock);
+  pthread_cond_destroy(&d->cond);
+}
+
+/* Run bounded calls until each flag is set and one more round has parked
+ * the fibers that set them. */
+static void run_until_parked(fib_runtime *rt, int *const *flags, int n) {
+  for (long frames = 0;; frames++) {
+    CHECK(frames < 1000000);
+    int all = 1;
+    for (int i = 0; i < n; i++)
+      all &= __atomic_load_n(flags[i], __ATOMIC_SEQ_CST);
+    CHECK(fib_run_nowait(rt) > 0);
+    if (all)
+      break;
+    host_frame();
+  }
+  host_frame();
+  CHECK(fib_run_nowait(rt) > 0);
+}
+
+TEST(a_deadlock_after_the_hosts_pushes_between_calls_is_reported) {
+  fib_runtime *rt = new_workers(2);
+  fib_sem first, never;
+  CHECK_OK(fib_sem_init(&first, 0)); /* after the runtime: shared */
+  CHECK_OK(fib_sem_init(&never, 0));
+  struct two_waits w0 = {&first, &never, 0}, w1 = {&first, &never, 0};
+  struct two_waits z = {&first, &never, 0};
+  fib_attr on0 = {0}, on1 = {0};
+  on0.worker = 1;
+  on1.worker = 2;
+  fib_id x, y, zid;
+  CHECK_OK(fib_spawn(rt, wait_twice, &w0, &on0, &x));
+  CHECK_OK(fib_spawn(rt, wait_twice, &w1, &on1, &y));
+  CHECK_OK(fib_spawn(rt, wait_cancelled, &z, &on0, &zid));
+  int *flags[] = {&w0.parked, &w1.parked, &z.parked};
+  run_until_parked(rt, flags, 3);
+  /* Between calls the host readies a fiber of each worker (pushes onto
+   * worker 0's and worker 1's inboxes) and cancels one of worker 0's. */
+  CHECK_OK(fib_sem_post(&first));
+  CHECK_OK(fib_sem_post(&first));
+  CHECK_OK(fib_cancel(rt, zid));
+  /* Then every fiber left waits on `never`: a deadlock, reported, not
+   * waited out (before, the pushes marked the workers posted, and the
+   * join waited for the watchdog's posts). */
+  struct watchdog d;
+  watchdog_start(&d, &never, 2);
+  CHECK_EQ(fib_run_join(rt, x, NULL), FIB_EDEADLK);
+  CHECK_EQ(fib_run(rt), FIB_EDEADLK);
+  watchdog_stop(&d);
+  CHECK_OK(fib_sem_post(&never));
+  CHECK_OK(fib_sem_post(&never));
+  void *result = NULL;
+  CHECK_OK(fib_run_join(rt, x, &result));
+  CHECK_EQ((intptr_t)result, 5);
+  CHECK_OK(fib_run_join(rt, y, &result));
+  CHECK_EQ((intptr_t)result, 5);
+  CHECK_EQ(fib_run_nowait(rt), 0);
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_sem_destroy(&first));
+  CHECK_OK(fib_sem_destroy(&never));
+}
+
+/* A fiber of worker 1 in fib_call to a runtime that a plain thread runs:
+ * its reply is still to come, and a join waits for it even though the
+ * host pushed between calls and everything else waits. */
+struct server {
+  fib_runtime *rt;
+  fib_sem stop;
+  int started; /* atomic: its keeper fiber runs */
+};
+
+static void *keeper(void *arg) {
+  struct server *s = arg;
+  __atomic_store_n(&s->started, 1, __ATOMIC_SEQ_CST);
+  CHECK_OK(fib_sem_wait(&s->stop));
+  return NULL;
+}
+
+static void *serve(void *arg) {
+  struct server *s = arg;
+  CHECK_OK(fib_run(s->rt));
+  return NULL;
+}
+
+static void *slow_answer(void *arg) {
+  (void)arg;
+  CHECK_OK(fib_sleep_ns(50 * MS));
+  return (void *)(intptr_t)7;
+}
+
+struct caller {
+  struct server *s;
+  int parked; /* atomic: about to call */
+};
+
+static void *call_server(void *arg) {
+  struct caller *c = arg;
+  __atomic_store_n(&c->parked, 1, __ATOMIC_SEQ_CST);
+  void *r = NULL;
+  CHECK_OK(fib_call(c->s->rt, slow_answer, NULL, &r));
+  return r;
+}
+
+TEST(a_reply_still_coming_is_waited_for_after_the_hosts_pushes) {
+  fib_runtime *rt = new_workers(2);
+  struct server srv = {0};
+  fib_runtime_opts o = {0};
+  o.flags = FIB_ACCEPT_POSTS;
+  CHECK_OK(fib_runtime_create(&srv.rt, &o));
+  CHECK_OK(fib_sem_init(&srv.stop, 0)); /* shared */
+  CHECK_OK(fib_spawn(srv.rt, keeper, &srv, NULL, NULL));
+  fib_sem first, never;
+  CHECK_OK(fib_sem_init(&first, 0));
+  CHECK_OK(fib_sem_init(&never, 0));
+  struct two_waits w0 = {&first, &never, 0};
+  struct caller c = {&srv, 0};
+  fib_attr on0 = {0}, on1 = {0};
+  on0.worker = 1;
+  on1.worker = 2;
+  fib_id x, y;
+  CHECK_OK(fib_spawn(rt, wait_twice, &w0, &on0, &x));
+  CHECK_OK(fib_spawn(rt, call_server, &c, &on1, &y));
+  int *flags[] = {&w0.parked, &c.parked};
+  run_until_parked(rt, flags, 2);
+  CHECK_OK(fib_sem_post(&first)); /* the host's push onto worker 0 */
+  pthread_t server;
+  CHECK_EQ(pthread_create(&server, NULL, serve, &srv), 0);
+  void *result = NULL;
+  CHECK_OK(fib_run_join(rt, y, &result)); /* not FIB_EDEADLK */
+  CHECK_EQ((intptr_t)result, 7);
+  CHECK_OK(fib_sem_post(&srv.stop));
+  CHECK_EQ(pthread_join(server, NULL), 0);
+  CHECK_OK(fib_runtime_destroy(srv.rt));
+  CHECK_OK(fib_sem_post(&never));
+  CHECK_OK(fib_run_join(rt, x, &result));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_sem_destroy(&srv.stop));
+  CHECK_OK(fib_sem_destroy(&first));
+  CHECK_OK(fib_sem_destroy(&never));
+}
+
+/* The host's pushes count as any thread's once another thread makes the
+ * calls: the old host is outside the run now, and may push again. */
+struct join_from {
+  fib_runtime *rt;
+  fib_id id;
+  int err;
+  void *result;
+  int done; /* atomic */
+};
+
+static void *join_on_thread(void *arg) {
+  struct join_from *j = arg;
+  j->err = fib_run_join(j->rt, j->id, &j->result);
+  __atomic_store_n(&j->done, 1, __ATOMIC_SEQ_CST);
+  return NULL;
+}
+
+TEST(the_old_hosts_pushes_count_once_another_thread_makes_the_calls) {
+  fib_runtime *rt = new_workers(2);
+  fib_sem first, never;
+  CHECK_OK(fib_sem_init(&first, 0));
+  CHECK_OK(fib_sem_init(&never, 0));
+  struct two_waits w0 = {&first, &never, 0};
+  fib_attr on0 = {0};
+  on0.worker = 1;
+  fib_id x;
+  CHECK_OK(fib_spawn(rt, wait_twice, &w0, &on0, &x));
+  int *flags[] = {&w0.parked};
+  run_until_parked(rt, flags, 1);
+  CHECK_OK(fib_sem_post(&first)); /* this thread's push, between calls */
+  struct join_from j = {rt, x, 0, NULL, 0};
+  pthread_t other;
+  CHECK_EQ(pthread_create(&other, NULL, join_on_thread, &j), 0);
+  /* The join, on the other thread, waits: this thread may push again,
+   * and does. */
+  struct timespec ts = {0, 50 * 1000000};
+  nanosleep(&ts, NULL);
+  CHECK(!__atomic_load_n(&j.done, __ATOMIC_SEQ_CST));
+  CHECK_OK(fib_sem_post(&never));
+  CHECK_EQ(pthread_join(other, NULL), 0);
+  CHECK_OK(j.err);
+  CHECK_EQ((intptr_t)j.result, 5);
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(fib_sem_destroy(&first));
+  CHECK_OK(fib_sem_destroy(&never));
+}
+
 TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(nowait_host_loop_finishes_a_tree_on_4_workers),
           T(nowait_host_loop_runs_a_pipeline_across_2_workers),
@@ -667,4 +932,7 @@ TEST_MAIN(T(nowait_host_loop_finishes_a_tree_on_2_workers),
           T(destroy_between_bounded_runs_with_fibers_running_on_other_workers),
           T(calls_from_inside_its_fibers_are_refused),
           T(run_join_reports_a_deadlock_and_leaves_the_fiber_joinable),
-          T(a_cancel_sent_to_worker_0_between_calls_is_work_for_the_next))
+          T(a_cancel_sent_to_worker_0_between_calls_is_work_for_the_next),
+          T(a_deadlock_after_the_hosts_pushes_between_calls_is_reported),
+          T(a_reply_still_coming_is_waited_for_after_the_hosts_pushes),
+          T(the_old_hosts_pushes_count_once_another_thread_makes_the_calls))

@@ -314,10 +314,10 @@ FIB_API void fib_freeaddrinfo(struct addrinfo *res);
  * the thread's ring. The descriptor stays the same for the thread's life
  * (every runtime on the thread shares it). With several workers it is
  * worker 0's, the share that thread runs (the other workers wait for
- * their fibers' I/O on their own threads); on the epoll back end it also
- * becomes readable when the other workers or other threads send worker 0
- * work after a call returned (fibers they ready or place there, posts),
- * and the next call resets that.
+ * their fibers' I/O on their own threads); it also becomes readable
+ * when the other workers or other threads send worker 0 work after a
+ * call returned (fibers they ready or place there, cancels, posts), and
+ * the next call resets that.
  * Errors: FIB_EINVAL (rt NULL), FIB_EBUSY (called from inside another
  * runtime's fiber), FIB_ENOMEM, or the kernel's error making it.
  */

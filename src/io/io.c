@@ -650,8 +650,17 @@ int fib_runtime_io_fd(fib_runtime *rt) {
 #ifdef FIB__HAVE_IO_URING
   if (rt->io_mode == 0)
     fib__uring_choose(rt);
-  if (rt->io_mode == FIB_IO_URING)
-    return fib__uring_host_fd();
+  if (rt->io_mode == FIB_IO_URING) {
+    int fd = fib__uring_host_fd();
+    /* The host waits on the ring's eventfd: each call's end resets it
+     * and takes what completed, and worker 0 of several has its wakers
+     * between calls write it (uring.c, fib__uring_host_rest). */
+    if (fd >= 0) {
+      rt->io_rest = fib__uring_host_rest;
+      rt->io_host_wake_fd = fib__uring_host_wake_fd;
+    }
+    return fd;
+  }
 #endif
   int err;
   struct fib__poller *p = fib__poller_get(&err);

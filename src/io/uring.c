@@ -441,6 +441,82 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
   return reap(r);
 }
 
+/* The end of a host's call (fib_runtime_io_fd): the eventfd the host
+ * waits on next must become readable for whatever comes for rt before
+ * the next call.
+ *
+ *  - A completion: the kernel signals the eventfd as it posts a CQE, or,
+ *    with DEFER_TASKRUN, as it queues completion work for this thread
+ *    on a ring that had none queued (not for more behind it). So the
+ *    eventfd is read to 0 first, then the queued work is run and every
+ *    CQE taken (the submit enters with GETEVENTS while IORING_SQ_TASKRUN
+ *    says work is queued): work queued after that signals afresh. The
+ *    reverse order could read away the one signal of work still queued.
+ *    Taking every CQE also keeps the eventfd from saying "ready" again at
+ *    once after a call that polled nothing (no fiber of rt waits on I/O).
+ *  - Work for worker 0 from other threads: its wakers write this eventfd
+ *    themselves (fib__uring_host_wake_fd, workers.h FIB__PARKED_HOST),
+ *    not the poller's wake-up eventfd, whose write would reach it only
+ *    through the ring's watch of the epoll set and the kernel's signal
+ *    of the eventfd for the watch's completion, which a kernel may defer
+ *    or drop when the completion comes from inside an eventfd's write
+ *    (this machine's 6.18 signals it for the first such completion only).
+ *  - What else ends a sleep through the epoll set (the offload pool's
+ *    wake-ups, close notices): the ring's POLL_ADD on it (POLLER_WATCH)
+ *    is armed again here if the run took its last CQE without a poll
+ *    after it to arm it again.
+ *
+ * Inside the run: completions taken ready fibers into rt's run queue,
+ * and the caller then finds fib_runtime_next_ns at 0. */
+void fib__uring_host_rest(struct fib_runtime *rt) {
+  (void)rt;
+  struct ring *r = ring_peek();
+  if (!r || r->host_fd < 0)
+    return;
+  struct fib__poller *p = fib__poller_peek();
+  uint64_t v;
+  while (read(r->host_fd, &v, sizeof v) < 0 && errno == EINTR)
+    ;
+  int seen = 0;
+  /* The watch fires at once while the epoll set holds an event: taking
+   * it (reap, through the poller's poll) ends that, so a second arming
+   * holds unless events keep coming, and then the eventfd says so. */
+  for (int round = 0; round < 3; round++) {
+    struct io_uring_sqe *ps;
+    if (!r->poller_armed && p && p->epfd >= 0 &&
+        (ps = io_uring_get_sqe(&r->ring)) != NULL) {
+      io_uring_prep_poll_add(ps, p->epfd, POLLIN);
+      io_uring_sqe_set_data(ps, POLLER_WATCH);
+      r->poller_armed = 1;
+    }
+    (void)SUBMITTING(r, io_uring_submit(&r->ring));
+    int any = io_uring_cq_ready(&r->ring) != 0;
+    seen |= any;
+    (void)reap(r);
+    if (!any && r->poller_armed)
+      break;
+  }
+  if (!seen)
+    return;
+  /* The CQEs just taken signalled the eventfd again: read it back, so
+   * that the host does not wake for them, unless work was queued or a
+   * CQE posted since (the signal just read may have been theirs: give it
+   * back). The kernel sets the flag before it signals. */
+  while (read(r->host_fd, &v, sizeof v) < 0 && errno == EINTR)
+    ;
+  if (io_uring_cq_ready(&r->ring) ||
+      (IO_URING_READ_ONCE(*r->ring.sq.kflags) & IORING_SQ_TASKRUN)) {
+    uint64_t one = 1;
+    while (write(r->host_fd, &one, sizeof one) < 0 && errno == EINTR)
+      ;
+  }
+}
+
+int fib__uring_host_wake_fd(void) {
+  struct ring *r = ring_peek();
+  return r && r->host_fd >= 0 ? r->host_fd : -ENOENT;
+}
+
 static int is_rt_op(const struct uop *u, const void *rt) {
   return u->fiber->rt == rt;
 }

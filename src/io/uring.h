@@ -91,6 +91,17 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline);
  * ring's poll hook resets it. Or a negative errno. */
 int fib__uring_host_fd(void);
 
+/* rt->io_rest on io_uring, for a host that waits on fib__uring_host_fd
+ * between its calls: at the end of each call, inside the run, reset the
+ * eventfd, take what has completed and arm the ring's watch of the
+ * thread's epoll set again, so that whatever comes next signals it. */
+void fib__uring_host_rest(struct fib_runtime *rt);
+
+/* rt->io_host_wake_fd on io_uring: the eventfd fib__uring_host_fd made,
+ * which wakers of worker 0 write while the host waits on it between
+ * calls (workers.h, FIB__PARKED_HOST); -ENOENT if there is none. */
+int fib__uring_host_wake_fd(void);
+
 /* For tests: the ring's setup flags on this thread, or -1 if it has none;
  * how many operations completed after a cancel was asked for (the caller
  * got their result). */

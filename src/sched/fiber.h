@@ -251,6 +251,18 @@ struct fib_runtime {
                                     calls it before it frees the stacks, to
                                     cancel those operations and wait until
                                     the kernel has let go */
+  void (*io_rest)(struct fib_runtime *rt); /* set by the I/O layer when
+                                    a host watches fib_runtime_io_fd on a
+                                    back end that needs it (io_uring):
+                                    called at the end of each bounded call
+                                    and fib_run_join, inside the run, to
+                                    reset the descriptor and take what has
+                                    completed */
+  int (*io_host_wake_fd)(void);  /* set with io_rest: the eventfd that the
+                                    wakers of worker 0 write between the
+                                    host's calls (workers.h,
+                                    FIB__PARKED_HOST); NULL: io_wake_fd's,
+                                    in the epoll set the host watches */
   struct fib__fiber *spare;      /* freed records kept for reuse (linked
                                     through runq.next), at most
                                     FIB__SPARE_MAX with one worker, a few

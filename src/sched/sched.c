@@ -865,8 +865,8 @@ enum run_mode {
  * A round is as many dispatches as there were fibers ready when it began
  * (a fiber readied during it may take the place of one that was).
  */
-static int run_loop(struct fib_runtime *rt, enum run_mode mode,
-                    const struct fib__fiber *awaited) {
+static int loop_rounds(struct fib_runtime *rt, enum run_mode mode,
+                       const struct fib__fiber *awaited) {
   const int bounded = mode != RUN_ALL;
   size_t budget = SIZE_MAX; /* dispatches left in a bounded run's round */
   /* worker 0 of several in a bounded call or fib_run_join: the host's
@@ -997,6 +997,18 @@ static int run_loop(struct fib_runtime *rt, enum run_mode mode,
       budget = used < budget ? budget - used : 0;
     }
   }
+}
+
+/* Every run's loop. A host's call (bounded, or fib_run_join) then lets
+ * the I/O layer make fib_runtime_io_fd readable for what comes before
+ * the next call (rt->io_rest: on io_uring), inside the run, where what
+ * it takes lands in the run queue. */
+static int run_loop(struct fib_runtime *rt, enum run_mode mode,
+                    const struct fib__fiber *awaited) {
+  int result = loop_rounds(rt, mode, awaited);
+  if (__builtin_expect(rt->io_rest != NULL, 0) && (mode != RUN_ALL || awaited))
+    rt->io_rest(rt);
+  return result;
 }
 
 /* The start and end of every run on this thread. */

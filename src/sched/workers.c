@@ -267,15 +267,31 @@ static void end_run(struct fib__group *g, int result) {
 
 /* ---- the inbox: an intrusive stack through the fibers' runq links */
 
+/* Whether the calling thread, which runs no runtime now, is the host's
+ * (workers.h, posted: host_thread). The store and load after the first
+ * look are the pusher's half of a pair with fib__group_host_enter's
+ * exchange of host_thread and of host_pushed, all seq_cst: either this
+ * second look sees the new host (and the push marks posted itself), or
+ * the new host's exchange of host_pushed sees our 1 (and it marks). */
+static int host_push(struct fib__group *g) {
+  uintptr_t me = (uintptr_t)pthread_self();
+  if (__atomic_load_n(&g->host_thread, __ATOMIC_SEQ_CST) != me)
+    return 0;
+  /* an exchange, as sleep_announce's: the store half of a store/load pair */
+  (void)__atomic_exchange_n(&g->host_pushed, 1, __ATOMIC_SEQ_CST);
+  return __atomic_load_n(&g->host_thread, __ATOMIC_SEQ_CST) == me;
+}
+
 /* Push n onto one of w's stacks (its inbox, its cancels) and wake w. */
 static void push_note(struct fib_runtime *w, struct fib__runq_node **head,
                       struct fib__runq_node *n) {
   /* Woken from outside its group (a plain thread, another runtime): it
    * may be again from now on, so it is posted (see post.c). Not for a
-   * push from a worker of its own group, which the deadlock census sees:
-   * a posted worker would turn every later deadlock into a hang. (The
-   * thread's runtime read afresh: the pusher may be a fiber that has just
-   * moved to another worker.) */
+   * push from a worker of its own group, which the deadlock census sees,
+   * nor from the host's thread between its calls (workers.h): a posted
+   * worker would turn every later deadlock into a hang. (The thread's
+   * runtime read afresh: the pusher may be a fiber that has just moved
+   * to another worker.) */
   const struct fib_runtime *here = fib__tl_runtime_now();
   int sibling = w->group && here && here->group == w->group;
   if (sibling) {
@@ -287,7 +303,8 @@ static void push_note(struct fib_runtime *w, struct fib__runq_node **head,
     wake_worker(w);
     return;
   }
-  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED))
+  if (!__atomic_load_n(&w->posted, __ATOMIC_RELAXED) &&
+      !(w->group && !here && host_push(w->group)))
     __atomic_store_n(&w->posted, 1, __ATOMIC_SEQ_CST);
   fib__waker_enter(w);
   fib__inbox_push(head, n);
@@ -1012,6 +1029,92 @@ static int all_quiet(const struct fib__group *g) {
   return !any_offer(g);
 }
 
+static int any_posted(const struct fib__group *g) {
+  for (unsigned i = 0; i < g->n; i++)
+    if (__atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
+      return 1;
+  return 0;
+}
+
+/* What a census under g->lock decides for a sleep that no deadline and
+ * no I/O would end (idle_sleep). */
+enum {
+  CENSUS_SLEEP = 1,   /* sleep; else return: nothing can come */
+  CENSUS_COUNTED = 2, /* counted in g->blocked: uncounted after the sleep */
+  CENSUS_WAKE_0 = 4   /* wake worker 0's call, asleep: it decides */
+};
+
+/* A worker's census: it blocks; the last to block ends the run with
+ * FIB_EDEADLK if nothing can come, or, while the threads serve a host's
+ * calls, has worker 0 decide (its call is asleep, counted). */
+static int worker_census(struct fib_runtime *rt, int unused) {
+  (void)unused;
+  struct fib__group *g = rt->group;
+  int c = CENSUS_SLEEP | CENSUS_COUNTED;
+  if (++g->blocked == g->n) {
+    if (g->hosted) /* worker 0 is asleep in a call: it decides */
+      c |= nothing_queued(g) ? CENSUS_WAKE_0 : 0;
+    else if (all_quiet(g) && !all_finished(g))
+      end_run(g, FIB_EDEADLK);
+  }
+  return c;
+}
+
+/* Worker 0's in a host's call (`how`, FIB__HOST_*): nothing can come if
+ * every fiber has finished, or it is the last to block with nothing
+ * queued and (for fib_run_join) nothing posted. Under the lock, as a
+ * finisher's idle looks at the counts and the last worker to block at
+ * `blocked`: whichever comes second sees the other (and wakes this call,
+ * announced, if it comes second). */
+static int host_census(struct fib_runtime *rt, int how) {
+  struct fib__group *g = rt->group;
+  if (all_finished(g))
+    return 0;
+  if (++g->blocked == g->n && nothing_queued(g) &&
+      !(how == FIB__HOST_JOIN && any_posted(g))) {
+    g->blocked--; /* every worker waits for the program */
+    return 0;
+  }
+  return CENSUS_SLEEP | CENSUS_COUNTED;
+}
+
+/* The sleep of an idle worker, or of worker 0 in a host's call: announce
+ * it, look once more (workers.h: the sleeper's half of the pair), and
+ * sleep until rt's earliest deadline or a wake-up. A sleep with neither a
+ * deadline nor I/O to wait for is blocked: `census` (under g->lock, with
+ * `arg`) counts it and says whether to sleep at all. 0 if it said not
+ * to, else 1. */
+static int idle_sleep(struct fib_runtime *rt,
+                      int (*census)(struct fib_runtime *rt, int arg),
+                      int arg) {
+  struct fib__group *g = rt->group;
+  int slept = 1;
+  int how = sleep_announce(rt);
+  if (!work_came(rt)) {
+    const struct fib__timer *first = fib__timers_first(&rt->timers);
+    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
+    int c = CENSUS_SLEEP;
+    if (deadline == FIB__NO_DEADLINE && !rt->io_waiting) {
+      pthread_mutex_lock(&g->lock);
+      c = census(rt, arg);
+      pthread_mutex_unlock(&g->lock);
+      if ((c & CENSUS_WAKE_0) && wakeable(g->w[0]))
+        wake_worker(g->w[0]);
+    }
+    if (c & CENSUS_SLEEP)
+      sleep_wait(rt, how, deadline);
+    else
+      slept = 0;
+    if (c & CENSUS_COUNTED) {
+      pthread_mutex_lock(&g->lock);
+      g->blocked--;
+      pthread_mutex_unlock(&g->lock);
+    }
+  }
+  sleep_end(rt, how);
+  return slept;
+}
+
 int fib__group_idle(struct fib_runtime *rt) {
   struct fib__group *g = rt->group;
   /* `|`: a note's wake-up lands in the run queue only with the inbox */
@@ -1056,34 +1159,7 @@ int fib__group_idle(struct fib_runtime *rt) {
       goto found;
     fib__spin_step(i);
   }
-  /* Announce the sleep, then look once more (workers.h: the sleeper's
-   * half of the pair). */
-  int how = sleep_announce(rt);
-  if (!work_came(rt)) {
-    const struct fib__timer *first = fib__timers_first(&rt->timers);
-    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
-    int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
-    if (blocked) {
-      int stalled = 0;
-      pthread_mutex_lock(&g->lock);
-      if (++g->blocked == g->n) {
-        if (g->hosted) /* worker 0 is asleep in a call: it decides */
-          stalled = nothing_queued(g);
-        else if (all_quiet(g) && !all_finished(g))
-          end_run(g, FIB_EDEADLK);
-      }
-      pthread_mutex_unlock(&g->lock);
-      if (stalled && wakeable(g->w[0])) /* as above */
-        wake_worker(g->w[0]);
-    }
-    sleep_wait(rt, how, deadline);
-    if (blocked) {
-      pthread_mutex_lock(&g->lock);
-      g->blocked--;
-      pthread_mutex_unlock(&g->lock);
-    }
-  }
-  sleep_end(rt, how);
+  (void)idle_sleep(rt, worker_census, 0);
 found:
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
   rt->offer_look_ns = fib_now_ns(); /* busy again: slow_turns' window */
@@ -1187,14 +1263,18 @@ static uint64_t thread_token(void) {
 }
 
 void fib__group_host_leave(struct fib_runtime *rt) {
-  if (!rt->io_wake_fd)
+  /* The eventfd the host waits on, or one in the epoll set it waits on */
+  int (*wake_fd)(void) = rt->io_host_wake_fd ? rt->io_host_wake_fd
+                                             : rt->io_wake_fd;
+  if (!wake_fd)
     return;
-  int fd = rt->io_wake_fd();
+  int fd = wake_fd();
   if (fd < 0)
     return;
   /* Announced with a descriptor of the group's own for the same eventfd,
-   * made once per host thread (a thread's poller, and so its eventfd,
-   * lasts as long as the thread): a waker may write it long after this
+   * made once per host thread and source (a thread's poller and ring, and
+   * so their eventfds, last as long as the thread; the source changes
+   * when the ring comes): a waker may write it long after this
    * call, when the thread may have exited and its poller closed its
    * descriptor, whose number the program may have been given again.
    * Closing the last one is safe here: nobody is announced on it (the
@@ -1202,7 +1282,8 @@ void fib__group_host_leave(struct fib_runtime *rt) {
    * not announced, as a thread with no I/O is not. */
   struct fib__group *g = rt->group;
   uint64_t me = thread_token();
-  if (g->host_wake_fd < 0 || g->host_wake_thread != me) {
+  if (g->host_wake_fd < 0 || g->host_wake_thread != me ||
+      g->host_wake_src != fd) {
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
       return;
@@ -1210,6 +1291,7 @@ void fib__group_host_leave(struct fib_runtime *rt) {
       close(g->host_wake_fd);
     g->host_wake_fd = own;
     g->host_wake_thread = me;
+    g->host_wake_src = fd;
   }
   rt->wake_fd = g->host_wake_fd; /* no waker reads it until the exchange
                                     below */
@@ -1221,9 +1303,20 @@ void fib__group_host_leave(struct fib_runtime *rt) {
 }
 
 void fib__group_host_enter(struct fib_runtime *rt) {
-  if (!rt->group->host_parked)
+  struct fib__group *g = rt->group;
+  uintptr_t me = (uintptr_t)pthread_self();
+  /* relaxed: only host threads store it, and this one is the last, or
+   * another whose store is ordered before this call by the program */
+  if (__atomic_load_n(&g->host_thread, __ATOMIC_RELAXED) != me) {
+    /* the pair with host_push: an exchange, then the load (an exchange
+     * too: it takes the mark) */
+    (void)__atomic_exchange_n(&g->host_thread, me, __ATOMIC_SEQ_CST);
+    if (__atomic_exchange_n(&g->host_pushed, 0, __ATOMIC_SEQ_CST))
+      __atomic_store_n(&g->w[0]->posted, 1, __ATOMIC_SEQ_CST);
+  }
+  if (!g->host_parked)
     return;
-  rt->group->host_parked = 0;
+  g->host_parked = 0;
   sleep_end(rt, FIB__PARKED_HOST);
 }
 
@@ -1248,13 +1341,6 @@ size_t fib__group_unfinished(const struct fib__group *g) {
   return spawned - finished;
 }
 
-static int any_posted(const struct fib__group *g) {
-  for (unsigned i = 0; i < g->n; i++)
-    if (__atomic_load_n(&g->w[i]->posted, __ATOMIC_SEQ_CST))
-      return 1;
-  return 0;
-}
-
 int fib__group_host_idle(struct fib_runtime *rt, int how) {
   struct fib__group *g = rt->group;
   if (inbox_drain(rt) || take_placed(rt) || steal(rt))
@@ -1269,39 +1355,9 @@ int fib__group_host_idle(struct fib_runtime *rt, int how) {
     return 0;
   /* fib__group_idle's sleep, without its spin (the host may wait), and
    * with worker 0's own census: it is the last to block, or the worker
-   * that is wakes it (fib__group_idle) */
+   * that is wakes it (worker_census) */
   __atomic_fetch_add(&g->idle, 1, __ATOMIC_SEQ_CST);
-  int r = 1;
-  int sleep = sleep_announce(rt);
-  if (!work_came(rt)) {
-    const struct fib__timer *first = fib__timers_first(&rt->timers);
-    uint64_t deadline = first ? first->deadline : FIB__NO_DEADLINE;
-    int blocked = deadline == FIB__NO_DEADLINE && !rt->io_waiting;
-    if (blocked) {
-      /* Under the lock, as a finisher's idle looks at the counts and the
-       * last worker to block at `blocked`: whichever comes second sees
-       * the other (and wakes us, announced above, if it comes second). */
-      pthread_mutex_lock(&g->lock);
-      if (all_finished(g)) {
-        r = 0;
-      } else if (++g->blocked == g->n && nothing_queued(g) &&
-                 !(how == FIB__HOST_JOIN && any_posted(g))) {
-        r = 0; /* every worker waits for the program */
-        g->blocked--;
-      }
-      pthread_mutex_unlock(&g->lock);
-      if (!r)
-        blocked = 0; /* not counted */
-    }
-    if (r)
-      sleep_wait(rt, sleep, deadline);
-    if (blocked) {
-      pthread_mutex_lock(&g->lock);
-      g->blocked--;
-      pthread_mutex_unlock(&g->lock);
-    }
-  }
-  sleep_end(rt, sleep);
+  int r = idle_sleep(rt, host_census, how);
   __atomic_fetch_sub(&g->idle, 1, __ATOMIC_SEQ_CST);
   return r;
 }

@@ -174,6 +174,14 @@
  * no timer, no I/O wait, nothing in any inbox, offer or placed list, no
  * post possible (posted), while fibers remain (the census under
  * group->lock); the last to fall asleep ends the run with FIB_EDEADLK.
+ * `posted` says that a thread outside the group may still push or post:
+ * set by a post, a fiber's fib_call, and a push onto an inbox from such
+ * a thread. Not by the host's own thread between its calls (host_thread
+ * below): during the run that the census is for, it is inside a call,
+ * and can push nothing more. If the next call comes from another thread,
+ * what the old host pushed counts as any thread's from then on (that
+ * thread is outside now, and may push again): host_pushed carries it to
+ * worker 0's `posted`.
  *
  * Ids: worker k hands out ids whose low words are k + 1, k + 1 + s,
  * k + 1 + 2s, ... (s the power of two at or above n; its map's slots 0,
@@ -278,8 +286,11 @@ enum {
   FIB__PARKED_HOST = 5    /* worker 0 between a host's calls, the host
                              perhaps blocked in its own wait on
                              fib_runtime_io_fd: a waker of worker 0 writes
-                             its wake_fd as for POLLER; never chosen to
-                             take offers (wake_one_idle) */
+                             its wake_fd as for POLLER (the poller's
+                             eventfd, in the epoll set the host watches;
+                             on io_uring the host's own eventfd,
+                             io_host_wake_fd); never chosen to take
+                             offers (wake_one_idle) */
 };
 
 /* How long a sleeper without a wake-up fd naps in its poller at a time;
@@ -336,6 +347,13 @@ struct fib__group {
                              until the next call, or destroy */
   uint64_t host_wake_thread; /* the thread it was made for (a token
                              no other thread has, ever) */
+  int host_wake_src;      /* and the descriptor it is a dup of */
+  uintptr_t host_thread;  /* the thread (pthread_self) that made the last
+                             call on worker 0, 0 before any (atomic):
+                             its pushes mark no worker posted */
+  int host_pushed;        /* host_thread pushed onto an inbox between its
+                             calls (atomic): posted, if the next call's
+                             thread is another */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
@@ -413,14 +431,17 @@ enum {
  * -1: the workers were stopped (an error, reported by the next call). */
 int fib__group_host_idle(struct fib_runtime *rt, int how);
 
-/* The end of a host's call: if worker 0's thread has a poller with a
- * wake-up eventfd (its I/O layer is in use: fib_runtime_io_fd), announce
+/* The end of a host's call: if worker 0's thread has an I/O layer in
+ * use (fib_runtime_io_fd was called, or its fibers did I/O), announce
  * FIB__PARKED_HOST, so that work other threads push for worker 0 until
- * the next call makes the host's epoll set readable. */
+ * the next call makes the descriptor the host watches readable: the
+ * eventfd rt->io_host_wake_fd names (io_uring), else the poller's
+ * wake-up eventfd, which is in the epoll set (epoll). */
 void fib__group_host_leave(struct fib_runtime *rt);
 
-/* The start of a host's call (or of fib_run, or destroy): end that
- * announcement, and read the eventfd back to 0 if a waker wrote it. */
+/* The start of a host's call (or of fib_run, fib_run_join, or destroy):
+ * end that announcement, and read the eventfd back to 0 if a waker wrote
+ * it; note the calling thread as the host's (host_thread). */
 void fib__group_host_enter(struct fib_runtime *rt);
 
 /* Fibers spawned and not yet finished, over every worker (an over-count
