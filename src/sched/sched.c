@@ -634,7 +634,7 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
       /* release: a lookup under the home's lock that reads GONE treats
        * the record as gone; nothing of it is read after */
       __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
-      fib__group_collect(fib__id_home(rt, self->id), rt, self);
+      fib__group_collect_here(rt, self);
       break;
     }
     /* A joiner cancelled before we finished: its cancel wins, as it did
@@ -676,7 +676,7 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
        * for our own collection, when the joiner has no frame to) */
       __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
       if (tail)
-        fib__group_collect(fib__id_home(rt, self->id), rt, self);
+        fib__group_collect_here(rt, self);
       run = j;
       break;
     }
@@ -699,7 +699,7 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
         /* a frameless joiner's join completed here, before its wake-up
          * (whose push publishes it) */
         if (fib__join_tail_complete(j, self->result))
-          fib__group_collect(fib__id_home(rt, self->id), rt, self);
+          fib__group_collect_here(rt, self);
         if (j->rt == rt)
           run = j;
         else
