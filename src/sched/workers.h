@@ -231,7 +231,7 @@ static inline int fib__claim_is_join(int c) {
                                     up as if it were not there */
 
 /* How many collected records a worker keeps before it forgets them. */
-#define FIB__DEAD_BATCH 8u
+#define FIB__DEAD_BATCH 32u
 
 /* A worker's spare records (fiber.h) past which its flush gives all but
  * FIB__SPARE_MAX back to malloc, when no cancel note is in flight (the
