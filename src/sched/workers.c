@@ -721,7 +721,10 @@ static int offer_due(struct fib_runtime *rt) {
 /* f, one of rt's, leaves it (offered, or sent to another worker): its
  * counts go with it. */
 static void disown(struct fib_runtime *rt, struct fib__fiber *f) {
-  f->left = 1; /* before any other thread can own it (workers.h) */
+  /* before any other thread can own it (workers.h, plain joins); atomic:
+   * its home's thread may read it meanwhile (once it has left, another
+   * owner writes it again) */
+  __atomic_store_n(&f->left, 1, __ATOMIC_RELAXED);
   rt->owned--;
   if (!f->started && !f->pinned)
     rt->unstarted--;
@@ -881,7 +884,7 @@ static int any_offer(const struct fib__group *g) {
 }
 
 void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
-  f->left = 1; /* as disown's */
+  __atomic_store_n(&f->left, 1, __ATOMIC_RELAXED); /* as disown's */
   fib__spin_lock(&rt->offer_lock);
   fib__list_push(&rt->offer, &f->runq);
   __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
@@ -891,7 +894,7 @@ void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
 
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
   f->rt = w; /* never ran, parked nowhere: nobody else reads it yet */
-  f->left = 1; /* as disown's */
+  __atomic_store_n(&f->left, 1, __ATOMIC_RELAXED); /* as disown's */
   fib__spin_lock(&w->offer_lock);
   fib__list_push(&w->placed, &f->runq);
   __atomic_store_n(&w->placed_len, w->placed_len + 1, __ATOMIC_SEQ_CST);
