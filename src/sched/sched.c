@@ -527,7 +527,10 @@ int fib__fiber_suspend_join(struct fib__fiber *self) {
     self->state = FIB__FIBER_RUNNING;
     return FIB_ECANCELED;
   }
-  return switch_away(self->rt, self, 1);
+  /* a joiner with a tail slot is no compact fiber: one worker's tail
+   * park, whose common hand-off (the child it has just spawned, at the
+   * front) is inline */
+  return suspend_local(self, 0);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
