@@ -197,9 +197,8 @@
  * either it sees the claim now, or the joiner's check of `cancelled`,
  * after the barrier, sees the flag. So with plain joins a fib_cancel of a
  * fiber that is not parked, and a join or detach from elsewhere of a
- * running fiber that has not left its home, cost a system call (~0.1-1.3
- * us here: multicore.md); without membarrier every join takes the CAS
- * path.
+ * running fiber that has not left its home, cost a system call (a few
+ * microseconds); without membarrier every join takes the CAS path.
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
