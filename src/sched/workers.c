@@ -721,10 +721,7 @@ static int offer_due(struct fib_runtime *rt) {
 /* f, one of rt's, leaves it (offered, or sent to another worker): its
  * counts go with it. */
 static void disown(struct fib_runtime *rt, struct fib__fiber *f) {
-  /* before any other thread can own it (workers.h, plain joins); atomic:
-   * its home's thread may read it meanwhile (once it has left, another
-   * owner writes it again) */
-  __atomic_store_n(&f->left, 1, __ATOMIC_RELAXED);
+  f->left = 1; /* before any other thread can own it (workers.h) */
   rt->owned--;
   if (!f->started && !f->pinned)
     rt->unstarted--;
@@ -884,7 +881,7 @@ static int any_offer(const struct fib__group *g) {
 }
 
 void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
-  __atomic_store_n(&f->left, 1, __ATOMIC_RELAXED); /* as disown's */
+  f->left = 1; /* as disown's */
   fib__spin_lock(&rt->offer_lock);
   fib__list_push(&rt->offer, &f->runq);
   __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
@@ -894,7 +891,7 @@ void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
 
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
   f->rt = w; /* never ran, parked nowhere: nobody else reads it yet */
-  __atomic_store_n(&f->left, 1, __ATOMIC_RELAXED); /* as disown's */
+  f->left = 1; /* as disown's */
   fib__spin_lock(&w->offer_lock);
   fib__list_push(&w->placed, &f->runq);
   __atomic_store_n(&w->placed_len, w->placed_len + 1, __ATOMIC_SEQ_CST);
