@@ -129,20 +129,6 @@ int fib__sys_eventfd(unsigned initval, int flags) {
   return eventfd(initval, flags);
 }
 
-int fib__sys_membarrier(int cmd) {
-  if (should_fail(FIB__FAULT_MEMBARRIER)) {
-    errno = injected_err();
-    return -1;
-  }
-#ifdef SYS_membarrier
-  return (int)syscall(SYS_membarrier, cmd, 0, 0);
-#else
-  (void)cmd;
-  errno = ENOSYS;
-  return -1;
-#endif
-}
-
 FIB__TLS const char *fib__fatal_note;
 
 _Noreturn void fib__fatal(const char *what) {

@@ -3,7 +3,7 @@
  * sys.h -- the seam between the library and the system.
  *
  * Every mmap, munmap, madvise, mprotect, sigaltstack and heap allocation the
- * library makes, the poller's wake-up eventfd and membarrier, go through these
+ * library makes, and the poller's wake-up eventfd, go through these
  * wrappers, so a test can make the Nth such call fail (fib__fault_inject)
  * and check that the failure is reported and nothing is lost. The check
  * costs one relaxed atomic load per call, next to a system call or malloc.
@@ -38,10 +38,6 @@ void fib__sys_free(void *p);
 /* eventfd(2): the descriptor, or -1 with errno. Counted as
  * FIB__FAULT_EVENTFD. */
 int fib__sys_eventfd(unsigned initval, int flags);
-/* membarrier(2) with `cmd` (MEMBARRIER_CMD_*): 0, or -1 with errno
- * (ENOSYS, EINVAL where the kernel or an emulator lacks it). Counted as
- * FIB__FAULT_MEMBARRIER. */
-int fib__sys_membarrier(int cmd);
 
 /* The page size (sysconf, read once). Not a seam: it cannot fail. */
 size_t fib__sys_page_size(void);
@@ -71,11 +67,7 @@ enum {
   /* Each eventfd the poller makes for its wake-up (fib__sys_eventfd). Not
    * in FIB__FAULT_ALL either: its failure is no error, a sleeper without
    * one naps in its poller instead (workers.h). */
-  FIB__FAULT_EVENTFD = 1 << 7,
-  /* Each membarrier call (fib__sys_membarrier). Not in FIB__FAULT_ALL:
-   * a failed registration is no error, a runtime of several workers
-   * then joins with a locked instruction (workers.h, plain joins). */
-  FIB__FAULT_MEMBARRIER = 1 << 8
+  FIB__FAULT_EVENTFD = 1 << 7
 };
 
 /*

@@ -244,9 +244,6 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     f->migratable = (attr->flags & FIB_MIGRATABLE) ||
                     (rt->force_migrate && !f->pinned);
     f->force_due = 0;
-    /* its home's thread (this one) alone writes it till then (workers.h,
-     * plain joins); atomic, as other workers read it once it has left */
-    __atomic_store_n(&f->left, 0, __ATOMIC_RELAXED);
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
       *id = f->id;
@@ -360,33 +357,6 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
  * annotations were not told of. */
 #define FIB__JOIN_TAIL_FRAMED (FIB__SAN_HOOKS || FIB__VALGRIND)
 
-/* Plain joins (workers.h): self, on its home worker `own` (its claim
- * armed, its tail node written), writes itself into the join word of t, a
- * fiber of own's map, with plain stores if it may: 1 if it did. t has
- * never left own, so no finisher elsewhere writes its word, and a writer
- * that is not own's thread holds own's ids_lock, which we look at with
- * plain_busy up (the rare side runs membarrier before it looks at
- * plain_busy). The signal fence keeps the compiler from moving the store
- * below the load; the processor's reordering is the barrier's to undo.
- * The word is read again inside: a writer that held the lock before has
- * written it (the acquire). */
-static inline __attribute__((always_inline)) int
-plain_join(struct fib_runtime *own, struct fib__fiber *self,
-           struct fib__fiber *t) {
-  /* relaxed: only own's thread writes `left` while it is 0 */
-  if (!own->plain_join || __atomic_load_n(&t->left, __ATOMIC_RELAXED))
-    return 0;
-  __atomic_store_n(&own->plain_busy, 1, __ATOMIC_RELAXED);
-  __atomic_signal_fence(__ATOMIC_SEQ_CST);
-  int done = !__atomic_load_n(&own->ids_lock, __ATOMIC_ACQUIRE) &&
-             !__atomic_load_n(&t->joiner, __ATOMIC_RELAXED);
-  if (done) /* release: as the CAS's, for whoever takes us out of it */
-    __atomic_store_n(&t->joiner, self, __ATOMIC_RELEASE);
-  /* release: a writer that waited for it reads our word */
-  __atomic_store_n(&own->plain_busy, 0, __ATOMIC_RELEASE);
-  return done;
-}
-
 /* fib_join in a multi-worker runtime: the target may finish on another
  * worker at any moment; the two meet in its join word (workers.h). The
  * joiner finds the record on its home worker, under the home's ids_lock
@@ -419,10 +389,8 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
      * instruction on x86-64; on aarch64 and riscv64 a release RMW, which
      * a later seq_cst load does not pass; under qemu-user, a host
      * atomic): the store half of the Dekker pair (workers.h) at one
-     * locked instruction per join instead of two; a plain join
-     * (plain_join: none) leaves that order to the canceller's membarrier
-     * (workers.h, plain joins). release: a finisher that reads the claim
-     * through the word reads it as we wrote it. */
+     * locked instruction per join instead of two. release: a finisher
+     * that reads the claim through the word reads it as we wrote it. */
     __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
     /* With no deadline (and a tail slot) we wait with no frame, as one
      * worker's join does (fiber.h, FIB__JOIN_TAIL): whoever wins us
@@ -432,10 +400,6 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
      * ours that the calls made meanwhile have hidden from the
      * return-stack predictor. Written before the CAS below publishes
      * us, for a finisher on another thread. */
-    /* A word of another worker's map that we read NULL: its plain joins
-     * kept out first (workers.h), our CAS below being the rare side */
-    if (home != own)
-      fib__group_plain_exclude(home);
     int frameless = deadline == FIB__NO_DEADLINE &&
                     fib__fiber_has_tail(self) && !FIB__JOIN_TAIL_FRAMED;
     if (frameless) {
@@ -453,8 +417,7 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
      * from NULL to DONE (its finisher), to DETACHED or to another joiner
      * (a detach or a join from another worker, under the lock): the CAS
      * decides. */
-    if ((home == own && plain_join(own, self, t)) ||
-        __atomic_compare_exchange_n(&t->joiner, &w, self, 0,
+    if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
                                     __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
       home_unlock(own, home);
       if (frameless)
@@ -529,8 +492,6 @@ group_join_own(struct fib__fiber *self, fib_id id, void **result) {
       n->elem = result;
       __atomic_store_n(&self->claim, fib__claim_join(own->worker),
                        __ATOMIC_RELEASE);
-      if (plain_join(own, self, t))
-        return fib__fiber_suspend_join(self); /* a tail call */
       struct fib__fiber *w = NULL;
       /* seq_cst, as group_join's */
       if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
@@ -694,10 +655,6 @@ int fib_detach(fib_runtime *rt, fib_id id) {
        * release, so a finisher that reads DETACHED frees a record we no
        * longer touch; acquire, for the finisher's last touch on DONE. */
       struct fib__fiber *w = NULL;
-      /* a word of another worker's map that may be NULL: its plain joins
-       * kept out first (workers.h). relaxed: a look, the CAS decides. */
-      if (home != own && !__atomic_load_n(&t->joiner, __ATOMIC_RELAXED))
-        fib__group_plain_exclude(home);
       if (!__atomic_compare_exchange_n(&t->joiner, &w, FIB__JOIN_DETACHED, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         /* DONE: ours to free once we take it to GONE (as a join does) */

@@ -170,12 +170,6 @@ struct fib__fiber {
   unsigned char force_due;    /* forced mode: it has run on its worker
                                  since it last moved, so the loop moves it
                                  the next time it is about to run it */
-  unsigned char left;         /* it has been handed to another worker's
-                                 list (offered, sent or placed) since it
-                                 was spawned: 0 says that it is still
-                                 owned by the worker that spawned it, its
-                                 id's home, whose thread alone writes this
-                                 (workers.h, plain joins) */
   unsigned short wake_to;     /* while in an inbox: the waker's worker plus
                                  one if it may follow its waker there (a
                                  migratable fiber woken by a channel
@@ -303,13 +297,6 @@ struct fib_runtime {
                                     with it), and for their write of the
                                     join word of a fiber whose id it
                                     handed out (workers.h, Ids) */
-  uint32_t plain_busy;           /* 1 while its thread writes a join word
-                                    with plain stores (workers.h, plain
-                                    joins; atomic: read by the other
-                                    workers' writers, under ids_lock) */
-  unsigned char plain_join;      /* its group's plain joins are on (a
-                                    copy of the group's, read on every
-                                    join) */
   struct fib__fiber *dead;       /* collected records whose ids it handed
                                     out, still in `fibers` until its next
                                     flush (fib__group_flush), linked

@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <linux/futex.h>
-#include <linux/membarrier.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +30,6 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
                         unsigned index) {
   w->group = g;
   w->worker = index;
-  w->plain_join = (unsigned char)g->plain_join;
   /* Still empty: its ids from now on are index + 1 modulo the stride
    * (Ids). */
   fib__idmap_init(&w->fibers, g->home_mask + 1, index + 1);
@@ -69,10 +67,6 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
   g->w = w;
   g->threads = threads;
   pthread_mutex_init(&g->lock, NULL);
-  /* Plain joins need the rare side's barrier (workers.h); registered once
-   * per process, again here for each group (it costs one system call). */
-  g->plain_join =
-      fib__sys_membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
   for (unsigned i = 0; i < n; i++)
     worker_init(w[i], g, i);
   __atomic_add_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
@@ -381,20 +375,6 @@ void fib__group_collect_far(struct fib_runtime *home, struct fib__fiber *f) {
   fib__inbox_push(&home->dead_in, &f->runq); /* no wake-up: at its turn */
 }
 
-void fib__group_plain_exclude(struct fib_runtime *home) {
-  if (!home->plain_join)
-    return;
-  /* Every thread of ours runs a full barrier meanwhile: home's thread
-   * sees our hold of ids_lock from its next plain join on, and a plain
-   * join it began before that has stored plain_busy where we see it. */
-  (void)fib__sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
-  /* acquire: pairs with the release that ends a plain join, whose word
-   * our CAS then reads */
-  unsigned spins = 0;
-  while (__atomic_load_n(&home->plain_busy, __ATOMIC_ACQUIRE))
-    fib__spin_step(++spins); /* its thread may be preempted in it */
-}
-
 void fib__group_flush(struct fib_runtime *rt) {
   struct fib__runq_node *in = fib__inbox_take(&rt->dead_in);
   struct fib__fiber *mine = rt->dead;
@@ -470,17 +450,6 @@ int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
   if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
                                   __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
     return 1;
-  if (c == FIB__CLAIM_NONE && g->plain_join) {
-    /* f runs, or has just armed a plain join's claim without a fence
-     * (workers.h, plain joins): after the barrier either we see its
-     * claim, or its cancel check sees our flag (or both: the CASes
-     * decide) */
-    (void)fib__sys_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
-    c = FIB__CLAIM_ANY;
-    if (__atomic_compare_exchange_n(&f->claim, &c, FIB__CLAIM_NONE, 0,
-                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-      return 1;
-  }
   if (!fib__claim_is_join(c))
     return 0;
   unsigned k = (unsigned)c >> 2;
@@ -720,8 +689,7 @@ static int offer_due(struct fib_runtime *rt) {
 
 /* f, one of rt's, leaves it (offered, or sent to another worker): its
  * counts go with it. */
-static void disown(struct fib_runtime *rt, struct fib__fiber *f) {
-  f->left = 1; /* before any other thread can own it (workers.h) */
+static void disown(struct fib_runtime *rt, const struct fib__fiber *f) {
   rt->owned--;
   if (!f->started && !f->pinned)
     rt->unstarted--;
@@ -881,7 +849,6 @@ static int any_offer(const struct fib__group *g) {
 }
 
 void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
-  f->left = 1; /* as disown's */
   fib__spin_lock(&rt->offer_lock);
   fib__list_push(&rt->offer, &f->runq);
   __atomic_store_n(&rt->offer_len, rt->offer_len + 1, __ATOMIC_RELAXED);
@@ -891,7 +858,6 @@ void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f) {
 
 void fib__group_send(struct fib_runtime *w, struct fib__fiber *f) {
   f->rt = w; /* never ran, parked nowhere: nobody else reads it yet */
-  f->left = 1; /* as disown's */
   fib__spin_lock(&w->offer_lock);
   fib__list_push(&w->placed, &f->runq);
   __atomic_store_n(&w->placed_len, w->placed_len + 1, __ATOMIC_SEQ_CST);

@@ -168,38 +168,6 @@
  * is (fib__group_flush). Every store into a join word and into a claim is
  * atomic (spawn's too).
  *
- * Plain joins. Where the kernel has membarrier(2) (its private expedited
- * command, registered when the group is made: group->plain_join, copied
- * into each worker), a joiner on worker H whose target is in H's own map
- * (H is its home) and has never left H (`left` is 0: no finisher can run
- * it elsewhere) writes itself into the join word with plain stores, no
- * locked instruction. The other writers of such a word are other workers
- * and plain threads that join or detach it, under H's ids_lock (Ids,
- * below). They are kept out by an asymmetric Dekker pair:
- *   - H's thread (cheap side): stores `plain_busy` = 1, loads ids_lock
- *     (acquire), and only if it is free loads the word and stores itself,
- *     then stores `plain_busy` = 0 (release); if the lock is held, it
- *     drops `plain_busy` and takes the CAS path;
- *   - a writer elsewhere (rare side), holding ids_lock, about to CAS a
- *     word it read NULL: membarrier (every thread of the process runs a
- *     full barrier meanwhile), then waits while `plain_busy` is 1
- *     (fib__group_plain_exclude), then CASes as before.
- * Either H's load of the lock came after the barrier membarrier forced on
- * H's thread, and sees the lock held, or its store of `plain_busy` came
- * before it and the writer sees it (and waits for the release that
- * publishes H's word). Only a word read NULL needs it: H's thread writes
- * only NULL words so, and a word that is not NULL is NULL again only by
- * H's own thread (a joiner taken out: fib__join_take on its worker). The
- * joiner's claim store, which the CAS used to order before its cancel
- * check (the claim, above), is ordered by the same barrier: a canceller
- * that finds the claim NONE (its fiber running, or its claim store not yet
- * seen) runs membarrier and tries the claim again (fib__claim_take_cancel):
- * either it sees the claim now, or the joiner's check of `cancelled`,
- * after the barrier, sees the flag. So with plain joins a fib_cancel of a
- * fiber that is not parked, and a join or detach from elsewhere of a
- * running fiber that has not left its home, cost a system call (a few
- * microseconds); without membarrier every join takes the CAS path.
- *
  * The end of a run: an idle worker that finds every fiber spawned so far
  * finished (each worker counts what it spawned and what finished on it)
  * sets `over` and wakes every worker. A deadlock: every worker asleep with
@@ -269,11 +237,6 @@ static inline int fib__claim_is_join(int c) {
  * FIB__SPARE_MAX back to malloc, when no cancel note is in flight (the
  * join word, above): rarely, and in one batch. */
 #define FIB__GROUP_SPARE_TRIM (4 * FIB__SPARE_MAX)
-
-/* A writer of a join word of one of home's fibers that is not home's
- * thread, holding home's ids_lock and about to CAS the word from NULL:
- * keep home's plain joins out (Plain joins, above). */
-void fib__group_plain_exclude(struct fib_runtime *home);
 
 /* Forget the ids of the records collected for rt and keep the records
  * (rt's thread). */
@@ -348,8 +311,6 @@ struct fib__group {
                              enter, loop, leave; 0 or why it could not */
   unsigned idle;          /* workers looking for work or asleep (atomic) */
   int over;               /* the run has ended (atomic) */
-  int plain_join;         /* membarrier is registered: plain joins
-                             (above) */
   unsigned cancels_out;   /* cancel notes pushed and not yet read by
                              their worker (atomic; the join word above):
                              while any, no spare record is freed */
