@@ -264,8 +264,9 @@ TEST(a_freed_fibers_id_is_never_handed_out_again) {
   qsort(seen_ids, ID_ROUNDS, sizeof seen_ids[0], cmp_ids);
   for (int i = 1; i < ID_ROUNDS; i++)
     CHECK(seen_ids[i] != seen_ids[i - 1]);
-  /* slots reused: the low words stay within a few slots per worker */
-  CHECK(most_low <= 8u * (unsigned)(test_workers() + 1));
+  /* slots reused: the low words stay within a few slots per worker (a
+   * worker of several forgets collected ids 32 at a time) */
+  CHECK(most_low <= 40u * (unsigned)(test_workers() + 1));
 }
 
 static void *spawn_detached_and_look(void *arg) {

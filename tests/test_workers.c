@@ -12,6 +12,7 @@
 
 #include "sys.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
 #include <string.h>
@@ -1021,6 +1022,222 @@ TEST(a_detach_meets_the_finish_on_another_worker_and_frees_once) {
   }
 }
 
+/* ---- a join on the child's own worker raced by a join, a detach or a
+ * cancel from elsewhere (the join word, workers.h): each round races one
+ * of them against a join on the worker that spawned the child, the child
+ * pinned (it stays where it was spawned) and held until both sides have
+ * acted, with a jitter on each side so that the two land before, inside
+ * and after each other's calls. */
+
+enum rival_kind {
+  RIVAL_DETACH,       /* fib_detach from worker 1 */
+  RIVAL_JOIN,         /* fib_join from worker 1 */
+  RIVAL_THREAD_DETACH, /* fib_detach from a plain thread */
+  RIVAL_CANCEL,       /* fib_cancel of the joiner from worker 1 */
+  RIVAL_THREAD_CANCEL /* fib_cancel of the joiner from a plain thread */
+};
+
+struct join_race {
+  fib_runtime *rt;
+  enum rival_kind kind;
+  long rounds;
+  long round;        /* atomic: the round whose ids are published */
+  fib_id child, joiner; /* this round's (written before `round`) */
+  long acting;       /* atomic: sides that have begun their call */
+  long rival_done;   /* atomic: the last round the rival finished */
+  int rival_err;     /* its result (written before rival_done) */
+  int joiner_err;    /* the joiner's, for a cancel race */
+  long joiner_done;  /* atomic: the last round the joiner returned in */
+  unsigned finished; /* atomic: children that returned */
+  unsigned won[2];   /* joins or detaches that succeeded: ours, theirs */
+};
+
+static void jitter(long i) {
+  for (long k = (i * 7) % 97; k > 0; k--)
+    __asm__ volatile("" ::: "memory");
+}
+
+/* Held until both sides have begun, and a few turns more (the calls are
+ * short); for a cancel race, until the joiner has returned (a lost
+ * cancel would keep it parked: the child gives up after a few seconds,
+ * and the joiner's result says so). */
+static void *held_child(void *arg) {
+  struct join_race *g = arg;
+  long i = __atomic_load_n(&g->round, __ATOMIC_ACQUIRE);
+  int cancel = g->kind == RIVAL_CANCEL || g->kind == RIVAL_THREAD_CANCEL;
+  uint64_t give_up = fib_now_ns() + 5000 * MS;
+  if (cancel) {
+    while (__atomic_load_n(&g->joiner_done, __ATOMIC_ACQUIRE) != i &&
+           fib_now_ns() < give_up)
+      fib_yield();
+  } else {
+    while (__atomic_load_n(&g->acting, __ATOMIC_ACQUIRE) < 2)
+      fib_yield();
+    for (int k = 0; k < 8; k++)
+      fib_yield();
+  }
+  __atomic_add_fetch(&g->finished, 1, __ATOMIC_RELAXED);
+  return (void *)(intptr_t)i;
+}
+
+/* The joiner of a cancel race: joins the child, on worker 0 with it. */
+static void *cancelled_joiner(void *arg) {
+  struct join_race *g = arg;
+  long i = __atomic_load_n(&g->round, __ATOMIC_ACQUIRE);
+  __atomic_add_fetch(&g->acting, 1, __ATOMIC_RELEASE);
+  jitter(i + 3);
+  g->joiner_err = fib_join(g->child, NULL);
+  __atomic_store_n(&g->joiner_done, i, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* One rival's call in round i. */
+static void rival_act(struct join_race *g, long i) {
+  fib_runtime *rt = g->kind >= RIVAL_THREAD_DETACH &&
+                            g->kind != RIVAL_CANCEL
+                        ? g->rt
+                        : NULL;
+  __atomic_add_fetch(&g->acting, 1, __ATOMIC_RELEASE);
+  jitter(i);
+  void *r = NULL;
+  int err;
+  switch (g->kind) {
+  case RIVAL_JOIN:
+    err = fib_join(g->child, &r);
+    if (!err)
+      CHECK_EQ((long)(intptr_t)r, i);
+    break;
+  case RIVAL_CANCEL:
+  case RIVAL_THREAD_CANCEL:
+    err = fib_cancel(rt, g->joiner);
+    break;
+  default:
+    err = fib_detach(rt, g->child);
+    break;
+  }
+  g->rival_err = err;
+  __atomic_store_n(&g->rival_done, i, __ATOMIC_RELEASE);
+}
+
+static void rival_loop(struct join_race *g, int in_fiber) {
+  for (long i = 1; i <= g->rounds; i++) {
+    while (__atomic_load_n(&g->round, __ATOMIC_ACQUIRE) != i) {
+      if (in_fiber)
+        fib_yield();
+      else
+        sched_yield();
+    }
+    rival_act(g, i);
+  }
+}
+
+static void *rival_fiber(void *arg) {
+  rival_loop(arg, 1);
+  return NULL;
+}
+
+static void *rival_thread(void *arg) {
+  rival_loop(arg, 0);
+  return NULL;
+}
+
+/* The first fiber (pinned to worker 0): spawns each round's child there,
+ * pinned, and joins it (or has a joiner of its own join it, for a cancel
+ * race), against the rival. */
+static void *join_race_driver(void *arg) {
+  struct join_race *g = arg;
+  int cancel = g->kind == RIVAL_CANCEL || g->kind == RIVAL_THREAD_CANCEL;
+  fib_attr pinned = {0};
+  pinned.flags = FIB_PINNED;
+  fib_attr there = {0};
+  there.worker = 2;
+  fib_id rival = 0;
+  pthread_t thread;
+  int threaded = g->kind == RIVAL_THREAD_DETACH ||
+                 g->kind == RIVAL_THREAD_CANCEL;
+  if (threaded)
+    CHECK_EQ(pthread_create(&thread, NULL, rival_thread, g), 0);
+  else
+    CHECK_OK(fib_spawn(NULL, rival_fiber, g, &there, &rival));
+  for (long i = 1; i <= g->rounds; i++) {
+    __atomic_store_n(&g->acting, 0, __ATOMIC_RELAXED);
+    CHECK_OK(fib_spawn(NULL, held_child, g, &pinned, &g->child));
+    if (cancel)
+      CHECK_OK(fib_spawn(NULL, cancelled_joiner, g, &pinned, &g->joiner));
+    __atomic_store_n(&g->round, i, __ATOMIC_RELEASE);
+    if (cancel) {
+      void *r;
+      CHECK_OK(fib_join(g->joiner, &r));
+      while (__atomic_load_n(&g->rival_done, __ATOMIC_ACQUIRE) != i)
+        fib_yield();
+      /* the child is held until the join returns: only the cancel ends
+       * it, whenever it came */
+      CHECK_EQ(g->joiner_err, FIB_ECANCELED);
+      CHECK_OK(g->rival_err);
+      CHECK_OK(fib_join(g->child, &r));
+      CHECK_EQ((long)(intptr_t)r, i);
+      continue;
+    }
+    __atomic_add_fetch(&g->acting, 1, __ATOMIC_RELEASE);
+    jitter(i + 5);
+    void *r = NULL;
+    int err = fib_join(g->child, &r);
+    while (__atomic_load_n(&g->rival_done, __ATOMIC_ACQUIRE) != i)
+      fib_yield();
+    int theirs = g->rival_err;
+    /* exactly one of the two got the child; the other was refused
+     * (joined or detached: EINVAL) or found it gone (ESRCH) */
+    CHECK((err == 0) + (theirs == 0) == 1);
+    if (err) {
+      CHECK(err == FIB_EINVAL || err == FIB_ESRCH);
+    } else {
+      CHECK_EQ((long)(intptr_t)r, i);
+      CHECK(theirs == FIB_EINVAL || theirs == FIB_ESRCH);
+    }
+    g->won[err != 0]++;
+  }
+  if (threaded)
+    CHECK_EQ(pthread_join(thread, NULL), 0);
+  else
+    CHECK_OK(fib_join(rival, NULL));
+  return NULL;
+}
+
+static void join_race_run(enum rival_kind kind, long rounds) {
+  static struct join_race g;
+  memset(&g, 0, sizeof g);
+  g.kind = kind;
+  g.rounds = rounds;
+  g.rt = new_workers(2);
+  CHECK_OK(fib_spawn(g.rt, join_race_driver, &g, NULL, NULL));
+  run_to_end(g.rt);
+  /* every child returned: joined once, or detached and freed itself */
+  CHECK_EQ(__atomic_load_n(&g.finished, __ATOMIC_RELAXED),
+           (unsigned)rounds);
+  if (kind != RIVAL_CANCEL && kind != RIVAL_THREAD_CANCEL)
+    CHECK_EQ(g.won[0] + g.won[1], (unsigned)rounds);
+}
+
+TEST(a_join_and_a_detach_from_another_worker_end_once) {
+  join_race_run(RIVAL_DETACH, scaled(2000));
+}
+
+TEST(two_joins_from_two_workers_end_once) {
+  join_race_run(RIVAL_JOIN, scaled(2000));
+}
+
+TEST(a_join_and_a_detach_from_a_plain_thread_end_once) {
+  join_race_run(RIVAL_THREAD_DETACH, scaled(2000));
+}
+
+TEST(a_cancel_from_another_worker_never_misses_a_join_on_its_childs_worker) {
+  join_race_run(RIVAL_CANCEL, scaled(2000));
+}
+
+TEST(a_cancel_from_a_plain_thread_never_misses_a_join_on_its_childs_worker) {
+  join_race_run(RIVAL_THREAD_CANCEL, scaled(2000));
+}
+
 /* ---- the end of a run */
 
 static fib_id cycle_ids[2];
@@ -1481,6 +1698,11 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_cancel_from_a_plain_thread_reaches_a_joiner_on_a_worker),
           T(a_late_cancel_note_leaves_a_reused_record_alone),
           T(a_cancel_that_cannot_be_carried_says_so_and_marks_the_fiber),
+          T(a_join_and_a_detach_from_another_worker_end_once),
+          T(two_joins_from_two_workers_end_once),
+          T(a_join_and_a_detach_from_a_plain_thread_end_once),
+          T(a_cancel_from_another_worker_never_misses_a_join_on_its_childs_worker),
+          T(a_cancel_from_a_plain_thread_never_misses_a_join_on_its_childs_worker),
           T(a_join_cycle_across_workers_is_a_deadlock),
           T_TIMEOUT(a_deadlock_after_a_wake_up_across_workers_is_reported, 10),
           T(a_run_with_no_fibers_returns_at_once_and_runs_again),

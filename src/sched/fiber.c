@@ -42,9 +42,15 @@ static int lookup(struct fib_runtime *rt, fib_id id, struct fib__fiber **out) {
 static inline __attribute__((always_inline)) int
 lookup_home(struct fib_runtime *rt, const struct fib_runtime *own, fib_id id,
             struct fib__fiber **out, struct fib_runtime **home) {
-  *home = fib__id_home(rt, id ? id : 1);
-  if (*home != own)
-    fib__spin_lock(&(*home)->ids_lock);
+  /* own's map first, told by the id's class alone (a fiber joining what
+   * it spawned): no look through the group */
+  if (own && fib__idmap_class(&own->fibers, id)) {
+    *home = (struct fib_runtime *)own;
+  } else {
+    *home = fib__id_home(rt, id ? id : 1);
+    if (*home != own)
+      fib__spin_lock(&(*home)->ids_lock);
+  }
   struct fib__fiber *t = id ? fib__idmap_get(&(*home)->fibers, id) : NULL;
   /* relaxed: a look (whoever collects a record first takes its word to
    * GONE with a CAS, so an older value read here only makes the caller
@@ -463,6 +469,43 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
   return err;
 }
 
+/* group_join's common case, inline in fib_join: no deadline, a joiner
+ * with a tail slot, and a target that its own worker's map holds (a
+ * fiber joining what it spawned, on the worker it spawned it on), running
+ * and not joined: the same steps as group_join's (its comments say why
+ * each), without the look through the group and the lock, and without a
+ * frame of its own; anything else, or a failed CAS once undone, goes to
+ * group_join. */
+static inline __attribute__((always_inline)) int
+group_join_own(struct fib__fiber *self, fib_id id, void **result) {
+  struct fib_runtime *own = self->rt;
+  if (!FIB__JOIN_TAIL_FRAMED && fib__idmap_class(&own->fibers, id) &&
+      fib__fiber_has_tail(self)) {
+    struct fib__fiber *t = fib__idmap_get(&own->fibers, id);
+    /* relaxed: a look (the CAS decides); not GONE, DONE or joined */
+    if (t && !__atomic_load_n(&t->joiner, __ATOMIC_RELAXED) &&
+        !fib__cancelled(self)) {
+      __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
+      struct fib__wnode *n = fib__fiber_tail(self);
+      n->idx = FIB__JOIN_TAIL;
+      n->fiber = t;
+      n->elem = result;
+      __atomic_store_n(&self->claim, fib__claim_join(own->worker),
+                       __ATOMIC_RELEASE);
+      struct fib__fiber *w = NULL;
+      /* seq_cst, as group_join's */
+      if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
+                                      __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
+        return fib__fiber_suspend_join(self); /* a tail call */
+      /* as group_join's failure: nobody acts on our claim */
+      n->idx = 0;
+      __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+      __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
+    }
+  }
+  return group_join(self, id, result, FIB__NO_DEADLINE); /* a tail call */
+}
+
 /* join_wait's collection of a finished target, kept out of it: inlined,
  * its registers made join_wait's frame, which a suspended compact joiner
  * keeps, 16 bytes larger. */
@@ -541,8 +584,11 @@ join_body(struct fib__fiber *self, fib_id id, void **result,
   if (id == self->id)
     return FIB_EDEADLK;
   struct fib_runtime *rt = self->rt;
-  if (rt->group)
+  if (rt->group) {
+    if (deadline_ns == FIB__NO_DEADLINE)
+      return group_join_own(self, id, result);
     return group_join(self, id, result, deadline_ns);
+  }
   struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
   if (!t)
     return FIB_ESRCH;

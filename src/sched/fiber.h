@@ -440,8 +440,8 @@ void fib__join_tail_defer(struct fib__fiber *joiner, int collect);
  * result stored, `joining` cleared) and return 1: the caller collects
  * the target; 0: it has a frame, which does that. Whatever thread the
  * caller runs on: j runs only once woken. */
-static inline int fib__join_tail_complete(struct fib__fiber *j,
-                                          void *result) {
+static inline __attribute__((always_inline)) int
+fib__join_tail_complete(struct fib__fiber *j, void *result) {
   if (!fib__fiber_has_tail(j))
     return 0;
   struct fib__wnode *n = fib__fiber_tail(j);

@@ -87,6 +87,14 @@ static inline size_t fib__idmap_index(const struct fib__idmap *m,
              : SIZE_MAX;
 }
 
+/* Whether id's low word is of this map's class (first modulo stride):
+ * with several workers, whether this map is the id's home (workers.h,
+ * Ids), told from the map alone, without a look through the group. An
+ * id of the class that the map does not hold is not found by get. */
+static inline int fib__idmap_class(const struct fib__idmap *m, uint64_t id) {
+  return (((uint32_t)id - m->first) & (m->stride - 1)) == 0;
+}
+
 /* Insert `value` (room reserved): returns its new id. */
 static inline uint64_t fib__idmap_put(struct fib__idmap *m, void *value) {
   size_t i;

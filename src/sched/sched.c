@@ -546,7 +546,10 @@ int fib__fiber_suspend_join(struct fib__fiber *self) {
     self->state = FIB__FIBER_RUNNING;
     return FIB_ECANCELED;
   }
-  return switch_away(self->rt, self, 1);
+  /* a joiner with a tail slot is no compact fiber: one worker's tail
+   * park, whose common hand-off (the child it has just spawned, at the
+   * front) is inline */
+  return suspend_local(self, 0);
 }
 
 int fib__fiber_suspend_armed(struct fib__fiber *self,
@@ -653,7 +656,7 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
       /* release: a lookup under the home's lock that reads GONE treats
        * the record as gone; nothing of it is read after */
       __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
-      fib__group_collect(fib__id_home(rt, self->id), rt, self);
+      fib__group_collect_here(rt, self);
       break;
     }
     /* A joiner cancelled before we finished: its cancel wins, as it did
@@ -695,7 +698,7 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
        * for our own collection, when the joiner has no frame to) */
       __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
       if (tail)
-        fib__group_collect(fib__id_home(rt, self->id), rt, self);
+        fib__group_collect_here(rt, self);
       run = j;
       break;
     }
@@ -718,7 +721,7 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
         /* a frameless joiner's join completed here, before its wake-up
          * (whose push publishes it) */
         if (fib__join_tail_complete(j, self->result))
-          fib__group_collect(fib__id_home(rt, self->id), rt, self);
+          fib__group_collect_here(rt, self);
         if (j->rt == rt)
           run = j;
         else

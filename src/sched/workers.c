@@ -401,25 +401,41 @@ void fib__group_flush(struct fib_runtime *rt) {
   struct fib__fiber *mine = rt->dead;
   if (!in && !mine)
     return;
+  size_t n = rt->dead_count;
   rt->dead = NULL;
   rt->dead_count = 0;
   /* One pass under the lock (no lookup under it holds one of them): each
-   * id forgotten, then its record kept; a few instructions each, so the
-   * lock is not held for long. */
+   * id forgotten, a few instructions, so the lock is not held for long.
+   * The records stay linked as they came (the dead list and the far ones
+   * through the same link as the spares), and the two lists join the
+   * spares after it in one splice each, not one push per record. */
+  struct fib__fiber *in_last = NULL, *mine_last = NULL;
+  size_t far = 0;
+  /* The map's words in a copy, which the loops keep in registers: forget
+   * changes only the slots (shared with the map: what lookups read) and
+   * the count and the free list, written back (this thread's alone). */
+  struct fib__idmap m = rt->fibers;
   fib__spin_lock(&rt->ids_lock);
-  while (in) {
-    struct fib__fiber *f = FIBER_OF(in);
-    in = in->next;
-    fib__idmap_forget(&rt->fibers, f->id);
-    fib__fiber_keep_record(rt, f);
+  for (struct fib__runq_node *l = in; l; l = l->next, far++) {
+    in_last = FIBER_OF(l);
+    fib__idmap_forget(&m, in_last->id);
   }
-  while (mine) {
-    struct fib__fiber *f = mine;
-    mine = FIBER_OF(mine->runq.next);
-    fib__idmap_forget(&rt->fibers, f->id);
-    fib__fiber_keep_record(rt, f);
+  for (struct fib__fiber *f = mine; f; f = FIBER_OF(f->runq.next)) {
+    mine_last = f;
+    fib__idmap_forget(&m, f->id);
   }
   fib__spin_unlock(&rt->ids_lock);
+  rt->fibers.count = m.count;
+  rt->fibers.free = m.free;
+  if (in) {
+    in_last->runq.next = (struct fib__runq_node *)(void *)rt->spare;
+    rt->spare = FIBER_OF(in);
+  }
+  if (mine) {
+    mine_last->runq.next = (struct fib__runq_node *)(void *)rt->spare;
+    rt->spare = mine;
+  }
+  rt->spare_count += n + far;
   /* Spares past the cap (fiber.h keeps them all for a worker of several)
    * go back to malloc, unless a cancel note is in flight, which may name
    * one of them (workers.h, the join word): then at a later flush.

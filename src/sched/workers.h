@@ -239,7 +239,7 @@ static inline int fib__claim_is_join(int c) {
                                     up as if it were not there */
 
 /* How many collected records a worker keeps before it forgets them. */
-#define FIB__DEAD_BATCH 8u
+#define FIB__DEAD_BATCH 32u
 
 /* A worker's spare records (fiber.h) past which its flush gives all but
  * FIB__SPARE_MAX back to malloc, when no cancel note is in flight (the
@@ -258,9 +258,9 @@ void fib__group_collect_far(struct fib_runtime *home, struct fib__fiber *f);
  * by a thread whose worker is `here` (NULL: none of the group's): to its
  * home, which forgets its id and reuses the record at its next flush.
  * The home's own half inline: on every join. */
-static inline void fib__group_collect(struct fib_runtime *home,
-                                      const struct fib_runtime *here,
-                                      struct fib__fiber *f) {
+static inline __attribute__((always_inline)) void
+fib__group_collect(struct fib_runtime *home, const struct fib_runtime *here,
+                   struct fib__fiber *f) {
   if (home != here) {
     fib__group_collect_far(home, f);
     return;
@@ -364,6 +364,17 @@ static inline struct fib_runtime *fib__id_home(const struct fib_runtime *rt,
                                                fib_id id) {
   const struct fib__group *g = rt->group;
   return g->w[((uint32_t)id - 1u) & g->home_mask];
+}
+
+/* fib__group_collect by worker rt's thread of f, its home found from
+ * its id: rt's own map's class first (a finish on the worker that
+ * spawned it, the usual case), with no look through the group. */
+static inline __attribute__((always_inline)) void
+fib__group_collect_here(struct fib_runtime *rt, struct fib__fiber *f) {
+  if (fib__idmap_class(&rt->fibers, f->id))
+    fib__group_collect(rt, rt, f);
+  else
+    fib__group_collect_far(fib__id_home(rt, f->id), f);
 }
 
 /* How many multi-worker runtimes exist (atomic): primitives initialised
