@@ -521,11 +521,11 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
  * target's address, as a canceller on its thread is
  * (fib__claim_take_cancel): a finisher on another worker that wins the
  * word first collects the target itself, and the target's home must not
- * free the record under our compare-and-swap (seq_cst, with
- * fib__join_take's load of `joining` and the trim's load of the count;
- * release on the way down: our CAS happens before a flush that sees the
- * count fall). Rare: the cancel came between the join's own check and
- * its park. */
+ * free the record under our compare-and-swap (fib__group_flush: the
+ * trim's read-modify-write of the count and ours are ordered, and so its
+ * free and our load of `joining`; release on the way down: our CAS
+ * happens before a flush that sees the count fall). Rare: the cancel
+ * came between the join's own check and its park. */
 static __attribute__((noinline)) int
 join_take_own_cancel(struct fib__fiber *self) {
   struct fib__group *g = self->rt->group;

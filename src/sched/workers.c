@@ -439,13 +439,20 @@ void fib__group_flush(struct fib_runtime *rt) {
   /* Spares past the cap (fiber.h keeps them all for a worker of several)
    * go back to malloc, unless a cancel note is in flight, which may name
    * one of them (workers.h, the join word): then at a later flush.
-   * acquire: pairs with the release by which a worker that has read its
-   * note lets go of it. A note raised after this load names a record that
-   * its canceller found in our map (under our ids_lock, or on this
-   * thread), not one of these spares: its id is forgotten only at a later
-   * flush, whose lock shows us the count. */
+   * A read-modify-write (of nothing), not a load, seq_cst: acquire pairs
+   * with the release by which a worker that has read its note, or a taker
+   * that has done with a target, lets go of it; and a count raised after
+   * it reads from it, so that what came before it here (the dead list's
+   * take, after the finisher's NULL in its joiner's `joining`) happens
+   * before that taker's load of `joining`, which then sees the NULL and
+   * leaves the record alone (fib__join_take). A load would order that
+   * only with a fence, which ThreadSanitizer cannot model; this runs only
+   * when the spares are past the cap. A note raised after it names a
+   * record that its canceller found in our map (under our ids_lock, or on
+   * this thread), not one of these spares: its id is forgotten only at a
+   * later flush, whose lock shows us the count. */
   if (__builtin_expect(rt->spare_count > FIB__GROUP_SPARE_TRIM, 0) &&
-      !__atomic_load_n(&rt->group->cancels_out, __ATOMIC_SEQ_CST)) {
+      !__atomic_fetch_add(&rt->group->cancels_out, 0, __ATOMIC_SEQ_CST)) {
     while (rt->spare_count > FIB__SPARE_MAX) {
       struct fib__fiber *f = rt->spare;
       rt->spare = FIBER_OF(f->runq.next);
@@ -478,10 +485,11 @@ int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
     /* Counted as a note is, while we hold the target's address: f may
      * wait with no frame, whose finisher on another worker collects the
      * target itself once it has won the word, and its home must not free
-     * the record under our compare-and-swap (fib__group_flush). seq_cst,
-     * with fib__join_take's load of `joining` and the trim's load: either
-     * the trim sees the count, or we see the NULL that the finisher (or a
-     * taker) wrote to `joining` before the target could be collected. */
+     * the record under our compare-and-swap (fib__group_flush): either
+     * the trim's read-modify-write sees the count, or ours reads from it
+     * and then our load of `joining` (fib__join_take) sees the NULL that
+     * the finisher (or a taker) wrote before the target could be
+     * collected. */
     __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
     int won = fib__join_take(f);
     /* release: our CAS on the target happens before a flush that sees
@@ -513,9 +521,10 @@ int fib__join_take(struct fib__fiber *f) {
    * waits with no frame, a finisher elsewhere that wins the word collects
    * t itself after writing NULL here: a canceller (fib__claim_take_cancel)
    * or f's own cancel check (sched.c, join_take_own_cancel) counts itself
-   * in `cancels_out` first, and seq_cst orders that
-   * count, this load and the trim's load of it, so t is not freed while we
-   * may still touch it. A deadline's take needs none of it: a join with a
+   * in `cancels_out` first: either the trim's read-modify-write of the
+   * count sees it, or the count reads from that and this load sees the
+   * NULL (fib__group_flush), so t is not freed while we may still touch
+   * it. A deadline's take needs none of it: a join with a
    * deadline keeps its frame, and t is collected by f. The CAS decides. */
   struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_SEQ_CST);
   struct fib__fiber *me = f;
