@@ -1045,7 +1045,9 @@ static int worker_main(struct fib_runtime *w) {
   return err ? err : loop_leave(w, run_loop(w, RUN_ALL, NULL));
 }
 
-static int run(struct fib_runtime *rt, enum run_mode mode) {
+/* Inlined into each public call: `mode` is then a constant. */
+static inline __attribute__((always_inline)) int run(struct fib_runtime *rt,
+                                                     enum run_mode mode) {
   if (rt && rt->group) {
     /* the thread first: a fiber of another worker must not read
      * worker 0's `running`, which the host's thread writes */
@@ -1070,7 +1072,8 @@ static int run(struct fib_runtime *rt, enum run_mode mode) {
   fib__host_enter(rt);
   err = loop_leave(rt, run_loop(rt, mode, NULL));
   /* A host between its calls wakes for posts and replies (workers.h) */
-  if (mode != RUN_ALL && (rt->io_wake_fd || rt->io_host_wake_fd))
+  if (mode != RUN_ALL &&
+      ((uintptr_t)rt->io_wake_fd | (uintptr_t)rt->io_host_wake_fd))
     fib__host_leave(rt);
   return err;
 }
