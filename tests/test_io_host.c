@@ -47,6 +47,8 @@ struct job {
   long off_host;         /* worker 0's fibers that ran elsewhere (atomic) */
   int pipe[2];           /* with_io: worker 0's reader waits on pipe[0] */
   char got;
+  int armed;             /* the host is about to block in its first poll
+                            (atomic) */
 };
 
 static long done_now(struct job *j) {
@@ -59,10 +61,17 @@ static void count_one(struct job *j) {
   __atomic_add_fetch(&j->done, 1, __ATOMIC_SEQ_CST);
 }
 
+static int armed_now(struct job *j) {
+  return __atomic_load_n(&j->armed, __ATOMIC_SEQ_CST);
+}
+
 /* The sender waits until the piece before has been run (each piece finds
- * the host asleep again), a watchdog bounding it. */
+ * the host asleep again), a watchdog bounding it; the first piece waits
+ * until the host is about to block, so that it surely wakes a poll (a
+ * host that a slow machine held up past the pace would otherwise find it
+ * before it polls, and never poll). */
 static void wait_done_fiber(struct job *j, long n) {
-  for (long t = 0; done_now(j) < n; t++) {
+  for (long t = 0; done_now(j) < n || (n == 0 && !armed_now(j)); t++) {
     CHECK(t < 40000); /* 10 s */
     CHECK_OK(fib_sleep_ns(PACE_NS));
   }
@@ -70,7 +79,7 @@ static void wait_done_fiber(struct job *j, long n) {
 }
 
 static void wait_done_thread(struct job *j, long n) {
-  for (long t = 0; done_now(j) < n; t++) {
+  for (long t = 0; done_now(j) < n || (n == 0 && !armed_now(j)); t++) {
     CHECK(t < 40000);
     sleep_thread_ns(PACE_NS);
   }
@@ -226,6 +235,7 @@ static void host_case(enum kind kind, enum sender from, int with_io) {
     CHECK(++calls < 10000000);
     if (done_now(&j) >= j.want || fib_runtime_next_ns(j.rt) != UINT64_MAX)
       continue;
+    __atomic_store_n(&j.armed, 1, __ATOMIC_SEQ_CST);
     struct pollfd p = {fd, POLLIN, 0};
     CHECK_EQ(poll(&p, 1, WATCHDOG_MS), 1);
     wakes++;
