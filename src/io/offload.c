@@ -18,7 +18,10 @@
  *     it on its port's list and, if the list was empty, writes the
  *     eventfd; the runtime's loop polls (the fiber counts in
  *     rt->io_waiting while its job is in flight), port_event takes the
- *     list and readies the fibers.
+ *     list and readies the fibers. The worker also wakes the job's
+ *     runtime if it is a host's between bounded calls
+ *     (fib__runtime_wake_host): the host's descriptor on io_uring does
+ *     not surely see the port's eventfd (finish_locked).
  *   - a job record, on the heap, from the call until the fiber has taken
  *     its result back: it outlives the fiber if the runtime is destroyed
  *     (job_discard: the fiber holds its job, struct fib__hold, so destroy
