@@ -686,6 +686,10 @@ FIB_API int fib_run_join(fib_runtime *rt, fib_id id, void **result);
  * long to block between fib_run_nowait calls. A host that must also wake
  * for its fibers' I/O watches fib_runtime_io_fd (fibers/io.h) beside
  * this timeout: the time returned here does not include I/O.
+ * 0 also when posts (fib_post, fib_call) or fibers readied from other
+ * threads wait for the next call; what comes from other threads after a
+ * call returned makes fib_runtime_io_fd readable (on both back ends),
+ * with one worker as with several.
  * With several workers it speaks for worker 0, the share the calling
  * thread runs (the others run by themselves): 0 also when fibers that
  * other workers readied or placed for worker 0, posts, or fibers worker
@@ -716,7 +720,10 @@ FIB_API int fib_runtime_seed(const fib_runtime *rt, uint64_t *seed);
  * runtime that has been posted to wakes for posts, goes on waiting for
  * more instead of returning FIB_EDEADLK while fibers remain, and its
  * fib_run still returns once every fiber has finished: a post that comes
- * after that runs in the next run.
+ * after that runs in the next run. Between a host's bounded calls
+ * (fib_run_nowait, fib_run_once, fib_run_join) a post makes
+ * fib_runtime_io_fd readable, if the host's thread uses it (fibers/io.h),
+ * and the next call runs it.
  * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted).
  */
 FIB_API int fib_post(fib_runtime *rt, fib_fn fn, void *arg);

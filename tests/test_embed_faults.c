@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* test_embed_faults.c -- a runtime of several workers inside a program's
- * own loop, when things go wrong around the host: one of its worker
+/* test_embed_faults.c -- a runtime inside a program's own loop, when
+ * things go wrong around the host: one of its worker
  * threads cannot start (the host's call reports the error, loses no fiber
  * and leaves nothing of its own behind, fibers.h, fib_run_join, and the
  * next calls start the workers again); the host's thread exits between
@@ -122,8 +122,8 @@ TEST(run_nowait_reports_a_worker_that_could_not_start_once) {
 static void *host_once(void *arg) {
   fib_runtime *rt = arg;
   /* The host watches the runtime's descriptor (its thread's poller and
-   * wake-up eventfd are made), and its call ends announcing worker 0 as
-   * a host that such a descriptor wakes. */
+   * wake-up eventfd are made), and its call ends announcing the runtime
+   * (worker 0 of several) as a host that such a descriptor wakes. */
   CHECK(fib_runtime_io_fd(rt) >= 0);
   CHECK_EQ(fib_run_nowait(rt), 0);
   return NULL;
@@ -138,11 +138,12 @@ static void *count_post(void *arg) {
 }
 
 /* The thread's poller closes its descriptors when it exits; pipes made
- * next take their numbers. A post for worker 0 then wakes the host that
+ * next take their numbers. A post for the host's runtime (one worker, or
+ * worker 0 of several) then wakes the host that
  * is no more: the runtime must write only what is its own, and the next
  * call (from another thread) and destroy must read only that. */
-TEST(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors) {
-  fib_runtime *rt = new_workers(2);
+static void host_thread_exits(unsigned workers) {
+  fib_runtime *rt = new_workers(workers);
   pthread_t host;
   CHECK_EQ(pthread_create(&host, NULL, host_once, rt), 0);
   CHECK_EQ(pthread_join(host, NULL), 0);
@@ -172,6 +173,15 @@ TEST(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+TEST(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors) {
+  host_thread_exits(2);
+}
+
+TEST(a_one_worker_host_that_exits_leaves_no_write_to_the_programs_fds) {
+  host_thread_exits(1);
+}
+
 TEST_MAIN(T(run_join_reports_a_worker_that_could_not_start_and_loses_nothing),
           T(run_nowait_reports_a_worker_that_could_not_start_once),
-          T(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors))
+          T(a_host_thread_that_exits_leaves_no_write_to_the_programs_descriptors),
+          T(a_one_worker_host_that_exits_leaves_no_write_to_the_programs_fds))

@@ -47,6 +47,8 @@ struct job {
   long off_host;         /* worker 0's fibers that ran elsewhere (atomic) */
   int pipe[2];           /* with_io: worker 0's reader waits on pipe[0] */
   char got;
+  int armed;             /* the host is about to block in its first poll
+                            (atomic) */
 };
 
 static long done_now(struct job *j) {
@@ -59,10 +61,17 @@ static void count_one(struct job *j) {
   __atomic_add_fetch(&j->done, 1, __ATOMIC_SEQ_CST);
 }
 
+static int armed_now(struct job *j) {
+  return __atomic_load_n(&j->armed, __ATOMIC_SEQ_CST);
+}
+
 /* The sender waits until the piece before has been run (each piece finds
- * the host asleep again), a watchdog bounding it. */
+ * the host asleep again), a watchdog bounding it; the first piece waits
+ * until the host is about to block, so that it surely wakes a poll (a
+ * host that a slow machine held up past the pace would otherwise find it
+ * before it polls, and never poll). */
 static void wait_done_fiber(struct job *j, long n) {
-  for (long t = 0; done_now(j) < n; t++) {
+  for (long t = 0; done_now(j) < n || (n == 0 && !armed_now(j)); t++) {
     CHECK(t < 40000); /* 10 s */
     CHECK_OK(fib_sleep_ns(PACE_NS));
   }
@@ -70,7 +79,7 @@ static void wait_done_fiber(struct job *j, long n) {
 }
 
 static void wait_done_thread(struct job *j, long n) {
-  for (long t = 0; done_now(j) < n; t++) {
+  for (long t = 0; done_now(j) < n || (n == 0 && !armed_now(j)); t++) {
     CHECK(t < 40000);
     sleep_thread_ns(PACE_NS);
   }
@@ -102,8 +111,11 @@ static void *pipe_reader(void *arg) { /* on worker 0, with_io */
 }
 
 static void *posted_call(void *arg) { /* on whichever worker takes it */
-  struct job *j = arg;
-  __atomic_add_fetch(&j->done, 1, __ATOMIC_SEQ_CST);
+  /* Counted on worker 0 only: an idle worker 1 that took the fiber and
+   * counted it after the host's call had ended would leave the host
+   * nothing to wake for; its move to worker 0 does. */
+  CHECK_OK(fib_move_to(0));
+  count_one(arg);
   return NULL;
 }
 
@@ -226,6 +238,7 @@ static void host_case(enum kind kind, enum sender from, int with_io) {
     CHECK(++calls < 10000000);
     if (done_now(&j) >= j.want || fib_runtime_next_ns(j.rt) != UINT64_MAX)
       continue;
+    __atomic_store_n(&j.armed, 1, __ATOMIC_SEQ_CST);
     struct pollfd p = {fd, POLLIN, 0};
     CHECK_EQ(poll(&p, 1, WATCHDOG_MS), 1);
     wakes++;
@@ -235,8 +248,7 @@ static void host_case(enum kind kind, enum sender from, int with_io) {
    * signal once more); a descriptor left readable would make thousands. */
   CHECK(wakes >= 1);
   CHECK(wakes <= 2 * j.want + 2);
-  if (kind != POST) /* a post's fiber may be taken by an idle worker 1 */
-    CHECK_EQ(__atomic_load_n(&j.off_host, __ATOMIC_SEQ_CST), 0);
+  CHECK_EQ(__atomic_load_n(&j.off_host, __ATOMIC_SEQ_CST), 0);
   if (from == FROM_THREAD)
     CHECK_EQ(pthread_join(sender, NULL), 0);
   if (with_io) { /* the reader waited in worker 0's I/O all along */
@@ -282,6 +294,170 @@ TEST(a_post_wakes_the_host_while_worker_0_does_io) {
   host_case(POST, FROM_THREAD, 1);
 }
 
+/* ---- exact counts: a one-worker host, and offload jobs
+
+   The sender sends piece i only once the host has run the pieces before
+   it, found nothing to do (fib_runtime_next_ns says never) and said that
+   it is about to block in poll (`armed` = i + 1): so each piece finds the
+   host committed to its poll, and wakes exactly one poll. A piece that
+   wakes none leaves poll to its watchdog (the case fails); a descriptor
+   left readable after a call, or a second wake-up, makes more polls than
+   pieces. */
+
+struct exact {
+  fib_runtime *rt;
+  long want;
+  long done;  /* pieces run on the runtime (atomic) */
+  long armed; /* done + 1 once the host is about to poll (atomic) */
+  int pipe[2];
+  char got;
+};
+
+static long exact_done(struct exact *e) {
+  return __atomic_load_n(&e->done, __ATOMIC_SEQ_CST);
+}
+
+/* On the sender's thread (a plain thread, or an offload pool thread). */
+static void wait_armed(struct exact *e, long i) {
+  for (long t = 0; __atomic_load_n(&e->armed, __ATOMIC_SEQ_CST) != i + 1;
+       t++) {
+    CHECK(t < 500000); /* the watchdog: 10 s */
+    sleep_thread_ns(20000);
+  }
+}
+
+static void *exact_bump(void *arg) {
+  struct exact *e = arg;
+  __atomic_add_fetch(&e->done, 1, __ATOMIC_SEQ_CST);
+  return e;
+}
+
+static void *exact_poster(void *arg) {
+  struct exact *e = arg;
+  for (long i = 0; i < e->want; i++) {
+    wait_armed(e, i);
+    CHECK_OK(fib_post(e->rt, exact_bump, e));
+  }
+  return NULL;
+}
+
+static void *exact_caller(void *arg) {
+  struct exact *e = arg;
+  for (long i = 0; i < e->want; i++) {
+    wait_armed(e, i);
+    void *r = NULL;
+    CHECK_OK(fib_call(e->rt, exact_bump, e, &r));
+    CHECK(r == e);
+    CHECK_EQ(exact_done(e), i + 1);
+  }
+  return NULL;
+}
+
+static void *exact_reader(void *arg) {
+  struct exact *e = arg;
+  CHECK_EQ(fib_read(e->pipe[0], &e->got, 1), 1);
+  return NULL;
+}
+
+/* An offload job: it ends once the host is about to poll. */
+struct exact_job {
+  struct exact *e;
+  long i;
+};
+
+static void exact_job_run(void *arg) {
+  struct exact_job *ej = arg;
+  wait_armed(ej->e, ej->i);
+}
+
+static void *exact_offloader(void *arg) {
+  struct exact *e = arg;
+  for (long i = 0; i < e->want; i++) {
+    struct exact_job ej = {e, i};
+    CHECK_OK(fib_offload(exact_job_run, &ej));
+    exact_bump(e);
+  }
+  return NULL;
+}
+
+enum exact_kind { EXACT_POST, EXACT_CALL, EXACT_OFFLOAD };
+
+static void exact_case(enum exact_kind kind, unsigned workers, int with_io,
+                       long want) {
+  struct exact e;
+  memset(&e, 0, sizeof e);
+  if (with_io) /* before the probe, whose socket is closed by close(2) */
+    make_pipe(e.pipe);
+  require_backend();
+  e.rt = new_workers(workers);
+  e.want = want;
+  int fd = fib_runtime_io_fd(e.rt);
+  CHECK(fd >= 0);
+  const char *io = getenv("FIBERS_IO");
+  if (io && strcmp(io, "io_uring") == 0)
+    CHECK_STR_EQ(fib_runtime_io_backend(e.rt), "io_uring");
+  fib_attr on0 = {0};
+  on0.worker = 1; /* worker 0: the host's */
+  if (with_io)
+    CHECK_OK(fib_spawn(e.rt, exact_reader, &e, &on0, NULL));
+  pthread_t sender;
+  if (kind == EXACT_OFFLOAD)
+    CHECK_OK(fib_spawn(e.rt, exact_offloader, &e, &on0, NULL));
+  else
+    CHECK_EQ(pthread_create(&sender, NULL,
+                            kind == EXACT_POST ? exact_poster : exact_caller,
+                            &e),
+             0);
+  long wakes = 0;
+  for (long calls = 0;; calls++) {
+    CHECK(calls < 10000000);
+    CHECK(fib_run_nowait(e.rt) >= 0);
+    long done = exact_done(&e);
+    if (done >= e.want)
+      break;
+    if (fib_runtime_next_ns(e.rt) != UINT64_MAX)
+      continue;
+    __atomic_store_n(&e.armed, done + 1, __ATOMIC_SEQ_CST);
+    struct pollfd p = {fd, POLLIN, 0};
+    CHECK_EQ(poll(&p, 1, WATCHDOG_MS), 1);
+    wakes++;
+  }
+  CHECK_EQ(exact_done(&e), e.want);
+  CHECK_EQ(wakes, e.want);
+  if (kind != EXACT_OFFLOAD)
+    CHECK_EQ(pthread_join(sender, NULL), 0);
+  if (with_io) { /* the reader waited in the runtime's I/O all along */
+    CHECK_EQ(e.got, 0);
+    CHECK_EQ(write(e.pipe[1], "x", 1), 1);
+  }
+  for (long frames = 0; fib_run_nowait(e.rt) > 0; frames++) {
+    CHECK(frames < 10000000);
+    sleep_thread_ns(50000);
+  }
+  if (with_io) {
+    CHECK_EQ(e.got, 'x');
+    CHECK_EQ(fib_close(e.pipe[0]), 0);
+    CHECK_EQ(close(e.pipe[1]), 0);
+  }
+  CHECK_OK(fib_runtime_destroy(e.rt));
+}
+
+TEST(one_worker_each_post_from_a_plain_thread_wakes_the_host_once) {
+  exact_case(EXACT_POST, 1, 0, scaled(20));
+}
+TEST(one_worker_each_call_from_a_plain_thread_wakes_the_host_once) {
+  exact_case(EXACT_CALL, 1, 0, scaled(20));
+}
+TEST(one_worker_each_post_wakes_the_host_once_while_a_fiber_does_io) {
+  exact_case(EXACT_POST, 1, 1, scaled(20));
+}
+TEST(one_worker_each_offload_job_end_wakes_the_host_once) {
+  exact_case(EXACT_OFFLOAD, 1, 0, 5);
+}
+TEST(worker_0_each_offload_job_end_wakes_the_host_once) {
+  exact_case(EXACT_OFFLOAD, 2, 0, 5);
+}
+
 TEST_MAIN(T(a_fiber_of_worker_0_readied_by_worker_1_wakes_the_host),
           T(a_fiber_of_worker_0_readied_by_a_plain_thread_wakes_the_host),
           T(a_cancel_from_worker_1_wakes_the_host),
@@ -289,4 +465,9 @@ TEST_MAIN(T(a_fiber_of_worker_0_readied_by_worker_1_wakes_the_host),
           T(a_post_from_a_plain_thread_wakes_the_host),
           T(a_fiber_placed_on_worker_0_by_worker_1_wakes_the_host),
           T(a_fiber_readied_by_worker_1_wakes_the_host_while_worker_0_does_io),
-          T(a_post_wakes_the_host_while_worker_0_does_io))
+          T(a_post_wakes_the_host_while_worker_0_does_io),
+          T(one_worker_each_post_from_a_plain_thread_wakes_the_host_once),
+          T(one_worker_each_call_from_a_plain_thread_wakes_the_host_once),
+          T(one_worker_each_post_wakes_the_host_once_while_a_fiber_does_io),
+          T(one_worker_each_offload_job_end_wakes_the_host_once),
+          T(worker_0_each_offload_job_end_wakes_the_host_once))

@@ -312,12 +312,14 @@ FIB_API void fib_freeaddrinfo(struct addrinfo *res);
  * thread. It chooses rt's back end if no I/O call has: epoll returns the
  * thread's epoll descriptor itself; io_uring an eventfd registered with
  * the thread's ring. The descriptor stays the same for the thread's life
- * (every runtime on the thread shares it). With several workers it is
- * worker 0's, the share that thread runs (the other workers wait for
- * their fibers' I/O on their own threads); it also becomes readable
- * when the other workers or other threads send worker 0 work after a
- * call returned (fibers they ready or place there, cancels, posts), and
- * the next call resets that.
+ * (every runtime on the thread shares it). It also becomes readable
+ * when other threads send rt work after a call (fib_run_nowait,
+ * fib_run_once, fib_run_join) returned: posts and fib_call, fibers
+ * readied from another thread, and each offload job that ends; the next
+ * call resets that. With several workers it is worker 0's, the share
+ * that thread runs (the other workers wait for their fibers' I/O on
+ * their own threads), and what the other workers send worker 0 (fibers
+ * they ready or place there, cancels) makes it readable too.
  * Errors: FIB_EINVAL (rt NULL), FIB_EBUSY (called from inside another
  * runtime's fiber), FIB_ENOMEM, or the kernel's error making it.
  */

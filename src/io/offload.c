@@ -18,7 +18,10 @@
  *     it on its port's list and, if the list was empty, writes the
  *     eventfd; the runtime's loop polls (the fiber counts in
  *     rt->io_waiting while its job is in flight), port_event takes the
- *     list and readies the fibers.
+ *     list and readies the fibers. The worker also wakes the job's
+ *     runtime if it is a host's between bounded calls
+ *     (fib__runtime_wake_host): the host's descriptor on io_uring does
+ *     not surely see the port's eventfd (finish_locked).
  *   - a job record, on the heap, from the call until the fiber has taken
  *     its result back: it outlives the fiber if the runtime is destroyed
  *     (job_discard: the fiber holds its job, struct fib__hold, so destroy
@@ -58,6 +61,7 @@
  */
 #include "offload.h"
 #include "poller.h"
+#include "../sched/workers.h"
 #include "../tls.h"
 #include "fibers/io.h"
 
@@ -84,6 +88,8 @@ struct job {
   struct job *next, *prev; /* on pool.queue, pool.running or port->done */
   enum job_state state;
   int abandoned;
+  struct fib_runtime *rt;  /* its fiber's runtime (worker), whose host
+                              its end wakes; NULL once destroy gave it up */
   /* Set before it is queued, read-only after: */
   struct port *port;       /* where its completion goes */
   enum job_kind kind;
@@ -433,6 +439,15 @@ static void finish_locked(struct job *j, struct job **job_out,
     jlist_push(&p->done, j);
     if (was_empty)
       port_kick(p);
+    /* A host blocked on fib_runtime_io_fd between calls: on io_uring
+     * the port's eventfd reaches it only through the ring's watch of the
+     * epoll set and the kernel's signal of the host's eventfd for that
+     * completion, which the kernel may give for the first such one only
+     * (uring.c, fib__uring_host_rest); so every job's end wakes it as
+     * the runtime's other wakers do. rt stays until destroy gives the
+     * job up, under this lock (job_discard). */
+    if (j->rt)
+      fib__runtime_wake_host(j->rt);
   }
   if (pool.waiters)
     pthread_cond_broadcast(&pool.changed);
@@ -558,6 +573,7 @@ static void job_discard(struct fib__hold *h) {
   struct job *free_job = NULL;
   struct port *free_port = NULL;
   pthread_mutex_lock(&pool.lock);
+  j->rt = NULL; /* the runtime goes: no wake-up of it after this */
   /* A running job that may touch the fiber's memory (its stack is about
    * to be freed) is waited for. */
   while (j->state == RUNNING && !j->detachable) {
@@ -630,6 +646,7 @@ static int offload(struct fib__fiber *self, struct job *j,
     return err;
   j->port = p;
   j->fiber = self;
+  j->rt = self->rt; /* published by submit's lock */
   if ((err = submit(j)) != 0)
     return err;
   struct fib_runtime *rt = self->rt;

@@ -454,15 +454,17 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
  *    reverse order could read away the one signal of work still queued.
  *    Taking every CQE also keeps the eventfd from saying "ready" again at
  *    once after a call that polled nothing (no fiber of rt waits on I/O).
- *  - Work for worker 0 from other threads: its wakers write this eventfd
- *    themselves (fib__uring_host_wake_fd, workers.h FIB__PARKED_HOST),
- *    not the poller's wake-up eventfd, whose write would reach it only
- *    through the ring's watch of the epoll set and the kernel's signal
- *    of the eventfd for the watch's completion, which a kernel may defer
- *    or drop when the completion comes from inside an eventfd's write
- *    (this machine's 6.18 signals it for the first such completion only).
- *  - What else ends a sleep through the epoll set (the offload pool's
- *    wake-ups, close notices): the ring's POLL_ADD on it (POLLER_WATCH)
+ *  - Work for rt (one worker, or worker 0 of several) from other threads,
+ *    and offload jobs' ends: its wakers and the offload pool write this
+ *    eventfd themselves (fib__uring_host_wake_fd, workers.h
+ *    FIB__PARKED_HOST), not (only) an eventfd in the epoll set, whose
+ *    write would reach it only through the ring's watch of the epoll set
+ *    and the kernel's signal of the eventfd for the watch's completion,
+ *    which a kernel may defer or drop when the completion comes from
+ *    inside an eventfd's write (this machine's 6.18 signals it for the
+ *    first such completion only).
+ *  - What else ends a sleep through the epoll set (the offload port's
+ *    eventfd, close notices): the ring's POLL_ADD on it (POLLER_WATCH)
  *    is armed again here if the run took its last CQE without a poll
  *    after it to arm it again.
  *

@@ -359,6 +359,21 @@ struct fib_runtime {
                                     `fired` and `result` there, read by
                                     nobody (the result goes to the fiber's
                                     `wake`); `nodes` stays NULL */
+  /* A host between bounded calls (workers.h, FIB__PARKED_HOST): a
+   * one-worker runtime, or worker 0 of several; written by the thread
+   * that makes the calls (and destroy), between them: */
+  int host_parked;               /* announced at the end of the last call */
+  int host_wake_fd;              /* the runtime's own descriptor (a dup)
+                                    for the host thread's wake-up eventfd,
+                                    which the announcement names: -1 if
+                                    none. The thread's poller or ring
+                                    closes its own at the thread's exit,
+                                    and that number may then be the
+                                    program's; wakers may write this one
+                                    until the next call, or destroy */
+  int host_wake_src;             /* the descriptor it is a dup of */
+  uint64_t host_wake_thread;     /* and the thread it was made for (a
+                                    token no other thread has, ever) */
 };
 
 /* Every runtime between create and destroy, newest first, linked through

@@ -136,6 +136,7 @@ int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts) {
   rt->flags = opts->flags & FIB_SHARED_FP;
   rt->posted = (opts->flags & FIB_ACCEPT_POSTS) != 0;
   rt->io_pref = opts->io_backend; /* the I/O layer decides at first use */
+  rt->host_wake_fd = -1;
   int force = fib__group_force_env();
   int err = force < 0 ? FIB_EINVAL : fib__seed_setup(rt, opts);
   if (err) {
@@ -189,6 +190,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
     return FIB_EBUSY;
   if (rt->group) /* its workers serving bounded calls stop first */
     fib__group_stop(rt);
+  fib__host_close(rt);
   live_remove(rt);
   for (unsigned i = 1; rt->group && i < rt->group->n; i++)
     live_remove(rt->group->w[i]);
@@ -1043,7 +1045,9 @@ static int worker_main(struct fib_runtime *w) {
   return err ? err : loop_leave(w, run_loop(w, RUN_ALL, NULL));
 }
 
-static int run(struct fib_runtime *rt, enum run_mode mode) {
+/* Inlined into each public call: `mode` is then a constant. */
+static inline __attribute__((always_inline)) int run(struct fib_runtime *rt,
+                                                     enum run_mode mode) {
   if (rt && rt->group) {
     /* the thread first: a fiber of another worker must not read
      * worker 0's `running`, which the host's thread writes */
@@ -1059,11 +1063,19 @@ static int run(struct fib_runtime *rt, enum run_mode mode) {
       err = loop_enter(rt);
     if (!err)
       err = loop_leave(rt, run_loop(rt, mode, NULL));
-    fib__group_host_leave(rt);
+    fib__host_leave(rt);
     return err;
   }
   int err = loop_enter(rt);
-  return err ? err : loop_leave(rt, run_loop(rt, mode, NULL));
+  if (err)
+    return err;
+  fib__host_enter(rt);
+  err = loop_leave(rt, run_loop(rt, mode, NULL));
+  /* A host between its calls wakes for posts and replies (workers.h) */
+  if (mode != RUN_ALL &&
+      ((uintptr_t)rt->io_wake_fd | (uintptr_t)rt->io_host_wake_fd))
+    fib__host_leave(rt);
+  return err;
 }
 
 int fib_run(fib_runtime *rt) { return run(rt, RUN_ALL); }
@@ -1109,7 +1121,7 @@ static int group_run_join(struct fib_runtime *rt, fib_id id, void **result) {
     return FIB_EBUSY;
   fib__group_host_enter(rt);
   int err = group_join_host(rt, id, result);
-  fib__group_host_leave(rt);
+  fib__host_leave(rt);
   return err;
 }
 
@@ -1157,12 +1169,22 @@ static int group_join_host(struct fib_runtime *rt, fib_id id, void **result) {
   return loop_leave(rt, err);
 }
 
+static int one_run_join(struct fib_runtime *rt, fib_id id, void **result);
+
 int fib_run_join(fib_runtime *rt, fib_id id, void **result) {
   if (rt && rt->group)
     return group_run_join(rt, id, result);
   int err = loop_enter(rt);
   if (err)
     return err;
+  fib__host_enter(rt);
+  err = one_run_join(rt, id, result);
+  fib__host_leave(rt);
+  return err;
+}
+
+static int one_run_join(struct fib_runtime *rt, fib_id id, void **result) {
+  int err;
   struct fib__fiber *t = fib__idmap_get(&rt->fibers, id);
   if (!t)
     return loop_leave(rt, FIB_ESRCH);
@@ -1182,16 +1204,16 @@ int fib_run_join(fib_runtime *rt, fib_id id, void **result) {
 uint64_t fib_runtime_next_ns(const fib_runtime *rt) {
   if (!rt || fib__runq_len(&rt->runq))
     return 0;
-  /* Worker 0 of several: also what other workers and threads left for
-   * it since the last call (seq_cst: the load half of the pair with a
-   * waker, after fib__group_host_leave's announcement: what this misses
-   * wakes the host's epoll set) */
-  if (rt->group && (__atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
-                    __atomic_load_n(&rt->cancels, __ATOMIC_SEQ_CST) ||
-                    __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
-                    __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST) ||
-                    rt->posts_held ||
-                    __atomic_load_n(&rt->offer_len, __ATOMIC_SEQ_CST)))
+  /* Also what other threads (and workers, for worker 0 of several) left
+   * for it since the last call (seq_cst: the load half of the pair with
+   * a waker, after fib__host_leave's announcement: what this misses wakes
+   * the host's descriptor). The lists a one-worker runtime never has
+   * stay empty. */
+  if (__atomic_load_n(&rt->inbox, __ATOMIC_SEQ_CST) ||
+      __atomic_load_n(&rt->cancels, __ATOMIC_SEQ_CST) ||
+      __atomic_load_n(&rt->placed_len, __ATOMIC_SEQ_CST) ||
+      __atomic_load_n(&rt->posts, __ATOMIC_SEQ_CST) || rt->posts_held ||
+      __atomic_load_n(&rt->offer_len, __ATOMIC_SEQ_CST))
     return 0;
   const struct fib__timer *tm = fib__timers_first(&rt->timers);
   return tm ? tm->deadline : UINT64_MAX;

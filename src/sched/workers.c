@@ -67,7 +67,6 @@ int fib__group_create(struct fib_runtime *rt, unsigned n) {
   g->home_mask = stride - 1;
   g->w = w;
   g->threads = threads;
-  g->host_wake_fd = -1;
   pthread_mutex_init(&g->lock, NULL);
   for (unsigned i = 0; i < n; i++)
     worker_init(w[i], g, i);
@@ -108,8 +107,6 @@ void fib__group_free(struct fib_runtime *rt) {
     fib__timers_free(&w->timers);
     fib__sys_free(w);
   }
-  if (g->host_wake_fd >= 0) /* announced no more (fib__group_stop) */
-    close(g->host_wake_fd);
   pthread_mutex_destroy(&g->lock);
   __atomic_sub_fetch(&fib__group_live, 1, __ATOMIC_RELEASE);
   fib__sys_free(g->threads);
@@ -1287,7 +1284,7 @@ static uint64_t thread_token(void) {
   return mine;
 }
 
-void fib__group_host_leave(struct fib_runtime *rt) {
+void fib__host_leave(struct fib_runtime *rt) {
   /* The eventfd the host waits on, or one in the epoll set it waits on */
   int (*wake_fd)(void) = rt->io_host_wake_fd ? rt->io_host_wake_fd
                                              : rt->io_wake_fd;
@@ -1296,35 +1293,52 @@ void fib__group_host_leave(struct fib_runtime *rt) {
   int fd = wake_fd();
   if (fd < 0)
     return;
-  /* Announced with a descriptor of the group's own for the same eventfd,
-   * made once per host thread and source (a thread's poller and ring, and
-   * so their eventfds, last as long as the thread; the source changes
-   * when the ring comes): a waker may write it long after this
+  /* Announced with a descriptor of the runtime's own for the same
+   * eventfd, made once per host thread and source (a thread's poller and
+   * ring, and so their eventfds, last as long as the thread; the source
+   * changes when the ring comes): a waker may write it long after this
    * call, when the thread may have exited and its poller closed its
    * descriptor, whose number the program may have been given again.
    * Closing the last one is safe here: nobody is announced on it (the
    * call's start ended that). Without a descriptor (EMFILE) the host is
    * not announced, as a thread with no I/O is not. */
-  struct fib__group *g = rt->group;
   uint64_t me = thread_token();
-  if (g->host_wake_fd < 0 || g->host_wake_thread != me ||
-      g->host_wake_src != fd) {
+  if (rt->host_wake_fd < 0 || rt->host_wake_thread != me ||
+      rt->host_wake_src != fd) {
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
       return;
-    if (g->host_wake_fd >= 0)
-      close(g->host_wake_fd);
-    g->host_wake_fd = own;
-    g->host_wake_thread = me;
-    g->host_wake_src = fd;
+    if (rt->host_wake_fd >= 0)
+      close(rt->host_wake_fd);
+    rt->host_wake_fd = own;
+    rt->host_wake_thread = me;
+    rt->host_wake_src = fd;
   }
-  rt->wake_fd = g->host_wake_fd; /* no waker reads it until the exchange
-                                    below */
+  rt->wake_fd = rt->host_wake_fd; /* no waker reads it until the exchange
+                                     below */
   /* seq_cst, an exchange: the store half of the pair with a waker's push
    * and load of `parked` (sleep_announce); the host's look after it
    * (fib_runtime_next_ns) is the load half */
   (void)__atomic_exchange_n(&rt->parked, FIB__PARKED_HOST, __ATOMIC_SEQ_CST);
-  rt->group->host_parked = 1;
+  rt->host_parked = 1;
+}
+
+void fib__host_enter_slow(struct fib_runtime *rt) {
+  rt->host_parked = 0;
+  sleep_end(rt, FIB__PARKED_HOST);
+}
+
+void fib__host_close(struct fib_runtime *rt) {
+  fib__host_enter(rt); /* no waker writes the descriptor from here on */
+  if (rt->host_wake_fd >= 0)
+    close(rt->host_wake_fd);
+  rt->host_wake_fd = -1;
+}
+
+void fib__runtime_wake_host(struct fib_runtime *rt) {
+  /* seq_cst, as wake_worker's own load: after the caller's push */
+  if (__atomic_load_n(&rt->parked, __ATOMIC_SEQ_CST) == FIB__PARKED_HOST)
+    wake_worker(rt);
 }
 
 void fib__group_host_enter(struct fib_runtime *rt) {
@@ -1339,10 +1353,7 @@ void fib__group_host_enter(struct fib_runtime *rt) {
     if (__atomic_exchange_n(&g->host_pushed, 0, __ATOMIC_SEQ_CST))
       __atomic_store_n(&g->w[0]->posted, 1, __ATOMIC_SEQ_CST);
   }
-  if (!g->host_parked)
-    return;
-  g->host_parked = 0;
-  sleep_end(rt, FIB__PARKED_HOST);
+  fib__host_enter(rt);
 }
 
 void fib__group_stop(struct fib_runtime *rt) {

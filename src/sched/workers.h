@@ -283,9 +283,10 @@ enum {
   FIB__PARKED_NAP = 4,    /* in its poller without a wake-up fd (it could
                              not be made): back within
                              FIB__WORKER_IO_NAP_NS, wakers leave it be */
-  FIB__PARKED_HOST = 5    /* worker 0 between a host's calls, the host
-                             perhaps blocked in its own wait on
-                             fib_runtime_io_fd: a waker of worker 0 writes
+  FIB__PARKED_HOST = 5    /* a one-worker runtime or worker 0 between a
+                             host's calls, the host perhaps blocked in its
+                             own wait on fib_runtime_io_fd
+                             (fib__host_leave): a waker writes
                              its wake_fd as for POLLER (the poller's
                              eventfd, in the epoll set the host watches;
                              on io_uring the host's own eventfd,
@@ -335,19 +336,6 @@ struct fib__group {
                              of ending the run */
   unsigned threads_up;    /* w[1..threads_up-1] have threads, 0 if none
                              (worker 0's thread only: the host's) */
-  int host_parked;        /* worker 0 announced FIB__PARKED_HOST at the
-                             end of the host's last call (its thread
-                             only) */
-  int host_wake_fd;       /* the group's own descriptor for the host
-                             thread's wake-up eventfd (a dup), which
-                             worker 0 announces: -1 if none. The
-                             thread's poller closes its own when the
-                             thread exits, and that number may then be
-                             the program's; wakers may write this one
-                             until the next call, or destroy */
-  uint64_t host_wake_thread; /* the thread it was made for (a token
-                             no other thread has, ever) */
-  int host_wake_src;      /* and the descriptor it is a dup of */
   uintptr_t host_thread;  /* the thread (pthread_self) that made the last
                              call on worker 0, 0 before any (atomic):
                              its pushes mark no worker posted */
@@ -442,17 +430,9 @@ enum {
  * -1: the workers were stopped (an error, reported by the next call). */
 int fib__group_host_idle(struct fib_runtime *rt, int how);
 
-/* The end of a host's call: if worker 0's thread has an I/O layer in
- * use (fib_runtime_io_fd was called, or its fibers did I/O), announce
- * FIB__PARKED_HOST, so that work other threads push for worker 0 until
- * the next call makes the descriptor the host watches readable: the
- * eventfd rt->io_host_wake_fd names (io_uring), else the poller's
- * wake-up eventfd, which is in the epoll set (epoll). */
-void fib__group_host_leave(struct fib_runtime *rt);
-
-/* The start of a host's call (or of fib_run, fib_run_join, or destroy):
- * end that announcement, and read the eventfd back to 0 if a waker wrote
- * it; note the calling thread as the host's (host_thread). */
+/* The start of a host's call on a group (or of fib_run, fib_run_join,
+ * or destroy): fib__host_enter, and note the calling thread as the
+ * host's (host_thread). */
 void fib__group_host_enter(struct fib_runtime *rt);
 
 /* Fibers spawned and not yet finished, over every worker (an over-count
@@ -547,6 +527,40 @@ void fib__runtime_tend(struct fib_runtime *rt);
 /* Wake rt (a runtime, or a worker) if it sleeps, on its futex word or in
  * its poller. */
 void fib__runtime_wake(struct fib_runtime *rt);
+
+/* ---- a host between bounded calls (a one-worker runtime, or worker 0 of
+ * several): its wait on fib_runtime_io_fd woken from other threads */
+
+/* The end of a host's bounded call (fib_run_once, fib_run_nowait,
+ * fib_run_join): if the thread has an I/O layer in use
+ * (fib_runtime_io_fd was called, or the runtime's fibers did I/O),
+ * announce FIB__PARKED_HOST, so that work other threads push for rt
+ * until the next call (posts, its inbox, and for worker 0 of several its
+ * cancel notes and placed fibers; offload jobs' ends) makes the
+ * descriptor the host watches readable: the eventfd rt->io_host_wake_fd
+ * names (io_uring), else the poller's wake-up eventfd, which is in the
+ * epoll set (epoll). Written through rt->host_wake_fd, a dup of the
+ * runtime's own. */
+void fib__host_leave(struct fib_runtime *rt);
+
+void fib__host_enter_slow(struct fib_runtime *rt);
+
+/* The start of any call on rt, and destroy: end that announcement, and
+ * read the eventfd back to 0 if a waker wrote it. Inline: a call with
+ * nothing announced pays a load and a branch. */
+static inline void fib__host_enter(struct fib_runtime *rt) {
+  if (__builtin_expect(rt->host_parked, 0))
+    fib__host_enter_slow(rt);
+}
+
+/* fib_runtime_destroy: end the announcement and close rt's own
+ * descriptor. */
+void fib__host_close(struct fib_runtime *rt);
+
+/* Wake rt if it is a host's runtime announced between calls (and only
+ * then): for what reaches the host another way on one back end and not
+ * on the other (an offload job's end, offload.c). */
+void fib__runtime_wake_host(struct fib_runtime *rt);
 
 /* Around a push onto rt's inbox or posts and the wake-up after it, by a
  * thread that may not be rt's: what it pushed may run, end the run and
