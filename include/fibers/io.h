@@ -319,7 +319,11 @@ FIB_API void fib_freeaddrinfo(struct addrinfo *res);
  * call resets that. With several workers it is worker 0's, the share
  * that thread runs (the other workers wait for their fibers' I/O on
  * their own threads), and what the other workers send worker 0 (fibers
- * they ready or place there, cancels) makes it readable too.
+ * they ready or place there, cancels) makes it readable too. A host that
+ * runs several runtimes on one thread shares one descriptor among them,
+ * and a call on one of them may reset what was meant for another: take
+ * every runtime's fib_runtime_next_ns after the last of the calls, and
+ * block on the descriptor only if none says 0.
  * Errors: FIB_EINVAL (rt NULL), FIB_EBUSY (called from inside another
  * runtime's fiber), FIB_ENOMEM, or the kernel's error making it.
  */
