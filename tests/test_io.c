@@ -91,6 +91,16 @@ static void park_and_wake(int rfd, int wfd) {
   CHECK_OK(fib_runtime_destroy(rt));
 }
 
+/* fib_runtime_io_fd chooses the back end if no I/O call has: the name
+ * says which from then on, before any fiber has watched a descriptor. */
+TEST(io_fd_names_the_back_end_it_chose) {
+  fib_runtime *rt = new_runtime();
+  CHECK_STR_EQ(fib_runtime_io_backend(rt), "none");
+  CHECK(fib_runtime_io_fd(rt) >= 0);
+  CHECK_STR_EQ(fib_runtime_io_backend(rt), expected_backend());
+  CHECK_OK(fib_runtime_destroy(rt));
+}
+
 TEST(socketpair_reader_parks_writer_wakes) {
   int sv[2];
   make_socketpair(sv);
@@ -1320,7 +1330,8 @@ TEST(fork_child_exits_or_execs_parent_goes_on) {
   run_main(fork_main, (void *)(intptr_t)1);
 }
 
-TEST_MAIN(T(socketpair_reader_parks_writer_wakes),
+TEST_MAIN(T(io_fd_names_the_back_end_it_chose),
+          T(socketpair_reader_parks_writer_wakes),
           T(pipe_reader_parks_writer_wakes),
           T(readv_writev_socketpair_and_pipe),
           T(recv_send_recvmsg_sendmsg_flags), T(short_counts_stay_short),

@@ -331,8 +331,8 @@ FIB_API int fib_runtime_io_fd(fib_runtime *rt);
 
 /* Which I/O back end rt uses: "io_uring" (chosen at its first I/O call:
  * fib_runtime_opts.io_backend or FIBERS_IO asked for it and the kernel
- * gave it), "epoll" (it has watched a descriptor), or "none" (it has not
- * needed one yet). Never NULL. With io_uring the calls keep every promise
+ * gave it), "epoll" (it has watched a descriptor, or fib_runtime_io_fd
+ * chose it), or "none" (it has not needed one yet). Never NULL. With io_uring the calls keep every promise
  * above, except that an operation the kernel completed when a deadline,
  * a cancel or fib_close came returns its result (the data it read, the
  * connection it accepted), never losing it: docs/io-uring.md. */

@@ -669,6 +669,8 @@ int fib_runtime_io_fd(fib_runtime *rt) {
    * (workers.h, FIB__PARKED_HOST): it needs the way to make it. */
   if (p && !rt->io_wake_fd)
     rt->io_wake_fd = fib__io_wake_fd;
+  if (p && !rt->io_backend) /* chosen: say so before any fiber watches */
+    rt->io_backend = "epoll";
   return p ? p->epfd : err;
 }
 
