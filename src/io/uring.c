@@ -399,6 +399,19 @@ static void drain(struct ring *r, int (*pred)(const struct uop *, const void *),
   }
 }
 
+/* Watch the thread's epoll set from the ring (one POLL_ADD at a time),
+ * if it has one and the watch is not armed: its events come back as a
+ * POLLER_WATCH completion. */
+static void arm_poller_watch(struct ring *r, const struct fib__poller *p) {
+  struct io_uring_sqe *ps;
+  if (!r->poller_armed && p && p->epfd >= 0 &&
+      (ps = io_uring_get_sqe(&r->ring)) != NULL) {
+    io_uring_prep_poll_add(ps, p->epfd, POLLIN);
+    io_uring_sqe_set_data(ps, POLLER_WATCH);
+    r->poller_armed = 1;
+  }
+}
+
 /* The runtime's poll hook: submit what the round queued, and take the
  * completions; with a deadline, wait for one until then. */
 int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
@@ -407,13 +420,7 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
   if (!r)
     return 0;
   struct fib__poller *p = fib__poller_peek();
-  struct io_uring_sqe *ps;
-  if (!r->poller_armed && p && p->epfd >= 0 &&
-      (ps = io_uring_get_sqe(&r->ring)) != NULL) {
-    io_uring_prep_poll_add(ps, p->epfd, POLLIN);
-    io_uring_sqe_set_data(ps, POLLER_WATCH);
-    r->poller_armed = 1;
-  }
+  arm_poller_watch(r, p);
   if (r->host_fd >= 0) {
     /* Reset the host's wake-up before taking the CQEs: one posted after
      * this read signals it again. */
@@ -484,13 +491,7 @@ void fib__uring_host_rest(struct fib_runtime *rt) {
    * it (reap, through the poller's poll) ends that, so a second arming
    * holds unless events keep coming, and then the eventfd says so. */
   for (int round = 0; round < 3; round++) {
-    struct io_uring_sqe *ps;
-    if (!r->poller_armed && p && p->epfd >= 0 &&
-        (ps = io_uring_get_sqe(&r->ring)) != NULL) {
-      io_uring_prep_poll_add(ps, p->epfd, POLLIN);
-      io_uring_sqe_set_data(ps, POLLER_WATCH);
-      r->poller_armed = 1;
-    }
+    arm_poller_watch(r, p);
     (void)SUBMITTING(r, io_uring_submit(&r->ring));
     int any = io_uring_cq_ready(&r->ring) != 0;
     seen |= any;

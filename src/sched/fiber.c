@@ -351,6 +351,17 @@ int fib_spawn(fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
   return spawn_default(rt, fn, arg, id);
 }
 
+/* A join that waits with no frame says in its tail node what it joins
+ * and where the result goes, for whoever ends it (fiber.h,
+ * FIB__JOIN_TAIL). */
+static inline void join_tail_arm(struct fib__fiber *self,
+                                 struct fib__fiber *t, void **result) {
+  struct fib__wnode *n = fib__fiber_tail(self);
+  n->idx = FIB__JOIN_TAIL;
+  n->fiber = t;
+  n->elem = result;
+}
+
 /* Sanitizer and memcheck builds keep the join's frame: fib__join_tail_defer
  * writes below a suspended context's stack pointer, which memcheck takes
  * for freed stack, and runs code on a context the sanitizers' switch
@@ -402,12 +413,8 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
      * us, for a finisher on another thread. */
     int frameless = deadline == FIB__NO_DEADLINE &&
                     fib__fiber_has_tail(self) && !FIB__JOIN_TAIL_FRAMED;
-    if (frameless) {
-      struct fib__wnode *n = fib__fiber_tail(self);
-      n->idx = FIB__JOIN_TAIL;
-      n->fiber = t;
-      n->elem = result;
-    }
+    if (frameless)
+      join_tail_arm(self, t, result);
     __atomic_store_n(&self->claim, fib__claim_join(own->worker),
                      __ATOMIC_RELEASE);
     /* seq_cst: release, so whoever takes us out of the word (finisher,
@@ -486,10 +493,7 @@ group_join_own(struct fib__fiber *self, fib_id id, void **result) {
     if (t && !__atomic_load_n(&t->joiner, __ATOMIC_RELAXED) &&
         !fib__cancelled(self)) {
       __atomic_store_n(&self->joining, t, __ATOMIC_RELAXED);
-      struct fib__wnode *n = fib__fiber_tail(self);
-      n->idx = FIB__JOIN_TAIL;
-      n->fiber = t;
-      n->elem = result;
+      join_tail_arm(self, t, result);
       __atomic_store_n(&self->claim, fib__claim_join(own->worker),
                        __ATOMIC_RELEASE);
       struct fib__fiber *w = NULL;
@@ -498,7 +502,7 @@ group_join_own(struct fib__fiber *self, fib_id id, void **result) {
                                       __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
         return fib__fiber_suspend_join(self); /* a tail call */
       /* as group_join's failure: nobody acts on our claim */
-      n->idx = 0;
+      fib__fiber_tail(self)->idx = 0;
       __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
       __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     }
@@ -607,10 +611,7 @@ join_body(struct fib__fiber *self, fib_id id, void **result,
      * mispredict was ~a third of a spawn and join here). */
     if (deadline_ns == FIB__NO_DEADLINE && fib__fiber_has_tail(self) &&
         !FIB__JOIN_TAIL_FRAMED) {
-      struct fib__wnode *n = fib__fiber_tail(self);
-      n->idx = FIB__JOIN_TAIL;
-      n->fiber = t;
-      n->elem = result;
+      join_tail_arm(self, t, result);
       t->joiner = self;
       return fib__fiber_suspend_tail(self); /* a tail call */
     }
