@@ -195,6 +195,7 @@ static inline void fib__set_cancelled(struct fib__fiber *f, int v) {
 }
 
 struct fib__group; /* workers.h */
+struct fib__block; /* bias.h */
 struct fib__post;  /* post.c */
 
 /*
@@ -299,6 +300,13 @@ struct fib_runtime {
   int force_migrate;             /* FIBERS_FORCE_MIGRATE: move every
                                     migratable fiber at each turn (workers.h) */
   unsigned force_next;           /* the forced mode's next target, in turn */
+  /* Locks this worker keeps (bias.h): its tag (0: none, it keeps
+   * nothing), the tag where a lock's `bias` holds it, and the list. */
+  unsigned bias_tag;
+  uint32_t bias_tag_bits;
+  unsigned bias_n;
+  struct fib__block *bias_kept[8]; /* FIB__BIAS_SLOTS (a static assert
+                                    in bias.c says so) */
   struct fib__fiber *outgoing;   /* a fiber in fib_move_to that has
                                     switched away to the loop, which hands it
                                     to its target (its own thread's) */

@@ -13,6 +13,7 @@
  * fib_run_join waits for has finished.
  */
 #include "fiber.h"
+#include "bias.h"
 #include "fibers/debug.h"
 #include "seed.h"
 #include "waitq.h"
@@ -915,6 +916,11 @@ static int loop_rounds(struct fib_runtime *rt, enum run_mode mode,
       rt->until_loop = SIZE_MAX;
     }
     if (ready == 0) {
+      /* Nothing to run: what might sleep or return here first lets go
+       * of the locks it keeps (bias.h), which no fiber of its own needs
+       * now and another thread may (whom it might never hear). */
+      if (rt->bias_n)
+        fib__bias_let_go(rt, 1);
       if (host) {
         /* A round has run, or work came and went on to other workers
          * (a post's fiber offered): the rest is for the next call (what
@@ -1011,6 +1017,10 @@ static int loop_rounds(struct fib_runtime *rt, enum run_mode mode,
 static int run_loop(struct fib_runtime *rt, enum run_mode mode,
                     const struct fib__fiber *awaited) {
   int result = loop_rounds(rt, mode, awaited);
+  /* A worker keeps no lock once its loop is left (bias.h): a host's
+   * worker 0 may not come back for a long time, nor the tag stay its. */
+  if (rt->bias_n)
+    fib__bias_let_go(rt, 1);
   if (__builtin_expect(rt->io_rest != NULL, 0) && (mode != RUN_ALL || awaited))
     rt->io_rest(rt);
   return result;

@@ -31,6 +31,7 @@
 #ifndef FIB__SCHED_WAITQ_H
 #define FIB__SCHED_WAITQ_H
 
+#include "bias.h"
 #include "fiber.h"
 #include "spin.h"
 #include "workers.h"
@@ -298,11 +299,12 @@ static inline int fib__waitq_wait_tail(struct fib__waitq *q,
  * woken). fib__thread_wait is the waiting side (workers.c). */
 void fib__thread_waiter_wake(struct fib__fiber *f);
 
-/* Wait as a plain thread on q (shared mode, `lock` held: released once
- * linked) until a waker completes the node or `deadline` passes. Returns
- * the completer's result, or FIB_ETIMEDOUT with the node off the queue. */
+/* Wait as a plain thread on q (a shared channel's, its lock `b` held:
+ * released once linked) until a waker completes the node or `deadline`
+ * passes. Returns the completer's result, or FIB_ETIMEDOUT with the node
+ * off the queue. */
 int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
-                     uint32_t *lock);
+                     struct fib__block *b);
 
 /* The first live node, without claiming it (a look, e.g. select's test). */
 static inline struct fib__wnode *fib__waitq_peek(struct fib__waitq *q,
@@ -408,6 +410,44 @@ static inline int fib__waitq_busy_in(struct fib__waitq *q, int shared) {
   return !fib__waitq_empty(q);
 }
 
+/* The shared wait below, guarded by a spin lock `lock` or by a lock `b`
+ * that a worker may keep (bias.h): one of the two; constants where it is
+ * inlined. */
+static inline __attribute__((always_inline)) int
+waitq_wait_guarded(struct fib__waitq *q, struct fib__fiber *self, void *elem,
+                   uint64_t deadline, uint32_t *lock, struct fib__block *b) {
+  struct fib__wnode n = {.fiber = self, .elem = elem};
+  struct fib__wait w = {.fiber = self, .nodes = &n, .count = 1};
+  n.wait = &w;
+  fib__waitq_push(q, &n);
+  self->wait = &w;
+  fib__claim_arm(self, FIB__CLAIM_ANY); /* before anyone can see n */
+  if (b)
+    fib__block_unlock(b, self->rt);
+  else
+    fib__spin_unlock(lock);
+  if (deadline != FIB__NO_DEADLINE)
+    fib__fiber_arm(self, deadline);
+  (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
+  self->wait = NULL;
+  int err = self->wake;
+  if (err) {
+    if (b) {
+      fib__block_lock(b, self); /* self->rt: read there, after the park */
+      if (n.q)
+        fib__waitq_unlink(&n);
+      fib__block_unlock(b, self->rt);
+    } else {
+      fib__spin_lock(lock);
+      if (n.q)
+        fib__waitq_unlink(&n);
+      fib__spin_unlock(lock);
+    }
+    return err;
+  }
+  return w.result;
+}
+
 /* fib__waitq_wait in either mode; in shared mode `lock` (the primitive's,
  * held by the caller) is released once the node is linked and the claim
  * armed, and taken again to unlink the node after a deadline or cancel. */
@@ -416,26 +456,15 @@ static inline int fib__waitq_wait_in(struct fib__waitq *q,
                                      uint64_t deadline, uint32_t *lock) {
   if (!lock)
     return fib__waitq_wait(q, self, elem, deadline);
-  struct fib__wnode n = {.fiber = self, .elem = elem};
-  struct fib__wait w = {.fiber = self, .nodes = &n, .count = 1};
-  n.wait = &w;
-  fib__waitq_push(q, &n);
-  self->wait = &w;
-  fib__claim_arm(self, FIB__CLAIM_ANY); /* before anyone can see n */
-  fib__spin_unlock(lock);
-  if (deadline != FIB__NO_DEADLINE)
-    fib__fiber_arm(self, deadline);
-  (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
-  self->wait = NULL;
-  int err = self->wake;
-  if (err) {
-    fib__spin_lock(lock);
-    if (n.q)
-      fib__waitq_unlink(&n);
-    fib__spin_unlock(lock);
-    return err;
-  }
-  return w.result;
+  return waitq_wait_guarded(q, self, elem, deadline, lock, NULL);
+}
+
+/* The same for a shared channel, whose lock `b` its worker may keep. */
+static inline int fib__waitq_wait_block(struct fib__waitq *q,
+                                        struct fib__fiber *self, void *elem,
+                                        uint64_t deadline,
+                                        struct fib__block *b) {
+  return waitq_wait_guarded(q, self, elem, deadline, NULL, b);
 }
 
 #endif

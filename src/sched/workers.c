@@ -6,6 +6,7 @@
  * it has the ordering it has.
  */
 #include "workers.h"
+#include "bias.h"
 #include "inbox.h"
 #include "spin.h"
 #include "waitq.h"
@@ -36,6 +37,8 @@ static void worker_init(struct fib_runtime *w, struct fib__group *g,
   fib__idmap_init(&w->fibers, g->home_mask + 1, index + 1);
   w->offer.head = w->offer.tail = NULL;
   w->placed.head = w->placed.tail = NULL;
+  w->bias_tag = fib__bias_tag_take(); /* 0: it keeps no lock (bias.h) */
+  w->bias_tag_bits = (uint32_t)w->bias_tag << FIB__BIAS_TAG_SHIFT;
 }
 
 int fib__group_create(struct fib_runtime *rt, unsigned n) {
@@ -96,6 +99,9 @@ void fib__group_free(struct fib_runtime *rt) {
   }
   for (unsigned i = 0; i < g->n; i++) {
     struct fib_runtime *w = g->w[i];
+    /* every loop let go of its locks as it returned (bias.h) */
+    fib__bias_tag_give(w->bias_tag);
+    w->bias_tag = w->bias_tag_bits = 0;
     if (i == 0)
       continue; /* the handle: sched.c frees the rest of it */
     struct fib__fiber *f;
@@ -614,7 +620,7 @@ void fib__thread_waiter_wake(struct fib__fiber *f) {
 }
 
 int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
-                     uint32_t *lock) {
+                     struct fib__block *b) {
   struct fib__fiber me; /* only the fields a waker reads */
   me.rt = NULL;
   me.remote_reason = 0;
@@ -623,7 +629,7 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
   n.wait = &w;
   fib__waitq_push(q, &n);
   fib__claim_arm(&me, FIB__CLAIM_ANY);
-  fib__spin_unlock(lock);
+  fib__block_unlock(b, NULL); /* a plain thread keeps no lock */
   for (;;) {
     if (__atomic_load_n(&me.remote_reason, __ATOMIC_ACQUIRE))
       return w.result;
@@ -631,10 +637,10 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
       int c = FIB__CLAIM_ANY;
       if (__atomic_compare_exchange_n(&me.claim, &c, FIB__CLAIM_NONE, 0,
                                       __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-        fib__spin_lock(lock); /* the deadline won: take the node back */
+        fib__block_lock(b, NULL); /* the deadline won: take the node back */
         if (n.q)
           fib__waitq_unlink(&n);
-        fib__spin_unlock(lock);
+        fib__block_unlock(b, NULL);
         return FIB_ETIMEDOUT;
       }
       deadline = FIB__NO_DEADLINE; /* a waker won: its wake-up comes */
@@ -961,6 +967,7 @@ int fib__group_force(struct fib_runtime *rt, struct fib__fiber *f) {
 }
 
 void fib__group_tend(struct fib_runtime *rt) {
+  fib__bias_tend(rt);
   cancels_take(rt);
   inbox_drain(rt);
   if (rt->dead || __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED))
@@ -994,7 +1001,8 @@ int fib__group_turn(struct fib_runtime *rt) {
       __atomic_load_n(&rt->cancels, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->dead_in, __ATOMIC_RELAXED) ||
       __atomic_load_n(&rt->placed_len, __ATOMIC_RELAXED) ||
-      __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held)
+      __atomic_load_n(&rt->posts, __ATOMIC_RELAXED) || rt->posts_held ||
+      fib__bias_asked(rt))
     return 0;
   size_t offered = __atomic_load_n(&rt->offer_len, __ATOMIC_RELAXED);
   if (!__atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {

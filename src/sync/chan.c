@@ -38,7 +38,9 @@
 struct chan {
   uint32_t magic;
   uint32_t closed;
-  uint32_t lock;             /* shared mode (storage.h): guards the rest */
+  struct fib__block lock;    /* shared mode (storage.h): guards the rest;
+                                a worker whose fibers alone use the
+                                channel keeps it (sched/bias.h) */
   size_t elem_size;
   size_t cap;                /* 0: unbuffered */
   size_t count;              /* values buffered, <= cap */
@@ -65,14 +67,18 @@ static struct chan *chan_of_in(const fib_chan *ch, int *shared) {
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 #define SHARED_PATH __attribute__((noinline))
 
+/* The lock of the calls that never wait, from a fiber or not (a plain
+ * thread, or a coroutine a fiber resumed, which waits for a keeper by
+ * spinning). The thread's runtime is the keeper to test for: a fiber's
+ * own `rt` is it. */
 static ALWAYS_INLINE void lock_in(struct chan *c, int shared) {
   if (shared)
-    fib__spin_lock(&c->lock);
+    fib__block_lock(&c->lock, fib__fiber_self());
 }
 
 static ALWAYS_INLINE void unlock_in(struct chan *c, int shared) {
   if (shared)
-    fib__spin_unlock(&c->lock);
+    fib__block_unlock(&c->lock, fib__tl_runtime);
 }
 
 int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
@@ -100,7 +106,10 @@ int fib_chan_destroy(fib_chan *ch) {
   lock_in(c, shared);
   int err = fib__retire_in(&c->magic, &c->sendq,
                            fib__waitq_busy_in(&c->recvq, shared), shared);
-  unlock_in(c, shared);
+  if (!err && shared && fib__block_kept(&c->lock, fib__tl_runtime))
+    fib__block_forget(&c->lock, fib__tl_runtime); /* off its keeper's list */
+  else
+    unlock_in(c, shared);
   if (!err) {
     fib__sys_free(c->buf);
     c->buf = NULL;
@@ -373,7 +382,7 @@ static __attribute__((noinline)) int wait_shared(struct chan *c,
                                                  uint64_t deadline_ns) {
   if (!self) /* a plain thread */
     return fib__thread_wait(q, elem, deadline_ns, &c->lock);
-  return fib__waitq_wait_in(q, self, elem, deadline_ns, &c->lock);
+  return fib__waitq_wait_block(q, self, elem, deadline_ns, &c->lock);
 }
 
 static __attribute__((noinline)) int send_shared_any(struct chan *c,
@@ -391,14 +400,19 @@ static ALWAYS_INLINE int send_shared_in(struct chan *c, const void *elem,
   int err = fib__waiter(&self);
   if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
-  if (!fast)
-    fib__spin_lock(&c->lock);
-  else if (!fib__spin_trylock(&c->lock))
+  /* the thread's worker (a fiber's is its `rt`): read after a lock that
+   * may have waited, during which a fiber may have moved */
+  struct fib_runtime *rt = self ? self->rt : NULL;
+  if (!fast) {
+    fib__block_lock(&c->lock, self);
+    rt = self ? self->rt : NULL;
+  } else if (!fib__block_trylock(&c->lock, rt)) {
     return send_shared_any(c, elem, deadline_ns); /* nothing done yet */
+  }
   struct fib__fiber *wake = NULL;
   err = try_send_in(c, elem, 1, &wake, fast);
   if (err != WOULD_WAIT) {
-    unlock_in(c, 1);
+    fib__block_unlock(&c->lock, rt);
     if (wake) /* err is 0 */
       return wake_partner(self, wake);
     return err;
@@ -508,14 +522,17 @@ static ALWAYS_INLINE int recv_shared_in(struct chan *c, void *out,
   int err = fib__waiter(&self);
   if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
-  if (!fast)
-    fib__spin_lock(&c->lock);
-  else if (!fib__spin_trylock(&c->lock))
+  struct fib_runtime *rt = self ? self->rt : NULL; /* as in send */
+  if (!fast) {
+    fib__block_lock(&c->lock, self);
+    rt = self ? self->rt : NULL;
+  } else if (!fib__block_trylock(&c->lock, rt)) {
     return recv_shared_any(c, out, deadline_ns); /* nothing done yet */
+  }
   struct fib__fiber *wake = NULL;
   err = try_recv_in(c, out, 1, &wake, fast);
   if (err != WOULD_WAIT) {
-    unlock_in(c, 1);
+    fib__block_unlock(&c->lock, rt);
     if (wake) /* err is 0 */
       return wake_partner(self, wake);
     return err;
@@ -628,14 +645,36 @@ static int chan_set_make(struct chan_set *set, fib_select_case *cases,
   return 0;
 }
 
-static void chan_set_lock(struct chan_set *set) {
-  for (size_t i = 0; i < set->n; i++)
-    fib__spin_lock(&set->c[i]->lock);
+static void chan_set_unlock_first(struct chan_set *set, size_t n,
+                                  struct fib_runtime *rt) {
+  for (size_t i = n; i-- > 0;)
+    fib__block_unlock(&set->c[i]->lock, rt);
 }
 
-static void chan_set_unlock(struct chan_set *set) {
-  for (size_t i = set->n; i-- > 0;)
-    fib__spin_unlock(&set->c[i]->lock);
+/* Hold every channel's lock. One kept by another worker is waited for
+ * holding none (its keeper may be spinning on one we hold), then all
+ * are taken again. */
+static void chan_set_lock(struct chan_set *set, struct fib__fiber *self) {
+  for (;;) {
+    struct fib_runtime *rt = self->rt; /* again after a yield */
+    size_t i;
+    for (i = 0; i < set->n; i++) {
+      struct fib__block *b = &set->c[i]->lock;
+      if (fib__block_kept(b, rt))
+        continue;
+      fib__spin_lock(&b->word);
+      if (!fib__block_enter(b, rt))
+        break; /* kept elsewhere, and asked back */
+    }
+    if (i == set->n)
+      return;
+    chan_set_unlock_first(set, i, rt);
+    (void)fib_yield(); /* let the keeper reach its loop */
+  }
+}
+
+static void chan_set_unlock(struct chan_set *set, struct fib_runtime *rt) {
+  chan_set_unlock_first(set, set->n, rt);
 }
 
 /* Choose uniformly among the ready cases: the k-th ready one replaces the
@@ -707,7 +746,7 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
   }
   int result = 0;
   struct fib__fiber *wake = NULL; /* woken once the locks are released */
-  chan_set_lock(&set);
+  chan_set_lock(&set, self);
   for (;;) {
     size_t chosen = choose_ready(cases, n, 1);
     if (chosen == SIZE_MAX)
@@ -739,7 +778,7 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
   link_nodes(cases, n, nodes, &w);
   self->wait = &w;
   fib__claim_arm(self, FIB__CLAIM_ANY); /* before the nodes can be seen */
-  chan_set_unlock(&set);
+  chan_set_unlock(&set, self->rt);
   if (deadline_ns != FIB__NO_DEADLINE)
     fib__fiber_arm(self, deadline_ns);
   (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
@@ -747,10 +786,10 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
   for (size_t j = 0; j < w.count; j++) {
     struct chan *c =
         fib__live(cases[nodes[j].idx].chan, FIB__SHARED_MAGIC(CHAN_MAGIC));
-    fib__spin_lock(&c->lock);
+    fib__block_lock(&c->lock, self);
     if (nodes[j].q)
       fib__waitq_unlink(&nodes[j]);
-    fib__spin_unlock(&c->lock);
+    fib__block_unlock(&c->lock, self->rt);
   }
   result = self->wake;
   if (!result) {
@@ -759,7 +798,7 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
   }
   goto out;
 done:
-  chan_set_unlock(&set);
+  chan_set_unlock(&set, self->rt);
   if (wake)
     fib__wake_claimed(wake, 1);
 out:

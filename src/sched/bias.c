@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bias.c -- the slow halves of bias.h's lock that a worker may keep: the
+ * count that makes a keeper, the wait for a keeper to let go, the
+ * keeper's letting go, and the workers' tags.
+ */
+#include "bias.h"
+
+#include <pthread.h>
+
+unsigned char fib__bias_wanted[FIB__BIAS_TAGS];
+
+_Static_assert(sizeof(((struct fib_runtime *)0)->bias_kept) ==
+                   FIB__BIAS_SLOTS * sizeof(struct fib__block *),
+               "a worker's list holds FIB__BIAS_SLOTS locks");
+
+/* ---- tags: unique among the workers alive (bias.h) */
+
+static pthread_mutex_t tags_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t tags_used[FIB__BIAS_TAGS / 64]; /* bit t: tag t in use */
+
+unsigned fib__bias_tag_take(void) {
+  unsigned tag = 0;
+  pthread_mutex_lock(&tags_lock);
+  for (unsigned t = 1; t < FIB__BIAS_TAGS; t++) {
+    if (!(tags_used[t / 64] >> (t % 64) & 1)) {
+      tags_used[t / 64] |= (uint64_t)1 << (t % 64);
+      tag = t;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&tags_lock);
+  return tag;
+}
+
+void fib__bias_tag_give(unsigned tag) {
+  if (!tag)
+    return;
+  pthread_mutex_lock(&tags_lock);
+  tags_used[tag / 64] &= ~((uint64_t)1 << (tag % 64));
+  pthread_mutex_unlock(&tags_lock);
+}
+
+/* ---- the holder's side */
+
+/* rt keeps b from now on (the word held; `v` b's bias, not kept), if its
+ * list has room: 1, with the word released; else 0, the run counted
+ * again from nothing. */
+static int keep(struct fib__block *b, struct fib_runtime *rt, uint32_t v) {
+  if (rt->bias_n == FIB__BIAS_SLOTS) {
+    __atomic_store_n(&b->bias, (v & FIB__BIAS_REVOKES) | rt->bias_tag_bits,
+                     __ATOMIC_RELAXED);
+    return 0;
+  }
+  rt->bias_kept[rt->bias_n++] = b;
+  /* relaxed: a thread that takes the word next reads it after the
+   * word's release below */
+  __atomic_store_n(&b->bias,
+                   FIB__BIAS_KEPT | (v & FIB__BIAS_REVOKES) |
+                       rt->bias_tag_bits,
+                   __ATOMIC_RELAXED);
+  fib__spin_unlock(&b->word);
+  return 1;
+}
+
+int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt,
+                          uint32_t v) {
+  uint32_t tag = rt ? rt->bias_tag_bits : 0;
+  if (v & FIB__BIAS_KEPT) { /* by another worker (never by rt: its own
+                               test came first) */
+    /* Ask it back: the mark, then the flag its loop looks at (release:
+     * the loop that lowers the flag with acquire then sees the mark).
+     * relaxed mark: the keeper's let-go is what this thread waits for. */
+    __atomic_fetch_or(&b->bias, FIB__BIAS_WANTED, __ATOMIC_RELAXED);
+    unsigned keeper = (v & FIB__BIAS_TAG) >> FIB__BIAS_TAG_SHIFT;
+    __atomic_store_n(&fib__bias_wanted[keeper], 1, __ATOMIC_RELEASE);
+    fib__spin_unlock(&b->word);
+    return 0;
+  }
+  uint32_t revokes = v & FIB__BIAS_REVOKES;
+  if ((v & FIB__BIAS_TAG) != tag || !tag) {
+    /* another's run ended (or nothing to count): this one starts */
+    __atomic_store_n(&b->bias, revokes | tag, __ATOMIC_RELAXED);
+    return 1;
+  }
+  if (revokes >> FIB__BIAS_REVOKES_SHIFT >= FIB__BIAS_MAX_REVOKES) {
+    /* never kept again: count from nothing, to come here seldom */
+    __atomic_store_n(&b->bias, revokes | tag, __ATOMIC_RELAXED);
+    return 1;
+  }
+  (void)keep(b, rt, v); /* the run is long enough */
+  return 1;
+}
+
+void fib__block_lock(struct fib__block *b, struct fib__fiber *self) {
+  for (unsigned spins = 0;;) {
+    /* the thread's worker, read again after each wait: a fiber may have
+     * moved meanwhile (and onto the keeper) */
+    struct fib_runtime *rt = self ? self->rt : fib__tl_runtime_now();
+    if (fib__block_kept(b, rt))
+      return;
+    fib__spin_lock(&b->word);
+    if (fib__block_enter(b, rt))
+      return;
+    /* Kept by another worker, asked back: let it reach its loop. A fiber
+     * lets its own worker's other fibers run meanwhile. */
+    if (self)
+      (void)fib_yield();
+    else
+      fib__spin_step(++spins);
+  }
+}
+
+void fib__block_forget(struct fib__block *b, struct fib_runtime *rt) {
+  for (unsigned i = 0; i < rt->bias_n; i++) {
+    if (rt->bias_kept[i] == b) {
+      rt->bias_kept[i] = rt->bias_kept[--rt->bias_n];
+      break;
+    }
+  }
+  __atomic_store_n(&b->bias, 0, __ATOMIC_RELEASE);
+}
+
+/* ---- the keeper's side */
+
+void fib__bias_let_go(struct fib_runtime *rt, int all) {
+  for (unsigned i = 0; i < rt->bias_n;) {
+    struct fib__block *b = rt->bias_kept[i];
+    uint32_t v = __atomic_load_n(&b->bias, __ATOMIC_RELAXED);
+    if (!all && !(v & FIB__BIAS_WANTED)) {
+      i++;
+      continue;
+    }
+    uint32_t revokes = v & FIB__BIAS_REVOKES;
+    if ((v & FIB__BIAS_WANTED) &&
+        revokes >> FIB__BIAS_REVOKES_SHIFT < FIB__BIAS_MAX_REVOKES)
+      revokes += 1u << FIB__BIAS_REVOKES_SHIFT;
+    /* release: everything this worker's fibers wrote under the keep
+     * happens before the next holder's acquire load of `bias`. A WANTED
+     * mark ORed in since the load is overwritten: the keep it asks to end
+     * ends here. */
+    __atomic_store_n(&b->bias, revokes | rt->bias_tag_bits,
+                     __ATOMIC_RELEASE);
+    rt->bias_kept[i] = rt->bias_kept[--rt->bias_n];
+  }
+}
