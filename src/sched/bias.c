@@ -77,37 +77,50 @@ int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt,
     fib__spin_unlock(&b->word);
     return 0;
   }
-  uint32_t revokes = v & FIB__BIAS_REVOKES;
   if ((v & FIB__BIAS_TAG) != tag || !tag) {
     /* another's run ended (or nothing to count): this one starts */
-    __atomic_store_n(&b->bias, revokes | tag, __ATOMIC_RELAXED);
-    return 1;
-  }
-  if (revokes >> FIB__BIAS_REVOKES_SHIFT >= FIB__BIAS_MAX_REVOKES) {
-    /* never kept again: count from nothing, to come here seldom */
-    __atomic_store_n(&b->bias, revokes | tag, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->bias, (v & FIB__BIAS_REVOKES) | tag,
+                     __ATOMIC_RELAXED);
     return 1;
   }
   (void)keep(b, rt, v); /* the run is long enough */
   return 1;
 }
 
+/* The thread's worker, read again after each wait: a fiber may have
+ * moved meanwhile (and onto the keeper). */
+static struct fib_runtime *worker_now(const struct fib__fiber *self) {
+  return self ? self->rt : fib__tl_runtime_now();
+}
+
 void fib__block_lock(struct fib__block *b, struct fib__fiber *self) {
-  for (unsigned spins = 0;;) {
-    /* the thread's worker, read again after each wait: a fiber may have
-     * moved meanwhile (and onto the keeper) */
-    struct fib_runtime *rt = self ? self->rt : fib__tl_runtime_now();
+  unsigned spins = 0;
+  for (;;) {
+    struct fib_runtime *rt = worker_now(self);
     if (fib__block_kept(b, rt))
       return;
     fib__spin_lock(&b->word);
     if (fib__block_enter(b, rt))
       return;
-    /* Kept by another worker, asked back: let it reach its loop. A fiber
-     * lets its own worker's other fibers run meanwhile. */
-    if (self)
-      (void)fib_yield();
-    else
+    /* Kept by another worker, and asked back: wait for it to reach its
+     * loop, looking without writing (the keeper's line stays shared, and
+     * it is asked once). A fiber lets its worker's other fibers run
+     * meanwhile; every wait also pauses, and now and then gives the CPU
+     * away, which a keeper preempted on a crowded machine may need. */
+    do {
+      /* This thread is inside no call that holds a lock (none switches
+       * or waits so): it may let go of what its own worker keeps and
+       * others want, which two waiters that spin (coroutines that fibers
+       * resumed, on two keepers' threads) would otherwise wait for from
+       * each other forever. */
+      if (rt)
+        fib__bias_tend(rt);
+      if (self)
+        (void)fib_yield();
       fib__spin_step(++spins);
+      rt = worker_now(self);
+    } while ((__atomic_load_n(&b->bias, __ATOMIC_RELAXED) & FIB__BIAS_KEPT) &&
+             !fib__block_kept(b, rt));
   }
 }
 

@@ -39,9 +39,12 @@
  * When: `bias` also counts, while not kept, the calls made in a row under
  * the word by one worker (its tag and a streak). At 64 << revokes in a
  * row the worker keeps the lock; each time another thread has had to ask
- * for it back, the run needed doubles, and after 8 it is never kept
- * again. Locks that two workers use by turns (a producer and a consumer
- * on different workers) never get there and pay nothing but the count.
+ * for it back, the run needed doubles, up to 64 << 8 = 16384 calls: a
+ * lock that two workers take from each other now and then (fibers that
+ * move, a consumer that comes and goes) costs one hand-back per 16384
+ * calls at most. Locks that two workers use by turns (a producer and a
+ * consumer on different workers) never get there and pay nothing but the
+ * count.
  *
  * A worker keeps at most FIB__BIAS_SLOTS locks at once (its list, which
  * its loop looks through to let go).
@@ -71,7 +74,7 @@ struct fib__block {
 #define FIB__BIAS_TAGS 4096u          /* tags 1 .. 4095 */
 #define FIB__BIAS_SLOTS 8u
 #define FIB__BIAS_RUN 64u             /* calls in a row before a keep */
-#define FIB__BIAS_MAX_REVOKES 8u      /* after that many, never kept */
+#define FIB__BIAS_MAX_REVOKES 8u      /* the run stops doubling there */
 
 /* Each tag's flag, raised by a thread that marked a lock its worker keeps
  * WANTED (release: after the mark), lowered by the worker's loop
@@ -105,8 +108,8 @@ static inline int fib__block_enter(struct fib__block *b,
   /* acquire: a keeper's writes before it let go (its release store) */
   uint32_t v = __atomic_load_n(&b->bias, __ATOMIC_ACQUIRE);
   uint32_t tag = rt ? rt->bias_tag_bits : 0;
-  /* the run this lock needs before a keep (at most 64 << 8: below the
-   * streak's limit) */
+  /* the run this lock needs before a keep (at most 64 << 8: the
+   * streak's limit, 16383, is reached one call before it) */
   uint32_t run = FIB__BIAS_RUN << ((v & FIB__BIAS_REVOKES) >>
                                    FIB__BIAS_REVOKES_SHIFT);
   /* the common case: not kept, and this worker's run goes on short of a
