@@ -903,7 +903,13 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * runtime with several workers (fib_runtime_opts.workers) exists is
  * shared: the fibers of any worker may use it at once (each call takes a
  * short spin lock; it also serves the fibers of one-worker runtimes on
- * the same thread). One initialised while none exists is local, as fast
+ * the same thread). A shared channel that one worker's fibers alone have
+ * used for a while is kept by that worker, whose calls then take no lock
+ * at all; a call from anywhere else waits until that worker next goes
+ * between fibers (its running fiber switches, or it has nothing to run),
+ * and a channel taken back often is kept ever more rarely. So a shared
+ * channel, like every primitive, must be destroyed before its storage is
+ * freed or reused. One initialised while none exists is local, as fast
  * as the runtime allows, for the fibers of one thread; a call on it from
  * a multi-worker runtime's thread returns FIB_ENOTSUP. So create the
  * multi-worker runtime first, then its primitives. A fib_once (no init)

@@ -656,7 +656,7 @@ static void chan_set_unlock_first(struct chan_set *set, size_t n,
  * are taken again. */
 static void chan_set_lock(struct chan_set *set, struct fib__fiber *self) {
   for (;;) {
-    struct fib_runtime *rt = self->rt; /* again after a yield */
+    struct fib_runtime *rt = self->rt; /* again after a wait */
     size_t i;
     for (i = 0; i < set->n; i++) {
       struct fib__block *b = &set->c[i]->lock;
@@ -669,7 +669,10 @@ static void chan_set_lock(struct chan_set *set, struct fib__fiber *self) {
     if (i == set->n)
       return;
     chan_set_unlock_first(set, i, rt);
-    (void)fib_yield(); /* let the keeper reach its loop */
+    /* the wait for its keeper to let go, alone */
+    struct fib__block *b = &set->c[i]->lock;
+    fib__block_lock(b, self);
+    fib__block_unlock(b, self->rt);
   }
 }
 
