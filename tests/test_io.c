@@ -15,6 +15,7 @@
 #include <fibers.h>
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,24 +56,30 @@ static const char *expected_backend(void) {
  * only because the reader parked, wakes it. */
 struct park_wake {
   int rfd, wfd;
-  int reader_started, reader_done, writer_saw_reader_parked;
+  atomic_int reader_started, reader_done;
+  int writer_saw_reader_parked;
   char got[16];
 };
 
 static void *pw_reader(void *arg) {
   struct park_wake *s = arg;
-  s->reader_started = 1;
+  atomic_store(&s->reader_started, 1);
   ssize_t n = fib_read(s->rfd, s->got, sizeof s->got);
   CHECK_EQ(n, 5);
-  s->reader_done = 1;
+  atomic_store(&s->reader_done, 1);
   return NULL;
 }
 
 static void *pw_writer(void *arg) {
   struct park_wake *s = arg;
+  /* On several workers the writer may be taken by another worker and run
+   * first: it waits for the reader to begin (on one thread the reader,
+   * spawned first, has run until it parked). */
+  while (!atomic_load(&s->reader_started))
+    CHECK_OK(fib_yield());
   /* One thread: if we run while the reader has started and not finished,
    * its read parked the fiber, not the thread. */
-  s->writer_saw_reader_parked = s->reader_started && !s->reader_done;
+  s->writer_saw_reader_parked = !atomic_load(&s->reader_done);
   CHECK_EQ(fib_write(s->wfd, "hello", 5), 5);
   return NULL;
 }
