@@ -825,8 +825,16 @@ static void *select_cancel_main(void *arg) {
   CHECK_OK(fib_yield());
   CHECK_OK(fib_cancel(NULL, t));
   /* it is stale on both channels: nobody takes its send */
-  CHECK_EQ(fib_chan_recv_until(&ch2, NULL, fib_now_ns() + MS), FIB_ETIMEDOUT);
-  CHECK_EQ(join_int(t), FIB_ECANCELED);
+  int got = fib_chan_recv_until(&ch2, NULL, fib_now_ns() + MS);
+  if (got == 0 && test_workers() > 1) {
+    /* On several workers it may still have been inside its select, short
+     * of a wait, when the cancel came: a select that need not wait
+     * completes (fibers.h), here with our receive. */
+    CHECK_EQ(join_int(t), 1);
+  } else {
+    CHECK_EQ(got, FIB_ETIMEDOUT);
+    CHECK_EQ(join_int(t), FIB_ECANCELED);
+  }
   CHECK_OK(fib_chan_destroy(&ch));
   CHECK_OK(fib_chan_destroy(&ch2));
   return NULL;

@@ -63,28 +63,25 @@ static int keep(struct fib__block *b, struct fib_runtime *rt, uint32_t v) {
   return 1;
 }
 
-int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt,
-                          uint32_t v) {
-  uint32_t tag = rt ? rt->bias_tag_bits : 0;
-  if (v & FIB__BIAS_KEPT) { /* by another worker (never by rt: its own
-                               test came first) */
-    /* Ask it back: the mark, then the flag its loop looks at (release:
-     * the loop that lowers the flag with acquire then sees the mark).
-     * relaxed mark: the keeper's let-go is what this thread waits for. */
-    __atomic_fetch_or(&b->bias, FIB__BIAS_WANTED, __ATOMIC_RELAXED);
-    unsigned keeper = (v & FIB__BIAS_TAG) >> FIB__BIAS_TAG_SHIFT;
-    __atomic_store_n(&fib__bias_wanted[keeper], 1, __ATOMIC_RELEASE);
-    fib__spin_unlock(&b->word);
-    return 0;
-  }
-  if ((v & FIB__BIAS_TAG) != tag || !tag) {
-    /* another's run ended (or nothing to count): this one starts */
-    __atomic_store_n(&b->bias, (v & FIB__BIAS_REVOKES) | tag,
-                     __ATOMIC_RELAXED);
+int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt) {
+  uint32_t v = __atomic_load_n(&b->bias, __ATOMIC_ACQUIRE);
+  if (!(v & FIB__BIAS_KEPT)) {
+    /* Its keeper let go since the count looked (count again), or the
+     * run is due: then rt has a tag. Nobody else writes `bias` while we
+     * hold the word and it is not kept, so v is what the count saw. */
+    if (!fib__block_count(b, rt))
+      (void)keep(b, rt, v);
     return 1;
   }
-  (void)keep(b, rt, v); /* the run is long enough */
-  return 1;
+  /* Kept by another worker (never by rt: its own test came first). Ask
+   * it back: the mark, then the flag its loop looks at (release: the
+   * loop that lowers the flag with acquire then sees the mark). relaxed
+   * mark: the keeper's let-go is what this thread waits for. */
+  __atomic_fetch_or(&b->bias, FIB__BIAS_WANTED, __ATOMIC_RELAXED);
+  unsigned keeper = (v & FIB__BIAS_TAG) >> FIB__BIAS_TAG_SHIFT;
+  __atomic_store_n(&fib__bias_wanted[keeper], 1, __ATOMIC_RELEASE);
+  fib__spin_unlock(&b->word);
+  return 0;
 }
 
 /* The thread's worker, read again after each wait: a fiber may have

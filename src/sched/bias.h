@@ -97,43 +97,62 @@ static inline int fib__block_kept(const struct fib__block *b,
                    (FIB__BIAS_KEPT | rt->bias_tag_bits);
 }
 
-/* The word is ours; 1 if b is ours now (the count made, maybe kept from
- * now on), 0 if another worker keeps it: then it has been asked to let
- * go, and the word is released. */
-int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt,
-                          uint32_t v);
-
-static inline int fib__block_enter(struct fib__block *b,
-                                   struct fib_runtime *rt) {
+/* The word is ours: count this call, without a call of its own (the
+ * shared channels' common calls set up no stack frame). 1: b is ours
+ * now; 0: the run is due for a keep, or another worker keeps b, which
+ * fib__block_enter's slow half sees to. */
+static inline int fib__block_count(struct fib__block *b,
+                                   const struct fib_runtime *rt) {
   /* acquire: a keeper's writes before it let go (its release store) */
   uint32_t v = __atomic_load_n(&b->bias, __ATOMIC_ACQUIRE);
   uint32_t tag = rt ? rt->bias_tag_bits : 0;
+  if (__builtin_expect(v & FIB__BIAS_KEPT, 0))
+    return 0;
+  /* relaxed stores: published with the word's release */
+  if ((v & FIB__BIAS_TAG) != tag) { /* another's run ended: ours starts */
+    __atomic_store_n(&b->bias, (v & FIB__BIAS_REVOKES) | tag,
+                     __ATOMIC_RELAXED);
+    return 1;
+  }
+  if (!tag) /* a plain thread, a tagless worker: nothing to count */
+    return 1;
   /* the run this lock needs before a keep (at most 64 << 8: the
    * streak's limit, 16383, is reached one call before it) */
   uint32_t run = FIB__BIAS_RUN << ((v & FIB__BIAS_REVOKES) >>
                                    FIB__BIAS_REVOKES_SHIFT);
-  /* the common case: not kept, and this worker's run goes on short of a
-   * keep (or a plain thread, a tagless worker: nothing to count) */
-  if (__builtin_expect(!(v & FIB__BIAS_KEPT), 1) &&
-      (v & FIB__BIAS_TAG) == tag &&
-      ((v & FIB__BIAS_STREAK) + 1 < run || !tag)) {
-    if (tag) /* relaxed: published with the word's release */
-      __atomic_store_n(&b->bias, v + 1, __ATOMIC_RELAXED);
+  if ((v & FIB__BIAS_STREAK) + 1 < run) {
+    __atomic_store_n(&b->bias, v + 1, __ATOMIC_RELAXED);
     return 1;
   }
-  return fib__block_enter_slow(b, rt, v);
+  return 0;
 }
 
-/* One try, for a call that has a slower way to wait: 1 if the caller (on
- * the thread of runtime rt, NULL: a plain thread) now holds b, 0 if the
- * word was held or another worker keeps b (then asked to let go). */
+/* fib__block_count's 0: keep b (1, the word released) or ask its keeper
+ * to let go (0, the word released). */
+int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt);
+
+/* The word is ours: 1 if b is ours now (counted, maybe kept from now
+ * on), 0 if another worker keeps it: then it has been asked to let go,
+ * and the word is released. */
+static inline int fib__block_enter(struct fib__block *b,
+                                   struct fib_runtime *rt) {
+  return fib__block_count(b, rt) || fib__block_enter_slow(b, rt);
+}
+
+/* One try, for a call that has a slower way to wait, and no call of its
+ * own: 1 if the caller (on the thread of runtime rt, NULL: a plain
+ * thread) now holds b, 0 if the word was held, another worker keeps b, or
+ * a keep is due (the slower way sees to the last two). */
 static inline int fib__block_trylock(struct fib__block *b,
                                      struct fib_runtime *rt) {
   if (fib__block_kept(b, rt))
     return 1;
   if (!fib__spin_trylock(&b->word))
     return 0;
-  return fib__block_enter(b, rt);
+  if (fib__block_count(b, rt))
+    return 1;
+  fib__spin_unlock(&b->word);
+  return 0;
 }
 
 /* Hold b, waiting as long as it takes: `self` the calling fiber (it
