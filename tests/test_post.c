@@ -8,6 +8,7 @@
 #include <fibers.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 
 static fib_runtime *runtime_with(unsigned flags, unsigned workers) {
@@ -539,6 +540,184 @@ TEST(destroy_waits_for_a_wake_up_still_under_way) {
   }
 }
 
+/* ---- posts and calls a runtime still has when it is destroyed: cancelled
+ * (fibers.h, fib_runtime_destroy). The freed nodes are checked by the
+ * leak checkers (ASan, valgrind): a node left behind is a leak. */
+
+static long cancelled_ran; /* atomic: functions that ran, or started */
+
+static void *must_not_run(void *arg) {
+  __atomic_add_fetch(&cancelled_ran, 1, __ATOMIC_RELAXED);
+  return arg;
+}
+
+struct lone_call {
+  fib_runtime *rt;
+  void *result;
+  int err;
+};
+
+static void *calls_once(void *arg) {
+  struct lone_call *c = arg;
+  c->err = fib_call(c->rt, must_not_run, (void *)1, &c->result);
+  return NULL;
+}
+
+static void call_into_a_runtime_destroyed_first(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  fib_runtime *rt = new_workers(workers);
+  void *untouched = (void *)&untouched;
+  struct lone_call c = {rt, untouched, 0};
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, calls_once, &c));
+  /* The call is queued once the runtime has something to take (it has no
+   * fiber, and no deadline: UINT64_MAX till then). */
+  while (fib_runtime_next_ns(rt) != 0)
+    sched_yield();
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_EQ(c.err, FIB_ECANCELED);
+  CHECK(c.result == untouched);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), 0);
+}
+
+TEST(a_call_into_a_runtime_destroyed_before_it_runs_is_cancelled) {
+  call_into_a_runtime_destroyed_first(1);
+  call_into_a_runtime_destroyed_first(2);
+  call_into_a_runtime_destroyed_first(3);
+}
+
+/* Callers that are fibers of another runtime (one worker, run by this
+ * thread), each parked in fib_call once that runtime's bounded call has
+ * returned. */
+struct far_caller {
+  fib_runtime *target;
+  fib_fn fn;
+  void *arg;
+  int err;
+  long *parked; /* callers that have posted */
+};
+
+static void *far_call(void *arg) {
+  struct far_caller *c = arg;
+  __atomic_add_fetch(c->parked, 1, __ATOMIC_RELAXED);
+  void *r = NULL;
+  c->err = fib_call(c->target, c->fn, c->arg, &r);
+  return NULL;
+}
+
+enum { CANCEL_CALLERS = 10, CANCEL_POSTS = 40 };
+
+static void queued_posts_and_calls_are_cancelled(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  fib_runtime *rt = new_workers(workers);
+  fib_runtime *callers = runtime_with(0, 1);
+  /* More than a turn takes (32), and never taken: all on the stack. */
+  for (int i = 0; i < CANCEL_POSTS; i++)
+    CHECK_OK(fib_post(rt, must_not_run, NULL));
+  long parked = 0;
+  struct far_caller c[CANCEL_CALLERS];
+  for (int i = 0; i < CANCEL_CALLERS; i++) {
+    c[i] = (struct far_caller){rt, must_not_run, NULL, 1, &parked};
+    CHECK_OK(fib_spawn(callers, far_call, &c[i], NULL, NULL));
+  }
+  /* One round: each caller posts and parks. */
+  CHECK_EQ(fib_run_nowait(callers), CANCEL_CALLERS);
+  CHECK_EQ(parked, CANCEL_CALLERS);
+  CHECK_OK(fib_runtime_destroy(rt));
+  /* Each was answered: the run ends, none deadlocked. */
+  CHECK_OK(fib_run(callers));
+  for (int i = 0; i < CANCEL_CALLERS; i++)
+    CHECK_EQ(c[i].err, FIB_ECANCELED);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), 0);
+  CHECK_OK(fib_runtime_destroy(callers));
+}
+
+TEST(posts_and_calls_still_queued_at_destroy_are_cancelled) {
+  queued_posts_and_calls_are_cancelled(1);
+  queued_posts_and_calls_are_cancelled(2);
+  queued_posts_and_calls_are_cancelled(4);
+}
+
+/* Calls whose fibers have started, each parked in its function for good
+ * (a semaphore nobody posts), from fibers of another runtime and from a
+ * plain thread; and posts of the runtime's own fiber to itself, one
+ * started and one queued behind it, whose caller is discarded with it
+ * (nobody to answer). */
+static void *waits_for_good(void *arg) {
+  __atomic_add_fetch(&cancelled_ran, 1, __ATOMIC_RELAXED);
+  (void)fib_sem_wait(arg); /* discarded here */
+  return NULL;
+}
+
+struct own_call {
+  fib_sem *sem;
+  int returned;
+};
+
+static void *calls_own_runtime(void *arg) {
+  struct own_call *o = arg;
+  (void)fib_call(fib_runtime_current(), waits_for_good, o->sem, NULL);
+  o->returned = 1; /* never: discarded while it waits */
+  return NULL;
+}
+
+struct started_thread {
+  fib_runtime *rt;
+  fib_sem *sem;
+  int err;
+};
+
+static void *thread_call_that_starts(void *arg) {
+  struct started_thread *s = arg;
+  s->err = fib_call(s->rt, waits_for_good, s->sem, NULL);
+  return NULL;
+}
+
+static void started_calls_are_answered(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  fib_runtime *rt = new_workers(workers);
+  fib_sem sem;
+  CHECK_OK(fib_sem_init(&sem, 0));
+  fib_runtime *callers = runtime_with(0, 1);
+  long parked = 0;
+  struct far_caller c[CANCEL_CALLERS];
+  for (int i = 0; i < CANCEL_CALLERS; i++) {
+    c[i] = (struct far_caller){rt, waits_for_good, &sem, 1, &parked};
+    CHECK_OK(fib_spawn(callers, far_call, &c[i], NULL, NULL));
+  }
+  CHECK_EQ(fib_run_nowait(callers), CANCEL_CALLERS);
+  struct started_thread st = {rt, &sem, 1};
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, thread_call_that_starts, &st));
+  struct own_call own = {&sem, 0};
+  CHECK_OK(fib_spawn(rt, calls_own_runtime, &own, NULL, NULL));
+  /* Every function has started (and waits): the callers' ten, the
+   * thread's, and the own fiber's call (its post is taken at a later turn
+   * than the fiber that made it). */
+  const long started = CANCEL_CALLERS + 2;
+  while (__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED) < started) {
+    CHECK(fib_run_nowait(rt) > 0);
+    sched_yield();
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_EQ(st.err, FIB_ECANCELED);
+  CHECK_OK(fib_run(callers));
+  for (int i = 0; i < CANCEL_CALLERS; i++)
+    CHECK_EQ(c[i].err, FIB_ECANCELED);
+  CHECK_EQ(own.returned, 0);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), started);
+  CHECK_OK(fib_runtime_destroy(callers));
+  CHECK_OK(fib_sem_destroy(&sem)); /* no waiter left on it */
+}
+
+TEST(calls_whose_function_has_started_are_answered_at_destroy) {
+  started_calls_are_answered(1);
+  started_calls_are_answered(2);
+  started_calls_are_answered(4);
+}
+
 TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(posts_from_a_thread_reach_a_runtime_with_workers),
           T(posts_made_before_a_run_all_run_in_it),
@@ -550,4 +729,7 @@ TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(errors_and_deadlock_rules),
           T(plain_threads_send_and_receive_on_shared_channels),
           T(a_close_wakes_a_blocked_thread),
-          T(destroy_waits_for_a_wake_up_still_under_way))
+          T(destroy_waits_for_a_wake_up_still_under_way),
+          T(a_call_into_a_runtime_destroyed_before_it_runs_is_cancelled),
+          T(posts_and_calls_still_queued_at_destroy_are_cancelled),
+          T(calls_whose_function_has_started_are_answered_at_destroy))

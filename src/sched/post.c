@@ -21,6 +21,13 @@
  * and the called function runs whatever happens. Its caller's runtime is
  * marked `posted` first, since the reply wakes the caller from the thread
  * that ran the function, through the caller's owner's inbox.
+ *
+ * A runtime destroyed with posts it has not finished (fib_runtime_destroy)
+ * cancels them, as libuv completes a closed handle's pending requests with
+ * UV_ECANCELED: the nodes still queued are freed unrun, a post fiber that
+ * has started is discarded with the rest, and each call among them is
+ * answered with FIB_ECANCELED, unless its caller is a fiber of the same
+ * runtime (discarded too: nobody waits any more).
  */
 #include "inbox.h"
 #include "workers.h"
@@ -41,6 +48,7 @@ enum {
 /* fib_call's reply, on its caller's stack. */
 struct fib__reply {
   void *result;
+  int err;                   /* 0, or FIB_ECANCELED: fn did not return */
   int done;                  /* plain-thread caller: REPLY_* */
   struct fib__fiber *waiter; /* fiber caller, parked with its claim armed */
 };
@@ -73,20 +81,16 @@ static void push_post(struct fib_runtime *rt, struct fib__post *p) {
   fib__waker_leave(rt); /* rt may be gone from here on: workers.h */
 }
 
-static void *post_main(void *arg) {
-  struct fib__post *p = arg;
-  void *result = p->fn(p->arg);
-  struct fib__reply *r = p->reply;
-  fib__sys_free(p);
-  if (!r)
-    return NULL;
+/* Answer a call: its caller may return from here on, and r go. */
+static void answer(struct fib__reply *r, void *result, int err) {
   r->result = result;
+  r->err = err;
   struct fib__fiber *f = r->waiter;
   if (f) {
     /* Its claim is armed (COMPLETE) and only we may take it. */
     if (fib__claim_take(f, 1))
       fib__group_wake(f, 0, 0);
-    return NULL;
+    return;
   }
   /* release: the caller reads result after it sees REPLY_DONE; acquire
    * is not needed (nothing of the caller's is read after). The caller
@@ -96,7 +100,56 @@ static void *post_main(void *arg) {
   if (__atomic_exchange_n(&r->done, REPLY_DONE, __ATOMIC_RELEASE) ==
       REPLY_ASLEEP)
     (void)syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* A post fiber frees its node between fn's return and its finish, with no
+ * switch in between: so a post fiber that has not finished, the only kind
+ * fib_runtime_destroy can discard, still has its node (fib__post_discard). */
+static void *post_main(void *arg) {
+  struct fib__post *p = arg;
+  void *result = p->fn(p->arg);
+  struct fib__reply *r = p->reply;
+  fib__sys_free(p);
+  if (r)
+    answer(r, result, 0);
   return NULL;
+}
+
+/* fib_runtime_destroy's end of a post of rt's that fn will not finish:
+ * free the node, and answer a call whose caller lives on. A caller that is
+ * a fiber of rt is being discarded (its reply, on its stack, is still
+ * mapped until the fibers' stacks are freed). */
+static void cancel(const struct fib_runtime *rt, struct fib__post *p) {
+  struct fib__reply *r = p->reply;
+  fib__sys_free(p);
+  if (!r)
+    return;
+  const struct fib_runtime *caller = r->waiter ? r->waiter->rt : NULL;
+  if (caller && (caller == rt || (rt->group && caller->group == rt->group)))
+    return;
+  answer(r, NULL, FIB_ECANCELED);
+}
+
+void fib__post_discard_queued(struct fib_runtime *rt) {
+  struct fib_runtime *t = post_target(rt);
+  /* The held ones are older than those still on the stack: answered in
+   * the order they were posted. */
+  struct fib__runq_node *fifo = t->posts_held;
+  t->posts_held = NULL;
+  for (int round = 0; round < 2; round++) {
+    while (fifo) {
+      struct fib__runq_node *next = fifo->next;
+      cancel(rt, (struct fib__post *)fifo);
+      fifo = next;
+    }
+    fifo = fib__inbox_take(&t->posts);
+  }
+}
+
+void fib__post_discard(struct fib_runtime *rt, const struct fib__fiber *f) {
+  /* fn shares its word with result, set at the finish */
+  if (f->state != FIB__FIBER_FINISHED && f->fn == post_main)
+    cancel(rt, f->arg);
 }
 
 /* How many posts a turn of the loop spawns fibers for. The rest wait for
@@ -193,6 +246,8 @@ int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result) {
         (void)syscall(SYS_futex, &r.done, FUTEX_WAIT_PRIVATE, REPLY_ASLEEP,
                       NULL, NULL, 0);
   }
+  if (r.err)
+    return r.err;
   if (result)
     *result = r.result;
   return 0;
