@@ -551,15 +551,18 @@ static void *must_not_run(void *arg) {
   return arg;
 }
 
-struct lone_call {
+/* A plain thread's fib_call(rt, fn, arg). */
+struct thread_call {
   fib_runtime *rt;
+  fib_fn fn;
+  void *arg;
   void *result;
   int err;
 };
 
-static void *calls_once(void *arg) {
-  struct lone_call *c = arg;
-  c->err = fib_call(c->rt, must_not_run, (void *)1, &c->result);
+static void *call_from_thread(void *arg) {
+  struct thread_call *c = arg;
+  c->err = fib_call(c->rt, c->fn, c->arg, &c->result);
   return NULL;
 }
 
@@ -567,9 +570,9 @@ static void call_into_a_runtime_destroyed_first(unsigned workers) {
   __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
   fib_runtime *rt = new_workers(workers);
   void *untouched = (void *)&untouched;
-  struct lone_call c = {rt, untouched, 0};
+  struct thread_call c = {rt, must_not_run, (void *)1, untouched, 0};
   pthread_t t;
-  CHECK_OK(pthread_create(&t, NULL, calls_once, &c));
+  CHECK_OK(pthread_create(&t, NULL, call_from_thread, &c));
   /* The call is queued once the runtime has something to take (it has no
    * fiber, and no deadline: UINT64_MAX till then). */
   while (fib_runtime_next_ns(rt) != 0)
@@ -662,18 +665,6 @@ static void *calls_own_runtime(void *arg) {
   return NULL;
 }
 
-struct started_thread {
-  fib_runtime *rt;
-  fib_sem *sem;
-  int err;
-};
-
-static void *thread_call_that_starts(void *arg) {
-  struct started_thread *s = arg;
-  s->err = fib_call(s->rt, waits_for_good, s->sem, NULL);
-  return NULL;
-}
-
 static void started_calls_are_answered(unsigned workers) {
   __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
   fib_runtime *rt = new_workers(workers);
@@ -687,9 +678,9 @@ static void started_calls_are_answered(unsigned workers) {
     CHECK_OK(fib_spawn(callers, far_call, &c[i], NULL, NULL));
   }
   CHECK_EQ(fib_run_nowait(callers), CANCEL_CALLERS);
-  struct started_thread st = {rt, &sem, 1};
+  struct thread_call st = {rt, waits_for_good, &sem, NULL, 1};
   pthread_t t;
-  CHECK_OK(pthread_create(&t, NULL, thread_call_that_starts, &st));
+  CHECK_OK(pthread_create(&t, NULL, call_from_thread, &st));
   struct own_call own = {&sem, 0};
   CHECK_OK(fib_spawn(rt, calls_own_runtime, &own, NULL, NULL));
   /* Every function has started (and waits): the callers' ten, the
