@@ -745,8 +745,9 @@ FIB_API int fib_post(fib_runtime *rt, fib_fn fn, void *arg);
  * A plain thread must not call into the runtime that only it runs (it
  * would wait for itself).
  * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted),
- * FIB_ECANCELED (rt was destroyed before fn returned: fn did not run, or
- * its fiber was discarded part way, see fib_runtime_destroy; *result is
+ * FIB_ECANCELED (fn did not return: rt was destroyed before, and fn did
+ * not run or its fiber was discarded part way, see fib_runtime_destroy;
+ * or fn ended its fiber with fib_exit, whose value is lost; *result is
  * not written).
  */
 FIB_API int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result);

@@ -709,6 +709,53 @@ TEST(calls_whose_function_has_started_are_answered_at_destroy) {
   started_calls_are_answered(4);
 }
 
+/* A posted function that ends its fiber with fib_exit never comes back to
+ * return its value: its call is answered with FIB_ECANCELED, and its node
+ * freed (the leak checkers), as at destroy; so is a plain post's. */
+static void *exits_its_fiber(void *arg) {
+  __atomic_add_fetch(&cancelled_ran, 1, __ATOMIC_RELAXED);
+  fib_exit(arg);
+}
+
+static void *calls_one_that_exits(void *arg) {
+  (void)arg;
+  void *r = (void *)&r;
+  int err = fib_call(fib_runtime_current(), exits_its_fiber, NULL, &r);
+  CHECK_EQ(err, FIB_ECANCELED);
+  CHECK(r == (void *)&r); /* not written */
+  return (void *)1;
+}
+
+static void calls_whose_function_exits(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  struct runner r = {runtime_with(FIB_ACCEPT_POSTS, workers), -1};
+  fib_sem stop;
+  CHECK_OK(fib_sem_init(&stop, 0));
+  CHECK_OK(fib_spawn(r.rt, stay_until_told, &stop, NULL, NULL));
+  CHECK_OK(fib_post(r.rt, exits_its_fiber, NULL));
+  fib_id own;
+  CHECK_OK(fib_spawn(r.rt, calls_one_that_exits, NULL, NULL, &own));
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, run_thread, &r));
+  struct thread_call c = {r.rt, exits_its_fiber, NULL, NULL, 0};
+  call_from_thread(&c);
+  CHECK_EQ(c.err, FIB_ECANCELED);
+  CHECK_OK(fib_post(r.rt, post_stop, &stop));
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_OK(r.result);
+  void *own_result = NULL;
+  CHECK_OK(fib_run_join(r.rt, own, &own_result)); /* finished: at once */
+  CHECK(own_result == (void *)1);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), 3);
+  CHECK_OK(fib_sem_destroy(&stop));
+  CHECK_OK(fib_runtime_destroy(r.rt));
+}
+
+TEST(a_call_whose_function_calls_fib_exit_is_cancelled) {
+  calls_whose_function_exits(1);
+  calls_whose_function_exits(2);
+}
+
 TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(posts_from_a_thread_reach_a_runtime_with_workers),
           T(posts_made_before_a_run_all_run_in_it),
@@ -723,4 +770,5 @@ TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(destroy_waits_for_a_wake_up_still_under_way),
           T(a_call_into_a_runtime_destroyed_before_it_runs_is_cancelled),
           T(posts_and_calls_still_queued_at_destroy_are_cancelled),
-          T(calls_whose_function_has_started_are_answered_at_destroy))
+          T(calls_whose_function_has_started_are_answered_at_destroy),
+          T(a_call_whose_function_calls_fib_exit_is_cancelled))

@@ -25,15 +25,18 @@
  * A runtime destroyed with posts it has not finished (fib_runtime_destroy)
  * cancels them, as libuv completes a closed handle's pending requests with
  * UV_ECANCELED: the nodes still queued are freed unrun, a post fiber that
- * has started is discarded with the rest, and each call among them is
- * answered with FIB_ECANCELED, unless its caller is a fiber of the same
- * runtime (discarded too: nobody waits any more).
+ * has started is discarded with the rest (its node is a hold of its, given
+ * up with it), and each call among them is answered with FIB_ECANCELED,
+ * unless its caller is a fiber of the same runtime (discarded too: nobody
+ * waits any more). A post whose fn ends its fiber with fib_exit is given
+ * up the same way, at its finish.
  */
 #include "inbox.h"
 #include "workers.h"
 #include "../sys.h"
 
 #include <linux/futex.h>
+#include <stddef.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -102,32 +105,52 @@ static void answer(struct fib__reply *r, void *result, int err) {
     (void)syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* A post fiber frees its node between fn's return and its finish, with no
- * switch in between: so a post fiber that has not finished, the only kind
- * fib_runtime_destroy can discard, still has its node (fib__post_discard). */
-static void *post_main(void *arg) {
-  struct fib__post *p = arg;
-  void *result = p->fn(p->arg);
-  struct fib__reply *r = p->reply;
-  fib__sys_free(p);
-  if (r)
-    answer(r, result, 0);
-  return NULL;
-}
-
-/* fib_runtime_destroy's end of a post of rt's that fn will not finish:
- * free the node, and answer a call whose caller lives on. A caller that is
- * a fiber of rt is being discarded (its reply, on its stack, is still
- * mapped until the fibers' stacks are freed). */
-static void cancel(const struct fib_runtime *rt, struct fib__post *p) {
+/* A post whose fn will not come back to post_main: free its node, and
+ * answer its call with FIB_ECANCELED. `gone`: the runtime being destroyed
+ * (fib_runtime_destroy), whose own fibers, discarded with it, are not
+ * answered (a caller's reply, on its stack, is still mapped: the stacks
+ * are freed last); NULL: the post's fiber ended in fib_exit. */
+static void cancel(const struct fib_runtime *gone, struct fib__post *p) {
   struct fib__reply *r = p->reply;
   fib__sys_free(p);
   if (!r)
     return;
   const struct fib_runtime *caller = r->waiter ? r->waiter->rt : NULL;
-  if (caller && (caller == rt || (rt->group && caller->group == rt->group)))
+  if (gone && caller &&
+      (caller == gone || (gone->group && caller->group == gone->group)))
     return;
   answer(r, NULL, FIB_ECANCELED);
+}
+
+/* What a post fiber holds while fn runs (fiber.h, struct fib__hold): its
+ * node, given up if fn never comes back, because fib_runtime_destroy
+ * discards the fiber or fn ends it with fib_exit. */
+struct post_run {
+  struct fib__hold hold;
+  struct fib__post *p;
+  struct fib__fiber *self;
+};
+
+static void post_abandon(struct fib__hold *h) {
+  struct post_run *run =
+      (struct post_run *)((char *)h - offsetof(struct post_run, hold));
+  fib__hold_drop(h);
+  /* From its own fiber: fib_exit's finish; else destroy's discard. */
+  const struct fib__fiber *f = run->self;
+  cancel(f == fib__fiber_self() ? NULL : f->rt, run->p);
+}
+
+static void *post_main(void *arg) {
+  struct post_run run = {.p = arg, .self = fib__fiber_self()};
+  run.hold.discard = post_abandon;
+  fib__hold_add(run.self, &run.hold);
+  void *result = run.p->fn(run.p->arg);
+  fib__hold_drop(&run.hold); /* the record's list, wherever it runs now */
+  struct fib__reply *r = run.p->reply;
+  fib__sys_free(run.p);
+  if (r)
+    answer(r, result, 0);
+  return NULL;
 }
 
 void fib__post_discard_queued(struct fib_runtime *rt) {
@@ -144,12 +167,6 @@ void fib__post_discard_queued(struct fib_runtime *rt) {
     }
     fifo = fib__inbox_take(&t->posts);
   }
-}
-
-void fib__post_discard(struct fib_runtime *rt, const struct fib__fiber *f) {
-  /* fn shares its word with result, set at the finish */
-  if (f->state != FIB__FIBER_FINISHED && f->fn == post_main)
-    cancel(rt, f->arg);
 }
 
 /* How many posts a turn of the loop spawns fibers for. The rest wait for

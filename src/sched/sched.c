@@ -205,8 +205,7 @@ int fib_runtime_destroy(fib_runtime *rt) {
       w->io_discard(w);
   }
   /* Posts it has not finished are cancelled (post.c): the queued ones
-   * here, those whose fiber has started with the fibers below (pass 0,
-   * while the stacks that callers of rt's own wait on are mapped). */
+   * here, those whose fiber has started as their holds (pass 1). */
   fib__post_discard_queued(rt);
   /* The unfinished fibers are discarded: first take every wait node they
    * left on a primitive's queue off it (the nodes live on the stacks freed
@@ -221,10 +220,8 @@ int fib_runtime_destroy(fib_runtime *rt) {
       size_t pos = 0;
       struct fib__fiber *f;
       while ((f = fib__idmap_next(&w->fibers, &pos)) != NULL)
-        if (pass == 0) {
-          fib__post_discard(rt, f);
+        if (pass == 0)
           discard_wait(f);
-        }
         else if (pass == 1)
           discard_holds(f);
         else if (pass == 2 && f->co && !f->in_stack)
