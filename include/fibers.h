@@ -553,6 +553,15 @@ FIB_API int fib_runtime_create(fib_runtime **out, const fib_runtime_opts *opts);
  * remaining waiter or unlocked, as by fib_mutex_unlock; a fib_once whose
  * function it was running is as if never called (its next call runs the
  * function). The primitives can then be used or destroyed as usual.
+ * Posts (fib_post, fib_call) made before this call that have not finished
+ * are cancelled, as libuv completes a closed handle's requests with
+ * UV_ECANCELED: those not yet started are freed and their function never
+ * runs; those started are discarded with their fibers, as above. Each
+ * fib_call among them returns FIB_ECANCELED to its caller (a plain thread
+ * or a fiber of another runtime), unless that caller is one of rt's own
+ * fibers, discarded too. Nothing may post to rt once this call has begun,
+ * and rt must not be destroyed while one of its fibers waits in fib_call
+ * on another runtime (the reply would come to a freed stack).
  * Errors: FIB_EINVAL (NULL), FIB_EBUSY (called while a run of it is under
  * way, e.g. from one of its fibers, on any worker).
  */
@@ -735,7 +744,11 @@ FIB_API int fib_post(fib_runtime *rt, fib_fn fn, void *arg);
  * runtime may be another one, on another thread; a plain thread blocks.
  * A plain thread must not call into the runtime that only it runs (it
  * would wait for itself).
- * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted).
+ * Errors: FIB_EINVAL (NULL rt or fn), FIB_ENOMEM (nothing was posted),
+ * FIB_ECANCELED (fn did not return: rt was destroyed before, and fn did
+ * not run or its fiber was discarded part way, see fib_runtime_destroy;
+ * or fn ended its fiber with fib_exit, whose value is lost; *result is
+ * not written).
  */
 FIB_API int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result);
 

@@ -78,6 +78,14 @@ HARNESS_UNUSED static fib_id spawn(fib_fn fn, void *arg) {
   return id;
 }
 
+/* n rounds of busy work that the compiler cannot drop (a volatile
+ * sink): CPU time for a fiber to hold, e.g. so that stealing pays. */
+HARNESS_UNUSED static void spin(unsigned n) {
+  volatile unsigned sink = 0;
+  for (unsigned i = 0; i < n; i++)
+    sink = sink + i;
+}
+
 /* Join and return the fiber's result as an int. */
 HARNESS_UNUSED static int join_int(fib_id id) {
   void *r;

@@ -1180,18 +1180,12 @@ struct pool {
   _Atomic uint64_t sum;
 };
 
-static void pool_spin(unsigned n) {
-  volatile unsigned sink = 0;
-  for (unsigned i = 0; i < n; i++)
-    sink = sink + i;
-}
-
 static void *pool_consumer(void *arg) {
   struct pool *p = arg;
   long job;
   int err;
   while ((err = fib_chan_recv(&p->jobs, &job)) == 0) {
-    pool_spin(20000); /* microseconds */
+    spin(20000);
     atomic_fetch_add(&p->sum, (uint64_t)job);
     atomic_fetch_add(&p->done, 1);
     if (!pthread_equal(current_thread(), p->main_thread))

@@ -8,7 +8,9 @@
  * worker 0 readied by a fiber of worker 1 or by a plain thread, a post, a
  * cancel from worker 1 or a plain thread, a fiber placed on worker 0 by
  * worker 1; and the same with a fiber of worker 0 waiting on a pipe
- * meanwhile. Runs on both back ends (tests/CMakeLists.txt: test_io*); a
+ * meanwhile; with exact wake-up counts, posts, calls, offload jobs' ends
+ * and closes on another thread of a descriptor a fiber of the host's
+ * waits on. Runs on both back ends (tests/CMakeLists.txt: test_io*); a
  * copy asked to run on io_uring where the kernel refuses it is skipped.
  */
 #include "io_helpers.h"
@@ -19,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -311,6 +314,7 @@ struct exact {
   long armed; /* done + 1 once the host is about to poll (atomic) */
   int pipe[2];
   char got;
+  int (*closing)[2]; /* EXACT_CLOSE: a pipe per piece */
 };
 
 static long exact_done(struct exact *e) {
@@ -359,6 +363,27 @@ static void *exact_reader(void *arg) {
   return NULL;
 }
 
+/* EXACT_CLOSE: on worker 0, a read of each pipe in turn, which the
+ * closer's fib_close of its read end on another thread ends. */
+static void *exact_close_reader(void *arg) {
+  struct exact *e = arg;
+  for (long i = 0; i < e->want; i++) {
+    char c;
+    CHECK_EQ(fib_read(e->closing[i][0], &c, 1), FIB_EBADF);
+    exact_bump(e);
+  }
+  return NULL;
+}
+
+static void *exact_closer(void *arg) {
+  struct exact *e = arg;
+  for (long i = 0; i < e->want; i++) {
+    wait_armed(e, i);
+    CHECK_OK(fib_close(e->closing[i][0]));
+  }
+  return NULL;
+}
+
 /* An offload job: it ends once the host is about to poll. */
 struct exact_job {
   struct exact *e;
@@ -380,7 +405,7 @@ static void *exact_offloader(void *arg) {
   return NULL;
 }
 
-enum exact_kind { EXACT_POST, EXACT_CALL, EXACT_OFFLOAD };
+enum exact_kind { EXACT_POST, EXACT_CALL, EXACT_OFFLOAD, EXACT_CLOSE };
 
 static void exact_case(enum exact_kind kind, unsigned workers, int with_io,
                        long want) {
@@ -388,6 +413,12 @@ static void exact_case(enum exact_kind kind, unsigned workers, int with_io,
   memset(&e, 0, sizeof e);
   if (with_io) /* before the probe, whose socket is closed by close(2) */
     make_pipe(e.pipe);
+  if (kind == EXACT_CLOSE) {
+    e.closing = calloc((size_t)want, sizeof *e.closing);
+    CHECK(e.closing != NULL);
+    for (long i = 0; i < want; i++)
+      make_pipe(e.closing[i]);
+  }
   require_backend();
   e.rt = new_workers(workers);
   e.want = want;
@@ -403,9 +434,13 @@ static void exact_case(enum exact_kind kind, unsigned workers, int with_io,
   pthread_t sender;
   if (kind == EXACT_OFFLOAD)
     CHECK_OK(fib_spawn(e.rt, exact_offloader, &e, &on0, NULL));
-  else
+  else if (kind == EXACT_CLOSE)
+    CHECK_OK(fib_spawn(e.rt, exact_close_reader, &e, &on0, NULL));
+  if (kind != EXACT_OFFLOAD)
     CHECK_EQ(pthread_create(&sender, NULL,
-                            kind == EXACT_POST ? exact_poster : exact_caller,
+                            kind == EXACT_POST   ? exact_poster
+                            : kind == EXACT_CALL ? exact_caller
+                                                 : exact_closer,
                             &e),
              0);
   long wakes = 0;
@@ -440,6 +475,11 @@ static void exact_case(enum exact_kind kind, unsigned workers, int with_io,
     CHECK_EQ(close(e.pipe[1]), 0);
   }
   CHECK_OK(fib_runtime_destroy(e.rt));
+  if (kind == EXACT_CLOSE) {
+    for (long i = 0; i < want; i++)
+      CHECK_EQ(close(e.closing[i][1]), 0);
+    free(e.closing);
+  }
 }
 
 TEST(one_worker_each_post_from_a_plain_thread_wakes_the_host_once) {
@@ -457,6 +497,14 @@ TEST(one_worker_each_offload_job_end_wakes_the_host_once) {
 TEST(worker_0_each_offload_job_end_wakes_the_host_once) {
   exact_case(EXACT_OFFLOAD, 2, 0, 5);
 }
+/* A close notice (fibers/io.h: fib_close on another thread) of a
+ * descriptor a fiber of the host's waits on. */
+TEST(one_worker_each_close_from_a_plain_thread_wakes_the_host_once) {
+  exact_case(EXACT_CLOSE, 1, 0, scaled(20));
+}
+TEST(worker_0_each_close_from_a_plain_thread_wakes_the_host_once) {
+  exact_case(EXACT_CLOSE, 2, 0, scaled(20));
+}
 
 TEST_MAIN(T(a_fiber_of_worker_0_readied_by_worker_1_wakes_the_host),
           T(a_fiber_of_worker_0_readied_by_a_plain_thread_wakes_the_host),
@@ -470,4 +518,6 @@ TEST_MAIN(T(a_fiber_of_worker_0_readied_by_worker_1_wakes_the_host),
           T(one_worker_each_call_from_a_plain_thread_wakes_the_host_once),
           T(one_worker_each_post_wakes_the_host_once_while_a_fiber_does_io),
           T(one_worker_each_offload_job_end_wakes_the_host_once),
-          T(worker_0_each_offload_job_end_wakes_the_host_once))
+          T(worker_0_each_offload_job_end_wakes_the_host_once),
+          T(one_worker_each_close_from_a_plain_thread_wakes_the_host_once),
+          T(worker_0_each_close_from_a_plain_thread_wakes_the_host_once))

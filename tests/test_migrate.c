@@ -25,13 +25,6 @@ static void force(int on) {
 }
 
 
-/* Busy work the compiler cannot drop. */
-static void spin(unsigned n) {
-  volatile unsigned sink = 0;
-  for (unsigned i = 0; i < n; i++)
-    sink = sink + i;
-}
-
 /* ---- the threads one fiber has run on */
 
 #define TRACE_SLOTS 8

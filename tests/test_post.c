@@ -8,6 +8,7 @@
 #include <fibers.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 
 static fib_runtime *runtime_with(unsigned flags, unsigned workers) {
@@ -539,6 +540,222 @@ TEST(destroy_waits_for_a_wake_up_still_under_way) {
   }
 }
 
+/* ---- posts and calls a runtime still has when it is destroyed: cancelled
+ * (fibers.h, fib_runtime_destroy). The freed nodes are checked by the
+ * leak checkers (ASan, valgrind): a node left behind is a leak. */
+
+static long cancelled_ran; /* atomic: functions that ran, or started */
+
+static void *must_not_run(void *arg) {
+  __atomic_add_fetch(&cancelled_ran, 1, __ATOMIC_RELAXED);
+  return arg;
+}
+
+/* A plain thread's fib_call(rt, fn, arg). */
+struct thread_call {
+  fib_runtime *rt;
+  fib_fn fn;
+  void *arg;
+  void *result;
+  int err;
+};
+
+static void *call_from_thread(void *arg) {
+  struct thread_call *c = arg;
+  c->err = fib_call(c->rt, c->fn, c->arg, &c->result);
+  return NULL;
+}
+
+static void call_into_a_runtime_destroyed_first(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  fib_runtime *rt = new_workers(workers);
+  void *untouched = (void *)&untouched;
+  struct thread_call c = {rt, must_not_run, (void *)1, untouched, 0};
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, call_from_thread, &c));
+  /* The call is queued once the runtime has something to take (it has no
+   * fiber, and no deadline: UINT64_MAX till then). */
+  while (fib_runtime_next_ns(rt) != 0)
+    sched_yield();
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_EQ(c.err, FIB_ECANCELED);
+  CHECK(c.result == untouched);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), 0);
+}
+
+TEST(a_call_into_a_runtime_destroyed_before_it_runs_is_cancelled) {
+  call_into_a_runtime_destroyed_first(1);
+  call_into_a_runtime_destroyed_first(2);
+  call_into_a_runtime_destroyed_first(3);
+}
+
+/* Callers that are fibers of another runtime (one worker, run by this
+ * thread), each parked in fib_call once that runtime's bounded call has
+ * returned. */
+struct far_caller {
+  fib_runtime *target;
+  fib_fn fn;
+  void *arg;
+  int err;
+  long *parked; /* callers that have posted */
+};
+
+static void *far_call(void *arg) {
+  struct far_caller *c = arg;
+  __atomic_add_fetch(c->parked, 1, __ATOMIC_RELAXED);
+  void *r = NULL;
+  c->err = fib_call(c->target, c->fn, c->arg, &r);
+  return NULL;
+}
+
+enum { CANCEL_CALLERS = 10, CANCEL_POSTS = 40 };
+
+static void queued_posts_and_calls_are_cancelled(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  fib_runtime *rt = new_workers(workers);
+  fib_runtime *callers = runtime_with(0, 1);
+  /* More than a turn takes (32), and never taken: all on the stack. */
+  for (int i = 0; i < CANCEL_POSTS; i++)
+    CHECK_OK(fib_post(rt, must_not_run, NULL));
+  long parked = 0;
+  struct far_caller c[CANCEL_CALLERS];
+  for (int i = 0; i < CANCEL_CALLERS; i++) {
+    c[i] = (struct far_caller){rt, must_not_run, NULL, 1, &parked};
+    CHECK_OK(fib_spawn(callers, far_call, &c[i], NULL, NULL));
+  }
+  /* One round: each caller posts and parks. */
+  CHECK_EQ(fib_run_nowait(callers), CANCEL_CALLERS);
+  CHECK_EQ(parked, CANCEL_CALLERS);
+  CHECK_OK(fib_runtime_destroy(rt));
+  /* Each was answered: the run ends, none deadlocked. */
+  CHECK_OK(fib_run(callers));
+  for (int i = 0; i < CANCEL_CALLERS; i++)
+    CHECK_EQ(c[i].err, FIB_ECANCELED);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), 0);
+  CHECK_OK(fib_runtime_destroy(callers));
+}
+
+TEST(posts_and_calls_still_queued_at_destroy_are_cancelled) {
+  queued_posts_and_calls_are_cancelled(1);
+  queued_posts_and_calls_are_cancelled(2);
+  queued_posts_and_calls_are_cancelled(4);
+}
+
+/* Calls whose fibers have started, each parked in its function for good
+ * (a semaphore nobody posts), from fibers of another runtime and from a
+ * plain thread; and posts of the runtime's own fiber to itself, one
+ * started and one queued behind it, whose caller is discarded with it
+ * (nobody to answer). */
+static void *waits_for_good(void *arg) {
+  __atomic_add_fetch(&cancelled_ran, 1, __ATOMIC_RELAXED);
+  (void)fib_sem_wait(arg); /* discarded here */
+  return NULL;
+}
+
+struct own_call {
+  fib_sem *sem;
+  int returned;
+};
+
+static void *calls_own_runtime(void *arg) {
+  struct own_call *o = arg;
+  (void)fib_call(fib_runtime_current(), waits_for_good, o->sem, NULL);
+  o->returned = 1; /* never: discarded while it waits */
+  return NULL;
+}
+
+static void started_calls_are_answered(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  fib_runtime *rt = new_workers(workers);
+  fib_sem sem;
+  CHECK_OK(fib_sem_init(&sem, 0));
+  fib_runtime *callers = runtime_with(0, 1);
+  long parked = 0;
+  struct far_caller c[CANCEL_CALLERS];
+  for (int i = 0; i < CANCEL_CALLERS; i++) {
+    c[i] = (struct far_caller){rt, waits_for_good, &sem, 1, &parked};
+    CHECK_OK(fib_spawn(callers, far_call, &c[i], NULL, NULL));
+  }
+  CHECK_EQ(fib_run_nowait(callers), CANCEL_CALLERS);
+  struct thread_call st = {rt, waits_for_good, &sem, NULL, 1};
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, call_from_thread, &st));
+  struct own_call own = {&sem, 0};
+  CHECK_OK(fib_spawn(rt, calls_own_runtime, &own, NULL, NULL));
+  /* Every function has started (and waits): the callers' ten, the
+   * thread's, and the own fiber's call (its post is taken at a later turn
+   * than the fiber that made it). */
+  const long started = CANCEL_CALLERS + 2;
+  while (__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED) < started) {
+    CHECK(fib_run_nowait(rt) > 0);
+    sched_yield();
+  }
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_EQ(st.err, FIB_ECANCELED);
+  CHECK_OK(fib_run(callers));
+  for (int i = 0; i < CANCEL_CALLERS; i++)
+    CHECK_EQ(c[i].err, FIB_ECANCELED);
+  CHECK_EQ(own.returned, 0);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), started);
+  CHECK_OK(fib_runtime_destroy(callers));
+  CHECK_OK(fib_sem_destroy(&sem)); /* no waiter left on it */
+}
+
+TEST(calls_whose_function_has_started_are_answered_at_destroy) {
+  started_calls_are_answered(1);
+  started_calls_are_answered(2);
+  started_calls_are_answered(4);
+}
+
+/* A posted function that ends its fiber with fib_exit never comes back to
+ * return its value: its call is answered with FIB_ECANCELED, and its node
+ * freed (the leak checkers), as at destroy; so is a plain post's. */
+static void *exits_its_fiber(void *arg) {
+  __atomic_add_fetch(&cancelled_ran, 1, __ATOMIC_RELAXED);
+  fib_exit(arg);
+}
+
+static void *calls_one_that_exits(void *arg) {
+  (void)arg;
+  void *r = (void *)&r;
+  int err = fib_call(fib_runtime_current(), exits_its_fiber, NULL, &r);
+  CHECK_EQ(err, FIB_ECANCELED);
+  CHECK(r == (void *)&r); /* not written */
+  return (void *)1;
+}
+
+static void calls_whose_function_exits(unsigned workers) {
+  __atomic_store_n(&cancelled_ran, 0, __ATOMIC_RELAXED);
+  struct runner r = {runtime_with(FIB_ACCEPT_POSTS, workers), -1};
+  fib_sem stop;
+  CHECK_OK(fib_sem_init(&stop, 0));
+  CHECK_OK(fib_spawn(r.rt, stay_until_told, &stop, NULL, NULL));
+  CHECK_OK(fib_post(r.rt, exits_its_fiber, NULL));
+  fib_id own;
+  CHECK_OK(fib_spawn(r.rt, calls_one_that_exits, NULL, NULL, &own));
+  pthread_t t;
+  CHECK_OK(pthread_create(&t, NULL, run_thread, &r));
+  struct thread_call c = {r.rt, exits_its_fiber, NULL, NULL, 0};
+  call_from_thread(&c);
+  CHECK_EQ(c.err, FIB_ECANCELED);
+  CHECK_OK(fib_post(r.rt, post_stop, &stop));
+  CHECK_OK(pthread_join(t, NULL));
+  CHECK_OK(r.result);
+  void *own_result = NULL;
+  CHECK_OK(fib_run_join(r.rt, own, &own_result)); /* finished: at once */
+  CHECK(own_result == (void *)1);
+  CHECK_EQ(__atomic_load_n(&cancelled_ran, __ATOMIC_RELAXED), 3);
+  CHECK_OK(fib_sem_destroy(&stop));
+  CHECK_OK(fib_runtime_destroy(r.rt));
+}
+
+TEST(a_call_whose_function_calls_fib_exit_is_cancelled) {
+  calls_whose_function_exits(1);
+  calls_whose_function_exits(2);
+}
+
 TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(posts_from_a_thread_reach_a_runtime_with_workers),
           T(posts_made_before_a_run_all_run_in_it),
@@ -550,4 +767,8 @@ TEST_MAIN(T(posts_from_a_thread_run_in_order),
           T(errors_and_deadlock_rules),
           T(plain_threads_send_and_receive_on_shared_channels),
           T(a_close_wakes_a_blocked_thread),
-          T(destroy_waits_for_a_wake_up_still_under_way))
+          T(destroy_waits_for_a_wake_up_still_under_way),
+          T(a_call_into_a_runtime_destroyed_before_it_runs_is_cancelled),
+          T(posts_and_calls_still_queued_at_destroy_are_cancelled),
+          T(calls_whose_function_has_started_are_answered_at_destroy),
+          T(a_call_whose_function_calls_fib_exit_is_cancelled))

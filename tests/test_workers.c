@@ -60,13 +60,6 @@ static int threads_seen(void) {
   return n;
 }
 
-/* Busy work the compiler cannot drop. */
-static void spin(unsigned n) {
-  volatile unsigned sink = 0;
-  for (unsigned i = 0; i < n; i++)
-    sink = sink + i;
-}
-
 static void *tree_node(void *arg) {
   struct tree *t = arg;
   if (t->count == 1) {

@@ -158,7 +158,54 @@ static __attribute__((noinline, cold)) void poller_join(struct fib__poller *p) {
   p->index = (unsigned)i;
   p->bit = index_bit((unsigned)i);
   p->note_fd = fd;
+#ifdef FIB__HAVE_IO_URING
+  int host = fib__uring_host_wake_fd(); /* made before the poller */
+  p->host_fd = host >= 0 ? host : -1;
+#endif
   pthread_mutex_unlock(&reg_lock);
+}
+
+void fib__poller_host_fd(int fd) {
+  struct fib__poller *p = tl_poller;
+  if (!p || !p->bit)
+    return; /* no notices come (poller_join, poller_leave) */
+  pthread_mutex_lock(&reg_lock);
+  p->host_fd = fd;
+  if (fd < 0)
+    p->resting = 0;
+  pthread_mutex_unlock(&reg_lock);
+}
+
+/* Whether notices wait in p's list (reg_lock held). */
+static int notes_pending(const struct fib__poller *p) {
+  return p->nnotes || p->notes_all;
+}
+
+void fib__poller_rest(struct fib__poller *p) {
+  if (!p->bit || p->host_fd < 0 || p->resting)
+    return;
+  pthread_mutex_lock(&reg_lock);
+  p->resting = 1;
+  int pending = notes_pending(p);
+  pthread_mutex_unlock(&reg_lock);
+  /* Those came through note_fd, which the host does not wait on. */
+  uint64_t one = 1;
+  if (pending)
+    while (write(p->host_fd, &one, sizeof one) < 0 && errno == EINTR)
+      ;
+}
+
+static void take_notes(struct fib__poller *p);
+
+void fib__poller_unrest(struct fib__poller *p) {
+  if (!p->resting)
+    return;
+  pthread_mutex_lock(&reg_lock);
+  p->resting = 0;
+  int pending = notes_pending(p);
+  pthread_mutex_unlock(&reg_lock);
+  if (pending)
+    take_notes(p);
 }
 
 /* p's thread exits: no notice reaches it after this. */
@@ -191,7 +238,8 @@ static void notify_locked(struct fib__poller *p, int fd) {
   if (p->nnotes < p->notes_cap)
     p->notes[p->nnotes++] = fd;
   uint64_t one = 1;
-  while (write(p->note_fd, &one, sizeof one) < 0 && errno == EINTR)
+  int fd_to = p->resting && p->host_fd >= 0 ? p->host_fd : p->note_fd;
+  while (write(fd_to, &one, sizeof one) < 0 && errno == EINTR)
     ;
   /* EAGAIN only when the counter is near 2^64: the owner is told already */
 }
@@ -423,6 +471,7 @@ struct fib__poller *fib__poller_get(int *err) {
   }
   p->wake_fd = -1;
   p->note_fd = -1;
+  p->host_fd = -1;
   p->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (p->epfd < 0) {
     *err = -errno;
@@ -601,6 +650,9 @@ int fib__poller_poll(struct fib__poller *p, uint64_t deadline) {
     return 0;
   }
   p->just_waited = deadline != 0;
+  /* (an epoll runtime on a thread whose io_uring host rests: its sleep
+   * must hear of closes through note_fd) */
+  fib__poller_unrest(p);
   do
     n = epoll_wait(p->epfd, evs, EVENTS_PER_WAIT, timeout_ms(deadline));
   while (n < 0 && errno == EINTR && deadline == FIB__NO_DEADLINE);

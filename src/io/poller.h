@@ -29,7 +29,8 @@
  * close on another thread is started afresh and the descriptor learned
  * and watched again (io.c, begin), so the number's next owner is watched.
  * The close also tells each other poller whose bit it cleared, through
- * that poller's *notice* list and eventfd: the owner, at its next poll,
+ * that poller's *notice* list and eventfd (or the eventfd its host waits
+ * on, while the host rests: `resting`, below): the owner, at its next poll,
  * wakes the fibers still waiting in its stale record with FIB_EBADF
  * (fib__poller_poll; on io_uring it cancels their operations too).
  *
@@ -118,6 +119,20 @@ struct fib__poller {
   uint32_t bit;
   unsigned index;
   int note_fd;
+  /* A host on io_uring between its calls (fib__poller_rest) waits on
+   * host_fd (the thread's ring's eventfd, fib__uring_host_fd; -1: none):
+   * while `resting`, a closer writes host_fd instead of note_fd (the
+   * notice then waits in `notes` for the host's next poll:
+   * fib__poller_unrest). Through note_fd it would reach the host only
+   * by the ring's watch of the epoll set and the kernel's signal of
+   * host_fd for that completion, which comes from inside the closer's
+   * eventfd write: a 6.18 kernel drops it (all but the first), or gives
+   * it late, after the host has already woken and taken the notice (a
+   * second wake-up for one close). Both set by the owner under the
+   * registry's lock, which the closer holds while it writes (so host_fd
+   * is never written once closed); the owner reads them unlocked. */
+  int host_fd;
+  int resting;
   int *notes;
   size_t nnotes, notes_cap;
   int notes_all;
@@ -193,6 +208,20 @@ int fib__io_wake_fd(void);
 
 /* The thread's poller if it exists, else NULL. */
 struct fib__poller *fib__poller_peek(void);
+
+/* The calling thread's poller: the eventfd its host waits on (fd), or
+ * none any more (-1), for the closers' notices (host_fd above). */
+void fib__poller_host_fd(int fd);
+
+/* The end of a host's call (uring.c), on its thread: closers write
+ * host_fd from now on; if notices came since the last look, host_fd is
+ * written now, so that the host comes back for them. */
+void fib__poller_rest(struct fib__poller *p);
+
+/* The first poll after a rest: closers write note_fd again (a sleep in
+ * the ring hears of it), and the notices that came meanwhile are taken
+ * (their fibers woken, as by fib__poller_poll). */
+void fib__poller_unrest(struct fib__poller *p);
 
 /* The record for fd, made if need be. NULL: FIB_EBADF (fd < 0) or
  * FIB_ENOMEM in *err. */

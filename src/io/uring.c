@@ -131,8 +131,10 @@ static void ring_free(void *arg) {
   }
   drain(r, is_any_op, NULL);
   io_uring_queue_exit(&r->ring);
-  if (r->host_fd >= 0)
+  if (r->host_fd >= 0) {
+    fib__poller_host_fd(-1); /* closers write it no more */
     close(r->host_fd);
+  }
   fib__sys_free(r->byfd);
   fib__sys_free(r);
 }
@@ -241,6 +243,7 @@ int fib__uring_host_fd(void) {
     return err;
   }
   r->host_fd = fd;
+  fib__poller_host_fd(fd); /* a poller made later takes it in poller_join */
   return fd;
 }
 
@@ -420,6 +423,8 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
   if (!r)
     return 0;
   struct fib__poller *p = fib__poller_peek();
+  if (p)
+    fib__poller_unrest(p); /* the notices that woke a host */
   arm_poller_watch(r, p);
   if (r->host_fd >= 0) {
     /* Reset the host's wake-up before taking the CQEs: one posted after
@@ -448,6 +453,8 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
   return reap(r);
 }
 
+static void host_settle(struct ring *r, struct fib__poller *p);
+
 /* The end of a host's call (fib_runtime_io_fd): the eventfd the host
  * waits on next must become readable for whatever comes for rt before
  * the next call.
@@ -469,11 +476,16 @@ int fib__uring_poll(struct fib_runtime *rt, uint64_t deadline) {
  *    and the kernel's signal of the eventfd for the watch's completion,
  *    which a kernel may defer or drop when the completion comes from
  *    inside an eventfd's write (this machine's 6.18 signals it for the
- *    first such completion only).
+ *    first such completion only, and now and then late, after the host
+ *    has woken for the direct write: a second wake-up for one piece).
+ *  - Notices of closes on other threads (poller.h): the thread's poller
+ *    is told that its host rests (fib__poller_rest, last), and closers
+ *    write this eventfd instead of the notice eventfd in the epoll set
+ *    until the next poll takes the notices (fib__poller_unrest).
  *  - What else ends a sleep through the epoll set (the offload port's
- *    eventfd, close notices): the ring's POLL_ADD on it (POLLER_WATCH)
- *    is armed again here if the run took its last CQE without a poll
- *    after it to arm it again.
+ *    eventfd): the ring's POLL_ADD on it (POLLER_WATCH) is armed again
+ *    here if the run took its last CQE without a poll after it to arm it
+ *    again.
  *
  * Inside the run: completions taken ready fibers into rt's run queue,
  * and the caller then finds fib_runtime_next_ns at 0. */
@@ -483,6 +495,12 @@ void fib__uring_host_rest(struct fib_runtime *rt) {
   if (!r || r->host_fd < 0)
     return;
   struct fib__poller *p = fib__poller_peek();
+  host_settle(r, p);
+  if (p) /* last: it may write the eventfd that host_settle reads */
+    fib__poller_rest(p);
+}
+
+static void host_settle(struct ring *r, struct fib__poller *p) {
   uint64_t v;
   while (read(r->host_fd, &v, sizeof v) < 0 && errno == EINTR)
     ;

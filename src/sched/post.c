@@ -21,12 +21,22 @@
  * and the called function runs whatever happens. Its caller's runtime is
  * marked `posted` first, since the reply wakes the caller from the thread
  * that ran the function, through the caller's owner's inbox.
+ *
+ * A runtime destroyed with posts it has not finished (fib_runtime_destroy)
+ * cancels them, as libuv completes a closed handle's pending requests with
+ * UV_ECANCELED: the nodes still queued are freed unrun, a post fiber that
+ * has started is discarded with the rest (its node is a hold of its, given
+ * up with it), and each call among them is answered with FIB_ECANCELED,
+ * unless its caller is a fiber of the same runtime (discarded too: nobody
+ * waits any more). A post whose fn ends its fiber with fib_exit is given
+ * up the same way, at its finish.
  */
 #include "inbox.h"
 #include "workers.h"
 #include "../sys.h"
 
 #include <linux/futex.h>
+#include <stddef.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -41,6 +51,7 @@ enum {
 /* fib_call's reply, on its caller's stack. */
 struct fib__reply {
   void *result;
+  int err;                   /* 0, or FIB_ECANCELED: fn did not return */
   int done;                  /* plain-thread caller: REPLY_* */
   struct fib__fiber *waiter; /* fiber caller, parked with its claim armed */
 };
@@ -73,20 +84,16 @@ static void push_post(struct fib_runtime *rt, struct fib__post *p) {
   fib__waker_leave(rt); /* rt may be gone from here on: workers.h */
 }
 
-static void *post_main(void *arg) {
-  struct fib__post *p = arg;
-  void *result = p->fn(p->arg);
-  struct fib__reply *r = p->reply;
-  fib__sys_free(p);
-  if (!r)
-    return NULL;
+/* Answer a call: its caller may return from here on, and r go. */
+static void answer(struct fib__reply *r, void *result, int err) {
   r->result = result;
+  r->err = err;
   struct fib__fiber *f = r->waiter;
   if (f) {
     /* Its claim is armed (COMPLETE) and only we may take it. */
     if (fib__claim_take(f, 1))
       fib__group_wake(f, 0, 0);
-    return NULL;
+    return;
   }
   /* release: the caller reads result after it sees REPLY_DONE; acquire
    * is not needed (nothing of the caller's is read after). The caller
@@ -96,7 +103,70 @@ static void *post_main(void *arg) {
   if (__atomic_exchange_n(&r->done, REPLY_DONE, __ATOMIC_RELEASE) ==
       REPLY_ASLEEP)
     (void)syscall(SYS_futex, &r->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* A post whose fn will not come back to post_main: free its node, and
+ * answer its call with FIB_ECANCELED. `gone`: the runtime being destroyed
+ * (fib_runtime_destroy), whose own fibers, discarded with it, are not
+ * answered (a caller's reply, on its stack, is still mapped: the stacks
+ * are freed last); NULL: the post's fiber ended in fib_exit. */
+static void cancel(const struct fib_runtime *gone, struct fib__post *p) {
+  struct fib__reply *r = p->reply;
+  fib__sys_free(p);
+  if (!r)
+    return;
+  const struct fib_runtime *caller = r->waiter ? r->waiter->rt : NULL;
+  if (gone && caller &&
+      (caller == gone || (gone->group && caller->group == gone->group)))
+    return;
+  answer(r, NULL, FIB_ECANCELED);
+}
+
+/* What a post fiber holds while fn runs (fiber.h, struct fib__hold): its
+ * node, given up if fn never comes back, because fib_runtime_destroy
+ * discards the fiber or fn ends it with fib_exit. */
+struct post_run {
+  struct fib__hold hold;
+  struct fib__post *p;
+  struct fib__fiber *self;
+};
+
+static void post_abandon(struct fib__hold *h) {
+  struct post_run *run =
+      (struct post_run *)((char *)h - offsetof(struct post_run, hold));
+  fib__hold_drop(h);
+  /* From its own fiber: fib_exit's finish; else destroy's discard. */
+  const struct fib__fiber *f = run->self;
+  cancel(f == fib__fiber_self() ? NULL : f->rt, run->p);
+}
+
+static void *post_main(void *arg) {
+  struct post_run run = {.p = arg, .self = fib__fiber_self()};
+  run.hold.discard = post_abandon;
+  fib__hold_add(run.self, &run.hold);
+  void *result = run.p->fn(run.p->arg);
+  fib__hold_drop(&run.hold); /* the record's list, wherever it runs now */
+  struct fib__reply *r = run.p->reply;
+  fib__sys_free(run.p);
+  if (r)
+    answer(r, result, 0);
   return NULL;
+}
+
+void fib__post_discard_queued(struct fib_runtime *rt) {
+  struct fib_runtime *t = post_target(rt);
+  /* The held ones are older than those still on the stack: answered in
+   * the order they were posted. */
+  struct fib__runq_node *fifo = t->posts_held;
+  t->posts_held = NULL;
+  for (int round = 0; round < 2; round++) {
+    while (fifo) {
+      struct fib__runq_node *next = fifo->next;
+      cancel(rt, (struct fib__post *)fifo);
+      fifo = next;
+    }
+    fifo = fib__inbox_take(&t->posts);
+  }
 }
 
 /* How many posts a turn of the loop spawns fibers for. The rest wait for
@@ -193,6 +263,8 @@ int fib_call(fib_runtime *rt, fib_fn fn, void *arg, void **result) {
         (void)syscall(SYS_futex, &r.done, FUTEX_WAIT_PRIVATE, REPLY_ASLEEP,
                       NULL, NULL, 0);
   }
+  if (r.err)
+    return r.err;
   if (result)
     *result = r.result;
   return 0;

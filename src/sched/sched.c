@@ -205,6 +205,9 @@ int fib_runtime_destroy(fib_runtime *rt) {
     if (w->io_discard)
       w->io_discard(w);
   }
+  /* Posts it has not finished are cancelled (post.c): the queued ones
+   * here, those whose fiber has started as their holds (pass 1). */
+  fib__post_discard_queued(rt);
   /* The unfinished fibers are discarded: first take every wait node they
    * left on a primitive's queue off it (the nodes live on the stacks freed
    * below), and only then give up what they hold, so that a mutex goes

@@ -520,6 +520,12 @@ static inline void fib__group_place(struct fib_runtime *rt,
 /* Take the posts (post.c): spawn a fiber for each. */
 void fib__post_take(struct fib_runtime *rt);
 
+/* fib_runtime_destroy of rt (the handle; its workers stopped, nobody
+ * pushing): cancel the posts still queued (post.c: nodes freed, calls
+ * answered with FIB_ECANCELED). Those whose fibers have started are
+ * holds of theirs, given up with the other holds. */
+void fib__post_discard_queued(struct fib_runtime *rt);
+
 /* A one-worker runtime that has been posted to, at its loop: move its
  * inbox into its run queue, take its posts. */
 void fib__runtime_tend(struct fib_runtime *rt);
