@@ -918,9 +918,14 @@ FIB_API int fib_sleep_ns(uint64_t ns);
  * short spin lock; it also serves the fibers of one-worker runtimes on
  * the same thread). A shared channel that one worker's fibers alone have
  * used for a while is kept by that worker, whose calls then take no lock
- * at all; a call from anywhere else waits until that worker next goes
- * between fibers (its running fiber switches, or it has nothing to run),
- * and a channel taken back often is kept ever more rarely. So a shared
+ * at all; a call from anywhere else (any call on the channel, also those
+ * that never wait for a value: len, close, destroy, a select with a
+ * default case) waits until that worker next goes between fibers (its
+ * running fiber switches, or it has nothing to run): a fiber yields
+ * meanwhile, a plain thread spins. So a fiber that blocks its worker's
+ * thread (a system call, a pthread mutex) while another thread needs a
+ * channel its worker keeps holds that thread up, and can deadlock with
+ * it. A channel taken back often is kept ever more rarely. A shared
  * channel, like every primitive, must be destroyed before its storage is
  * freed or reused. One initialised while none exists is local, as fast
  * as the runtime allows, for the fibers of one thread; a call on it from

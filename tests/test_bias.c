@@ -199,6 +199,42 @@ TEST(a_lock_asked_back_often_needs_ever_longer_runs) {
   CHECK(!kept_by_anyone());
 }
 
+/* ---- a keeper that goes on calling after it was asked */
+
+static void *keeps_calling(void *arg) {
+  (void)arg;
+  while (!kept_here())
+    count_once();
+  atomic_store(&phase, 1);
+  while (atomic_load(&phase) != 2) { /* calls, and passes through its loop */
+    count_once();
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+/* Keeps the asker's worker busy, so that the asker looks only now and
+ * then: a keep made again between two looks would keep it out for good. */
+static void *slow_neighbour(void *arg) {
+  (void)arg;
+  while (atomic_load(&phase) != 2) {
+    for (volatile int i = 0; i < 200000; i++)
+      ;
+    CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+TEST(a_keeper_that_goes_on_calling_lets_the_asker_in) {
+  reset();
+  fib_runtime *rt = new_workers(2);
+  spawn_on(rt, 1, keeps_calling, NULL);
+  spawn_on(rt, 0, fiber_asker, NULL);
+  spawn_on(rt, 0, slow_neighbour, NULL);
+  run_to_end(rt);
+  CHECK(counter >= FIB__BIAS_RUN + 2);
+}
+
 /* ---- many fibers on every worker, and a plain thread: exact */
 
 struct crowd {
@@ -364,6 +400,55 @@ TEST(a_deadline_from_another_worker_on_a_kept_channel) {
   CHECK_OK(fib_chan_destroy(&ch));
 }
 
+/* A select whose deadline passes while another worker keeps its channel
+ * says so: its clean-up waits for the keeper, which must not cost it the
+ * reason it woke. */
+static atomic_int select_done;
+
+static void *keeps_by_looking(void *arg) {
+  (void)arg;
+  for (unsigned long i = 0; !atomic_load(&select_done); i++) {
+    (void)fib_chan_len(&ch); /* a call under the lock: it counts */
+    if (this_worker()->bias_n == 1)
+      atomic_store(&phase, 1);
+    if (i % 10 == 0)
+      CHECK_OK(fib_yield());
+  }
+  return NULL;
+}
+
+static void *selects_until_a_deadline(void *arg) {
+  (void)arg;
+  yield_until(1);
+  long v = -1;
+  fib_select_case k[1] = {{.op = FIB_SELECT_RECV, .chan = &ch, .elem = &v}};
+  CHECK_EQ(fib_select_until(k, 1, fib_now_ns() + 20 * MS), FIB_ETIMEDOUT);
+  CHECK_EQ(v, -1);
+  atomic_store(&select_done, 1);
+  return NULL;
+}
+
+static void *yields_until_the_select_is_done(void *arg) {
+  (void)arg;
+  while (!atomic_load(&select_done))
+    CHECK_OK(fib_yield());
+  return NULL;
+}
+
+TEST(a_select_that_times_out_on_a_kept_channel_says_so) {
+  for (int round = 0; round < 5; round++) {
+    reset();
+    atomic_store(&select_done, 0);
+    fib_runtime *rt = new_workers(2);
+    CHECK_OK(fib_chan_init(&ch, sizeof(long), 4));
+    spawn_on(rt, 1, keeps_by_looking, NULL);
+    spawn_on(rt, 0, selects_until_a_deadline, NULL);
+    spawn_on(rt, 0, yields_until_the_select_is_done, NULL);
+    run_to_end(rt);
+    CHECK_OK(fib_chan_destroy(&ch));
+  }
+}
+
 static void *destroys_what_it_keeps(void *arg) {
   (void)arg;
   make_kept(200);
@@ -429,8 +514,10 @@ TEST_MAIN(T(a_run_of_calls_from_one_worker_makes_it_keep_the_lock),
           T(a_busy_keeper_gives_the_lock_to_another_workers_fiber),
           T(a_busy_keeper_gives_the_lock_to_a_plain_thread),
           T(a_lock_asked_back_often_needs_ever_longer_runs),
+          T(a_keeper_that_goes_on_calling_lets_the_asker_in),
           T(counts_stay_exact_while_workers_keep_and_give_back),
           T(a_channel_one_worker_keeps_serves_other_workers_and_threads),
           T(a_deadline_from_another_worker_on_a_kept_channel),
+          T(a_select_that_times_out_on_a_kept_channel_says_so),
           T(a_keeper_that_destroys_its_channel_forgets_it),
           T(a_host_between_calls_keeps_nothing))

@@ -79,7 +79,10 @@ int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt) {
    * mark: the keeper's let-go is what this thread waits for. */
   __atomic_fetch_or(&b->bias, FIB__BIAS_WANTED, __ATOMIC_RELAXED);
   unsigned keeper = (v & FIB__BIAS_TAG) >> FIB__BIAS_TAG_SHIFT;
-  __atomic_store_n(&fib__bias_wanted[keeper], 1, __ATOMIC_RELEASE);
+  /* an exchange, not a store: each asker's raise is then in the release
+   * sequence the keeper's acquire exchange reads from, so every asker's
+   * mark is seen, not only the last one's (C11; the hardware would) */
+  (void)__atomic_exchange_n(&fib__bias_wanted[keeper], 1, __ATOMIC_RELEASE);
   fib__spin_unlock(&b->word);
   return 0;
 }
@@ -90,20 +93,23 @@ static struct fib_runtime *worker_now(const struct fib__fiber *self) {
   return self ? self->rt : fib__tl_runtime_now();
 }
 
-void fib__block_lock(struct fib__block *b, struct fib__fiber *self) {
+struct fib_runtime *fib__block_lock(struct fib__block *b,
+                                    struct fib__fiber *self) {
   unsigned spins = 0;
   for (;;) {
     struct fib_runtime *rt = worker_now(self);
     if (fib__block_kept(b, rt))
-      return;
+      return rt;
     fib__spin_lock(&b->word);
     if (fib__block_enter(b, rt))
-      return;
+      return rt;
     /* Kept by another worker, and asked back: wait for it to reach its
      * loop, looking without writing (the keeper's line stays shared, and
      * it is asked once). A fiber lets its worker's other fibers run
      * meanwhile; every wait also pauses, and now and then gives the CPU
-     * away, which a keeper preempted on a crowded machine may need. */
+     * away, which a keeper preempted on a crowded machine may need. A
+     * keep without WANTED is not the one asked about (another asker had
+     * the lock in between, and the keeper kept it again): ask again. */
     do {
       /* This thread is inside no call that holds a lock (none switches
        * or waits so): it may let go of what its own worker keeps and
@@ -116,7 +122,9 @@ void fib__block_lock(struct fib__block *b, struct fib__fiber *self) {
         (void)fib_yield();
       fib__spin_step(++spins);
       rt = worker_now(self);
-    } while ((__atomic_load_n(&b->bias, __ATOMIC_RELAXED) & FIB__BIAS_KEPT) &&
+    } while ((__atomic_load_n(&b->bias, __ATOMIC_RELAXED) &
+              (FIB__BIAS_KEPT | FIB__BIAS_WANTED)) ==
+                 (FIB__BIAS_KEPT | FIB__BIAS_WANTED) &&
              !fib__block_kept(b, rt));
   }
 }
@@ -146,10 +154,14 @@ void fib__bias_let_go(struct fib_runtime *rt, int all) {
         revokes >> FIB__BIAS_REVOKES_SHIFT < FIB__BIAS_MAX_REVOKES)
       revokes += 1u << FIB__BIAS_REVOKES_SHIFT;
     /* release: everything this worker's fibers wrote under the keep
-     * happens before the next holder's acquire load of `bias`. A WANTED
-     * mark ORed in since the load is overwritten: the keep it asks to end
-     * ends here. */
-    __atomic_store_n(&b->bias, revokes | rt->bias_tag_bits,
+     * happens before the next holder's acquire load of `bias`. WANTED
+     * stays in the freed word, with our tag: our fibers' calls count no
+     * run towards a new keep until another thread has had the lock
+     * (fib__block_count), so an asker does not find it kept again before
+     * it looks. A mark ORed in since the load is overwritten, or lands
+     * in the freed word: either way the same. */
+    __atomic_store_n(&b->bias,
+                     (v & FIB__BIAS_WANTED) | revokes | rt->bias_tag_bits,
                      __ATOMIC_RELEASE);
     rt->bias_kept[i] = rt->bias_kept[--rt->bias_n];
   }

@@ -114,7 +114,11 @@ static inline int fib__block_count(struct fib__block *b,
                      __ATOMIC_RELAXED);
     return 1;
   }
-  if (!tag) /* a plain thread, a tagless worker: nothing to count */
+  /* Nothing to count for a plain thread or a tagless worker; nor for a
+   * keeper that was asked to let go (WANTED left in the freed word: see
+   * fib__bias_let_go) until another has had the lock, so that the asker
+   * is not kept waiting by a keep made again before it looks. */
+  if (!tag || (v & FIB__BIAS_WANTED))
     return 1;
   /* the run this lock needs before a keep (at most 64 << 8: the
    * streak's limit, 16383, is reached one call before it) */
@@ -156,8 +160,12 @@ static inline int fib__block_trylock(struct fib__block *b,
 }
 
 /* Hold b, waiting as long as it takes: `self` the calling fiber (it
- * yields while a keeper lets go), NULL for any other caller (it spins). */
-void fib__block_lock(struct fib__block *b, struct fib__fiber *self);
+ * yields while a keeper lets go, and may move to another worker), NULL
+ * for any other caller (it spins). Returns the worker it holds b as (the
+ * thread's runtime now; NULL: a plain thread), for the unlock: a caller
+ * must not read the thread-local again itself (tls.h). */
+struct fib_runtime *fib__block_lock(struct fib__block *b,
+                                    struct fib__fiber *self);
 
 /* Let b go; rt as at the lock (no switch since). */
 static inline void fib__block_unlock(struct fib__block *b,

@@ -433,10 +433,10 @@ waitq_wait_guarded(struct fib__waitq *q, struct fib__fiber *self, void *elem,
   int err = self->wake;
   if (err) {
     if (b) {
-      fib__block_lock(b, self); /* self->rt: read there, after the park */
+      struct fib_runtime *rt = fib__block_lock(b, self);
       if (n.q)
         fib__waitq_unlink(&n);
-      fib__block_unlock(b, self->rt);
+      fib__block_unlock(b, rt);
     } else {
       fib__spin_lock(lock);
       if (n.q)

@@ -637,10 +637,11 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
       int c = FIB__CLAIM_ANY;
       if (__atomic_compare_exchange_n(&me.claim, &c, FIB__CLAIM_NONE, 0,
                                       __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-        fib__block_lock(b, NULL); /* the deadline won: take the node back */
+        /* the deadline won: take the node back */
+        struct fib_runtime *rt = fib__block_lock(b, NULL); /* NULL here */
         if (n.q)
           fib__waitq_unlink(&n);
-        fib__block_unlock(b, NULL);
+        fib__block_unlock(b, rt);
         return FIB_ETIMEDOUT;
       }
       deadline = FIB__NO_DEADLINE; /* a waker won: its wake-up comes */

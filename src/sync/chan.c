@@ -69,16 +69,17 @@ static struct chan *chan_of_in(const fib_chan *ch, int *shared) {
 
 /* The lock of the calls that never wait, from a fiber or not (a plain
  * thread, or a coroutine a fiber resumed, which waits for a keeper by
- * spinning). The thread's runtime is the keeper to test for: a fiber's
- * own `rt` is it. */
-static ALWAYS_INLINE void lock_in(struct chan *c, int shared) {
-  if (shared)
-    fib__block_lock(&c->lock, fib__fiber_self());
+ * spinning): they do not wait for a value, but a fiber may wait for a
+ * keeper to let go, and move meanwhile. Returns the worker it holds the
+ * lock as (sched/bias.h), for unlock_in. */
+static ALWAYS_INLINE struct fib_runtime *lock_in(struct chan *c, int shared) {
+  return shared ? fib__block_lock(&c->lock, fib__fiber_self()) : NULL;
 }
 
-static ALWAYS_INLINE void unlock_in(struct chan *c, int shared) {
+static ALWAYS_INLINE void unlock_in(struct chan *c, int shared,
+                                    struct fib_runtime *rt) {
   if (shared)
-    fib__block_unlock(&c->lock, fib__tl_runtime);
+    fib__block_unlock(&c->lock, rt);
 }
 
 int fib_chan_init(fib_chan *ch, size_t elem_size, size_t capacity) {
@@ -103,13 +104,13 @@ int fib_chan_destroy(fib_chan *ch) {
   struct chan *c = chan_of_in(ch, &shared);
   if (!c)
     return FIB_EINVAL;
-  lock_in(c, shared);
+  struct fib_runtime *rt = lock_in(c, shared);
   int err = fib__retire_in(&c->magic, &c->sendq,
                            fib__waitq_busy_in(&c->recvq, shared), shared);
-  if (!err && shared && fib__block_kept(&c->lock, fib__tl_runtime))
-    fib__block_forget(&c->lock, fib__tl_runtime); /* off its keeper's list */
+  if (!err && shared && fib__block_kept(&c->lock, rt))
+    fib__block_forget(&c->lock, rt); /* off its keeper's list */
   else
-    unlock_in(c, shared);
+    unlock_in(c, shared, rt);
   if (!err) {
     fib__sys_free(c->buf);
     c->buf = NULL;
@@ -122,9 +123,10 @@ size_t fib_chan_len(const fib_chan *ch) {
   struct chan *c = chan_of_in(ch, &shared);
   if (!c)
     return 0;
-  lock_in(c, shared); /* shared: others write it under the lock */
+  /* shared: others write it under the lock */
+  struct fib_runtime *rt = lock_in(c, shared);
   size_t n = c->count;
-  unlock_in(c, shared);
+  unlock_in(c, shared, rt);
   return n;
 }
 
@@ -136,7 +138,7 @@ int fib_chan_close(fib_chan *ch) {
   int refused = shared ? 0 : fib__sync_refused();
   if (refused)
     return refused;
-  lock_in(c, shared);
+  struct fib_runtime *rt = lock_in(c, shared);
   int err = FIB_EPIPE;
   if (!c->closed) {
     c->closed = 1;
@@ -144,7 +146,7 @@ int fib_chan_close(fib_chan *ch) {
     fib__waitq_complete_every(&c->sendq, FIB_EPIPE, shared);
     err = 0;
   }
-  unlock_in(c, shared);
+  unlock_in(c, shared, rt);
   return err;
 }
 
@@ -404,8 +406,7 @@ static ALWAYS_INLINE int send_shared_in(struct chan *c, const void *elem,
    * may have waited, during which a fiber may have moved */
   struct fib_runtime *rt = self ? self->rt : NULL;
   if (!fast) {
-    fib__block_lock(&c->lock, self);
-    rt = self ? self->rt : NULL;
+    rt = fib__block_lock(&c->lock, self);
   } else if (!fib__block_trylock(&c->lock, rt)) {
     return send_shared_any(c, elem, deadline_ns); /* nothing done yet */
   }
@@ -524,8 +525,7 @@ static ALWAYS_INLINE int recv_shared_in(struct chan *c, void *out,
     return err;
   struct fib_runtime *rt = self ? self->rt : NULL; /* as in send */
   if (!fast) {
-    fib__block_lock(&c->lock, self);
-    rt = self ? self->rt : NULL;
+    rt = fib__block_lock(&c->lock, self);
   } else if (!fib__block_trylock(&c->lock, rt)) {
     return recv_shared_any(c, out, deadline_ns); /* nothing done yet */
   }
@@ -671,8 +671,7 @@ static void chan_set_lock(struct chan_set *set, struct fib__fiber *self) {
     chan_set_unlock_first(set, i, rt);
     /* the wait for its keeper to let go, alone */
     struct fib__block *b = &set->c[i]->lock;
-    fib__block_lock(b, self);
-    fib__block_unlock(b, self->rt);
+    fib__block_unlock(b, fib__block_lock(b, self));
   }
 }
 
@@ -786,15 +785,17 @@ static SHARED_PATH int select_shared(fib_select_case *cases, size_t n,
     fib__fiber_arm(self, deadline_ns);
   (void)fib__fiber_suspend_armed(self, FIB__FIBER_BLOCKED);
   self->wait = NULL;
+  /* why it woke, before the unlinks: a lock kept elsewhere is waited
+   * for by yielding, and a yield writes `wake` */
+  result = self->wake;
   for (size_t j = 0; j < w.count; j++) {
     struct chan *c =
         fib__live(cases[nodes[j].idx].chan, FIB__SHARED_MAGIC(CHAN_MAGIC));
-    fib__block_lock(&c->lock, self);
+    struct fib_runtime *rt = fib__block_lock(&c->lock, self);
     if (nodes[j].q)
       fib__waitq_unlink(&nodes[j]);
-    fib__block_unlock(&c->lock, self->rt);
+    fib__block_unlock(&c->lock, rt);
   }
-  result = self->wake;
   if (!result) {
     cases[w.fired].err = w.result;
     result = (int)w.fired;
