@@ -143,20 +143,36 @@ static inline int fib__block_enter(struct fib__block *b,
   return fib__block_count(b, rt) || fib__block_enter_slow(b, rt);
 }
 
+/* How a caller holds b, for fib__block_release: through the word, or
+ * kept by its worker (0: not at all). */
+enum { FIB__HELD_WORD = 1, FIB__HELD_KEPT = 2 };
+
 /* One try, for a call that has a slower way to wait, and no call of its
- * own: 1 if the caller (on the thread of runtime rt, NULL: a plain
- * thread) now holds b, 0 if the word was held, another worker keeps b, or
- * a keep is due (the slower way sees to the last two). */
+ * own: how the caller (on the thread of runtime rt, NULL: a plain thread)
+ * now holds b, or 0 if the word was held, another worker keeps b, or a
+ * keep is due (the slower way sees to the last two). */
 static inline int fib__block_trylock(struct fib__block *b,
                                      struct fib_runtime *rt) {
   if (fib__block_kept(b, rt))
-    return 1;
+    return FIB__HELD_KEPT;
   if (!fib__spin_trylock(&b->word))
     return 0;
   if (fib__block_count(b, rt))
-    return 1;
+    return FIB__HELD_WORD;
   fib__spin_unlock(&b->word);
   return 0;
+}
+
+/* How rt holds b, after fib__block_lock returned it. */
+static inline int fib__block_held(const struct fib__block *b,
+                                  const struct fib_runtime *rt) {
+  return fib__block_kept(b, rt) ? FIB__HELD_KEPT : FIB__HELD_WORD;
+}
+
+/* Let b go, held as `held` says (no look at `bias` again). */
+static inline void fib__block_release(struct fib__block *b, int held) {
+  if (held == FIB__HELD_WORD)
+    fib__spin_unlock(&b->word);
 }
 
 /* Hold b, waiting as long as it takes: `self` the calling fiber (it

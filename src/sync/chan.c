@@ -405,15 +405,17 @@ static ALWAYS_INLINE int send_shared_in(struct chan *c, const void *elem,
   /* the thread's worker (a fiber's is its `rt`): read after a lock that
    * may have waited, during which a fiber may have moved */
   struct fib_runtime *rt = self ? self->rt : NULL;
+  int held; /* how (sched/bias.h): the unlock need not look again */
   if (!fast) {
     rt = fib__block_lock(&c->lock, self);
-  } else if (!fib__block_trylock(&c->lock, rt)) {
+    held = fib__block_held(&c->lock, rt);
+  } else if (!(held = fib__block_trylock(&c->lock, rt))) {
     return send_shared_any(c, elem, deadline_ns); /* nothing done yet */
   }
   struct fib__fiber *wake = NULL;
   err = try_send_in(c, elem, 1, &wake, fast);
   if (err != WOULD_WAIT) {
-    fib__block_unlock(&c->lock, rt);
+    fib__block_release(&c->lock, held);
     if (wake) /* err is 0 */
       return wake_partner(self, wake);
     return err;
@@ -524,15 +526,17 @@ static ALWAYS_INLINE int recv_shared_in(struct chan *c, void *out,
   if (err && !(err == FIB_EPERM && plain_thread()))
     return err;
   struct fib_runtime *rt = self ? self->rt : NULL; /* as in send */
+  int held;
   if (!fast) {
     rt = fib__block_lock(&c->lock, self);
-  } else if (!fib__block_trylock(&c->lock, rt)) {
+    held = fib__block_held(&c->lock, rt);
+  } else if (!(held = fib__block_trylock(&c->lock, rt))) {
     return recv_shared_any(c, out, deadline_ns); /* nothing done yet */
   }
   struct fib__fiber *wake = NULL;
   err = try_recv_in(c, out, 1, &wake, fast);
   if (err != WOULD_WAIT) {
-    fib__block_unlock(&c->lock, rt);
+    fib__block_release(&c->lock, held);
     if (wake) /* err is 0 */
       return wake_partner(self, wake);
     return err;
