@@ -12,13 +12,17 @@
  * another thread wants it and the keeper lets it go.
  *
  * The hand-back is asymmetric, without a fence on the keeper's side: the
- * keeper lets go only at its own loop (fib__group_tend, between fibers,
- * where none of its fibers is inside a call: a call never switches while
- * it holds the lock), and before its loop may sleep or return. Another
- * thread that finds the lock kept (it takes the word, then reads `bias`)
- * marks it WANTED, raises the keeper's flag (fib__bias_wanted), releases
- * the word and waits (a fiber yields, a plain thread spins) until `bias`
- * says the lock is free, then takes it the usual way. No memory barrier
+ * keeper lets go only where none of its fibers is inside a call (a call
+ * never switches or waits while it holds the lock): at its own loop
+ * (fib__group_tend, between fibers), before its loop may sleep or
+ * return, and while a call on its own thread waits for another keeper
+ * (fib__block_lock). Another thread that finds the lock kept (it takes
+ * the word, then reads `bias`) marks it WANTED, raises the keeper's flag
+ * (fib__bias_wanted), releases the word and waits (a fiber yields, a
+ * plain thread spins) until `bias` says the lock is free, then takes it
+ * the usual way. The freed `bias` keeps WANTED until another thread has
+ * had the lock, and the keeper's calls count no run towards a new keep
+ * meanwhile: a slow asker is not beaten to it again. No memory barrier
  * instruction, no signal: only acquire/release pairs that ThreadSanitizer
  * can follow:
  *   - the keeper's writes inside its calls happen before its release
@@ -26,7 +30,7 @@
  *     acquire load under the word;
  *   - a keeper is made under the word (whose acquire saw every earlier
  *     holder's writes), and reads its own `bias` after that.
- * So at any moment exactly one thread may touch what the lock guards: the
+ * So at any moment at most one thread may touch what the lock guards: the
  * holder of the word while `bias` is not KEPT, or the keeper's thread.
  *
  * Who keeps: a worker of a multi-worker runtime with a tag (a number
