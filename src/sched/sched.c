@@ -519,7 +519,8 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
 }
 
 /* A frameless joiner's own cancel check found it cancelled: take itself
- * out of its target's word. Counted in cancels_out while it holds the
+ * out of its target's word and return FIB_ECANCELED, or park if its
+ * finisher won the word first. Counted in cancels_out while it holds the
  * target's address, as a canceller on its thread is
  * (fib__claim_take_cancel): a finisher on another worker that wins the
  * word first collects the target itself, and the target's home must not
@@ -534,20 +535,24 @@ join_take_own_cancel(struct fib__fiber *self) {
   __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
   int won = fib__claim_take(self, 0);
   __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
-  return won;
+  if (won)
+    return FIB_ECANCELED;
+  /* a finisher on another worker won the word first: park as if there
+   * had been no cancel (its wake-up comes through our inbox, which this
+   * thread reads only once we are off our stack) */
+  return fib__fiber_suspend_tail(self); /* a tail call */
 }
 
 int fib__fiber_suspend_join(struct fib__fiber *self) {
-  self->state = FIB__FIBER_BLOCKED;
-  self->nocancel = 0;
-  self->wake = 0;
   /* group_suspend's cancel check, returning the cancel itself: there is
-   * no frame to read `wake` after (no timer either: no deadline) */
-  if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST) &&
-      join_take_own_cancel(self)) {
-    self->state = FIB__FIBER_RUNNING;
-    return FIB_ECANCELED;
-  }
+   * no frame to read `wake` after (no timer either: no deadline). Before
+   * the park's stores (suspend_local's): a cancel found here leaves the
+   * fiber RUNNING, as it was, and only this thread reads its state. No
+   * `wake = 0` either: whoever ends a frameless join writes it
+   * (hand_to_front, fib__fiber_unpark, fib__group_wake's reason). */
+  if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST))
+    return join_take_own_cancel(self); /* a tail call: the park's
+                                          registers stay unsaved */
   /* a joiner with a tail slot is no compact fiber: one worker's tail
    * park, whose common hand-off (the child it has just spawned, at the
    * front) is inline */
