@@ -491,9 +491,10 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
 static inline __attribute__((always_inline)) int
 group_join_own(struct fib__fiber *self, fib_id id, void **result) {
   struct fib_runtime *own = self->rt;
-  if (!FIB__JOIN_TAIL_FRAMED && fib__idmap_class(&own->fibers, id) &&
-      fib__fiber_has_tail(self)) {
-    struct fib__fiber *t = fib__idmap_get(&own->fibers, id);
+  if (!FIB__JOIN_TAIL_FRAMED && fib__fiber_has_tail(self)) {
+    /* No test of the id's class first: every id in own's map is of its
+     * class, so get finds nothing for another worker's id (idmap.h) */
+    struct fib__fiber *t = fib__idmap_get_strided(&own->fibers, id);
     /* relaxed: a look (the CAS decides); not GONE, DONE or joined */
     if (t && !__atomic_load_n(&t->joiner, __ATOMIC_RELAXED) &&
         !fib__cancelled(self)) {

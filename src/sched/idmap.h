@@ -115,6 +115,19 @@ static inline uint64_t fib__idmap_put(struct fib__idmap *m, void *value) {
   return id;
 }
 
+/* get for a map whose stride is above 1 (a worker of several: workers.h,
+ * Ids), without slot_of's test for one worker's map. */
+static inline void *fib__idmap_get_strided(const struct fib__idmap *m,
+                                           uint64_t id) {
+  uint32_t low = (uint32_t)id;
+  size_t i = (size_t)((low - m->first) >> m->shift);
+  /* acquire: pairs with put's release of the id */
+  return low >= m->first && i < __atomic_load_n(&m->top, __ATOMIC_RELAXED) &&
+                 __atomic_load_n(&m->slots[i].id, __ATOMIC_ACQUIRE) == id
+             ? __atomic_load_n(&m->slots[i].value, __ATOMIC_RELAXED)
+             : NULL;
+}
+
 static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
   size_t i = fib__idmap_index(m, id);
   /* acquire: pairs with put's release of the id */
