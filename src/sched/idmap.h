@@ -137,10 +137,10 @@ static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
              : NULL;
 }
 
-/* Forget `id`, which is in the map: its slot is free for the next put,
- * under the next generation. Inline: on every join and detached finish. */
-static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
-  size_t i = fib__idmap_slot_of(m, (uint32_t)id);
+/* Forget `id`, which is in the map at slot i: the slot is free for the
+ * next put, under the next generation. */
+static inline void fib__idmap_forget_at(struct fib__idmap *m, uint64_t id,
+                                        size_t i) {
   uint64_t gen = (id >> 32) + 1;
   __atomic_store_n(&m->slots[i].id, 0, __ATOMIC_RELAXED);
   m->count--;
@@ -151,6 +151,18 @@ static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
   __atomic_store_n(&m->slots[i].value, (void *)(uintptr_t)(gen << 32 | m->free),
                    __ATOMIC_RELAXED);
   m->free = i + 1;
+}
+
+/* Forget `id`, which is in the map. Inline: on every join and detached
+ * finish. */
+static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
+  fib__idmap_forget_at(m, id, fib__idmap_slot_of(m, (uint32_t)id));
+}
+
+/* forget for a map whose stride is above 1 (fib__idmap_get_strided). */
+static inline void fib__idmap_forget_strided(struct fib__idmap *m,
+                                             uint64_t id) {
+  fib__idmap_forget_at(m, id, (size_t)(((uint32_t)id - m->first) >> m->shift));
 }
 
 /* The same for any id: nothing if it is not in the map. */
