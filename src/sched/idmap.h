@@ -50,6 +50,7 @@ struct fib__idmap {
   uint32_t stride; /* low word = index * stride + first: a power of two */
   uint32_t first;
   unsigned shift;  /* log2(stride) */
+  uint32_t cmask;  /* stride - 1: the class test's mask (fib__idmap_class) */
 };
 
 /* The slot of a low word of this map (low >= first): (low - first) /
@@ -92,7 +93,7 @@ static inline size_t fib__idmap_index(const struct fib__idmap *m,
  * Ids), told from the map alone, without a look through the group. An
  * id of the class that the map does not hold is not found by get. */
 static inline int fib__idmap_class(const struct fib__idmap *m, uint64_t id) {
-  return (((uint32_t)id - m->first) & (m->stride - 1)) == 0;
+  return (((uint32_t)id - m->first) & m->cmask) == 0;
 }
 
 /* Insert `value` (room reserved): returns its new id. */
