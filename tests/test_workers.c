@@ -615,6 +615,73 @@ TEST(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once) {
   }
 }
 
+/* A joiner's own cancel check against a finisher on another worker that
+ * has seen the cancel first (sched.c, join_take_own_cancel): the child,
+ * placed on worker 1, cancels its joiner on worker 0 and returns at once,
+ * so that its finish, which takes a cancelled joiner out of the join word
+ * itself, races the joiner's own check between its write into the word
+ * and its park (the joiner's take then fails, and it parks for the
+ * finisher's wake-up). The offsets between the two sweep over a few
+ * microseconds so that some land there. Each join ends once: joined
+ * (the value, the child gone) or cancelled (the child joinable, its
+ * value there once). */
+struct own_race {
+  unsigned i;
+  fib_id joiner, child;
+  int err; /* the joiner's join */
+  void *v;
+};
+
+static void *own_race_child(void *arg) {
+  struct own_race *r = arg;
+  spin(r->i / 61 % 13 * 60);
+  CHECK_OK(fib_cancel(NULL, r->joiner));
+  return (void *)(uintptr_t)(r->i + 1);
+}
+
+static void *own_race_joiner(void *arg) {
+  struct own_race *r = arg;
+  fib_attr there = {0};
+  there.worker = 2;
+  CHECK_OK(fib_spawn(NULL, own_race_child, r, &there, &r->child));
+  spin(r->i % 61 * 40);
+  r->err = fib_join(r->child, &r->v);
+  return NULL;
+}
+
+static void *own_races(void *arg) {
+  (void)arg;
+  unsigned n = (unsigned)scaled(20000);
+  fib_attr here = {0};
+  here.worker = 1;
+  unsigned joined = 0, cancelled = 0;
+  for (unsigned i = 0; i < n; i++) {
+    struct own_race r = {.i = i};
+    CHECK_OK(fib_spawn(NULL, own_race_joiner, &r, &here, &r.joiner));
+    CHECK_OK(fib_join(r.joiner, NULL));
+    if (r.err == 0) {
+      joined++;
+      CHECK_EQ((uintptr_t)r.v, (uintptr_t)i + 1);
+      CHECK_EQ(fib_join(r.child, NULL), FIB_ESRCH);
+    } else {
+      cancelled++;
+      CHECK_EQ(r.err, FIB_ECANCELED);
+      void *v;
+      CHECK_OK(fib_join(r.child, &v)); /* left joinable */
+      CHECK_EQ((uintptr_t)v, (uintptr_t)i + 1);
+      CHECK_EQ(fib_join(r.child, NULL), FIB_ESRCH);
+    }
+  }
+  CHECK_EQ(joined + cancelled, n);
+  return NULL;
+}
+
+TEST(a_joiners_own_cancel_check_loses_to_a_finisher_elsewhere_once) {
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, own_races, NULL, NULL, NULL));
+  run_to_end(rt);
+}
+
 /* Cancels carried to a joiner's owner (workers.h, the join word): joiners
  * placed on worker 0 join children on worker 0 (whose finish then settles
  * the word without a locked instruction) or on the last worker, and are
@@ -1687,6 +1754,7 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_join_meets_its_childs_finish_on_another_worker_exactly_once),
           T(a_detach_meets_the_finish_on_another_worker_and_frees_once),
           T(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once),
+          T(a_joiners_own_cancel_check_loses_to_a_finisher_elsewhere_once),
           T(a_cancel_carried_to_a_joiners_worker_ends_its_join_once),
           T(a_cancel_from_a_plain_thread_reaches_a_joiner_on_a_worker),
           T(a_late_cancel_note_leaves_a_reused_record_alone),

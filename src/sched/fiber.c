@@ -229,20 +229,25 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     __atomic_store_n(&f->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     /* the join word (workers.h): nobody else finds f before its id is
      * returned, but a canceller's CAS may still look (above) */
-    if (f->detached)
+    /* the flags from attr and locals, not reloaded from the bytes just
+     * stored (atomic stores come between, which the compiler does not
+     * look past) */
+    if (attr->flags & FIB_DETACHED)
       __atomic_store_n(&f->joiner, FIB__JOIN_DETACHED, __ATOMIC_RELAXED);
     f->started = 0;
     f->wake_to = 0; /* read when it arrives placed (take_placed) */
     /* The first fiber of a runtime stays on the thread that runs it; a
      * compact fiber's frames belong at its thread's shared stack, so it
      * stays on the worker that made it (coro.c). */
-    f->pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
-                attr->worker;
+    int pinned = (attr->flags & (FIB_PINNED | FIB_COMPACT)) || f->id == 1 ||
+                 attr->worker;
+    f->pinned = (unsigned char)pinned;
     /* Once it has run it may move if asked for, or in the forced mode if
      * it is not pinned (the first fiber, FIB_PINNED, fib_attr.worker and
      * compact fibers stay). */
-    f->migratable = (attr->flags & FIB_MIGRATABLE) ||
-                    (rt->force_migrate && !f->pinned);
+    int migratable = (attr->flags & FIB_MIGRATABLE) ||
+                     (rt->force_migrate && !pinned);
+    f->migratable = (unsigned char)migratable;
     f->force_due = 0;
     fib__group_count(&rt->spawned);
     if (id) /* before it can run elsewhere and be gone */
@@ -252,7 +257,7 @@ spawn(struct fib_runtime *rt, fib_fn fn, void *arg, const fib_attr *attr,
     if (there != rt)
       fib__group_send(there, f); /* its owner queues it */
     else
-      fib__group_place(rt, f, rt->current != NULL);
+      fib__group_place(rt, f, pinned, migratable, rt->current != NULL);
     return 0;
   }
   rt->unfinished++;
@@ -486,9 +491,10 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
 static inline __attribute__((always_inline)) int
 group_join_own(struct fib__fiber *self, fib_id id, void **result) {
   struct fib_runtime *own = self->rt;
-  if (!FIB__JOIN_TAIL_FRAMED && fib__idmap_class(&own->fibers, id) &&
-      fib__fiber_has_tail(self)) {
-    struct fib__fiber *t = fib__idmap_get(&own->fibers, id);
+  if (!FIB__JOIN_TAIL_FRAMED && fib__fiber_has_tail(self)) {
+    /* No test of the id's class first: every id in own's map is of its
+     * class, so get finds nothing for another worker's id (idmap.h) */
+    struct fib__fiber *t = fib__idmap_get_strided(&own->fibers, id);
     /* relaxed: a look (the CAS decides); not GONE, DONE or joined */
     if (t && !__atomic_load_n(&t->joiner, __ATOMIC_RELAXED) &&
         !fib__cancelled(self)) {

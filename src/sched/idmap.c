@@ -15,6 +15,7 @@ void fib__idmap_init(struct fib__idmap *m, uint32_t stride, uint32_t first) {
   m->stride = stride;
   m->first = first;
   m->shift = (unsigned)__builtin_ctz(stride);
+  m->cmask = stride - 1;
 }
 
 void fib__idmap_free(struct fib__idmap *m) {

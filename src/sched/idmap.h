@@ -50,6 +50,7 @@ struct fib__idmap {
   uint32_t stride; /* low word = index * stride + first: a power of two */
   uint32_t first;
   unsigned shift;  /* log2(stride) */
+  uint32_t cmask;  /* stride - 1: the class test's mask (fib__idmap_class) */
 };
 
 /* The slot of a low word of this map (low >= first): (low - first) /
@@ -92,7 +93,7 @@ static inline size_t fib__idmap_index(const struct fib__idmap *m,
  * Ids), told from the map alone, without a look through the group. An
  * id of the class that the map does not hold is not found by get. */
 static inline int fib__idmap_class(const struct fib__idmap *m, uint64_t id) {
-  return (((uint32_t)id - m->first) & (m->stride - 1)) == 0;
+  return (((uint32_t)id - m->first) & m->cmask) == 0;
 }
 
 /* Insert `value` (room reserved): returns its new id. */
@@ -115,6 +116,19 @@ static inline uint64_t fib__idmap_put(struct fib__idmap *m, void *value) {
   return id;
 }
 
+/* get for a map whose stride is above 1 (a worker of several: workers.h,
+ * Ids), without slot_of's test for one worker's map. */
+static inline void *fib__idmap_get_strided(const struct fib__idmap *m,
+                                           uint64_t id) {
+  uint32_t low = (uint32_t)id;
+  size_t i = (size_t)((low - m->first) >> m->shift);
+  /* acquire: pairs with put's release of the id */
+  return low >= m->first && i < __atomic_load_n(&m->top, __ATOMIC_RELAXED) &&
+                 __atomic_load_n(&m->slots[i].id, __ATOMIC_ACQUIRE) == id
+             ? __atomic_load_n(&m->slots[i].value, __ATOMIC_RELAXED)
+             : NULL;
+}
+
 static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
   size_t i = fib__idmap_index(m, id);
   /* acquire: pairs with put's release of the id */
@@ -124,10 +138,10 @@ static inline void *fib__idmap_get(const struct fib__idmap *m, uint64_t id) {
              : NULL;
 }
 
-/* Forget `id`, which is in the map: its slot is free for the next put,
- * under the next generation. Inline: on every join and detached finish. */
-static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
-  size_t i = fib__idmap_slot_of(m, (uint32_t)id);
+/* Forget `id`, which is in the map at slot i: the slot is free for the
+ * next put, under the next generation. */
+static inline void fib__idmap_forget_at(struct fib__idmap *m, uint64_t id,
+                                        size_t i) {
   uint64_t gen = (id >> 32) + 1;
   __atomic_store_n(&m->slots[i].id, 0, __ATOMIC_RELAXED);
   m->count--;
@@ -138,6 +152,18 @@ static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
   __atomic_store_n(&m->slots[i].value, (void *)(uintptr_t)(gen << 32 | m->free),
                    __ATOMIC_RELAXED);
   m->free = i + 1;
+}
+
+/* Forget `id`, which is in the map. Inline: on every join and detached
+ * finish. */
+static inline void fib__idmap_forget(struct fib__idmap *m, uint64_t id) {
+  fib__idmap_forget_at(m, id, fib__idmap_slot_of(m, (uint32_t)id));
+}
+
+/* forget for a map whose stride is above 1 (fib__idmap_get_strided). */
+static inline void fib__idmap_forget_strided(struct fib__idmap *m,
+                                             uint64_t id) {
+  fib__idmap_forget_at(m, id, (size_t)(((uint32_t)id - m->first) >> m->shift));
 }
 
 /* The same for any id: nothing if it is not in the map. */

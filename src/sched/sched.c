@@ -523,7 +523,8 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
 }
 
 /* A frameless joiner's own cancel check found it cancelled: take itself
- * out of its target's word. Counted in cancels_out while it holds the
+ * out of its target's word and return FIB_ECANCELED, or park if its
+ * finisher won the word first. Counted in cancels_out while it holds the
  * target's address, as a canceller on its thread is
  * (fib__claim_take_cancel): a finisher on another worker that wins the
  * word first collects the target itself, and the target's home must not
@@ -538,20 +539,24 @@ join_take_own_cancel(struct fib__fiber *self) {
   __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
   int won = fib__claim_take(self, 0);
   __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
-  return won;
+  if (won)
+    return FIB_ECANCELED;
+  /* a finisher on another worker won the word first: park as if there
+   * had been no cancel (its wake-up comes through our inbox, which this
+   * thread reads only once we are off our stack) */
+  return fib__fiber_suspend_tail(self); /* a tail call */
 }
 
 int fib__fiber_suspend_join(struct fib__fiber *self) {
-  self->state = FIB__FIBER_BLOCKED;
-  self->nocancel = 0;
-  self->wake = 0;
   /* group_suspend's cancel check, returning the cancel itself: there is
-   * no frame to read `wake` after (no timer either: no deadline) */
-  if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST) &&
-      join_take_own_cancel(self)) {
-    self->state = FIB__FIBER_RUNNING;
-    return FIB_ECANCELED;
-  }
+   * no frame to read `wake` after (no timer either: no deadline). Before
+   * the park's stores (suspend_local's): a cancel found here leaves the
+   * fiber RUNNING, as it was, and only this thread reads its state. No
+   * `wake = 0` either: whoever ends a frameless join writes it
+   * (hand_to_front, fib__fiber_unpark, fib__group_wake's reason). */
+  if (__atomic_load_n(&self->cancelled, __ATOMIC_SEQ_CST))
+    return join_take_own_cancel(self); /* a tail call: the park's
+                                          registers stay unsaved */
   /* a joiner with a tail slot is no compact fiber: one worker's tail
    * park, whose common hand-off (the child it has just spawned, at the
    * front) is inline */
@@ -637,26 +642,31 @@ static void free_zombie(struct fib_runtime *rt) {
   }
 }
 
-/* A multi-worker runtime's fiber has finished: its finish's half of the
- * join word (workers.h). NULL to DONE; or a joiner to GONE, which makes
- * it the joiner's one waker (the word is the joiner's claim), and wakes
- * it; or, detached, collect the record (workers.h, Ids). Returns the
- * joiner if it is rt's to run (parked on rt: the caller hands the CPU to
- * it), else NULL. */
-static __attribute__((noinline)) struct fib__fiber *
-group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
+/* A finished fiber of a multi-worker runtime leaves its owner's counts.
+ * The finish is counted before the joiner is woken: a host's fib_run_join
+ * that it returns to counts it finished (fib_run_nowait's count just
+ * after says so). No worker can find every fiber finished meanwhile while
+ * a joiner waits: the joiner is not. */
+static inline void group_finish_count(struct fib_runtime *rt,
+                                      const struct fib__fiber *self) {
   rt->owned--;
   if (self->migratable)
     rt->migratable--;
-  /* acquire, from a joiner's CAS that wrote itself in: what it wrote
-   * before (its claim, naming its owner) happened */
-  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
-  struct fib__fiber *run = NULL;
-  /* Counted before the joiner is woken: a host's fib_run_join that it
-   * returns to counts it finished (fib_run_nowait's count just after
-   * says so). No worker can find every fiber finished meanwhile while a
-   * joiner waits: the joiner is not. */
   fib__group_count(&rt->finished);
+}
+
+/* A multi-worker runtime's fiber has finished, `j` its join word as
+ * group_finish_own read it: its finish's half of the join word
+ * (workers.h). NULL to DONE; or a joiner to GONE, which makes it the
+ * joiner's one waker (the word is the joiner's claim), and wakes it; or,
+ * detached, collect the record (workers.h, Ids). Returns the joiner if it
+ * is rt's to run (parked on rt: the caller hands the CPU to it), else
+ * NULL. */
+static __attribute__((noinline)) struct fib__fiber *
+group_finish(struct fib_runtime *rt, struct fib__fiber *self,
+             struct fib__fiber *j) {
+  struct fib__fiber *run = NULL;
+  group_finish_count(rt, self);
   for (;;) {
     if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
       /* release: a lookup under the home's lock that reads GONE treats
@@ -739,6 +749,32 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self) {
   return run;
 }
 
+/* group_finish's common case, inline in the finish (no call, no frame of
+ * its own): a joiner parked on this worker, not cancelled, whose claim
+ * names this worker; its steps are group_finish's for that case (its
+ * comments say why each), the rest goes there. */
+static inline __attribute__((always_inline)) struct fib__fiber *
+group_finish_own(struct fib_runtime *rt, struct fib__fiber *self) {
+  /* acquire, from a joiner's CAS that wrote itself in: what it wrote
+   * before (its claim, naming its owner) happened */
+  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
+  /* above the tags: a joiner's address; relaxed looks, as group_finish's */
+  if ((uintptr_t)j > (uintptr_t)FIB__JOIN_GONE &&
+      __builtin_expect(!fib__cancelled(j), 1) &&
+      __atomic_load_n(&j->claim, __ATOMIC_RELAXED) ==
+          fib__claim_join(rt->worker)) {
+    group_finish_count(rt, self);
+    __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+    int tail = fib__join_tail_complete(j, self->result);
+    /* release: our last touch of the record (group_finish) */
+    __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+    if (tail)
+      fib__group_collect_here(rt, self);
+    return j;
+  }
+  return group_finish(rt, self, j);
+}
+
 _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
   struct fib_runtime *rt = self->rt;
   fib_coro *co = self->co;
@@ -757,7 +793,7 @@ _Noreturn void fib__fiber_finish(struct fib__fiber *self, void *result) {
    * both cases, so that hand_to_front stays inline) */
   struct fib__fiber *j;
   if (rt->group) {
-    j = group_finish(rt, self); /* claimed; self may be freed */
+    j = group_finish_own(rt, self); /* claimed; self may be freed */
   } else {
     rt->unfinished--;
     /* Its joiner collects and frees us; unless a deadline or a cancel has

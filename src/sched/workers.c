@@ -421,11 +421,11 @@ void fib__group_flush(struct fib_runtime *rt) {
   fib__spin_lock(&rt->ids_lock);
   for (struct fib__runq_node *l = in; l; l = l->next, far++) {
     in_last = FIBER_OF(l);
-    fib__idmap_forget(&m, in_last->id);
+    fib__idmap_forget_strided(&m, in_last->id);
   }
   for (struct fib__fiber *f = mine; f; f = FIBER_OF(f->runq.next)) {
     mine_last = f;
-    fib__idmap_forget(&m, f->id);
+    fib__idmap_forget_strided(&m, f->id);
   }
   fib__spin_unlock(&rt->ids_lock);
   rt->fibers.count = m.count;

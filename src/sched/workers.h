@@ -488,10 +488,12 @@ void fib__group_offer_new(struct fib_runtime *rt, struct fib__fiber *f);
 
 /* A fiber was spawned on rt (its owner), from one of its fibers when
  * `inside`: queue it, on the offer list if a worker is idle and f may
- * move, else as with one worker. Inline: on every spawn. */
+ * move, else as with one worker. `pinned` and `migratable` are f's
+ * flags, as spawn has just stored them. Inline: on every spawn. */
 static inline void fib__group_place(struct fib_runtime *rt,
-                                    struct fib__fiber *f, int inside) {
-  if (!f->pinned && !rt->unstarted &&
+                                    struct fib__fiber *f, int pinned,
+                                    int migratable, int inside) {
+  if (!pinned && !rt->unstarted &&
       __atomic_load_n(&rt->group->idle, __ATOMIC_RELAXED)) {
     /* Someone is idle and rt has no older fiber it could take instead:
      * help-first, the child goes where it can be taken. With older ones
@@ -501,13 +503,13 @@ static inline void fib__group_place(struct fib_runtime *rt,
     fib__group_offer_new(rt, f);
     return;
   }
-  /* adopt's counts (workers.c), for a fiber that has not started (and
-   * whose flags, just stored byte by byte, are not loaded as one word: a
-   * store-forward stall on every spawn) */
+  /* adopt's counts (workers.c), for a fiber that has not started (its
+   * flags as passed, not loaded back from the bytes just stored: a
+   * store-forward stall on every spawn if loaded as one word) */
   rt->owned++;
-  if (!f->pinned)
+  if (!pinned)
     rt->unstarted++;
-  if (f->migratable)
+  if (migratable)
     rt->migratable++;
   if (inside)
     fib__runq_push_front(&rt->runq, &f->runq);
