@@ -8,7 +8,7 @@
 
 #include <pthread.h>
 
-unsigned char fib__bias_wanted[FIB__BIAS_TAGS];
+uint32_t fib__bias_wanted[FIB__BIAS_TAGS];
 
 _Static_assert(sizeof(((struct fib_runtime *)0)->bias_kept) ==
                    FIB__BIAS_SLOTS * sizeof(struct fib__block *),

@@ -82,10 +82,11 @@ struct fib__block {
 
 /* Each tag's flag, raised by a thread that marked a lock its worker keeps
  * WANTED (release: after the mark), lowered by the worker's loop
- * (fib__bias_tend). One byte per tag, indexed by tag: a thread may raise
+ * (fib__bias_tend). One word per tag (not a byte: riscv64 has no
+ * one-byte exchange without libatomic), indexed by tag: a thread may raise
  * the flag of a worker that has just let go and gone, which is harmless
  * (a later worker with the tag looks for WANTED marks and finds none). */
-extern unsigned char fib__bias_wanted[FIB__BIAS_TAGS];
+extern uint32_t fib__bias_wanted[FIB__BIAS_TAGS];
 
 /* A tag for a new worker (0: all in use; that worker never keeps), and
  * one given back (0: nothing). */
