@@ -296,6 +296,20 @@ static void make_kept(int n) {
   }
 }
 
+/* A fresh 4-slot channel `ch`, and a two-worker run to the end of `one`
+ * on worker 1 and `zero` (and `zero_too`, if any) on worker 0. */
+static void run_on_channel(fib_fn one, fib_fn zero, fib_fn zero_too) {
+  reset();
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_chan_init(&ch, sizeof(long), 4));
+  spawn_on(rt, 1, one, NULL);
+  spawn_on(rt, 0, zero, NULL);
+  if (zero_too)
+    spawn_on(rt, 0, zero_too, NULL);
+  run_to_end(rt);
+  CHECK_OK(fib_chan_destroy(&ch));
+}
+
 struct flow {
   long sum;       /* the receiver's */
   long n;         /* values each sender sends */
@@ -391,13 +405,7 @@ static void *times_out_on_kept(void *arg) {
 }
 
 TEST(a_deadline_from_another_worker_on_a_kept_channel) {
-  reset();
-  fib_runtime *rt = new_workers(2);
-  CHECK_OK(fib_chan_init(&ch, sizeof(long), 4));
-  spawn_on(rt, 1, kept_and_busy, NULL);
-  spawn_on(rt, 0, times_out_on_kept, NULL);
-  run_to_end(rt);
-  CHECK_OK(fib_chan_destroy(&ch));
+  run_on_channel(kept_and_busy, times_out_on_kept, NULL);
 }
 
 /* A select whose deadline passes while another worker keeps its channel
@@ -437,15 +445,9 @@ static void *yields_until_the_select_is_done(void *arg) {
 
 TEST(a_select_that_times_out_on_a_kept_channel_says_so) {
   for (int round = 0; round < 5; round++) {
-    reset();
     atomic_store(&select_done, 0);
-    fib_runtime *rt = new_workers(2);
-    CHECK_OK(fib_chan_init(&ch, sizeof(long), 4));
-    spawn_on(rt, 1, keeps_by_looking, NULL);
-    spawn_on(rt, 0, selects_until_a_deadline, NULL);
-    spawn_on(rt, 0, yields_until_the_select_is_done, NULL);
-    run_to_end(rt);
-    CHECK_OK(fib_chan_destroy(&ch));
+    run_on_channel(keeps_by_looking, selects_until_a_deadline,
+                   yields_until_the_select_is_done);
   }
 }
 
@@ -472,13 +474,7 @@ static void *sends_after_the_destroy(void *arg) {
 }
 
 TEST(a_keeper_that_destroys_its_channel_forgets_it) {
-  reset();
-  fib_runtime *rt = new_workers(2);
-  CHECK_OK(fib_chan_init(&ch, sizeof(long), 4));
-  spawn_on(rt, 1, destroys_what_it_keeps, NULL);
-  spawn_on(rt, 0, sends_after_the_destroy, NULL);
-  run_to_end(rt);
-  CHECK_OK(fib_chan_destroy(&ch));
+  run_on_channel(destroys_what_it_keeps, sends_after_the_destroy, NULL);
 }
 
 /* A host's worker 0 keeps nothing between its calls: a plain thread (the
