@@ -106,6 +106,38 @@ TEST(worker_k_of_n_hands_out_low_words_k_plus_one_modulo_n) {
   fib__idmap_free(&m);
 }
 
+/* The lookups a worker of several makes in its own map (no class test:
+ * an id of another class finds a slot whose id differs), and its forget:
+ * the same answers as the general ones, also for ids of other workers, 0,
+ * ids below `first`, ids beyond the top, and a forgotten id. */
+TEST(strided_get_and_forget_answer_as_the_general_ones) {
+  struct fib__idmap m;
+  fib__idmap_init(&m, 4, 3); /* worker 2 of 4: ids 3, 7, 11, ... */
+  CHECK(fib__idmap_class(&m, 3) && fib__idmap_class(&m, 7));
+  CHECK(!fib__idmap_class(&m, 4) && !fib__idmap_class(&m, 5));
+  uint64_t ids[5];
+  for (int i = 0; i < 5; i++) {
+    CHECK_OK(fib__idmap_reserve(&m));
+    ids[i] = fib__idmap_put(&m, &v[i]);
+  }
+  uint64_t probes[] = {0, 1, 2, 4, 5, 6, 8, 19, 23, 1ull << 32 | 3, ids[4] + 4};
+  for (size_t k = 0; k < sizeof probes / sizeof probes[0]; k++)
+    CHECK_PTR_EQ(fib__idmap_get_strided(&m, probes[k]),
+                 fib__idmap_get(&m, probes[k]));
+  for (int i = 0; i < 5; i++)
+    CHECK_PTR_EQ(fib__idmap_get_strided(&m, ids[i]), &v[i]);
+  fib__idmap_forget_strided(&m, ids[1]);
+  CHECK_EQ(m.count, 4);
+  CHECK_PTR_EQ(fib__idmap_get_strided(&m, ids[1]), NULL);
+  CHECK_PTR_EQ(fib__idmap_get(&m, ids[1]), NULL);
+  CHECK_OK(fib__idmap_reserve(&m));
+  uint64_t again = fib__idmap_put(&m, &v[9]); /* the slot, one generation on */
+  CHECK_EQ(again, 1ull << 32 | (uint32_t)ids[1]);
+  CHECK_PTR_EQ(fib__idmap_get_strided(&m, again), &v[9]);
+  CHECK_PTR_EQ(fib__idmap_get_strided(&m, ids[1]), NULL);
+  fib__idmap_free(&m);
+}
+
 TEST(growth_keeps_every_entry_and_deleting_in_a_walk_is_allowed) {
   struct fib__idmap m;
   fib__idmap_init(&m, 1, 1);
@@ -151,6 +183,7 @@ TEST(growth_without_memory_fails_and_leaves_the_map_as_it_was) {
 }
 
 TEST_MAIN(T(ids_are_slots_from_one_with_generation_zero),
+          T(strided_get_and_forget_answer_as_the_general_ones),
           T(a_freed_slot_comes_back_under_the_next_generation),
           T(a_slot_whose_generation_is_spent_is_never_reused),
           T(worker_k_of_n_hands_out_low_words_k_plus_one_modulo_n),
