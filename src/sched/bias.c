@@ -43,14 +43,14 @@ void fib__bias_tag_give(unsigned tag) {
 
 /* ---- the holder's side */
 
-/* rt keeps b from now on (the word held; `v` b's bias, not kept), if its
- * list has room: 1, with the word released; else 0, the run counted
- * again from nothing. */
-static int keep(struct fib__block *b, struct fib_runtime *rt, uint32_t v) {
+/* rt keeps b from now on (the word held; `v` b's bias, not kept), the
+ * word released, if its list has room; else the word stays held and the
+ * run is counted again from nothing. */
+static void keep(struct fib__block *b, struct fib_runtime *rt, uint32_t v) {
   if (rt->bias_n == FIB__BIAS_SLOTS) {
     __atomic_store_n(&b->bias, (v & FIB__BIAS_REVOKES) | rt->bias_tag_bits,
                      __ATOMIC_RELAXED);
-    return 0;
+    return;
   }
   rt->bias_kept[rt->bias_n++] = b;
   /* relaxed: a thread that takes the word next reads it after the
@@ -60,7 +60,6 @@ static int keep(struct fib__block *b, struct fib_runtime *rt, uint32_t v) {
                        rt->bias_tag_bits,
                    __ATOMIC_RELAXED);
   fib__spin_unlock(&b->word);
-  return 1;
 }
 
 int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt) {
@@ -70,7 +69,7 @@ int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt) {
      * run is due: then rt has a tag. Nobody else writes `bias` while we
      * hold the word and it is not kept, so v is what the count saw. */
     if (!fib__block_count(b, rt))
-      (void)keep(b, rt, v);
+      keep(b, rt, v);
     return 1;
   }
   /* Kept by another worker (never by rt: its own test came first). Ask

@@ -136,8 +136,10 @@ static inline int fib__block_count(struct fib__block *b,
   return 0;
 }
 
-/* fib__block_count's 0: keep b (1, the word released) or ask its keeper
- * to let go (0, the word released). */
+/* fib__block_count's 0, the word held: 1 if b is ours now (kept from now
+ * on, the word released; or, the keeper's list full, through the word),
+ * 0 if another worker keeps it, which has been asked to let go (the word
+ * released). */
 int fib__block_enter_slow(struct fib__block *b, struct fib_runtime *rt);
 
 /* The word is ours: 1 if b is ours now (counted, maybe kept from now

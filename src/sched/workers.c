@@ -637,11 +637,12 @@ int fib__thread_wait(struct fib__waitq *q, void *elem, uint64_t deadline,
       int c = FIB__CLAIM_ANY;
       if (__atomic_compare_exchange_n(&me.claim, &c, FIB__CLAIM_NONE, 0,
                                       __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
-        /* the deadline won: take the node back */
-        struct fib_runtime *rt = fib__block_lock(b, NULL); /* NULL here */
+        /* the deadline won: take the node back (a plain thread: it holds
+         * the lock through the word, as NULL) */
+        (void)fib__block_lock(b, NULL);
         if (n.q)
           fib__waitq_unlink(&n);
-        fib__block_unlock(b, rt);
+        fib__block_unlock(b, NULL);
         return FIB_ETIMEDOUT;
       }
       deadline = FIB__NO_DEADLINE; /* a waker won: its wake-up comes */
