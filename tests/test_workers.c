@@ -682,6 +682,92 @@ TEST(a_joiners_own_cancel_check_loses_to_a_finisher_elsewhere_once) {
   run_to_end(rt);
 }
 
+/* A joiner's worker is marked in the record of the fiber it joins, so
+ * that the fiber's finish knows without touching the joiner whether it
+ * waits there (workers.h, the join word); the last worker of
+ * FIB_WORKERS_MAX has no mark that fits, and its finishes take the word
+ * with a compare-and-swap whether the joiner waits there or not. Joins
+ * between the last two workers, both ways and on the last one itself,
+ * plain and with a deadline, and one whose joiner the child cancels
+ * before it returns: each ends once, with the child's value (or the
+ * cancel, the child left joinable), and a joined child is gone. */
+struct last_joins {
+  fib_attr last, next_to_last;
+  unsigned sum; /* atomic */
+};
+
+static void *returns_its_arg(void *arg) { return arg; }
+
+/* Spawns children on `where` (one of the last two workers) and joins
+ * each, or with the cancel, has a child cancel it and return first. */
+static void *joins_children_on(void *arg) {
+  struct last_joins *l = arg;
+  for (unsigned k = 0; k < 2; k++) {
+    const fib_attr *where = k ? &l->last : &l->next_to_last;
+    for (uintptr_t v = 1; v <= 8; v++) {
+      fib_id c;
+      void *r = NULL;
+      CHECK_OK(fib_spawn(NULL, returns_its_arg, (void *)v, where, &c));
+      if (v % 2)
+        CHECK_OK(fib_join(c, &r));
+      else
+        CHECK_OK(fib_join_until(c, &r, fib_now_ns() + 10000 * MS));
+      CHECK_EQ((uintptr_t)r, v);
+      CHECK_EQ(fib_join(c, NULL), FIB_ESRCH);
+      __atomic_add_fetch(&l->sum, (unsigned)v, __ATOMIC_RELAXED);
+    }
+  }
+  return NULL;
+}
+
+struct cancelled_there {
+  fib_id joiner;
+};
+
+static void *cancels_its_joiner(void *arg) {
+  struct cancelled_there *c = arg;
+  /* its joiner waits in fib_join by now: it joined before yielding */
+  CHECK_OK(fib_cancel(NULL, c->joiner));
+  return (void *)(uintptr_t)7;
+}
+
+/* Returns the child's id: a cancelled fiber's joins fail from then on,
+ * so its parent joins the child, left joinable. */
+static void *joins_and_is_cancelled(void *arg) {
+  const fib_attr *where = arg;
+  struct cancelled_there c = {fib_self()};
+  fib_id child;
+  CHECK_OK(fib_spawn(NULL, cancels_its_joiner, &c, where, &child));
+  CHECK_EQ(fib_join(child, NULL), FIB_ECANCELED);
+  return (void *)(uintptr_t)child;
+}
+
+static void *last_worker_joins(void *arg) {
+  struct last_joins *l = arg;
+  fib_id a, b;
+  void *r;
+  CHECK_OK(fib_spawn(NULL, joins_children_on, l, &l->last, &a));
+  CHECK_OK(fib_spawn(NULL, joins_children_on, l, &l->next_to_last, &b));
+  CHECK_OK(fib_join(a, NULL));
+  CHECK_OK(fib_join(b, NULL));
+  CHECK_EQ(__atomic_load_n(&l->sum, __ATOMIC_RELAXED), 4u * 36u);
+  CHECK_OK(fib_spawn(NULL, joins_and_is_cancelled, &l->last, &l->last, &a));
+  CHECK_OK(fib_join(a, &r));
+  fib_id child = (fib_id)(uintptr_t)r;
+  CHECK_OK(fib_join(child, &r));
+  CHECK_EQ((uintptr_t)r, 7);
+  return NULL;
+}
+
+TEST(joins_on_the_last_of_the_most_workers_end_once) {
+  struct last_joins l = {{0}, {0}, 0};
+  l.last.worker = FIB_WORKERS_MAX; /* worker FIB_WORKERS_MAX - 1 */
+  l.next_to_last.worker = FIB_WORKERS_MAX - 1;
+  fib_runtime *rt = new_workers(FIB_WORKERS_MAX);
+  CHECK_OK(fib_spawn(rt, last_worker_joins, &l, &l.last, NULL));
+  run_to_end(rt);
+}
+
 /* Cancels carried to a joiner's owner (workers.h, the join word): joiners
  * placed on worker 0 join children on worker 0 (whose finish then settles
  * the word without a locked instruction) or on the last worker, and are
@@ -1755,6 +1841,7 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_detach_meets_the_finish_on_another_worker_and_frees_once),
           T(a_join_its_childs_finish_and_a_cancel_on_three_workers_end_once),
           T(a_joiners_own_cancel_check_loses_to_a_finisher_elsewhere_once),
+          T(joins_on_the_last_of_the_most_workers_end_once),
           T(a_cancel_carried_to_a_joiners_worker_ends_its_join_once),
           T(a_cancel_from_a_plain_thread_reaches_a_joiner_on_a_worker),
           T(a_late_cancel_note_leaves_a_reused_record_alone),

@@ -422,6 +422,9 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
       join_tail_arm(self, t, result);
     __atomic_store_n(&self->claim, fib__claim_join(own->worker),
                      __ATOMIC_RELEASE);
+    /* our worker's mark, for the finisher (workers.h, the join word) */
+    __atomic_store_n(&t->join_from, fib__join_from(own->worker),
+                     __ATOMIC_RELAXED);
     /* seq_cst: release, so whoever takes us out of the word (finisher,
      * deadline, canceller: their CAS acquires) reads what we wrote
      * before, our owner included; and the order above; acquire, for the
@@ -457,9 +460,11 @@ static __attribute__((noinline)) int group_join(struct fib__fiber *self,
       return 0;
     }
     /* w is not NULL any more: nobody acts on our claim (only this
-     * thread takes a joiner whose claim names this worker) */
+     * thread takes a joiner whose claim names this worker), and our mark
+     * is withdrawn (t is still found under the lock) */
     if (frameless)
       fib__fiber_tail(self)->idx = 0;
+    __atomic_store_n(&t->join_from, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);
     if (w != FIB__JOIN_DONE)
@@ -502,12 +507,15 @@ group_join_own(struct fib__fiber *self, fib_id id, void **result) {
       join_tail_arm(self, t, result);
       __atomic_store_n(&self->claim, fib__claim_join(own->worker),
                        __ATOMIC_RELEASE);
+      __atomic_store_n(&t->join_from, fib__join_from(own->worker),
+                       __ATOMIC_RELAXED);
       struct fib__fiber *w = NULL;
       /* seq_cst, as group_join's */
       if (__atomic_compare_exchange_n(&t->joiner, &w, self, 0,
                                       __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE))
         return fib__fiber_suspend_join(self); /* a tail call */
-      /* as group_join's failure: nobody acts on our claim */
+      /* as group_join's failure: nobody acts on our claim or mark */
+      __atomic_store_n(&t->join_from, 0, __ATOMIC_RELAXED);
       fib__fiber_tail(self)->idx = 0;
       __atomic_store_n(&self->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
       __atomic_store_n(&self->joining, NULL, __ATOMIC_RELAXED);

@@ -170,6 +170,9 @@ struct fib__fiber {
   unsigned char force_due;    /* forced mode: it has run on its worker
                                  since it last moved, so the loop moves it
                                  the next time it is about to run it */
+  unsigned char join_from;    /* as a join's target: its joiner's worker
+                                 (fib__join_from), or 0 (workers.h, the
+                                 join word; atomic) */
   unsigned short wake_to;     /* while in an inbox: the waker's worker plus
                                  one if it may follow its waker there (a
                                  migratable fiber woken by a channel

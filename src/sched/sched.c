@@ -655,6 +655,54 @@ static inline void group_finish_count(struct fib_runtime *rt,
   fib__group_count(&rt->finished);
 }
 
+/* Whether the joiner that the finisher `self` read from its join word
+ * waits on rt, the finisher's worker: its mark in self (workers.h, the
+ * join word). Read after the word. relaxed: the word's acquire load
+ * ordered it, and only rt's thread writes rt's mark. */
+static inline int joiner_is_here(const struct fib_runtime *rt,
+                                 const struct fib__fiber *self) {
+  return __atomic_load_n(&self->join_from, __ATOMIC_RELAXED) ==
+         rt->worker + 1;
+}
+
+/* j, a joiner parked on rt (joiner_is_here), is ours alone to end its
+ * join: with self's result (its claim back to NONE before it can run or
+ * move, a frameless join completed, the word GONE as our last touch of
+ * self unless we collect self for a joiner with no frame). Returns j, to
+ * run next. */
+static inline __attribute__((always_inline)) struct fib__fiber *
+end_join_here(struct fib_runtime *rt, struct fib__fiber *self,
+              struct fib__fiber *j) {
+  __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+  int tail = fib__join_tail_complete(j, self->result);
+  /* release: a lookup that reads GONE, or j once it has run, reads
+   * nothing of self after this (unless we collect it ourselves) */
+  __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
+  if (tail)
+    fib__group_collect_here(rt, self);
+  return j;
+}
+
+/* j, parked and ours (its claim is our word, which we have moved off its
+ * address), was cancelled before we finished: its cancel wins, as it did
+ * when every canceller took the joiner out of the word itself (a cancel
+ * carried to its worker may still be on its way; a finish that the
+ * cancel caused, or that came after it, reads the flag, set before). Its
+ * join ends with FIB_ECANCELED and self stays joinable: `word` is what
+ * our word says from now on (NULL, for the next turn of group_finish to
+ * make DONE; or DONE). What fib__join_take does for a winner. */
+static void end_join_cancelled(struct fib__fiber *self, struct fib__fiber *j,
+                               struct fib__fiber *word) {
+  __atomic_store_n(&j->joining, NULL, __ATOMIC_RELAXED);
+  __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
+  if (fib__fiber_has_tail(j) && fib__fiber_tail(j)->idx == FIB__JOIN_TAIL)
+    fib__fiber_tail(j)->idx = 0;
+  /* release: the result, to whoever joins self after reading DONE */
+  if (word)
+    __atomic_store_n(&self->joiner, word, __ATOMIC_RELEASE);
+  fib__group_wake(j, FIB_ECANCELED, 0);
+}
+
 /* A multi-worker runtime's fiber has finished, `j` its join word as
  * group_finish_own read it: its finish's half of the join word
  * (workers.h). NULL to DONE; or a joiner to GONE, which makes it the
@@ -665,7 +713,6 @@ static inline void group_finish_count(struct fib_runtime *rt,
 static __attribute__((noinline)) struct fib__fiber *
 group_finish(struct fib_runtime *rt, struct fib__fiber *self,
              struct fib__fiber *j) {
-  struct fib__fiber *run = NULL;
   group_finish_count(rt, self);
   for (;;) {
     if (j == FIB__JOIN_DETACHED) { /* nobody will look: ours to collect */
@@ -673,104 +720,77 @@ group_finish(struct fib_runtime *rt, struct fib__fiber *self,
        * the record as gone; nothing of it is read after */
       __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
       fib__group_collect_here(rt, self);
-      break;
+      return NULL;
     }
-    /* A joiner cancelled before we finished: its cancel wins, as it did
-     * when every canceller took the joiner out of the word itself (a
-     * cancel carried to another worker may still be on its way; a finish
-     * that the cancel caused, or that came after it, reads the flag, set
-     * before). The rare path: a CAS of our word back to NULL, against
-     * its owner's taker (a plain store is ours alone: we are the
-     * finisher), after which the next turn makes it DONE. relaxed: a
-     * look, the CAS decides. */
-    if (j && __builtin_expect(fib__cancelled(j), 0)) {
+    if (j && joiner_is_here(rt, self)) {
+      /* Parked here, so alive and ours alone (workers.h, the join word).
+       * Cancelled: the rare path, a CAS of our word back to NULL all the
+       * same (a plain store would do: nobody else may move it), after
+       * which the next turn makes it DONE. relaxed: the flag carries no
+       * data. */
+      if (__builtin_expect(!fib__cancelled(j), 1))
+        return end_join_here(rt, self, j);
+      struct fib__fiber *seen = j;
       /* seq_cst, as fib__join_take's; the failure reloads the word
        * (acquire, as the first load) */
-      if (__atomic_compare_exchange_n(&self->joiner, &j, NULL, 0,
+      if (__atomic_compare_exchange_n(&self->joiner, &seen, NULL, 0,
                                       __ATOMIC_SEQ_CST, __ATOMIC_ACQUIRE)) {
-        /* j is parked and ours, its join ended with us joinable: what
-         * fib__join_take does for a winner */
-        __atomic_store_n(&j->joining, NULL, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
-        if (fib__fiber_has_tail(j) &&
-            fib__fiber_tail(j)->idx == FIB__JOIN_TAIL)
-          fib__fiber_tail(j)->idx = 0;
-        fib__group_wake(j, FIB_ECANCELED, 0);
-        j = NULL;
+        end_join_cancelled(self, j, NULL);
+        seen = NULL;
       }
+      j = seen;
       continue;
     }
-    /* A joiner whose claim names this worker waits here, parked, and
-     * only this thread may take it out of the word (workers.h, the join
-     * word): the word is ours to store, without a locked instruction,
-     * and the joiner ours to run next. relaxed: the claim was armed
-     * before the joiner's CAS that our load acquired, and only this
-     * thread changes it while it names this worker. */
-    if (j && __atomic_load_n(&j->claim, __ATOMIC_RELAXED) ==
-                 fib__claim_join(rt->worker)) {
-      __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
-      int tail = fib__join_tail_complete(j, self->result);
-      /* release: our last touch of the record, as the CAS below (but
-       * for our own collection, when the joiner has no frame to) */
-      __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
-      if (tail)
-        fib__group_collect_here(rt, self);
-      run = j;
-      break;
-    }
-    /* acq_rel: release publishes the result to a joiner that reads DONE,
-     * and to the one we wake; acquire, from a joiner's write of itself:
+    /* NULL, or a joiner on another worker (or one we cannot tell), which
+     * its owner's deadline or a cancel may take out of the word, and
+     * which may then run and be freed: nothing of it is touched before
+     * this CAS wins it. acq_rel: release publishes the result to a
+     * joiner that reads DONE; acquire, from a joiner's write of itself:
      * what it wrote before it parked (its owner). A failure rereads the
-     * word (acquire, as the first load): a joiner has come, or gone (its
-     * owner's deadline or a cancel took it out) meanwhile. The CAS that
-     * moves a joiner to GONE is our last touch of the record: the
-     * joiner, once woken, may collect it anywhere. */
-    if (__atomic_compare_exchange_n(&self->joiner, &j,
-                                    j ? FIB__JOIN_GONE : FIB__JOIN_DONE, 0,
-                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-      if (j) {
-        /* The joiner, parked on another worker, waits for us alone (a
-         * parked fiber does not move, so its owner is read now). Its
-         * claim back to NONE before it can run or move (workers.h, the
-         * join word); the inbox push publishes it. */
-        __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
-        /* a frameless joiner's join completed here, before its wake-up
-         * (whose push publishes it) */
-        if (fib__join_tail_complete(j, self->result))
-          fib__group_collect_here(rt, self);
-        if (j->rt == rt)
-          run = j;
-        else
-          fib__group_wake(j, 0, 1);
-      }
-      break;
+     * word (acquire, as the first load): a joiner has come, or gone. */
+    if (!__atomic_compare_exchange_n(&self->joiner, &j,
+                                     j ? FIB__JOIN_ENDING : FIB__JOIN_DONE, 0,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+      continue;
+    if (!j)
+      return NULL;
+    /* j is parked, and waits for us alone (a parked fiber does not move,
+     * so its owner is read now); ENDING keeps self joined meanwhile. */
+    if (__builtin_expect(fib__cancelled(j), 0)) {
+      end_join_cancelled(self, j, FIB__JOIN_DONE);
+      return NULL;
     }
-  }
-  return run;
-}
-
-/* group_finish's common case, inline in the finish (no call, no frame of
- * its own): a joiner parked on this worker, not cancelled, whose claim
- * names this worker; its steps are group_finish's for that case (its
- * comments say why each), the rest goes there. */
-static inline __attribute__((always_inline)) struct fib__fiber *
-group_finish_own(struct fib_runtime *rt, struct fib__fiber *self) {
-  /* acquire, from a joiner's CAS that wrote itself in: what it wrote
-   * before (its claim, naming its owner) happened */
-  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
-  /* above the tags: a joiner's address; relaxed looks, as group_finish's */
-  if ((uintptr_t)j > (uintptr_t)FIB__JOIN_GONE &&
-      __builtin_expect(!fib__cancelled(j), 1) &&
-      __atomic_load_n(&j->claim, __ATOMIC_RELAXED) ==
-          fib__claim_join(rt->worker)) {
-    group_finish_count(rt, self);
+    /* Its claim back to NONE before it can run or move (workers.h, the
+     * join word); the inbox push publishes it. A frameless joiner's join
+     * completed here, before its wake-up. GONE: our last touch of the
+     * record (the joiner, once woken, may collect it anywhere), unless
+     * we collect it ourselves for a frameless joiner. */
     __atomic_store_n(&j->claim, FIB__CLAIM_NONE, __ATOMIC_RELAXED);
     int tail = fib__join_tail_complete(j, self->result);
-    /* release: our last touch of the record (group_finish) */
     __atomic_store_n(&self->joiner, FIB__JOIN_GONE, __ATOMIC_RELEASE);
     if (tail)
       fib__group_collect_here(rt, self);
-    return j;
+    if (j->rt == rt)
+      return j;
+    fib__group_wake(j, 0, 1);
+    return NULL;
+  }
+}
+
+/* group_finish's common case, inline in the finish (no call, no frame of
+ * its own): a joiner parked on this worker, not cancelled; its steps are
+ * group_finish's for that case (its comments say why each), the rest
+ * goes there. */
+static inline __attribute__((always_inline)) struct fib__fiber *
+group_finish_own(struct fib_runtime *rt, struct fib__fiber *self) {
+  /* acquire, from a joiner's CAS that wrote itself in: what it wrote
+   * before (its claim, and its mark in self) happened */
+  struct fib__fiber *j = __atomic_load_n(&self->joiner, __ATOMIC_ACQUIRE);
+  /* above the tags: a joiner's address; its mark first, then j */
+  if ((uintptr_t)j > (uintptr_t)FIB__JOIN_GONE && joiner_is_here(rt, self) &&
+      __builtin_expect(!fib__cancelled(j), 1)) {
+    group_finish_count(rt, self);
+    return end_join_here(rt, self, j);
   }
   return group_finish(rt, self, j);
 }

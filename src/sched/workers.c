@@ -531,12 +531,17 @@ int fib__join_take(struct fib__fiber *f) {
    * deadline keeps its frame, and t is collected by f. The CAS decides. */
   struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_SEQ_CST);
   struct fib__fiber *me = f;
+  if (!t)
+    return 0;
+  /* Our worker's mark withdrawn first, whether we win or not (workers.h,
+   * the join word: a 0 is never wrong, and once we have won, t may
+   * finish, be collected and be freed at once). */
+  __atomic_store_n(&t->join_from, 0, __ATOMIC_RELAXED);
   /* seq_cst: f's own cancel check calls this as the load half of the
    * cancel check's pair (workers.h, the claim); acquire, from f's own CAS
    * that wrote itself there: what f wrote before it parked happened. */
-  int won = t && __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
-                                             __ATOMIC_SEQ_CST,
-                                             __ATOMIC_RELAXED);
+  int won = __atomic_compare_exchange_n(&t->joiner, &me, NULL, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
   if (won) {
     /* f is parked and ours; t goes on, joinable by others. relaxed: only
      * this thread acts on a claim that names this worker's join, and a

@@ -117,8 +117,9 @@
  * The join word. In a multi-worker runtime a fiber's `joiner` field is a
  * word that its joiner, fib_detach and its own finish meet in, without a
  * lock (FIB__JOIN_*, below): NULL (it runs, nobody waits), a joiner
- * (parked on it), DETACHED, DONE (finished, joinable) or GONE (collected,
- * or being collected by its joiner: lookups find nothing). A joiner
+ * (parked on it), ENDING (its finisher ends that join: below), DETACHED,
+ * DONE (finished, joinable) or GONE (collected, or being collected by its
+ * joiner: lookups find nothing). A joiner
  * parked on it has no claim of its own: its `claim` says FIB__CLAIM_JOIN
  * and `joining` names the fiber it joins, whose join word is its claim:
  * whoever moves the word from the joiner's address to something else is
@@ -140,15 +141,30 @@
  * carried to it, below), and the joiner's claim names that owner while it
  * waits (fib__claim_join: armed on its thread before it writes itself
  * into the word, and set back to NONE by whoever wakes it, before it can
- * run or move). So a finisher that reads a joiner whose claim names the
- * finisher's own worker knows that nobody else may move the word: it
- * stores GONE with a plain (release) store, no locked instruction; a
- * joiner on another worker it takes with a CAS, against that worker's
- * deadline or cancel. Failed CASes of other joins and detaches write
- * nothing. The owner reads the joiner's `joining` and CASes the word of
- * the record it names without a lock: a joiner whose claim still names
- * its join has not run since it parked, so that record has not been
- * collected (the joiner collects it, after it clears `joining`).
+ * run or move). Failed CASes of other joins and detaches write nothing.
+ * The owner reads the joiner's `joining` and CASes the word of the record
+ * it names without a lock: a joiner whose claim still names its join has
+ * not run since it parked, so that record has not been collected (the
+ * joiner collects it, after it clears `joining`).
+ *
+ * The finisher touches nothing of a joiner it has read from the word
+ * before it knows the joiner is still there: its owner may have taken it
+ * out meanwhile, and it may have run, finished and been freed. The
+ * target's `join_from` tells it, in its own record: a joiner writes its
+ * worker there (fib__join_from) before it writes itself into the word,
+ * and writes 0 there after a CAS that failed; its owner's taker writes 0
+ * there before its CAS. So every write of worker w's mark comes from w's
+ * thread, and each is followed on that thread by a 0 unless the joiner
+ * that wrote it is still in the word. A finisher on w that reads its own
+ * mark (after the word, whose load acquires the joiner's writes) read
+ * the last write of its own thread, not followed by a 0: the joiner it
+ * read from the word waits on w, alive, and nobody else may move the
+ * word, so it stores GONE with a plain (release) store, no locked
+ * instruction. Any other mark (another worker, 0 for a worker past 254)
+ * and it takes the word with a CAS first, against that worker's deadline
+ * or cancel, to ENDING (a winner that has not yet decided: lookups take
+ * it for a joiner still there), and reads the joiner only once the CAS
+ * has won it (parked, and ours).
  *
  * A cancel from another thread (fib_cancel) that finds the claim naming a
  * join on another worker cannot move the word itself: it leaves a note
@@ -159,9 +175,9 @@
  * is sticky: a fiber that left that join and parks in another one here is
  * rightly cancelled there; a record reused by a fiber nobody cancelled is
  * left alone). Meanwhile the finisher of the fiber it joins, reading the
- * flag, ends the join with FIB_ECANCELED itself (group_finish: a CAS of
- * its own word, the rare path), so a finish after the cancel never beats
- * the note. The note keeps the record from being freed until the owner
+ * flag, ends the join with FIB_ECANCELED itself (group_finish: the word
+ * to DONE, the rare path), so a finish after the cancel never beats the
+ * note. The note keeps the record from being freed until the owner
  * has read it: the group counts notes in flight (`cancels_out`, raised
  * under the fiber's home's lookup, which keeps the record in its map), and
  * a worker gives spare records beyond a cap back to malloc only when none
@@ -230,10 +246,20 @@ static inline int fib__claim_is_join(int c) {
   return (c & 3) == FIB__CLAIM_JOIN;
 }
 
+/* A joiner's mark in its target's `join_from` (the join word, above):
+ * its worker `w` plus one, or 0 where that does not fit (a finisher then
+ * takes the slow road). */
+static inline unsigned char fib__join_from(unsigned w) {
+  return w < 255 ? (unsigned char)(w + 1) : 0;
+}
+
 /* fiber->joiner in a multi-worker runtime: the join word (above); else a
  * joiner's address or NULL. Tags below any record's address. */
 #define FIB__JOIN_DONE ((struct fib__fiber *)1)
 #define FIB__JOIN_DETACHED ((struct fib__fiber *)2)
+#define FIB__JOIN_ENDING ((struct fib__fiber *)3) /* its finisher has won a
+                                    joiner on another worker and ends the
+                                    join (group_finish): still joined */
 #define FIB__JOIN_GONE ((struct fib__fiber *)4) /* collected: the record
                                     waits in its home's dead list, looked
                                     up as if it were not there */
