@@ -524,21 +524,12 @@ int fib__fiber_suspend_tail(struct fib__fiber *self) {
 
 /* A frameless joiner's own cancel check found it cancelled: take itself
  * out of its target's word and return FIB_ECANCELED, or park if its
- * finisher won the word first. Counted in cancels_out while it holds the
- * target's address, as a canceller on its thread is
- * (fib__claim_take_cancel): a finisher on another worker that wins the
- * word first collects the target itself, and the target's home must not
- * free the record under our compare-and-swap (fib__group_flush: the
- * trim's read-modify-write of the count and ours are ordered, and so its
- * free and our load of `joining`; release on the way down: our CAS
- * happens before a flush that sees the count fall). Rare: the cancel
- * came between the join's own check and its park. */
+ * finisher won the word first (fib__join_take keeps the target from
+ * being freed under it meanwhile). Rare: the cancel came between the
+ * join's own check and its park. */
 static __attribute__((noinline)) int
 join_take_own_cancel(struct fib__fiber *self) {
-  struct fib__group *g = self->rt->group;
-  __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
   int won = fib__claim_take(self, 0);
-  __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
   if (won)
     return FIB_ECANCELED;
   /* a finisher on another worker won the word first: park as if there

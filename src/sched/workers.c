@@ -484,22 +484,8 @@ int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
   if (!fib__claim_is_join(c))
     return 0;
   unsigned k = (unsigned)c >> 2;
-  if (own && own->worker == k) { /* its owner's thread: take it here */
-    /* Counted as a note is, while we hold the target's address: f may
-     * wait with no frame, whose finisher on another worker collects the
-     * target itself once it has won the word, and its home must not free
-     * the record under our compare-and-swap (fib__group_flush): either
-     * the trim's read-modify-write sees the count, or ours reads from it
-     * and then our load of `joining` (fib__join_take) sees the NULL that
-     * the finisher (or a taker) wrote before the target could be
-     * collected. */
-    __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
-    int won = fib__join_take(f);
-    /* release: our CAS on the target happens before a flush that sees
-     * the count fall frees it */
-    __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
-    return won;
-  }
+  if (own && own->worker == k) /* its owner's thread: take it here */
+    return fib__join_take(f);
   /* Carried to its owner, which alone may move the word. Either f still
    * waits there when the owner reads the note, or it has left that join
    * (the owner then finds its claim changed, or f cancelled in a new join
@@ -518,17 +504,18 @@ int fib__claim_take_cancel(struct fib__group *g, struct fib__fiber *f,
   return 0;
 }
 
-int fib__join_take(struct fib__fiber *f) {
+/* fib__join_take's work, with the target kept from being freed. */
+static int join_take_counted(struct fib__fiber *f) {
   /* f's claim names a join on this thread's worker, so f has not run
-   * since it wrote `joining`, here (workers.h, the join word); but if it
-   * waits with no frame, a finisher elsewhere that wins the word collects
-   * t itself after writing NULL here: a canceller (fib__claim_take_cancel)
-   * or f's own cancel check (sched.c, join_take_own_cancel) counts itself
-   * in `cancels_out` first: either the trim's read-modify-write of the
-   * count sees it, or the count reads from that and this load sees the
-   * NULL (fib__group_flush), so t is not freed while we may still touch
-   * it. A deadline's take needs none of it: a join with a
-   * deadline keeps its frame, and t is collected by f. The CAS decides. */
+   * since it wrote `joining`, here (workers.h, the join word). But the
+   * target t may be collected by someone else meanwhile: a finisher
+   * elsewhere that wins the word collects t itself for a joiner with no
+   * frame, and ends a cancelled joiner's join leaving t joinable by
+   * anyone; either writes NULL here before t can be collected. Our
+   * caller's count in `cancels_out` orders this load with the trim's
+   * read-modify-write of the count (fib__group_flush): either the trim
+   * sees the count and frees nothing, or the count reads from it and
+   * this load sees the NULL. The CAS decides. */
   struct fib__fiber *t = __atomic_load_n(&f->joining, __ATOMIC_SEQ_CST);
   struct fib__fiber *me = f;
   if (!t)
@@ -553,6 +540,20 @@ int fib__join_take(struct fib__fiber *f) {
     if (fib__fiber_has_tail(f) && fib__fiber_tail(f)->idx == FIB__JOIN_TAIL)
       fib__fiber_tail(f)->idx = 0;
   }
+  return won;
+}
+
+int fib__join_take(struct fib__fiber *f) {
+  /* Counted as a cancel note is, while we hold the target's address (a
+   * deadline's take, a cancel's on this thread, f's own cancel check, a
+   * note's: rare paths, each a pair of read-modify-writes). seq_cst: the
+   * order with the trim's read-modify-write (join_take_counted). */
+  struct fib__group *g = f->rt->group;
+  __atomic_add_fetch(&g->cancels_out, 1, __ATOMIC_SEQ_CST);
+  int won = join_take_counted(f);
+  /* release: our touches of the target happen before a flush that sees
+   * the count fall frees it */
+  __atomic_sub_fetch(&g->cancels_out, 1, __ATOMIC_RELEASE);
   return won;
 }
 

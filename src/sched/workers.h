@@ -144,8 +144,11 @@
  * run or move). Failed CASes of other joins and detaches write nothing.
  * The owner reads the joiner's `joining` and CASes the word of the record
  * it names without a lock: a joiner whose claim still names its join has
- * not run since it parked, so that record has not been collected (the
- * joiner collects it, after it clears `joining`).
+ * not run since it parked, so the record is the one it joins; and the
+ * owner counts itself in `cancels_out` meanwhile (below), as that record
+ * may be collected by someone else all the same (its finisher collects it
+ * for a joiner with no frame, or leaves it joinable by anyone when the
+ * joiner was cancelled), but not freed.
  *
  * The finisher touches nothing of a joiner it has read from the word
  * before it knows the joiner is still there: its owner may have taken it
@@ -179,9 +182,10 @@
  * to DONE, the rare path), so a finish after the cancel never beats the
  * note. The note keeps the record from being freed until the owner
  * has read it: the group counts notes in flight (`cancels_out`, raised
- * under the fiber's home's lookup, which keeps the record in its map), and
- * a worker gives spare records beyond a cap back to malloc only when none
- * is (fib__group_flush). Every store into a join word and into a claim is
+ * under the fiber's home's lookup, which keeps the record in its map),
+ * and takes under way (fib__join_take, for the record it joins), and a
+ * worker gives spare records beyond a cap back to malloc only when the
+ * count is 0 (fib__group_flush). Every store into a join word and into a claim is
  * atomic (spawn's too).
  *
  * The end of a run: an idle worker that finds every fiber spawned so far
@@ -350,7 +354,8 @@ struct fib__group {
   unsigned idle;          /* workers looking for work or asleep (atomic) */
   int over;               /* the run has ended (atomic) */
   unsigned cancels_out;   /* cancel notes pushed and not yet read by
-                             their worker (atomic; the join word above):
+                             their worker, and takes out of a join word
+                             under way (atomic; the join word above):
                              while any, no spare record is freed */
   pthread_mutex_t lock;   /* guards what follows */
   unsigned blocked;       /* asleep with no deadline and no I/O */
