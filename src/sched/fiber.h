@@ -532,10 +532,12 @@ static inline void fib__fiber_collect(struct fib_runtime *rt,
  * wait queue) is walked one dependent miss at a time. Given two in a row,
  * `a` then `b`, start fetching the one FIB__AHEAD further on at that
  * distance, if the distance is one a slab's stacks can have: at least the
- * smallest stack. Records on the heap (a fiber that is joined) lie closer,
- * at no fixed distance, and the guess there fetched lines nobody used:
- * skynet_1m spent a sixth of its time on those fetches. An address that
- * is not mapped costs a futile page walk, nothing else. */
+ * smallest stack. A trade-off: records on the heap (a fiber that is
+ * joined) mostly lie closer, recycled by malloc and our spare lists in
+ * any order, where the guess fetched lines nobody used (skynet_1m spent
+ * a sixth of its time on those fetches), so heap records that do lie at
+ * one small distance go without. An address that is not mapped costs a
+ * futile page walk, nothing else. */
 #define FIB__AHEAD 8
 #define FIB__STRIDE_MAX ((uintptr_t)1 << 22)
 static inline void fib__prefetch_stride(const void *a, const void *b) {
