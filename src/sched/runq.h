@@ -93,6 +93,22 @@ static inline void fib__runq_push_front(struct fib__runq *q,
   q->len++;
 }
 
+/* The list first..last (k nodes, linked through next, last->next NULL)
+ * at the front's end: after every fiber at the front, before the back
+ * (within the budget). last_front, if any, keeps its place: fibers pushed
+ * to the front later still go before these. */
+static inline void fib__runq_append_front(struct fib__runq *q,
+                                          struct fib__runq_node *first,
+                                          struct fib__runq_node *last,
+                                          size_t k) {
+  if (q->front.head)
+    q->front.tail->next = first;
+  else
+    q->front.head = first;
+  q->front.tail = last;
+  q->len += k;
+}
+
 /* Which list the next pop takes from (NULL: the queue is empty). The
  * common cases first: an empty front costs one test. */
 static inline struct fib__list *fib__runq_source(struct fib__runq *q) {
