@@ -16,7 +16,10 @@
  * depth-first: few fibers are alive at once, their stacks come hot from the
  * pool, and a result reaches its joiner or receiver at once. Fibers pushed to the front
  * while one fiber runs keep their order among themselves (a fiber that
- * spawns a, b, c runs them in that order).
+ * spawns a, b, c runs them in that order). A worker of several appends
+ * the never-run fibers it takes from an offer list at the front's end
+ * (workers.c, take_offer), where they wait as they did on the worker that
+ * spawned them.
  *
  * Fairness: the front can only grow while fibers run without giving way
  * for good, but a fiber that spawns-and-joins in a loop, or two fibers that
