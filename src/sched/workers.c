@@ -853,9 +853,9 @@ static void offer(struct fib_runtime *rt, int due) {
  * on one worker, and 1,100-2,600 fresh stacks a run against ~130). At
  * the front's end each runs once the one before it is done, depth-first
  * as on one worker. They come oldest first and go there newest first,
- * the front's own order (runq.h): a worker that takes its offer back
- * finds its queue as it was. Those that have run go to the back, as
- * fibers readied elsewhere do. */
+ * the front's own order (runq.h): a worker that takes back what it
+ * offered from its front finds its queue as it was. Those that have run
+ * go to the back, as fibers readied elsewhere do. */
 static int take_offer(struct fib_runtime *rt, struct fib_runtime *v) {
   if (!__atomic_load_n(&v->offer_len, __ATOMIC_RELAXED))
     return 0;
