@@ -850,7 +850,7 @@ static void offer(struct fib_runtime *rt, int due) {
  * under way, so the subtrees ran interleaved, each leaving a path of
  * parked joiners and their never-run children, every one with its stack
  * (skynet_1m_2w: 600-1,900 fibers owned by a worker at once against ~60
- * on one worker, and 1,100-2,600 fresh stacks a run against ~130). At
+ * on one worker, and 1,100-2,600 fresh stacks a run against ~150). At
  * the front's end each runs once the one before it is done, depth-first
  * as on one worker. They keep the order they were offered in (oldest
  * first), the order they had at the back: so the start of a pipeline
