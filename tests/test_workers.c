@@ -161,6 +161,80 @@ TEST(fibers_spawned_before_the_run_spread_too) {
   CHECK(threads_seen() >= 2);
 }
 
+/* ---- stolen subtrees run one at a time */
+
+/* Fibers of the tree below that have started and not finished: a node
+ * on the path being worked on, or a joiner parked on a child. */
+static long open_now, open_peak;
+
+static void *open_node(void *arg) {
+  struct tree *t = arg;
+  long now = __atomic_add_fetch(&open_now, 1, __ATOMIC_RELAXED);
+  long peak = __atomic_load_n(&open_peak, __ATOMIC_RELAXED);
+  while (now > peak &&
+         !__atomic_compare_exchange_n(&open_peak, &peak, now, 0,
+                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    ;
+  uint64_t sum = 0;
+  if (t->count == 1) {
+    spin(t->spin);
+    sum = t->first;
+  } else {
+    struct tree kids[10];
+    fib_id ids[10];
+    int n = 0;
+    uint64_t per = (t->count + 9) / 10;
+    for (uint64_t at = 0; at < t->count; at += per, n++) {
+      kids[n].first = t->first + at;
+      kids[n].count = t->count - at < per ? t->count - at : per;
+      kids[n].spin = t->spin;
+      CHECK_OK(fib_spawn(NULL, open_node, &kids[n], NULL, &ids[n]));
+    }
+    for (int i = 0; i < n; i++) {
+      void *r;
+      CHECK_OK(fib_join(ids[i], &r));
+      sum += (uint64_t)(uintptr_t)r;
+    }
+  }
+  __atomic_sub_fetch(&open_now, 1, __ATOMIC_RELAXED);
+  return (void *)(uintptr_t)sum;
+}
+
+static void *open_root(void *arg) {
+  struct root_job *j = arg;
+  struct tree t = {0, j->leaves, j->spin};
+  j->sum = (uint64_t)(uintptr_t)open_node(&t);
+  return NULL;
+}
+
+/* The fibers a thief takes are the oldest never-run ones, subtrees near
+ * the root; it runs them, and a worker that takes its offer back runs
+ * them, one after the other, each depth-first, as one worker would. When
+ * they waited at the back of the run queue instead, the front's budget
+ * started one every 64 pops while the subtree at the front was under way,
+ * so many ran interleaved, each with its path of parked joiners (10^5
+ * leaves on 2 workers: 25-250 open at once, against 11-15 now and 6 on
+ * one worker). */
+TEST(stolen_subtrees_run_one_at_a_time) {
+  uint64_t leaves = (uint64_t)scaled(100000);
+  long levels = 1; /* the path from the root to a leaf */
+  for (uint64_t c = leaves; c > 1; c = (c + 9) / 10)
+    levels++;
+  for (int round = 0; round < 3; round++) {
+    __atomic_store_n(&open_now, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&open_peak, 0, __ATOMIC_RELAXED);
+    fib_runtime *rt = new_workers(2);
+    struct root_job j = {leaves, 200, 0};
+    CHECK_OK(fib_spawn(rt, open_root, &j, NULL, NULL));
+    CHECK_OK(fib_run(rt));
+    CHECK_OK(fib_runtime_destroy(rt));
+    CHECK_EQ(j.sum, leaves * (leaves - 1) / 2);
+    /* a path on each worker, and a path or two more on a worker whose
+     * joiners wait for the other's subtrees */
+    CHECK(__atomic_load_n(&open_peak, __ATOMIC_RELAXED) <= 4 * levels);
+  }
+}
+
 /* ---- pinning and no migration once started */
 
 struct placement {
@@ -1856,6 +1930,7 @@ TEST(local_primitives_are_refused) {
 TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(a_tree_with_work_at_the_leaves_uses_every_worker),
           T(fibers_spawned_before_the_run_spread_too),
+          T(stolen_subtrees_run_one_at_a_time),
           T(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started),
           T(fibers_placed_on_a_worker_run_there),
           T(join_detach_and_deadlines_across_workers),

@@ -16,7 +16,10 @@
  * depth-first: few fibers are alive at once, their stacks come hot from the
  * pool, and a result reaches its joiner or receiver at once. Fibers pushed to the front
  * while one fiber runs keep their order among themselves (a fiber that
- * spawns a, b, c runs them in that order).
+ * spawns a, b, c runs them in that order). A worker of several appends
+ * the never-run fibers it takes from an offer list at the front's end
+ * (workers.c, take_offer): at the back, the budget below would start one
+ * of them every FIB__RUNQ_FRONT_BUDGET pops.
  *
  * Fairness: the front can only grow while fibers run without giving way
  * for good, but a fiber that spawns-and-joins in a loop, or two fibers that
@@ -91,6 +94,22 @@ static inline void fib__runq_push_front(struct fib__runq *q,
   }
   q->last_front = n;
   q->len++;
+}
+
+/* The list first..last (k nodes, linked through next, last->next NULL)
+ * at the front's end: after every fiber at the front, before the back
+ * (within the budget). last_front, if any, keeps its place: fibers pushed
+ * to the front later still go before these. */
+static inline void fib__runq_append_front(struct fib__runq *q,
+                                          struct fib__runq_node *first,
+                                          struct fib__runq_node *last,
+                                          size_t k) {
+  if (q->front.head)
+    q->front.tail->next = first;
+  else
+    q->front.head = first;
+  q->front.tail = last;
+  q->len += k;
 }
 
 /* Which list the next pop takes from (NULL: the queue is empty). The
