@@ -774,7 +774,11 @@ static int movable_after(const struct fib__runq_node *n, void *arg) {
  * before the batches pushed earlier: runq.h), so in a tree that runs
  * depth-first its head is the deepest, smallest work and its end the
  * nearest the root: a thief that takes from there gets whole subtrees
- * and comes back seldom, where the head's leaves sent it back at once. */
+ * and comes back seldom, where the head's leaves sent it back at once.
+ * A batch taken from an offer list sits at the front's end oldest first
+ * (take_offer), so one offered again comes out in the reverse of that
+ * order, its newest first: it is still the front's end, its subtrees
+ * the nearest the root. */
 static size_t extract_oldest(struct fib__runq *q, size_t want, void *back,
                              void *front, struct fib__list *out) {
   size_t got = fib__list_extract(&q->back, movable, back, want, out,
@@ -850,8 +854,9 @@ static void offer(struct fib_runtime *rt, int due) {
  * FIB__RUNQ_FRONT_BUDGET pops while the front's own subtree was still
  * under way, so the subtrees ran interleaved, each leaving a path of
  * parked joiners and their never-run children, every one with its stack
- * (skynet_1m_2w: 600-1,900 fibers owned by a worker at once against ~60
- * on one worker, and 1,100-2,600 fresh stacks a run against ~150). At
+ * (skynet_1m_2w: 600-1,900 fibers owned by a worker at once, ~60 now
+ * as on one worker, and 1,100-2,600 fresh stacks a run, 128-160 now and
+ * 64 on one worker). At
  * the front's end each runs once the one before it is done, depth-first
  * as on one worker. They keep the order they were offered in (oldest
  * first), the order they had at the back: so the start of a pipeline
