@@ -42,6 +42,24 @@ HARNESS_UNUSED static fib_runtime *new_runtime(void) {
   return new_runtime_with((fib_runtime_opts){0});
 }
 
+/* The forced mode (FIBERS_FORCE_MIGRATE, read at each runtime's
+ * creation) off for a case about what holds without it; forced_mode_back
+ * puts it back as it was, so that the cases after it in the same process
+ * run forced again. */
+HARNESS_UNUSED static char *forced_mode_off(void) {
+  const char *e = getenv("FIBERS_FORCE_MIGRATE");
+  char *saved = e ? strdup(e) : NULL;
+  CHECK(!e || saved != NULL);
+  CHECK_OK(unsetenv("FIBERS_FORCE_MIGRATE"));
+  return saved;
+}
+
+HARNESS_UNUSED static void forced_mode_back(char *saved) {
+  if (saved)
+    CHECK_OK(setenv("FIBERS_FORCE_MIGRATE", saved, 1));
+  free(saved);
+}
+
 /* A runtime of exactly n workers, whatever FIB_TEST_WORKERS says: for the
  * suites about workers themselves. */
 HARNESS_UNUSED static fib_runtime *new_workers(unsigned n) {

@@ -216,6 +216,9 @@ static void *open_root(void *arg) {
  * leaves on 2 workers: 25-250 open at once, against 11-15 now and 6 on
  * one worker). */
 TEST(stolen_subtrees_run_one_at_a_time) {
+  /* The order of a run of its own: the forced mode moves every fiber at
+   * every turn on purpose, as no run would */
+  char *forced = forced_mode_off();
   uint64_t leaves = (uint64_t)scaled(100000);
   long levels = 1; /* the path from the root to a leaf */
   for (uint64_t c = leaves; c > 1; c = (c + 9) / 10)
@@ -233,6 +236,7 @@ TEST(stolen_subtrees_run_one_at_a_time) {
      * joiners wait for the other's subtrees */
     CHECK(__atomic_load_n(&open_peak, __ATOMIC_RELAXED) <= 4 * levels);
   }
+  forced_mode_back(forced);
 }
 
 /* ---- pinning and no migration once started */
@@ -301,7 +305,7 @@ static void *first_fiber(void *arg) {
 TEST(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started) {
   /* What holds without FIB_MIGRATABLE: the forced mode moves them on
    * purpose (test_migrate checks it) */
-  CHECK_OK(unsetenv("FIBERS_FORCE_MIGRATE"));
+  char *forced = forced_mode_off();
   for (unsigned workers = 2; workers <= 4; workers += 2) {
     struct placement p = {0};
     p.runner = pthread_self();
@@ -314,6 +318,7 @@ TEST(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started) {
     CHECK_EQ(p.children, 8);
     CHECK_EQ(p.children_on_parent, 8);
   }
+  forced_mode_back(forced);
 }
 
 /* ---- placement: fib_attr.worker */
