@@ -223,7 +223,10 @@ TEST(stolen_subtrees_run_one_at_a_time) {
   long levels = 1; /* the path from the root to a leaf */
   for (uint64_t c = leaves; c > 1; c = (c + 9) / 10)
     levels++;
-  for (int round = 0; round < 3; round++) {
+  /* three runs; one under a sanitizer's or qemu's scale (gcc's TSan
+   * took ~18 s a run) */
+  long rounds = scaled(3);
+  for (long round = 0; round < rounds; round++) {
     __atomic_store_n(&open_now, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&open_peak, 0, __ATOMIC_RELAXED);
     fib_runtime *rt = new_workers(2);
