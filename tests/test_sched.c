@@ -987,7 +987,11 @@ static void *wait_until_all_started(void *arg) {
 }
 
 TEST(fibers_that_wait_for_each_other_by_yielding_all_start) {
-  long total = 4000;
+  /* Each yields until all have started: ~total^2 yields. 200 at least,
+   * several offers' worth on four workers. */
+  long total = scaled(4000);
+  if (total < 200)
+    total = 200;
   fib_attr detached = {.flags = FIB_DETACHED};
   fib_runtime *rt = new_runtime();
   for (long i = 0; i < total; i++)

@@ -26,7 +26,21 @@ struct tree {
   uint64_t first;  /* the leaves' numbers: first .. first + count - 1 */
   uint64_t count;
   unsigned spin;   /* busy work per leaf, so that stealing pays */
+  int count_open;  /* keep open_now and open_peak (below) */
 };
+
+/* Fibers of a counted tree that have started and not finished: a node on
+ * the path being worked on, or a joiner parked on a child. */
+static long open_now, open_peak;
+
+static void opened(void) {
+  long now = __atomic_add_fetch(&open_now, 1, __ATOMIC_RELAXED);
+  long peak = __atomic_load_n(&open_peak, __ATOMIC_RELAXED);
+  while (now > peak &&
+         !__atomic_compare_exchange_n(&open_peak, &peak, now, 0,
+                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    ;
+}
 
 /* Threads seen running leaves: a few slots, filled with CAS. */
 #define THREAD_SLOTS 8
@@ -62,27 +76,33 @@ static int threads_seen(void) {
 
 static void *tree_node(void *arg) {
   struct tree *t = arg;
+  if (t->count_open)
+    opened();
+  uint64_t sum = 0;
   if (t->count == 1) {
     spin(t->spin);
     note_thread();
-    return (void *)(uintptr_t)t->first;
+    sum = t->first;
+  } else {
+    struct tree kids[10];
+    fib_id ids[10];
+    int n = 0;
+    uint64_t per = (t->count + 9) / 10;
+    for (uint64_t at = 0; at < t->count; at += per, n++) {
+      kids[n].first = t->first + at;
+      kids[n].count = t->count - at < per ? t->count - at : per;
+      kids[n].spin = t->spin;
+      kids[n].count_open = t->count_open;
+      CHECK_OK(fib_spawn(NULL, tree_node, &kids[n], NULL, &ids[n]));
+    }
+    for (int i = 0; i < n; i++) {
+      void *r;
+      CHECK_OK(fib_join(ids[i], &r));
+      sum += (uint64_t)(uintptr_t)r;
+    }
   }
-  struct tree kids[10];
-  fib_id ids[10];
-  int n = 0;
-  uint64_t per = (t->count + 9) / 10;
-  for (uint64_t at = 0; at < t->count; at += per, n++) {
-    kids[n].first = t->first + at;
-    kids[n].count = t->count - at < per ? t->count - at : per;
-    kids[n].spin = t->spin;
-    CHECK_OK(fib_spawn(NULL, tree_node, &kids[n], NULL, &ids[n]));
-  }
-  uint64_t sum = 0;
-  for (int i = 0; i < n; i++) {
-    void *r;
-    CHECK_OK(fib_join(ids[i], &r));
-    sum += (uint64_t)(uintptr_t)r;
-  }
+  if (t->count_open)
+    __atomic_sub_fetch(&open_now, 1, __ATOMIC_RELAXED);
   return (void *)(uintptr_t)sum;
 }
 
@@ -95,7 +115,7 @@ static void tree_on(unsigned workers, unsigned roots, uint64_t leaves,
   struct tree root[8];
   fib_id ids[8];
   for (unsigned i = 0; i < roots; i++) {
-    root[i] = (struct tree){0, leaves, spin};
+    root[i] = (struct tree){0, leaves, spin, 0};
     CHECK_OK(fib_spawn(rt, tree_node, &root[i], NULL, &ids[i]));
   }
   CHECK_OK(fib_run(rt));
@@ -114,7 +134,7 @@ struct root_job {
 
 static void *tree_root(void *arg) {
   struct root_job *j = arg;
-  struct tree t = {0, j->leaves, j->spin};
+  struct tree t = {0, j->leaves, j->spin, 0};
   fib_id id;
   CHECK_OK(fib_spawn(NULL, tree_node, &t, NULL, &id));
   void *r;
@@ -163,47 +183,10 @@ TEST(fibers_spawned_before_the_run_spread_too) {
 
 /* ---- stolen subtrees run one at a time */
 
-/* Fibers of the tree below that have started and not finished: a node
- * on the path being worked on, or a joiner parked on a child. */
-static long open_now, open_peak;
-
-static void *open_node(void *arg) {
-  struct tree *t = arg;
-  long now = __atomic_add_fetch(&open_now, 1, __ATOMIC_RELAXED);
-  long peak = __atomic_load_n(&open_peak, __ATOMIC_RELAXED);
-  while (now > peak &&
-         !__atomic_compare_exchange_n(&open_peak, &peak, now, 0,
-                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-    ;
-  uint64_t sum = 0;
-  if (t->count == 1) {
-    spin(t->spin);
-    sum = t->first;
-  } else {
-    struct tree kids[10];
-    fib_id ids[10];
-    int n = 0;
-    uint64_t per = (t->count + 9) / 10;
-    for (uint64_t at = 0; at < t->count; at += per, n++) {
-      kids[n].first = t->first + at;
-      kids[n].count = t->count - at < per ? t->count - at : per;
-      kids[n].spin = t->spin;
-      CHECK_OK(fib_spawn(NULL, open_node, &kids[n], NULL, &ids[n]));
-    }
-    for (int i = 0; i < n; i++) {
-      void *r;
-      CHECK_OK(fib_join(ids[i], &r));
-      sum += (uint64_t)(uintptr_t)r;
-    }
-  }
-  __atomic_sub_fetch(&open_now, 1, __ATOMIC_RELAXED);
-  return (void *)(uintptr_t)sum;
-}
-
 static void *open_root(void *arg) {
   struct root_job *j = arg;
-  struct tree t = {0, j->leaves, j->spin};
-  j->sum = (uint64_t)(uintptr_t)open_node(&t);
+  struct tree t = {0, j->leaves, j->spin, 1};
+  j->sum = (uint64_t)(uintptr_t)tree_node(&t);
   return NULL;
 }
 

@@ -17,7 +17,12 @@ set -uo pipefail
 logs=$(mktemp -d "${TMPDIR:-/tmp}/fib-valgrind.XXXXXX")
 trap 'rm -rf "$logs"' EXIT
 valgrind=${VALGRIND:-valgrind}
+# --fair-sched=yes: valgrind runs one thread at a time, and its default
+# lock lets a thread that spins (a worker yielding to its only fiber) take
+# it back again and again; another worker then waits for seconds, and a
+# case that gives up after a few seconds fails for valgrind's sake.
 "$valgrind" --tool=memcheck --trace-children=yes --error-exitcode=99 \
+  --fair-sched=yes \
   --leak-check=full --errors-for-leak-kinds=definite \
   --show-leak-kinds=definite --log-file="$logs/vg.%p.log" \
   --suppressions="$(dirname "$0")/valgrind.supp" "$@"
