@@ -1205,16 +1205,24 @@ int fib__group_idle(struct fib_runtime *rt) {
   if (all_finished(g)) {
     pthread_mutex_lock(&g->lock);
     int hosted = g->hosted;
-    if (!hosted && !__atomic_load_n(&g->over, __ATOMIC_ACQUIRE))
+    /* Counted again under the lock before the run is ended: the counts
+     * above may be older than a host's spawns between bounded calls and
+     * its fib_run that took the workers over (hosted to 0 under this
+     * lock, after those spawns), and would end that run with its fibers
+     * still to run. */
+    if (!hosted && !__atomic_load_n(&g->over, __ATOMIC_ACQUIRE) &&
+        all_finished(g))
       end_run(g, 0);
+    int over = __atomic_load_n(&g->over, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&g->lock);
-    if (!hosted)
+    if (over)
       return 0;
     /* Serving bounded calls: the host may spawn more. A call asleep on
      * worker 0 returns (only a call's sleep: a host between calls,
      * FIB__PARKED_HOST, has nothing to learn from it); this worker
-     * sleeps until there is work. */
-    if (wakeable(g->w[0]))
+     * sleeps until there is work. Not hosted: fibers came since the
+     * first count, idle as any worker. */
+    if (hosted && wakeable(g->w[0]))
       wake_worker(g->w[0]);
   }
   /* Idle: busy workers offer fibers from now on. Spin a little first:
