@@ -10,6 +10,7 @@
 #include <fibers.h>
 #include <fibers/io.h>
 
+#include "sched/placement.h"
 #include "sys.h"
 
 #include <errno.h>
@@ -331,21 +332,30 @@ static void *record_thread(void *arg) {
   return NULL;
 }
 
+/* From a fiber of a 4-worker runtime: fn(args[w]) on each worker w
+ * (fib_attr.worker), all joined. */
+static void on_each_of_4_workers(fib_fn fn, void *const args[4]) {
+  fib_id ids[4];
+  for (unsigned w = 0; w < 4; w++) {
+    fib_attr attr = {0};
+    attr.worker = w + 1;
+    CHECK_OK(fib_spawn(NULL, fn, args[w], &attr, &ids[w]));
+  }
+  for (int w = 0; w < 4; w++)
+    CHECK_OK(fib_join(ids[w], NULL));
+}
+
 static void *place_all(void *arg) {
   struct placed *p = arg;
   struct placed_arg args[4];
-  fib_id ids[4];
-  for (unsigned w = 0; w < 4; w++) {
+  for (unsigned w = 0; w < 4; w++)
     args[w] = (struct placed_arg){p, w};
-    fib_attr attr = {0};
-    attr.worker = w + 1;
-    CHECK_OK(fib_spawn(NULL, record_thread, &args[w], &attr, &ids[w]));
-  }
   fib_attr bad = {0};
   bad.worker = 5;
   CHECK_EQ(fib_spawn(NULL, record_thread, &args[0], &bad, NULL), FIB_EINVAL);
-  for (int w = 0; w < 4; w++)
-    CHECK_OK(fib_join(ids[w], NULL));
+  on_each_of_4_workers(record_thread,
+                       (void *const[4]){&args[0], &args[1], &args[2],
+                                        &args[3]});
   return NULL;
 }
 
@@ -360,6 +370,129 @@ TEST(fibers_placed_on_a_worker_run_there) {
   for (int a = 0; a < 4; a++) /* four workers, four threads */
     for (int b = a + 1; b < 4; b++)
       CHECK(!pthread_equal(p.thread[a], p.thread[b]));
+}
+
+/* ---- where the worker threads start (placement.h) */
+
+/* Bind this thread to `here`, the CPU it runs on (sched_getcpu): 0 if
+ * that is not known (negative), and nothing is done. */
+static int narrow_to_this_cpu(int here) {
+  if (here < 0)
+    return 0;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(here, &one);
+  CHECK_EQ(sched_setaffinity(0, sizeof one, &one), 0);
+  return 1;
+}
+
+/* The plan binds the k-th thread to the k-th CPU of the creator's set
+ * after the creator's own, in turn, and only where there is a set of
+ * several CPUs to spread over. */
+TEST(worker_threads_are_planned_over_the_creators_cpus_in_turn) {
+  cpu_set_t mine;
+  CHECK_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  int here = sched_getcpu();
+  struct fib__placement p;
+  fib__placement_plan(&p);
+  CHECK_EQ(p.spread, here >= 0 && CPU_COUNT(&mine) > 1);
+  pthread_attr_t attr;
+  CHECK_EQ(pthread_attr_init(&attr), 0);
+  if (p.spread) {
+    /* every other CPU of the set once, each after the last, then ours */
+    int last = here, n = CPU_COUNT(&mine);
+    cpu_set_t seen;
+    CPU_ZERO(&seen);
+    for (int k = 1; k <= n; k++) {
+      CHECK_EQ(fib__placement_next(&p, &attr), 1);
+      cpu_set_t one;
+      CHECK_EQ(pthread_attr_getaffinity_np(&attr, sizeof one, &one), 0);
+      CHECK_EQ(CPU_COUNT(&one), 1);
+      int cpu = 0;
+      while (!CPU_ISSET(cpu, &one))
+        cpu++;
+      CHECK(CPU_ISSET(cpu, &mine));
+      CHECK(!CPU_ISSET(cpu, &seen));
+      CPU_SET(cpu, &seen);
+      if (k < n) {
+        CHECK(cpu != here);
+        /* the next one of the set: none of it lies between (cyclically) */
+        for (int c = (last + 1) % CPU_SETSIZE; c != cpu;
+             c = (c + 1) % CPU_SETSIZE)
+          CHECK(!CPU_ISSET(c, &mine));
+      } else {
+        CHECK_EQ(cpu, here); /* round the set, back to ours */
+      }
+      last = cpu;
+    }
+  }
+  /* one CPU to use: nothing to spread over */
+  if (narrow_to_this_cpu(here)) {
+    fib__placement_plan(&p);
+    CHECK_EQ(p.spread, 0);
+    CHECK_EQ(fib__placement_next(&p, &attr), 0);
+    CHECK_EQ(sched_setaffinity(0, sizeof mine, &mine), 0);
+  }
+  CHECK_EQ(pthread_attr_destroy(&attr), 0);
+}
+
+struct masks {
+  cpu_set_t got[4]; /* each worker's thread's affinity, seen by a fiber */
+  int ok[4];
+};
+
+struct mask_arg {
+  struct masks *m;
+  unsigned worker;
+};
+
+static void *record_mask(void *arg) {
+  struct mask_arg *a = arg;
+  a->m->ok[a->worker] =
+      sched_getaffinity(0, sizeof a->m->got[0], &a->m->got[a->worker]) == 0;
+  return NULL;
+}
+
+static void *mask_all(void *arg) {
+  struct masks *m = arg;
+  struct mask_arg args[4];
+  for (unsigned w = 0; w < 4; w++)
+    args[w] = (struct mask_arg){m, w};
+  on_each_of_4_workers(record_mask, (void *const[4]){&args[0], &args[1],
+                                                     &args[2], &args[3]});
+  return NULL;
+}
+
+/* A run on 4 workers by this thread: each worker's thread may use what
+ * this thread may use, no more and no less. */
+static void check_worker_masks(const cpu_set_t *expect) {
+  struct masks m;
+  memset(&m, 0, sizeof m);
+  fib_runtime *rt = new_workers(4);
+  CHECK_OK(fib_spawn(rt, mask_all, &m, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  for (int w = 0; w < 4; w++) {
+    CHECK(m.ok[w]);
+    CHECK(CPU_EQUAL(&m.got[w], expect));
+  }
+}
+
+/* Started each on a CPU of its own, the threads are not left bound to
+ * it: they widen back to the creator's set. And a creator narrowed to
+ * one CPU gets threads on that CPU, as any thread it makes. */
+TEST(worker_threads_start_spread_and_are_left_unbound) {
+  cpu_set_t mine;
+  CHECK_EQ(sched_getaffinity(0, sizeof mine, &mine), 0);
+  check_worker_masks(&mine);
+  int here = sched_getcpu();
+  if (narrow_to_this_cpu(here)) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(here, &one);
+    check_worker_masks(&one);
+    CHECK_EQ(sched_setaffinity(0, sizeof mine, &mine), 0);
+  }
 }
 
 /* ---- join, detach, cancel and deadlines across workers */
@@ -1924,6 +2057,8 @@ TEST_MAIN(T(tree_sums_exactly_on_2_workers), T(tree_sums_exactly_on_4_workers),
           T(stolen_subtrees_run_one_at_a_time),
           T(first_fiber_and_pinned_fibers_stay_and_none_moves_once_started),
           T(fibers_placed_on_a_worker_run_there),
+          T(worker_threads_are_planned_over_the_creators_cpus_in_turn),
+          T(worker_threads_start_spread_and_are_left_unbound),
           T(join_detach_and_deadlines_across_workers),
           T(cancel_wakes_fibers_on_every_worker),
           T(a_join_racing_its_cancel_ends_exactly_once),

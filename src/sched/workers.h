@@ -224,6 +224,7 @@
 #define FIB__SCHED_WORKERS_H
 
 #include "fiber.h"
+#include "placement.h"
 #include "spin.h"
 
 #include <pthread.h>
@@ -373,6 +374,9 @@ struct fib__group {
   int host_pushed;        /* host_thread pushed onto an inbox between its
                              calls (atomic): posted, if the next call's
                              thread is another */
+  struct fib__placement place; /* where w[1..n-1]'s threads start
+                             (placement.h): planned by the thread that
+                             starts them, before it does */
 };
 
 /* The worker whose id map holds `id` (see Ids above): a mask, as the
