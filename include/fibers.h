@@ -458,10 +458,12 @@ typedef struct fib_runtime_opts {
   /* Worker threads that run its fibers: 0 or 1 for one (the thread that
    * calls fib_run, and nothing else changes), up to FIB_WORKERS_MAX (else
    * FIB_EINVAL). With n > 1, fib_run runs worker 0 on the calling thread
-   * and n - 1 threads of its own; a fiber runs on one worker at a time,
-   * fibers that have never run move to idle workers (FIB_PINNED keeps one
-   * where it is), and a fiber that has run stays on its worker unless it
-   * is FIB_MIGRATABLE or moves itself (fib_move_to).
+   * and n - 1 threads of its own, which inherit the caller's CPU affinity
+   * (they start one each on the CPUs of that set after the caller's, in
+   * turn, and are then free to move within it); a fiber runs on one
+   * worker at a time, fibers that have never run move to idle workers
+   * (FIB_PINNED keeps one where it is), and a fiber that has run stays on
+   * its worker unless it is FIB_MIGRATABLE or moves itself (fib_move_to).
    * Spawn, join, detach, cancel, yield, sleep, exit, I/O and the
    * primitives and channels work across workers as documented here; a
    * primitive or channel is shared by the workers if it is initialised
