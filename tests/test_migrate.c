@@ -585,6 +585,62 @@ TEST(move_to_lands_on_the_worker_asked_for) {
   }
 }
 
+/* A FIB_MIGRATABLE fiber moved to a worker that has other fibers ready
+ * while the worker it left is idle: the worker it came to offers its ready
+ * fibers that may move, and the move must still return there (it is
+ * offered nowhere until it has run there). */
+struct restless {
+  struct worker_threads w;
+  int stop;  /* the yielders' end */
+  long moves;
+};
+
+static void *yield_until_stop(void *arg) {
+  struct restless *r = arg;
+  while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED))
+    CHECK_OK(fib_yield());
+  return NULL;
+}
+
+static void *restless_mover(void *arg) {
+  struct restless *r = arg;
+  long rounds = scaled(2000);
+  for (long i = 0; i < rounds; i++) {
+    CHECK_OK(fib_move_to(1));
+    CHECK(pthread_equal(current_thread(), r->w.thread[1]));
+    CHECK_OK(fib_move_to(0));
+    CHECK(pthread_equal(current_thread(), r->w.thread[0]));
+    r->moves += 2;
+  }
+  __atomic_store_n(&r->stop, 1, __ATOMIC_RELAXED);
+  return NULL;
+}
+
+static void *restless_main(void *arg) {
+  struct restless *r = arg;
+  learn_threads(&r->w, 2);
+  fib_attr pin = {0}, move = {0};
+  pin.flags = FIB_PINNED; /* not FIB_MIGRATABLE either: they stay */
+  move.flags = FIB_MIGRATABLE;
+  fib_id ids[4];
+  for (int i = 0; i < 3; i++)
+    CHECK_OK(fib_spawn(NULL, yield_until_stop, r, &pin, &ids[i]));
+  CHECK_OK(fib_spawn(NULL, restless_mover, r, &move, &ids[3]));
+  for (int i = 0; i < 4; i++)
+    CHECK_OK(fib_join(ids[i], NULL));
+  return NULL;
+}
+
+TEST(a_migratable_fibers_move_lands_there_beside_ready_fibers) {
+  force(0);
+  struct restless r = {0};
+  fib_runtime *rt = new_workers(2);
+  CHECK_OK(fib_spawn(rt, restless_main, &r, NULL, NULL));
+  CHECK_OK(fib_run(rt));
+  CHECK_OK(fib_runtime_destroy(rt));
+  CHECK_EQ(r.moves, 2 * scaled(2000));
+}
+
 /* ---- errors */
 
 static void *one_worker_calls(void *arg) {
@@ -772,4 +828,5 @@ TEST_MAIN(T(migratable_fibers_that_have_run_are_taken_by_idle_workers),
           T(pinned_first_placed_compact_and_guarded_fibers_stay_when_forced),
           T(move_to_lands_on_the_worker_asked_for),
           T(move_to_lands_there_in_the_forced_mode_too),
+          T(a_migratable_fibers_move_lands_there_beside_ready_fibers),
           T(a_migratable_fiber_follows_the_partner_that_wakes_it), T(errors))

@@ -763,9 +763,18 @@ int fib_move_to(unsigned worker) {
   self->state = FIB__FIBER_READY;
   self->wake = 0; /* what the loop's resume hands back: our 0 */
   rt->outgoing = self;
-  return fib__coro_yield(NULL, NULL);
+  /* The guard, while on the way: READY in the target's queue, a fiber
+   * that may move would otherwise be offered from there to a worker that
+   * is idle (the one we left, often) before it has run there, and the
+   * call would return elsewhere. Only the owner reads `nomigrate`, and
+   * only while we are switched out. */
+  self->nomigrate++;
+  int err = fib__coro_yield(NULL, NULL);
   /* Running on the target's thread now: nothing read before the switch
-   * that belongs to the old thread is used after it. */
+   * that belongs to the old thread is used after it (`self` is the
+   * fiber's record, not the thread's). */
+  self->nomigrate--;
+  return err;
 }
 
 int fib_nomigrate_begin(void) {

@@ -56,7 +56,10 @@
  * Explicit moves (fib_move_to): the fiber marks itself (move_to),
  * switches away to its loop (never straight to another fiber) through
  * rt->outgoing, and the loop, off its stack, hands it to the target's
- * placed list. The forced mode (FIBERS_FORCE_MIGRATE): every dispatch
+ * placed list. It holds its guard (`nomigrate`) on the way, until it runs
+ * on the target: a migratable fiber READY there would otherwise be
+ * offered on (to the worker it left, idle now) before the call returned
+ * there. The forced mode (FIBERS_FORCE_MIGRATE): every dispatch
  * goes through the loop (no direct hand-off), and the loop sends a
  * migratable fiber that has run on it since it last moved to the next
  * worker in turn instead of running it (fib__group_force), so every turn
