@@ -766,8 +766,8 @@ int fib_move_to(unsigned worker) {
   /* The guard, while on the way: READY in the target's queue, a fiber
    * that may move would otherwise be offered from there to a worker that
    * is idle (the one we left, often) before it has run there, and the
-   * call would return elsewhere. Only the owner reads `nomigrate`, and
-   * only while we are switched out. */
+   * call would return elsewhere. Besides us, only our owner's thread
+   * reads `nomigrate`, while we are switched out: no atomics. */
   self->nomigrate++;
   int err = fib__coro_yield(NULL, NULL);
   /* Running on the target's thread now: nothing read before the switch
