@@ -1252,8 +1252,7 @@ found:
 static void *thread_main(void *arg) {
   struct fib_runtime *w = arg;
   struct fib__group *g = w->group;
-  if (g->place.spread) /* started on a CPU of its own: unbound now */
-    fib__placement_widen(&g->place);
+  fib__placement_enter(&g->place, w->worker); /* a CPU of its own */
   int err = g->worker_main(w);
   if (err && err != g->result) { /* it could not start: end the run */
     pthread_mutex_lock(&g->lock);
@@ -1278,22 +1277,10 @@ static int start_threads(struct fib__group *g, int hosted) {
   g->hosted = hosted; /* no thread reads it yet */
   __atomic_store_n(&g->over, !hosted && all_finished(g), __ATOMIC_SEQ_CST);
   unsigned up = 1;
-  /* each on a CPU of its own at first (placement.h) */
-  pthread_attr_t attr;
-  int have_attr = pthread_attr_init(&attr) == 0;
-  fib__placement_plan(&g->place);
-  g->place.spread &= have_attr;
-  while (up < g->n) {
-    int bound = g->place.spread && fib__placement_next(&g->place, &attr);
-    if (pthread_create(&g->threads[up], bound ? &attr : NULL, thread_main,
-                       g->w[up]) != 0 &&
-        (!bound || /* a hint the kernel refused: without it */
-         pthread_create(&g->threads[up], NULL, thread_main, g->w[up]) != 0))
-      break;
+  fib__placement_plan(&g->place); /* each on a CPU of its own at first */
+  while (up < g->n &&
+         pthread_create(&g->threads[up], NULL, thread_main, g->w[up]) == 0)
     up++;
-  }
-  if (have_attr)
-    pthread_attr_destroy(&attr);
   g->threads_up = up;
   if (up == g->n)
     return 0;
